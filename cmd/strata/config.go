@@ -1,0 +1,133 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"time"
+
+	"github.com/alecthomas/kingpin/v2"
+	"github.com/efficientgo/core/errors"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/stratametrics/strata/pkg/block"
+	"github.com/stratametrics/strata/pkg/server"
+	"github.com/stratametrics/strata/pkg/tenancy"
+)
+
+// Config is the one YAML file every component reads (--config.file); each uses the sections it needs and
+// ignores the rest. Flags override the file; /config shows the result.
+type Config struct {
+	Log           logConfig             `yaml:"log"`
+	Server        server.Config         `yaml:"server"`
+	DataDir       string                `yaml:"data_dir"`
+	Auth          tenancy.Config        `yaml:"auth"`
+	Objstore      block.BucketConfig    `yaml:"objstore"`
+	Limits        tenancy.Limits        `yaml:"limits"`
+	RuntimeConfig tenancy.RuntimeConfig `yaml:"runtime_config"`
+}
+
+type logConfig struct {
+	Level  string `yaml:"level"`
+	Format string `yaml:"format"`
+}
+
+func defaultConfig() Config {
+	return Config{
+		Log:           logConfig{Level: "info", Format: "logfmt"},
+		Server:        server.DefaultConfig(),
+		DataDir:       "./data",
+		Auth:          tenancy.DefaultConfig(),
+		Limits:        tenancy.DefaultLimits(),
+		RuntimeConfig: tenancy.DefaultRuntimeConfig(),
+	}
+}
+
+// Validate checks every section.
+func (c *Config) Validate() error {
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		return errors.Newf("log level must be one of debug, info, warn, error; got %q", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "logfmt", "json":
+	default:
+		return errors.Newf("log format must be logfmt or json; got %q", c.Log.Format)
+	}
+	if c.DataDir == "" {
+		return errors.New("data_dir must be set")
+	}
+	for _, v := range []interface{ Validate() error }{c.Server, c.Objstore, c.Limits, c.RuntimeConfig} {
+		if err := v.Validate(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// registerCommonFlags registers the flags every component shares, bound to cfg through b.
+func registerCommonFlags(app *kingpin.Application, b *binder, cfg *Config) {
+	b.String(app.Flag("log.level", "Log level: debug, info, warn, error."), &cfg.Log.Level)
+	b.String(app.Flag("log.format", "Log format: logfmt or json."), &cfg.Log.Format)
+	b.String(app.Flag("http-address", "Address the HTTP server listens on."), &cfg.Server.HTTPAddress)
+	b.String(app.Flag("grpc-address", "Address the gRPC server listens on."), &cfg.Server.GRPCAddress)
+	b.Duration(app.Flag("server.graceful-shutdown-timeout", "How long in-flight requests may take once the process is told to stop."), &cfg.Server.GracefulShutdownTimeout)
+	b.String(app.Flag("data-dir", "Directory for local state (TSDBs, caches, the default filesystem bucket)."), &cfg.DataDir)
+	b.Bool(app.Flag("auth.multitenancy-enabled", "Require a tenant (X-Scope-OrgID) on every request; when disabled every request is tenant 'anonymous'."), &cfg.Auth.MultitenancyEnabled)
+	b.String(app.Flag("objstore.config-file", "Thanos objstore config file (type: S3|GCS|AZURE|FILESYSTEM…). Default: a filesystem bucket under <data-dir>/bucket."), &cfg.Objstore.ConfigFile)
+	b.String(app.Flag("runtime-config.file", "YAML file with per-tenant limit overrides, reloaded periodically."), &cfg.RuntimeConfig.File)
+	b.Duration(app.Flag("runtime-config.reload-period", "How often the runtime config file is read again."), &cfg.RuntimeConfig.ReloadPeriod)
+}
+
+// loadConfig reads the config file (if any) over the defaults in cfg, then applies the flags the user set.
+func loadConfig(cfg *Config, file string, b *binder) error {
+	if file != "" {
+		data, err := os.ReadFile(file)
+		if err != nil {
+			return errors.Wrapf(err, "read config file %s", file)
+		}
+		dec := yaml.NewDecoder(bytes.NewReader(data))
+		dec.KnownFields(true)
+		if err := dec.Decode(cfg); err != nil && err.Error() != "EOF" {
+			return errors.Wrapf(err, "parse config file %s", file)
+		}
+	}
+	b.apply()
+	return errors.Wrap(cfg.Validate(), "invalid configuration")
+}
+
+// binder binds kingpin flags to fields of the config so that a flag overrides the file only when the user
+// set it. Each flag's default shown in --help is the field's default.
+type binder struct{ applies []func() }
+
+func (b *binder) apply() {
+	for _, f := range b.applies {
+		f()
+	}
+}
+
+func bindFlag[T any](b *binder, f *kingpin.FlagClause, dst *T, def string, parse func(*kingpin.FlagClause) *T) {
+	var set bool
+	v := parse(f.Default(def).IsSetByUser(&set))
+	b.applies = append(b.applies, func() {
+		if set {
+			*dst = *v
+		}
+	})
+}
+
+func (b *binder) String(f *kingpin.FlagClause, dst *string) {
+	bindFlag(b, f, dst, *dst, (*kingpin.FlagClause).String)
+}
+
+func (b *binder) Duration(f *kingpin.FlagClause, dst *time.Duration) {
+	bindFlag(b, f, dst, dst.String(), (*kingpin.FlagClause).Duration)
+}
+
+func (b *binder) Bool(f *kingpin.FlagClause, dst *bool) {
+	def := "false"
+	if *dst {
+		def = "true"
+	}
+	bindFlag(b, f, dst, def, (*kingpin.FlagClause).Bool)
+}

@@ -1,0 +1,103 @@
+// Command strata runs one or all components of Strata. See DESIGN.md §1 for the components.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/alecthomas/kingpin/v2"
+	"github.com/efficientgo/core/errors"
+	"github.com/go-kit/log"
+	"github.com/go-kit/log/level"
+	"github.com/oklog/run"
+	"github.com/prometheus/client_golang/prometheus"
+	versioncollector "github.com/prometheus/client_golang/prometheus/collectors/version"
+	"github.com/prometheus/common/version"
+
+	"github.com/stratametrics/strata/pkg/server"
+)
+
+// component runs one component (or several, for `all`) in g.
+type component func(g *run.Group, logger log.Logger, reg *prometheus.Registry, cfg *Config) error
+
+func main() {
+	app := kingpin.New("strata", "Strata: multi-tenant Prometheus storage that speaks Thanos and works like Mimir.")
+	app.Version(version.Print("strata"))
+	app.HelpFlag.Short('h')
+
+	cfg := defaultConfig()
+	b := &binder{}
+	configFile := app.Flag("config.file", "YAML config file for every component; flags override it.").String()
+	registerCommonFlags(app, b, &cfg)
+
+	components := map[string]component{}
+	allCmd := app.Command("all", "Run every component in one process (the default).").Default()
+	components[allCmd.FullCommand()] = runAll
+
+	cmd, err := app.Parse(os.Args[1:])
+	if err != nil {
+		app.Usage(os.Args[1:])
+		fmt.Fprintln(os.Stderr, "error:", err)
+		os.Exit(2)
+	}
+	if err := loadConfig(&cfg, *configFile, b); err != nil {
+		fmt.Fprintln(os.Stderr, "error:", err)
+		os.Exit(2)
+	}
+	logger := newLogger(cfg.Log)
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(versioncollector.NewCollector("strata"))
+	server.RegisterProcessCollectors(reg)
+
+	var g run.Group
+	addSignalHandler(&g, logger)
+	if err := components[cmd](&g, logger, reg, &cfg); err != nil {
+		level.Error(logger).Log("msg", "failed to set up "+cmd, "err", err)
+		os.Exit(1)
+	}
+	if err := g.Run(); err != nil {
+		level.Error(logger).Log("msg", cmd+" stopped with an error", "err", err)
+		os.Exit(1)
+	}
+	level.Info(logger).Log("msg", "exiting")
+}
+
+func newLogger(cfg logConfig) log.Logger {
+	var l log.Logger
+	if cfg.Format == "json" {
+		l = log.NewJSONLogger(log.NewSyncWriter(os.Stderr))
+	} else {
+		l = log.NewLogfmtLogger(log.NewSyncWriter(os.Stderr))
+	}
+	l = level.NewFilter(l, level.Allow(level.ParseDefault(cfg.Level, level.InfoValue())))
+	return log.With(l, "ts", log.DefaultTimestampUTC, "caller", log.DefaultCaller)
+}
+
+// addSignalHandler ends the group (and so the process, with exit code 0) on SIGINT or SIGTERM.
+func addSignalHandler(g *run.Group, logger log.Logger) {
+	ctx, cancel := context.WithCancel(context.Background())
+	g.Add(func() error {
+		c := make(chan os.Signal, 1)
+		signal.Notify(c, syscall.SIGINT, syscall.SIGTERM)
+		defer signal.Stop(c)
+		select {
+		case s := <-c:
+			level.Info(logger).Log("msg", "received signal, shutting down", "signal", s)
+		case <-ctx.Done():
+		}
+		return nil
+	}, func(error) { cancel() })
+}
+
+// addContextActor runs f in g with a context cancelled when g is interrupted.
+func addContextActor(g *run.Group, f func(ctx context.Context) error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	g.Add(func() error { return f(ctx) }, func(error) { cancel() })
+}
+
+// errSetup wraps an error from setting up a part of a component.
+func errSetup(err error, part string) error { return errors.Wrapf(err, "set up %s", part) }

@@ -1,0 +1,49 @@
+package main
+
+import (
+	"context"
+
+	"github.com/go-kit/log"
+	"github.com/oklog/run"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+
+	"github.com/stratametrics/strata/pkg/server"
+	"github.com/stratametrics/strata/pkg/tenancy"
+)
+
+// grpcTenantExempt are the gRPC methods callable without a tenant: health checks, and Thanos's Info, which a
+// stock Thanos querier calls before it knows any tenant.
+var grpcTenantExempt = tenancy.GRPCExempt{"/grpc.health.v1.Health/", "/thanos.info.Info/"}
+
+// process is what every component shares in one process: the servers, the config pages and the limits.
+type process struct {
+	srv       *server.Server
+	overrides *tenancy.Overrides
+}
+
+// newProcess builds the servers and the per-tenant overrides for cfg, and adds them to g.
+func newProcess(g *run.Group, logger log.Logger, reg prometheus.Registerer, cfg *Config) (*process, error) {
+	srv, err := server.New(cfg.Server, logger, reg,
+		grpc.ChainUnaryInterceptor(cfg.Auth.UnaryServerInterceptor(grpcTenantExempt)),
+		grpc.ChainStreamInterceptor(cfg.Auth.StreamServerInterceptor(grpcTenantExempt)),
+	)
+	if err != nil {
+		return nil, errSetup(err, "servers")
+	}
+	rtm, err := tenancy.NewRuntimeOverridesManager(cfg.RuntimeConfig, cfg.Limits, logger, reg)
+	if err != nil {
+		return nil, errSetup(err, "runtime config")
+	}
+	overrides := tenancy.NewOverrides(cfg.Limits, rtm)
+
+	srv.Handle("GET /config", server.ConfigHandler(func() any { return cfg }))
+	srv.Handle("GET /runtime_config", overrides.Handler())
+	srv.AddLinks("Server", server.Link{Path: "/config", Desc: "Effective configuration"},
+		server.Link{Path: "/runtime_config", Desc: "Per-tenant overrides in force"})
+
+	runtimeReady := srv.Ready.Register("runtime-config")
+	addContextActor(g, func(ctx context.Context) error { return rtm.Run(ctx, runtimeReady) })
+	srv.Run(g)
+	return &process{srv: srv, overrides: overrides}, nil
+}

@@ -1,0 +1,186 @@
+// Package server runs the HTTP and gRPC servers every Strata component shares: one of each per process, with
+// readiness, metrics, the effective config and an index of the components in the process.
+package server
+
+import (
+	"context"
+	"math"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/efficientgo/core/errors"
+	"github.com/go-kit/log"
+	"github.com/go-kit/log/level"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+)
+
+// Config holds the addresses both servers listen on.
+type Config struct {
+	HTTPAddress string `yaml:"http_address"`
+	GRPCAddress string `yaml:"grpc_address"`
+	// GracefulShutdownTimeout bounds how long in-flight requests may take once the process is told to stop.
+	GracefulShutdownTimeout time.Duration `yaml:"graceful_shutdown_timeout"`
+}
+
+// DefaultConfig listens on :8080 (HTTP) and :9095 (gRPC), the ports DESIGN.md fixes.
+func DefaultConfig() Config {
+	return Config{HTTPAddress: "0.0.0.0:8080", GRPCAddress: "0.0.0.0:9095", GracefulShutdownTimeout: 10 * time.Second}
+}
+
+// Validate checks the config.
+func (c Config) Validate() error {
+	if c.HTTPAddress == "" || c.GRPCAddress == "" {
+		return errors.New("server: http_address and grpc_address must be set")
+	}
+	if c.GracefulShutdownTimeout <= 0 {
+		return errors.Newf("server: graceful_shutdown_timeout must be positive, got %s", c.GracefulShutdownTimeout)
+	}
+	return nil
+}
+
+type serverMetrics struct {
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+}
+
+func newServerMetrics(reg prometheus.Registerer) *serverMetrics {
+	return &serverMetrics{
+		requests: promauto.With(reg).NewCounterVec(prometheus.CounterOpts{
+			Name: "strata_http_requests_total",
+			Help: "HTTP requests served, by handler, method and status code.",
+		}, []string{"handler", "method", "code"}),
+		duration: promauto.With(reg).NewHistogramVec(prometheus.HistogramOpts{
+			Name:                        "strata_http_request_duration_seconds",
+			Help:                        "Time spent serving HTTP requests, by handler, method and status code.",
+			Buckets:                     prometheus.DefBuckets,
+			NativeHistogramBucketFactor: 1.1,
+		}, []string{"handler", "method", "code"}),
+	}
+}
+
+// Server is a process's HTTP and gRPC servers. Create it with New (which binds both ports, so a port in use
+// fails at start and tests can ask for port 0), register handlers and services, then Run it.
+type Server struct {
+	cfg     Config
+	logger  log.Logger
+	metrics *serverMetrics
+
+	httpListener net.Listener
+	grpcListener net.Listener
+	mux          *http.ServeMux
+	httpServer   *http.Server
+	grpcServer   *grpc.Server
+	health       *health.Server
+
+	Ready *Prober
+	index *index
+}
+
+// New binds the listeners and builds both servers. The gRPC server takes MaxInt32 messages both ways (Thanos
+// StoreAPI responses can be large) and serves the standard health service, NOT_SERVING until Ready says so.
+func New(cfg Config, logger log.Logger, reg prometheus.Registerer, grpcOpts ...grpc.ServerOption) (*Server, error) {
+	httpL, err := net.Listen("tcp", cfg.HTTPAddress)
+	if err != nil {
+		return nil, errors.Wrapf(err, "listen for HTTP on %s", cfg.HTTPAddress)
+	}
+	grpcL, err := net.Listen("tcp", cfg.GRPCAddress)
+	if err != nil {
+		_ = httpL.Close()
+		return nil, errors.Wrapf(err, "listen for gRPC on %s", cfg.GRPCAddress)
+	}
+	s := &Server{
+		cfg:          cfg,
+		logger:       logger,
+		metrics:      newServerMetrics(reg),
+		httpListener: httpL,
+		grpcListener: grpcL,
+		mux:          http.NewServeMux(),
+		health:       health.NewServer(),
+		index:        &index{},
+	}
+	s.grpcServer = grpc.NewServer(append([]grpc.ServerOption{
+		grpc.MaxRecvMsgSize(math.MaxInt32),
+		grpc.MaxSendMsgSize(math.MaxInt32),
+	}, grpcOpts...)...)
+	healthpb.RegisterHealthServer(s.grpcServer, s.health)
+	s.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	s.Ready = newProber(func() { s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING) })
+	s.httpServer = &http.Server{Handler: s.mux, ReadHeaderTimeout: 30 * time.Second}
+
+	if gatherer, ok := reg.(prometheus.Gatherer); ok {
+		s.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{Registry: reg, EnableOpenMetrics: true}))
+	}
+	s.Handle("GET /ready", s.Ready)
+	s.Handle("GET /{$}", s.index)
+	s.AddLinks("Server", Link{"/ready", "Readiness"}, Link{"/metrics", "Metrics"})
+	return s, nil
+}
+
+// RegisterProcessCollectors adds the Go runtime and process collectors to reg, as every Prometheus exporter does.
+func RegisterProcessCollectors(reg prometheus.Registerer) {
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+}
+
+// HTTPAddr and GRPCAddr are the bound addresses (useful when the config asked for port 0).
+func (s *Server) HTTPAddr() string { return s.httpListener.Addr().String() }
+func (s *Server) GRPCAddr() string { return s.grpcListener.Addr().String() }
+
+// GRPC returns the gRPC server for registering services; register before Run.
+func (s *Server) GRPC() *grpc.Server { return s.grpcServer }
+
+// Handle registers an HTTP handler for a Go ServeMux pattern ("GET /ready", "/api/v1/push"), instrumented
+// with strata_http_requests_total and strata_http_request_duration_seconds labelled by the pattern.
+func (s *Server) Handle(pattern string, h http.Handler) {
+	labels := prometheus.Labels{"handler": pattern}
+	h = promhttp.InstrumentHandlerDuration(s.metrics.duration.MustCurryWith(labels),
+		promhttp.InstrumentHandlerCounter(s.metrics.requests.MustCurryWith(labels), h))
+	s.mux.Handle(pattern, h)
+}
+
+// AddLinks lists pages of a component on the index page.
+func (s *Server) AddLinks(component string, links ...Link) { s.index.add(component, links...) }
+
+// Run adds the HTTP and gRPC servers to g. Both stop when g is interrupted: in-flight requests get up to
+// GracefulShutdownTimeout, then connections are closed.
+func (s *Server) Run(g interface {
+	Add(execute func() error, interrupt func(error))
+}) {
+	g.Add(func() error {
+		level.Info(s.logger).Log("msg", "listening for HTTP", "address", s.HTTPAddr())
+		if err := s.httpServer.Serve(s.httpListener); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return errors.Wrap(err, "serve HTTP")
+		}
+		return nil
+	}, func(error) {
+		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.GracefulShutdownTimeout)
+		defer cancel()
+		if err := s.httpServer.Shutdown(ctx); err != nil {
+			level.Warn(s.logger).Log("msg", "HTTP server did not shut down gracefully", "err", err)
+			_ = s.httpServer.Close()
+		}
+	})
+	g.Add(func() error {
+		level.Info(s.logger).Log("msg", "listening for gRPC", "address", s.GRPCAddr())
+		if err := s.grpcServer.Serve(s.grpcListener); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			return errors.Wrap(err, "serve gRPC")
+		}
+		return nil
+	}, func(error) {
+		s.health.Shutdown()
+		done := make(chan struct{})
+		go func() { s.grpcServer.GracefulStop(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(s.cfg.GracefulShutdownTimeout):
+			level.Warn(s.logger).Log("msg", "gRPC server did not shut down gracefully; closing connections")
+			s.grpcServer.Stop()
+		}
+	})
+}

@@ -1,0 +1,168 @@
+package tenancy
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// ErrorID is a Mimir error id; its message carries it as "(err-mimir-<id>)" so users can look it up in
+// Mimir's runbooks, which describe the same limits.
+type ErrorID string
+
+const (
+	IDTenantMaxIngestionRate   ErrorID = "tenant-max-ingestion-rate"
+	IDMaxSeriesPerUser         ErrorID = "max-series-per-user"
+	IDMaxSeriesPerMetric       ErrorID = "max-series-per-metric"
+	IDMaxLabelNamesPerSeries   ErrorID = "max-label-names-per-series"
+	IDLabelNameTooLong         ErrorID = "label-name-too-long"
+	IDLabelValueTooLong        ErrorID = "label-value-too-long"
+	IDLabelInvalid             ErrorID = "label-invalid"
+	IDMissingMetricName        ErrorID = "missing-metric-name"
+	IDDuplicateLabelNames      ErrorID = "duplicate-label-names"
+	IDLabelsNotSorted          ErrorID = "labels-not-sorted"
+	IDTooFarInFuture           ErrorID = "too-far-in-future"
+	IDSampleOutOfOrder         ErrorID = "sample-out-of-order"
+	IDSampleTimestampTooOld    ErrorID = "sample-timestamp-too-old"
+	IDSampleDuplicateTimestamp ErrorID = "sample-duplicate-timestamp"
+)
+
+// Message formats a message with its id: "<msg> (err-mimir-<id>)".
+func (id ErrorID) Message(msg string) string {
+	return fmt.Sprintf("%s (err-mimir-%s)", msg, id)
+}
+
+// MessageWithLimit formats a message for a per-tenant limit, naming the config keys that raise it:
+// "<msg> (err-mimir-<id>). To adjust the related per-tenant limit, configure <key>, or contact your service
+// administrator." Several keys read "configure a and b" (Mimir's wording, with keys in place of flags).
+func (id ErrorID) MessageWithLimit(msg string, keys ...string) string {
+	plural := ""
+	if len(keys) > 1 {
+		plural = "s"
+	}
+	return fmt.Sprintf("%s. To adjust the related per-tenant limit%s, configure %s, or contact your service administrator.",
+		id.Message(msg), plural, strings.Join(keys, " and "))
+}
+
+// Error is a rejection of (part of) a request that the client caused: it carries its id and the HTTP status
+// it is answered with, so the edge never has to guess a code from a message.
+type Error struct {
+	ID     ErrorID
+	Status int // HTTP status
+	Msg    string
+}
+
+func (e *Error) Error() string { return e.Msg }
+
+// GRPCStatus lets status.FromError find the code for this error when it crosses gRPC.
+func (e *Error) GRPCStatus() *status.Status {
+	code := codes.InvalidArgument
+	switch e.Status {
+	case http.StatusTooManyRequests:
+		code = codes.ResourceExhausted
+	case http.StatusUnauthorized:
+		code = codes.Unauthenticated
+	}
+	return status.New(code, e.Msg)
+}
+
+func limitErr(id ErrorID, httpStatus int, msg string, keys ...string) *Error {
+	return &Error{ID: id, Status: httpStatus, Msg: id.MessageWithLimit(msg, keys...)}
+}
+
+func plainErr(id ErrorID, msg string) *Error {
+	return &Error{ID: id, Status: http.StatusBadRequest, Msg: id.Message(msg)}
+}
+
+// NewIngestionRateLimitedError is the 429 for a tenant over its token bucket.
+func NewIngestionRateLimitedError(rate float64, burst int) *Error {
+	return limitErr(IDTenantMaxIngestionRate, http.StatusTooManyRequests,
+		fmt.Sprintf("the request has been rejected because the tenant exceeded the ingestion rate limit, set to %v items/s with a maximum allowed burst of %d. This limit is applied on the total number of samples, exemplars and metadata received across all distributors", rate, burst),
+		"ingestion_rate", "ingestion_burst_size")
+}
+
+// NewMaxSeriesPerUserError is the 400 for a tenant at its series limit; metric names the metric that
+// contributes most new series in the rejected request, so the user knows where to look.
+func NewMaxSeriesPerUserError(limit int, metric string) *Error {
+	msg := fmt.Sprintf("per-user series limit of %d exceeded", limit)
+	if metric != "" {
+		msg += fmt.Sprintf(", metric with the most new series in this request: %s", metric)
+	}
+	return limitErr(IDMaxSeriesPerUser, http.StatusBadRequest, msg, "max_global_series_per_user")
+}
+
+// NewMaxSeriesPerMetricError is the 400 for a metric at its series limit.
+func NewMaxSeriesPerMetricError(limit int, metric string) *Error {
+	return limitErr(IDMaxSeriesPerMetric, http.StatusBadRequest,
+		fmt.Sprintf("per-metric series limit of %d exceeded for metric %s", limit, metric), "max_global_series_per_metric")
+}
+
+// NewMaxLabelNamesPerSeriesError is the 400 for a series with too many labels.
+func NewMaxLabelNamesPerSeriesError(actual, limit int, series string) *Error {
+	return limitErr(IDMaxLabelNamesPerSeries, http.StatusBadRequest,
+		fmt.Sprintf("received a series whose number of labels exceeds the limit (actual: %d, limit: %d) series: '%.200s'", actual, limit, series),
+		"max_label_names_per_series")
+}
+
+// NewLabelNameTooLongError is the 400 for a label name over max_label_name_length.
+func NewLabelNameTooLongError(name, series string) *Error {
+	return limitErr(IDLabelNameTooLong, http.StatusBadRequest,
+		fmt.Sprintf("received a series whose label name length exceeds the limit, label: '%.200s' series: '%.200s'", name, series),
+		"max_label_name_length")
+}
+
+// NewLabelValueTooLongError is the 400 for a label value over max_label_value_length.
+func NewLabelValueTooLongError(name, value, series string, limit int) *Error {
+	return limitErr(IDLabelValueTooLong, http.StatusBadRequest,
+		fmt.Sprintf("received a series whose label value length of %d exceeds the limit of %d, label: '%s', value: '%.200s' (truncated) series: '%.200s'", len(value), limit, name, value, series),
+		"max_label_value_length")
+}
+
+// NewTooFarInFutureError is the 400 for a sample newer than now + creation_grace_period.
+func NewTooFarInFutureError(timestampMs int64, series string) *Error {
+	return limitErr(IDTooFarInFuture, http.StatusBadRequest,
+		fmt.Sprintf("received a sample whose timestamp is too far in the future, timestamp: %d series: '%.200s'", timestampMs, series),
+		"creation_grace_period")
+}
+
+// NewSampleOutOfOrderError is the 400 for a sample behind its series' newest sample (and the OOO window).
+func NewSampleOutOfOrderError(timestampMs int64, series string) *Error {
+	return limitErr(IDSampleOutOfOrder, http.StatusBadRequest,
+		fmt.Sprintf("the sample has been rejected because another sample with a more recent timestamp has already been ingested and out-of-order samples are not allowed, timestamp: %d series: '%.200s'", timestampMs, series),
+		"out_of_order_time_window")
+}
+
+// NewSampleTimestampTooOldError is the 400 for a sample older than the TSDB accepts.
+func NewSampleTimestampTooOldError(timestampMs int64, series string) *Error {
+	return plainErr(IDSampleTimestampTooOld,
+		fmt.Sprintf("the sample has been rejected because its timestamp is too old, timestamp: %d series: '%.200s'", timestampMs, series))
+}
+
+// NewSampleDuplicateTimestampError is the 400 for a sample at an existing timestamp with another value.
+func NewSampleDuplicateTimestampError(timestampMs int64, series string) *Error {
+	return plainErr(IDSampleDuplicateTimestamp,
+		fmt.Sprintf("the sample has been rejected because another sample with the same timestamp, but a different value, has already been ingested, timestamp: %d series: '%.200s'", timestampMs, series))
+}
+
+// NewLabelInvalidError is the 400 for a label name that is not valid.
+func NewLabelInvalidError(name, series string) *Error {
+	return plainErr(IDLabelInvalid, fmt.Sprintf("received a series with an invalid label: '%.200s' series: '%.200s'", name, series))
+}
+
+// NewMissingMetricNameError is the 400 for a series without __name__.
+func NewMissingMetricNameError(series string) *Error {
+	return plainErr(IDMissingMetricName, fmt.Sprintf("received series has no metric name, series: '%.200s'", series))
+}
+
+// NewDuplicateLabelNamesError is the 400 for a series naming one label twice.
+func NewDuplicateLabelNamesError(name, series string) *Error {
+	return plainErr(IDDuplicateLabelNames, fmt.Sprintf("received a series with duplicate label name, label: '%.200s' series: '%.200s'", name, series))
+}
+
+// NewLabelsNotSortedError is the 400 for a series whose labels are not sorted by name.
+func NewLabelsNotSortedError(name, series string) *Error {
+	return plainErr(IDLabelsNotSorted, fmt.Sprintf("received a series where the label names are not alphabetically sorted, label: '%.200s' series: '%.200s'", name, series))
+}

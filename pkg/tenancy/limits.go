@@ -1,0 +1,123 @@
+package tenancy
+
+import (
+	"bytes"
+	"time"
+
+	"github.com/efficientgo/core/errors"
+	"github.com/prometheus/common/model"
+	"go.yaml.in/yaml/v3"
+)
+
+// Limits are the per-tenant limits. The YAML keys and defaults are Mimir's, so a Mimir runtime file's
+// overrides section reads the same here. The defaults come from the `limits:` section of the config file;
+// a tenant's entry under `overrides:` in the runtime file replaces only the keys it names.
+type Limits struct {
+	// IngestionRate is the per-tenant token bucket's refill rate, in samples per second, across all distributors.
+	IngestionRate float64 `yaml:"ingestion_rate"`
+	// IngestionBurstSize is the token bucket's size, in samples.
+	IngestionBurstSize int `yaml:"ingestion_burst_size"`
+	// MaxGlobalSeriesPerUser is the in-memory series limit across the ingesters (0 = unlimited).
+	MaxGlobalSeriesPerUser int `yaml:"max_global_series_per_user"`
+	// MaxGlobalSeriesPerMetric is the same limit for one metric name (0 = unlimited).
+	MaxGlobalSeriesPerMetric int `yaml:"max_global_series_per_metric"`
+	// MaxLabelNamesPerSeries is the most labels one series may carry, __name__ included.
+	MaxLabelNamesPerSeries int `yaml:"max_label_names_per_series"`
+	// MaxLabelNameLength and MaxLabelValueLength are in bytes.
+	MaxLabelNameLength  int `yaml:"max_label_name_length"`
+	MaxLabelValueLength int `yaml:"max_label_value_length"`
+	// OutOfOrderTimeWindow is how far behind a series' newest sample a sample may still be accepted (0 = none).
+	OutOfOrderTimeWindow model.Duration `yaml:"out_of_order_time_window"`
+	// CreationGracePeriod is how far in the future a sample's timestamp may be.
+	CreationGracePeriod model.Duration `yaml:"creation_grace_period"`
+	// CompactorBlocksRetentionPeriod deletes blocks older than this (0 = keep forever).
+	CompactorBlocksRetentionPeriod model.Duration `yaml:"compactor_blocks_retention_period"`
+	// MaxCacheFreshness: query results newer than now minus this are not cached.
+	MaxCacheFreshness model.Duration `yaml:"max_cache_freshness"`
+	// IngestionTenantShardSize is how many ingesters one tenant is sharded over (0 = all).
+	IngestionTenantShardSize int `yaml:"ingestion_tenant_shard_size"`
+}
+
+// DefaultLimits returns Mimir's defaults (DESIGN.md §9).
+func DefaultLimits() Limits {
+	return Limits{
+		IngestionRate:                  10000,
+		IngestionBurstSize:             200000,
+		MaxGlobalSeriesPerUser:         150000,
+		MaxGlobalSeriesPerMetric:       0,
+		MaxLabelNamesPerSeries:         30,
+		MaxLabelNameLength:             1024,
+		MaxLabelValueLength:            2048,
+		OutOfOrderTimeWindow:           0,
+		CreationGracePeriod:            model.Duration(10 * time.Minute),
+		CompactorBlocksRetentionPeriod: 0,
+		MaxCacheFreshness:              model.Duration(10 * time.Minute),
+		IngestionTenantShardSize:       0,
+	}
+}
+
+// Validate rejects limits that can never be right.
+func (l Limits) Validate() error {
+	switch {
+	case l.IngestionRate < 0:
+		return errors.Newf("ingestion_rate must not be negative, got %v", l.IngestionRate)
+	case l.IngestionBurstSize < 0:
+		return errors.Newf("ingestion_burst_size must not be negative, got %d", l.IngestionBurstSize)
+	case l.MaxGlobalSeriesPerUser < 0, l.MaxGlobalSeriesPerMetric < 0:
+		return errors.New("max_global_series_per_user and max_global_series_per_metric must not be negative")
+	case l.MaxLabelNamesPerSeries < 0, l.MaxLabelNameLength < 0, l.MaxLabelValueLength < 0:
+		return errors.New("max_label_names_per_series, max_label_name_length and max_label_value_length must not be negative")
+	case l.OutOfOrderTimeWindow < 0, l.CreationGracePeriod < 0, l.CompactorBlocksRetentionPeriod < 0, l.MaxCacheFreshness < 0:
+		return errors.New("durations in limits must not be negative")
+	case l.IngestionTenantShardSize < 0:
+		return errors.Newf("ingestion_tenant_shard_size must not be negative, got %d", l.IngestionTenantShardSize)
+	}
+	return nil
+}
+
+// RuntimeOverrides is the content of the runtime file: per-tenant limits, each already merged over the defaults.
+type RuntimeOverrides struct {
+	Overrides map[string]*Limits `yaml:"overrides"`
+}
+
+// LoadRuntimeOverrides parses a runtime file. Each tenant's entry starts from defaults, so it names only the keys
+// it changes. Unknown keys, invalid tenant IDs and invalid limits are errors: the caller keeps the last good file.
+func LoadRuntimeOverrides(data []byte, defaults Limits) (*RuntimeOverrides, error) {
+	var raw struct {
+		Overrides map[string]yaml.Node `yaml:"overrides"`
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&raw); err != nil && !errors.Is(err, errEOF) {
+		return nil, errors.Wrap(err, "parse runtime config")
+	}
+	out := &RuntimeOverrides{Overrides: make(map[string]*Limits, len(raw.Overrides))}
+	for tenant, node := range raw.Overrides {
+		if err := ValidateTenantID(tenant); err != nil {
+			return nil, errors.Wrapf(err, "overrides for tenant %s", describe(tenant))
+		}
+		l := defaults
+		if err := decodeStrict(&node, &l); err != nil {
+			return nil, errors.Wrapf(err, "overrides for tenant %q", tenant)
+		}
+		if err := l.Validate(); err != nil {
+			return nil, errors.Wrapf(err, "overrides for tenant %q", tenant)
+		}
+		out.Overrides[tenant] = &l
+	}
+	return out, nil
+}
+
+// decodeStrict decodes a node into v, refusing keys v does not have (yaml.Node.Decode alone would ignore them).
+func decodeStrict(node *yaml.Node, v any) error {
+	b, err := yaml.Marshal(node)
+	if err != nil {
+		return err
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(v); err != nil && !errors.Is(err, errEOF) {
+		return err
+	}
+	return nil
+}
