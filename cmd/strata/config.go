@@ -121,8 +121,31 @@ func (b *binder) String(f *kingpin.FlagClause, dst *string) {
 }
 
 func (b *binder) Duration(f *kingpin.FlagClause, dst *time.Duration) {
-	bindFlag(b, f, dst, dst.String(), (*kingpin.FlagClause).Duration)
+	bindFlag(b, f, dst, dst.String(), func(f *kingpin.FlagClause) *time.Duration {
+		v := &parsedValue[time.Duration]{flag: f.Model().Name, parse: time.ParseDuration, format: time.Duration.String}
+		f.SetValue(v)
+		return &v.v
+	})
 }
+
+// parsedValue is a kingpin.Value whose parse errors name the flag (kingpin's own say only "invalid duration").
+type parsedValue[T any] struct {
+	v      T
+	flag   string
+	parse  func(string) (T, error)
+	format func(T) string
+}
+
+func (p *parsedValue[T]) Set(s string) error {
+	v, err := p.parse(s)
+	if err != nil {
+		return errors.Wrapf(err, "invalid value %q for flag --%s", s, p.flag)
+	}
+	p.v = v
+	return nil
+}
+
+func (p *parsedValue[T]) String() string { return p.format(p.v) }
 
 func (b *binder) Bool(f *kingpin.FlagClause, dst *bool) {
 	def := "false"

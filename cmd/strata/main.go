@@ -23,7 +23,16 @@ import (
 // component runs one component (or several, for `all`) in g.
 type component func(g *run.Group, logger log.Logger, reg *prometheus.Registry, cfg *Config) error
 
-func main() {
+// components maps each subcommand to the function that runs it; registerComponents adds their flags.
+func registerComponents(app *kingpin.Application, b *binder, cfg *Config) map[string]component {
+	components := map[string]component{}
+	allCmd := app.Command("all", "Run every component in one process (the default).").Default()
+	components[allCmd.FullCommand()] = runAll
+	return components
+}
+
+// parseArgs parses the command line and the config file it names into the effective config.
+func parseArgs(args []string) (string, component, *Config, error) {
 	app := kingpin.New("strata", "Strata: multi-tenant Prometheus storage that speaks Thanos and works like Mimir.")
 	app.Version(version.Print("strata"))
 	app.HelpFlag.Short('h')
@@ -32,18 +41,21 @@ func main() {
 	b := &binder{}
 	configFile := app.Flag("config.file", "YAML config file for every component; flags override it.").String()
 	registerCommonFlags(app, b, &cfg)
+	components := registerComponents(app, b, &cfg)
 
-	components := map[string]component{}
-	allCmd := app.Command("all", "Run every component in one process (the default).").Default()
-	components[allCmd.FullCommand()] = runAll
-
-	cmd, err := app.Parse(os.Args[1:])
+	cmd, err := app.Parse(args)
 	if err != nil {
-		app.Usage(os.Args[1:])
-		fmt.Fprintln(os.Stderr, "error:", err)
-		os.Exit(2)
+		return "", nil, nil, errors.Wrap(err, "parse command line")
 	}
 	if err := loadConfig(&cfg, *configFile, b); err != nil {
+		return "", nil, nil, err
+	}
+	return cmd, components[cmd], &cfg, nil
+}
+
+func main() {
+	cmd, runComponent, cfg, err := parseArgs(os.Args[1:])
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "error:", err)
 		os.Exit(2)
 	}
@@ -55,7 +67,7 @@ func main() {
 
 	var g run.Group
 	addSignalHandler(&g, logger)
-	if err := components[cmd](&g, logger, reg, &cfg); err != nil {
+	if err := runComponent(&g, logger, reg, cfg); err != nil {
 		level.Error(logger).Log("msg", "failed to set up "+cmd, "err", err)
 		os.Exit(1)
 	}

@@ -39,8 +39,10 @@ func newProcess(g *run.Group, logger log.Logger, reg prometheus.Registerer, cfg 
 
 	srv.Handle("GET /config", server.ConfigHandler(func() any { return cfg }))
 	srv.Handle("GET /runtime_config", overrides.Handler())
+	srv.Handle("GET /api/v1/user_limits", cfg.Auth.HTTPMiddleware(false)(overrides.UserLimitsHandler()))
 	srv.AddLinks("Server", server.Link{Path: "/config", Desc: "Effective configuration"},
-		server.Link{Path: "/runtime_config", Desc: "Per-tenant overrides in force"})
+		server.Link{Path: "/runtime_config", Desc: "Per-tenant overrides in force"},
+		server.Link{Path: "/api/v1/user_limits", Desc: "Limits of the requesting tenant (needs X-Scope-OrgID)"})
 
 	runtimeReady := srv.Ready.Register("runtime-config")
 	addContextActor(g, func(ctx context.Context) error { return rtm.Run(ctx, runtimeReady) })

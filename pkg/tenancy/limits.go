@@ -14,28 +14,28 @@ import (
 // a tenant's entry under `overrides:` in the runtime file replaces only the keys it names.
 type Limits struct {
 	// IngestionRate is the per-tenant token bucket's refill rate, in samples per second, across all distributors.
-	IngestionRate float64 `yaml:"ingestion_rate"`
+	IngestionRate float64 `yaml:"ingestion_rate" json:"ingestion_rate"`
 	// IngestionBurstSize is the token bucket's size, in samples.
-	IngestionBurstSize int `yaml:"ingestion_burst_size"`
+	IngestionBurstSize int `yaml:"ingestion_burst_size" json:"ingestion_burst_size"`
 	// MaxGlobalSeriesPerUser is the in-memory series limit across the ingesters (0 = unlimited).
-	MaxGlobalSeriesPerUser int `yaml:"max_global_series_per_user"`
+	MaxGlobalSeriesPerUser int `yaml:"max_global_series_per_user" json:"max_global_series_per_user"`
 	// MaxGlobalSeriesPerMetric is the same limit for one metric name (0 = unlimited).
-	MaxGlobalSeriesPerMetric int `yaml:"max_global_series_per_metric"`
+	MaxGlobalSeriesPerMetric int `yaml:"max_global_series_per_metric" json:"max_global_series_per_metric"`
 	// MaxLabelNamesPerSeries is the most labels one series may carry, __name__ included.
-	MaxLabelNamesPerSeries int `yaml:"max_label_names_per_series"`
+	MaxLabelNamesPerSeries int `yaml:"max_label_names_per_series" json:"max_label_names_per_series"`
 	// MaxLabelNameLength and MaxLabelValueLength are in bytes.
-	MaxLabelNameLength  int `yaml:"max_label_name_length"`
-	MaxLabelValueLength int `yaml:"max_label_value_length"`
+	MaxLabelNameLength  int `yaml:"max_label_name_length" json:"max_label_name_length"`
+	MaxLabelValueLength int `yaml:"max_label_value_length" json:"max_label_value_length"`
 	// OutOfOrderTimeWindow is how far behind a series' newest sample a sample may still be accepted (0 = none).
-	OutOfOrderTimeWindow model.Duration `yaml:"out_of_order_time_window"`
+	OutOfOrderTimeWindow model.Duration `yaml:"out_of_order_time_window" json:"out_of_order_time_window"`
 	// CreationGracePeriod is how far in the future a sample's timestamp may be.
-	CreationGracePeriod model.Duration `yaml:"creation_grace_period"`
+	CreationGracePeriod model.Duration `yaml:"creation_grace_period" json:"creation_grace_period"`
 	// CompactorBlocksRetentionPeriod deletes blocks older than this (0 = keep forever).
-	CompactorBlocksRetentionPeriod model.Duration `yaml:"compactor_blocks_retention_period"`
+	CompactorBlocksRetentionPeriod model.Duration `yaml:"compactor_blocks_retention_period" json:"compactor_blocks_retention_period"`
 	// MaxCacheFreshness: query results newer than now minus this are not cached.
-	MaxCacheFreshness model.Duration `yaml:"max_cache_freshness"`
+	MaxCacheFreshness model.Duration `yaml:"max_cache_freshness" json:"max_cache_freshness"`
 	// IngestionTenantShardSize is how many ingesters one tenant is sharded over (0 = all).
-	IngestionTenantShardSize int `yaml:"ingestion_tenant_shard_size"`
+	IngestionTenantShardSize int `yaml:"ingestion_tenant_shard_size" json:"ingestion_tenant_shard_size"`
 }
 
 // DefaultLimits returns Mimir's defaults (DESIGN.md §9).
@@ -77,14 +77,14 @@ func (l Limits) Validate() error {
 
 // RuntimeOverrides is the content of the runtime file: per-tenant limits, each already merged over the defaults.
 type RuntimeOverrides struct {
-	Overrides map[string]*Limits `yaml:"overrides"`
+	Overrides map[string]*Limits `yaml:"overrides" json:"overrides"`
 }
 
 // LoadRuntimeOverrides parses a runtime file. Each tenant's entry starts from defaults, so it names only the keys
 // it changes. Unknown keys, invalid tenant IDs and invalid limits are errors: the caller keeps the last good file.
 func LoadRuntimeOverrides(data []byte, defaults Limits) (*RuntimeOverrides, error) {
 	var raw struct {
-		Overrides map[string]yaml.Node `yaml:"overrides"`
+		Overrides map[string]yaml.Node `yaml:"overrides" json:"overrides"`
 	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)

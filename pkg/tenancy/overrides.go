@@ -3,6 +3,7 @@ package tenancy
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"io"
 	"net/http"
 	"sort"
@@ -50,7 +51,9 @@ func (o *Overrides) ForTenant(tenant string) *Limits {
 func (o *Overrides) Defaults() Limits { return o.defaults }
 
 func (o *Overrides) IngestionRate(tenant string) float64 { return o.ForTenant(tenant).IngestionRate }
-func (o *Overrides) IngestionBurstSize(tenant string) int { return o.ForTenant(tenant).IngestionBurstSize }
+func (o *Overrides) IngestionBurstSize(tenant string) int {
+	return o.ForTenant(tenant).IngestionBurstSize
+}
 func (o *Overrides) MaxGlobalSeriesPerUser(tenant string) int {
 	return o.ForTenant(tenant).MaxGlobalSeriesPerUser
 }
@@ -60,7 +63,9 @@ func (o *Overrides) MaxGlobalSeriesPerMetric(tenant string) int {
 func (o *Overrides) MaxLabelNamesPerSeries(tenant string) int {
 	return o.ForTenant(tenant).MaxLabelNamesPerSeries
 }
-func (o *Overrides) MaxLabelNameLength(tenant string) int { return o.ForTenant(tenant).MaxLabelNameLength }
+func (o *Overrides) MaxLabelNameLength(tenant string) int {
+	return o.ForTenant(tenant).MaxLabelNameLength
+}
 func (o *Overrides) MaxLabelValueLength(tenant string) int {
 	return o.ForTenant(tenant).MaxLabelValueLength
 }
@@ -176,6 +181,20 @@ func (m *RuntimeOverridesManager) Run(ctx context.Context, started func()) error
 	started()
 	<-ctx.Done()
 	return services.StopAndAwaitTerminated(context.Background(), m.mgr)
+}
+
+// UserLimitsHandler serves Mimir's /api/v1/user_limits: the requesting tenant's effective limits as JSON.
+// It must sit behind HTTPMiddleware, which validated the tenant.
+func (o *Overrides) UserLimitsHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		tenant, err := TenantFromContext(r.Context())
+		if err != nil {
+			http.Error(w, err.Error(), HTTPStatus(err))
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(o.ForTenant(tenant))
+	})
 }
 
 // Handler serves /runtime_config: the overrides in force, as YAML, tenants sorted. With ?mode=diff only the

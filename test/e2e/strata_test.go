@@ -1,0 +1,186 @@
+// Package e2e starts the real strata binary (and, as components land, real Prometheus) on loopback and checks
+// what a user sees. Every wait is bounded; every process is stopped by the test that started it.
+package e2e
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/efficientgo/core/testutil"
+)
+
+// strataBin is the binary built once by TestMain for every test of this package.
+var strataBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "strata-e2e-bin")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "create temp dir:", err)
+		os.Exit(1)
+	}
+	strataBin = filepath.Join(dir, "strata")
+	build := exec.Command("go", "build", "-o", strataBin, "./cmd/strata")
+	build.Dir = repoRoot()
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build strata:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	_ = os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// repoRoot is two levels above this package.
+func repoRoot() string {
+	wd, err := os.Getwd()
+	if err != nil {
+		panic(err)
+	}
+	return filepath.Join(wd, "..", "..")
+}
+
+// freeAddr returns a loopback address with a port that was free a moment ago.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	testutil.Ok(t, err)
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// proc is a running strata process.
+type proc struct {
+	cmd      *exec.Cmd
+	httpAddr string
+	grpcAddr string
+	dataDir  string
+	out      *syncBuffer
+	exited   chan struct{}
+	err      error
+}
+
+// syncBuffer collects a process's output; the process writes while the test reads.
+type syncBuffer struct {
+	mtx sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mtx.Lock()
+	defer b.mtx.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mtx.Lock()
+	defer b.mtx.Unlock()
+	return b.buf.String()
+}
+
+// startStrata starts `strata <args>` on free loopback ports with its own data dir (unless args set them) and
+// stops it (SIGKILL) when the test ends if the test did not stop it.
+func startStrata(t *testing.T, dir string, args ...string) *proc {
+	t.Helper()
+	p := &proc{httpAddr: freeAddr(t), grpcAddr: freeAddr(t), dataDir: filepath.Join(dir, "data"), out: &syncBuffer{}, exited: make(chan struct{})}
+	args = append(args, "--http-address="+p.httpAddr, "--grpc-address="+p.grpcAddr, "--data-dir="+p.dataDir)
+	p.cmd = exec.Command(strataBin, args...)
+	p.cmd.Dir = dir
+	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
+	testutil.Ok(t, p.cmd.Start())
+	go func() { p.err = p.cmd.Wait(); close(p.exited) }()
+	t.Cleanup(func() {
+		select {
+		case <-p.exited:
+		default:
+			_ = p.cmd.Process.Kill()
+			<-p.exited
+		}
+		if t.Failed() {
+			t.Logf("strata output:\n%s", p.out.String())
+		}
+	})
+	return p
+}
+
+func (p *proc) url(path string) string { return "http://" + p.httpAddr + path }
+
+// waitReady polls /ready every 50ms until it answers 200, for at most timeout.
+func (p *proc) waitReady(t *testing.T, timeout time.Duration) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for time.Since(start) < timeout {
+		select {
+		case <-p.exited:
+			t.Fatalf("strata exited before it was ready: %v\n%s", p.err, p.out.String())
+		default:
+		}
+		if code, _ := httpGet(p.url("/ready"), nil); code == 200 {
+			return time.Since(start)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("strata not ready within %s\n%s", timeout, p.out.String())
+	return 0
+}
+
+// stop sends SIGTERM and waits for the exit, at most 30s; it returns the exit code.
+func (p *proc) stop(t *testing.T) int {
+	t.Helper()
+	testutil.Ok(t, p.cmd.Process.Signal(syscall.SIGTERM))
+	select {
+	case <-p.exited:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("strata did not exit within 30s of SIGTERM\n%s", p.out.String())
+	}
+	return p.cmd.ProcessState.ExitCode()
+}
+
+// httpGet returns the status and body of a GET with headers, or 0 when the request failed.
+func httpGet(url string, headers map[string]string) (int, string) {
+	req, err := http.NewRequest("GET", url, nil)
+	if err != nil {
+		return 0, err.Error()
+	}
+	for k, v := range headers {
+		req.Header.Set(k, v)
+	}
+	c := http.Client{Timeout: 10 * time.Second}
+	resp, err := c.Do(req)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// waitUntil polls cond every 100ms for at most timeout.
+func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %s", what, timeout)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func mustContain(t *testing.T, s string, subs ...string) {
+	t.Helper()
+	for _, sub := range subs {
+		testutil.Assert(t, strings.Contains(s, sub), "%q not found in:\n%s", sub, s)
+	}
+}
