@@ -170,7 +170,7 @@ func TestOverridesHandlers(t *testing.T) {
 
 type staticLimits map[string]*Limits
 
-func (s staticLimits) ByTenant(t string) *Limits        { return s[t] }
+func (s staticLimits) ByTenant(t string) *Limits       { return s[t] }
 func (s staticLimits) AllByTenant() map[string]*Limits { return s }
 
 // waitFor polls cond every 10ms for at most 10s.

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"errors"
 	"net"
 	"os"
 	"os/exec"
@@ -19,8 +20,9 @@ func TestHelpListsSubcommands(t *testing.T) {
 	mustContain(t, string(out), "Commands:", "all*", "--http-address", "--grpc-address", "--data-dir", "--config.file")
 
 	out, err = exec.Command(strataBin, "--no-such-flag").CombinedOutput()
-	testutil.NotOk(t, err)
-	testutil.Equals(t, 2, err.(*exec.ExitError).ExitCode())
+	var exitErr *exec.ExitError
+	testutil.Assert(t, errors.As(err, &exitErr), "want an exit error, got %v", err)
+	testutil.Equals(t, 2, exitErr.ExitCode())
 	mustContain(t, string(out), "unknown long flag '--no-such-flag'")
 }
 

@@ -89,11 +89,11 @@ func (b *syncBuffer) String() string {
 	return b.buf.String()
 }
 
-// startStrata starts `strata <args>` on free loopback ports with its own data dir (unless args set them) and
-// stops it (SIGKILL) when the test ends if the test did not stop it.
+// startStrata starts `strata <args>` in dir on free loopback ports with a data dir of its own, and kills it when
+// the test ends if the test did not stop it.
 func startStrata(t *testing.T, dir string, args ...string) *proc {
 	t.Helper()
-	p := &proc{httpAddr: freeAddr(t), grpcAddr: freeAddr(t), dataDir: filepath.Join(dir, "data"), out: &syncBuffer{}, exited: make(chan struct{})}
+	p := &proc{httpAddr: freeAddr(t), grpcAddr: freeAddr(t), dataDir: filepath.Join(t.TempDir(), "data"), out: &syncBuffer{}, exited: make(chan struct{})}
 	args = append(args, "--http-address="+p.httpAddr, "--grpc-address="+p.grpcAddr, "--data-dir="+p.dataDir)
 	p.cmd = exec.Command(strataBin, args...)
 	p.cmd.Dir = dir

@@ -1,0 +1,48 @@
+# Strata. `make help` lists the targets.
+GO        ?= go
+TOOLS     := $(GO) tool -modfile=tools/go.mod
+VERSION   ?= $(shell cat VERSION 2>/dev/null || echo 0.0.0-dev)
+REVISION  ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+BRANCH    ?= $(shell git rev-parse --abbrev-ref HEAD 2>/dev/null || echo unknown)
+LDFLAGS   := -X github.com/prometheus/common/version.Version=$(VERSION) \
+             -X github.com/prometheus/common/version.Revision=$(REVISION) \
+             -X github.com/prometheus/common/version.Branch=$(BRANCH)
+# The README's test command: unit tests and the process-level end-to-end tests, ~30 minutes at most on 2 cores.
+TEST_TIMEOUT ?= 30m
+BENCH_TIME   ?= 1s
+
+.PHONY: help build run test test-unit test-e2e bench lint format proto clean
+
+help: ## Show this help.
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+build: ## Build bin/strata.
+	$(GO) build -ldflags '$(LDFLAGS)' -o bin/strata ./cmd/strata
+
+run: ## Run Strata with its embedded defaults (all components, data under ./data).
+	$(GO) run -ldflags '$(LDFLAGS)' ./cmd/strata all
+
+test: ## Run every test: unit tests and the end-to-end tests that start the real binary.
+	$(GO) test -timeout $(TEST_TIMEOUT) -count=1 ./...
+
+test-unit: ## Run the unit tests only.
+	$(GO) test -timeout $(TEST_TIMEOUT) -count=1 $$($(GO) list ./... | grep -v /test/e2e)
+
+test-e2e: ## Run the end-to-end tests only.
+	$(GO) test -timeout $(TEST_TIMEOUT) -count=1 -v ./test/e2e/...
+
+bench: ## Run the benchmarks (not part of `make test`).
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCH_TIME) ./...
+
+lint: ## go vet, then golangci-lint (bans github.com/pkg/errors, prometheus.DefaultRegisterer, fmt.Print* in pkg/).
+	$(GO) vet ./...
+	$(TOOLS) golangci-lint run ./...
+
+format: ## Format the code.
+	$(TOOLS) golangci-lint fmt ./...
+
+proto: ## Regenerate the StoreAPI code from the .proto files (needs protoc: apt-get install protobuf-compiler).
+	bash scripts/genproto.sh
+
+clean: ## Remove build output.
+	rm -rf bin
