@@ -62,6 +62,10 @@ func (e GRPCExempt) exempt(method string) bool {
 
 func (c Config) grpcContext(ctx context.Context, method string, exempt GRPCExempt) (context.Context, error) {
 	if exempt.exempt(method) {
+		// No tenant needed; one that is sent and valid is still passed on (Info then answers for that tenant only).
+		if tenants, err := c.TenantsFromGRPC(ctx); err == nil {
+			return WithTenants(ctx, tenants), nil
+		}
 		return ctx, nil
 	}
 	tenants, err := c.TenantsFromGRPC(ctx)

@@ -32,6 +32,10 @@ const (
 	// MaxTenantIDLength is the longest tenant ID accepted, in bytes.
 	MaxTenantIDLength = tenant.MaxTenantIDLength
 
+	// TenantIDLabel is the external label every store attaches to a tenant's series and every block carries in
+	// its thanos.labels, as Thanos receive does, so that stock Thanos components keep tenants apart.
+	TenantIDLabel = "tenant_id"
+
 	// TenantSeparator separates tenants of a federated read ("a|b").
 	TenantSeparator = "|"
 

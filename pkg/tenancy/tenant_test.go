@@ -159,6 +159,8 @@ func TestGRPCInterceptors(t *testing.T) {
 		{name: "thanos-tenant", method: "/thanos.Store/Series", md: metadata.Pairs("thanos-tenant", "b"), want: "b"},
 		{name: "invalid", method: "/thanos.Store/Series", md: metadata.Pairs("x-scope-orgid", ".."), wantCode: codes.InvalidArgument},
 		{name: "exempt prefix", method: "/grpc.health.v1.Health/Check", want: ""},
+		{name: "exempt with a valid tenant passes it on", method: "/grpc.health.v1.Health/Check", md: metadata.Pairs("x-scope-orgid", "a"), want: "a"},
+		{name: "exempt with an invalid tenant is not refused", method: "/grpc.health.v1.Health/Check", md: metadata.Pairs("x-scope-orgid", "a/b"), want: ""},
 		{name: "exempt exact", method: "/thanos.info.Info/Info", want: ""},
 		{name: "exact exemption is not a prefix", method: "/thanos.info.Info/Other", wantCode: codes.Unauthenticated},
 	} {
