@@ -1,0 +1,440 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"math"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/efficientgo/core/errors"
+	"github.com/go-kit/log"
+	"github.com/go-kit/log/level"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/storage"
+	"github.com/prometheus/prometheus/tsdb/chunkenc"
+	"github.com/prometheus/prometheus/tsdb/chunks"
+	"github.com/prometheus/prometheus/util/annotations"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/stratametrics/strata/pkg/store/infopb"
+	"github.com/stratametrics/strata/pkg/store/labelpb"
+	"github.com/stratametrics/strata/pkg/store/storepb"
+	"github.com/stratametrics/strata/pkg/tenancy"
+)
+
+type proxyMetrics struct {
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+}
+
+func newProxyMetrics(reg prometheus.Registerer) *proxyMetrics {
+	m := &proxyMetrics{
+		requests: promauto.With(reg).NewCounterVec(prometheus.CounterOpts{
+			Name: "strata_proxy_store_requests_total",
+			Help: "StoreAPI requests the proxy sent to its stores, by method and outcome (success, error, timeout).",
+		}, []string{"method", "outcome"}),
+		duration: promauto.With(reg).NewHistogramVec(prometheus.HistogramOpts{
+			Name:                        "strata_proxy_store_request_duration_seconds",
+			Help:                        "Time from sending a StoreAPI request to one store to its last response, by method.",
+			Buckets:                     prometheus.DefBuckets,
+			NativeHistogramBucketFactor: 1.1,
+		}, []string{"method"}),
+	}
+	for _, method := range []string{"series", "label_names", "label_values"} {
+		for _, outcome := range []string{"success", "error", "timeout"} {
+			m.requests.WithLabelValues(method, outcome)
+		}
+	}
+	return m
+}
+
+// Proxy fans a StoreAPI request out to the stores that may hold matching data and merges their answers.
+// It implements thanos.Store and thanos.info.Info itself, so a Strata querier can be the endpoint of another
+// querier (Thanos-style tiering).
+//
+// Series: each store's stream is sorted by labels; the proxy merges them (k-way, Prometheus's merge) into one
+// sorted stream in which identical label sets from several stores become one series whose chunks are merged,
+// duplicate samples dropped (Prometheus's compacting chunk merger: chunks that do not overlap pass through
+// unchanged, overlapping ones are re-encoded). A store that fails or exceeds the per-store timeout becomes a
+// warning with partial_response_strategy WARN (the default) and fails the request with ABORT.
+type Proxy struct {
+	storepb.UnimplementedStoreServer
+	infopb.UnimplementedInfoServer
+
+	logger  log.Logger
+	stores  func() []StoreClient
+	timeout time.Duration
+	metrics *proxyMetrics
+}
+
+// NewProxy returns a proxy over the stores the function returns at each request. storeTimeout bounds each
+// store's whole answer (0: only the caller's deadline).
+func NewProxy(stores func() []StoreClient, storeTimeout time.Duration, logger log.Logger, reg prometheus.Registerer) *Proxy {
+	return &Proxy{logger: logger, stores: stores, timeout: storeTimeout, metrics: newProxyMetrics(reg)}
+}
+
+// abort reports whether a request asked for failures to fail it rather than to become warnings.
+func abort(strategy storepb.PartialResponseStrategy, disabled bool) bool {
+	return disabled || strategy == storepb.PartialResponseStrategy_ABORT
+}
+
+// selectStores returns the stores whose time range overlaps [minT, maxT] and whose label sets do not rule the
+// matchers out.
+func (p *Proxy) selectStores(minT, maxT int64, ms []*labels.Matcher) []StoreClient {
+	var out []StoreClient
+	for _, s := range p.stores() {
+		sMin, sMax := s.TimeRange()
+		if sMin > maxT || sMax < minT {
+			continue
+		}
+		if !labelSetsMatch(ms, s.LabelSets()) {
+			continue
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// labelSetsMatch is true when no label sets are known, or when at least one of them agrees with every matcher
+// that names one of its labels.
+func labelSetsMatch(ms []*labels.Matcher, lsets []labels.Labels) bool {
+	if len(lsets) == 0 {
+		return true
+	}
+	for _, ls := range lsets {
+		if ok, _ := matchExternalLabels(ms, ls); ok {
+			return true
+		}
+	}
+	return false
+}
+
+func (p *Proxy) storeContext(ctx context.Context, tenants []string) (context.Context, context.CancelFunc) {
+	ctx = tenancy.OutgoingContext(ctx, tenants...)
+	if p.timeout > 0 {
+		return context.WithTimeout(ctx, p.timeout)
+	}
+	return context.WithCancel(ctx)
+}
+
+func outcome(err error) string {
+	switch {
+	case err == nil:
+		return "success"
+	case status.Code(err) == codes.DeadlineExceeded || errors.Is(err, context.DeadlineExceeded):
+		return "timeout"
+	}
+	return "error"
+}
+
+// Series implements thanos.Store.
+func (p *Proxy) Series(r *storepb.SeriesRequest, srv storepb.Store_SeriesServer) error {
+	ctx := srv.Context()
+	tenants, err := requestTenants(ctx)
+	if err != nil {
+		return err
+	}
+	ms, err := MatchersFromPB(r.GetMatchers())
+	if err != nil {
+		return status.Error(codes.InvalidArgument, err.Error())
+	}
+	stores := p.selectStores(r.GetMinTime(), r.GetMaxTime(), ms)
+	strict := abort(r.GetPartialResponseStrategy(), r.GetPartialResponseDisabled())
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel() // stops every store stream still running when the merge ends early
+	sets := make([]storage.ChunkSeriesSet, 0, len(stores))
+	for _, s := range stores {
+		sets = append(sets, p.openSeries(ctx, s, r, tenants, strict))
+	}
+	merged := storage.NewMergeChunkSeriesSet(sets, int(r.GetLimit()), storage.NewCompactingChunkSeriesMerger(storage.ChainedSeriesMerge))
+
+	sent := int64(0)
+	for merged.Next() {
+		if r.GetLimit() > 0 && sent >= r.GetLimit() {
+			break
+		}
+		series, err := seriesToPB(merged.At(), r.GetSkipChunks())
+		if err != nil {
+			return status.Error(codes.Internal, err.Error())
+		}
+		if err := srv.Send(&storepb.SeriesResponse{Result: &storepb.SeriesResponse_Series{Series: series}}); err != nil {
+			return errors.Wrap(err, "send series")
+		}
+		sent++
+	}
+	if err := merged.Err(); err != nil {
+		if _, ok := status.FromError(err); ok {
+			return err
+		}
+		return status.Error(codes.Unavailable, err.Error())
+	}
+	for _, w := range merged.Warnings() {
+		if err := srv.Send(&storepb.SeriesResponse{Result: &storepb.SeriesResponse_Warning{Warning: w.Error()}}); err != nil {
+			return errors.Wrap(err, "send warning")
+		}
+	}
+	return nil
+}
+
+// openSeries starts one store's Series stream in the background and returns it as a ChunkSeriesSet. Responses
+// are read ahead into a small buffer so that slow stores are waited for in parallel, not one after the other.
+func (p *Proxy) openSeries(ctx context.Context, s StoreClient, r *storepb.SeriesRequest, tenants []string, strict bool) storage.ChunkSeriesSet {
+	set := &streamSeriesSet{store: s.String(), strict: strict, ch: make(chan streamItem, 64)}
+	go func() {
+		defer close(set.ch)
+		start := time.Now()
+		sctx, cancel := p.storeContext(ctx, tenants)
+		defer cancel()
+		err := func() error {
+			stream, err := s.Series(sctx, r)
+			if err != nil {
+				return err
+			}
+			for {
+				resp, err := stream.Recv()
+				if errors.Is(err, io.EOF) {
+					return nil
+				}
+				if err != nil {
+					return err
+				}
+				select {
+				case set.ch <- streamItem{resp: resp}:
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+			}
+		}()
+		p.metrics.requests.WithLabelValues("series", outcome(err)).Inc()
+		p.metrics.duration.WithLabelValues("series").Observe(time.Since(start).Seconds())
+		if err != nil && ctx.Err() == nil {
+			level.Debug(p.logger).Log("msg", "store failed", "store", s.String(), "err", err)
+			select {
+			case set.ch <- streamItem{err: err}:
+			case <-ctx.Done():
+			}
+		}
+	}()
+	return set
+}
+
+type streamItem struct {
+	resp *storepb.SeriesResponse
+	err  error
+}
+
+// streamSeriesSet is one store's Series stream as a storage.ChunkSeriesSet. With strict (ABORT) a store error
+// is the set's error and fails the merge; otherwise it becomes a warning and the set just ends.
+type streamSeriesSet struct {
+	store    string
+	strict   bool
+	ch       chan streamItem
+	cur      storage.ChunkSeries
+	err      error
+	warnings annotations.Annotations
+}
+
+func (s *streamSeriesSet) Next() bool {
+	for item := range s.ch {
+		if item.err != nil {
+			err := errors.Wrapf(item.err, "store %s", s.store)
+			if s.strict {
+				s.err = status.Error(status.Code(item.err), err.Error())
+			} else {
+				s.warnings.Add(err)
+			}
+			return false
+		}
+		switch res := item.resp.GetResult().(type) {
+		case *storepb.SeriesResponse_Warning:
+			s.warnings.Add(errors.Newf("store %s: %s", s.store, res.Warning))
+		case *storepb.SeriesResponse_Series:
+			cs, err := seriesFromPB(res.Series)
+			if err != nil {
+				s.err = status.Errorf(codes.Internal, "store %s: %v", s.store, err)
+				return false
+			}
+			s.cur = cs
+			return true
+		case *storepb.SeriesResponse_Batch:
+			// Only sent when a request sets response_batch_size, which the proxy never does.
+			s.err = status.Errorf(codes.Internal, "store %s sent a batch the proxy did not ask for", s.store)
+			return false
+		}
+	}
+	return false
+}
+
+func (s *streamSeriesSet) At() storage.ChunkSeries           { return s.cur }
+func (s *streamSeriesSet) Err() error                        { return s.err }
+func (s *streamSeriesSet) Warnings() annotations.Annotations { return s.warnings }
+
+// seriesFromPB decodes a wire series into a ChunkSeries over its raw chunks.
+func seriesFromPB(s *storepb.Series) (storage.ChunkSeries, error) {
+	lset := LabelsFromPB(s.GetLabels())
+	metas := make([]chunks.Meta, 0, len(s.GetChunks()))
+	for _, c := range s.GetChunks() {
+		raw := c.GetRaw()
+		if raw == nil {
+			return nil, errors.Newf("series %s: a chunk without raw data (downsampled aggregates are not merged by the proxy)", lset)
+		}
+		enc, ok := EncodingFromPB(raw.GetType())
+		if !ok {
+			return nil, errors.Newf("series %s: unknown chunk encoding %d", lset, raw.GetType())
+		}
+		chk, err := chunkenc.FromData(enc, raw.GetData())
+		if err != nil {
+			return nil, errors.Wrapf(err, "series %s: decode chunk", lset)
+		}
+		metas = append(metas, chunks.Meta{MinTime: c.GetMinTime(), MaxTime: c.GetMaxTime(), Chunk: chk})
+	}
+	// Stores send a series' chunks by time; a merge needs them so.
+	sort.SliceStable(metas, func(i, j int) bool { return metas[i].MinTime < metas[j].MinTime })
+	return &storage.ChunkSeriesEntry{Lset: lset, ChunkIteratorFn: func(chunks.Iterator) chunks.Iterator {
+		return storage.NewListChunkSeriesIterator(metas...)
+	}}, nil
+}
+
+// seriesToPB encodes a ChunkSeries for the wire; chunk bytes are passed as they are.
+func seriesToPB(cs storage.ChunkSeries, skipChunks bool) (*storepb.Series, error) {
+	out := &storepb.Series{Labels: LabelsToPB(cs.Labels())}
+	if skipChunks {
+		return out, nil
+	}
+	it := cs.Iterator(nil)
+	for it.Next() {
+		m := it.At()
+		enc, ok := EncodingToPB(m.Chunk.Encoding())
+		if !ok {
+			return nil, errors.Newf("series %s: chunk encoding %s has no StoreAPI name", cs.Labels(), m.Chunk.Encoding())
+		}
+		out.Chunks = append(out.Chunks, &storepb.AggrChunk{MinTime: m.MinTime, MaxTime: m.MaxTime, Raw: &storepb.Chunk{Type: enc, Data: m.Chunk.Bytes()}})
+	}
+	return out, errors.Wrapf(it.Err(), "merge chunks of %s", cs.Labels())
+}
+
+// fanOut calls f on every store concurrently and collects the string slices they return, failing or warning
+// on store errors as the strategy says.
+func (p *Proxy) fanOut(ctx context.Context, method string, stores []StoreClient, tenants []string, strict bool, f func(context.Context, StoreClient) ([]string, []string, error)) ([]string, []string, error) {
+	var (
+		mtx      sync.Mutex
+		wg       sync.WaitGroup
+		all      []string
+		warnings []string
+		firstErr error
+	)
+	for _, s := range stores {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			start := time.Now()
+			sctx, cancel := p.storeContext(ctx, tenants)
+			defer cancel()
+			vals, warns, err := f(sctx, s)
+			p.metrics.requests.WithLabelValues(method, outcome(err)).Inc()
+			p.metrics.duration.WithLabelValues(method).Observe(time.Since(start).Seconds())
+			mtx.Lock()
+			defer mtx.Unlock()
+			for _, w := range warns {
+				warnings = append(warnings, fmt.Sprintf("store %s: %s", s, w))
+			}
+			if err != nil {
+				if strict && firstErr == nil {
+					firstErr = status.Error(status.Code(err), errors.Wrapf(err, "store %s", s).Error())
+				}
+				warnings = append(warnings, errors.Wrapf(err, "store %s", s).Error())
+				return
+			}
+			all = append(all, vals...)
+		}()
+	}
+	wg.Wait()
+	if firstErr != nil {
+		return nil, nil, firstErr
+	}
+	return all, warnings, nil
+}
+
+// LabelNames implements thanos.Store: the union of the stores' answers.
+func (p *Proxy) LabelNames(ctx context.Context, r *storepb.LabelNamesRequest) (*storepb.LabelNamesResponse, error) {
+	tenants, err := requestTenants(ctx)
+	if err != nil {
+		return nil, err
+	}
+	ms, err := MatchersFromPB(r.GetMatchers())
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	end := r.GetEnd()
+	if end == 0 {
+		end = math.MaxInt64
+	}
+	names, warnings, err := p.fanOut(ctx, "label_names", p.selectStores(r.GetStart(), end, ms), tenants, abort(r.GetPartialResponseStrategy(), r.GetPartialResponseDisabled()),
+		func(ctx context.Context, s StoreClient) ([]string, []string, error) {
+			resp, err := s.LabelNames(ctx, r)
+			return resp.GetNames(), resp.GetWarnings(), err
+		})
+	if err != nil {
+		return nil, err
+	}
+	return &storepb.LabelNamesResponse{Names: sortedUnique(names, r.GetLimit()), Warnings: warnings}, nil
+}
+
+// LabelValues implements thanos.Store: the union of the stores' answers.
+func (p *Proxy) LabelValues(ctx context.Context, r *storepb.LabelValuesRequest) (*storepb.LabelValuesResponse, error) {
+	tenants, err := requestTenants(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if r.GetLabel() == "" {
+		return nil, status.Error(codes.InvalidArgument, "label name parameter cannot be empty")
+	}
+	ms, err := MatchersFromPB(r.GetMatchers())
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	end := r.GetEnd()
+	if end == 0 {
+		end = math.MaxInt64
+	}
+	values, warnings, err := p.fanOut(ctx, "label_values", p.selectStores(r.GetStart(), end, ms), tenants, abort(r.GetPartialResponseStrategy(), r.GetPartialResponseDisabled()),
+		func(ctx context.Context, s StoreClient) ([]string, []string, error) {
+			resp, err := s.LabelValues(ctx, r)
+			return resp.GetValues(), resp.GetWarnings(), err
+		})
+	if err != nil {
+		return nil, err
+	}
+	return &storepb.LabelValuesResponse{Values: sortedUnique(values, r.GetLimit()), Warnings: warnings}, nil
+}
+
+// Info implements thanos.info.Info: the union of the stores' label sets and time ranges.
+func (p *Proxy) Info(context.Context, *infopb.InfoRequest) (*infopb.InfoResponse, error) {
+	resp := &infopb.InfoResponse{ComponentType: ComponentQuery, Store: &infopb.StoreInfo{MinTime: math.MaxInt64, MaxTime: math.MinInt64}}
+	seen := map[string]bool{}
+	var lsets []labels.Labels
+	for _, s := range p.stores() {
+		minT, maxT := s.TimeRange()
+		resp.Store.MinTime = min(resp.Store.MinTime, minT)
+		resp.Store.MaxTime = max(resp.Store.MaxTime, maxT)
+		for _, ls := range s.LabelSets() {
+			if k := ls.String(); !seen[k] {
+				seen[k] = true
+				lsets = append(lsets, ls)
+			}
+		}
+	}
+	slices.SortFunc(lsets, labels.Compare)
+	for _, ls := range lsets {
+		resp.LabelSets = append(resp.LabelSets, &labelpb.ZLabelSet{Labels: LabelsToPB(ls)})
+	}
+	return resp, nil
+}
