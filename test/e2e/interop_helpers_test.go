@@ -1,0 +1,109 @@
+package e2e
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+
+	"github.com/efficientgo/core/errors"
+	"github.com/efficientgo/core/testutil"
+	"github.com/prometheus/prometheus/tsdb"
+	"github.com/prometheus/prometheus/tsdb/chunkenc"
+
+	"github.com/stratametrics/strata/pkg/store"
+	"github.com/stratametrics/strata/pkg/store/storepb"
+)
+
+type dbMap map[string]*tsdb.DB
+
+func (m dbMap) DB(t string) store.TenantDB {
+	if db, ok := m[t]; ok {
+		return db
+	}
+	return nil
+}
+
+func (m dbMap) Tenants() []string {
+	var out []string
+	for t := range m {
+		out = append(out, t)
+	}
+	return out
+}
+
+// startProcess starts a binary, killing it when the test ends, and logs its output if the test failed.
+func startProcess(t *testing.T, bin string, args ...string) *exec.Cmd {
+	t.Helper()
+	out := &syncBuffer{}
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = out, out
+	testutil.Ok(t, cmd.Start())
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		if t.Failed() {
+			t.Logf("%s output:\n%s", filepath.Base(bin), out.String())
+		}
+	})
+	return cmd
+}
+
+func copyDir(src, dst string) error {
+	return filepath.Walk(src, func(path string, info os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(src, path)
+		if err != nil {
+			return err
+		}
+		target := filepath.Join(dst, rel)
+		if info.IsDir() {
+			return os.MkdirAll(target, 0o750)
+		}
+		in, err := os.Open(path)
+		if err != nil {
+			return err
+		}
+		defer in.Close()
+		out, err := os.Create(target)
+		if err != nil {
+			return err
+		}
+		if _, err := io.Copy(out, in); err != nil {
+			_ = out.Close()
+			return err
+		}
+		return out.Close()
+	})
+}
+
+// addThanosMeta adds the Thanos section to a Prometheus block's meta.json.
+func addThanosMeta(t *testing.T, path string, lbls map[string]string) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	testutil.Ok(t, err)
+	var meta map[string]any
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber() // int64 timestamps do not survive float64
+	testutil.Ok(t, dec.Decode(&meta))
+	meta["thanos"] = map[string]any{"version": 1, "labels": lbls, "downsample": map[string]any{"resolution": 0}, "source": "sidecar"}
+	b, err = json.Marshal(meta)
+	testutil.Ok(t, err)
+	testutil.Ok(t, os.WriteFile(path, b, 0o600))
+}
+
+func chunkFromPB(c *storepb.AggrChunk) (chunkenc.Chunk, error) {
+	if c.GetRaw() == nil {
+		return nil, errors.New("no raw chunk")
+	}
+	enc, ok := store.EncodingFromPB(c.GetRaw().GetType())
+	if !ok {
+		return nil, errors.Newf("unknown encoding %d", c.GetRaw().GetType())
+	}
+	return chunkenc.FromData(enc, c.GetRaw().GetData())
+}
