@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/efficientgo/core/testutil"
 	"github.com/go-kit/log"
@@ -52,6 +54,7 @@ func BenchmarkSeries(b *testing.B) {
 
 	b.Run("direct-tsdb", func(b *testing.B) {
 		b.ReportAllocs()
+		cpu := cpuSeconds()
 		for b.Loop() {
 			q, err := db.ChunkQuerier(0, math.MaxInt64)
 			testutil.Ok(b, err)
@@ -68,24 +71,43 @@ func BenchmarkSeries(b *testing.B) {
 			testutil.Ok(b, q.Close())
 			testutil.Equals(b, 10_000, series)
 		}
-		report(b, 10_000, nSamples)
+		report(b, 10_000, nSamples, cpuSeconds()-cpu)
 	})
 
-	b.Run("storeapi-grpc-loopback", func(b *testing.B) {
-		c := serve(b, NewTSDBStore(SingleTenant("t", db), log.NewNopLogger()))
-		req := &storepb.SeriesRequest{MaxTime: math.MaxInt64, Matchers: MatchersToPB(ms...)}
-		b.ReportAllocs()
-		for b.Loop() {
-			series, _, err := collect(tenantCtx("t"), c, req)
-			testutil.Ok(b, err)
-			testutil.Equals(b, 10_000, len(series))
-		}
-		report(b, 10_000, nSamples)
-	})
+	c := serve(b, NewTSDBStore(SingleTenant("t", db), log.NewNopLogger()))
+	for _, batch := range []int64{0, DefaultResponseBatchSize} {
+		b.Run(fmt.Sprintf("storeapi-grpc-loopback-batch-%d", batch), func(b *testing.B) {
+			req := &storepb.SeriesRequest{MaxTime: math.MaxInt64, Matchers: MatchersToPB(ms...), ResponseBatchSize: batch}
+			b.ReportAllocs()
+			cpu := cpuSeconds()
+			for b.Loop() {
+				series, _, err := collect(tenantCtx("t"), c, req)
+				testutil.Ok(b, err)
+				testutil.Equals(b, 10_000, len(series))
+			}
+			report(b, 10_000, nSamples, cpuSeconds()-cpu)
+		})
+	}
 }
 
-func report(b *testing.B, series, samples int) {
+// report adds throughput per wall second and per CPU second of the whole process (for the gRPC case that is
+// server and client together, so per-core figures are conservative for either side alone).
+func report(b *testing.B, series, samples int, cpu float64) {
 	sec := b.Elapsed().Seconds() / float64(b.N)
 	b.ReportMetric(float64(series)/sec, "series/s")
 	b.ReportMetric(float64(samples)/sec, "samples/s")
+	if cpu > 0 {
+		perOp := cpu / float64(b.N)
+		b.ReportMetric(float64(series)/perOp, "series/cpu-s")
+		b.ReportMetric(float64(samples)/perOp, "samples/cpu-s")
+	}
+}
+
+// cpuSeconds is the CPU time (user + system) this process has used so far.
+func cpuSeconds() float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
 }

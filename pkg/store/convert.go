@@ -116,6 +116,34 @@ func matchExternalLabels(ms []*labels.Matcher, ext labels.Labels) (bool, []*labe
 	return true, rest
 }
 
+// labelsWithExternalToPB is LabelsToPB(withExternalLabels(lset, ext)) in one pass and two allocations: both are
+// sorted, so they are merged, an external label replacing a series label of the same name.
+func labelsWithExternalToPB(lset, ext labels.Labels) []*labelpb.Label {
+	n := lset.Len() + ext.Len()
+	structs := make([]labelpb.Label, 0, n)
+	var extLs []labels.Label
+	ext.Range(func(l labels.Label) { extLs = append(extLs, l) })
+	j := 0
+	lset.Range(func(l labels.Label) {
+		for j < len(extLs) && extLs[j].Name < l.Name {
+			structs = append(structs, labelpb.Label{Name: extLs[j].Name, Value: extLs[j].Value})
+			j++
+		}
+		if j < len(extLs) && extLs[j].Name == l.Name {
+			return // replaced by the external label, added next
+		}
+		structs = append(structs, labelpb.Label{Name: l.Name, Value: l.Value})
+	})
+	for ; j < len(extLs); j++ {
+		structs = append(structs, labelpb.Label{Name: extLs[j].Name, Value: extLs[j].Value})
+	}
+	out := make([]*labelpb.Label, len(structs))
+	for i := range structs {
+		out[i] = &structs[i]
+	}
+	return out
+}
+
 // withExternalLabels returns lset with ext added; an external label replaces a series label of the same name.
 func withExternalLabels(lset, ext labels.Labels) labels.Labels {
 	if ext.IsEmpty() {

@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/prometheus/util/annotations"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/stratametrics/strata/pkg/store/infopb"
 	"github.com/stratametrics/strata/pkg/store/labelpb"
@@ -150,10 +151,13 @@ func (p *Proxy) Series(r *storepb.SeriesRequest, srv storepb.Store_SeriesServer)
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel() // stops every store stream still running when the merge ends early
+	storeReq := proto.Clone(r).(*storepb.SeriesRequest)
+	storeReq.ResponseBatchSize = DefaultResponseBatchSize
 	sets := make([]storage.ChunkSeriesSet, 0, len(stores))
 	for _, s := range stores {
-		sets = append(sets, p.openSeries(ctx, s, r, tenants, strict))
+		sets = append(sets, p.openSeries(ctx, s, storeReq, tenants, strict))
 	}
+	sender := newSeriesSender(srv, r.GetResponseBatchSize())
 	merged := storage.NewMergeChunkSeriesSet(sets, int(r.GetLimit()), storage.NewCompactingChunkSeriesMerger(storage.ChainedSeriesMerge))
 
 	sent := int64(0)
@@ -165,8 +169,8 @@ func (p *Proxy) Series(r *storepb.SeriesRequest, srv storepb.Store_SeriesServer)
 		if err != nil {
 			return status.Error(codes.Internal, err.Error())
 		}
-		if err := srv.Send(&storepb.SeriesResponse{Result: &storepb.SeriesResponse_Series{Series: series}}); err != nil {
-			return errors.Wrap(err, "send series")
+		if err := sender.Series(series); err != nil {
+			return err
 		}
 		sent++
 	}
@@ -177,11 +181,11 @@ func (p *Proxy) Series(r *storepb.SeriesRequest, srv storepb.Store_SeriesServer)
 		return status.Error(codes.Unavailable, err.Error())
 	}
 	for _, w := range merged.Warnings() {
-		if err := srv.Send(&storepb.SeriesResponse{Result: &storepb.SeriesResponse_Warning{Warning: w.Error()}}); err != nil {
-			return errors.Wrap(err, "send warning")
+		if err := sender.Warning(w.Error()); err != nil {
+			return err
 		}
 	}
-	return nil
+	return sender.Flush()
 }
 
 // openSeries starts one store's Series stream in the background and returns it as a ChunkSeriesSet. Responses
@@ -237,12 +241,31 @@ type streamSeriesSet struct {
 	store    string
 	strict   bool
 	ch       chan streamItem
+	batch    []*storepb.Series // the rest of a SeriesBatch being read
 	cur      storage.ChunkSeries
 	err      error
 	warnings annotations.Annotations
 }
 
+func (s *streamSeriesSet) setCurrent(series *storepb.Series) bool {
+	cs, err := seriesFromPB(series)
+	if err != nil {
+		s.err = status.Errorf(codes.Internal, "store %s: %v", s.store, err)
+		return false
+	}
+	s.cur = cs
+	return true
+}
+
 func (s *streamSeriesSet) Next() bool {
+	if s.err != nil {
+		return false
+	}
+	if len(s.batch) > 0 {
+		next := s.batch[0]
+		s.batch = s.batch[1:]
+		return s.setCurrent(next)
+	}
 	for item := range s.ch {
 		if item.err != nil {
 			err := errors.Wrapf(item.err, "store %s", s.store)
@@ -257,17 +280,12 @@ func (s *streamSeriesSet) Next() bool {
 		case *storepb.SeriesResponse_Warning:
 			s.warnings.Add(errors.Newf("store %s: %s", s.store, res.Warning))
 		case *storepb.SeriesResponse_Series:
-			cs, err := seriesFromPB(res.Series)
-			if err != nil {
-				s.err = status.Errorf(codes.Internal, "store %s: %v", s.store, err)
-				return false
-			}
-			s.cur = cs
-			return true
+			return s.setCurrent(res.Series)
 		case *storepb.SeriesResponse_Batch:
-			// Only sent when a request sets response_batch_size, which the proxy never does.
-			s.err = status.Errorf(codes.Internal, "store %s sent a batch the proxy did not ask for", s.store)
-			return false
+			if series := res.Batch.GetSeries(); len(series) > 0 {
+				s.batch = series[1:]
+				return s.setCurrent(series[0])
+			}
 		}
 	}
 	return false

@@ -218,3 +218,42 @@ func TestProxyTenantIsolation(t *testing.T) {
 	testutil.Ok(t, p.RefreshInfo(context.Background(), 5*time.Second))
 	testutil.Equals(t, []labels.Labels{labels.FromStrings("tenant_id", "a"), labels.FromStrings("tenant_id", "b")}, p.LabelSets())
 }
+
+// TestResponseBatching: with response_batch_size set, TSDBStore and Proxy pack series into SeriesBatch messages
+// (as Thanos stores do, and as a Thanos querier asks for), without losing or reordering series.
+func TestResponseBatching(t *testing.T) {
+	series := map[string][]sample{}
+	for i := 0; i < 10; i++ {
+		series[`m{i="`+string(rune('a'+i))+`"}`] = samplesN(3, 1000, func(int) float64 { return 1 })
+	}
+	st := serve(t, NewTSDBStore(SingleTenant("t", openDB(t, series)), log.NewNopLogger()))
+	px := serve(t, newTestProxy(0, st))
+	for name, c := range map[string]*Client{"tsdb store": st, "proxy": px} {
+		for _, tc := range []struct {
+			batch        int64
+			wantMessages int
+		}{{batch: 0, wantMessages: 10}, {batch: 1, wantMessages: 10}, {batch: 4, wantMessages: 3}, {batch: 64, wantMessages: 1}} {
+			stream, err := c.Series(tenantCtx("t"), &storepb.SeriesRequest{MaxTime: math.MaxInt64, ResponseBatchSize: tc.batch, Matchers: []*storepb.LabelMatcher{eq("__name__", "m")}})
+			testutil.Ok(t, err)
+			var got []string
+			messages := 0
+			for {
+				resp, err := stream.Recv()
+				if err != nil {
+					testutil.Equals(t, "EOF", err.Error())
+					break
+				}
+				messages++
+				if s := resp.GetSeries(); s != nil {
+					testutil.Assert(t, tc.batch <= 1, "%s: a single series with batch size %d", name, tc.batch)
+					got = append(got, LabelsFromPB(s.Labels).Get("i"))
+				}
+				for _, s := range resp.GetBatch().GetSeries() {
+					got = append(got, LabelsFromPB(s.Labels).Get("i"))
+				}
+			}
+			testutil.Equals(t, []string{"a", "b", "c", "d", "e", "f", "g", "h", "i", "j"}, got, "%s batch %d", name, tc.batch)
+			testutil.Equals(t, tc.wantMessages, messages, "%s batch %d", name, tc.batch)
+		}
+	}
+}

@@ -103,6 +103,7 @@ func collect(ctx context.Context, c storepb.StoreClient, r *storepb.SeriesReques
 		if s := resp.GetSeries(); s != nil {
 			series = append(series, s)
 		}
+		series = append(series, resp.GetBatch().GetSeries()...)
 		if w := resp.GetWarning(); w != "" {
 			warnings = append(warnings, w)
 		}

@@ -3,7 +3,6 @@ package store
 import (
 	"context"
 	"math"
-	"slices"
 	"sort"
 
 	"github.com/efficientgo/core/errors"
@@ -12,6 +11,7 @@ import (
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/storage"
+	"github.com/prometheus/prometheus/tsdb/chunks"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -158,17 +158,18 @@ func (s *TSDBStore) Series(r *storepb.SeriesRequest, srv storepb.Store_SeriesSer
 	if r.GetLimit() > 0 && int64(len(out)) > r.GetLimit() {
 		out = out[:r.GetLimit()]
 	}
+	sender := newSeriesSender(srv, r.GetResponseBatchSize())
 	for _, w := range warnings {
-		if err := srv.Send(&storepb.SeriesResponse{Result: &storepb.SeriesResponse_Warning{Warning: w}}); err != nil {
-			return errors.Wrap(err, "send warning")
+		if err := sender.Warning(w); err != nil {
+			return err
 		}
 	}
 	for _, series := range out {
-		if err := srv.Send(&storepb.SeriesResponse{Result: &storepb.SeriesResponse_Series{Series: series}}); err != nil {
-			return errors.Wrap(err, "send series")
+		if err := sender.Series(series); err != nil {
+			return err
 		}
 	}
-	return nil
+	return sender.Flush()
 }
 
 // selectTenant reads the series of one tenant's storage.
@@ -188,30 +189,45 @@ func (s *TSDBStore) selectTenant(ctx context.Context, db TenantDB, r *storepb.Se
 	}
 	set := q.Select(ctx, true, hints, ms...)
 
-	var out []*storepb.Series
+	var (
+		out   []*storepb.Series
+		metas []chunks.Meta
+		it    chunks.Iterator
+	)
 	for set.Next() {
 		cs := set.At()
-		series := &storepb.Series{Labels: LabelsToPB(withExternalLabels(cs.Labels(), ext))}
+		series := &storepb.Series{Labels: labelsWithExternalToPB(cs.Labels(), ext)}
 		if !r.GetSkipChunks() {
-			it := cs.Iterator(nil)
+			metas = metas[:0]
+			size := 0
+			it = cs.Iterator(it)
 			for it.Next() {
-				meta := it.At()
-				enc, ok := EncodingToPB(meta.Chunk.Encoding())
-				if !ok {
-					return nil, nil, status.Errorf(codes.Internal, "series %s: chunk encoding %s has no StoreAPI name", cs.Labels(), meta.Chunk.Encoding())
-				}
-				// Copy: a head chunk's bytes are appended to while the response is being sent.
-				series.Chunks = append(series.Chunks, &storepb.AggrChunk{
-					MinTime: meta.MinTime,
-					MaxTime: meta.MaxTime,
-					Raw:     &storepb.Chunk{Type: enc, Data: slices.Clone(meta.Chunk.Bytes())},
-				})
+				m := it.At()
+				metas = append(metas, m)
+				size += len(m.Chunk.Bytes())
 			}
 			if err := it.Err(); err != nil {
 				return nil, nil, status.Errorf(codes.Internal, "iterate chunks of %s: %v", cs.Labels(), err)
 			}
-			if len(series.Chunks) == 0 {
+			if len(metas) == 0 {
 				continue
+			}
+			// One allocation each for the chunk structs and their bytes. The bytes are copied: a head chunk's
+			// are appended to while the response is being sent.
+			aggrs := make([]storepb.AggrChunk, len(metas))
+			raws := make([]storepb.Chunk, len(metas))
+			data := make([]byte, 0, size)
+			series.Chunks = make([]*storepb.AggrChunk, len(metas))
+			for i, m := range metas {
+				enc, ok := EncodingToPB(m.Chunk.Encoding())
+				if !ok {
+					return nil, nil, status.Errorf(codes.Internal, "series %s: chunk encoding %s has no StoreAPI name", cs.Labels(), m.Chunk.Encoding())
+				}
+				start := len(data)
+				data = append(data, m.Chunk.Bytes()...)
+				raws[i] = storepb.Chunk{Type: enc, Data: data[start:len(data):len(data)]}
+				aggrs[i] = storepb.AggrChunk{MinTime: m.MinTime, MaxTime: m.MaxTime, Raw: &raws[i]}
+				series.Chunks[i] = &aggrs[i]
 			}
 		}
 		out = append(out, series)
@@ -252,7 +268,8 @@ func (s *TSDBStore) LabelNames(ctx context.Context, r *storepb.LabelNamesRequest
 			continue
 		}
 		names, warns, err := labelQuery(db, r.GetStart(), r.GetEnd(), func(q storage.ChunkQuerier) ([]string, []string, error) {
-			names, ws, err := q.LabelNames(ctx, &storage.LabelHints{Limit: int(r.GetLimit())}, rest...)
+			// No limit pushed down: the TSDB would cut before sorting, and return an arbitrary subset.
+			names, ws, err := q.LabelNames(ctx, &storage.LabelHints{}, rest...)
 			return names, warningStrings(ws), err
 		})
 		if err != nil {
@@ -312,7 +329,7 @@ func (s *TSDBStore) LabelValues(ctx context.Context, r *storepb.LabelValuesReque
 			continue
 		}
 		values, warns, err := labelQuery(db, r.GetStart(), r.GetEnd(), func(q storage.ChunkQuerier) ([]string, []string, error) {
-			vals, ws, err := q.LabelValues(ctx, r.GetLabel(), &storage.LabelHints{Limit: int(r.GetLimit())}, rest...)
+			vals, ws, err := q.LabelValues(ctx, r.GetLabel(), &storage.LabelHints{}, rest...) // limit: as in LabelNames
 			return vals, warningStrings(ws), err
 		})
 		if err != nil {
@@ -381,8 +398,8 @@ func warningStrings(ws interface{ AsErrors() []error }) []string {
 
 // sortedUnique sorts and de-duplicates ss in place and cuts it to limit (0: no limit).
 func sortedUnique(ss []string, limit int64) []string {
-	slices.Sort(ss)
-	ss = slices.Compact(ss)
+	sort.Strings(ss)
+	ss = compactStrings(ss)
 	if limit > 0 && int64(len(ss)) > limit {
 		ss = ss[:limit]
 	}
@@ -409,4 +426,18 @@ func compareLabelsPB(a, b []*labelpb.Label) int {
 		}
 	}
 	return len(a) - len(b)
+}
+
+// compactStrings removes consecutive duplicates.
+func compactStrings(ss []string) []string {
+	if len(ss) < 2 {
+		return ss
+	}
+	out := ss[:1]
+	for _, s := range ss[1:] {
+		if s != out[len(out)-1] {
+			out = append(out, s)
+		}
+	}
+	return out
 }
