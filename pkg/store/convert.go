@@ -143,13 +143,3 @@ func labelsWithExternalToPB(lset, ext labels.Labels) []*labelpb.Label {
 	}
 	return out
 }
-
-// withExternalLabels returns lset with ext added; an external label replaces a series label of the same name.
-func withExternalLabels(lset, ext labels.Labels) labels.Labels {
-	if ext.IsEmpty() {
-		return lset
-	}
-	b := labels.NewBuilder(lset)
-	ext.Range(func(l labels.Label) { b.Set(l.Name, l.Value) })
-	return b.Labels()
-}
