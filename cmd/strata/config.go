@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"os"
+	"strconv"
 	"time"
 
 	"github.com/alecthomas/kingpin/v2"
@@ -10,6 +11,8 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/stratametrics/strata/pkg/block"
+	"github.com/stratametrics/strata/pkg/receive"
+	"github.com/stratametrics/strata/pkg/ring"
 	"github.com/stratametrics/strata/pkg/server"
 	"github.com/stratametrics/strata/pkg/tenancy"
 )
@@ -24,6 +27,22 @@ type Config struct {
 	Objstore      block.BucketConfig    `yaml:"objstore"`
 	Limits        tenancy.Limits        `yaml:"limits"`
 	RuntimeConfig tenancy.RuntimeConfig `yaml:"runtime_config"`
+
+	Memberlist   ring.MemberlistConfig   `yaml:"memberlist"`
+	IngesterRing ring.Config             `yaml:"ingester_ring"`
+	Ingester     ingesterConfig          `yaml:"ingester"`
+	Distributor  distributorConfig       `yaml:"distributor"`
+}
+
+type ingesterConfig struct {
+	receive.IngesterConfig `yaml:",inline"`
+	Instance               ring.InstanceConfig `yaml:"ring"`
+}
+
+type distributorConfig struct {
+	receive.PushConfig `yaml:",inline"`
+	// RemoteTimeout bounds one write to one ingester.
+	RemoteTimeout time.Duration `yaml:"remote_timeout"`
 }
 
 type logConfig struct {
@@ -39,6 +58,10 @@ func defaultConfig() Config {
 		Auth:          tenancy.DefaultConfig(),
 		Limits:        tenancy.DefaultLimits(),
 		RuntimeConfig: tenancy.DefaultRuntimeConfig(),
+		Memberlist:    ring.DefaultMemberlistConfig(),
+		IngesterRing:  ring.DefaultConfig(),
+		Ingester:      ingesterConfig{IngesterConfig: receive.DefaultIngesterConfig(), Instance: ring.InstanceConfig{ID: ring.DefaultInstanceID()}},
+		Distributor:   distributorConfig{PushConfig: receive.DefaultPushConfig(), RemoteTimeout: 5 * time.Second},
 	}
 }
 
@@ -57,7 +80,7 @@ func (c *Config) Validate() error {
 	if c.DataDir == "" {
 		return errors.New("data_dir must be set")
 	}
-	for _, v := range []interface{ Validate() error }{c.Server, c.Objstore, c.Limits, c.RuntimeConfig} {
+	for _, v := range []interface{ Validate() error }{c.Server, c.Objstore, c.Limits, c.RuntimeConfig, c.IngesterRing, c.Ingester.IngesterConfig, c.Distributor.PushConfig} {
 		if err := v.Validate(); err != nil {
 			return err
 		}
@@ -77,6 +100,32 @@ func registerCommonFlags(app *kingpin.Application, b *binder, cfg *Config) {
 	b.String(app.Flag("objstore.config-file", "Thanos objstore config file (type: S3|GCS|AZURE|FILESYSTEM…). Default: a filesystem bucket under <data-dir>/bucket."), &cfg.Objstore.ConfigFile)
 	b.String(app.Flag("runtime-config.file", "YAML file with per-tenant limit overrides, reloaded periodically."), &cfg.RuntimeConfig.File)
 	b.Duration(app.Flag("runtime-config.reload-period", "How often the runtime config file is read again."), &cfg.RuntimeConfig.ReloadPeriod)
+	b.Strings(app.Flag("memberlist.join", "host:port of another cluster member to gossip with (repeatable). Without it the ring lives in this process only."), &cfg.Memberlist.JoinMembers)
+	b.String(app.Flag("memberlist.bind-addr", "Address to listen on for gossip."), &cfg.Memberlist.BindAddr)
+	b.Int(app.Flag("memberlist.bind-port", "Port to listen on for gossip."), &cfg.Memberlist.BindPort)
+	b.String(app.Flag("memberlist.advertise-addr", "Address other members reach this one at (default: the bind address)."), &cfg.Memberlist.AdvertiseAddr)
+	b.Int(app.Flag("ingester.ring.replication-factor", "Ingesters each series is written to (capped at the number of ingesters)."), &cfg.IngesterRing.ReplicationFactor)
+	b.Bool(app.Flag("distributor.zone-awareness-enabled", "Place the replicas of a series in distinct availability zones."), &cfg.IngesterRing.ZoneAwarenessEnabled)
+	b.Duration(app.Flag("ingester.ring.heartbeat-period", "How often an ingester heartbeats into the ring."), &cfg.IngesterRing.HeartbeatPeriod)
+	b.Duration(app.Flag("ingester.ring.heartbeat-timeout", "After this long without a heartbeat an ingester is unhealthy."), &cfg.IngesterRing.HeartbeatTimeout)
+	b.Duration(app.Flag("ingester.ring.auto-forget-period", "An ingester unhealthy for this long is removed from the ring."), &cfg.IngesterRing.AutoForgetPeriod)
+}
+
+// registerIngesterFlags registers the flags of the ingester (strata ingester, strata all).
+func registerIngesterFlags(cmd *kingpin.CmdClause, b *binder, cfg *Config) {
+	b.String(cmd.Flag("ingester.id", "This ingester's ID in the ring (default: the hostname)."), &cfg.Ingester.Instance.ID)
+	b.String(cmd.Flag("ingester.availability-zone", "This ingester's availability zone."), &cfg.Ingester.Instance.Zone)
+	b.String(cmd.Flag("ingester.instance-addr", "host:port distributors reach this ingester's gRPC at (default: the gRPC address, 0.0.0.0 replaced by this host's address)."), &cfg.Ingester.Instance.Addr)
+	b.Duration(cmd.Flag("tsdb.block-duration", "Time range of one block; blocks are cut and shipped at this pace (≥ 1m)."), &cfg.Ingester.BlockDuration)
+	b.Duration(cmd.Flag("tsdb.retention", "How long blocks stay on local disk (only shipped blocks are deleted)."), &cfg.Ingester.Retention)
+	b.Duration(cmd.Flag("tsdb.ship-interval", "How often new blocks are shipped to the bucket."), &cfg.Ingester.ShipInterval)
+	b.StringMap(cmd.Flag("ingester.external-label", "name=value added to every series and block of this ingester (repeatable)."), &cfg.Ingester.ExternalLabels)
+}
+
+// registerDistributorFlags registers the flags of the distributor (strata distributor, strata all).
+func registerDistributorFlags(cmd *kingpin.CmdClause, b *binder, cfg *Config) {
+	b.Int(cmd.Flag("distributor.max-recv-msg-size", "Largest remote-write request body accepted, in bytes (413 beyond)."), &cfg.Distributor.MaxRecvMsgSize)
+	b.Duration(cmd.Flag("distributor.remote-timeout", "Timeout of one write to one ingester."), &cfg.Distributor.RemoteTimeout)
 }
 
 // loadConfig reads the config file (if any) over the defaults in cfg, then applies the flags the user set.
@@ -125,6 +174,32 @@ func (b *binder) Duration(f *kingpin.FlagClause, dst *time.Duration) {
 		v := &parsedValue[time.Duration]{flag: f.Model().Name, parse: time.ParseDuration, format: time.Duration.String}
 		f.SetValue(v)
 		return &v.v
+	})
+}
+
+func (b *binder) Int(f *kingpin.FlagClause, dst *int) {
+	bindFlag(b, f, dst, strconv.Itoa(*dst), (*kingpin.FlagClause).Int)
+}
+
+// Strings binds a repeatable flag; given at least once, it replaces the file's list.
+func (b *binder) Strings(f *kingpin.FlagClause, dst *[]string) {
+	var set bool
+	v := f.IsSetByUser(&set).Strings()
+	b.applies = append(b.applies, func() {
+		if set {
+			*dst = *v
+		}
+	})
+}
+
+// StringMap binds a repeatable name=value flag; given at least once, it replaces the file's map.
+func (b *binder) StringMap(f *kingpin.FlagClause, dst *map[string]string) {
+	var set bool
+	v := f.IsSetByUser(&set).StringMap()
+	b.applies = append(b.applies, func() {
+		if set {
+			*dst = *v
+		}
 	})
 }
 

@@ -27,7 +27,17 @@ type component func(g *run.Group, logger log.Logger, reg *prometheus.Registry, c
 func registerComponents(app *kingpin.Application, b *binder, cfg *Config) map[string]component {
 	components := map[string]component{}
 	allCmd := app.Command("all", "Run every component in one process (the default).").Default()
+	registerIngesterFlags(allCmd, b, cfg)
+	registerDistributorFlags(allCmd, b, cfg)
 	components[allCmd.FullCommand()] = runAll
+
+	distributorCmd := app.Command("distributor", "Accept remote write, validate, apply limits, and replicate over the ingester ring.")
+	registerDistributorFlags(distributorCmd, b, cfg)
+	components[distributorCmd.FullCommand()] = runDistributor
+
+	ingesterCmd := app.Command("ingester", "Store recent samples in per-tenant TSDBs, serve them over the StoreAPI, ship blocks to the bucket.")
+	registerIngesterFlags(ingesterCmd, b, cfg)
+	components[ingesterCmd.FullCommand()] = runIngester
 	return components
 }
 

@@ -4,17 +4,21 @@ import (
 	"context"
 
 	"github.com/go-kit/log"
+	"github.com/go-kit/log/level"
+	"github.com/thanos-io/objstore"
 	"github.com/oklog/run"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 
+	"github.com/stratametrics/strata/pkg/block"
 	"github.com/stratametrics/strata/pkg/server"
 	"github.com/stratametrics/strata/pkg/tenancy"
 )
 
 // grpcTenantExempt are the gRPC methods callable without a tenant: health checks, and Thanos's Info, which a
 // stock Thanos querier calls before it knows any tenant.
-var grpcTenantExempt = tenancy.GRPCExempt{"/grpc.health.v1.Health/", "/thanos.info.Info/"}
+// RemoteWrite carries its tenant in the request (Thanos's forward RPC), which the ingester validates.
+var grpcTenantExempt = tenancy.GRPCExempt{"/grpc.health.v1.Health/", "/thanos.info.Info/", "/thanos.WriteableStore/RemoteWrite"}
 
 // process is what every component shares in one process: the servers, the config pages and the limits.
 type process struct {
@@ -48,4 +52,23 @@ func newProcess(g *run.Group, logger log.Logger, reg prometheus.Registerer, cfg 
 	addContextActor(g, func(ctx context.Context) error { return rtm.Run(ctx, runtimeReady) })
 	srv.Run(g)
 	return &process{srv: srv, overrides: overrides}, nil
+}
+
+// newBucket builds the bucket (filesystem under <data-dir>/bucket by default) and closes it on shutdown.
+func newBucket(g *run.Group, p *process, cfg *Config, logger log.Logger, reg prometheus.Registerer) (objstore.Bucket, error) {
+	bkt, err := block.NewBucket(cfg.Objstore, cfg.DataDir, logger, reg)
+	if err != nil {
+		return nil, errSetup(err, "bucket")
+	}
+	p.srv.AddLinks("Bucket", server.Link{Path: "/metrics", Desc: bkt.Name() + " (strata_objstore_bucket_* metrics)"})
+	bucketReady := p.srv.Ready.Register("bucket")
+	addContextActor(g, func(ctx context.Context) error {
+		bucketReady()
+		<-ctx.Done()
+		if err := bkt.Close(); err != nil {
+			level.Warn(logger).Log("msg", "closing the bucket client", "err", err)
+		}
+		return nil
+	})
+	return bkt, nil
 }

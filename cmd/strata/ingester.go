@@ -1,0 +1,137 @@
+package main
+
+import (
+	"context"
+	"net/http"
+	"path/filepath"
+	"time"
+
+	"github.com/go-kit/log"
+	"github.com/go-kit/log/level"
+	dskitring "github.com/grafana/dskit/ring"
+	"github.com/grafana/dskit/services"
+	"github.com/oklog/run"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/thanos-io/objstore"
+
+	"github.com/stratametrics/strata/pkg/block"
+	"github.com/stratametrics/strata/pkg/receive"
+	"github.com/stratametrics/strata/pkg/ring"
+	"github.com/stratametrics/strata/pkg/server"
+	"github.com/stratametrics/strata/pkg/store"
+	"github.com/stratametrics/strata/pkg/store/infopb"
+	"github.com/stratametrics/strata/pkg/store/storepb"
+)
+
+// runIngester runs `strata ingester`: per-tenant TSDBs fed by distributors, served over the StoreAPI, shipped
+// to the bucket, in the ingester ring.
+func runIngester(g *run.Group, logger log.Logger, reg *prometheus.Registry, cfg *Config) error {
+	p, err := newProcess(g, logger, reg, cfg)
+	if err != nil {
+		return err
+	}
+	bkt, err := newBucket(g, p, cfg, logger, reg)
+	if err != nil {
+		return err
+	}
+	r, err := newIngesterRing(g, p, cfg, logger, reg)
+	if err != nil {
+		return err
+	}
+	_, _, err = setupIngester(g, p, r, bkt, receive.NewDiscardedSamples(reg), cfg, logger, reg)
+	return err
+}
+
+// setupIngester adds an ingester to the process and returns it with its address in the ring.
+//
+// Shutdown order (SIGTERM): LEAVING in the ring, so distributors write to the other replicas; no new writes;
+// heads flushed into blocks and shipped; the ring left; TSDBs closed.
+func setupIngester(g *run.Group, p *process, r *ingesterRing, bkt objstore.Bucket, discarded *receive.DiscardedSamples, cfg *Config, logger log.Logger, reg prometheus.Registerer) (*receive.Ingester, string, error) {
+	logger = log.With(logger, "component", "ingester")
+	inst := cfg.Ingester.Instance
+	if inst.Addr == "" {
+		addr, err := ring.AdvertiseAddr(p.srv.GRPCAddr(), hostAddr())
+		if err != nil {
+			return nil, "", errSetup(err, "ingester address")
+		}
+		inst.Addr = addr
+	}
+	if inst.TokensFile == "" {
+		inst.TokensFile = filepath.Join(cfg.DataDir, "ingester-tokens.json")
+	}
+	ing := receive.NewIngester(cfg.Ingester.IngesterConfig, filepath.Join(cfg.DataDir, "tsdb"), p.overrides, discarded, logger, reg,
+		receive.WithLimitShare(r.limitShare(cfg)), receive.WithShippers(newShipperFactory(bkt, logger, reg)))
+	lc, err := ring.NewLifecycler(cfg.IngesterRing, inst, r.kv, "ingester", ring.IngesterRingKey, logger, reg)
+	if err != nil {
+		return nil, "", errSetup(err, "ingester ring membership")
+	}
+	st := store.NewTSDBStore(ing, logger, store.WithExternalLabels(ing.ExternalLabels()), store.WithComponentType(store.ComponentReceive))
+	storepb.RegisterStoreServer(p.srv.GRPC(), st)
+	infopb.RegisterInfoServer(p.srv.GRPC(), st)
+	storepb.RegisterWriteableStoreServer(p.srv.GRPC(), ing)
+	p.srv.Handle("POST /ingester/flush", flushHandler(ing, logger))
+	p.srv.AddLinks("Ingester", server.Link{Path: "/ingester/flush", Desc: "POST: cut every head into blocks and ship them now"})
+
+	ready := p.srv.Ready.Register("ingester")
+	r.users.Add(1)
+	ctx, cancel := context.WithCancel(context.Background())
+	g.Add(func() error {
+		defer r.users.Done()
+		start := time.Now()
+		if err := ing.Open(); err != nil {
+			return errSetup(err, "ingester TSDBs")
+		}
+		level.Info(logger).Log("msg", "TSDBs open", "tenants", len(ing.Tenants()), "took", time.Since(start))
+		if err := ring.StartService(ctx, lc); err != nil {
+			_ = ing.Close()
+			if ctx.Err() != nil {
+				return nil
+			}
+			return errSetup(err, "join the ingester ring")
+		}
+		ready()
+		shipCtx, stopShipping := context.WithCancel(context.Background())
+		shippingDone := make(chan struct{})
+		go func() { ing.RunShipping(shipCtx); close(shippingDone) }()
+
+		<-ctx.Done()
+		level.Info(logger).Log("msg", "ingester shutting down: leaving the ring, flushing and shipping")
+		stopShipping()
+		<-shippingDone
+		if err := lc.ChangeState(context.Background(), dskitring.LEAVING); err != nil {
+			level.Warn(logger).Log("msg", "could not mark the ingester LEAVING", "err", err)
+		}
+		ing.StopWrites()
+		flushCtx, cancelFlush := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancelFlush()
+		if err := ing.Flush(flushCtx); err != nil {
+			level.Error(logger).Log("msg", "flush on shutdown failed; the WAL keeps the data for the next start", "err", err)
+		}
+		if err := services.StopAndAwaitTerminated(context.Background(), lc); err != nil {
+			level.Warn(logger).Log("msg", "leaving the ring", "err", err)
+		}
+		return ing.Close()
+	}, func(error) { cancel() })
+	return ing, inst.Addr, nil
+}
+
+func flushHandler(ing *receive.Ingester, logger log.Logger) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := ing.Flush(r.Context()); err != nil {
+			level.Error(logger).Log("msg", "flush failed", "err", err)
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
+}
+
+// newShipperFactory ships each tenant's blocks into <tenant>/ of the bucket, with source "receive".
+func newShipperFactory(bkt objstore.Bucket, logger log.Logger, reg prometheus.Registerer) receive.ShipperFactory {
+	return func(tenant, dir string, lbls labels.Labels) (receive.Shipper, error) {
+		tenantReg := prometheus.WrapRegistererWith(prometheus.Labels{"tenant": tenant}, reg)
+		return block.NewShipper(log.With(logger, "tenant", tenant), tenantReg, dir, objstore.NewPrefixedBucket(bkt, tenant),
+			func() labels.Labels { return lbls }, block.ReceiveSource), nil
+	}
+}

@@ -1,0 +1,96 @@
+package main
+
+import (
+	"context"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/go-kit/log"
+	"github.com/go-kit/log/level"
+	dskitring "github.com/grafana/dskit/ring"
+	"github.com/oklog/run"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/stratametrics/strata/pkg/ring"
+	"github.com/stratametrics/strata/pkg/server"
+)
+
+// ingesterRing is the ingester ring as one process sees it: the KV store and a client of the ring.
+type ingesterRing struct {
+	kv     *ring.KV
+	client *dskitring.Ring
+	// users are the parts (an ingester leaving the ring) that must finish before gossip stops.
+	users sync.WaitGroup
+}
+
+// newIngesterRing joins the KV store (memberlist gossip or in-memory) and watches the ingester ring; the ring
+// page is served at /ingester/ring (HTML, or JSON with Accept: application/json; with a forget button).
+func newIngesterRing(g *run.Group, p *process, cfg *Config, logger log.Logger, reg prometheus.Registerer) (*ingesterRing, error) {
+	kv, err := ring.NewKV(cfg.Memberlist, logger, reg)
+	if err != nil {
+		return nil, errSetup(err, "ring KV store")
+	}
+	r := &ingesterRing{kv: kv}
+	if svc := kv.Service(); svc != nil {
+		ready := p.srv.Ready.Register("memberlist")
+		addContextActor(g, func(ctx context.Context) error {
+			return ring.RunService(ctx, svc, ready, func() { r.waitUsers(logger) })
+		})
+	}
+	client, err := ring.NewClient(cfg.IngesterRing, kv, "ingester", ring.IngesterRingKey, logger, reg)
+	if err != nil {
+		return nil, errSetup(err, "ingester ring client")
+	}
+	r.client = client
+	ready := p.srv.Ready.Register("ingester-ring")
+	addContextActor(g, func(ctx context.Context) error { return ring.RunService(ctx, client, ready, nil) })
+	p.srv.Handle("/ingester/ring", client)
+	p.srv.AddLinks("Ingester ring", server.Link{Path: "/ingester/ring", Desc: "Ingesters in the ring (JSON with Accept: application/json)"})
+	return r, nil
+}
+
+// waitUsers waits (at most 2 minutes) for the parts that need the ring while they shut down.
+func (r *ingesterRing) waitUsers(logger log.Logger) {
+	done := make(chan struct{})
+	go func() { r.users.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(2 * time.Minute):
+		level.Warn(logger).Log("msg", "stopping gossip before the ingester left the ring")
+	}
+}
+
+// limitShare is this ingester's share of a tenant's global series limits: RF / zones / ingesters in its zone
+// (DESIGN.md §9), with RF capped at the ring's size.
+func (r *ingesterRing) limitShare(cfg *Config) func() float64 {
+	return func() float64 {
+		n := r.client.InstancesCount()
+		if n <= 0 {
+			return 1
+		}
+		rf := min(cfg.IngesterRing.ReplicationFactor, n)
+		if cfg.IngesterRing.ZoneAwarenessEnabled && cfg.Ingester.Instance.Zone != "" {
+			zones := r.client.ZonesCount()
+			inZone := r.client.InstancesInZoneCount(cfg.Ingester.Instance.Zone)
+			if zones > 0 && inZone > 0 {
+				return min(1, float64(rf)/float64(zones)/float64(inZone))
+			}
+		}
+		return min(1, float64(rf)/float64(n))
+	}
+}
+
+// hostAddr is the address to advertise for a listener bound to all interfaces: the first non-loopback IPv4
+// address, else 127.0.0.1.
+func hostAddr() string {
+	addrs, err := net.InterfaceAddrs()
+	if err == nil {
+		for _, a := range addrs {
+			if ipn, ok := a.(*net.IPNet); ok && !ipn.IP.IsLoopback() && ipn.IP.To4() != nil {
+				return ipn.IP.String()
+			}
+		}
+	}
+	return "127.0.0.1"
+}

@@ -1,0 +1,832 @@
+package receive
+
+import (
+	"bytes"
+	"io"
+	"math"
+	"mime"
+	"net/http"
+	"strings"
+	"sync"
+	"unicode/utf8"
+
+	"github.com/efficientgo/core/errors"
+	"github.com/klauspost/compress/snappy"
+	writev2 "github.com/prometheus/prometheus/prompb/io/prometheus/write/v2"
+	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/stratametrics/strata/pkg/store/labelpb"
+	"github.com/stratametrics/strata/pkg/store/storepb/prompb"
+)
+
+// writeProto is the protobuf message of a remote write request, from its Content-Type.
+type writeProto int
+
+const (
+	// writeV1 is remote write 1.0's prometheus.WriteRequest.
+	writeV1 writeProto = iota + 1
+	// writeV2 is remote write 2.0's io.prometheus.write.v2.Request.
+	writeV2
+)
+
+// The media type and "proto" parameter values of remote write (the 1.0 and 2.0 specs, and Prometheus's
+// client_golang exp/api/remote, which Prometheus's own receiver uses).
+const (
+	contentTypeProtobuf = "application/x-protobuf"
+	protoMessageV1      = "prometheus.WriteRequest"
+	protoMessageV2      = "io.prometheus.write.v2.Request"
+	contentTypeV2       = contentTypeProtobuf + ";proto=" + protoMessageV2
+	encodingSnappy      = "snappy"
+)
+
+func (p writeProto) String() string {
+	if p == writeV2 {
+		return "remote write 2.0"
+	}
+	return "remote write 1.0"
+}
+
+// parseWriteContentType returns the message a Content-Type names, as Prometheus's receiver does: an empty
+// Content-Type or application/x-protobuf without a proto parameter is 1.0 (the 1.0 spec sends no parameter),
+// proto=prometheus.WriteRequest is 1.0, proto=io.prometheus.write.v2.Request is 2.0. Anything else is an error
+// (the handler answers 415). Unlike Prometheus's parser it follows RFC 9110: case-insensitive media type and
+// parameter name, optional spaces around ";".
+func parseWriteContentType(contentType string) (writeProto, error) {
+	if strings.TrimSpace(contentType) == "" {
+		return writeV1, nil
+	}
+	mediaType, params, err := mime.ParseMediaType(contentType)
+	if err != nil {
+		return 0, errors.Wrapf(err, "parse Content-Type %q", contentType)
+	}
+	if mediaType != contentTypeProtobuf {
+		return 0, errors.Newf("unsupported Content-Type %q: remote write expects %s (1.0) or %s (2.0)",
+			contentType, contentTypeProtobuf, contentTypeV2)
+	}
+	switch params["proto"] {
+	case "", protoMessageV1:
+		return writeV1, nil
+	case protoMessageV2:
+		return writeV2, nil
+	}
+	return 0, errors.Newf("unsupported protobuf message %q in Content-Type: this server accepts %s and %s",
+		params["proto"], protoMessageV1, protoMessageV2)
+}
+
+// checkContentEncoding accepts snappy, the only encoding both specs define, and an empty Content-Encoding
+// (Prometheus's receiver decodes that as snappy too).
+func checkContentEncoding(enc string) error {
+	if enc == "" || strings.EqualFold(strings.TrimSpace(enc), encodingSnappy) {
+		return nil
+	}
+	return errors.Newf("unsupported Content-Encoding %q: remote write bodies are %s-compressed (block format)", enc, encodingSnappy)
+}
+
+// errBodyTooLarge marks a body larger than max_recv_msg_size, before or after decompression (answered 413).
+var errBodyTooLarge = errors.New("request body too large")
+
+// snappyBodyReader reads and decompresses request bodies into pooled buffers. It is safe for concurrent use.
+type snappyBodyReader struct {
+	maxSize    int
+	compressed sync.Pool // *bytes.Buffer
+	decoded    sync.Pool // *[]byte
+}
+
+func newSnappyBodyReader(maxSize int) *snappyBodyReader {
+	return &snappyBodyReader{
+		maxSize:    maxSize,
+		compressed: sync.Pool{New: func() any { return new(bytes.Buffer) }},
+		decoded:    sync.Pool{New: func() any { return new([]byte) }},
+	}
+}
+
+// read returns the decompressed body of r and the size of the body as received. Both the body (at most
+// maxSize bytes) and its decompressed length (read from the snappy header before decompressing, so a small
+// "decompression bomb" is refused without allocating) are checked against maxSize: over it, the error wraps
+// errBodyTooLarge. The decoded bytes live in a pooled buffer: call release once nothing refers to them.
+func (s *snappyBodyReader) read(r *http.Request) (decoded []byte, receivedSize int, release func(), err error) {
+	release = func() {}
+	if r.ContentLength > int64(s.maxSize) {
+		return nil, int(min(r.ContentLength, math.MaxInt32)), release, errors.Wrapf(errBodyTooLarge,
+			"request body of %d bytes exceeds the limit of %d bytes (max_recv_msg_size)", r.ContentLength, s.maxSize)
+	}
+	buf := s.compressed.Get().(*bytes.Buffer)
+	defer s.compressed.Put(buf)
+	buf.Reset()
+	if r.ContentLength > 0 {
+		buf.Grow(int(r.ContentLength) + bytes.MinRead)
+	}
+	if _, err := buf.ReadFrom(io.LimitReader(r.Body, int64(s.maxSize)+1)); err != nil {
+		return nil, buf.Len(), release, errors.Wrap(err, "read request body")
+	}
+	body := buf.Bytes()
+	if len(body) > s.maxSize {
+		return nil, len(body), release, errors.Wrapf(errBodyTooLarge,
+			"request body exceeds the limit of %d bytes (max_recv_msg_size)", s.maxSize)
+	}
+
+	n, err := snappy.DecodedLen(body)
+	if err != nil {
+		return nil, len(body), release, errors.Wrap(err, "decompress request body: not a snappy block")
+	}
+	if n > s.maxSize {
+		return nil, len(body), release, errors.Wrapf(errBodyTooLarge,
+			"decompressed request body of %d bytes exceeds the limit of %d bytes (max_recv_msg_size)", n, s.maxSize)
+	}
+	dst := s.decoded.Get().(*[]byte)
+	if cap(*dst) < n {
+		*dst = make([]byte, n)
+	}
+	decoded, err = snappy.Decode((*dst)[:cap(*dst)], body)
+	if err != nil {
+		s.decoded.Put(dst)
+		return nil, len(body), release, errors.Wrap(err, "decompress request body (snappy block)")
+	}
+	return decoded, len(body), func() { s.decoded.Put(dst) }, nil
+}
+
+// decodeWrite decodes a decompressed remote write body of message p into Thanos's prometheus_copy series.
+//
+// Memory contract: the result shares nothing with buf (which may be reused at once). Its messages are carved out
+// of a few large per-request allocations, and the strings of one series share one allocation (v1) or the
+// request's symbol table (v2): a consumer may keep a string, but must not keep the messages themselves.
+func decodeWrite(p writeProto, buf []byte) ([]*prompb.TimeSeries, error) {
+	if p == writeV2 {
+		return decodeWriteV2(buf)
+	}
+	return decodeWriteV1(buf)
+}
+
+// wireError turns a protowire error code into an error naming what was being decoded.
+func wireError(n int, what string) error {
+	return errors.Wrapf(protowire.ParseError(n), "decode %s", what)
+}
+
+// decodeWriteV1 decodes a prometheus.WriteRequest (remote write 1.0; the same wire format as Thanos's
+// prometheus_copy.WriteRequest).
+//
+// It accepts exactly the bodies proto.Unmarshal into prompb.WriteRequest accepts and returns the same series
+// (TestDecodeV1MatchesProtoUnmarshal and FuzzDecodeV1 hold it to that), minus unknown fields and metadata, which
+// the StoreAPI write path does not carry (metadata is checked, then dropped). It is hand-written because
+// proto.Unmarshal allocates three times per label (message, name, value), several µs per sample on a typical
+// request; here a first pass counts the series, labels and samples, and the second fills a handful of slabs.
+func decodeWriteV1(buf []byte) ([]*prompb.TimeSeries, error) {
+	c, err := countWriteV1(buf)
+	if err != nil {
+		return nil, err
+	}
+	d := v1Decoder{
+		labels:     make([]labelpb.Label, c.labels),
+		labelPtrs:  make([]*labelpb.Label, c.labels),
+		samples:    make([]prompb.Sample, c.samples),
+		samplePtrs: make([]*prompb.Sample, c.samples),
+	}
+	series := make([]prompb.TimeSeries, c.series)
+	out := make([]*prompb.TimeSeries, 0, c.series)
+	for b := buf; len(b) > 0; {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return nil, wireError(n, "remote write 1.0 request")
+		}
+		b = b[n:]
+		switch {
+		case num == 1 && typ == protowire.BytesType:
+			v, n := protowire.ConsumeBytes(b)
+			if n < 0 {
+				return nil, wireError(n, "remote write 1.0 request")
+			}
+			b = b[n:]
+			if len(out) == len(series) {
+				return nil, errors.New("decode remote write 1.0 request: series count changed between passes")
+			}
+			ts := &series[len(out)]
+			if err := d.series(v, ts); err != nil {
+				return nil, errors.Wrapf(err, "decode remote write 1.0 request: timeseries %d", len(out))
+			}
+			out = append(out, ts)
+		case num == 3 && typ == protowire.BytesType:
+			v, n := protowire.ConsumeBytes(b)
+			if n < 0 {
+				return nil, wireError(n, "remote write 1.0 request")
+			}
+			b = b[n:]
+			if err := checkMetadataV1(v); err != nil {
+				return nil, errors.Wrap(err, "decode remote write 1.0 request: metadata")
+			}
+		default:
+			n := protowire.ConsumeFieldValue(num, typ, b)
+			if n < 0 {
+				return nil, wireError(n, "remote write 1.0 request")
+			}
+			b = b[n:]
+		}
+	}
+	return out, nil
+}
+
+// v1Counts are what the first pass over a WriteRequest finds.
+type v1Counts struct{ series, labels, samples int }
+
+// countWriteV1 counts series, and labels and samples in series, and checks the framing of every field on the
+// way. It counts exactly the fields the second pass decodes: field 1 of the request and fields 1 and 2 of a
+// series, each length-delimited (any other wire type makes a field unknown, as in proto.Unmarshal).
+func countWriteV1(b []byte) (v1Counts, error) {
+	var c v1Counts
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return c, wireError(n, "remote write 1.0 request")
+		}
+		b = b[n:]
+		if num != 1 || typ != protowire.BytesType {
+			n := protowire.ConsumeFieldValue(num, typ, b)
+			if n < 0 {
+				return c, wireError(n, "remote write 1.0 request")
+			}
+			b = b[n:]
+			continue
+		}
+		ts, n := protowire.ConsumeBytes(b)
+		if n < 0 {
+			return c, wireError(n, "remote write 1.0 request")
+		}
+		b = b[n:]
+		c.series++
+		for len(ts) > 0 {
+			num, typ, n := protowire.ConsumeTag(ts)
+			if n < 0 {
+				return c, wireError(n, "remote write 1.0 timeseries")
+			}
+			ts = ts[n:]
+			n = protowire.ConsumeFieldValue(num, typ, ts)
+			if n < 0 {
+				return c, wireError(n, "remote write 1.0 timeseries")
+			}
+			ts = ts[n:]
+			if typ == protowire.BytesType {
+				switch num {
+				case 1:
+					c.labels++
+				case 2:
+					c.samples++
+				}
+			}
+		}
+	}
+	return c, nil
+}
+
+// v1Decoder hands out labels and samples from the slabs sized by countWriteV1.
+type v1Decoder struct {
+	labels     []labelpb.Label
+	labelPtrs  []*labelpb.Label
+	nextLabel  int
+	samples    []prompb.Sample
+	samplePtrs []*prompb.Sample
+	nextSample int
+}
+
+// series decodes one prometheus.TimeSeries from b into ts. The strings of the series are substrings of one
+// copy of b.
+func (d *v1Decoder) series(b []byte, ts *prompb.TimeSeries) error {
+	var str string // string(b), made at the first string field
+	firstLabel, firstSample := d.nextLabel, d.nextSample
+	for i := 0; i < len(b); {
+		num, typ, n := protowire.ConsumeTag(b[i:])
+		if n < 0 {
+			return wireError(n, "timeseries")
+		}
+		i += n
+		if typ != protowire.BytesType || num < 1 || num > 4 {
+			n := protowire.ConsumeFieldValue(num, typ, b[i:])
+			if n < 0 {
+				return wireError(n, "timeseries")
+			}
+			i += n
+			continue
+		}
+		v, n := protowire.ConsumeBytes(b[i:])
+		if n < 0 {
+			return wireError(n, "timeseries")
+		}
+		start := i + n - len(v) // offset of v in b
+		i += n
+		switch num {
+		case 1:
+			if d.nextLabel == len(d.labels) {
+				return errors.New("label count changed between passes")
+			}
+			if str == "" {
+				str = string(b)
+			}
+			l := &d.labels[d.nextLabel]
+			if err := decodeLabel(v, str[start:start+len(v)], l); err != nil {
+				return errors.Wrapf(err, "label %d", d.nextLabel-firstLabel)
+			}
+			d.labelPtrs[d.nextLabel] = l
+			d.nextLabel++
+		case 2:
+			if d.nextSample == len(d.samples) {
+				return errors.New("sample count changed between passes")
+			}
+			s := &d.samples[d.nextSample]
+			if err := decodeSample(v, s); err != nil {
+				return errors.Wrapf(err, "sample %d", d.nextSample-firstSample)
+			}
+			d.samplePtrs[d.nextSample] = s
+			d.nextSample++
+		case 3:
+			if str == "" {
+				str = string(b)
+			}
+			e, err := decodeExemplar(v, str[start:start+len(v)])
+			if err != nil {
+				return errors.Wrapf(err, "exemplar %d", len(ts.Exemplars))
+			}
+			ts.Exemplars = append(ts.Exemplars, e)
+		case 4:
+			h, err := decodeHistogram(v)
+			if err != nil {
+				return errors.Wrapf(err, "histogram %d", len(ts.Histograms))
+			}
+			ts.Histograms = append(ts.Histograms, h)
+		}
+	}
+	// Full slice expressions: appending to one series must never overwrite the next one's entries.
+	if d.nextLabel > firstLabel {
+		ts.Labels = d.labelPtrs[firstLabel:d.nextLabel:d.nextLabel]
+	}
+	if d.nextSample > firstSample {
+		ts.Samples = d.samplePtrs[firstSample:d.nextSample:d.nextSample]
+	}
+	return nil
+}
+
+// decodeLabel decodes a thanos.Label from b; s holds the same bytes as b, as a string, so that name and value
+// are substrings of it. proto3 strings must be valid UTF-8 (proto.Unmarshal refuses them otherwise).
+func decodeLabel(b []byte, s string, l *labelpb.Label) error {
+	for i := 0; i < len(b); {
+		num, typ, n := protowire.ConsumeTag(b[i:])
+		if n < 0 {
+			return wireError(n, "label")
+		}
+		i += n
+		if (num == 1 || num == 2) && typ == protowire.BytesType {
+			v, n := protowire.ConsumeBytes(b[i:])
+			if n < 0 {
+				return wireError(n, "label")
+			}
+			start := i + n - len(v)
+			i += n
+			str := s[start : start+len(v)]
+			if !utf8.ValidString(str) {
+				return errors.Newf("label %s is not valid UTF-8", labelFieldName(num))
+			}
+			if num == 1 {
+				l.Name = str
+			} else {
+				l.Value = str
+			}
+			continue
+		}
+		n = protowire.ConsumeFieldValue(num, typ, b[i:])
+		if n < 0 {
+			return wireError(n, "label")
+		}
+		i += n
+	}
+	return nil
+}
+
+func labelFieldName(num protowire.Number) string {
+	if num == 1 {
+		return "name"
+	}
+	return "value"
+}
+
+// decodeSample decodes a prometheus.Sample.
+func decodeSample(b []byte, s *prompb.Sample) error {
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return wireError(n, "sample")
+		}
+		b = b[n:]
+		switch {
+		case num == 1 && typ == protowire.Fixed64Type:
+			var v uint64
+			v, n = protowire.ConsumeFixed64(b)
+			s.Value = math.Float64frombits(v)
+		case num == 2 && typ == protowire.VarintType:
+			var v uint64
+			v, n = protowire.ConsumeVarint(b)
+			s.Timestamp = int64(v)
+		default:
+			n = protowire.ConsumeFieldValue(num, typ, b)
+		}
+		if n < 0 {
+			return wireError(n, "sample")
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+// decodeExemplar decodes a prometheus.Exemplar; s holds the same bytes as b, as a string.
+func decodeExemplar(b []byte, s string) (*prompb.Exemplar, error) {
+	e := &prompb.Exemplar{}
+	for i := 0; i < len(b); {
+		num, typ, n := protowire.ConsumeTag(b[i:])
+		if n < 0 {
+			return nil, wireError(n, "exemplar")
+		}
+		i += n
+		switch {
+		case num == 1 && typ == protowire.BytesType:
+			v, m := protowire.ConsumeBytes(b[i:])
+			if m < 0 {
+				return nil, wireError(m, "exemplar")
+			}
+			start := i + m - len(v)
+			l := &labelpb.Label{}
+			if err := decodeLabel(v, s[start:start+len(v)], l); err != nil {
+				return nil, errors.Wrapf(err, "label %d", len(e.Labels))
+			}
+			e.Labels = append(e.Labels, l)
+			n = m
+		case num == 2 && typ == protowire.Fixed64Type:
+			var v uint64
+			v, n = protowire.ConsumeFixed64(b[i:])
+			e.Value = math.Float64frombits(v)
+		case num == 3 && typ == protowire.VarintType:
+			var v uint64
+			v, n = protowire.ConsumeVarint(b[i:])
+			e.Timestamp = int64(v)
+		default:
+			n = protowire.ConsumeFieldValue(num, typ, b[i:])
+		}
+		if n < 0 {
+			return nil, wireError(n, "exemplar")
+		}
+		i += n
+	}
+	return e, nil
+}
+
+// decodeHistogram decodes a prometheus.Histogram (integer or float, exponential or custom buckets).
+func decodeHistogram(b []byte) (*prompb.Histogram, error) {
+	h := &prompb.Histogram{}
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return nil, wireError(n, "histogram")
+		}
+		b = b[n:]
+		var v uint64
+		switch {
+		case num == 1 && typ == protowire.VarintType:
+			v, n = protowire.ConsumeVarint(b)
+			h.Count = &prompb.Histogram_CountInt{CountInt: v}
+		case num == 2 && typ == protowire.Fixed64Type:
+			v, n = protowire.ConsumeFixed64(b)
+			h.Count = &prompb.Histogram_CountFloat{CountFloat: math.Float64frombits(v)}
+		case num == 3 && typ == protowire.Fixed64Type:
+			v, n = protowire.ConsumeFixed64(b)
+			h.Sum = math.Float64frombits(v)
+		case num == 4 && typ == protowire.VarintType:
+			v, n = protowire.ConsumeVarint(b)
+			h.Schema = decodeSint32(v)
+		case num == 5 && typ == protowire.Fixed64Type:
+			v, n = protowire.ConsumeFixed64(b)
+			h.ZeroThreshold = math.Float64frombits(v)
+		case num == 6 && typ == protowire.VarintType:
+			v, n = protowire.ConsumeVarint(b)
+			h.ZeroCount = &prompb.Histogram_ZeroCountInt{ZeroCountInt: v}
+		case num == 7 && typ == protowire.Fixed64Type:
+			v, n = protowire.ConsumeFixed64(b)
+			h.ZeroCount = &prompb.Histogram_ZeroCountFloat{ZeroCountFloat: math.Float64frombits(v)}
+		case (num == 8 || num == 11) && typ == protowire.BytesType:
+			var span *prompb.BucketSpan
+			span, n = decodeBucketSpan(b)
+			if num == 8 {
+				h.NegativeSpans = append(h.NegativeSpans, span)
+			} else {
+				h.PositiveSpans = append(h.PositiveSpans, span)
+			}
+		case num == 9:
+			h.NegativeDeltas, n = appendSint64s(h.NegativeDeltas, num, typ, b)
+		case num == 12:
+			h.PositiveDeltas, n = appendSint64s(h.PositiveDeltas, num, typ, b)
+		case num == 10:
+			h.NegativeCounts, n = appendDoubles(h.NegativeCounts, num, typ, b)
+		case num == 13:
+			h.PositiveCounts, n = appendDoubles(h.PositiveCounts, num, typ, b)
+		case num == 16:
+			h.CustomValues, n = appendDoubles(h.CustomValues, num, typ, b)
+		case num == 14 && typ == protowire.VarintType:
+			v, n = protowire.ConsumeVarint(b)
+			h.ResetHint = prompb.Histogram_ResetHint(int32(v))
+		case num == 15 && typ == protowire.VarintType:
+			v, n = protowire.ConsumeVarint(b)
+			h.Timestamp = int64(v)
+		default:
+			n = protowire.ConsumeFieldValue(num, typ, b)
+		}
+		if n < 0 {
+			return nil, wireError(n, "histogram")
+		}
+		b = b[n:]
+	}
+	return h, nil
+}
+
+// decodeSint32 decodes a zigzag-encoded sint32 as proto.Unmarshal does (the low 32 bits of the varint).
+func decodeSint32(v uint64) int32 {
+	return int32(protowire.DecodeZigZag(v & math.MaxUint32))
+}
+
+// decodeBucketSpan decodes a length-delimited prometheus.BucketSpan at the start of b and returns it with the
+// bytes consumed (negative: a protowire error code).
+func decodeBucketSpan(b []byte) (*prompb.BucketSpan, int) {
+	v, n := protowire.ConsumeBytes(b)
+	if n < 0 {
+		return nil, n
+	}
+	s := &prompb.BucketSpan{}
+	for len(v) > 0 {
+		num, typ, m := protowire.ConsumeTag(v)
+		if m < 0 {
+			return nil, m
+		}
+		v = v[m:]
+		var x uint64
+		switch {
+		case num == 1 && typ == protowire.VarintType:
+			x, m = protowire.ConsumeVarint(v)
+			s.Offset = decodeSint32(x)
+		case num == 2 && typ == protowire.VarintType:
+			x, m = protowire.ConsumeVarint(v)
+			s.Length = uint32(x)
+		default:
+			m = protowire.ConsumeFieldValue(num, typ, v)
+		}
+		if m < 0 {
+			return nil, m
+		}
+		v = v[m:]
+	}
+	return s, n
+}
+
+// appendSint64s decodes a repeated sint64 field, packed or not, and returns the bytes consumed (negative: a
+// protowire error code). Any other wire type is an unknown field, skipped.
+func appendSint64s(dst []int64, num protowire.Number, typ protowire.Type, b []byte) ([]int64, int) {
+	switch typ {
+	case protowire.VarintType:
+		v, n := protowire.ConsumeVarint(b)
+		if n < 0 {
+			return dst, n
+		}
+		return append(dst, protowire.DecodeZigZag(v)), n
+	case protowire.BytesType:
+		p, n := protowire.ConsumeBytes(b)
+		if n < 0 {
+			return dst, n
+		}
+		for len(p) > 0 {
+			v, m := protowire.ConsumeVarint(p)
+			if m < 0 {
+				return dst, m
+			}
+			dst = append(dst, protowire.DecodeZigZag(v))
+			p = p[m:]
+		}
+		return dst, n
+	}
+	return dst, protowire.ConsumeFieldValue(num, typ, b)
+}
+
+// appendDoubles decodes a repeated double field, packed or not, as appendSint64s.
+func appendDoubles(dst []float64, num protowire.Number, typ protowire.Type, b []byte) ([]float64, int) {
+	switch typ {
+	case protowire.Fixed64Type:
+		v, n := protowire.ConsumeFixed64(b)
+		if n < 0 {
+			return dst, n
+		}
+		return append(dst, math.Float64frombits(v)), n
+	case protowire.BytesType:
+		p, n := protowire.ConsumeBytes(b)
+		if n < 0 {
+			return dst, n
+		}
+		if dst == nil {
+			dst = make([]float64, 0, len(p)/8)
+		}
+		for len(p) > 0 {
+			v, m := protowire.ConsumeFixed64(p)
+			if m < 0 {
+				return dst, m
+			}
+			dst = append(dst, math.Float64frombits(v))
+			p = p[m:]
+		}
+		return dst, n
+	}
+	return dst, protowire.ConsumeFieldValue(num, typ, b)
+}
+
+// checkMetadataV1 checks a prometheus.MetricMetadata as proto.Unmarshal would (framing, UTF-8 strings); the
+// metadata itself is dropped: the StoreAPI write path has no place for it.
+func checkMetadataV1(b []byte) error {
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return wireError(n, "metadata")
+		}
+		b = b[n:]
+		if (num == 2 || num == 4 || num == 5) && typ == protowire.BytesType {
+			v, n := protowire.ConsumeBytes(b)
+			if n < 0 {
+				return wireError(n, "metadata")
+			}
+			if !utf8.Valid(v) {
+				return errors.Newf("metadata field %d is not valid UTF-8", num)
+			}
+			b = b[n:]
+			continue
+		}
+		n = protowire.ConsumeFieldValue(num, typ, b)
+		if n < 0 {
+			return wireError(n, "metadata")
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+// decodeWriteV2 decodes an io.prometheus.write.v2.Request (remote write 2.0) with Prometheus's own generated
+// code and resolves its symbols into prometheus_copy series: labels, float samples, native histograms (integer
+// and float) and exemplars.
+//
+// Start timestamps are accepted in both layouts the 2.0 proto has had: the current per-sample
+// Sample.start_timestamp (3) / Histogram.start_timestamp (17), and the earlier TimeSeries.created_timestamp (6,
+// now reserved; decoded as an unknown field and skipped). Their values are dropped: the StoreAPI write path
+// (thanos.WriteableStore/RemoteWrite) has no field for them. Metadata (type, help, unit) is dropped for the
+// same reason.
+//
+// The whole request is refused (400) when a symbol is not valid UTF-8 or a reference is out of range or
+// unpaired: those are malformed requests, not invalid series.
+func decodeWriteV2(buf []byte) ([]*prompb.TimeSeries, error) {
+	var req writev2.Request
+	if err := req.Unmarshal(buf); err != nil {
+		return nil, errors.Wrap(err, "decode remote write 2.0 request")
+	}
+	syms := req.Symbols
+	for i, s := range syms {
+		if !utf8.ValidString(s) {
+			return nil, errors.Newf("decode remote write 2.0 request: symbol %d is not valid UTF-8", i)
+		}
+	}
+	nLabels, nSamples := 0, 0
+	for i := range req.Timeseries {
+		ts := &req.Timeseries[i]
+		if len(ts.LabelsRefs)%2 != 0 {
+			return nil, errors.Newf("decode remote write 2.0 request: timeseries %d has an odd number of label references (%d)", i, len(ts.LabelsRefs))
+		}
+		nLabels += len(ts.LabelsRefs) / 2
+		nSamples += len(ts.Samples)
+	}
+
+	var (
+		series     = make([]prompb.TimeSeries, len(req.Timeseries))
+		out        = make([]*prompb.TimeSeries, len(req.Timeseries))
+		labels     = make([]labelpb.Label, nLabels)
+		labelPtrs  = make([]*labelpb.Label, nLabels)
+		samples    = make([]prompb.Sample, nSamples)
+		samplePtrs = make([]*prompb.Sample, nSamples)
+	)
+	for i := range req.Timeseries {
+		in, ts := &req.Timeseries[i], &series[i]
+		out[i] = ts
+
+		n := len(in.LabelsRefs) / 2
+		ls := labelPtrs[:n:n]
+		labelPtrs = labelPtrs[n:]
+		for j := range ls {
+			l := &labels[j]
+			var err error
+			if l.Name, l.Value, err = resolveLabelRefs(syms, in.LabelsRefs, 2*j); err != nil {
+				return nil, errors.Wrapf(err, "decode remote write 2.0 request: timeseries %d", i)
+			}
+			ls[j] = l
+		}
+		labels = labels[n:]
+		if n > 0 {
+			ts.Labels = ls
+		}
+
+		if n := len(in.Samples); n > 0 {
+			ss := samplePtrs[:n:n]
+			samplePtrs = samplePtrs[n:]
+			for j := range in.Samples {
+				s := &samples[j]
+				s.Value, s.Timestamp = in.Samples[j].Value, in.Samples[j].Timestamp
+				ss[j] = s
+			}
+			samples = samples[n:]
+			ts.Samples = ss
+		}
+
+		if len(in.Histograms) > 0 {
+			ts.Histograms = make([]*prompb.Histogram, len(in.Histograms))
+			for j := range in.Histograms {
+				ts.Histograms[j] = histogramFromV2(&in.Histograms[j])
+			}
+		}
+
+		if len(in.Exemplars) > 0 {
+			ts.Exemplars = make([]*prompb.Exemplar, len(in.Exemplars))
+			for j := range in.Exemplars {
+				e, err := exemplarFromV2(syms, &in.Exemplars[j])
+				if err != nil {
+					return nil, errors.Wrapf(err, "decode remote write 2.0 request: timeseries %d: exemplar %d", i, j)
+				}
+				ts.Exemplars[j] = e
+			}
+		}
+	}
+	return out, nil
+}
+
+// resolveLabelRefs returns the label at refs[i], refs[i+1].
+func resolveLabelRefs(syms []string, refs []uint32, i int) (name, value string, err error) {
+	nr, vr := refs[i], refs[i+1]
+	if int(nr) >= len(syms) || int(vr) >= len(syms) {
+		return "", "", errors.Newf("label reference (%d, %d) out of range: the request has %d symbols", nr, vr, len(syms))
+	}
+	return syms[nr], syms[vr], nil
+}
+
+func exemplarFromV2(syms []string, in *writev2.Exemplar) (*prompb.Exemplar, error) {
+	if len(in.LabelsRefs)%2 != 0 {
+		return nil, errors.Newf("odd number of label references (%d)", len(in.LabelsRefs))
+	}
+	e := &prompb.Exemplar{Value: in.Value, Timestamp: in.Timestamp}
+	if n := len(in.LabelsRefs) / 2; n > 0 {
+		ls := make([]labelpb.Label, n)
+		e.Labels = make([]*labelpb.Label, n)
+		for j := range ls {
+			var err error
+			if ls[j].Name, ls[j].Value, err = resolveLabelRefs(syms, in.LabelsRefs, 2*j); err != nil {
+				return nil, err
+			}
+			e.Labels[j] = &ls[j]
+		}
+	}
+	return e, nil
+}
+
+func histogramFromV2(in *writev2.Histogram) *prompb.Histogram {
+	h := &prompb.Histogram{
+		Sum:            in.Sum,
+		Schema:         in.Schema,
+		ZeroThreshold:  in.ZeroThreshold,
+		NegativeSpans:  spansFromV2(in.NegativeSpans),
+		NegativeDeltas: in.NegativeDeltas,
+		NegativeCounts: in.NegativeCounts,
+		PositiveSpans:  spansFromV2(in.PositiveSpans),
+		PositiveDeltas: in.PositiveDeltas,
+		PositiveCounts: in.PositiveCounts,
+		ResetHint:      prompb.Histogram_ResetHint(in.ResetHint),
+		Timestamp:      in.Timestamp,
+		CustomValues:   in.CustomValues,
+	}
+	switch c := in.Count.(type) {
+	case *writev2.Histogram_CountInt:
+		h.Count = &prompb.Histogram_CountInt{CountInt: c.CountInt}
+	case *writev2.Histogram_CountFloat:
+		h.Count = &prompb.Histogram_CountFloat{CountFloat: c.CountFloat}
+	}
+	switch c := in.ZeroCount.(type) {
+	case *writev2.Histogram_ZeroCountInt:
+		h.ZeroCount = &prompb.Histogram_ZeroCountInt{ZeroCountInt: c.ZeroCountInt}
+	case *writev2.Histogram_ZeroCountFloat:
+		h.ZeroCount = &prompb.Histogram_ZeroCountFloat{ZeroCountFloat: c.ZeroCountFloat}
+	}
+	return h
+}
+
+func spansFromV2(in []writev2.BucketSpan) []*prompb.BucketSpan {
+	if len(in) == 0 {
+		return nil
+	}
+	spans := make([]prompb.BucketSpan, len(in))
+	out := make([]*prompb.BucketSpan, len(in))
+	for i := range in {
+		spans[i].Offset, spans[i].Length = in[i].Offset, in[i].Length
+		out[i] = &spans[i]
+	}
+	return out
+}

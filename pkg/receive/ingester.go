@@ -1,0 +1,600 @@
+package receive
+
+import (
+	"context"
+	"math"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/efficientgo/core/errors"
+	"github.com/go-kit/log"
+	"github.com/go-kit/log/level"
+	"github.com/oklog/ulid/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/storage"
+	"github.com/prometheus/prometheus/tsdb"
+	"github.com/prometheus/prometheus/tsdb/chunks"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/stratametrics/strata/pkg/block"
+	"github.com/stratametrics/strata/pkg/store"
+	"github.com/stratametrics/strata/pkg/store/storepb"
+	"github.com/stratametrics/strata/pkg/tenancy"
+)
+
+// Reasons the ingester discards samples for, counted in strata_discarded_samples_total.
+const (
+	reasonPerUserSeriesLimit   = "per_user_series_limit"
+	reasonPerMetricSeriesLimit = "per_metric_series_limit"
+	reasonSampleOutOfOrder     = "sample_out_of_order"
+	reasonSampleTooOld         = "sample_too_old"
+	reasonSampleDuplicate      = "sample_duplicate_timestamp"
+	reasonInvalid              = "invalid_sample"
+)
+
+// IngesterConfig configures the ingester's TSDBs.
+type IngesterConfig struct {
+	// BlockDuration is how much time one block covers (and how often blocks are cut): 2h, or ≥ 1m for tests.
+	BlockDuration time.Duration `yaml:"block_duration"`
+	// Retention is how long blocks stay on local disk after they are cut (they are deleted only once shipped).
+	Retention time.Duration `yaml:"retention"`
+	// ShipInterval is how often new blocks are looked for and shipped to the bucket.
+	ShipInterval time.Duration `yaml:"ship_interval"`
+	// ExternalLabels are added to every series served and to every shipped block, besides tenant_id.
+	ExternalLabels map[string]string `yaml:"external_labels"`
+}
+
+// DefaultIngesterConfig is Mimir's: 2h blocks, kept 13h locally, shipped every minute.
+func DefaultIngesterConfig() IngesterConfig {
+	return IngesterConfig{BlockDuration: 2 * time.Hour, Retention: 13 * time.Hour, ShipInterval: time.Minute}
+}
+
+// Validate checks the config.
+func (c IngesterConfig) Validate() error {
+	if c.BlockDuration < time.Minute {
+		return errors.Newf("ingester: block duration must be at least 1m, got %s", c.BlockDuration)
+	}
+	if c.Retention < c.BlockDuration {
+		return errors.Newf("ingester: retention (%s) must be at least the block duration (%s)", c.Retention, c.BlockDuration)
+	}
+	if c.ShipInterval <= 0 {
+		return errors.New("ingester: ship interval must be positive")
+	}
+	return nil
+}
+
+// Shipper uploads the new blocks of one tenant's TSDB directory to the bucket.
+type Shipper interface {
+	Sync(ctx context.Context) (uploaded int, err error)
+}
+
+// ShipperFactory makes the shipper of a tenant's TSDB directory; lbls are the labels its blocks carry.
+type ShipperFactory func(tenant, dir string, lbls labels.Labels) (Shipper, error)
+
+type ingesterMetrics struct {
+	appendedSamples *prometheus.CounterVec
+	activeSeries    *prometheus.GaugeVec
+	walReplay       *prometheus.GaugeVec
+	shippedBlocks   *prometheus.CounterVec
+	shipFailures    *prometheus.CounterVec
+	tsdbs           prometheus.Gauge
+}
+
+func newIngesterMetrics(reg prometheus.Registerer) *ingesterMetrics {
+	return &ingesterMetrics{
+		appendedSamples: promauto.With(reg).NewCounterVec(prometheus.CounterOpts{
+			Name: "strata_ingester_ingested_samples_total", Help: "Samples appended to a tenant's TSDB.",
+		}, []string{"tenant"}),
+		activeSeries: promauto.With(reg).NewGaugeVec(prometheus.GaugeOpts{
+			Name: "strata_ingester_active_series", Help: "Series in a tenant's TSDB head.",
+		}, []string{"tenant"}),
+		walReplay: promauto.With(reg).NewGaugeVec(prometheus.GaugeOpts{
+			Name: "strata_ingester_wal_replay_duration_seconds", Help: "How long opening a tenant's TSDB (replaying its WAL) took.",
+		}, []string{"tenant"}),
+		shippedBlocks: promauto.With(reg).NewCounterVec(prometheus.CounterOpts{
+			Name: "strata_ingester_shipped_blocks_total", Help: "Blocks shipped to the bucket.",
+		}, []string{"tenant"}),
+		shipFailures: promauto.With(reg).NewCounterVec(prometheus.CounterOpts{
+			Name: "strata_ingester_ship_failures_total", Help: "Failed attempts to ship a tenant's blocks.",
+		}, []string{"tenant"}),
+		tsdbs: promauto.With(reg).NewGauge(prometheus.GaugeOpts{
+			Name: "strata_ingester_tsdbs", Help: "Tenant TSDBs open in this ingester.",
+		}),
+	}
+}
+
+// Ingester holds one Prometheus TSDB per tenant under <dir>/<tenant>, appends what the distributors send,
+// serves it as a Thanos StoreAPI (via store.TSDBStore) and ships the blocks it cuts to the bucket.
+// It is safe for concurrent use.
+type Ingester struct {
+	storepb.UnimplementedWriteableStoreServer
+
+	cfg       IngesterConfig
+	dir       string
+	overrides *tenancy.Overrides
+	shippers  ShipperFactory
+	discarded *DiscardedSamples
+	// limitShare is this ingester's share of a tenant's global series limits (RF / zones / ingesters in zone).
+	limitShare func() float64
+	logger     log.Logger
+	metrics    *ingesterMetrics
+
+	mtx      sync.RWMutex
+	tsdbs    map[string]*userTSDB
+	creating sync.Mutex // serialises opening TSDBs (WAL replay), not appends
+	closed   bool
+	stopped  atomic.Bool // no writes accepted: the ingester is shutting down
+}
+
+// StopWrites makes every later Push fail with Unavailable (the distributor then counts on the other replicas).
+func (i *Ingester) StopWrites() { i.stopped.Store(true) }
+
+// IngesterOption configures an Ingester.
+type IngesterOption func(*Ingester)
+
+// WithLimitShare sets the function giving this ingester's share of global series limits (default 1).
+func WithLimitShare(f func() float64) IngesterOption { return func(i *Ingester) { i.limitShare = f } }
+
+// WithShippers sets how blocks are shipped; without it blocks stay local.
+func WithShippers(f ShipperFactory) IngesterOption { return func(i *Ingester) { i.shippers = f } }
+
+// NewIngester returns an ingester keeping its TSDBs under dir. Call Open before use.
+func NewIngester(cfg IngesterConfig, dir string, overrides *tenancy.Overrides, discarded *DiscardedSamples, logger log.Logger, reg prometheus.Registerer, opts ...IngesterOption) *Ingester {
+	i := &Ingester{
+		cfg: cfg, dir: dir, overrides: overrides, discarded: discarded, logger: logger,
+		limitShare: func() float64 { return 1 },
+		metrics:    newIngesterMetrics(reg),
+		tsdbs:      map[string]*userTSDB{},
+	}
+	for _, o := range opts {
+		o(i)
+	}
+	return i
+}
+
+// Open opens (replaying their WALs) the TSDBs of every tenant that has a directory under dir, so their data is
+// served and shipped before any new write arrives.
+func (i *Ingester) Open() error {
+	if err := os.MkdirAll(i.dir, 0o750); err != nil {
+		return errors.Wrapf(err, "create TSDB directory %s", i.dir)
+	}
+	entries, err := os.ReadDir(i.dir)
+	if err != nil {
+		return errors.Wrapf(err, "list TSDB directory %s", i.dir)
+	}
+	for _, e := range entries {
+		if !e.IsDir() || tenancy.ValidateTenantID(e.Name()) != nil {
+			continue
+		}
+		if _, err := i.getOrOpen(e.Name()); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// userTSDB is one tenant's TSDB. It is the TSDB's series lifecycle callback, which enforces the series limits.
+type userTSDB struct {
+	tenant  string
+	db      *tsdb.DB
+	shipper Shipper
+	ing     *Ingester
+
+	// replaying is true while the WAL is replayed: series that existed are never refused.
+	replaying bool
+	mtx       sync.Mutex
+	perMetric map[string]int
+}
+
+func (u *userTSDB) localLimit(global int) int {
+	if global <= 0 {
+		return 0
+	}
+	return max(1, int(math.Ceil(float64(global)*u.ing.limitShare())))
+}
+
+var (
+	errPerUserSeriesLimit   = errors.New("per-user series limit reached")
+	errPerMetricSeriesLimit = errors.New("per-metric series limit reached")
+)
+
+// PreCreation implements tsdb.SeriesLifecycleCallback: it refuses a new series beyond the tenant's limits.
+func (u *userTSDB) PreCreation(lset labels.Labels) error {
+	if u.replaying {
+		return nil
+	}
+	if limit := u.localLimit(u.ing.overrides.MaxGlobalSeriesPerUser(u.tenant)); limit > 0 && int(u.db.Head().NumSeries()) >= limit {
+		return errPerUserSeriesLimit
+	}
+	if limit := u.localLimit(u.ing.overrides.MaxGlobalSeriesPerMetric(u.tenant)); limit > 0 {
+		u.mtx.Lock()
+		n := u.perMetric[lset.Get(labels.MetricName)]
+		u.mtx.Unlock()
+		if n >= limit {
+			return errPerMetricSeriesLimit
+		}
+	}
+	return nil
+}
+
+// PostCreation implements tsdb.SeriesLifecycleCallback.
+func (u *userTSDB) PostCreation(lset labels.Labels) {
+	u.mtx.Lock()
+	u.perMetric[lset.Get(labels.MetricName)]++
+	u.mtx.Unlock()
+}
+
+// PostDeletion implements tsdb.SeriesLifecycleCallback.
+func (u *userTSDB) PostDeletion(deleted map[chunks.HeadSeriesRef]labels.Labels) {
+	u.mtx.Lock()
+	defer u.mtx.Unlock()
+	for _, lset := range deleted {
+		name := lset.Get(labels.MetricName)
+		if u.perMetric[name]--; u.perMetric[name] <= 0 {
+			delete(u.perMetric, name)
+		}
+	}
+}
+
+// tenantLabels are the labels of every series served and block shipped for a tenant.
+func (i *Ingester) tenantLabels(tenant string) labels.Labels {
+	b := labels.NewBuilder(labels.FromMap(i.cfg.ExternalLabels))
+	b.Set(tenancy.TenantIDLabel, tenant)
+	return b.Labels()
+}
+
+// ExternalLabels returns the configured external labels (without tenant_id).
+func (i *Ingester) ExternalLabels() labels.Labels { return labels.FromMap(i.cfg.ExternalLabels) }
+
+func (i *Ingester) get(tenant string) *userTSDB {
+	i.mtx.RLock()
+	defer i.mtx.RUnlock()
+	return i.tsdbs[tenant]
+}
+
+// getOrOpen returns a tenant's TSDB, opening (or creating) it the first time. tenant must be valid.
+func (i *Ingester) getOrOpen(tenant string) (*userTSDB, error) {
+	if u := i.get(tenant); u != nil {
+		return u, nil
+	}
+	i.creating.Lock()
+	defer i.creating.Unlock()
+	if u := i.get(tenant); u != nil {
+		return u, nil
+	}
+	i.mtx.RLock()
+	closed := i.closed
+	i.mtx.RUnlock()
+	if closed {
+		return nil, status.Error(codes.Unavailable, "ingester is shutting down")
+	}
+
+	dir := filepath.Join(i.dir, tenant)
+	u := &userTSDB{tenant: tenant, ing: i, replaying: true, perMetric: map[string]int{}}
+	opts := tsdb.DefaultOptions()
+	opts.MinBlockDuration = i.cfg.BlockDuration.Milliseconds()
+	opts.MaxBlockDuration = i.cfg.BlockDuration.Milliseconds() // no local compaction: the compactor merges
+	opts.RetentionDuration = i.cfg.Retention.Milliseconds()
+	opts.OutOfOrderTimeWindow = i.overrides.OutOfOrderTimeWindow(tenant).Milliseconds()
+	opts.EnableOverlappingCompaction = false
+	opts.SeriesLifecycleCallback = u
+	if i.shippers != nil {
+		// Retention deletes only blocks already in the bucket: a block that could not be shipped stays.
+		opts.BlocksToDelete = func(blocks []*tsdb.Block) map[ulid.ULID]struct{} {
+			if u.db == nil {
+				return nil // called while opening: nothing is deleted before the TSDB is up
+			}
+			candidates := tsdb.DefaultBlocksToDelete(u.db)(blocks)
+			shipped, err := block.ReadShipperMeta(dir)
+			if err != nil {
+				return nil
+			}
+			out := map[ulid.ULID]struct{}{}
+			for _, id := range shipped.Uploaded {
+				if _, ok := candidates[id]; ok {
+					out[id] = struct{}{}
+				}
+			}
+			return out
+		}
+	}
+	start := time.Now()
+	db, err := tsdb.Open(dir, nil, nil, opts, nil)
+	if err != nil {
+		return nil, errors.Wrapf(err, "open TSDB of tenant %s", tenant)
+	}
+	u.db = db
+	u.replaying = false
+	i.metrics.walReplay.WithLabelValues(tenant).Set(time.Since(start).Seconds())
+	if i.shippers != nil {
+		s, err := i.shippers(tenant, dir, i.tenantLabels(tenant))
+		if err != nil {
+			_ = db.Close()
+			return nil, errors.Wrapf(err, "create shipper of tenant %s", tenant)
+		}
+		u.shipper = s
+	}
+	level.Info(i.logger).Log("msg", "opened TSDB", "tenant", tenant, "dir", dir, "series", db.Head().NumSeries(), "took", time.Since(start))
+
+	i.mtx.Lock()
+	i.tsdbs[tenant] = u
+	i.metrics.tsdbs.Set(float64(len(i.tsdbs)))
+	i.mtx.Unlock()
+	return u, nil
+}
+
+// DB implements store.TenantDBs.
+func (i *Ingester) DB(tenant string) store.TenantDB {
+	if u := i.get(tenant); u != nil {
+		return u.db
+	}
+	return nil
+}
+
+// Tenants implements store.TenantDBs.
+func (i *Ingester) Tenants() []string {
+	i.mtx.RLock()
+	defer i.mtx.RUnlock()
+	out := make([]string, 0, len(i.tsdbs))
+	for t := range i.tsdbs {
+		out = append(out, t)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// appendErrors keeps the first error of each kind in a push, and which metrics hit the series limit.
+type appendErrors struct {
+	first         map[string]error
+	order         []string
+	limitedMetric map[string]int
+}
+
+func (a *appendErrors) add(reason string, err error) {
+	if a.first == nil {
+		a.first = map[string]error{}
+	}
+	if _, ok := a.first[reason]; !ok {
+		a.first[reason] = err
+		a.order = append(a.order, reason)
+	}
+}
+
+// Push appends a tenant's series. Samples that fail (limits, out of order, too old, duplicates) are skipped
+// and counted; the rest are committed, and the first failure is returned as a 400 *tenancy.Error, as Mimir
+// does. An error other than *tenancy.Error means nothing was committed.
+func (i *Ingester) Push(ctx context.Context, tenant string, req *storepb.WriteRequest) error {
+	if i.stopped.Load() {
+		return status.Error(codes.Unavailable, "ingester is shutting down")
+	}
+	u, err := i.getOrOpen(tenant)
+	if err != nil {
+		return err
+	}
+	var (
+		app      = u.db.Appender(ctx)
+		errs     appendErrors
+		appended int
+		b        = labels.NewScratchBuilder(16)
+	)
+	for _, ts := range req.GetTimeseries() {
+		b.Reset()
+		for _, l := range ts.GetLabels() {
+			b.Add(l.GetName(), l.GetValue())
+		}
+		b.Sort()
+		lset := b.Labels()
+		var ref storage.SeriesRef
+		skipSeries := false
+		for _, s := range ts.GetSamples() {
+			ref, err = app.Append(ref, lset, s.GetTimestamp(), s.GetValue())
+			if err == nil {
+				appended++
+				continue
+			}
+			if skipSeries = i.handleAppendErr(tenant, lset, s.GetTimestamp(), err, &errs); skipSeries {
+				break
+			}
+		}
+		if skipSeries {
+			continue
+		}
+		for _, h := range ts.GetHistograms() {
+			ih, fh := HistogramFromPB(h)
+			ref, err = app.AppendHistogram(ref, lset, h.GetTimestamp(), ih, fh)
+			if err == nil {
+				appended++
+				continue
+			}
+			if i.handleAppendErr(tenant, lset, h.GetTimestamp(), err, &errs) {
+				break
+			}
+		}
+	}
+	if err := app.Commit(); err != nil {
+		return status.Errorf(codes.Internal, "commit samples of tenant %s: %v", tenant, err)
+	}
+	i.metrics.appendedSamples.WithLabelValues(tenant).Add(float64(appended))
+	i.metrics.activeSeries.WithLabelValues(tenant).Set(float64(u.db.Head().NumSeries()))
+	return i.pushError(tenant, &errs)
+}
+
+// handleAppendErr counts a failed append and reports whether the rest of the series should be skipped.
+func (i *Ingester) handleAppendErr(tenant string, lset labels.Labels, t int64, err error, errs *appendErrors) bool {
+	series := lset.String()
+	switch {
+	case errors.Is(err, errPerUserSeriesLimit):
+		i.discard(tenant, reasonPerUserSeriesLimit, 1)
+		if errs.limitedMetric == nil {
+			errs.limitedMetric = map[string]int{}
+		}
+		errs.limitedMetric[lset.Get(labels.MetricName)]++
+		errs.add(reasonPerUserSeriesLimit, nil)
+		return true
+	case errors.Is(err, errPerMetricSeriesLimit):
+		i.discard(tenant, reasonPerMetricSeriesLimit, 1)
+		errs.add(reasonPerMetricSeriesLimit, tenancy.NewMaxSeriesPerMetricError(i.overrides.MaxGlobalSeriesPerMetric(tenant), lset.Get(labels.MetricName)))
+		return true
+	case errors.Is(err, storage.ErrOutOfOrderSample), errors.Is(err, storage.ErrTooOldSample):
+		i.discard(tenant, reasonSampleOutOfOrder, 1)
+		errs.add(reasonSampleOutOfOrder, tenancy.NewSampleOutOfOrderError(t, series))
+	case errors.Is(err, storage.ErrOutOfBounds):
+		i.discard(tenant, reasonSampleTooOld, 1)
+		errs.add(reasonSampleTooOld, tenancy.NewSampleTimestampTooOldError(t, series))
+	case errors.Is(err, storage.ErrDuplicateSampleForTimestamp):
+		i.discard(tenant, reasonSampleDuplicate, 1)
+		errs.add(reasonSampleDuplicate, tenancy.NewSampleDuplicateTimestampError(t, series))
+	default:
+		i.discard(tenant, reasonInvalid, 1)
+		errs.add(reasonInvalid, &tenancy.Error{ID: tenancy.IDLabelInvalid, Status: 400, Msg: errors.Wrapf(err, "append sample of series %.200s", series).Error()})
+	}
+	return false
+}
+
+func (i *Ingester) discard(tenant, reason string, n int) {
+	if i.discarded != nil {
+		i.discarded.Add(tenant, reason, n)
+	}
+}
+
+// pushError returns the first error of the push; a series-limit error names the metric that had the most
+// series refused, so the user knows where their new series come from.
+func (i *Ingester) pushError(tenant string, errs *appendErrors) error {
+	if len(errs.order) == 0 {
+		return nil
+	}
+	reason := errs.order[0]
+	if reason == reasonPerUserSeriesLimit {
+		top, topN := "", 0
+		for m, n := range errs.limitedMetric {
+			if n > topN || (n == topN && m < top) {
+				top, topN = m, n
+			}
+		}
+		return tenancy.NewMaxSeriesPerUserError(i.overrides.MaxGlobalSeriesPerUser(tenant), top)
+	}
+	return errs.first[reason]
+}
+
+// RemoteWrite implements thanos.WriteableStore, the forward RPC from distributors (and from a stock Thanos
+// receive router). The tenant is the request's; when gRPC metadata names one as well they must agree.
+func (i *Ingester) RemoteWrite(ctx context.Context, req *storepb.WriteRequest) (*storepb.WriteResponse, error) {
+	tenant := req.GetTenant()
+	if ts, ok := tenancy.TenantsFromContext(ctx); ok {
+		if tenant == "" && len(ts) == 1 {
+			tenant = ts[0]
+		}
+		if len(ts) != 1 || ts[0] != tenant {
+			return nil, status.Errorf(codes.InvalidArgument, "request tenant %q does not match the tenant in metadata %v", tenant, ts)
+		}
+	}
+	if err := tenancy.ValidateTenantID(tenant); err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	if err := i.Push(ctx, tenant, req); err != nil {
+		return nil, err
+	}
+	return &storepb.WriteResponse{}, nil
+}
+
+// Ship ships every tenant's new blocks (it is called periodically, and on flush).
+func (i *Ingester) Ship(ctx context.Context) error {
+	var firstErr error
+	for _, tenant := range i.Tenants() {
+		u := i.get(tenant)
+		if u == nil || u.shipper == nil {
+			continue
+		}
+		n, err := u.shipper.Sync(ctx)
+		i.metrics.shippedBlocks.WithLabelValues(tenant).Add(float64(n))
+		if err != nil {
+			i.metrics.shipFailures.WithLabelValues(tenant).Inc()
+			level.Warn(i.logger).Log("msg", "shipping blocks failed", "tenant", tenant, "err", err)
+			if firstErr == nil {
+				firstErr = errors.Wrapf(err, "ship blocks of tenant %s", tenant)
+			}
+		}
+	}
+	return firstErr
+}
+
+// Flush cuts every tenant's whole head into blocks (aligned to the block duration) and ships them.
+func (i *Ingester) Flush(ctx context.Context) error {
+	for _, tenant := range i.Tenants() {
+		u := i.get(tenant)
+		if u == nil {
+			continue
+		}
+		if err := compactHead(u.db, i.cfg.BlockDuration.Milliseconds()); err != nil {
+			return errors.Wrapf(err, "flush head of tenant %s", tenant)
+		}
+	}
+	return i.Ship(ctx)
+}
+
+// compactHead writes the head's samples into blocks, one per block-duration-aligned range.
+func compactHead(db *tsdb.DB, blockMs int64) error {
+	h := db.Head()
+	if h.NumSeries() == 0 || h.MinTime() == math.MaxInt64 {
+		return nil
+	}
+	minT, maxT := h.MinTime(), h.MaxTime()
+	for start := minT - mod(minT, blockMs); start <= maxT; start += blockMs {
+		end := start + blockMs - 1
+		if err := db.CompactHead(tsdb.NewRangeHead(h, start, end)); err != nil {
+			return errors.Wrapf(err, "compact head range [%d, %d]", start, end)
+		}
+	}
+	return nil
+}
+
+func mod(a, b int64) int64 {
+	m := a % b
+	if m < 0 {
+		m += b
+	}
+	return m
+}
+
+// RunShipping ships every ShipInterval until ctx is done.
+func (i *Ingester) RunShipping(ctx context.Context) {
+	t := time.NewTicker(i.cfg.ShipInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			_ = i.Ship(ctx)
+			for _, tenant := range i.Tenants() {
+				if u := i.get(tenant); u != nil {
+					i.metrics.activeSeries.WithLabelValues(tenant).Set(float64(u.db.Head().NumSeries()))
+				}
+			}
+		}
+	}
+}
+
+// Close closes every TSDB; no write is accepted afterwards.
+func (i *Ingester) Close() error {
+	i.creating.Lock()
+	defer i.creating.Unlock()
+	i.mtx.Lock()
+	defer i.mtx.Unlock()
+	i.closed = true
+	var firstErr error
+	for tenant, u := range i.tsdbs {
+		if err := u.db.Close(); err != nil && firstErr == nil {
+			firstErr = errors.Wrapf(err, "close TSDB of tenant %s", tenant)
+		}
+		delete(i.tsdbs, tenant)
+	}
+	return firstErr
+}

@@ -1,0 +1,312 @@
+package receive
+
+import (
+	"context"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/efficientgo/core/errors"
+	"github.com/go-kit/log"
+	"github.com/go-kit/log/level"
+	"github.com/grafana/dskit/limiter"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/stratametrics/strata/pkg/store/storepb"
+	"github.com/stratametrics/strata/pkg/tenancy"
+)
+
+// Pusher takes the validated series of one tenant's remote write request: the ring-replicating client in a
+// distributor, an ingester in a single process.
+//
+// Contract: req.Tenant is tenant; every series passed validation (labels sorted, unique, legacy names, a
+// metric name, within the tenant's limits, no sample too far in the future). req and its messages belong to
+// the handler and must not be used after Push returns (they are carved out of per-request slabs); strings may
+// be kept. The error decides the HTTP answer: a *tenancy.Error answers with its Status; a gRPC status
+// InvalidArgument 400, ResourceExhausted 429; anything else (unavailable, no quorum, deadline) 503, which
+// Prometheus retries. Push must be safe for concurrent use.
+type Pusher interface {
+	Push(ctx context.Context, tenant string, req *storepb.WriteRequest) error
+}
+
+// PushConfig configures the remote write endpoint.
+type PushConfig struct {
+	// MaxRecvMsgSize is the largest request body accepted, in bytes, both as received (snappy-compressed) and
+	// decompressed. Larger requests are answered 413.
+	MaxRecvMsgSize int `yaml:"max_recv_msg_size"`
+}
+
+// DefaultPushConfig accepts bodies up to 10 MiB.
+func DefaultPushConfig() PushConfig { return PushConfig{MaxRecvMsgSize: 10 << 20} }
+
+// Validate checks the push config.
+func (c PushConfig) Validate() error {
+	if c.MaxRecvMsgSize <= 0 {
+		return errors.Newf("max_recv_msg_size must be positive, got %d", c.MaxRecvMsgSize)
+	}
+	return nil
+}
+
+// PushOption configures optional parts of the push handler.
+type PushOption func(*pushOptions)
+
+type pushOptions struct {
+	now          func() time.Time
+	distributors func() int
+	discarded    *DiscardedSamples
+}
+
+// WithClock sets the clock used for "too far in the future" and the rate limiter (default time.Now).
+func WithClock(now func() time.Time) PushOption { return func(o *pushOptions) { o.now = now } }
+
+// WithDistributorCount sets how many distributors share each tenant's ingestion_rate (default 1). It is called
+// for every request; with a ring, pass its healthy distributor count.
+func WithDistributorCount(n func() int) PushOption {
+	return func(o *pushOptions) { o.distributors = n }
+}
+
+// WithDiscardedSamples sets the process's strata_discarded_samples_total, shared with the ingester. Without it
+// the handler registers its own on reg.
+func WithDiscardedSamples(d *DiscardedSamples) PushOption {
+	return func(o *pushOptions) { o.discarded = d }
+}
+
+// pushHandler is the distributor's remote write endpoint (POST /api/v1/push, /api/v1/receive).
+type pushHandler struct {
+	overrides *tenancy.Overrides
+	pusher    Pusher
+	logger    log.Logger
+	now       func() time.Time
+	body      *snappyBodyReader
+	limiter   *limiter.RateLimiter
+	discarded *DiscardedSamples
+	metrics   *pushMetrics
+}
+
+// NewPushHandler returns the remote write handler (1.0 and 2.0). It must be mounted behind
+// tenancy.Config.HTTPMiddleware(false), which puts the validated tenant in the request's context. For each
+// request it: checks the body's size (413), Content-Type (415) and Content-Encoding (415); decompresses and
+// decodes it (400 when malformed); validates each series against the tenant's limits, dropping and counting
+// the invalid ones; takes the valid series' samples, histograms and exemplars from the tenant's token bucket
+// (429 for the whole request when they do not fit); hands the valid series to pusher; and answers 204 when all
+// series were valid, 400 with the first invalid series' error when some were not (the valid ones are written:
+// Mimir's partial acceptance), or pusher's error (see Pusher). The handler is safe for concurrent use.
+func NewPushHandler(cfg PushConfig, overrides *tenancy.Overrides, pusher Pusher, logger log.Logger, reg prometheus.Registerer, opts ...PushOption) http.Handler {
+	o := pushOptions{now: time.Now, distributors: func() int { return 1 }}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.discarded == nil {
+		o.discarded = NewDiscardedSamples(reg)
+	}
+	if logger == nil {
+		logger = log.NewNopLogger()
+	}
+	return &pushHandler{
+		overrides: overrides,
+		pusher:    pusher,
+		logger:    log.With(logger, "component", "push"),
+		now:       o.now,
+		body:      newSnappyBodyReader(cfg.MaxRecvMsgSize),
+		limiter:   newIngestionRateLimiter(overrides, o.distributors),
+		discarded: o.discarded,
+		metrics:   newPushMetrics(reg),
+	}
+}
+
+// writeStats are the written counts Prometheus's 2.0 receiver reports in response headers.
+type writeStats struct{ samples, histograms, exemplars int }
+
+// The 2.0 spec's response headers (as set by Prometheus's receiver, client_golang exp/api/remote).
+const (
+	headerSamplesWritten    = "X-Prometheus-Remote-Write-Samples-Written"
+	headerHistogramsWritten = "X-Prometheus-Remote-Write-Histograms-Written"
+	headerExemplarsWritten  = "X-Prometheus-Remote-Write-Exemplars-Written"
+)
+
+// pushResult is the answer to one request: status, message for errors, and for 2.0 the written counts.
+type pushResult struct {
+	code    int
+	msg     string
+	proto   writeProto // 0 until the Content-Type is known
+	written writeStats
+}
+
+func (h *pushHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	res := h.push(r)
+	if res.proto == writeV2 {
+		// Prometheus's 2.0 receiver sets them on every answer once the message type is known; a sender reads
+		// a missing header as 0 written.
+		hd := w.Header()
+		hd.Set(headerSamplesWritten, strconv.Itoa(res.written.samples))
+		hd.Set(headerHistogramsWritten, strconv.Itoa(res.written.histograms))
+		hd.Set(headerExemplarsWritten, strconv.Itoa(res.written.exemplars))
+	}
+	if res.code == http.StatusMethodNotAllowed {
+		w.Header().Set("Allow", http.MethodPost)
+	}
+	if res.code >= 400 {
+		http.Error(w, res.msg, res.code)
+	} else {
+		w.WriteHeader(res.code)
+	}
+	h.metrics.observeStatus(res.code)
+}
+
+// push handles one request; see NewPushHandler for the steps.
+func (h *pushHandler) push(r *http.Request) pushResult {
+	if r.Method != http.MethodPost {
+		return pushResult{code: http.StatusMethodNotAllowed, msg: "remote write requires POST, got " + r.Method}
+	}
+	tenant, err := tenancy.TenantFromContext(r.Context())
+	if err != nil {
+		return pushResult{code: tenancy.HTTPStatus(err), msg: err.Error()}
+	}
+	proto, err := parseWriteContentType(r.Header.Get("Content-Type"))
+	if err != nil {
+		return pushResult{code: http.StatusUnsupportedMediaType, msg: err.Error()}
+	}
+	res := pushResult{proto: proto}
+	if err := checkContentEncoding(r.Header.Get("Content-Encoding")); err != nil {
+		return res.fail(http.StatusUnsupportedMediaType, err.Error())
+	}
+
+	buf, size, release, err := h.body.read(r)
+	h.metrics.compressedSize.Observe(float64(size))
+	if err != nil {
+		release()
+		if errors.Is(err, errBodyTooLarge) {
+			return res.fail(http.StatusRequestEntityTooLarge, err.Error())
+		}
+		return res.fail(http.StatusBadRequest, err.Error())
+	}
+	h.metrics.decodedSize.Observe(float64(len(buf)))
+	series, err := decodeWrite(proto, buf)
+	release() // decodeWrite's result shares nothing with buf
+	if err != nil {
+		level.Debug(h.logger).Log("msg", "refusing malformed remote write request", "tenant", tenant, "proto", proto, "err", err)
+		return res.fail(http.StatusBadRequest, err.Error())
+	}
+
+	now := h.now()
+	v := newSeriesValidator(h.overrides.ForTenant(tenant), now)
+	var (
+		firstErr  *tenancy.Error
+		discarded discardCounts
+		stats     writeStats
+		valid     = series[:0]
+	)
+	for _, ts := range series {
+		if ts == nil {
+			continue
+		}
+		if vi := v.check(ts); vi.reason != "" {
+			discarded.add(vi.reason, len(ts.Samples)+len(ts.Histograms))
+			if firstErr == nil {
+				firstErr = v.err(ts, vi)
+			}
+			continue
+		}
+		if len(ts.Samples)+len(ts.Histograms)+len(ts.Exemplars) == 0 {
+			continue // nothing to write
+		}
+		stats.samples += len(ts.Samples)
+		stats.histograms += len(ts.Histograms)
+		stats.exemplars += len(ts.Exemplars)
+		valid = append(valid, ts)
+	}
+	clear(series[len(valid):])
+	for _, d := range discarded {
+		h.discarded.Add(tenant, d.reason, d.n)
+	}
+	if firstErr != nil {
+		level.Debug(h.logger).Log("msg", "dropping invalid series", "tenant", tenant, "discarded_series", discarded.series(), "first", firstErr)
+	}
+	if len(valid) == 0 {
+		if firstErr != nil {
+			return res.fail(firstErr.Status, firstErr.Msg)
+		}
+		return res.ok()
+	}
+
+	if n := stats.samples + stats.histograms + stats.exemplars; !h.limiter.AllowN(now, tenant, n) {
+		h.discarded.Add(tenant, ReasonRateLimited, stats.samples+stats.histograms)
+		rl := tenancy.NewIngestionRateLimitedError(h.overrides.IngestionRate(tenant), h.overrides.IngestionBurstSize(tenant))
+		return res.fail(rl.Status, rl.Msg)
+	}
+
+	if err := h.pusher.Push(r.Context(), tenant, &storepb.WriteRequest{Timeseries: valid, Tenant: tenant}); err != nil {
+		code, msg := pushErrorStatus(err)
+		if code >= 500 {
+			level.Warn(h.logger).Log("msg", "push to ingesters failed", "tenant", tenant, "status", code, "err", err)
+		}
+		return res.fail(code, msg)
+	}
+	h.metrics.receivedSamples.WithLabelValues(tenant).Add(float64(stats.samples + stats.histograms))
+	res.written = stats
+	if firstErr != nil {
+		return res.fail(firstErr.Status, firstErr.Msg)
+	}
+	return res.ok()
+}
+
+// ok answers success: 204 No Content, as Prometheus's own receiver does for both 1.0 and 2.0.
+func (r pushResult) ok() pushResult {
+	r.code = http.StatusNoContent
+	return r
+}
+
+func (r pushResult) fail(code int, msg string) pushResult {
+	r.code, r.msg = code, msg
+	return r
+}
+
+// pushErrorStatus maps a Pusher error to the HTTP answer (see Pusher).
+func pushErrorStatus(err error) (int, string) {
+	var terr *tenancy.Error
+	if errors.As(err, &terr) && terr.Status >= 400 && terr.Status < 600 {
+		return terr.Status, terr.Msg
+	}
+	// The innermost gRPC status, with its own message: status.FromError would prefix the wrapping chain.
+	var grpcErr interface{ GRPCStatus() *status.Status }
+	if errors.As(err, &grpcErr) {
+		switch st := grpcErr.GRPCStatus(); st.Code() {
+		case codes.InvalidArgument:
+			return http.StatusBadRequest, st.Message()
+		case codes.ResourceExhausted:
+			return http.StatusTooManyRequests, st.Message()
+		}
+	}
+	return http.StatusServiceUnavailable, "push to ingesters: " + err.Error()
+}
+
+// discardCount is what one request discarded for one reason.
+type discardCount struct {
+	reason string
+	n      int // samples and histograms
+	series int
+}
+
+// discardCounts sums discarded samples per reason over one request (a handful of reasons: a slice beats a map).
+type discardCounts []discardCount
+
+func (d *discardCounts) add(reason string, n int) {
+	for i := range *d {
+		if (*d)[i].reason == reason {
+			(*d)[i].n += n
+			(*d)[i].series++
+			return
+		}
+	}
+	*d = append(*d, discardCount{reason: reason, n: n, series: 1})
+}
+
+func (d discardCounts) series() int {
+	total := 0
+	for _, c := range d {
+		total += c.series
+	}
+	return total
+}

@@ -1,0 +1,180 @@
+package receive
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/efficientgo/core/errors"
+	"github.com/go-kit/log"
+	"github.com/go-kit/log/level"
+	dskitring "github.com/grafana/dskit/ring"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/stratametrics/strata/pkg/store"
+	"github.com/stratametrics/strata/pkg/store/labelpb"
+	"github.com/stratametrics/strata/pkg/store/storepb"
+	"github.com/stratametrics/strata/pkg/store/storepb/prompb"
+	"github.com/stratametrics/strata/pkg/tenancy"
+)
+
+// WriteRing is what the replicating pusher needs of the ingester ring (a *ring.Ring).
+type WriteRing interface {
+	dskitring.DoBatchRing
+	GetAllHealthy(op dskitring.Operation) (dskitring.ReplicationSet, error)
+}
+
+type replicationMetrics struct {
+	quorumFailures *prometheus.CounterVec
+	sent           *prometheus.CounterVec
+}
+
+// RingPusher shards each series of a write over the ingester ring by a hash of the tenant and its labels and
+// sends it to the replication factor's owners (distinct zones with zone awareness), one RemoteWrite per
+// ingester per request. Push returns once a quorum of owners acknowledged every series; the rest of the
+// replicas still get their write (detached from the caller's context, bounded by the timeout).
+type RingPusher struct {
+	ring    WriteRing
+	timeout time.Duration
+	logger  log.Logger
+	metrics replicationMetrics
+	// local are in-process ingesters by ring address: written without a gRPC hop (strata all).
+	local map[string]Pusher
+
+	mtx   sync.Mutex
+	conns map[string]*grpc.ClientConn
+}
+
+// NewRingPusher returns a pusher over r; writes to one ingester time out after timeout.
+func NewRingPusher(r WriteRing, timeout time.Duration, local map[string]Pusher, logger log.Logger, reg prometheus.Registerer) *RingPusher {
+	return &RingPusher{
+		ring: r, timeout: timeout, local: local, logger: logger, conns: map[string]*grpc.ClientConn{},
+		metrics: replicationMetrics{
+			quorumFailures: promauto.With(reg).NewCounterVec(prometheus.CounterOpts{
+				Name: "strata_distributor_quorum_failures_total", Help: "Writes that did not reach a quorum of ingesters.",
+			}, []string{"tenant"}),
+			sent: promauto.With(reg).NewCounterVec(prometheus.CounterOpts{
+				Name: "strata_distributor_ingester_appends_total", Help: "Writes sent to ingesters, by outcome.",
+			}, []string{"ingester", "outcome"}),
+		},
+	}
+}
+
+// ShardKey is the ring token of a series of a tenant: FNV-1a (32 bit) over the tenant and the sorted label
+// pairs, so each series of each tenant has its own owners.
+func ShardKey(tenant string, ls []*labelpb.Label) uint32 {
+	const (
+		offset32 = 2166136261
+		prime32  = 16777619
+	)
+	h := uint32(offset32)
+	add := func(s string) {
+		for i := 0; i < len(s); i++ {
+			h ^= uint32(s[i])
+			h *= prime32
+		}
+		h ^= 0xff // separator: "ab","c" and "a","bc" differ
+		h *= prime32
+	}
+	add(tenant)
+	for _, l := range ls {
+		add(l.GetName())
+		add(l.GetValue())
+	}
+	return h
+}
+
+// isClientError: errors a retry cannot fix, which DoBatch must not count against the quorum as failures of
+// an ingester.
+func isClientError(err error) bool {
+	var te *tenancy.Error
+	if errors.As(err, &te) {
+		return te.Status/100 == 4
+	}
+	switch status.Code(err) {
+	case codes.InvalidArgument, codes.ResourceExhausted, codes.FailedPrecondition, codes.AlreadyExists:
+		return true
+	}
+	return false
+}
+
+// Push implements Pusher.
+func (p *RingPusher) Push(ctx context.Context, tenant string, req *storepb.WriteRequest) error {
+	series := req.GetTimeseries()
+	if len(series) == 0 {
+		return nil
+	}
+	keys := make([]uint32, len(series))
+	for i, ts := range series {
+		keys[i] = ShardKey(tenant, ts.GetLabels())
+	}
+	// Replicas keep writing after the quorum answered and the HTTP request ended.
+	sendCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.timeout)
+	err := dskitring.DoBatchWithOptions(ctx, dskitring.WriteNoExtend, p.ring, keys, func(inst dskitring.InstanceDesc, idx []int) error {
+		sub := &storepb.WriteRequest{Tenant: tenant, Timeseries: make([]*prompb.TimeSeries, 0, len(idx))}
+		for _, i := range idx {
+			sub.Timeseries = append(sub.Timeseries, series[i])
+		}
+		err := p.send(sendCtx, inst, tenant, sub)
+		outcome := "success"
+		if err != nil {
+			outcome = "error"
+			if isClientError(err) {
+				outcome = "rejected"
+			}
+		}
+		p.metrics.sent.WithLabelValues(inst.Id, outcome).Inc()
+		return err
+	}, dskitring.DoBatchOptions{Cleanup: cancel, IsClientError: isClientError})
+	if err == nil {
+		return nil
+	}
+	if isClientError(err) {
+		return err
+	}
+	p.metrics.quorumFailures.WithLabelValues(tenant).Inc()
+	level.Warn(p.logger).Log("msg", "write did not reach a quorum of ingesters", "tenant", tenant, "err", err)
+	return status.Errorf(codes.Unavailable, "write to ingesters: %v", err)
+}
+
+func (p *RingPusher) send(ctx context.Context, inst dskitring.InstanceDesc, tenant string, req *storepb.WriteRequest) error {
+	if local, ok := p.local[inst.Addr]; ok {
+		return local.Push(ctx, tenant, req)
+	}
+	conn, err := p.conn(inst.Addr)
+	if err != nil {
+		return status.Error(codes.Unavailable, err.Error())
+	}
+	_, err = storepb.NewWriteableStoreClient(conn).RemoteWrite(tenancy.OutgoingContext(ctx, tenant), req)
+	return err
+}
+
+// conn returns the (lazily connecting, shared) connection to an ingester.
+func (p *RingPusher) conn(addr string) (*grpc.ClientConn, error) {
+	p.mtx.Lock()
+	defer p.mtx.Unlock()
+	if c, ok := p.conns[addr]; ok {
+		return c, nil
+	}
+	c, err := grpc.NewClient(addr, store.DialOptions()...)
+	if err != nil {
+		return nil, errors.Wrapf(err, "dial ingester %s", addr)
+	}
+	p.conns[addr] = c
+	return c, nil
+}
+
+// Close closes the connections to the ingesters.
+func (p *RingPusher) Close() error {
+	p.mtx.Lock()
+	defer p.mtx.Unlock()
+	for addr, c := range p.conns {
+		_ = c.Close()
+		delete(p.conns, addr)
+	}
+	return nil
+}

@@ -1,0 +1,150 @@
+package receive
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/efficientgo/core/testutil"
+	"github.com/go-kit/log"
+	dskitring "github.com/grafana/dskit/ring"
+	"github.com/grafana/dskit/services"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/stratametrics/strata/pkg/ring"
+	"github.com/stratametrics/strata/pkg/store/storepb"
+	"github.com/stratametrics/strata/pkg/store/storepb/prompb"
+)
+
+// testRing registers n in-process ingesters (zones a, b, c…) in a real dskit ring over the in-memory KV and
+// returns a RingPusher writing to them without a network hop.
+func testRing(t *testing.T, key string, n int, zoneAware bool) (*RingPusher, []*Ingester) {
+	t.Helper()
+	kv, err := ring.NewKV(ring.MemberlistConfig{}, log.NewNopLogger(), prometheus.NewRegistry())
+	testutil.Ok(t, err)
+	cfg := ring.DefaultConfig()
+	cfg.ZoneAwarenessEnabled = zoneAware
+	cfg.HeartbeatPeriod = 100 * time.Millisecond
+	cfg.NumTokens = 64
+
+	ctx := context.Background()
+	local := map[string]Pusher{}
+	var ings []*Ingester
+	for i := 0; i < n; i++ {
+		ing := newTestIngester(t, t.TempDir(), nil, prometheus.NewRegistry())
+		t.Cleanup(func() { _ = ing.Close() })
+		addr := fmt.Sprintf("ingester-%d:9095", i)
+		inst := ring.InstanceConfig{ID: fmt.Sprintf("ingester-%d", i), Addr: addr, Zone: string(rune('a' + i%3))}
+		// One KV per lifecycler, as one per process: the in-memory store behind them is shared.
+		lkv, err := ring.NewKV(ring.MemberlistConfig{}, log.NewNopLogger(), prometheus.NewRegistry())
+		testutil.Ok(t, err)
+		lc, err := ring.NewLifecycler(cfg, inst, lkv, "ingester", key, log.NewNopLogger(), prometheus.NewRegistry())
+		testutil.Ok(t, err)
+		testutil.Ok(t, services.StartAndAwaitRunning(ctx, lc))
+		t.Cleanup(func() { _ = services.StopAndAwaitTerminated(ctx, lc) })
+		local[addr] = ing
+		ings = append(ings, ing)
+	}
+	client, err := ring.NewClient(cfg, kv, "ingester", key, log.NewNopLogger(), prometheus.NewRegistry())
+	testutil.Ok(t, err)
+	testutil.Ok(t, services.StartAndAwaitRunning(ctx, client))
+	t.Cleanup(func() { _ = services.StopAndAwaitTerminated(ctx, client) })
+	deadline := time.Now().Add(10 * time.Second)
+	for client.InstancesCount() < n {
+		testutil.Assert(t, time.Now().Before(deadline), "ring did not see %d instances", n)
+		time.Sleep(20 * time.Millisecond)
+	}
+	return NewRingPusher(client, 5*time.Second, local, log.NewNopLogger(), prometheus.NewRegistry()), ings
+}
+
+func manySeries(n int, t int64) *storepb.WriteRequest {
+	req := &storepb.WriteRequest{}
+	for i := 0; i < n; i++ {
+		req.Timeseries = append(req.Timeseries, ts(series("m", "i", fmt.Sprint(i)), t))
+	}
+	return req
+}
+
+func copies(t *testing.T, ings []*Ingester, tenant string) map[string]int {
+	out := map[string]int{}
+	for _, ing := range ings {
+		if ing.DB(tenant) == nil {
+			continue
+		}
+		for s := range readAll(t, ing, tenant) {
+			out[s]++
+		}
+	}
+	return out
+}
+
+func TestRingPusherReplicates(t *testing.T) {
+	for _, zoneAware := range []bool{false, true} {
+		t.Run(fmt.Sprintf("zone-aware=%v", zoneAware), func(t *testing.T) {
+			p, ings := testRing(t, fmt.Sprintf("replicates-%v", zoneAware), 3, zoneAware)
+			testutil.Ok(t, p.Push(context.Background(), "t", manySeries(200, 1000)))
+			// Push returns at the quorum: every series is on 2 ingesters now, and on all 3 soon after.
+			c := copies(t, ings, "t")
+			testutil.Equals(t, 200, len(c))
+			for s, n := range c {
+				testutil.Assert(t, n >= 2, "series %s on %d ingesters", s, n)
+			}
+			deadline := time.Now().Add(10 * time.Second)
+			for {
+				all3 := true
+				for _, n := range copies(t, ings, "t") {
+					all3 = all3 && n == 3
+				}
+				if all3 {
+					break
+				}
+				testutil.Assert(t, time.Now().Before(deadline), "the third replica never got every series")
+				time.Sleep(20 * time.Millisecond)
+			}
+		})
+	}
+}
+
+// TestRingPusherQuorum: with one of three ingesters refusing writes every push still succeeds and every
+// series is on the two others; with two refusing, pushes fail with Unavailable (a 503, retried by Prometheus).
+func TestRingPusherQuorum(t *testing.T) {
+	p, ings := testRing(t, "quorum", 3, true)
+	ings[1].StopWrites()
+	testutil.Ok(t, p.Push(context.Background(), "t", manySeries(100, 1000)))
+	for s, n := range copies(t, ings, "t") {
+		testutil.Assert(t, n >= 2, "series %s on %d ingesters", s, n)
+	}
+	testutil.Equals(t, 100, len(copies(t, ings, "t")))
+
+	ings[2].StopWrites()
+	err := p.Push(context.Background(), "t", manySeries(10, 2000))
+	testutil.Equals(t, codes.Unavailable, status.Code(err), "err: %v", err)
+}
+
+// TestRingPusherClientErrors: a 4xx from the ingesters (here: out-of-order samples on all replicas) is passed
+// on as such, not turned into a 503 the client would retry forever.
+func TestRingPusherClientErrors(t *testing.T) {
+	p, _ := testRing(t, "client-errors", 3, false)
+	testutil.Ok(t, p.Push(context.Background(), "t", &storepb.WriteRequest{Timeseries: []*prompb.TimeSeries{ts(series("m"), 5000)}}))
+	err := p.Push(context.Background(), "t", &storepb.WriteRequest{Timeseries: []*prompb.TimeSeries{ts(series("m"), 1000)}})
+	testutil.NotOk(t, err)
+	testutil.Assert(t, isClientError(err), "want a client error, got %v", err)
+}
+
+func TestRingPusherSmallerRingThanRF(t *testing.T) {
+	p, ings := testRing(t, "small", 1, false) // RF 3, one ingester: strata all
+	testutil.Ok(t, p.Push(context.Background(), "t", manySeries(10, 1000)))
+	testutil.Equals(t, 10, len(copies(t, ings, "t")))
+}
+
+func TestShardKey(t *testing.T) {
+	a := ShardKey("t", series("m", "a", "bc"))
+	testutil.Equals(t, a, ShardKey("t", series("m", "a", "bc")))
+	testutil.Assert(t, a != ShardKey("u", series("m", "a", "bc")), "tenant not in the key")
+	testutil.Assert(t, a != ShardKey("t", series("m", "ab", "c")), "label boundaries not in the key")
+}
+
+var _ = dskitring.ACTIVE

@@ -1,0 +1,193 @@
+package receive
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/prometheus/common/model"
+
+	"github.com/stratametrics/strata/pkg/store/labelpb"
+	"github.com/stratametrics/strata/pkg/store/storepb/prompb"
+	"github.com/stratametrics/strata/pkg/tenancy"
+)
+
+// seriesValidator checks series against one tenant's limits at one instant (DESIGN.md §9). A limit of 0 means
+// "no limit". It holds no state besides the limits, so one request may share it between goroutines.
+type seriesValidator struct {
+	maxLabelNames  int
+	maxNameLength  int
+	maxValueLength int
+	// maxTimestampMs is now + creation_grace_period: newer samples are "too far in the future".
+	maxTimestampMs int64
+}
+
+func newSeriesValidator(l *tenancy.Limits, now time.Time) seriesValidator {
+	return seriesValidator{
+		maxLabelNames:  l.MaxLabelNamesPerSeries,
+		maxNameLength:  l.MaxLabelNameLength,
+		maxValueLength: l.MaxLabelValueLength,
+		maxTimestampMs: now.Add(time.Duration(l.CreationGracePeriod)).UnixMilli(),
+	}
+}
+
+// violation says why a series is invalid. Its zero value means the series is valid.
+type violation struct {
+	reason string // one of the Reason constants; "" when valid
+	label  int    // index into the series' labels of the label the rule names
+	tsMs   int64  // the timestamp that is too far in the future
+}
+
+// check normalises ts in place and reports the first rule it breaks, without allocating.
+//
+// Normalising: labels with an empty value are removed (in Prometheus an empty value is the same as no label),
+// and exemplars newer than now + creation_grace_period are removed (an exemplar is not a sample: it is dropped
+// without failing its series, as Mimir does).
+//
+// The rules, in the order they are reported when several are broken (Mimir's order):
+//  1. there is a __name__ label (a series left with no labels has none): ReasonMissingMetricName;
+//  2. the metric name follows the legacy rules [a-zA-Z_:][a-zA-Z0-9_:]*: ReasonLabelInvalid;
+//  3. at most max_label_names_per_series labels: ReasonMaxLabelNamesPerSeries;
+//  4. for each label in order: its name follows the legacy rules [a-zA-Z_][a-zA-Z0-9_]* (ReasonLabelInvalid),
+//     is at most max_label_name_length bytes (ReasonLabelNameTooLong), its value at most
+//     max_label_value_length bytes (ReasonLabelValueTooLong), its name differs from the previous one
+//     (ReasonDuplicateLabelNames) and sorts after it (ReasonLabelsNotSorted);
+//  5. no sample or histogram is newer than now + creation_grace_period: ReasonTooFarInFuture.
+//
+// Label values are valid UTF-8 by the time check runs: the decoders refuse requests where they are not.
+func (v seriesValidator) check(ts *prompb.TimeSeries) violation {
+	ls := dropEmptyLabelValues(ts.Labels)
+	ts.Labels = ls
+	ts.Exemplars = v.dropFutureExemplars(ts.Exemplars)
+
+	nameIdx := -1
+	var first violation // the first per-label violation, reported after the series-level rules
+	for i, l := range ls {
+		name := l.GetName()
+		if nameIdx < 0 && name == model.MetricNameLabel {
+			nameIdx = i
+		}
+		if first.reason != "" {
+			continue
+		}
+		switch {
+		case !model.LegacyValidation.IsValidLabelName(name):
+			first = violation{reason: ReasonLabelInvalid, label: i}
+		case v.maxNameLength > 0 && len(name) > v.maxNameLength:
+			first = violation{reason: ReasonLabelNameTooLong, label: i}
+		case v.maxValueLength > 0 && len(l.GetValue()) > v.maxValueLength:
+			first = violation{reason: ReasonLabelValueTooLong, label: i}
+		case i > 0 && name == ls[i-1].GetName():
+			first = violation{reason: ReasonDuplicateLabelNames, label: i}
+		case i > 0 && name < ls[i-1].GetName():
+			first = violation{reason: ReasonLabelsNotSorted, label: i}
+		}
+	}
+	switch {
+	case nameIdx < 0:
+		return violation{reason: ReasonMissingMetricName}
+	case !model.LegacyValidation.IsValidMetricName(ls[nameIdx].GetValue()):
+		return violation{reason: ReasonLabelInvalid, label: nameIdx}
+	case v.maxLabelNames > 0 && len(ls) > v.maxLabelNames:
+		return violation{reason: ReasonMaxLabelNamesPerSeries}
+	case first.reason != "":
+		return first
+	}
+	for _, s := range ts.Samples {
+		if t := s.GetTimestamp(); t > v.maxTimestampMs {
+			return violation{reason: ReasonTooFarInFuture, tsMs: t}
+		}
+	}
+	for _, h := range ts.Histograms {
+		if t := h.GetTimestamp(); t > v.maxTimestampMs {
+			return violation{reason: ReasonTooFarInFuture, tsMs: t}
+		}
+	}
+	return violation{}
+}
+
+// err returns the Mimir-format error for violation vi of ts, as check reported it. It allocates; callers build
+// it for the error they answer with only.
+func (v seriesValidator) err(ts *prompb.TimeSeries, vi violation) *tenancy.Error {
+	series := formatSeries(ts.Labels)
+	var name, value string
+	if vi.label >= 0 && vi.label < len(ts.Labels) {
+		name, value = ts.Labels[vi.label].GetName(), ts.Labels[vi.label].GetValue()
+	}
+	switch vi.reason {
+	case ReasonMissingMetricName:
+		return tenancy.NewMissingMetricNameError(series)
+	case ReasonLabelInvalid:
+		return tenancy.NewLabelInvalidError(name, series)
+	case ReasonMaxLabelNamesPerSeries:
+		return tenancy.NewMaxLabelNamesPerSeriesError(len(ts.Labels), v.maxLabelNames, series)
+	case ReasonLabelNameTooLong:
+		return tenancy.NewLabelNameTooLongError(name, series)
+	case ReasonLabelValueTooLong:
+		return tenancy.NewLabelValueTooLongError(name, value, series, v.maxValueLength)
+	case ReasonDuplicateLabelNames:
+		return tenancy.NewDuplicateLabelNamesError(name, series)
+	case ReasonLabelsNotSorted:
+		return tenancy.NewLabelsNotSortedError(name, series)
+	case ReasonTooFarInFuture:
+		return tenancy.NewTooFarInFutureError(vi.tsMs, series)
+	}
+	return nil
+}
+
+// dropEmptyLabelValues removes, in place, the labels whose value is empty (and nil entries).
+func dropEmptyLabelValues(ls []*labelpb.Label) []*labelpb.Label {
+	j := 0
+	for _, l := range ls {
+		if l.GetValue() != "" {
+			ls[j] = l
+			j++
+		}
+	}
+	clear(ls[j:])
+	return ls[:j]
+}
+
+// dropFutureExemplars removes, in place, the exemplars newer than now + creation_grace_period (and nil entries).
+func (v seriesValidator) dropFutureExemplars(es []*prompb.Exemplar) []*prompb.Exemplar {
+	j := 0
+	for _, e := range es {
+		if e != nil && e.GetTimestamp() <= v.maxTimestampMs {
+			es[j] = e
+			j++
+		}
+	}
+	clear(es[j:])
+	return es[:j]
+}
+
+// formatSeries renders labels as Prometheus's labels.Labels.String does ({__name__="up", job="x"}), in the
+// order given (a series that is not sorted is shown as sent). The error messages keep the first 200 characters
+// only, so rendering stops after a few hundred bytes: a huge label value costs nothing here.
+func formatSeries(ls []*labelpb.Label) string {
+	const enough = 1024 // ≥ 200 runes of output whatever they are
+	cut := func(s string) string {
+		if len(s) > enough {
+			return s[:enough]
+		}
+		return s
+	}
+	b := make([]byte, 0, 256)
+	b = append(b, '{')
+	for i, l := range ls {
+		if len(b) >= enough {
+			break
+		}
+		if i > 0 {
+			b = append(b, ", "...)
+		}
+		if name := cut(l.GetName()); model.LegacyValidation.IsValidLabelName(name) {
+			b = append(b, name...)
+		} else {
+			b = strconv.AppendQuote(b, name)
+		}
+		b = append(b, '=')
+		b = strconv.AppendQuote(b, cut(l.GetValue()))
+	}
+	b = append(b, '}')
+	return string(b)
+}

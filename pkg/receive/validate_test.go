@@ -1,0 +1,74 @@
+package receive
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/efficientgo/core/testutil"
+
+	"github.com/stratametrics/strata/pkg/store/labelpb"
+	"github.com/stratametrics/strata/pkg/store/storepb/prompb"
+	"github.com/stratametrics/strata/pkg/tenancy"
+)
+
+func lbls(kv ...string) []*labelpb.Label {
+	var out []*labelpb.Label
+	for i := 0; i+1 < len(kv); i += 2 {
+		out = append(out, &labelpb.Label{Name: kv[i], Value: kv[i+1]})
+	}
+	return out
+}
+
+func TestFormatSeries(t *testing.T) {
+	for _, tc := range []struct {
+		ls   []*labelpb.Label
+		want string
+	}{
+		{nil, "{}"},
+		{lbls("__name__", "up"), `{__name__="up"}`},
+		{lbls("__name__", "up", "job", `a "quoted"`+"\n"), `{__name__="up", job="a \"quoted\"\n"}`},
+		{lbls("job-name", "a", "ö", "ü"), `{"job-name"="a", "ö"="ü"}`},
+		{append(lbls("a", "1"), nil), `{a="1", ""=""}`},
+	} {
+		testutil.Equals(t, tc.want, formatSeries(tc.ls))
+	}
+	// A huge value costs a bounded string: the messages keep 200 characters anyway.
+	huge := formatSeries(lbls("__name__", "up", "v", strings.Repeat("x", 1<<20), "w", "1"))
+	testutil.Assert(t, len(huge) < 2100, "rendered %d bytes", len(huge))
+	testutil.Assert(t, strings.HasPrefix(huge, `{__name__="up", v="xxx`))
+}
+
+// TestSeriesValidatorZeroLimits: a limit of 0 is no limit.
+func TestSeriesValidatorZeroLimits(t *testing.T) {
+	v := newSeriesValidator(&tenancy.Limits{}, time.Unix(0, 0))
+	ts := &prompb.TimeSeries{Labels: lbls("__name__", "up", "a", strings.Repeat("v", 5000), strings.Repeat("n", 5000), "x")}
+	testutil.Equals(t, violation{}, v.check(ts))
+	ts.Samples = []*prompb.Sample{{Timestamp: 1}}
+	testutil.Equals(t, ReasonTooFarInFuture, v.check(ts).reason, "grace period 0: now is the newest allowed")
+}
+
+// TestSeriesValidatorOrder: with several rules broken, the first in Mimir's order is reported.
+func TestSeriesValidatorOrder(t *testing.T) {
+	l := tenancy.DefaultLimits()
+	l.MaxLabelNamesPerSeries = 2
+	v := newSeriesValidator(&l, time.Unix(0, 0))
+	for _, tc := range []struct {
+		ls     []*labelpb.Label
+		reason string
+		label  int
+	}{
+		{lbls("b", "1", "a", "2", "bad-name", "3"), ReasonMissingMetricName, 0},
+		{lbls("__name__", "bad.name", "b", "1", "a", "2"), ReasonLabelInvalid, 0},
+		{lbls("__name__", "up", "b", "1", "a", "2"), ReasonMaxLabelNamesPerSeries, 0},
+		{lbls("b", "1", "__name__", "up"), ReasonLabelsNotSorted, 1},
+		{lbls("__name__", "up", "__name__", "up"), ReasonDuplicateLabelNames, 1},
+		{lbls("__name__", "up", "a", ""), "", 0},
+	} {
+		vi := v.check(&prompb.TimeSeries{Labels: tc.ls})
+		testutil.Equals(t, tc.reason, vi.reason, "%v", tc.ls)
+		if tc.reason != "" && tc.label > 0 {
+			testutil.Equals(t, tc.label, vi.label)
+		}
+	}
+}

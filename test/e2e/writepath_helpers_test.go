@@ -1,0 +1,160 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/efficientgo/core/errors"
+	"github.com/efficientgo/core/testutil"
+	"github.com/klauspost/compress/snappy"
+	"github.com/prometheus/prometheus/prompb"
+
+	"github.com/stratametrics/strata/pkg/store"
+	"github.com/stratametrics/strata/pkg/store/storepb"
+	"github.com/stratametrics/strata/pkg/tenancy"
+)
+
+var (
+	toolsOnce sync.Once
+	toolsDir  string
+	toolsErr  error
+)
+
+// promTool builds (once per test run, cached by Go afterwards) a Prometheus binary of the version in go.mod:
+// "prometheus" or "promtool".
+func promTool(t *testing.T, name string) string {
+	t.Helper()
+	toolsOnce.Do(func() {
+		toolsDir, toolsErr = os.MkdirTemp("", "strata-e2e-tools")
+		if toolsErr != nil {
+			return
+		}
+		for _, tool := range []string{"prometheus", "promtool"} {
+			cmd := exec.Command("go", "build", "-o", filepath.Join(toolsDir, tool), "github.com/prometheus/prometheus/cmd/"+tool)
+			cmd.Dir = repoRoot()
+			if out, err := cmd.CombinedOutput(); err != nil {
+				toolsErr = errors.Wrapf(err, "build %s: %s", tool, out)
+				return
+			}
+		}
+	})
+	testutil.Ok(t, toolsErr)
+	return filepath.Join(toolsDir, name)
+}
+
+// pushV1 sends one remote-write 1.0 request and returns the status and body.
+func pushV1(t *testing.T, url, tenant string, series []prompb.TimeSeries) (int, string) {
+	t.Helper()
+	raw, err := (&prompb.WriteRequest{Timeseries: series}).Marshal()
+	testutil.Ok(t, err)
+	req, err := http.NewRequest("POST", url, bytes.NewReader(snappy.Encode(nil, raw)))
+	testutil.Ok(t, err)
+	req.Header.Set("Content-Encoding", "snappy")
+	req.Header.Set("Content-Type", "application/x-protobuf")
+	req.Header.Set("X-Prometheus-Remote-Write-Version", "0.1.0")
+	if tenant != "" {
+		req.Header.Set("X-Scope-OrgID", tenant)
+	}
+	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
+	testutil.Ok(t, err)
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
+}
+
+// genSeries returns n series with samples at the given timestamps; values are a function of series and time.
+func genSeries(n int, ts ...int64) []prompb.TimeSeries {
+	out := make([]prompb.TimeSeries, n)
+	for i := range out {
+		out[i].Labels = []prompb.Label{{Name: "__name__", Value: "e2e_metric"}, {Name: "instance", Value: fmt.Sprintf("host-%03d", i)}, {Name: "job", Value: "e2e"}}
+		for _, t := range ts {
+			out[i].Samples = append(out[i].Samples, prompb.Sample{Timestamp: t, Value: sampleValue(i, t)})
+		}
+	}
+	return out
+}
+
+func sampleValue(series int, t int64) float64 { return float64(series*1000) + float64(t%100000)/10 }
+
+// readStore returns every series of a tenant on a StoreAPI endpoint, with its (t, v) samples.
+func readStore(t *testing.T, addr, tenant string) map[string]map[int64]float64 {
+	t.Helper()
+	c, conn, err := store.Dial(addr)
+	testutil.Ok(t, err)
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(tenancy.OutgoingContext(context.Background(), tenant), 30*time.Second)
+	defer cancel()
+	stream, err := c.Series(ctx, &storepb.SeriesRequest{MinTime: math.MinInt64, MaxTime: math.MaxInt64,
+		Matchers: []*storepb.LabelMatcher{{Type: storepb.LabelMatcher_RE, Name: "__name__", Value: ".+"}}})
+	testutil.Ok(t, err)
+	out := map[string]map[int64]float64{}
+	for {
+		resp, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return out
+		}
+		testutil.Ok(t, err)
+		batch := resp.GetBatch().GetSeries()
+		if s := resp.GetSeries(); s != nil {
+			batch = append(batch, s)
+		}
+		for _, s := range batch {
+			key := store.LabelsFromPB(s.Labels).String()
+			samples := map[int64]float64{}
+			for _, c := range s.Chunks {
+				chk, err := chunkFromPB(c)
+				testutil.Ok(t, err)
+				it := chk.Iterator(nil)
+				for it.Next() != 0 {
+					ts, v := it.At()
+					samples[ts] = v
+				}
+			}
+			out[key] = samples
+		}
+	}
+}
+
+// freePortOffset finds an offset for the local cluster's ports (7946-7949, 8080-8083, 9095-9098) at which all
+// twelve are free.
+func freePortOffset(t *testing.T) int {
+	t.Helper()
+	ports := []int{7946, 7947, 7948, 7949, 8080, 8081, 8082, 8083, 9095, 9096, 9097, 9098}
+	for off := 30000; off < 50000; off += 1000 {
+		ok := true
+		for _, p := range ports {
+			l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p+off))
+			if err != nil {
+				ok = false
+				break
+			}
+			_ = l.Close()
+		}
+		if ok {
+			return off
+		}
+	}
+	t.Fatal("no free port range for the local cluster")
+	return 0
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
