@@ -404,12 +404,12 @@ func TestShipper_ShippedBlockReadableByPromtool(t *testing.T) {
 	for _, id := range ids {
 		out := analyze(t, s.bkt, id)
 		testutil.Assert(t, strings.Contains(out, "Block ID: "+id.String()), "promtool analyzed the block:\n%s", out)
-		testutil.Assert(t, strings.Contains(out, "Series: 3"), "promtool saw the block's 3 series:\n%s", out)
+		testutil.Assert(t, strings.Contains(out, "Total Series: 3"), "promtool saw the block's 3 series:\n%s", out)
 	}
 }
 
-// analyze downloads block id from bkt into a fresh directory, runs `promtool tsdb analyze` on it, and returns its
-// output; the test fails when promtool fails.
+// analyze downloads block id from bkt into a fresh directory, runs `promtool tsdb analyze --extended` on it
+// (which reads the index and every chunk) and returns its output; the test fails when promtool fails.
 func analyze(t *testing.T, bkt objstore.BucketReader, id ulid.ULID) string {
 	t.Helper()
 	if promtoolErr != nil {
@@ -417,7 +417,7 @@ func analyze(t *testing.T, bkt objstore.BucketReader, id ulid.ULID) string {
 	}
 	dir := t.TempDir()
 	testutil.Ok(t, objstore.DownloadDir(context.Background(), log.NewNopLogger(), bkt, id.String(), id.String(), filepath.Join(dir, id.String())))
-	out, err := exec.Command(promtool, "tsdb", "analyze", dir, id.String()).CombinedOutput()
+	out, err := exec.Command(promtool, "tsdb", "analyze", "--extended", dir, id.String()).CombinedOutput()
 	testutil.Ok(t, err, "promtool tsdb analyze:\n%s", out)
 	return string(out)
 }

@@ -4,6 +4,7 @@ import (
 	"math"
 
 	"github.com/klauspost/compress/s2"
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 	writev2 "github.com/prometheus/prometheus/prompb/io/prometheus/write/v2"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -113,7 +114,7 @@ func appendV2Fixed(dst []byte, refs []uint32, typ writev2.Metadata_MetricType) [
 
 // metricType guesses a series' type from its name the way exposition conventions name them.
 func metricType(lset labels.Labels) writev2.Metadata_MetricType {
-	name := lset.Get(labels.MetricName)
+	name := lset.Get(model.MetricNameLabel)
 	if len(name) > len("_total") && name[len(name)-len("_total"):] == "_total" {
 		return writev2.Metadata_METRIC_TYPE_COUNTER
 	}

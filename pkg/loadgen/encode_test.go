@@ -101,7 +101,7 @@ func decode(t testing.TB, p Protocol, compressed []byte) []decodedSample {
 			testutil.Equals(t, 1, len(ts.Samples))
 			testutil.Equals(t, 0, len(ts.Histograms)+len(ts.Exemplars))
 			wantType := writev2.Metadata_METRIC_TYPE_GAUGE
-			if strings.HasSuffix(lset.Get(labels.MetricName), "_total") {
+			if strings.HasSuffix(lset.Get(model.MetricNameLabel), "_total") {
 				wantType = writev2.Metadata_METRIC_TYPE_COUNTER
 			}
 			testutil.Equals(t, wantType, ts.Metadata.Type, "metadata type of %s", lset)

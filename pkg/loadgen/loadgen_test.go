@@ -233,7 +233,9 @@ func TestRun_Failures(t *testing.T) {
 			} else {
 				testutil.Assert(t, n > 0, "no failure counted")
 			}
-			testutil.Equals(t, n*int64(cfg.SeriesPerRequest), res.SamplesFailed)
+			// Every sample sent failed (the last request of a round has 100 series, the others 150).
+			testutil.Equals(t, int64(res.Rounds*float64(cfg.Series)+0.5), res.SamplesFailed)
+			testutil.Assert(t, res.SamplesFailed >= 100*n && res.SamplesFailed <= 150*n, "%d samples in %d requests", res.SamplesFailed, n)
 			testutil.Assert(t, strings.Contains(res.FailureMessages[tc.wantKey], tc.wantMessage),
 				"message: %q", res.FailureMessages[tc.wantKey])
 		})
@@ -245,6 +247,8 @@ func TestRun_Failures(t *testing.T) {
 func TestRun_Cancel(t *testing.T) {
 	arrived := make(chan struct{}, 100)
 	srv := httptest.NewServer(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) {
+		// Once the body is read, the server watches the connection, and ends r's context when the client goes.
+		_, _ = io.Copy(io.Discard, r.Body)
 		arrived <- struct{}{}
 		<-r.Context().Done()
 	}))
@@ -284,6 +288,7 @@ func TestRun_RoundInterval(t *testing.T) {
 	cfg.RoundInterval = 100 * time.Millisecond
 	g, err := New(cfg)
 	testutil.Ok(t, err)
+	before := time.Now()
 	res := g.Run(context.Background())
 
 	testutil.Equals(t, StopDuration, res.StopReason)
@@ -291,10 +296,13 @@ func TestRun_RoundInterval(t *testing.T) {
 	testutil.Assert(t, res.Rounds >= 2 && res.Rounds <= 3, "%v rounds", res.Rounds)
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
+	testutil.Equals(t, cfg.Series, len(rc.samples))
 	for key, samples := range rc.samples {
-		for i := 1; i < len(samples); i++ {
-			testutil.Assert(t, samples[i].ts-samples[i-1].ts >= cfg.RoundInterval.Milliseconds()-1,
-				"%s: samples %dms apart", key, samples[i].ts-samples[i-1].ts)
+		testutil.Assert(t, len(samples) <= 3, "%s: %d samples", key, len(samples))
+		for i, s := range samples {
+			// Round i starts i intervals after the start, or later.
+			testutil.Assert(t, s.ts >= before.Add(time.Duration(i)*cfg.RoundInterval).UnixMilli(),
+				"%s: sample %d at %d, %dms after the start", key, i, s.ts, s.ts-before.UnixMilli())
 		}
 	}
 }

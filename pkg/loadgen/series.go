@@ -3,6 +3,7 @@ package loadgen
 import (
 	"strconv"
 
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 )
 
@@ -17,7 +18,7 @@ const metricsPerTarget = len(metricSubsystems) * len(metricNames)
 // labelOrder lists the label names in the order they join a series as LabelsPerSeries grows from 10 to 20.
 // __name__, job, instance and pod are always there, so every series is distinct.
 var labelOrder = [MaxLabelsPerSeries]string{
-	labels.MetricName, "job", "instance", "namespace", "pod", "container", "cluster", "region", "node", "service",
+	model.MetricNameLabel, "job", "instance", "namespace", "pod", "container", "cluster", "region", "node", "service",
 	"zone", "env", "team", "app", "version", "method", "status_code", "handler", "endpoint", "scheme",
 }
 
@@ -92,7 +93,7 @@ func (g *seriesGen) labels(i int) labels.Labels {
 	for k, name := range labelOrder[:g.labelsPerSeries] {
 		v := g.targetVal[k]
 		switch name {
-		case labels.MetricName:
+		case model.MetricNameLabel:
 			v = metricSubsystems[m/len(metricNames)] + "_" + metricNames[m%len(metricNames)]
 		case "method":
 			v = methods[m%len(methods)]

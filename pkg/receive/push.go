@@ -269,7 +269,7 @@ func pushErrorStatus(err error) (int, string) {
 	if errors.As(err, &terr) && terr.Status >= 400 && terr.Status < 600 {
 		return terr.Status, terr.Msg
 	}
-	// The innermost gRPC status, with its own message: status.FromError would prefix the wrapping chain.
+	// The wrapped gRPC status, with its own message (status.FromError would prefix the wrapping chain).
 	var grpcErr interface{ GRPCStatus() *status.Status }
 	if errors.As(err, &grpcErr) {
 		switch st := grpcErr.GRPCStatus(); st.Code() {

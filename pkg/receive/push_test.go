@@ -768,43 +768,55 @@ func FuzzDecodeValidate(f *testing.F) {
 	})
 }
 
-// BenchmarkPushHandler measures the handler (decompress, decode, validate, rate limit, hand over) on a realistic
-// remote write request: 2000 series of 15 labels, one sample each (Prometheus's default max_samples_per_send).
-func BenchmarkPushHandler(b *testing.B) {
-	const nSeries, nLabels = 2000, 15
+// benchSeries and benchLabels are the shape of the benchmark's request: Prometheus's default
+// max_samples_per_send is 2000, and 15 labels is a typical Kubernetes series.
+const benchSeries, benchLabels = 2000, 15
+
+// benchRequests returns the benchmark's request, as 1.0 series and as a 2.0 request: realistic label names and
+// values (a few metric names, many distinct pods and instances), one float sample per series.
+func benchRequests() ([]promprompb.TimeSeries, *writev2.Request) {
 	now := testNowMs()
 	names := []string{"__name__", "cluster", "container", "endpoint", "instance", "job", "namespace", "node", "pod", "prometheus", "region", "service", "team", "uid", "zone"}
-	gen := func() ([]promprompb.TimeSeries, *writev2.Request) {
-		var v1 []promprompb.TimeSeries
-		st := writev2.NewSymbolTable()
-		v2 := &writev2.Request{}
-		for i := range nSeries {
-			s := promprompb.TimeSeries{Samples: []promprompb.Sample{{Value: float64(i), Timestamp: now}}}
-			var refs []uint32
-			for j := range nLabels {
-				var v string
-				switch j {
-				case 0:
-					v = "container_memory_working_set_bytes_" + strconv.Itoa(i%50)
-				case 4:
-					v = "10.0." + strconv.Itoa(i/250) + "." + strconv.Itoa(i%250) + ":9100"
-				case 8:
-					v = "api-server-7d9f8b6c5-" + strconv.Itoa(i)
-				case 13:
-					v = fmt.Sprintf("%08x-1f2e-4d3c-9b8a-%012x", i, i*7919)
-				default:
-					v = names[j] + "-value-" + strconv.Itoa(i%(7+j))
-				}
-				s.Labels = append(s.Labels, promprompb.Label{Name: names[j], Value: v})
-				refs = append(refs, st.Symbolize(names[j]), st.Symbolize(v))
+	var v1 []promprompb.TimeSeries
+	st := writev2.NewSymbolTable()
+	v2 := &writev2.Request{}
+	for i := range benchSeries {
+		s := promprompb.TimeSeries{Samples: []promprompb.Sample{{Value: float64(i), Timestamp: now}}}
+		var refs []uint32
+		for j := range benchLabels {
+			var v string
+			switch j {
+			case 0:
+				v = "container_memory_working_set_bytes_" + strconv.Itoa(i%50)
+			case 4:
+				v = "10.0." + strconv.Itoa(i/250) + "." + strconv.Itoa(i%250) + ":9100"
+			case 8:
+				v = "api-server-7d9f8b6c5-" + strconv.Itoa(i)
+			case 13:
+				v = fmt.Sprintf("%08x-1f2e-4d3c-9b8a-%012x", i, i*7919)
+			default:
+				v = names[j] + "-value-" + strconv.Itoa(i%(7+j))
 			}
-			v1 = append(v1, s)
-			v2.Timeseries = append(v2.Timeseries, writev2.TimeSeries{LabelsRefs: refs, Samples: []writev2.Sample{{Value: float64(i), Timestamp: now}}})
+			s.Labels = append(s.Labels, promprompb.Label{Name: names[j], Value: v})
+			refs = append(refs, st.Symbolize(names[j]), st.Symbolize(v))
 		}
-		v2.Symbols = st.Symbols()
-		return v1, v2
+		v1 = append(v1, s)
+		v2.Timeseries = append(v2.Timeseries, writev2.TimeSeries{LabelsRefs: refs, Samples: []writev2.Sample{{Value: float64(i), Timestamp: now}}})
 	}
-	v1Series, v2Req := gen()
+	v2.Symbols = st.Symbols()
+	return v1, v2
+}
+
+// benchBodyV1 is the benchmark's request as Prometheus sends it (1.0, snappy).
+func benchBodyV1(b testing.TB) []byte {
+	v1, _ := benchRequests()
+	return encodeV1(b, v1...)
+}
+
+// BenchmarkPushHandler measures the handler (decompress, decode, validate, rate limit, hand over to a no-op
+// Pusher) on a realistic remote write request of 2000 series × 15 labels, one sample each.
+func BenchmarkPushHandler(b *testing.B) {
+	v1Series, v2Req := benchRequests()
 
 	for _, bc := range []struct {
 		name string
@@ -834,7 +846,7 @@ func BenchmarkPushHandler(b *testing.B) {
 					b.Fatalf("status %d: %s", rec.Code, rec.Body.String())
 				}
 			}
-			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/nSeries, "ns/sample")
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/benchSeries, "ns/sample")
 		})
 	}
 }

@@ -2,6 +2,7 @@ package receive
 
 import (
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/common/model"
@@ -55,33 +56,49 @@ type violation struct {
 //
 // Label values are valid UTF-8 by the time check runs: the decoders refuse requests where they are not.
 func (v seriesValidator) check(ts *prompb.TimeSeries) violation {
-	ls := dropEmptyLabelValues(ts.Labels)
-	ts.Labels = ls
-	ts.Exemplars = v.dropFutureExemplars(ts.Exemplars)
+	if len(ts.Exemplars) > 0 {
+		ts.Exemplars = v.dropFutureExemplars(ts.Exemplars)
+	}
 
+	ls := ts.Labels
 	nameIdx := -1
-	var first violation // the first per-label violation, reported after the series-level rules
-	for i, l := range ls {
-		name := l.GetName()
+	var (
+		first violation // the first per-label violation, reported after the series-level rules
+		prev  string    // the previous label's name
+		j     int       // labels kept: those with a value
+	)
+	for _, l := range ls {
+		name, value := l.GetName(), l.GetValue()
+		if value == "" {
+			continue // dropped
+		}
+		ls[j] = l
+		i := j
+		j++
 		if nameIdx < 0 && name == model.MetricNameLabel {
 			nameIdx = i
 		}
 		if first.reason != "" {
 			continue
 		}
-		switch {
-		case !model.LegacyValidation.IsValidLabelName(name):
+		switch c := strings.Compare(name, prev); {
+		case !isLegacyLabelName(name):
 			first = violation{reason: ReasonLabelInvalid, label: i}
 		case v.maxNameLength > 0 && len(name) > v.maxNameLength:
 			first = violation{reason: ReasonLabelNameTooLong, label: i}
-		case v.maxValueLength > 0 && len(l.GetValue()) > v.maxValueLength:
+		case v.maxValueLength > 0 && len(value) > v.maxValueLength:
 			first = violation{reason: ReasonLabelValueTooLong, label: i}
-		case i > 0 && name == ls[i-1].GetName():
+		case i > 0 && c == 0:
 			first = violation{reason: ReasonDuplicateLabelNames, label: i}
-		case i > 0 && name < ls[i-1].GetName():
+		case i > 0 && c < 0:
 			first = violation{reason: ReasonLabelsNotSorted, label: i}
 		}
+		prev = name
 	}
+	clear(ls[j:])
+	ls = ls[:j]
+	ts.Labels = ls
+
 	switch {
 	case nameIdx < 0:
 		return violation{reason: ReasonMissingMetricName}
@@ -134,17 +151,19 @@ func (v seriesValidator) err(ts *prompb.TimeSeries, vi violation) *tenancy.Error
 	return nil
 }
 
-// dropEmptyLabelValues removes, in place, the labels whose value is empty (and nil entries).
-func dropEmptyLabelValues(ls []*labelpb.Label) []*labelpb.Label {
-	j := 0
-	for _, l := range ls {
-		if l.GetValue() != "" {
-			ls[j] = l
-			j++
+// isLegacyLabelName reports whether name matches [a-zA-Z_][a-zA-Z0-9_]*, Prometheus's legacy label names
+// (model.LegacyValidation.IsValidLabelName, over bytes rather than runes: only ASCII can match).
+func isLegacyLabelName(name string) bool {
+	if name == "" {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '_' || c >= '0' && c <= '9' && i > 0) {
+			return false
 		}
 	}
-	clear(ls[j:])
-	return ls[:j]
+	return true
 }
 
 // dropFutureExemplars removes, in place, the exemplars newer than now + creation_grace_period (and nil entries).
