@@ -97,7 +97,7 @@ func summary(r loadgen.Result) string {
 	fmt.Fprintf(&b, "%s: %d samples acked in %.1fs = %.0f samples/s (%d series × %d labels, %d per request, "+
 		"%d in flight, %.1f rounds); requests ok %d, failed %d",
 		r.Protocol, r.SamplesAcked, r.ElapsedSeconds, r.SamplesPerSecond, r.Series, r.LabelsPerSeries,
-		r.SeriesPerRequest, r.Concurrency, r.Rounds, r.RequestsOK, r.RequestsFailedTotal())
+		r.SeriesPerRequest, r.Concurrency, r.Rounds, r.RequestsOK, r.RequestsFailedTotal)
 	if len(r.RequestsFailed) > 0 {
 		keys := make([]string, 0, len(r.RequestsFailed))
 		for k := range r.RequestsFailed {

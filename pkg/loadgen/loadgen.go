@@ -54,6 +54,8 @@ type Result struct {
 	// RequestsFailed counts failed requests by HTTP status code ("429", "503", …), or "error" when no response
 	// came (connection refused, timeout). Requests aborted by a cancelled context are not counted.
 	RequestsFailed map[string]int64 `json:"requests_failed"`
+	// RequestsFailedTotal sums RequestsFailed.
+	RequestsFailedTotal int64 `json:"requests_failed_total"`
 	// FailureMessages keeps the start of the first response body (or error) for each key of RequestsFailed.
 	FailureMessages map[string]string `json:"failure_messages,omitempty"`
 	// Rounds is the number of samples sent per series, on average.
@@ -71,15 +73,6 @@ type Result struct {
 	// LoadgenCPUSeconds is the user+system CPU time this process used during the run (getrusage): the load
 	// tool's own cost, to be kept out of the server's.
 	LoadgenCPUSeconds float64 `json:"loadgen_cpu_seconds"`
-}
-
-// RequestsFailedTotal sums RequestsFailed.
-func (r Result) RequestsFailedTotal() int64 {
-	var n int64
-	for _, c := range r.RequestsFailed {
-		n += c
-	}
-	return n
 }
 
 // LatencySummary are request latencies in seconds.
@@ -206,6 +199,7 @@ func (g *Generator) result(senders []*sender, elapsed time.Duration, cpu float64
 		samplesSent += s.samplesSent
 		for code, n := range s.failures {
 			res.RequestsFailed[code] += n
+			res.RequestsFailedTotal += n
 		}
 		for code, msg := range s.messages {
 			if _, ok := res.FailureMessages[code]; !ok {

@@ -151,7 +151,7 @@ func TestRun(t *testing.T) {
 			testutil.Equals(t, wantFailed, res.RequestsFailed)
 			testutil.Equals(t, rc.ackedSamples, res.SamplesAcked)
 			testutil.Equals(t, failedSamples, res.SamplesFailed)
-			testutil.Equals(t, int64(rc.requests), res.RequestsOK+res.RequestsFailedTotal())
+			testutil.Equals(t, int64(rc.requests), res.RequestsOK+res.RequestsFailedTotal)
 			testutil.Equals(t, res.SamplesAcked+res.SamplesFailed, int64(res.Rounds*float64(cfg.Series)+0.5))
 			testutil.Assert(t, res.SamplesPerSecond > 0 && res.Latency.Max > 0, "rates: %+v", res)
 			testutil.Assert(t, res.BytesSent > 0 && res.RawBytesSent > res.BytesSent, "bytes: %+v", res)
@@ -270,7 +270,7 @@ func TestRun_Cancel(t *testing.T) {
 	case res := <-done:
 		testutil.Equals(t, StopCanceled, res.StopReason)
 		testutil.Equals(t, int64(0), res.SamplesAcked)
-		testutil.Equals(t, int64(0), res.RequestsFailedTotal())
+		testutil.Equals(t, int64(0), res.RequestsFailedTotal)
 		testutil.Equals(t, 0.0, res.Rounds)
 	case <-time.After(30 * time.Second):
 		t.Fatal("Run did not return after its context was cancelled")

@@ -147,9 +147,9 @@ func (s *snappyBodyReader) read(r *http.Request) (decoded []byte, receivedSize i
 
 // decodeWrite decodes a decompressed remote write body of message p into Thanos's prometheus_copy series.
 //
-// Memory contract: the result shares nothing with buf (which may be reused at once). Its messages are carved out
-// of a few large per-request allocations, and the strings of one series share one allocation (v1) or the
-// request's symbol table (v2): a consumer may keep a string, but must not keep the messages themselves.
+// Memory: the result shares nothing with buf (which may be reused at once). Its messages are carved out of a
+// few large per-request allocations, and the strings of one series share one allocation (v1) or are the
+// request's symbols (v2), so a kept string holds on to little, a kept message to a whole slab.
 func decodeWrite(p writeProto, buf []byte) ([]*prompb.TimeSeries, error) {
 	if p == writeV2 {
 		return decodeWriteV2(buf)

@@ -343,7 +343,7 @@ func TestPushHandler_V1RoundTrip(t *testing.T) {
 	testutil.Equals(t, 9.5, got[1].Histograms[1].GetCountFloat())
 	testutil.Equals(t, prompb.Histogram_GAUGE, got[1].Histograms[1].GetResetHint())
 	testutil.Equals(t, int32(-1), got[1].Histograms[1].PositiveSpans[0].GetOffset())
-	testutil.Equals(t, int32(histogram.CustomBucketsSchema), got[2].Histograms[0].GetSchema())
+	testutil.Equals(t, histogram.CustomBucketsSchema, got[2].Histograms[0].GetSchema())
 	testutil.Equals(t, []float64{0.1, 1, 10}, got[2].Histograms[0].GetCustomValues())
 }
 
@@ -365,7 +365,9 @@ func TestPushHandler_StatusCodes(t *testing.T) {
 	testutil.Ok(t, err)
 	bomb := snappy.Encode(nil, make([]byte, 11<<20)) // ~500 KiB compressed, 11 MiB decoded
 	invalid := encodeV1(t, series1(testNowMs(), "job", "a"))
-	grpcErr := func(c codes.Code) error { return errors.Wrap(status.Error(c, c.String()+" from ingester"), "replicate") }
+	grpcErr := func(c codes.Code) error {
+		return errors.Wrap(status.Error(c, c.String()+" from ingester"), "replicate")
+	}
 
 	for _, tc := range []struct {
 		name       string
@@ -726,7 +728,7 @@ func FuzzDecodeValidate(f *testing.F) {
 		{false, false, []byte("\xff\xff\xff\xff not snappy")},
 		{false, false, snappy.Encode(nil, []byte{0x0a, 0x80})},
 		{false, true, nil},
-		{true, true, []byte{0x2a, 0x04, 0x0a, 0x02, 0x07, 0x07}}, // label refs out of range
+		{true, true, []byte{0x2a, 0x04, 0x0a, 0x02, 0x07, 0x07}},              // label refs out of range
 		{false, true, []byte{0x0a, 0x06, 0x0a, 0x04, 0x0a, 0x02, 0xc3, 0x28}}, // invalid UTF-8 label name
 	} {
 		f.Add(seed.v2, seed.compress, seed.body)

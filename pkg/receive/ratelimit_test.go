@@ -78,7 +78,7 @@ func TestPushHandler_RateLimitGlobal(t *testing.T) {
 	env := newTestEnv(t, limits, WithDistributorCount(func() int { return int(distributors.Load()) }))
 
 	testutil.Equals(t, http.StatusNoContent, env.do(t, encodeV1(t, samplesSeries("a", 100, 0)), ctV1).Code) // full burst
-	env.clock.Add(time.Second)                                                                               // 100/4 = 25 tokens back
+	env.clock.Add(time.Second)                                                                              // 100/4 = 25 tokens back
 	testutil.Equals(t, http.StatusTooManyRequests, env.do(t, encodeV1(t, samplesSeries("a", 26, 0)), ctV1).Code)
 	testutil.Equals(t, http.StatusNoContent, env.do(t, encodeV1(t, samplesSeries("a", 25, 0)), ctV1).Code)
 
