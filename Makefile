@@ -28,8 +28,11 @@ test: ## Run every test: unit tests and the end-to-end tests that start the real
 test-unit: ## Run the unit tests only.
 	$(GO) test -timeout $(TEST_TIMEOUT) -count=1 $$($(GO) list ./... | grep -v /test/e2e)
 
-test-e2e: ## Run the end-to-end tests only.
+FUZZ_TIME ?= 30s
+
+test-e2e: ## Run the end-to-end tests, then a short bounded fuzz run of remote-write decoding and validation.
 	$(GO) test -timeout $(TEST_TIMEOUT) -count=1 -v ./test/e2e/...
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeValidate$$' -fuzztime $(FUZZ_TIME) ./pkg/receive/
 
 bench: ## Run the benchmarks (not part of `make test`).
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCH_TIME) ./...

@@ -35,30 +35,30 @@ const (
 // Config is what one load-generation run does. It is plain data; DefaultConfig gives the defaults.
 type Config struct {
 	// URL is the remote-write endpoint, e.g. http://127.0.0.1:8080/api/v1/push.
-	URL string `json:"url"`
+	URL string
 	// Tenant is sent as X-Scope-OrgID; empty sends no tenant header.
-	Tenant string `json:"tenant"`
+	Tenant string
 	// Series is the number of distinct series; each round sends one sample for each.
-	Series int `json:"series"`
+	Series int
 	// LabelsPerSeries counts every label, __name__ included (MinLabelsPerSeries to MaxLabelsPerSeries).
-	LabelsPerSeries int `json:"labels_per_series"`
+	LabelsPerSeries int
 	// SeriesPerRequest is how many series (so samples) one request carries, like Prometheus's
 	// queue_config.max_samples_per_send (whose default is 2000).
-	SeriesPerRequest int `json:"series_per_request"`
+	SeriesPerRequest int
 	// Concurrency is the number of requests in flight at once (Prometheus: shards).
-	Concurrency int `json:"concurrency"`
+	Concurrency int
 	// Duration is how long new requests are started; requests in flight at the end are waited for.
-	Duration time.Duration `json:"duration"`
+	Duration time.Duration
 	// RoundInterval paces rounds like a scrape interval: round r of a sender starts no earlier than
 	// r × RoundInterval after the start. 0 sends rounds back to back, as fast as the server acknowledges.
-	RoundInterval time.Duration `json:"round_interval"`
+	RoundInterval time.Duration
 	// RequestTimeout bounds one request. A request that fails or times out is counted, never retried.
-	RequestTimeout time.Duration `json:"request_timeout"`
+	RequestTimeout time.Duration
 	// MaxFailures stops the run early once this many requests failed (0: never), so that a wrong URL or a
 	// server that refuses everything does not keep a benchmark busy for its whole duration.
-	MaxFailures int `json:"max_failures"`
+	MaxFailures int
 	// Protocol is ProtocolV1 or ProtocolV2.
-	Protocol Protocol `json:"protocol"`
+	Protocol Protocol
 }
 
 // DefaultConfig returns the defaults of the benchmark: 100k series of 15 labels, 2000 series per request,

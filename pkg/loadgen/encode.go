@@ -159,6 +159,6 @@ func (e *encoder) encode(b *batch, round int, ts int64) []byte {
 	e.raw = b.appendRequest(e.raw[:0], round, ts)
 	// s2.EncodeSnappy writes the Snappy block format (what remote write requires) at S2's default speed; it
 	// reuses e.compressed once that is large enough.
-	e.compressed = s2.EncodeSnappy(e.compressed[:cap(e.compressed)], e.raw)
+	e.compressed = s2.EncodeSnappy(e.compressed, e.raw)
 	return e.compressed
 }

@@ -44,7 +44,8 @@ type Result struct {
 	Series           int      `json:"series"`
 	LabelsPerSeries  int      `json:"labels_per_series"`
 	SeriesPerRequest int      `json:"series_per_request"`
-	Concurrency      int      `json:"concurrency"`
+	// Concurrency is the number of senders: the configured one, or the number of requests per round if smaller.
+	Concurrency int `json:"concurrency"`
 
 	// SamplesAcked is the number of samples in requests the server answered with 2xx.
 	SamplesAcked int64 `json:"samples_acked"`
@@ -86,23 +87,13 @@ type LatencySummary struct {
 
 // Generator sends remote-write load. Build it with New, which pre-encodes every request; Run then sends.
 type Generator struct {
-	cfg       Config
-	client    *http.Client
-	ownClient bool
-	batches   []*batch
+	cfg     Config
+	client  *http.Client
+	batches []*batch
 }
 
-// Option configures a Generator.
-type Option func(*Generator)
-
-// WithHTTPClient makes the generator send with c instead of its own client (whose idle connections it closes
-// at the end of Run).
-func WithHTTPClient(c *http.Client) Option {
-	return func(g *Generator) { g.client, g.ownClient = c, false }
-}
-
-// New validates cfg and pre-encodes the series; this takes about a second per million series.
-func New(cfg Config, opts ...Option) (*Generator, error) {
+// New validates cfg and pre-encodes the series (a few seconds per million series).
+func New(cfg Config) (*Generator, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -116,10 +107,6 @@ func New(cfg Config, opts ...Option) (*Generator, error) {
 			IdleConnTimeout:     90 * time.Second,
 			DisableCompression:  true,
 		}},
-		ownClient: true,
-	}
-	for _, o := range opts {
-		o(g)
 	}
 	g.batches = newBatches(cfg.Protocol, cfg.Series, cfg.LabelsPerSeries, cfg.SeriesPerRequest)
 	return g, nil
@@ -133,9 +120,7 @@ func New(cfg Config, opts ...Option) (*Generator, error) {
 // round after round. So a series' samples are sent one after the other, each after the previous was answered,
 // with strictly increasing timestamps: a series is never out of order at the server.
 func (g *Generator) Run(ctx context.Context) Result {
-	if g.ownClient {
-		defer g.client.CloseIdleConnections()
-	}
+	defer g.client.CloseIdleConnections()
 	senders := make([]*sender, min(g.cfg.Concurrency, len(g.batches)))
 	for i := range senders {
 		senders[i] = &sender{g: g, failures: map[string]int64{}, messages: map[string]string{}}
@@ -301,7 +286,6 @@ func waitUntil(ctx context.Context, t time.Time) bool {
 // was cancelled counts as neither.
 func (s *sender) send(ctx context.Context, b *batch, round int, ts int64) bool {
 	payload := s.enc.encode(b, round, ts)
-	s.rawBytesSent += int64(len(s.enc.raw))
 
 	body := newBody(payload)
 	// The transport may close (so stop reading) the body after Do returns; the encoder's buffers are reused
@@ -311,7 +295,7 @@ func (s *sender) send(ctx context.Context, b *batch, round int, ts int64) bool {
 	defer cancel()
 	req, err := http.NewRequestWithContext(reqCtx, http.MethodPost, s.g.cfg.URL, body)
 	if err != nil {
-		body.Close()
+		_ = body.Close()
 		s.fail(errorKey, err.Error(), b.len())
 		return false
 	}
@@ -329,15 +313,15 @@ func (s *sender) send(ctx context.Context, b *batch, round int, ts int64) bool {
 		req.Header.Set("X-Scope-OrgID", s.g.cfg.Tenant)
 	}
 
-	s.samplesSent += int64(b.len())
-	s.bytesSent += int64(len(payload))
 	sent := time.Now()
 	resp, err := s.g.client.Do(req)
+	if err != nil && ctx.Err() != nil {
+		return true // Aborted: the run is cancelled.
+	}
+	s.samplesSent += int64(b.len())
+	s.bytesSent += int64(len(payload))
+	s.rawBytesSent += int64(len(s.enc.raw))
 	if err != nil {
-		if ctx.Err() != nil {
-			s.samplesSent -= int64(b.len())
-			return true
-		}
 		s.fail(errorKey, err.Error(), b.len())
 		return false
 	}

@@ -127,7 +127,7 @@ func (s *snappyBodyReader) read(r *http.Request) (decoded []byte, receivedSize i
 
 	n, err := snappy.DecodedLen(body)
 	if err != nil {
-		return nil, len(body), release, errors.Wrap(err, "decompress request body: not a snappy block")
+		return nil, len(body), release, errors.Wrap(err, "decompress request body: read the snappy block header")
 	}
 	if n > s.maxSize {
 		return nil, len(body), release, errors.Wrapf(errBodyTooLarge,
