@@ -28,10 +28,10 @@ type Config struct {
 	Limits        tenancy.Limits        `yaml:"limits"`
 	RuntimeConfig tenancy.RuntimeConfig `yaml:"runtime_config"`
 
-	Memberlist   ring.MemberlistConfig   `yaml:"memberlist"`
-	IngesterRing ring.Config             `yaml:"ingester_ring"`
-	Ingester     ingesterConfig          `yaml:"ingester"`
-	Distributor  distributorConfig       `yaml:"distributor"`
+	Memberlist   ring.MemberlistConfig `yaml:"memberlist"`
+	IngesterRing ring.Config           `yaml:"ingester_ring"`
+	Ingester     ingesterConfig        `yaml:"ingester"`
+	Distributor  distributorConfig     `yaml:"distributor"`
 }
 
 type ingesterConfig struct {

@@ -5,9 +5,9 @@ import (
 
 	"github.com/go-kit/log"
 	"github.com/go-kit/log/level"
-	"github.com/thanos-io/objstore"
 	"github.com/oklog/run"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/thanos-io/objstore"
 	"google.golang.org/grpc"
 
 	"github.com/stratametrics/strata/pkg/block"

@@ -16,6 +16,7 @@ import (
 	"github.com/oklog/ulid/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/storage"
 	"github.com/prometheus/prometheus/tsdb"
@@ -215,7 +216,7 @@ func (u *userTSDB) PreCreation(lset labels.Labels) error {
 	}
 	if limit := u.localLimit(u.ing.overrides.MaxGlobalSeriesPerMetric(u.tenant)); limit > 0 {
 		u.mtx.Lock()
-		n := u.perMetric[lset.Get(labels.MetricName)]
+		n := u.perMetric[lset.Get(model.MetricNameLabel)]
 		u.mtx.Unlock()
 		if n >= limit {
 			return errPerMetricSeriesLimit
@@ -227,7 +228,7 @@ func (u *userTSDB) PreCreation(lset labels.Labels) error {
 // PostCreation implements tsdb.SeriesLifecycleCallback.
 func (u *userTSDB) PostCreation(lset labels.Labels) {
 	u.mtx.Lock()
-	u.perMetric[lset.Get(labels.MetricName)]++
+	u.perMetric[lset.Get(model.MetricNameLabel)]++
 	u.mtx.Unlock()
 }
 
@@ -236,7 +237,7 @@ func (u *userTSDB) PostDeletion(deleted map[chunks.HeadSeriesRef]labels.Labels) 
 	u.mtx.Lock()
 	defer u.mtx.Unlock()
 	for _, lset := range deleted {
-		name := lset.Get(labels.MetricName)
+		name := lset.Get(model.MetricNameLabel)
 		if u.perMetric[name]--; u.perMetric[name] <= 0 {
 			delete(u.perMetric, name)
 		}
@@ -435,12 +436,12 @@ func (i *Ingester) handleAppendErr(tenant string, lset labels.Labels, t int64, e
 		if errs.limitedMetric == nil {
 			errs.limitedMetric = map[string]int{}
 		}
-		errs.limitedMetric[lset.Get(labels.MetricName)]++
+		errs.limitedMetric[lset.Get(model.MetricNameLabel)]++
 		errs.add(reasonPerUserSeriesLimit, nil)
 		return true
 	case errors.Is(err, errPerMetricSeriesLimit):
 		i.discard(tenant, reasonPerMetricSeriesLimit, 1)
-		errs.add(reasonPerMetricSeriesLimit, tenancy.NewMaxSeriesPerMetricError(i.overrides.MaxGlobalSeriesPerMetric(tenant), lset.Get(labels.MetricName)))
+		errs.add(reasonPerMetricSeriesLimit, tenancy.NewMaxSeriesPerMetricError(i.overrides.MaxGlobalSeriesPerMetric(tenant), lset.Get(model.MetricNameLabel)))
 		return true
 	case errors.Is(err, storage.ErrOutOfOrderSample), errors.Is(err, storage.ErrTooOldSample):
 		i.discard(tenant, reasonSampleOutOfOrder, 1)

@@ -30,7 +30,7 @@ import (
 
 type fixedLimits map[string]*tenancy.Limits
 
-func (f fixedLimits) ByTenant(t string) *tenancy.Limits        { return f[t] }
+func (f fixedLimits) ByTenant(t string) *tenancy.Limits       { return f[t] }
 func (f fixedLimits) AllByTenant() map[string]*tenancy.Limits { return f }
 
 func series(name string, kv ...string) []*labelpb.Label {

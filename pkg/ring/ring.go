@@ -183,7 +183,9 @@ func (s *cappedStrategy) Filter(instances []dskitring.InstanceDesc, op dskitring
 	return s.next.Filter(instances, op, rf, heartbeatTimeout, zoneAware)
 }
 
-func (s *cappedStrategy) SupportsExpandedReplication() bool { return s.next.SupportsExpandedReplication() }
+func (s *cappedStrategy) SupportsExpandedReplication() bool {
+	return s.next.SupportsExpandedReplication()
+}
 
 // InstanceConfig says who this instance is in a ring.
 type InstanceConfig struct {
