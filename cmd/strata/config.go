@@ -119,6 +119,7 @@ func registerIngesterFlags(cmd *kingpin.CmdClause, b *binder, cfg *Config) {
 	b.Duration(cmd.Flag("tsdb.block-duration", "Time range of one block; blocks are cut and shipped at this pace (≥ 1m)."), &cfg.Ingester.BlockDuration)
 	b.Duration(cmd.Flag("tsdb.retention", "How long blocks stay on local disk (only shipped blocks are deleted)."), &cfg.Ingester.Retention)
 	b.Duration(cmd.Flag("tsdb.ship-interval", "How often new blocks are shipped to the bucket."), &cfg.Ingester.ShipInterval)
+	b.Duration(cmd.Flag("ingester.close-idle-tsdb-timeout", "Close (and remove) a tenant's TSDB with no write for this long, once everything is shipped; 0 disables."), &cfg.Ingester.CloseIdleTSDBTimeout)
 	b.StringMap(cmd.Flag("ingester.external-label", "name=value added to every series and block of this ingester (repeatable)."), &cfg.Ingester.ExternalLabels)
 }
 

@@ -50,11 +50,14 @@ type IngesterConfig struct {
 	ShipInterval time.Duration `yaml:"ship_interval"`
 	// ExternalLabels are added to every series served and to every shipped block, besides tenant_id.
 	ExternalLabels map[string]string `yaml:"external_labels"`
+	// CloseIdleTSDBTimeout closes a tenant's TSDB that has had no write for this long once its head is empty and
+	// every block is shipped, and removes its directory (its data is in the bucket). 0 disables it.
+	CloseIdleTSDBTimeout time.Duration `yaml:"close_idle_tsdb_timeout"`
 }
 
 // DefaultIngesterConfig is Mimir's: 2h blocks, kept 13h locally, shipped every minute.
 func DefaultIngesterConfig() IngesterConfig {
-	return IngesterConfig{BlockDuration: 2 * time.Hour, Retention: 13 * time.Hour, ShipInterval: time.Minute}
+	return IngesterConfig{BlockDuration: 2 * time.Hour, Retention: 13 * time.Hour, ShipInterval: time.Minute, CloseIdleTSDBTimeout: 13 * time.Hour}
 }
 
 // Validate checks the config.
@@ -124,6 +127,7 @@ type Ingester struct {
 	discarded *DiscardedSamples
 	// limitShare is this ingester's share of a tenant's global series limits (RF / zones / ingesters in zone).
 	limitShare func() float64
+	now        func() time.Time
 	logger     log.Logger
 	metrics    *ingesterMetrics
 
@@ -143,6 +147,9 @@ type IngesterOption func(*Ingester)
 // WithLimitShare sets the function giving this ingester's share of global series limits (default 1).
 func WithLimitShare(f func() float64) IngesterOption { return func(i *Ingester) { i.limitShare = f } }
 
+// WithIngesterClock sets the clock idle TSDBs are judged by (tests).
+func WithIngesterClock(now func() time.Time) IngesterOption { return func(i *Ingester) { i.now = now } }
+
 // WithShippers sets how blocks are shipped; without it blocks stay local.
 func WithShippers(f ShipperFactory) IngesterOption { return func(i *Ingester) { i.shippers = f } }
 
@@ -151,6 +158,7 @@ func NewIngester(cfg IngesterConfig, dir string, overrides *tenancy.Overrides, d
 	i := &Ingester{
 		cfg: cfg, dir: dir, overrides: overrides, discarded: discarded, logger: logger,
 		limitShare: func() float64 { return 1 },
+		now:        time.Now,
 		metrics:    newIngesterMetrics(reg),
 		tsdbs:      map[string]*userTSDB{},
 	}
@@ -190,6 +198,11 @@ type userTSDB struct {
 
 	// replaying is true while the WAL is replayed: series that existed are never refused.
 	replaying bool
+	// lastWrite is the unix nanoseconds of the last push.
+	lastWrite atomic.Int64
+	// closeMtx: pushes hold it shared; closing an idle TSDB holds it exclusively, and sets closed.
+	closeMtx sync.RWMutex
+	closed   bool
 	mtx       sync.Mutex
 	perMetric map[string]int
 }
@@ -279,6 +292,7 @@ func (i *Ingester) getOrOpen(tenant string) (*userTSDB, error) {
 
 	dir := filepath.Join(i.dir, tenant)
 	u := &userTSDB{tenant: tenant, ing: i, replaying: true, perMetric: map[string]int{}}
+	u.lastWrite.Store(i.now().UnixNano())
 	opts := tsdb.DefaultOptions()
 	opts.MinBlockDuration = i.cfg.BlockDuration.Milliseconds()
 	opts.MaxBlockDuration = i.cfg.BlockDuration.Milliseconds() // no local compaction: the compactor merges
@@ -379,6 +393,13 @@ func (i *Ingester) Push(ctx context.Context, tenant string, req *storepb.WriteRe
 	if err != nil {
 		return err
 	}
+	u.closeMtx.RLock()
+	if u.closed { // closed as idle between the lookup and now: open it again
+		u.closeMtx.RUnlock()
+		return i.Push(ctx, tenant, req)
+	}
+	defer u.closeMtx.RUnlock()
+	u.lastWrite.Store(i.now().UnixNano())
 	var (
 		app      = u.db.Appender(ctx)
 		errs     appendErrors
@@ -574,6 +595,7 @@ func (i *Ingester) RunShipping(ctx context.Context) {
 			return
 		case <-t.C:
 			_ = i.Ship(ctx)
+			i.CloseIdle()
 			for _, tenant := range i.Tenants() {
 				if u := i.get(tenant); u != nil {
 					i.metrics.activeSeries.WithLabelValues(tenant).Set(float64(u.db.Head().NumSeries()))
@@ -581,6 +603,63 @@ func (i *Ingester) RunShipping(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// CloseIdle closes the TSDBs idle for CloseIdleTSDBTimeout whose head is empty and whose blocks are all shipped,
+// and removes their directories. It returns the tenants closed.
+func (i *Ingester) CloseIdle() []string {
+	if i.cfg.CloseIdleTSDBTimeout <= 0 || i.shippers == nil {
+		return nil
+	}
+	var closed []string
+	for _, tenant := range i.Tenants() {
+		u := i.get(tenant)
+		if u == nil || i.now().Sub(time.Unix(0, u.lastWrite.Load())) < i.cfg.CloseIdleTSDBTimeout {
+			continue
+		}
+		u.closeMtx.Lock()
+		if u.db.Head().NumSeries() > 0 || !allShipped(u.db) {
+			u.closeMtx.Unlock()
+			continue
+		}
+		i.mtx.Lock()
+		delete(i.tsdbs, tenant)
+		i.metrics.tsdbs.Set(float64(len(i.tsdbs)))
+		i.mtx.Unlock()
+		u.closed = true
+		dir := u.db.Dir()
+		err := u.db.Close()
+		if err == nil {
+			err = os.RemoveAll(dir)
+		}
+		u.closeMtx.Unlock()
+		i.metrics.activeSeries.DeleteLabelValues(tenant)
+		if err != nil {
+			level.Warn(i.logger).Log("msg", "closing idle TSDB", "tenant", tenant, "err", err)
+			continue
+		}
+		level.Info(i.logger).Log("msg", "closed idle TSDB: everything is shipped", "tenant", tenant)
+		closed = append(closed, tenant)
+	}
+	return closed
+}
+
+// allShipped reports whether every block of db is recorded as shipped.
+func allShipped(db *tsdb.DB) bool {
+	shipped, err := block.ReadShipperMeta(db.Dir())
+	if err != nil {
+		return len(db.Blocks()) == 0
+	}
+	ids := map[ulid.ULID]bool{}
+	for _, id := range shipped.Uploaded {
+		ids[id] = true
+	}
+	for _, b := range db.Blocks() {
+		if !ids[b.Meta().ULID] {
+			return false
+		}
+	}
+	return true
 }
 
 // Close closes every TSDB; no write is accepted afterwards.

@@ -13,14 +13,17 @@ import (
 	"github.com/efficientgo/core/errors"
 	"github.com/efficientgo/core/testutil"
 	"github.com/go-kit/log"
+	"github.com/oklog/ulid/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	promtestutil "github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/tsdb"
 	"github.com/prometheus/prometheus/tsdb/tsdbutil"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/stratametrics/strata/pkg/block"
 	"github.com/stratametrics/strata/pkg/store"
 	"github.com/stratametrics/strata/pkg/store/labelpb"
 	"github.com/stratametrics/strata/pkg/store/storepb"
@@ -309,3 +312,37 @@ func (s *seriesCollector) Send(r *storepb.SeriesResponse) error {
 func (s *seriesCollector) SetHeader(metadata.MD) error  { return nil }
 func (s *seriesCollector) SendHeader(metadata.MD) error { return nil }
 func (s *seriesCollector) SetTrailer(metadata.MD)       {}
+
+// TestIngesterCloseIdle: a tenant without writes for the idle timeout, with an empty head and its blocks shipped,
+// is closed and its directory removed; a later write opens it again.
+func TestIngesterCloseIdle(t *testing.T) {
+	dir := t.TempDir()
+	now := time.Unix(1_000_000, 0)
+	clock := func() time.Time { return now }
+	ing := newTestIngester(t, dir, nil, prometheus.NewRegistry(), WithIngesterClock(clock),
+		WithShippers(func(tenant, d string, lbls labels.Labels) (Shipper, error) { return &countingShipper{dir: d}, nil }))
+	defer ing.Close()
+	ing.cfg.CloseIdleTSDBTimeout = time.Hour
+	testutil.Ok(t, ing.Push(context.Background(), "a", &storepb.WriteRequest{Timeseries: []*prompb.TimeSeries{ts(series("m"), 1000)}}))
+
+	now = now.Add(2 * time.Hour)
+	testutil.Equals(t, 0, len(ing.CloseIdle())) // the head still holds the series
+	db := ing.DB("a").(*tsdb.DB)
+	testutil.Ok(t, compactHead(db, ing.cfg.BlockDuration.Milliseconds()))
+	testutil.Ok(t, db.Head().Truncate(math.MaxInt64)) // what head GC does once the block is cut
+	testutil.Equals(t, 0, len(ing.CloseIdle()))       // the block is not shipped yet
+
+	var ids []ulid.ULID
+	for _, b := range db.Blocks() {
+		ids = append(ids, b.Meta().ULID)
+	}
+	testutil.Equals(t, 1, len(ids))
+	testutil.Ok(t, block.WriteShipperMeta(log.NewNopLogger(), filepath.Join(dir, "a"), &block.ShipperMeta{Version: 1, Uploaded: ids}))
+	testutil.Equals(t, []string{"a"}, ing.CloseIdle())
+	_, err := os.Stat(filepath.Join(dir, "a"))
+	testutil.Assert(t, os.IsNotExist(err), "the idle tenant's directory is still there")
+	testutil.Equals(t, 0, len(ing.Tenants()))
+
+	testutil.Ok(t, ing.Push(context.Background(), "a", &storepb.WriteRequest{Timeseries: []*prompb.TimeSeries{ts(series("m"), 9_000_000)}}))
+	testutil.Equals(t, []string{"a"}, ing.Tenants())
+}
