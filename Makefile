@@ -11,7 +11,7 @@ LDFLAGS   := -X github.com/prometheus/common/version.Version=$(VERSION) \
 TEST_TIMEOUT ?= 30m
 BENCH_TIME   ?= 1s
 
-.PHONY: help build run test test-unit test-e2e bench lint format proto clean
+.PHONY: help build run test test-unit test-e2e bench lint format proto clean bench-write
 
 help: ## Show this help.
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -49,3 +49,8 @@ proto: ## Regenerate the StoreAPI code from the .proto files (needs protoc: apt-
 
 clean: ## Remove build output.
 	rm -rf bin
+
+BENCH_SETUP ?= both
+
+bench-write: ## Write benchmark (not a test): load tool vs `strata all` (RF 1) and the local cluster (RF 3); BENCH_SETUP=rf1|rf3|both, BENCH_DURATION, BENCH_SERIES.
+	bash scripts/bench-write.sh $(BENCH_SETUP)

@@ -50,11 +50,14 @@ RF1_GRPC=19095
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/strata-bench-write.XXXXXX")
 RF1_PID=
 RF3_DIR=
+LOADGEN_PID=
 ROWS=()
+FAILED_REQUESTS=0
 
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
+  if [[ -n "$LOADGEN_PID" ]]; then kill -TERM "$LOADGEN_PID" 2>/dev/null || true; wait "$LOADGEN_PID" 2>/dev/null || true; fi
   if [[ -n "$RF1_PID" ]]; then stop_pid "$RF1_PID" "strata all" || true; fi
   if [[ -n "$RF3_DIR" ]]; then bash "$CLUSTER_SCRIPTS/stop.sh" "$RF3_DIR" >/dev/null 2>&1 || true; fi
   if [[ ${BENCH_KEEP:-0} == 1 ]]; then echo "kept $TMP"; else rm -rf "$TMP"; fi
@@ -146,9 +149,13 @@ run_load() {
   local pids=("$@") pid before=0 after=0 rc=0 out="$TMP/$setup.json"
   for pid in "${pids[@]}"; do before=$((before + $(cpu_ticks "$pid"))); done
   log "$setup: pushing $SERIES series × $LABELS labels ($PROTOCOL, $PER_REQUEST per request, $CONCURRENCY in flight) for $DURATION to $url"
+  # In the background and waited for, so that a signal to this script is handled at once (the trap stops it).
   bin/strata-loadgen --url "$url" --tenant "$TENANT" --series "$SERIES" --labels-per-series "$LABELS" \
     --series-per-request "$PER_REQUEST" --concurrency "$CONCURRENCY" --duration "$DURATION" \
-    --protocol "$PROTOCOL" --max-failures "$MAX_FAILURES" --json >"$out" 2>"$TMP/$setup.loadgen.log" || rc=$?
+    --protocol "$PROTOCOL" --max-failures "$MAX_FAILURES" --json >"$out" 2>"$TMP/$setup.loadgen.log" &
+  LOADGEN_PID=$!
+  wait "$LOADGEN_PID" || rc=$?
+  LOADGEN_PID=
   for pid in "${pids[@]}"; do
     alive "$pid" || { log "$setup: Strata process $pid died during the run"; cat "$TMP/$setup.loadgen.log" >&2; return 1; }
     after=$((after + $(cpu_ticks "$pid")))
@@ -170,7 +177,8 @@ run_load() {
     metric=$m
   done
   if ((failed > 0)); then
-    log "$setup: $failed requests FAILED (see the load tool's line above); the figures below count acknowledged samples only"
+    log "$setup: $failed requests FAILED (see the load tool's line above): its figures are not valid"
+    FAILED_REQUESTS=$((FAILED_REQUESTS + failed))
   fi
   if ((acked == 0)); then
     log "$setup: no sample was acknowledged: no figures"
@@ -269,4 +277,8 @@ active-series, KB/series: the ingesters after the run (rf1: the whole `strata al
 over the ingesters, so KB/series is RSS per active series per replica. lg-CPU: the load tool's own CPU seconds.
 failed: failed requests.
 EOF
+if ((FAILED_REQUESTS > 0)); then
+  echo "NOT VALID: $FAILED_REQUESTS requests failed; a row with failures does not measure the write path." >&2
+  status=1
+fi
 exit "$status"

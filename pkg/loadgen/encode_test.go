@@ -120,8 +120,8 @@ func decode(t testing.TB, p Protocol, compressed []byte) []decodedSample {
 func BenchmarkEncodeRequest(b *testing.B) {
 	cfg := DefaultConfig()
 	for _, p := range []Protocol{ProtocolV1, ProtocolV2} {
-		// Two requests' worth of series: the benchmark alternates between them.
-		batches := newBatches(p, 2*cfg.SeriesPerRequest, cfg.LabelsPerSeries, cfg.SeriesPerRequest)
+		// The default 100k series (so requests that mix 2000 series of many targets, as in a run), sent in turn.
+		batches := newBatches(p, cfg.Series, cfg.LabelsPerSeries, cfg.SeriesPerRequest)
 		for _, compressor := range []struct {
 			name   string
 			encode func(dst, src []byte) []byte

@@ -148,13 +148,26 @@ func (s *snappyBodyReader) read(r *http.Request) (decoded []byte, receivedSize i
 // decodeWrite decodes a decompressed remote write body of message p into Thanos's prometheus_copy series.
 //
 // Memory: the result shares nothing with buf (which may be reused at once). Its messages are carved out of a
-// few large per-request allocations, and the strings of one series share one allocation (v1) or are the
+// few large per-request allocations, and strings are substrings of copies of 4 KiB windows of buf (v1) or the
 // request's symbols (v2), so a kept string holds on to little, a kept message to a whole slab.
 func decodeWrite(p writeProto, buf []byte) ([]*prompb.TimeSeries, error) {
 	if p == writeV2 {
 		return decodeWriteV2(buf)
 	}
 	return decodeWriteV1(buf)
+}
+
+// errCodeFieldNumber is protowire's error code for an invalid field number (protowire.ParseError reads it).
+const errCodeFieldNumber = -2
+
+// consumeTag is protowire.ConsumeTag refusing field numbers above protowire.MaxValidNumber, as proto.Unmarshal
+// does (ConsumeTag alone accepts anything up to MaxInt32).
+func consumeTag(b []byte) (protowire.Number, protowire.Type, int) {
+	num, typ, n := protowire.ConsumeTag(b)
+	if n >= 0 && num > protowire.MaxValidNumber {
+		return 0, 0, errCodeFieldNumber
+	}
+	return num, typ, n
 }
 
 // wireError turns a protowire error code into an error naming what was being decoded.
@@ -183,8 +196,17 @@ func decodeWriteV1(buf []byte) ([]*prompb.TimeSeries, error) {
 	}
 	series := make([]prompb.TimeSeries, c.series)
 	out := make([]*prompb.TimeSeries, 0, c.series)
+	// Strings are substrings of string copies of windows of buf: one copy per window of consecutive series of
+	// at least stringWindow bytes, never less than one whole series. A kept string so holds on to at most its
+	// series or the window, never the request; and there are tens of allocations per request, not one per
+	// series.
+	const stringWindow = 4 << 10
+	var (
+		win      string
+		winStart int // offset in buf of win
+	)
 	for b := buf; len(b) > 0; {
-		num, typ, n := protowire.ConsumeTag(b)
+		num, typ, n := consumeTag(b)
 		if n < 0 {
 			return nil, wireError(n, "remote write 1.0 request")
 		}
@@ -195,12 +217,17 @@ func decodeWriteV1(buf []byte) ([]*prompb.TimeSeries, error) {
 			if n < 0 {
 				return nil, wireError(n, "remote write 1.0 request")
 			}
+			start := len(buf) - len(b) + n - len(v) // offset of v in buf
 			b = b[n:]
 			if len(out) == len(series) {
 				return nil, errors.New("decode remote write 1.0 request: series count changed between passes")
 			}
+			if end := start + len(v); end > winStart+len(win) {
+				winStart = start
+				win = string(buf[start:max(end, min(len(buf), start+stringWindow))])
+			}
 			ts := &series[len(out)]
-			if err := d.series(v, ts); err != nil {
+			if err := d.series(v, win[start-winStart:start-winStart+len(v)], ts); err != nil {
 				return nil, errors.Wrapf(err, "decode remote write 1.0 request: timeseries %d", len(out))
 			}
 			out = append(out, ts)
@@ -233,7 +260,7 @@ type v1Counts struct{ series, labels, samples int }
 func countWriteV1(b []byte) (v1Counts, error) {
 	var c v1Counts
 	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
+		num, typ, n := consumeTag(b)
 		if n < 0 {
 			return c, wireError(n, "remote write 1.0 request")
 		}
@@ -263,7 +290,7 @@ func countWriteV1(b []byte) (v1Counts, error) {
 				ts = ts[2+int(ts[1]):]
 				continue
 			}
-			num, typ, n := protowire.ConsumeTag(ts)
+			num, typ, n := consumeTag(ts)
 			if n < 0 {
 				return c, wireError(n, "remote write 1.0 timeseries")
 			}
@@ -296,19 +323,15 @@ type v1Decoder struct {
 	nextSample int
 }
 
-// series decodes one prometheus.TimeSeries from b into ts. The strings of the series are substrings of one
-// copy of b.
-func (d *v1Decoder) series(b []byte, ts *prompb.TimeSeries) error {
-	var str string // string(b), made at the first string field
+// series decodes one prometheus.TimeSeries from b into ts; str holds the same bytes as b, as a string, so that
+// the series' strings are substrings of it.
+func (d *v1Decoder) series(b []byte, str string, ts *prompb.TimeSeries) error {
 	firstLabel, firstSample := d.nextLabel, d.nextSample
 	for i := 0; i < len(b); {
 		// Fast path: a label with a one-byte length, the bulk of a request.
 		if b[i] == 0x0a && i+1 < len(b) && b[i+1] < 0x80 && i+2+int(b[i+1]) <= len(b) {
 			if d.nextLabel == len(d.labels) {
 				return errors.New("label count changed between passes")
-			}
-			if str == "" {
-				str = string(b)
 			}
 			start, end := i+2, i+2+int(b[i+1])
 			l := &d.labels[d.nextLabel]
@@ -320,7 +343,7 @@ func (d *v1Decoder) series(b []byte, ts *prompb.TimeSeries) error {
 			i = end
 			continue
 		}
-		num, typ, n := protowire.ConsumeTag(b[i:])
+		num, typ, n := consumeTag(b[i:])
 		if n < 0 {
 			return wireError(n, "timeseries")
 		}
@@ -344,9 +367,6 @@ func (d *v1Decoder) series(b []byte, ts *prompb.TimeSeries) error {
 			if d.nextLabel == len(d.labels) {
 				return errors.New("label count changed between passes")
 			}
-			if str == "" {
-				str = string(b)
-			}
 			l := &d.labels[d.nextLabel]
 			if err := decodeLabel(v, str[start:start+len(v)], l); err != nil {
 				return errors.Wrapf(err, "label %d", d.nextLabel-firstLabel)
@@ -364,9 +384,6 @@ func (d *v1Decoder) series(b []byte, ts *prompb.TimeSeries) error {
 			d.samplePtrs[d.nextSample] = s
 			d.nextSample++
 		case 3:
-			if str == "" {
-				str = string(b)
-			}
 			e, err := decodeExemplar(v, str[start:start+len(v)])
 			if err != nil {
 				return errors.Wrapf(err, "exemplar %d", len(ts.Exemplars))
@@ -405,7 +422,7 @@ func decodeLabel(b []byte, s string, l *labelpb.Label) error {
 		}
 	}
 	for i := 0; i < len(b); {
-		num, typ, n := protowire.ConsumeTag(b[i:])
+		num, typ, n := consumeTag(b[i:])
 		if n < 0 {
 			return wireError(n, "label")
 		}
@@ -447,7 +464,7 @@ func labelFieldName(num protowire.Number) string {
 // decodeSample decodes a prometheus.Sample.
 func decodeSample(b []byte, s *prompb.Sample) error {
 	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
+		num, typ, n := consumeTag(b)
 		if n < 0 {
 			return wireError(n, "sample")
 		}
@@ -476,7 +493,7 @@ func decodeSample(b []byte, s *prompb.Sample) error {
 func decodeExemplar(b []byte, s string) (*prompb.Exemplar, error) {
 	e := &prompb.Exemplar{}
 	for i := 0; i < len(b); {
-		num, typ, n := protowire.ConsumeTag(b[i:])
+		num, typ, n := consumeTag(b[i:])
 		if n < 0 {
 			return nil, wireError(n, "exemplar")
 		}
@@ -517,7 +534,7 @@ func decodeExemplar(b []byte, s string) (*prompb.Exemplar, error) {
 func decodeHistogram(b []byte) (*prompb.Histogram, error) {
 	h := &prompb.Histogram{}
 	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
+		num, typ, n := consumeTag(b)
 		if n < 0 {
 			return nil, wireError(n, "histogram")
 		}
@@ -594,7 +611,7 @@ func decodeBucketSpan(b []byte) (*prompb.BucketSpan, int) {
 	}
 	s := &prompb.BucketSpan{}
 	for len(v) > 0 {
-		num, typ, m := protowire.ConsumeTag(v)
+		num, typ, m := consumeTag(v)
 		if m < 0 {
 			return nil, m
 		}
@@ -680,7 +697,7 @@ func appendDoubles(dst []float64, num protowire.Number, typ protowire.Type, b []
 // metadata itself is dropped: the StoreAPI write path has no place for it.
 func checkMetadataV1(b []byte) error {
 	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
+		num, typ, n := consumeTag(b)
 		if n < 0 {
 			return wireError(n, "metadata")
 		}

@@ -147,6 +147,8 @@ func v1Corpus(t testing.TB) map[string][]byte {
 		"invalid UTF-8 metadata": pb(nil).bytes(3, pb(nil).str(4, "\xff")),
 		"invalid UTF-8 unknown":  pb(nil).bytes(1, pb(nil).bytes(1, pb(nil).str(9, "\xff"))), // unknown fields are not checked
 		"field number 0":         pb(nil).varint(0, 1),
+		"field number too large": []byte("\x82\xf9\xff\xc60\x130000000000000000000"), // found by FuzzDecodeV1
+		"field number max":       pb(nil).varint(protowire.MaxValidNumber, 1),
 		"end group at top":       pb(nil).tag(3, protowire.EndGroupType),
 		"unterminated group":     pb(nil).tag(3, protowire.StartGroupType).varint(1, 1),
 		"mismatched group":       append(pb(nil).tag(3, protowire.StartGroupType), pb(nil).tag(4, protowire.EndGroupType)...),

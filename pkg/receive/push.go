@@ -25,10 +25,12 @@ import (
 // metric name, within the tenant's limits, no sample too far in the future) and has at least one sample,
 // histogram or exemplar. The handler neither touches nor reuses req after Push returns, so a Pusher may go on
 // using it (replicas still sending after a quorum answered), but must not modify it. Its messages are carved
-// out of a few per-request slabs, and the strings of one series share one allocation: keeping one string
-// keeps that series' bytes, keeping one message keeps its slab. The error decides the HTTP answer: a
-// *tenancy.Error answers with its Status; a gRPC status InvalidArgument 400, ResourceExhausted 429; anything
-// else (unavailable, no quorum, deadline) 503, which Prometheus retries. Push must be safe for concurrent use.
+// out of a few per-request slabs, and strings share allocations of a few KiB (consecutive series): keeping a
+// string keeps such a window of the request, keeping a message keeps its slab.
+//
+// The error decides the HTTP answer: a *tenancy.Error answers with its Status; a gRPC status InvalidArgument
+// 400, ResourceExhausted 429; anything else (unavailable, no quorum, deadline) 503, which Prometheus retries.
+// Push must be safe for concurrent use.
 type Pusher interface {
 	Push(ctx context.Context, tenant string, req *storepb.WriteRequest) error
 }

@@ -801,12 +801,6 @@ func benchRequests() ([]promprompb.TimeSeries, *writev2.Request) {
 	return v1, v2
 }
 
-// benchBodyV1 is the benchmark's request as Prometheus sends it (1.0, snappy).
-func benchBodyV1(b testing.TB) []byte {
-	v1, _ := benchRequests()
-	return encodeV1(b, v1...)
-}
-
 // BenchmarkPushHandler measures the handler (decompress, decode, validate, rate limit, hand over to a no-op
 // Pusher) on a realistic remote write request of 2000 series × 15 labels, one sample each.
 func BenchmarkPushHandler(b *testing.B) {
@@ -848,3 +842,44 @@ func BenchmarkPushHandler(b *testing.B) {
 type nopPusher struct{}
 
 func (nopPusher) Push(context.Context, string, *storepb.WriteRequest) error { return nil }
+
+// TestPushHandler_Concurrent: requests of several goroutines share the handler's pools and limiter (run with
+// -race); each is answered as if alone.
+func TestPushHandler_Concurrent(t *testing.T) {
+	env := newTestEnv(t, testLimits())
+	v1 := encodeV1(t, richSeriesV1()...)
+	v2 := encodeV2(t, richRequestV2())
+	bad := encodeV1(t, series1(testNowMs(), "job", "x"))
+	want := protoFromV1(t, richSeriesV1()...)
+
+	var wg sync.WaitGroup
+	codes := make(chan int, 8*30)
+	for g := range 8 {
+		wg.Go(func() {
+			for i := range 30 {
+				switch (g + i) % 3 {
+				case 0:
+					codes <- env.do(t, v1, ctV1).Code
+				case 1:
+					codes <- env.do(t, v2, ctV2).Code
+				default:
+					codes <- -env.do(t, bad, ctV1).Code
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(codes)
+	for c := range codes {
+		if c < 0 {
+			testutil.Equals(t, -http.StatusBadRequest, c)
+			continue
+		}
+		testutil.Equals(t, http.StatusNoContent, c)
+	}
+	got := env.pusher.series()
+	testutil.Equals(t, 160*len(want), len(got))
+	for i := 0; i < len(got); i += len(want) {
+		equalSeries(t, want, got[i:i+len(want)])
+	}
+}

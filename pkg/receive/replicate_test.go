@@ -148,3 +148,32 @@ func TestShardKey(t *testing.T) {
 }
 
 var _ = dskitring.ACTIVE
+
+// TestRingPusherUnderRingUpdates: pushes from several goroutines while the ingesters heartbeat (ring updates
+// take the ring's write lock) all finish. A replication strategy calling back into the ring under its read
+// lock deadlocked here.
+func TestRingPusherUnderRingUpdates(t *testing.T) {
+	p, _ := testRing(t, "updates", 3, true)
+	done := make(chan error, 4)
+	stop := time.Now().Add(2 * time.Second)
+	for w := 0; w < 4; w++ {
+		tenant := fmt.Sprintf("t%d", w) // one writer per tenant: its timestamps only go up
+		go func() {
+			for i := 0; time.Now().Before(stop); i++ {
+				if err := p.Push(context.Background(), tenant, manySeries(50, int64(1000+i*1000))); err != nil {
+					done <- err
+					return
+				}
+			}
+			done <- nil
+		}()
+	}
+	for w := 0; w < 4; w++ {
+		select {
+		case err := <-done:
+			testutil.Ok(t, err)
+		case <-time.After(30 * time.Second):
+			t.Fatal("pushes did not finish: the ring is deadlocked")
+		}
+	}
+}

@@ -102,7 +102,7 @@ func (v seriesValidator) check(ts *prompb.TimeSeries) violation {
 	switch {
 	case nameIdx < 0:
 		return violation{reason: ReasonMissingMetricName}
-	case !model.LegacyValidation.IsValidMetricName(ls[nameIdx].GetValue()):
+	case !isLegacyMetricName(ls[nameIdx].GetValue()):
 		return violation{reason: ReasonLabelInvalid, label: nameIdx}
 	case v.maxLabelNames > 0 && len(ls) > v.maxLabelNames:
 		return violation{reason: ReasonMaxLabelNamesPerSeries}
@@ -151,6 +151,23 @@ func (v seriesValidator) err(ts *prompb.TimeSeries, vi violation) *tenancy.Error
 	return nil
 }
 
+// isLegacyMetricName reports whether name matches [a-zA-Z_:][a-zA-Z0-9_:]*, Prometheus's legacy metric names
+// (model.LegacyValidation.IsValidMetricName, over bytes: only ASCII can match).
+func isLegacyMetricName(name string) bool {
+	if name == "" {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		switch c := name[i]; {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c == '_', c == ':':
+		case c >= '0' && c <= '9' && i > 0:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
 // isLegacyLabelName reports whether name matches [a-zA-Z_][a-zA-Z0-9_]*, Prometheus's legacy label names
 // (model.LegacyValidation.IsValidLabelName, over bytes rather than runes: only ASCII can match).
 func isLegacyLabelName(name string) bool {
@@ -158,8 +175,7 @@ func isLegacyLabelName(name string) bool {
 		return false
 	}
 	for i := 0; i < len(name); i++ {
-		c := name[i]
-		switch {
+		switch c := name[i]; {
 		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c == '_':
 		case c >= '0' && c <= '9' && i > 0:
 		default:

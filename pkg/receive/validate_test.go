@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/efficientgo/core/testutil"
+	"github.com/prometheus/common/model"
 
 	"github.com/stratametrics/strata/pkg/store/labelpb"
 	"github.com/stratametrics/strata/pkg/store/storepb/prompb"
@@ -70,5 +71,13 @@ func TestSeriesValidatorOrder(t *testing.T) {
 		if tc.reason != "" && tc.label > 0 {
 			testutil.Equals(t, tc.label, vi.label)
 		}
+	}
+}
+
+// TestLegacyNames holds the byte-wise name checks to prometheus/common's.
+func TestLegacyNames(t *testing.T) {
+	for _, s := range []string{"", "a", "_", ":", "a:b", "__name__", "0a", "a0", "A_Z", "a-b", "a.b", "ö", "aö", "a b", "a\x00", ":0", "_0", "\xff", "http_requests_total"} {
+		testutil.Equals(t, model.LegacyValidation.IsValidLabelName(s), isLegacyLabelName(s), "label name %q", s)
+		testutil.Equals(t, model.LegacyValidation.IsValidMetricName(s), isLegacyMetricName(s), "metric name %q", s)
 	}
 }

@@ -164,21 +164,22 @@ func NewClient(cfg Config, k *KV, name, key string, logger log.Logger, reg prome
 	if err != nil {
 		return nil, errors.Wrapf(err, "create %s ring client", name)
 	}
-	capped.size = r.InstancesCount
 	return r, nil
 }
 
-// cappedStrategy is dskit's default strategy with the replication factor capped at the ring's size.
+// cappedStrategy is dskit's default strategy with the replication factor capped at the size of the replica set
+// the ring found for the key: that set has every instance when the ring is smaller than the factor (and one per
+// zone with zone awareness), healthy or not, so a dead instance still counts against the quorum.
+//
+// Filter is called with the ring's read lock held: it must not call back into the ring (a nested RLock behind a
+// waiting writer deadlocks).
 type cappedStrategy struct {
 	next dskitring.ReplicationStrategy
-	size func() int
 }
 
 func (s *cappedStrategy) Filter(instances []dskitring.InstanceDesc, op dskitring.Operation, rf int, heartbeatTimeout time.Duration, zoneAware bool) ([]dskitring.InstanceDesc, int, error) {
-	if s.size != nil {
-		if n := s.size(); n > 0 && n < rf {
-			rf = n
-		}
+	if n := len(instances); n > 0 && n < rf {
+		rf = n
 	}
 	return s.next.Filter(instances, op, rf, heartbeatTimeout, zoneAware)
 }
