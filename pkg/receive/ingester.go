@@ -201,8 +201,8 @@ type userTSDB struct {
 	// lastWrite is the unix nanoseconds of the last push.
 	lastWrite atomic.Int64
 	// closeMtx: pushes hold it shared; closing an idle TSDB holds it exclusively, and sets closed.
-	closeMtx sync.RWMutex
-	closed   bool
+	closeMtx  sync.RWMutex
+	closed    bool
 	mtx       sync.Mutex
 	perMetric map[string]int
 }
