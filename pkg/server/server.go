@@ -7,6 +7,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"github.com/efficientgo/core/errors"
@@ -118,8 +119,14 @@ func New(cfg Config, logger log.Logger, reg prometheus.Registerer, grpcOpts ...g
 		s.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{Registry: reg, EnableOpenMetrics: true}))
 	}
 	s.Handle("GET /ready", s.Ready)
+	// Go's profiler, as Thanos and Mimir expose it.
+	s.mux.HandleFunc("/debug/pprof/", pprof.Index)
+	s.mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	s.mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	s.mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	s.mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	s.Handle("GET /{$}", s.index)
-	s.AddLinks("Server", Link{"/ready", "Readiness"}, Link{"/metrics", "Metrics"})
+	s.AddLinks("Server", Link{"/ready", "Readiness"}, Link{"/metrics", "Metrics"}, Link{"/debug/pprof/", "Go profiles"})
 	return s, nil
 }
 
