@@ -43,7 +43,8 @@ trap 'rm -rf "${TMP}"' EXIT
 
 go build -modfile=tools/go.mod -o "${TMP}/" \
   google.golang.org/protobuf/cmd/protoc-gen-go \
-  google.golang.org/grpc/cmd/protoc-gen-go-grpc
+  google.golang.org/grpc/cmd/protoc-gen-go-grpc \
+  github.com/planetscale/vtprotobuf/cmd/protoc-gen-go-vtproto
 
 # Drop previously generated code so that removed messages/services do not linger.
 for proto in "${PROTOS[@]}"; do
@@ -56,7 +57,9 @@ done
   -I "${PROTOC_INCLUDE}" \
   --plugin=protoc-gen-go="${TMP}/protoc-gen-go" \
   --plugin=protoc-gen-go-grpc="${TMP}/protoc-gen-go-grpc" \
+  --plugin=protoc-gen-go-vtproto="${TMP}/protoc-gen-go-vtproto" \
   --go_out=. --go_opt=paths=source_relative \
   --go-grpc_out=. --go-grpc_opt=paths=source_relative \
+  --go-vtproto_out=. --go-vtproto_opt=paths=source_relative,features=marshal+unmarshal+size \
   "${PROTOS[@]}"
 

@@ -1,0 +1,52 @@
+package storepb
+
+import (
+	"testing"
+
+	"github.com/efficientgo/core/testutil"
+	"google.golang.org/grpc/encoding"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/stratametrics/strata/pkg/store/labelpb"
+	"github.com/stratametrics/strata/pkg/store/storepb/prompb"
+)
+
+// TestVTCodec: the "proto" codec gRPC uses is the vtprotobuf one, and what it writes the reflection-based
+// protobuf runtime reads back identically, and the other way round, unknown fields included.
+func TestVTCodec(t *testing.T) {
+	c, ok := encoding.GetCodecV2("proto").(*vtCodec)
+	testutil.Assert(t, ok, "the registered proto codec is %T", encoding.GetCodecV2("proto"))
+
+	msgs := []proto.Message{
+		&WriteRequest{Tenant: "t", Replica: 2, Timeseries: []*prompb.TimeSeries{{
+			Labels:     []*labelpb.Label{{Name: "__name__", Value: "up"}, {Name: "job", Value: "é"}},
+			Samples:    []*prompb.Sample{{Timestamp: 1, Value: 2.5}, {Timestamp: 2, Value: -1}},
+			Histograms: []*prompb.Histogram{{Count: &prompb.Histogram_CountInt{CountInt: 3}, Sum: 1, Schema: -2, PositiveDeltas: []int64{1, -1}, Timestamp: 3}},
+		}}},
+		&SeriesResponse{Result: &SeriesResponse_Series{Series: &Series{Labels: []*labelpb.Label{{Name: "a", Value: "b"}}, Chunks: []*AggrChunk{{MinTime: 1, MaxTime: 2, Raw: &Chunk{Type: Chunk_XOR, Data: []byte{1, 2, 3}}}}}}},
+		&SeriesResponse{Result: &SeriesResponse_Batch{Batch: &SeriesBatch{Series: []*Series{{Labels: []*labelpb.Label{{Name: "a", Value: "b"}}}}}}},
+		&SeriesRequest{MinTime: -5, MaxTime: 10, Matchers: []*LabelMatcher{{Type: LabelMatcher_RE, Name: "a", Value: ".+"}}, ResponseBatchSize: 64, PartialResponseStrategy: PartialResponseStrategy_ABORT},
+	}
+	for _, m := range msgs {
+		data, err := c.Marshal(m)
+		testutil.Ok(t, err)
+		got := m.ProtoReflect().New().Interface()
+		testutil.Ok(t, proto.Unmarshal(data.Materialize(), got))
+		testutil.Assert(t, proto.Equal(m, got), "%T: vt bytes read back differently", m)
+
+		ref, err := proto.Marshal(m)
+		testutil.Ok(t, err)
+		// An unknown field (number 999) survives too.
+		ref = protowire.AppendBytes(protowire.AppendTag(ref, 999, protowire.BytesType), []byte("future"))
+		back := m.ProtoReflect().New().Interface()
+		testutil.Ok(t, c.Unmarshal(mem.BufferSlice{mem.SliceBuffer(ref)}, back))
+		again, err := c.Marshal(back)
+		testutil.Ok(t, err)
+		want := m.ProtoReflect().New().Interface()
+		testutil.Ok(t, proto.Unmarshal(ref, want))
+		testutil.Assert(t, proto.Equal(want, back), "%T: reference bytes read differently", m)
+		testutil.Equals(t, len(ref), again.Len(), "%T: the unknown field was lost", m)
+	}
+}
