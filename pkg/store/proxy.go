@@ -381,21 +381,26 @@ func (p *Proxy) fanOut(ctx context.Context, method string, stores []StoreClient,
 	return all, warnings, nil
 }
 
-// LabelNames implements thanos.Store: the union of the stores' answers.
-func (p *Proxy) LabelNames(ctx context.Context, r *storepb.LabelNamesRequest) (*storepb.LabelNamesResponse, error) {
+// labelFanOut does what LabelNames and LabelValues share: the request's tenants and matchers, the stores whose
+// time range and labels may answer, and the fan-out of f to them.
+func (p *Proxy) labelFanOut(ctx context.Context, method string, matchers []*storepb.LabelMatcher, start, end int64, strict bool, f func(context.Context, StoreClient) ([]string, []string, error)) ([]string, []string, error) {
 	tenants, err := requestTenants(ctx)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	ms, err := MatchersFromPB(r.GetMatchers())
+	ms, err := MatchersFromPB(matchers)
 	if err != nil {
-		return nil, status.Error(codes.InvalidArgument, err.Error())
+		return nil, nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	end := r.GetEnd()
 	if end == 0 {
 		end = math.MaxInt64
 	}
-	names, warnings, err := p.fanOut(ctx, "label_names", p.selectStores(r.GetStart(), end, ms), tenants, abort(r.GetPartialResponseStrategy(), r.GetPartialResponseDisabled()),
+	return p.fanOut(ctx, method, p.selectStores(start, end, ms), tenants, strict, f)
+}
+
+// LabelNames implements thanos.Store: the union of the stores' answers.
+func (p *Proxy) LabelNames(ctx context.Context, r *storepb.LabelNamesRequest) (*storepb.LabelNamesResponse, error) {
+	names, warnings, err := p.labelFanOut(ctx, "label_names", r.GetMatchers(), r.GetStart(), r.GetEnd(), abort(r.GetPartialResponseStrategy(), r.GetPartialResponseDisabled()),
 		func(ctx context.Context, s StoreClient) ([]string, []string, error) {
 			resp, err := s.LabelNames(ctx, r)
 			return resp.GetNames(), resp.GetWarnings(), err
@@ -408,22 +413,10 @@ func (p *Proxy) LabelNames(ctx context.Context, r *storepb.LabelNamesRequest) (*
 
 // LabelValues implements thanos.Store: the union of the stores' answers.
 func (p *Proxy) LabelValues(ctx context.Context, r *storepb.LabelValuesRequest) (*storepb.LabelValuesResponse, error) {
-	tenants, err := requestTenants(ctx)
-	if err != nil {
-		return nil, err
-	}
 	if r.GetLabel() == "" {
 		return nil, status.Error(codes.InvalidArgument, "label name parameter cannot be empty")
 	}
-	ms, err := MatchersFromPB(r.GetMatchers())
-	if err != nil {
-		return nil, status.Error(codes.InvalidArgument, err.Error())
-	}
-	end := r.GetEnd()
-	if end == 0 {
-		end = math.MaxInt64
-	}
-	values, warnings, err := p.fanOut(ctx, "label_values", p.selectStores(r.GetStart(), end, ms), tenants, abort(r.GetPartialResponseStrategy(), r.GetPartialResponseDisabled()),
+	values, warnings, err := p.labelFanOut(ctx, "label_values", r.GetMatchers(), r.GetStart(), r.GetEnd(), abort(r.GetPartialResponseStrategy(), r.GetPartialResponseDisabled()),
 		func(ctx context.Context, s StoreClient) ([]string, []string, error) {
 			resp, err := s.LabelValues(ctx, r)
 			return resp.GetValues(), resp.GetWarnings(), err

@@ -115,22 +115,17 @@ func requestTenants(ctx context.Context) ([]string, error) {
 	return ts, nil
 }
 
-// Series implements thanos.Store.
-func (s *TSDBStore) Series(r *storepb.SeriesRequest, srv storepb.Store_SeriesServer) error {
-	ctx := srv.Context()
+// forEachTenant calls f for each tenant of the request this store holds data of and whose external labels the
+// matchers do not rule out, with the matchers left for its TSDB.
+func (s *TSDBStore) forEachTenant(ctx context.Context, pbMatchers []*storepb.LabelMatcher, f func(tenant string, db TenantDB, ext labels.Labels, rest []*labels.Matcher) error) error {
 	tenants, err := requestTenants(ctx)
 	if err != nil {
 		return err
 	}
-	matchers, err := MatchersFromPB(r.GetMatchers())
+	matchers, err := MatchersFromPB(pbMatchers)
 	if err != nil {
 		return status.Error(codes.InvalidArgument, err.Error())
 	}
-
-	var (
-		out      []*storepb.Series
-		warnings []string
-	)
 	for _, tenant := range tenants {
 		db := s.dbs.DB(tenant)
 		if db == nil {
@@ -141,15 +136,31 @@ func (s *TSDBStore) Series(r *storepb.SeriesRequest, srv storepb.Store_SeriesSer
 		if !ok {
 			continue
 		}
+		if err := f(tenant, db, ext, rest); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Series implements thanos.Store.
+func (s *TSDBStore) Series(r *storepb.SeriesRequest, srv storepb.Store_SeriesServer) error {
+	ctx := srv.Context()
+	var (
+		out      []*storepb.Series
+		warnings []string
+	)
+	err := s.forEachTenant(ctx, r.GetMatchers(), func(_ string, db TenantDB, ext labels.Labels, rest []*labels.Matcher) error {
 		if len(rest) == 0 {
 			return status.Error(codes.InvalidArgument, "no matchers specified (excluding external labels)")
 		}
 		series, warns, err := s.selectTenant(ctx, db, r, rest, ext)
-		if err != nil {
-			return err
-		}
 		out = append(out, series...)
 		warnings = append(warnings, warns...)
+		return err
+	})
+	if err != nil {
+		return err
 	}
 
 	// External labels can change the order of label sets (they are inserted, not appended), so the store sorts
@@ -247,40 +258,23 @@ func (s *TSDBStore) selectTenant(ctx context.Context, db TenantDB, r *storepb.Se
 
 // LabelNames implements thanos.Store: the names of the tenant's series in range, external label names included.
 func (s *TSDBStore) LabelNames(ctx context.Context, r *storepb.LabelNamesRequest) (*storepb.LabelNamesResponse, error) {
-	tenants, err := requestTenants(ctx)
-	if err != nil {
-		return nil, err
-	}
-	matchers, err := MatchersFromPB(r.GetMatchers())
-	if err != nil {
-		return nil, status.Error(codes.InvalidArgument, err.Error())
-	}
 	resp := &storepb.LabelNamesResponse{}
 	var all []string
-	for _, tenant := range tenants {
-		db := s.dbs.DB(tenant)
-		if db == nil {
-			continue
-		}
-		ext := s.externalLabels(tenant)
-		ok, rest := matchExternalLabels(matchers, ext)
-		if !ok {
-			continue
-		}
+	err := s.forEachTenant(ctx, r.GetMatchers(), func(_ string, db TenantDB, ext labels.Labels, rest []*labels.Matcher) error {
 		names, warns, err := labelQuery(db, r.GetStart(), r.GetEnd(), func(q storage.ChunkQuerier) ([]string, []string, error) {
 			// No limit pushed down: the TSDB would cut before sorting, and return an arbitrary subset.
 			names, ws, err := q.LabelNames(ctx, &storage.LabelHints{}, rest...)
 			return names, warningStrings(ws), err
 		})
-		if err != nil {
-			return nil, err
-		}
 		resp.Warnings = append(resp.Warnings, warns...)
-		if len(names) == 0 {
-			continue // no series of this tenant match: its external labels are not there either
+		if len(names) > 0 { // no series of this tenant match: its external labels are not there either
+			all = append(all, names...)
+			ext.Range(func(l labels.Label) { all = append(all, l.Name) })
 		}
-		all = append(all, names...)
-		ext.Range(func(l labels.Label) { all = append(all, l.Name) })
+		return err
+	})
+	if err != nil {
+		return nil, err
 	}
 	resp.Names = sortedUnique(all, r.GetLimit())
 	return resp, nil
@@ -288,29 +282,12 @@ func (s *TSDBStore) LabelNames(ctx context.Context, r *storepb.LabelNamesRequest
 
 // LabelValues implements thanos.Store. For an external label the value is the store's own.
 func (s *TSDBStore) LabelValues(ctx context.Context, r *storepb.LabelValuesRequest) (*storepb.LabelValuesResponse, error) {
-	tenants, err := requestTenants(ctx)
-	if err != nil {
-		return nil, err
-	}
 	if r.GetLabel() == "" {
 		return nil, status.Error(codes.InvalidArgument, "label name parameter cannot be empty")
 	}
-	matchers, err := MatchersFromPB(r.GetMatchers())
-	if err != nil {
-		return nil, status.Error(codes.InvalidArgument, err.Error())
-	}
 	resp := &storepb.LabelValuesResponse{}
 	var all []string
-	for _, tenant := range tenants {
-		db := s.dbs.DB(tenant)
-		if db == nil {
-			continue
-		}
-		ext := s.externalLabels(tenant)
-		ok, rest := matchExternalLabels(matchers, ext)
-		if !ok {
-			continue
-		}
+	err := s.forEachTenant(ctx, r.GetMatchers(), func(_ string, db TenantDB, ext labels.Labels, rest []*labels.Matcher) error {
 		if v := ext.Get(r.GetLabel()); v != "" {
 			// The value is known; it is returned only if the tenant has a series that matches.
 			if len(rest) == 0 {
@@ -320,23 +297,21 @@ func (s *TSDBStore) LabelValues(ctx context.Context, r *storepb.LabelValuesReque
 				names, ws, err := q.LabelNames(ctx, &storage.LabelHints{Limit: 1}, rest...)
 				return names, warningStrings(ws), err
 			})
-			if err != nil {
-				return nil, err
-			}
 			if len(names) > 0 {
 				all = append(all, v)
 			}
-			continue
+			return err
 		}
 		values, warns, err := labelQuery(db, r.GetStart(), r.GetEnd(), func(q storage.ChunkQuerier) ([]string, []string, error) {
 			vals, ws, err := q.LabelValues(ctx, r.GetLabel(), &storage.LabelHints{}, rest...) // limit: as in LabelNames
 			return vals, warningStrings(ws), err
 		})
-		if err != nil {
-			return nil, err
-		}
 		all = append(all, values...)
 		resp.Warnings = append(resp.Warnings, warns...)
+		return err
+	})
+	if err != nil {
+		return nil, err
 	}
 	resp.Values = sortedUnique(all, r.GetLimit())
 	return resp, nil
