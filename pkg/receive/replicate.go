@@ -5,6 +5,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cespare/xxhash/v2"
 	"github.com/efficientgo/core/errors"
 	"github.com/go-kit/log"
 	"github.com/go-kit/log/level"
@@ -64,28 +65,21 @@ func NewRingPusher(r WriteRing, timeout time.Duration, local map[string]Pusher, 
 	}
 }
 
-// ShardKey is the ring token of a series of a tenant: FNV-1a (32 bit) over the tenant and the sorted label
-// pairs, so each series of each tenant has its own owners.
+// ShardKey is the ring token of a series of a tenant: xxhash over the tenant and the label pairs (in the order
+// sent, which validation requires to be sorted), folded to 32 bits, so each series of each tenant has its own
+// owners. A separator byte keeps "ab","c" and "a","bc" apart.
 func ShardKey(tenant string, ls []*labelpb.Label) uint32 {
-	const (
-		offset32 = 2166136261
-		prime32  = 16777619
-	)
-	h := uint32(offset32)
-	add := func(s string) {
-		for i := 0; i < len(s); i++ {
-			h ^= uint32(s[i])
-			h *= prime32
-		}
-		h ^= 0xff // separator: "ab","c" and "a","bc" differ
-		h *= prime32
-	}
-	add(tenant)
+	var arr [1024]byte // most series fit: no allocation
+	b := append(arr[:0], tenant...)
+	b = append(b, 0xff)
 	for _, l := range ls {
-		add(l.GetName())
-		add(l.GetValue())
+		b = append(b, l.GetName()...)
+		b = append(b, 0xff)
+		b = append(b, l.GetValue()...)
+		b = append(b, 0xff)
 	}
-	return h
+	sum := xxhash.Sum64(b)
+	return uint32(sum) ^ uint32(sum>>32)
 }
 
 // isClientError: errors a retry cannot fix, which DoBatch must not count against the quorum as failures of

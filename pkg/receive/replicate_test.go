@@ -177,3 +177,13 @@ func TestRingPusherUnderRingUpdates(t *testing.T) {
 		}
 	}
 }
+
+func BenchmarkShardKey(b *testing.B) {
+	ls := series("http_requests_total", "job", "api", "instance", "host-123:9100", "pod", "api-7d9f8c6b5-x2k4j",
+		"namespace", "production", "cluster", "eu-west-1", "region", "eu", "zone", "eu-west-1a", "container", "api",
+		"method", "GET", "status", "200", "route", "/api/v1/users/{id}", "team", "identity", "env", "prod")
+	b.ReportAllocs()
+	for b.Loop() {
+		_ = ShardKey("tenant-a", ls)
+	}
+}
