@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/config"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/storage"
 	"github.com/prometheus/prometheus/tsdb"
@@ -198,6 +199,8 @@ type userTSDB struct {
 
 	// replaying is true while the WAL is replayed: series that existed are never refused.
 	replaying bool
+	// oooWindow is the out-of-order window (ms) the TSDB runs with; see ApplyLimits.
+	oooWindow atomic.Int64
 	// lastWrite is the unix nanoseconds of the last push.
 	lastWrite atomic.Int64
 	// closeMtx: pushes hold it shared; closing an idle TSDB holds it exclusively, and sets closed.
@@ -327,6 +330,7 @@ func (i *Ingester) getOrOpen(tenant string) (*userTSDB, error) {
 	}
 	u.db = db
 	u.replaying = false
+	u.oooWindow.Store(opts.OutOfOrderTimeWindow)
 	i.metrics.walReplay.WithLabelValues(tenant).Set(time.Since(start).Seconds())
 	if i.shippers != nil {
 		s, err := i.shippers(tenant, dir, i.tenantLabels(tenant))
@@ -585,14 +589,40 @@ func mod(a, b int64) int64 {
 	return m
 }
 
-// RunShipping ships every ShipInterval until ctx is done.
+// ApplyLimits applies to each open TSDB the limits that live in the TSDB itself — the out-of-order window — when a
+// runtime override changed them, without reopening it.
+func (i *Ingester) ApplyLimits() {
+	for _, tenant := range i.Tenants() {
+		u := i.get(tenant)
+		if u == nil {
+			continue
+		}
+		want := i.overrides.OutOfOrderTimeWindow(tenant).Milliseconds()
+		if u.oooWindow.Load() == want {
+			continue
+		}
+		conf := &config.Config{StorageConfig: config.StorageConfig{TSDBConfig: &config.TSDBConfig{OutOfOrderTimeWindow: want}}}
+		if err := u.db.ApplyConfig(conf); err != nil {
+			level.Warn(i.logger).Log("msg", "applying the out-of-order window", "tenant", tenant, "err", err)
+			continue
+		}
+		u.oooWindow.Store(want)
+		level.Info(i.logger).Log("msg", "out-of-order window changed", "tenant", tenant, "window", time.Duration(want)*time.Millisecond)
+	}
+}
+
+// RunShipping ships every ShipInterval, and applies changed limits every 10s, until ctx is done.
 func (i *Ingester) RunShipping(ctx context.Context) {
 	t := time.NewTicker(i.cfg.ShipInterval)
 	defer t.Stop()
+	limits := time.NewTicker(10 * time.Second)
+	defer limits.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-limits.C:
+			i.ApplyLimits()
 		case <-t.C:
 			_ = i.Ship(ctx)
 			i.CloseIdle()

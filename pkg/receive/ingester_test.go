@@ -16,6 +16,7 @@ import (
 	"github.com/oklog/ulid/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	promtestutil "github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/tsdb"
 	"github.com/prometheus/prometheus/tsdb/tsdbutil"
@@ -345,4 +346,24 @@ func TestIngesterCloseIdle(t *testing.T) {
 
 	testutil.Ok(t, ing.Push(context.Background(), "a", &storepb.WriteRequest{Timeseries: []*prompb.TimeSeries{ts(series("m"), 9_000_000)}}))
 	testutil.Equals(t, []string{"a"}, ing.Tenants())
+}
+
+// TestIngesterOutOfOrderWindowAtRuntime: raising a tenant's out_of_order_time_window in the runtime overrides
+// lets the open TSDB take older samples, without reopening it.
+func TestIngesterOutOfOrderWindowAtRuntime(t *testing.T) {
+	limits := fixedLimits{}
+	ing := newTestIngester(t, t.TempDir(), limits, prometheus.NewRegistry())
+	defer ing.Close()
+	ctx := context.Background()
+	testutil.Ok(t, ing.Push(ctx, "a", &storepb.WriteRequest{Timeseries: []*prompb.TimeSeries{ts(series("m"), 600_000)}}))
+	err := ing.Push(ctx, "a", &storepb.WriteRequest{Timeseries: []*prompb.TimeSeries{ts(series("m"), 500_000)}})
+	var te *tenancy.Error
+	testutil.Assert(t, errors.As(err, &te) && te.ID == tenancy.IDSampleOutOfOrder, "got %v", err)
+
+	l := tenancy.DefaultLimits()
+	l.OutOfOrderTimeWindow = model.Duration(time.Hour)
+	limits["a"] = &l
+	ing.ApplyLimits()
+	testutil.Ok(t, ing.Push(ctx, "a", &storepb.WriteRequest{Timeseries: []*prompb.TimeSeries{ts(series("m"), 500_000)}}))
+	testutil.Equals(t, []int64{500_000, 600_000}, readAll(t, ing, "a")[`{__name__="m", tenant_id="a"}`])
 }
