@@ -41,6 +41,8 @@ type ingesterConfig struct {
 
 type distributorConfig struct {
 	receive.PushConfig `yaml:",inline"`
+	// InstanceID is this distributor's ID in the distributor ring (default: the hostname).
+	InstanceID string `yaml:"instance_id"`
 	// RemoteTimeout bounds one write to one ingester.
 	RemoteTimeout time.Duration `yaml:"remote_timeout"`
 }
@@ -61,7 +63,7 @@ func defaultConfig() Config {
 		Memberlist:    ring.DefaultMemberlistConfig(),
 		IngesterRing:  ring.DefaultConfig(),
 		Ingester:      ingesterConfig{IngesterConfig: receive.DefaultIngesterConfig(), Instance: ring.InstanceConfig{ID: ring.DefaultInstanceID()}},
-		Distributor:   distributorConfig{PushConfig: receive.DefaultPushConfig(), RemoteTimeout: 5 * time.Second},
+		Distributor:   distributorConfig{PushConfig: receive.DefaultPushConfig(), RemoteTimeout: 5 * time.Second, InstanceID: ring.DefaultInstanceID()},
 	}
 }
 
@@ -125,6 +127,7 @@ func registerIngesterFlags(cmd *kingpin.CmdClause, b *binder, cfg *Config) {
 
 // registerDistributorFlags registers the flags of the distributor (strata distributor, strata all).
 func registerDistributorFlags(cmd *kingpin.CmdClause, b *binder, cfg *Config) {
+	b.String(cmd.Flag("distributor.id", "This distributor's ID in the distributor ring, which shares each tenant's ingestion rate among the distributors (default: the hostname)."), &cfg.Distributor.InstanceID)
 	b.Int(cmd.Flag("distributor.max-recv-msg-size", "Largest remote-write request body accepted, in bytes (413 beyond)."), &cfg.Distributor.MaxRecvMsgSize)
 	b.Duration(cmd.Flag("distributor.remote-timeout", "Timeout of one write to one ingester."), &cfg.Distributor.RemoteTimeout)
 }

@@ -2,12 +2,15 @@ package main
 
 import (
 	"context"
+	"time"
 
 	"github.com/go-kit/log"
+	"github.com/grafana/dskit/services"
 	"github.com/oklog/run"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/stratametrics/strata/pkg/receive"
+	"github.com/stratametrics/strata/pkg/ring"
 	"github.com/stratametrics/strata/pkg/server"
 )
 
@@ -29,8 +32,13 @@ func runDistributor(g *run.Group, logger log.Logger, reg *prometheus.Registry, c
 // addresses of ingesters in this process to them, so writes to those skip the network.
 func setupDistributor(g *run.Group, p *process, r *ingesterRing, local map[string]receive.Pusher, discarded *receive.DiscardedSamples, cfg *Config, logger log.Logger, reg prometheus.Registerer) error {
 	logger = log.With(logger, "component", "distributor")
+	distributors, err := joinDistributorRing(g, p, r, cfg, logger, reg)
+	if err != nil {
+		return err
+	}
 	pusher := receive.NewRingPusher(r.client, cfg.Distributor.RemoteTimeout, local, logger, reg)
-	h := cfg.Auth.HTTPMiddleware(false)(receive.NewPushHandler(cfg.Distributor.PushConfig, p.overrides, pusher, logger, reg, receive.WithDiscardedSamples(discarded)))
+	h := cfg.Auth.HTTPMiddleware(false)(receive.NewPushHandler(cfg.Distributor.PushConfig, p.overrides, pusher, logger, reg,
+		receive.WithDiscardedSamples(discarded), receive.WithDistributorCount(distributors.Get)))
 	p.srv.Handle("POST /api/v1/push", h)
 	p.srv.Handle("POST /api/v1/receive", h)
 	p.srv.AddLinks("Distributor", server.Link{Path: "/api/v1/push", Desc: "POST: Prometheus remote write (1.0 and 2.0)"})
@@ -39,4 +47,54 @@ func setupDistributor(g *run.Group, p *process, r *ingesterRing, local map[strin
 		return pusher.Close()
 	})
 	return nil
+}
+
+// joinDistributorRing registers this distributor in the distributor ring and counts the healthy distributors
+// (every 5s), so each admits 1/N of a tenant's ingestion rate. Page: /distributor/ring.
+func joinDistributorRing(g *run.Group, p *process, r *ingesterRing, cfg *Config, logger log.Logger, reg prometheus.Registerer) (*ring.HealthyCount, error) {
+	addr, err := ring.AdvertiseAddr(p.srv.GRPCAddr(), hostAddr())
+	if err != nil {
+		return nil, errSetup(err, "distributor address")
+	}
+	rcfg := cfg.IngesterRing
+	rcfg.NumTokens = 1 // the ring only counts distributors
+	lc, err := ring.NewLifecycler(rcfg, ring.InstanceConfig{ID: cfg.Distributor.InstanceID, Addr: addr}, r.kv, "distributor", ring.DistributorRingKey, logger, reg)
+	if err != nil {
+		return nil, errSetup(err, "distributor ring membership")
+	}
+	client, err := ring.NewClient(rcfg, r.kv, "distributor", ring.DistributorRingKey, logger, reg)
+	if err != nil {
+		return nil, errSetup(err, "distributor ring client")
+	}
+	p.srv.Handle("/distributor/ring", client)
+	p.srv.AddLinks("Distributor", server.Link{Path: "/distributor/ring", Desc: "Distributors in the ring"})
+	count := ring.NewHealthyCount(client)
+	ready := p.srv.Ready.Register("distributor-ring")
+	r.users.Add(1) // leaving the ring needs gossip
+	ctx, cancel := context.WithCancel(context.Background())
+	g.Add(func() error {
+		defer r.users.Done()
+		for _, svc := range []services.Service{lc, client} {
+			if err := ring.StartService(ctx, svc); err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				return errSetup(err, "join the distributor ring")
+			}
+		}
+		count.Refresh()
+		ready()
+		t := time.NewTicker(5 * time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+				count.Refresh()
+			case <-ctx.Done():
+				_ = services.StopAndAwaitTerminated(context.Background(), client)
+				return services.StopAndAwaitTerminated(context.Background(), lc)
+			}
+		}
+	}, func(error) { cancel() })
+	return count, nil
 }

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/efficientgo/core/errors"
@@ -276,3 +277,32 @@ func StartService(ctx context.Context, s services.Service) error {
 	}
 	return nil
 }
+
+// DistributorRingKey is the KV key of the distributor ring, which exists to count distributors: a tenant's
+// ingestion rate is shared among the healthy ones (Mimir's global strategy).
+const DistributorRingKey = "distributor"
+
+// HealthyCount is the number of healthy instances in a ring, at least 1, as of the last Refresh. Reading it is
+// a single atomic load, cheap enough for every request.
+type HealthyCount struct {
+	ring *dskitring.Ring
+	n    atomic.Int64
+}
+
+// NewHealthyCount counts the healthy instances of r; call Refresh periodically.
+func NewHealthyCount(r *dskitring.Ring) *HealthyCount {
+	h := &HealthyCount{ring: r}
+	h.n.Store(1)
+	return h
+}
+
+// Refresh recounts the healthy instances (an error or an empty ring leaves the last count).
+func (h *HealthyCount) Refresh() {
+	rs, err := h.ring.GetAllHealthy(dskitring.Reporting)
+	if err == nil && len(rs.Instances) > 0 {
+		h.n.Store(int64(len(rs.Instances)))
+	}
+}
+
+// Get returns the count.
+func (h *HealthyCount) Get() int { return int(h.n.Load()) }
