@@ -46,7 +46,7 @@ func TestIngestionRateSharedByDistributors(t *testing.T) {
 	testutil.Equals(t, 429, push(80, now+1000)) // ~50 tokens refilled: half the rate
 
 	d2.stop(t)
-	time.Sleep(7 * time.Second) // d2 left the ring; d1 recounts within 5s
+	time.Sleep(7 * time.Second)                  // d2 left the ring; d1 recounts within 5s
 	testutil.Equals(t, 204, push(200, now+2000)) // the bucket refilled to its burst meanwhile
 	time.Sleep(time.Second)
 	testutil.Equals(t, 204, push(80, now+3000)) // ~100 tokens refilled: the whole rate
