@@ -8,7 +8,6 @@ import (
 
 	"github.com/efficientgo/core/testutil"
 	"github.com/go-kit/log"
-	dskitring "github.com/grafana/dskit/ring"
 	"github.com/grafana/dskit/services"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc/codes"
@@ -146,8 +145,6 @@ func TestShardKey(t *testing.T) {
 	testutil.Assert(t, a != ShardKey("u", series("m", "a", "bc")), "tenant not in the key")
 	testutil.Assert(t, a != ShardKey("t", series("m", "ab", "c")), "label boundaries not in the key")
 }
-
-var _ = dskitring.ACTIVE
 
 // TestRingPusherUnderRingUpdates: pushes from several goroutines while the ingesters heartbeat (ring updates
 // take the ring's write lock) all finish. A replication strategy calling back into the ring under its read

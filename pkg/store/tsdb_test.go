@@ -216,7 +216,6 @@ func TestTSDBStoreChunksPassThrough(t *testing.T) {
 	}
 	testutil.Ok(t, set.Err())
 	testutil.Equals(t, 2, i)
-	testutil.Equals(t, storepb.Chunk_FLOAT_HISTOGRAM != series[1].Chunks[0].Raw.Type, true)
 	testutil.Equals(t, storepb.Chunk_HISTOGRAM, series[1].Chunks[0].Raw.Type)
 
 	series, _, err = collect(tenantCtx("t"), c, &storepb.SeriesRequest{MaxTime: math.MaxInt64, SkipChunks: true, Matchers: []*storepb.LabelMatcher{eq("k", "v")}})

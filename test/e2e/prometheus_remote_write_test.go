@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/efficientgo/core/testutil"
-	"github.com/prometheus/prometheus/model/value"
 )
 
 // TestPrometheusRemoteWrite: a real Prometheus scrapes itself every second and remote-writes into strata all,
@@ -193,5 +192,3 @@ func labelsString(m map[string]string) string {
 	}
 	return "{" + strings.Join(parts, ", ") + "}"
 }
-
-var _ = value.StaleNaN
