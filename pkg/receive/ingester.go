@@ -204,7 +204,10 @@ type userTSDB struct {
 	// lastWrite is the unix nanoseconds of the last push.
 	lastWrite atomic.Int64
 	// closeMtx: pushes hold it shared; closing an idle TSDB holds it exclusively, and sets closed.
-	closeMtx  sync.RWMutex
+	closeMtx sync.RWMutex
+	// appendMtx: pushes that append to existing series hold it shared; a push that creates series, exclusively.
+	appendMtx sync.RWMutex
+	commitMtx sync.Mutex
 	closed    bool
 	mtx       sync.Mutex
 	perMetric map[string]int
@@ -404,20 +407,53 @@ func (i *Ingester) Push(ctx context.Context, tenant string, req *storepb.WriteRe
 	}
 	defer u.closeMtx.RUnlock()
 	u.lastWrite.Store(i.now().UnixNano())
+	// Pushes that only append to existing series run concurrently; a push that creates series runs alone.
+	// Prometheus's head logs a new series to the WAL when the appender that created it commits, so a
+	// concurrent appender that found the series could commit samples before that record, and a WAL replay
+	// after a crash would drop those acknowledged samples as referring to an unknown series.
+	u.appendMtx.RLock()
+	exclusive, err := i.appendRequest(ctx, tenant, u, req, true)
+	u.appendMtx.RUnlock()
+	if exclusive {
+		u.appendMtx.Lock()
+		_, err = i.appendRequest(ctx, tenant, u, req, false)
+		u.appendMtx.Unlock()
+	}
+	return err
+}
+
+// appendRequest appends a request in one appender and commits it. With onlyExisting it rolls back and reports
+// needExclusive as soon as a series does not exist yet.
+func (i *Ingester) appendRequest(ctx context.Context, tenant string, u *userTSDB, req *storepb.WriteRequest, onlyExisting bool) (needExclusive bool, err error) {
 	var (
 		app      = u.db.Appender(ctx)
+		getRef   = app.(storage.GetRef)
 		errs     appendErrors
 		appended int
 		b        = labels.NewScratchBuilder(16)
 	)
-	for _, ts := range req.GetTimeseries() {
+	tss := req.GetTimeseries()
+	lsets := make([]labels.Labels, len(tss))
+	refs := make([]storage.SeriesRef, len(tss))
+	for k, ts := range tss {
 		b.Reset()
 		for _, l := range ts.GetLabels() {
 			b.Add(l.GetName(), l.GetValue())
 		}
 		b.Sort()
-		lset := b.Labels()
-		var ref storage.SeriesRef
+		lsets[k] = b.Labels()
+		if onlyExisting {
+			// Before any append, so that nothing is counted twice when the push is redone exclusively.
+			if refs[k], _ = getRef.GetRef(lsets[k], lsets[k].Hash()); refs[k] == 0 {
+				if err := app.Rollback(); err != nil {
+					return false, status.Errorf(codes.Internal, "roll back samples of tenant %s: %v", tenant, err)
+				}
+				return true, nil
+			}
+		}
+	}
+	for k, ts := range tss {
+		lset, ref := lsets[k], refs[k]
 		skipSeries := false
 		for _, s := range ts.GetSamples() {
 			ref, err = app.Append(ref, lset, s.GetTimestamp(), s.GetValue())
@@ -444,12 +480,18 @@ func (i *Ingester) Push(ctx context.Context, tenant string, req *storepb.WriteRe
 			}
 		}
 	}
-	if err := app.Commit(); err != nil {
-		return status.Errorf(codes.Internal, "commit samples of tenant %s: %v", tenant, err)
+	// Commits of one tenant are serialized: Commit writes the WAL and then the head, so two concurrent commits to
+	// one series (a replica write overtaken by the next push) could reach the WAL in one order and the head in
+	// the other, and a replay would then drop a sample the head had accepted.
+	u.commitMtx.Lock()
+	err = app.Commit()
+	u.commitMtx.Unlock()
+	if err != nil {
+		return false, status.Errorf(codes.Internal, "commit samples of tenant %s: %v", tenant, err)
 	}
 	i.metrics.appendedSamples.WithLabelValues(tenant).Add(float64(appended))
 	i.metrics.activeSeries.WithLabelValues(tenant).Set(float64(u.db.Head().NumSeries()))
-	return i.pushError(tenant, &errs)
+	return false, i.pushError(tenant, &errs)
 }
 
 // handleAppendErr counts a failed append and reports whether the rest of the series should be skipped.
