@@ -33,5 +33,9 @@ func runAll(g *run.Group, logger log.Logger, reg *prometheus.Registry, cfg *Conf
 	if err != nil {
 		return err
 	}
-	return setupDistributor(g, p, r, map[string]receive.Pusher{addr: ing}, discarded, cfg, logger, reg)
+	if err := setupDistributor(g, p, r, map[string]receive.Pusher{addr: ing}, discarded, cfg, logger, reg); err != nil {
+		return err
+	}
+	_, err = setupQuerier(g, p, r, cfg, logger, reg)
+	return err
 }

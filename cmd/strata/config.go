@@ -32,6 +32,7 @@ type Config struct {
 	IngesterRing ring.Config           `yaml:"ingester_ring"`
 	Ingester     ingesterConfig        `yaml:"ingester"`
 	Distributor  distributorConfig     `yaml:"distributor"`
+	Querier      querierConfig         `yaml:"querier"`
 }
 
 type ingesterConfig struct {
@@ -64,6 +65,7 @@ func defaultConfig() Config {
 		IngesterRing:  ring.DefaultConfig(),
 		Ingester:      ingesterConfig{IngesterConfig: receive.DefaultIngesterConfig(), Instance: ring.InstanceConfig{ID: ring.DefaultInstanceID()}},
 		Distributor:   distributorConfig{PushConfig: receive.DefaultPushConfig(), RemoteTimeout: 5 * time.Second, InstanceID: ring.DefaultInstanceID()},
+		Querier:       defaultQuerierConfig(),
 	}
 }
 
@@ -82,7 +84,7 @@ func (c *Config) Validate() error {
 	if c.DataDir == "" {
 		return errors.New("data_dir must be set")
 	}
-	for _, v := range []interface{ Validate() error }{c.Server, c.Objstore, c.Limits, c.RuntimeConfig, c.IngesterRing, c.Ingester.IngesterConfig, c.Distributor.PushConfig} {
+	for _, v := range []interface{ Validate() error }{c.Server, c.Objstore, c.Limits, c.RuntimeConfig, c.IngesterRing, c.Ingester.IngesterConfig, c.Distributor.PushConfig, c.Querier} {
 		if err := v.Validate(); err != nil {
 			return err
 		}

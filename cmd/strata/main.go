@@ -29,6 +29,7 @@ func registerComponents(app *kingpin.Application, b *binder, cfg *Config) map[st
 	allCmd := app.Command("all", "Run every component in one process (the default).").Default()
 	registerIngesterFlags(allCmd, b, cfg)
 	registerDistributorFlags(allCmd, b, cfg)
+	registerQuerierFlags(allCmd, b, cfg)
 	components[allCmd.FullCommand()] = runAll
 
 	distributorCmd := app.Command("distributor", "Accept remote write, validate, apply limits, and replicate over the ingester ring.")
@@ -38,6 +39,10 @@ func registerComponents(app *kingpin.Application, b *binder, cfg *Config) map[st
 	ingesterCmd := app.Command("ingester", "Store recent samples in per-tenant TSDBs, serve them over the StoreAPI, ship blocks to the bucket.")
 	registerIngesterFlags(ingesterCmd, b, cfg)
 	components[ingesterCmd.FullCommand()] = runIngester
+
+	querierCmd := app.Command("querier", "Evaluate PromQL over the ingesters and StoreAPI endpoints, with replica deduplication; Prometheus HTTP API.")
+	registerQuerierFlags(querierCmd, b, cfg)
+	components[querierCmd.FullCommand()] = runQuerier
 	return components
 }
 

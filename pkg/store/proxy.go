@@ -69,16 +69,27 @@ type Proxy struct {
 	storepb.UnimplementedStoreServer
 	infopb.UnimplementedInfoServer
 
-	logger  log.Logger
-	stores  func() []StoreClient
-	timeout time.Duration
-	metrics *proxyMetrics
+	logger   log.Logger
+	selector StoreSelector
+	timeout  time.Duration
+	metrics  *proxyMetrics
 }
+
+// StoreSelector returns the stores that may answer a request of the tenants for data in [minT, maxT]: a querier
+// binds endpoints to tenants and asks ingesters only for recent data. A nil tenants slice asks for every store
+// (Info).
+type StoreSelector func(tenants []string, minT, maxT int64) []StoreClient
 
 // NewProxy returns a proxy over the stores the function returns at each request. storeTimeout bounds each
 // store's whole answer (0: only the caller's deadline).
 func NewProxy(stores func() []StoreClient, storeTimeout time.Duration, logger log.Logger, reg prometheus.Registerer) *Proxy {
-	return &Proxy{logger: logger, stores: stores, timeout: storeTimeout, metrics: newProxyMetrics(reg)}
+	return NewSelectingProxy(func([]string, int64, int64) []StoreClient { return stores() }, storeTimeout, logger, reg)
+}
+
+// NewSelectingProxy returns a proxy that asks the selector which stores may answer each request; the proxy
+// further skips those whose Info rules the request out.
+func NewSelectingProxy(selector StoreSelector, storeTimeout time.Duration, logger log.Logger, reg prometheus.Registerer) *Proxy {
+	return &Proxy{logger: logger, selector: selector, timeout: storeTimeout, metrics: newProxyMetrics(reg)}
 }
 
 // abort reports whether a request asked for failures to fail it rather than to become warnings.
@@ -88,9 +99,9 @@ func abort(strategy storepb.PartialResponseStrategy, disabled bool) bool {
 
 // selectStores returns the stores whose time range overlaps [minT, maxT] and whose label sets do not rule the
 // matchers out.
-func (p *Proxy) selectStores(minT, maxT int64, ms []*labels.Matcher) []StoreClient {
+func (p *Proxy) selectStores(tenants []string, minT, maxT int64, ms []*labels.Matcher) []StoreClient {
 	var out []StoreClient
-	for _, s := range p.stores() {
+	for _, s := range p.selector(tenants, minT, maxT) {
 		sMin, sMax := s.TimeRange()
 		if sMin > maxT || sMax < minT {
 			continue
@@ -146,17 +157,9 @@ func (p *Proxy) Series(r *storepb.SeriesRequest, srv storepb.Store_SeriesServer)
 	if err != nil {
 		return status.Error(codes.InvalidArgument, err.Error())
 	}
-	stores := p.selectStores(r.GetMinTime(), r.GetMaxTime(), ms)
-	strict := abort(r.GetPartialResponseStrategy(), r.GetPartialResponseDisabled())
-
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel() // stops every store stream still running when the merge ends early
-	storeReq := proto.Clone(r).(*storepb.SeriesRequest)
-	storeReq.ResponseBatchSize = DefaultResponseBatchSize
-	sets := make([]storage.ChunkSeriesSet, 0, len(stores))
-	for _, s := range stores {
-		sets = append(sets, p.openSeries(ctx, s, storeReq, tenants, strict))
-	}
+	sets := p.seriesSets(ctx, tenants, r, ms)
 	sender := newSeriesSender(srv, r.GetResponseBatchSize())
 	merged := storage.NewMergeChunkSeriesSet(sets, int(r.GetLimit()), storage.NewCompactingChunkSeriesMerger(storage.ChainedSeriesMerge))
 
@@ -186,6 +189,29 @@ func (p *Proxy) Series(r *storepb.SeriesRequest, srv storepb.Store_SeriesServer)
 		}
 	}
 	return sender.Flush()
+}
+
+// SeriesSets starts the request's Series call on every store that may answer it and returns their streams, one
+// sorted set per store, for a caller that merges them itself (the querier merges samples, not chunks). Cancel
+// ctx to stop the streams still running. Store failures follow the request's partial-response strategy.
+func (p *Proxy) SeriesSets(ctx context.Context, tenants []string, r *storepb.SeriesRequest) ([]storage.ChunkSeriesSet, error) {
+	ms, err := MatchersFromPB(r.GetMatchers())
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	return p.seriesSets(ctx, tenants, r, ms), nil
+}
+
+func (p *Proxy) seriesSets(ctx context.Context, tenants []string, r *storepb.SeriesRequest, ms []*labels.Matcher) []storage.ChunkSeriesSet {
+	stores := p.selectStores(tenants, r.GetMinTime(), r.GetMaxTime(), ms)
+	strict := abort(r.GetPartialResponseStrategy(), r.GetPartialResponseDisabled())
+	storeReq := proto.Clone(r).(*storepb.SeriesRequest)
+	storeReq.ResponseBatchSize = DefaultResponseBatchSize
+	sets := make([]storage.ChunkSeriesSet, 0, len(stores))
+	for _, s := range stores {
+		sets = append(sets, p.openSeries(ctx, s, storeReq, tenants, strict))
+	}
+	return sets
 }
 
 // openSeries starts one store's Series stream in the background and returns it as a ChunkSeriesSet. Responses
@@ -395,7 +421,7 @@ func (p *Proxy) labelFanOut(ctx context.Context, method string, matchers []*stor
 	if end == 0 {
 		end = math.MaxInt64
 	}
-	return p.fanOut(ctx, method, p.selectStores(start, end, ms), tenants, strict, f)
+	return p.fanOut(ctx, method, p.selectStores(tenants, start, end, ms), tenants, strict, f)
 }
 
 // LabelNames implements thanos.Store: the union of the stores' answers.
@@ -432,7 +458,7 @@ func (p *Proxy) Info(context.Context, *infopb.InfoRequest) (*infopb.InfoResponse
 	resp := &infopb.InfoResponse{ComponentType: ComponentQuery, Store: &infopb.StoreInfo{MinTime: math.MaxInt64, MaxTime: math.MinInt64}}
 	seen := map[string]bool{}
 	var lsets []labels.Labels
-	for _, s := range p.stores() {
+	for _, s := range p.selector(nil, math.MinInt64, math.MaxInt64) {
 		minT, maxT := s.TimeRange()
 		resp.Store.MinTime = min(resp.Store.MinTime, minT)
 		resp.Store.MaxTime = max(resp.Store.MaxTime, maxT)

@@ -4,6 +4,9 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"time"
+
+	"github.com/prometheus/common/model"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -28,6 +31,9 @@ const (
 	IDSampleOutOfOrder         ErrorID = "sample-out-of-order"
 	IDSampleTimestampTooOld    ErrorID = "sample-timestamp-too-old"
 	IDSampleDuplicateTimestamp ErrorID = "sample-duplicate-timestamp"
+	IDMaxQueryLength           ErrorID = "max-query-length"
+	IDMaxSeriesPerQuery        ErrorID = "max-series-per-query"
+	IDMaxChunkBytesPerQuery    ErrorID = "max-chunks-bytes-per-query"
 )
 
 // Message formats a message with its id: "<msg> (err-mimir-<id>)".
@@ -165,4 +171,22 @@ func NewDuplicateLabelNamesError(name, series string) *Error {
 // NewLabelsNotSortedError is the 400 for a series whose labels are not sorted by name.
 func NewLabelsNotSortedError(name, series string) *Error {
 	return plainErr(IDLabelsNotSorted, fmt.Sprintf("received a series where the label names are not alphabetically sorted, label: '%.200s' series: '%.200s'", name, series))
+}
+
+// NewMaxQueryLengthError is the 400 for a query whose time range is longer than the tenant may query at once.
+func NewMaxQueryLengthError(length, limit time.Duration) *Error {
+	return limitErr(IDMaxQueryLength, http.StatusBadRequest,
+		fmt.Sprintf("the query time range exceeds the limit (query length: %s, limit: %s)", model.Duration(length), model.Duration(limit)), "max_query_length")
+}
+
+// NewMaxSeriesPerQueryError is the 422 for a query that fetches more series than the tenant may.
+func NewMaxSeriesPerQueryError(limit int) *Error {
+	return limitErr(IDMaxSeriesPerQuery, http.StatusUnprocessableEntity,
+		fmt.Sprintf("the query exceeded the maximum number of series (limit: %d series); select fewer series (add label matchers) or a shorter time range", limit), "max_fetched_series_per_query")
+}
+
+// NewMaxChunkBytesPerQueryError is the 422 for a query that fetches more chunk bytes than the tenant may.
+func NewMaxChunkBytesPerQueryError(limit int) *Error {
+	return limitErr(IDMaxChunkBytesPerQuery, http.StatusUnprocessableEntity,
+		fmt.Sprintf("the query exceeded the aggregated chunks size limit (limit: %d bytes); select fewer series (add label matchers) or a shorter time range", limit), "max_fetched_chunk_bytes_per_query")
 }

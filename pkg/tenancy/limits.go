@@ -36,6 +36,18 @@ type Limits struct {
 	MaxCacheFreshness model.Duration `yaml:"max_cache_freshness" json:"max_cache_freshness"`
 	// IngestionTenantShardSize is how many ingesters one tenant is sharded over (0 = all).
 	IngestionTenantShardSize int `yaml:"ingestion_tenant_shard_size" json:"ingestion_tenant_shard_size"`
+
+	// MaxQueryLength is the longest time range one query may cover (0 = no limit).
+	MaxQueryLength model.Duration `yaml:"max_query_length" json:"max_query_length"`
+	// MaxFetchedSeriesPerQuery is how many distinct series one query may fetch from the stores (0 = no limit).
+	MaxFetchedSeriesPerQuery int `yaml:"max_fetched_series_per_query" json:"max_fetched_series_per_query"`
+	// MaxFetchedChunkBytesPerQuery is how many chunk bytes one query may fetch from the stores (0 = no limit).
+	MaxFetchedChunkBytesPerQuery int `yaml:"max_fetched_chunk_bytes_per_query" json:"max_fetched_chunk_bytes_per_query"`
+	// MaxSamples is how many samples one query may hold in memory at once (PromQL's max samples; 0 = the
+	// querier's --querier.max-samples).
+	MaxSamples int `yaml:"max_samples" json:"max_samples"`
+	// QueryReplicaLabels replace the querier's --query.replica-label for this tenant.
+	QueryReplicaLabels []string `yaml:"query_replica_labels" json:"query_replica_labels"`
 }
 
 // DefaultLimits returns Mimir's defaults (DESIGN.md §9).
@@ -53,6 +65,10 @@ func DefaultLimits() Limits {
 		CompactorBlocksRetentionPeriod: 0,
 		MaxCacheFreshness:              model.Duration(10 * time.Minute),
 		IngestionTenantShardSize:       0,
+		MaxQueryLength:                 0,
+		MaxFetchedSeriesPerQuery:       0,
+		MaxFetchedChunkBytesPerQuery:   0,
+		MaxSamples:                     0,
 	}
 }
 
@@ -69,6 +85,8 @@ func (l Limits) Validate() error {
 		return errors.New("max_label_names_per_series, max_label_name_length and max_label_value_length must not be negative")
 	case l.OutOfOrderTimeWindow < 0, l.CreationGracePeriod < 0, l.CompactorBlocksRetentionPeriod < 0, l.MaxCacheFreshness < 0:
 		return errors.New("durations in limits must not be negative")
+	case l.MaxQueryLength < 0, l.MaxFetchedSeriesPerQuery < 0, l.MaxFetchedChunkBytesPerQuery < 0, l.MaxSamples < 0:
+		return errors.New("max_query_length, max_fetched_series_per_query, max_fetched_chunk_bytes_per_query and max_samples must not be negative")
 	case l.IngestionTenantShardSize < 0:
 		return errors.Newf("ingestion_tenant_shard_size must not be negative, got %d", l.IngestionTenantShardSize)
 	}

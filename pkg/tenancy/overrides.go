@@ -81,6 +81,19 @@ func (o *Overrides) CompactorBlocksRetentionPeriod(tenant string) time.Duration 
 func (o *Overrides) MaxCacheFreshness(tenant string) time.Duration {
 	return time.Duration(o.ForTenant(tenant).MaxCacheFreshness)
 }
+func (o *Overrides) MaxQueryLength(tenant string) time.Duration {
+	return time.Duration(o.ForTenant(tenant).MaxQueryLength)
+}
+func (o *Overrides) MaxFetchedSeriesPerQuery(tenant string) int {
+	return o.ForTenant(tenant).MaxFetchedSeriesPerQuery
+}
+func (o *Overrides) MaxFetchedChunkBytesPerQuery(tenant string) int {
+	return o.ForTenant(tenant).MaxFetchedChunkBytesPerQuery
+}
+func (o *Overrides) MaxSamples(tenant string) int { return o.ForTenant(tenant).MaxSamples }
+func (o *Overrides) QueryReplicaLabels(tenant string) []string {
+	return o.ForTenant(tenant).QueryReplicaLabels
+}
 func (o *Overrides) IngestionTenantShardSize(tenant string) int {
 	return o.ForTenant(tenant).IngestionTenantShardSize
 }

@@ -1,0 +1,135 @@
+package main
+
+import (
+	"context"
+	"time"
+
+	"github.com/alecthomas/kingpin/v2"
+	"github.com/efficientgo/core/errors"
+	"github.com/go-kit/log"
+	dskitring "github.com/grafana/dskit/ring"
+	"github.com/oklog/run"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/stratametrics/strata/pkg/query"
+	"github.com/stratametrics/strata/pkg/server"
+	"github.com/stratametrics/strata/pkg/store"
+	"github.com/stratametrics/strata/pkg/store/infopb"
+	"github.com/stratametrics/strata/pkg/store/storepb"
+)
+
+type querierConfig struct {
+	Engine query.EngineConfig `yaml:"engine"`
+	// Endpoints are static StoreAPI endpoints: "addr" (asked for every tenant) or "tenant=addr".
+	Endpoints     []string `yaml:"endpoints"`
+	ReplicaLabels []string `yaml:"replica_labels"`
+	// QueryIngestersWithin: requests that end earlier than this before now do not ask the ingesters.
+	QueryIngestersWithin time.Duration `yaml:"query_ingesters_within"`
+	PartialResponse      bool          `yaml:"partial_response"`
+	StoreTimeout         time.Duration `yaml:"store_timeout"`
+	InfoRefreshInterval  time.Duration `yaml:"info_refresh_interval"`
+}
+
+func defaultQuerierConfig() querierConfig {
+	return querierConfig{
+		Engine:               query.DefaultEngineConfig(),
+		QueryIngestersWithin: 13 * time.Hour,
+		PartialResponse:      true,
+		StoreTimeout:         0,
+		InfoRefreshInterval:  30 * time.Second,
+	}
+}
+
+// Validate checks the querier's config.
+func (c querierConfig) Validate() error {
+	for _, e := range c.Endpoints {
+		if _, err := query.ParseEndpoint(e); err != nil {
+			return err
+		}
+	}
+	if c.Engine.LookbackDelta <= 0 || c.Engine.Timeout <= 0 || c.InfoRefreshInterval <= 0 {
+		return errors.New("querier: lookback delta, timeout and info refresh interval must be positive")
+	}
+	return nil
+}
+
+// registerQuerierFlags registers the flags of the querier (strata querier, strata all).
+func registerQuerierFlags(cmd *kingpin.CmdClause, b *binder, cfg *Config) {
+	q := &cfg.Querier
+	b.Strings(cmd.Flag("endpoint", "StoreAPI endpoint to query (sidecar, external Thanos store): addr, or tenant=addr to ask it only for that tenant's queries. Repeatable."), &q.Endpoints)
+	b.Strings(cmd.Flag("query.replica-label", "Label whose values name replicas of the same series (HA pairs); series differing only in these are deduplicated. Repeatable; a tenant's query_replica_labels override it."), &q.ReplicaLabels)
+	b.Duration(cmd.Flag("querier.query-ingesters-within", "Ask the ingesters only for queries that reach into this last period (0: always)."), &q.QueryIngestersWithin)
+	b.Bool(cmd.Flag("query.partial-response", "Default of the partial_response parameter: a failing store becomes a warning instead of an error."), &q.PartialResponse)
+	b.Duration(cmd.Flag("query.lookback-delta", "PromQL lookback delta."), &q.Engine.LookbackDelta)
+	b.Int(cmd.Flag("query.max-samples", "Most samples one query may hold in memory (a tenant's max_samples overrides it)."), &q.Engine.MaxSamples)
+	b.Duration(cmd.Flag("query.timeout", "Longest a query may run."), &q.Engine.Timeout)
+	b.Duration(cmd.Flag("query.default-evaluation-interval", "Step of subqueries that name none."), &q.Engine.DefaultEvaluationInterval)
+	b.Duration(cmd.Flag("querier.store-timeout", "Longest one store may take to answer (0: the query's own timeout)."), &q.StoreTimeout)
+}
+
+// runQuerier runs `strata querier`: PromQL over the ingesters of the ring and the static endpoints. Its own
+// StoreAPI (the merged view) is served on its gRPC port, for Thanos-style tiering.
+func runQuerier(g *run.Group, logger log.Logger, reg *prometheus.Registry, cfg *Config) error {
+	p, err := newProcess(g, logger, reg, cfg)
+	if err != nil {
+		return err
+	}
+	r, err := newIngesterRing(g, p, cfg, logger, reg)
+	if err != nil {
+		return err
+	}
+	proxy, err := setupQuerier(g, p, r, cfg, logger, reg)
+	if err != nil {
+		return err
+	}
+	storepb.RegisterStoreServer(p.srv.GRPC(), proxy)
+	infopb.RegisterInfoServer(p.srv.GRPC(), proxy)
+	return nil
+}
+
+// setupQuerier serves the Prometheus HTTP API under /api/v1/ and /prometheus/api/v1/.
+func setupQuerier(g *run.Group, p *process, r *ingesterRing, cfg *Config, logger log.Logger, reg prometheus.Registerer) (*store.Proxy, error) {
+	logger = log.With(logger, "component", "querier")
+	var specs []query.EndpointSpec
+	for _, e := range cfg.Querier.Endpoints {
+		spec, err := query.ParseEndpoint(e)
+		if err != nil {
+			return nil, errSetup(err, "querier endpoints")
+		}
+		specs = append(specs, spec)
+	}
+	var ingesters func() ([]string, error)
+	if r != nil {
+		ingesters = func() ([]string, error) { return ingesterAddrs(r.client) }
+	}
+	endpoints, err := query.NewEndpoints(specs, ingesters, cfg.Querier.QueryIngestersWithin, logger)
+	if err != nil {
+		return nil, errSetup(err, "querier endpoints")
+	}
+	addContextActor(g, func(ctx context.Context) error {
+		endpoints.RefreshInfo(ctx, cfg.Querier.InfoRefreshInterval)
+		return endpoints.Close()
+	})
+	proxy := store.NewSelectingProxy(endpoints.Select, cfg.Querier.StoreTimeout, logger, reg)
+	queryable := query.NewQueryable(proxy, p.overrides, cfg.Querier.ReplicaLabels, reg)
+	api := cfg.Auth.HTTPMiddleware(false)(query.NewAPI(queryable, p.overrides,
+		query.APIConfig{Engine: cfg.Querier.Engine, PartialResponse: cfg.Querier.PartialResponse}, logger, reg))
+	p.srv.Handle("/api/v1/", api)
+	p.srv.Handle("/prometheus/api/v1/", api)
+	p.srv.AddLinks("Querier",
+		server.Link{Path: "/prometheus/api/v1/query?query=up", Desc: "Prometheus HTTP API (also under /api/v1/); needs X-Scope-OrgID"},
+		server.Link{Path: "/prometheus/api/v1/status/buildinfo", Desc: "Build information"})
+	return proxy, nil
+}
+
+// ingesterAddrs lists the gRPC addresses of the healthy ingesters in the ring (none when the ring is empty).
+func ingesterAddrs(r *dskitring.Ring) ([]string, error) {
+	rs, err := r.GetAllHealthy(dskitring.Read)
+	if errors.Is(err, dskitring.ErrEmptyRing) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return rs.GetAddresses(), nil
+}

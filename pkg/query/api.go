@@ -1,0 +1,280 @@
+package query
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"net/http"
+	"reflect"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/efficientgo/core/errors"
+	"github.com/go-kit/log"
+	"github.com/grafana/regexp"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/route"
+	"github.com/prometheus/common/version"
+	"github.com/prometheus/prometheus/config"
+	"github.com/prometheus/prometheus/model/exemplar"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/promql"
+	"github.com/prometheus/prometheus/promql/parser"
+	"github.com/prometheus/prometheus/storage"
+	"github.com/prometheus/prometheus/util/features"
+	v1 "github.com/prometheus/prometheus/web/api/v1"
+
+	"github.com/stratametrics/strata/pkg/server"
+	"github.com/stratametrics/strata/pkg/tenancy"
+)
+
+// EngineConfig configures the PromQL engine of the querier.
+type EngineConfig struct {
+	LookbackDelta time.Duration `yaml:"lookback_delta"`
+	MaxSamples    int           `yaml:"max_samples"`
+	Timeout       time.Duration `yaml:"timeout"`
+	// DefaultEvaluationInterval is the step of a subquery that names none (Prometheus's global
+	// evaluation_interval).
+	DefaultEvaluationInterval time.Duration `yaml:"default_evaluation_interval"`
+}
+
+// DefaultEngineConfig is Prometheus's defaults (Mimir's for max samples).
+func DefaultEngineConfig() EngineConfig {
+	return EngineConfig{LookbackDelta: 5 * time.Minute, MaxSamples: 50_000_000, Timeout: 2 * time.Minute, DefaultEvaluationInterval: time.Minute}
+}
+
+// EngineOpts are the promql.EngineOpts the querier uses: `@`, negative offsets and native histograms on, as in
+// Thanos and Mimir.
+func EngineOpts(cfg EngineConfig, logger log.Logger, reg prometheus.Registerer) promql.EngineOpts {
+	interval := cfg.DefaultEvaluationInterval.Milliseconds()
+	return promql.EngineOpts{
+		Logger:                   server.Slog(logger),
+		Reg:                      reg,
+		MaxSamples:               cfg.MaxSamples,
+		Timeout:                  cfg.Timeout,
+		LookbackDelta:            cfg.LookbackDelta,
+		NoStepSubqueryIntervalFn: func(int64) int64 { return interval },
+		EnableAtModifier:         true,
+		EnableNegativeOffset:     true,
+		EnablePerStepStats:       true,
+		EnableDelayedNameRemoval: false,
+	}
+}
+
+// tenantEngines is a promql.QueryEngine that applies the tenant's max_samples: the default engine, or one per
+// distinct override (without metrics of its own).
+type tenantEngines struct {
+	opts      promql.EngineOpts
+	def       *promql.Engine
+	overrides *tenancy.Overrides
+
+	mtx   sync.Mutex
+	byMax map[int]*promql.Engine
+}
+
+func newTenantEngines(opts promql.EngineOpts, overrides *tenancy.Overrides) *tenantEngines {
+	return &tenantEngines{opts: opts, def: promql.NewEngine(opts), overrides: overrides, byMax: map[int]*promql.Engine{}}
+}
+
+func (e *tenantEngines) engine(ctx context.Context) *promql.Engine {
+	tenant, err := tenancy.TenantFromContext(ctx)
+	if err != nil {
+		return e.def
+	}
+	maxSamples := e.overrides.MaxSamples(tenant)
+	if maxSamples == 0 || maxSamples == e.opts.MaxSamples {
+		return e.def
+	}
+	e.mtx.Lock()
+	defer e.mtx.Unlock()
+	eng, ok := e.byMax[maxSamples]
+	if !ok {
+		opts := e.opts
+		opts.MaxSamples, opts.Reg = maxSamples, nil
+		eng = promql.NewEngine(opts)
+		e.byMax[maxSamples] = eng
+	}
+	return eng
+}
+
+func (e *tenantEngines) NewInstantQuery(ctx context.Context, q storage.Queryable, opts promql.QueryOpts, qs string, ts time.Time) (promql.Query, error) {
+	return e.engine(ctx).NewInstantQuery(ctx, q, opts, qs, ts)
+}
+
+func (e *tenantEngines) NewRangeQuery(ctx context.Context, q storage.Queryable, opts promql.QueryOpts, qs string, start, end time.Time, step time.Duration) (promql.Query, error) {
+	return e.engine(ctx).NewRangeQuery(ctx, q, opts, qs, start, end, step)
+}
+
+// APIConfig configures the HTTP API.
+type APIConfig struct {
+	Engine EngineConfig
+	// PartialResponse is the default of the `partial_response` parameter.
+	PartialResponse bool
+}
+
+// apiPaths are the Prometheus API endpoints the querier serves (the rest of Prometheus's API — targets, rules,
+// admin — has no meaning here and is 404).
+var apiPaths = map[string]bool{
+	"/query": true, "/query_range": true, "/query_exemplars": true, "/format_query": true, "/parse_query": true,
+	"/labels": true, "/series": true, "/status/buildinfo": true,
+}
+
+// NewAPI returns the Prometheus-compatible HTTP API under /api/v1/ and /prometheus/api/v1/. It expects the
+// tenant in the request context (tenancy's HTTP middleware in front of it). Prometheus's own web/api/v1 does
+// the parsing and the JSON, so that answers and errors are exactly Prometheus's.
+func NewAPI(q *Queryable, overrides *tenancy.Overrides, cfg APIConfig, logger log.Logger, reg prometheus.Registerer) http.Handler {
+	engines := newTenantEngines(EngineOpts(cfg.Engine, logger, reg), overrides)
+	buildInfo := &v1.PrometheusVersion{
+		Version: version.Version, Revision: version.Revision, Branch: version.Branch,
+		BuildUser: version.BuildUser, BuildDate: version.BuildDate, GoVersion: version.GoVersion,
+	}
+	api := v1.NewAPI(engines, q, nil, nil, emptyExemplars{},
+		nil, nil, nil,
+		func() config.Config { return config.Config{} }, nil, v1.GlobalURLOptions{},
+		func(f http.HandlerFunc) http.HandlerFunc { return f },
+		nil, "", false, false, 0,
+		server.Slog(logger), nil, 0, 0, 0, false,
+		regexp.MustCompile(".*"), nil, buildInfo, nil, nil,
+		prometheus.NewRegistry(), prometheus.NewRegistry(), nil,
+		false, nil, false, false, false, false,
+		cfg.Engine.LookbackDelta, false, false,
+		errorCodes(), features.NewRegistry(), v1.OpenAPIOptions{}, parser.NewParser(parser.Options{}),
+	)
+	mux := http.NewServeMux()
+	for _, prefix := range []string{"/api/v1", "/prometheus/api/v1"} {
+		r := route.New()
+		api.Register(r.WithPrefix(prefix))
+		h := &apiHandler{prefix: prefix, router: r, overrides: overrides, partialResponse: cfg.PartialResponse}
+		mux.Handle(prefix+"/", h)
+	}
+	return mux
+}
+
+type apiHandler struct {
+	prefix          string
+	router          http.Handler
+	overrides       *tenancy.Overrides
+	partialResponse bool
+}
+
+func (h *apiHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	path := strings.TrimPrefix(r.URL.Path, h.prefix)
+	switch {
+	case path == "/metadata":
+		writeJSON(w, http.StatusOK, `{"status":"success","data":{}}`)
+		return
+	case apiPaths[path], strings.HasPrefix(path, "/label/") && strings.HasSuffix(path, "/values"):
+	default:
+		writeJSON(w, http.StatusNotFound, fmt.Sprintf(`{"status":"error","errorType":"not_found","error":%q}`, "unknown API endpoint "+r.URL.Path))
+		return
+	}
+	tenant, err := tenancy.TenantFromContext(r.Context())
+	if err != nil {
+		writeJSON(w, http.StatusUnauthorized, fmt.Sprintf(`{"status":"error","errorType":"bad_data","error":%q}`, err.Error()))
+		return
+	}
+	if err := r.ParseForm(); err != nil {
+		writeJSON(w, http.StatusBadRequest, fmt.Sprintf(`{"status":"error","errorType":"bad_data","error":%q}`, err.Error()))
+		return
+	}
+	opts, err := h.options(r)
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, fmt.Sprintf(`{"status":"error","errorType":"bad_data","error":%q}`, err.Error()))
+		return
+	}
+	if path == "/query_range" {
+		if err := checkQueryLength(r, h.overrides.MaxQueryLength(tenant)); err != nil {
+			writeJSON(w, err.Status, fmt.Sprintf(`{"status":"error","errorType":"bad_data","error":%q}`, err.Error()))
+			return
+		}
+	}
+	h.router.ServeHTTP(w, r.WithContext(WithRequestOptions(r.Context(), opts)))
+}
+
+// options reads Thanos's query parameters: dedup, partial_response and replicaLabels[].
+func (h *apiHandler) options(r *http.Request) (RequestOptions, error) {
+	o := RequestOptions{Dedup: true, PartialResponse: h.partialResponse, ReplicaLabels: r.Form["replicaLabels[]"]}
+	for name, dst := range map[string]*bool{"dedup": &o.Dedup, "partial_response": &o.PartialResponse} {
+		if v := r.FormValue(name); v != "" {
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				return o, errors.Newf("invalid parameter %q: %q is not a boolean", name, v)
+			}
+			*dst = b
+		}
+	}
+	return o, nil
+}
+
+// checkQueryLength refuses a range query longer than the tenant's max_query_length.
+func checkQueryLength(r *http.Request, limit time.Duration) *tenancy.Error {
+	if limit <= 0 {
+		return nil
+	}
+	start, err1 := parseTime(r.FormValue("start"))
+	end, err2 := parseTime(r.FormValue("end"))
+	if err1 != nil || err2 != nil {
+		return nil // Prometheus's handler answers bad times with its own error
+	}
+	if length := end.Sub(start); length > limit {
+		return tenancy.NewMaxQueryLengthError(length, limit)
+	}
+	return nil
+}
+
+// parseTime reads a time parameter as Prometheus does: Unix seconds (with fraction) or RFC 3339.
+func parseTime(s string) (time.Time, error) {
+	if t, err := strconv.ParseFloat(s, 64); err == nil {
+		s, ns := math.Modf(t)
+		return time.Unix(int64(s), int64(ns*float64(time.Second))).UTC(), nil
+	}
+	return time.Parse(time.RFC3339Nano, s)
+}
+
+func writeJSON(w http.ResponseWriter, code int, body string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_, _ = w.Write([]byte(body))
+}
+
+// errorCodes maps Strata's errors to their HTTP status in Prometheus's API: a tenant limit keeps its status (400
+// or 422), a failure of the stores is 503 so clients retry. Prometheus's OverrideErrorCode takes an unexported
+// first parameter, hence the reflection.
+func errorCodes() v1.OverrideErrorCode {
+	var zero v1.OverrideErrorCode
+	typ := reflect.TypeOf(zero)
+	fn := reflect.MakeFunc(typ, func(args []reflect.Value) []reflect.Value {
+		code, ok := statusOf(args[1].Interface())
+		return []reflect.Value{reflect.ValueOf(code), reflect.ValueOf(ok)}
+	})
+	return fn.Interface().(v1.OverrideErrorCode)
+}
+
+func statusOf(v any) (int, bool) {
+	err, ok := v.(error)
+	if !ok || err == nil {
+		return 0, false
+	}
+	var te *tenancy.Error
+	if errors.As(err, &te) {
+		return te.Status, true
+	}
+	var se *StorageError
+	if errors.As(err, &se) {
+		return http.StatusServiceUnavailable, true
+	}
+	return 0, false
+}
+
+// emptyExemplars answers query_exemplars: exemplars are not stored yet.
+type emptyExemplars struct{}
+
+func (emptyExemplars) ExemplarQuerier(context.Context) (storage.ExemplarQuerier, error) {
+	return emptyExemplars{}, nil
+}
+
+func (emptyExemplars) Select(int64, int64, ...[]*labels.Matcher) ([]exemplar.QueryResult, error) {
+	return []exemplar.QueryResult{}, nil
+}

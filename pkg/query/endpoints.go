@@ -1,0 +1,190 @@
+package query
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/efficientgo/core/errors"
+	"github.com/go-kit/log"
+	"github.com/go-kit/log/level"
+	"google.golang.org/grpc"
+
+	"github.com/stratametrics/strata/pkg/store"
+	"github.com/stratametrics/strata/pkg/tenancy"
+)
+
+// EndpointSpec is one static --endpoint: a StoreAPI address, optionally bound to one tenant.
+type EndpointSpec struct {
+	Tenant string // empty: asked on behalf of every tenant (it must enforce tenancy itself)
+	Addr   string
+}
+
+// ParseEndpoint reads "addr" or "tenant=addr".
+func ParseEndpoint(s string) (EndpointSpec, error) {
+	tenant, addr, bound := strings.Cut(s, "=")
+	if !bound {
+		tenant, addr = "", s
+	}
+	if addr == "" {
+		return EndpointSpec{}, errors.Newf("endpoint %q: no address", s)
+	}
+	if bound {
+		if err := tenancy.ValidateTenantID(tenant); err != nil {
+			return EndpointSpec{}, errors.Wrapf(err, "endpoint %q", s)
+		}
+	}
+	return EndpointSpec{Tenant: tenant, Addr: addr}, nil
+}
+
+func (e EndpointSpec) String() string {
+	if e.Tenant == "" {
+		return e.Addr
+	}
+	return e.Tenant + "=" + e.Addr
+}
+
+type staticEndpoint struct {
+	spec   EndpointSpec
+	client *store.Client
+	conn   *grpc.ClientConn
+}
+
+// Endpoints chooses the StoreAPI endpoints of a request: static endpoints (tenant-bound ones only for their
+// tenant) and the ingesters of the ring, the latter only when the request reaches into the last
+// queryIngestersWithin (their data is younger).
+type Endpoints struct {
+	logger               log.Logger
+	static               []*staticEndpoint
+	ingesters            func() ([]string, error)
+	queryIngestersWithin time.Duration
+	now                  func() time.Time
+
+	mtx  sync.Mutex
+	pool map[string]*staticEndpoint // ingester connections by address
+}
+
+// NewEndpoints dials (lazily) the static endpoints. ingesters lists the ingesters' gRPC addresses (nil: none).
+func NewEndpoints(specs []EndpointSpec, ingesters func() ([]string, error), queryIngestersWithin time.Duration, logger log.Logger) (*Endpoints, error) {
+	e := &Endpoints{logger: logger, ingesters: ingesters, queryIngestersWithin: queryIngestersWithin, now: time.Now, pool: map[string]*staticEndpoint{}}
+	for _, spec := range specs {
+		c, conn, err := store.Dial(spec.Addr)
+		if err != nil {
+			_ = e.Close()
+			return nil, err
+		}
+		e.static = append(e.static, &staticEndpoint{spec: spec, client: c, conn: conn})
+	}
+	return e, nil
+}
+
+// WithClock replaces time.Now (tests).
+func (e *Endpoints) WithClock(now func() time.Time) *Endpoints {
+	e.now = now
+	return e
+}
+
+// Select is a store.StoreSelector.
+func (e *Endpoints) Select(tenants []string, minT, maxT int64) []store.StoreClient {
+	var out []store.StoreClient
+	for _, s := range e.static {
+		if s.spec.Tenant == "" || tenants == nil || slices.Contains(tenants, s.spec.Tenant) {
+			out = append(out, s.client)
+		}
+	}
+	if e.ingesters == nil {
+		return out
+	}
+	if e.queryIngestersWithin > 0 && tenants != nil && maxT < e.now().Add(-e.queryIngestersWithin).UnixMilli() {
+		return out
+	}
+	addrs, err := e.ingesters()
+	if err != nil {
+		level.Warn(e.logger).Log("msg", "listing the ingesters failed; querying without them", "err", err)
+		return out
+	}
+	e.mtx.Lock()
+	defer e.mtx.Unlock()
+	for _, addr := range addrs {
+		s, ok := e.pool[addr]
+		if !ok {
+			c, conn, err := store.Dial(addr)
+			if err != nil {
+				level.Warn(e.logger).Log("msg", "dial ingester", "addr", addr, "err", err)
+				continue
+			}
+			s = &staticEndpoint{spec: EndpointSpec{Addr: addr}, client: c, conn: conn}
+			e.pool[addr] = s
+		}
+		out = append(out, s.client)
+	}
+	return out
+}
+
+// RefreshInfo asks every static endpoint for its Info (label sets, time range), so requests skip those that
+// cannot match. It runs at start and then every interval until ctx ends.
+func (e *Endpoints) RefreshInfo(ctx context.Context, interval time.Duration) {
+	refresh := func() {
+		var wg sync.WaitGroup
+		for _, s := range e.static {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := s.client.RefreshInfo(ctx, 10*time.Second); err != nil && ctx.Err() == nil {
+					level.Warn(e.logger).Log("msg", "endpoint info", "endpoint", s.spec, "err", err)
+				}
+			}()
+		}
+		wg.Wait()
+	}
+	refresh()
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			refresh()
+			e.forgetIngesters()
+		}
+	}
+}
+
+// forgetIngesters closes the connections of ingesters no longer in the ring.
+func (e *Endpoints) forgetIngesters() {
+	if e.ingesters == nil {
+		return
+	}
+	addrs, err := e.ingesters()
+	if err != nil {
+		return
+	}
+	e.mtx.Lock()
+	defer e.mtx.Unlock()
+	for addr, s := range e.pool {
+		if !slices.Contains(addrs, addr) {
+			_ = s.conn.Close()
+			delete(e.pool, addr)
+		}
+	}
+}
+
+// Close closes every connection.
+func (e *Endpoints) Close() error {
+	e.mtx.Lock()
+	defer e.mtx.Unlock()
+	var firstErr error
+	for _, s := range e.static {
+		if err := s.conn.Close(); err != nil && firstErr == nil {
+			firstErr = err
+		}
+	}
+	for addr, s := range e.pool {
+		_ = s.conn.Close()
+		delete(e.pool, addr)
+	}
+	return firstErr
+}
