@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Starts a Strata cluster on this host, in the background, with all state under DIR:
-#   3 ingesters in zones a, b, c (replication factor 3, zone-aware), 1 distributor, one filesystem bucket.
-# Usage: start.sh DIR [component ...]   (components: distributor ingester-a ingester-b ingester-c; default: all)
+#   3 ingesters in zones a, b, c (replication factor 3, zone-aware), 1 distributor, 1 querier, one filesystem
+#   bucket.
+# Usage: start.sh DIR [component ...]   (components: distributor ingester-a ingester-b ingester-c querier;
+#   default: all)
 # Returns once every started process is ready and the distributor sees 3 ingesters in the ring.
 # PIDs go to DIR/<component>.pid, logs to DIR/<component>.log. Stop with stop.sh DIR.
 # Ports (all on 127.0.0.1; STRATA_PORT_OFFSET shifts them all): distributor HTTP 8080, gRPC 9095, gossip 7946;
-# ingester-a/b/c HTTP 8081-8083, gRPC 9096-9098, gossip 7947-7949.
+# ingester-a/b/c HTTP 8081-8083, gRPC 9096-9098, gossip 7947-7949; querier HTTP 8090, gRPC 9090, gossip 7950.
 set -euo pipefail
 
 DIR=${1:?usage: start.sh DIR [component ...]}
@@ -67,7 +69,7 @@ ingester() { # zone index
 }
 
 WANT=("$@")
-[[ ${#WANT[@]} -eq 0 ]] && WANT=(ingester-a ingester-b ingester-c distributor)
+[[ ${#WANT[@]} -eq 0 ]] && WANT=(ingester-a ingester-b ingester-c distributor querier)
 STARTED=()
 for c in "${WANT[@]}"; do
   case "$c" in
@@ -75,6 +77,7 @@ for c in "${WANT[@]}"; do
     ingester-b) ingester b 1 ;;
     ingester-c) ingester c 2 ;;
     distributor) start distributor 8080 9095 7946 distributor ;;
+    querier) start querier 8090 9090 7950 querier ;;
     *) echo "unknown component $c" >&2; exit 2 ;;
   esac
 done
@@ -97,4 +100,4 @@ if [[ -f "$DIR/distributor.pid" ]] && alive "$(cat "$DIR/distributor.pid")"; the
     sleep 0.5
   done
 fi
-echo "ready: remote write to http://127.0.0.1:$(port 8080)/api/v1/push (X-Scope-OrgID: <tenant>)"
+echo "ready: remote write to http://127.0.0.1:$(port 8080)/api/v1/push, query http://127.0.0.1:$(port 8090)/prometheus (X-Scope-OrgID: <tenant>)"

@@ -145,6 +145,23 @@ func TestLocalCluster(t *testing.T) {
 	}
 	checkCopies(t, []string{"ingester-a", "ingester-b", "ingester-c"}, append(append([]int64{}, phase1...), phase2...), 2)
 
+	// The querier (from the ring) returns each series once, without tenant_id, with the values pushed.
+	q := c.url(8090, "/prometheus")
+	for _, ts := range append(append([]int64{}, phase1...), phase2...) {
+		vec := instantQuery(t, q, tenant, "e2e_metric", ts)
+		testutil.Equals(t, nSeries, len(vec), "series at %d", ts-now)
+		seen := map[string]bool{}
+		for _, s := range vec {
+			testutil.Equals(t, map[string]string{"__name__": "e2e_metric", "instance": s.Metric["instance"], "job": "e2e"}, s.Metric)
+			testutil.Assert(t, !seen[s.Metric["instance"]], "duplicate series %v", s.Metric)
+			seen[s.Metric["instance"]] = true
+			i, err := strconv.Atoi(strings.TrimPrefix(s.Metric["instance"], "host-"))
+			testutil.Ok(t, err)
+			testutil.Equals(t, sampleValue(i, ts), sampleFloat(t, s.Value), "%v at %d", s.Metric, ts-now)
+		}
+	}
+	testutil.Equals(t, 0, len(instantQuery(t, q, "someone-else", `{__name__=~".+"}`, now)))
+
 	// Graceful stop: every ingester flushes and ships its blocks.
 	c.run(t, "stop.sh")
 	metas, err := filepath.Glob(filepath.Join(c.dir, "bucket", tenant, "*", "meta.json"))
