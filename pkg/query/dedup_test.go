@@ -239,7 +239,10 @@ func TestDedupIterator_Penalty(t *testing.T) {
 				{{10000, 8}, {20000, 9}, {50001, 10}, {60000, 11}, {70000, 12}, {80000, 13}, {90000, 14}, {100000, 15}},
 				{{10001, 8}, {45001, 8.5}, {55001, 9.5}, {65001, 10.5}},
 			},
-			exp: []dedupF{{10000, 8}, {20000, 9}, {45001, 8.5}, {55001, 9.5}, {65001, 10.5}, {90000, 14}, {100000, 15}},
+			// The switch at 45001 gives the first replica a penalty of 2×25001, which moves it to 100000. (Thanos's
+			// own test expects 90000 as well, because its mock iterator's Seek can move backwards; with iterators
+			// that honour the Seek contract Thanos's iterator gives this output too.)
+			exp: []dedupF{{10000, 8}, {20000, 9}, {45001, 8.5}, {55001, 9.5}, {65001, 10.5}, {100000, 15}},
 		},
 		{
 			name:     "real scrapes of two replicas around a restart",
@@ -493,8 +496,8 @@ func TestDedupIterator_Errors(t *testing.T) {
 		{
 			name:     "first replica fails, the other continues",
 			replicas: []chunkenc.Iterator{failing(1, 30000), dedupListIter(series(2))},
-			// 30000 of the second replica is within the penalty after 20000.
-			exp:    []dedupF{{10000, 1}, {20000, 1}, {40000, 2}, {50000, 2}, {60000, 2}},
+			// 30000 and 40000 of the second replica are within the penalty (2×10s) after 20000.
+			exp:    []dedupF{{10000, 1}, {20000, 1}, {50000, 2}, {60000, 2}},
 			expErr: "replica failed at 30000",
 		},
 		{
@@ -534,7 +537,7 @@ func TestDedupIterator_Errors(t *testing.T) {
 		})
 	}
 
-	t.Run("error is wrapped through", func(t *testing.T) {
+	t.Run("a replica's error is returned as is", func(t *testing.T) {
 		sentinel := errors.New("boom")
 		it := newDedupIterator([]chunkenc.Iterator{dedupListIter(series(1)), &dedupErrIterator{Iterator: dedupListIter(series(2)), err: sentinel}})
 		for it.Next() != chunkenc.ValNone {
@@ -629,6 +632,15 @@ func dedupRandomReplica(rng *rand.Rand, id int) []dedupF {
 	return out
 }
 
+// dedupEquals is testutil.Equals that does not tell a nil slice from an empty one.
+func dedupEquals(t testing.TB, exp, got []dedupF, msg ...any) {
+	t.Helper()
+	if len(exp) == 0 && len(got) == 0 {
+		return
+	}
+	testutil.Equals(t, exp, got, msg...)
+}
+
 func TestDedupIterator_Random(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 11))
 	for iter := range 3000 {
@@ -648,7 +660,7 @@ func TestDedupIterator_Random(t *testing.T) {
 		}
 		exp := dedupOracle(replicas...)
 		all := expandDedupFloats(t, newDedupIterator(dedupFloatIters(replicas...)))
-		testutil.Equals(t, exp, all, "iteration %d", iter)
+		dedupEquals(t, exp, all, "iteration %d", iter)
 
 		// Seek on a fresh iterator lands on the first sample at or after t of the full iteration, and the
 		// following samples are the same too.
@@ -667,31 +679,37 @@ func TestDedupIterator_Random(t *testing.T) {
 			testutil.Equals(t, chunkenc.ValFloat, typ, "iteration %d: seek %d", iter, target)
 			ts, v := it.At()
 			testutil.Equals(t, all[k], dedupF{ts, v}, "iteration %d: seek %d", iter, target)
-			testutil.Equals(t, all[k+1:], expandDedupFloats(t, it)[0:len(all)-k-1:len(all)-k-1], "iteration %d: after seek %d", iter, target)
+			dedupEquals(t, all[k+1:], expandDedupFloats(t, it), "iteration %d: after seek %d", iter, target)
 		}
 	}
 }
 
 func TestDedupIterator_NoAllocationsPerSample(t *testing.T) {
-	a := dedupSeries(0, 15000, 10000, 1)
-	b := dedupSeries(2000, 15000, 10000, 2)
-	la, lb := dedupListIter(a), dedupListIter(b)
-	_ = la
-	_ = lb
+	toSlice := func(in []dedupF) chunks.SampleSlice {
+		out := make(chunks.SampleSlice, len(in))
+		for i, s := range in {
+			out[i] = s
+		}
+		return out
+	}
+	// Two shifted replicas with gaps in different places, so that the iterator switches several times.
+	a := toSlice(dedupSeries(0, 15000, 10000, 1, 300000, 315000, 330000, 345000, 7500000, 7515000, 7530000))
+	b := toSlice(dedupSeries(2000, 15000, 10000, 2, 1500000, 1515000, 1530000, 1545000))
+	c := toSlice(dedupSeries(4000, 15000, 10000, 3))
+	samples := 0
 	allocs := testing.AllocsPerRun(20, func() {
-		it := newDedupIterator(dedupFloatIters(a, b))
-		n := 0
+		it := newDedupIterator([]chunkenc.Iterator{
+			storage.NewListSeriesIterator(a), storage.NewListSeriesIterator(b), storage.NewListSeriesIterator(c),
+		})
+		samples = 0
 		for it.Next() != chunkenc.ValNone {
 			_, _ = it.At()
-			n++
-		}
-		if n != len(a) {
-			t.Fatalf("got %d samples, want %d", n, len(a))
+			samples++
 		}
 	})
-	// Building the test iterators boxes every sample; measure only what iterating adds.
-	base := testing.AllocsPerRun(20, func() { _ = dedupFloatIters(a, b) })
-	testutil.Assert(t, allocs-base <= 5, "%v allocations for %d samples (building the inputs: %v)", allocs, len(a), base)
+	testutil.Assert(t, samples > 9000, "only %d samples", samples)
+	// The input iterators and the two pair iterators; nothing per sample.
+	testutil.Assert(t, allocs <= 8, "%v allocations for %d samples", allocs, samples)
 }
 
 func BenchmarkDedupIterator(b *testing.B) {
