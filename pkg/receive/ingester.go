@@ -26,6 +26,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/stratametrics/strata/pkg/block"
+	"github.com/stratametrics/strata/pkg/server"
 	"github.com/stratametrics/strata/pkg/store"
 	"github.com/stratametrics/strata/pkg/store/storepb"
 	"github.com/stratametrics/strata/pkg/tenancy"
@@ -327,7 +328,7 @@ func (i *Ingester) getOrOpen(tenant string) (*userTSDB, error) {
 		}
 	}
 	start := time.Now()
-	db, err := tsdb.Open(dir, nil, nil, opts, nil)
+	db, err := tsdb.Open(dir, server.Slog(log.With(i.logger, "tenant", tenant)), nil, opts, nil)
 	if err != nil {
 		return nil, errors.Wrapf(err, "open TSDB of tenant %s", tenant)
 	}
