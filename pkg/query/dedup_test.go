@@ -62,12 +62,46 @@ func dedupListIter[S chunks.Sample](samples []S) chunkenc.Iterator {
 	return storage.NewListSeriesIterator(l)
 }
 
-func dedupFloatIters(replicas ...[]dedupF) []chunkenc.Iterator {
+// dedupFloatIters returns an iterator for each replica that fails the test if it is used after being exhausted.
+func dedupFloatIters(t testing.TB, replicas ...[]dedupF) []chunkenc.Iterator {
 	its := make([]chunkenc.Iterator, len(replicas))
 	for i, r := range replicas {
-		its[i] = dedupListIter(r)
+		its[i] = &dedupStrictIterator{Iterator: dedupListIter(r), t: t}
 	}
 	return its
+}
+
+type dedupStrictIterator struct {
+	chunkenc.Iterator
+	t    testing.TB
+	done bool
+}
+
+func (it *dedupStrictIterator) Next() chunkenc.ValueType {
+	if it.done {
+		it.t.Error("Next called on an exhausted replica")
+		return chunkenc.ValNone
+	}
+	typ := it.Iterator.Next()
+	it.done = typ == chunkenc.ValNone
+	return typ
+}
+
+func (it *dedupStrictIterator) Seek(t int64) chunkenc.ValueType {
+	if it.done {
+		it.t.Error("Seek called on an exhausted replica")
+		return chunkenc.ValNone
+	}
+	typ := it.Iterator.Seek(t)
+	it.done = typ == chunkenc.ValNone
+	return typ
+}
+
+func (it *dedupStrictIterator) AtT() int64 {
+	if it.done {
+		it.t.Error("AtT called on an exhausted replica")
+	}
+	return it.Iterator.AtT()
 }
 
 // dedupSeries builds n float samples start, start+step, ... with value v, leaving out the timestamps in skip.
@@ -309,7 +343,7 @@ func TestDedupIterator_Penalty(t *testing.T) {
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got := expandDedupFloats(t, newDedupIterator(dedupFloatIters(tc.replicas...)))
+			got := expandDedupFloats(t, newDedupIterator(dedupFloatIters(t, tc.replicas...)))
 			testutil.Equals(t, tc.exp, got)
 			testutil.Equals(t, tc.exp, dedupOracle(tc.replicas...), "the test oracle disagrees with the expectation")
 		})
@@ -336,8 +370,8 @@ type dedupSeekOp struct {
 
 func TestDedupIterator_Seek(t *testing.T) {
 	// The first replica has a gap from 105000 to 165000; the second is shifted by 5s.
-	replicas := func() []chunkenc.Iterator {
-		return dedupFloatIters(
+	replicas := func(t *testing.T) []chunkenc.Iterator {
+		return dedupFloatIters(t,
 			dedupSeries(0, 15000, 21, 1, 120000, 135000, 150000),
 			dedupSeries(5000, 15000, 21, 2),
 		)
@@ -380,7 +414,7 @@ func TestDedupIterator_Seek(t *testing.T) {
 		{name: "seek to the last sample", ops: []dedupSeekOp{seek(305000, 305000, 2), {}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			it := newDedupIterator(replicas())
+			it := newDedupIterator(replicas(t))
 			for i, op := range tc.ops {
 				var typ chunkenc.ValueType
 				if op.seek {
@@ -459,7 +493,7 @@ func (it *dedupErrIterator) check(typ chunkenc.ValueType) chunkenc.ValueType {
 	if it.err != nil {
 		return chunkenc.ValNone
 	}
-	if typ != chunkenc.ValNone && it.Iterator.AtT() >= it.failAt {
+	if typ != chunkenc.ValNone && it.AtT() >= it.failAt {
 		it.err = fmt.Errorf("replica failed at %d", it.failAt)
 		return chunkenc.ValNone
 	}
@@ -659,14 +693,14 @@ func TestDedupIterator_Random(t *testing.T) {
 			}
 		}
 		exp := dedupOracle(replicas...)
-		all := expandDedupFloats(t, newDedupIterator(dedupFloatIters(replicas...)))
+		all := expandDedupFloats(t, newDedupIterator(dedupFloatIters(t, replicas...)))
 		dedupEquals(t, exp, all, "iteration %d", iter)
 
 		// Seek on a fresh iterator lands on the first sample at or after t of the full iteration, and the
 		// following samples are the same too.
 		for range 3 {
 			target := rng.Int64N(2_000_000) - 30000
-			it := newDedupIterator(dedupFloatIters(replicas...))
+			it := newDedupIterator(dedupFloatIters(t, replicas...))
 			k := 0
 			for k < len(all) && all[k].t < target {
 				k++
