@@ -172,3 +172,41 @@ func TestQuerier(t *testing.T) {
 		}
 	})
 }
+
+// TestQuerierTenantBoundEndpoint: --endpoint=<tenant>=<addr> sends only that tenant's queries to a StoreAPI that
+// does not enforce tenancy itself (here a second Strata with multi-tenancy off, standing in for a team's Thanos
+// sidecar): the team reads its old data through Strata, and no other tenant ever sees it.
+func TestQuerierTenantBoundEndpoint(t *testing.T) {
+	legacy := startStrata(t, t.TempDir(), "all", "--no-auth.multitenancy-enabled")
+	legacy.waitReady(t, 30*time.Second)
+	now := time.Now().Truncate(time.Second).UnixMilli()
+	code, body := pushV1(t, legacy.url("/api/v1/push"), "", seriesOf("legacy_metric", 3, now))
+	testutil.Assert(t, code/100 == 2, "push: %d %s", code, body)
+
+	s := startStrata(t, t.TempDir(), "all", "--endpoint=team-a="+legacy.grpcAddr)
+	s.waitReady(t, 30*time.Second)
+	code, body = pushV1(t, s.url("/api/v1/push"), "team-b", seriesOf("new_metric", 1, now))
+	testutil.Assert(t, code/100 == 2, "push: %d %s", code, body)
+	base := s.url("/prometheus")
+
+	vec := instantQuery(t, base, "team-a", `legacy_metric`, now)
+	testutil.Equals(t, 3, len(vec), "team-a reads its bound endpoint")
+	for _, smp := range vec {
+		_, has := smp.Metric["tenant_id"]
+		testutil.Assert(t, !has, "tenant_id leaked: %v", smp.Metric)
+	}
+	for _, q := range []string{`legacy_metric`, `{__name__=~".+"}`, `{__name__=~"legacy.*", tenant_id=~".*"}`} {
+		for _, smp := range instantQuery(t, base, "team-b", q, now) {
+			testutil.Assert(t, smp.Metric["__name__"] != "legacy_metric", "team-b sees team-a's endpoint: %v", smp.Metric)
+		}
+	}
+	var values []string
+	code, r := promAPI(t, base, "team-b", "/api/v1/label/__name__/values", nil)
+	testutil.Equals(t, 200, code)
+	testutil.Ok(t, json.Unmarshal(r.Data, &values))
+	testutil.Equals(t, []string{"new_metric"}, values)
+	code, r = promAPI(t, base, "team-a", "/api/v1/label/__name__/values", nil)
+	testutil.Equals(t, 200, code)
+	testutil.Ok(t, json.Unmarshal(r.Data, &values))
+	testutil.Equals(t, []string{"legacy_metric"}, values)
+}
