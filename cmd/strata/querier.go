@@ -102,7 +102,7 @@ func setupQuerier(g *run.Group, p *process, r *ingesterRing, cfg *Config, logger
 	if r != nil {
 		ingesters = func() ([]string, error) { return ingesterAddrs(r.client) }
 	}
-	endpoints, err := query.NewEndpoints(specs, ingesters, cfg.Querier.QueryIngestersWithin, logger)
+	endpoints, err := query.NewEndpoints(specs, ingesters, cfg.IngesterRing.ReplicationFactor, cfg.Querier.QueryIngestersWithin, logger)
 	if err != nil {
 		return nil, errSetup(err, "querier endpoints")
 	}

@@ -59,6 +59,7 @@ type Endpoints struct {
 	logger               log.Logger
 	static               []*staticEndpoint
 	ingesters            func() ([]string, error)
+	replicationFactor    int
 	queryIngestersWithin time.Duration
 	now                  func() time.Time
 
@@ -66,9 +67,10 @@ type Endpoints struct {
 	pool map[string]*staticEndpoint // ingester connections by address
 }
 
-// NewEndpoints dials (lazily) the static endpoints. ingesters lists the ingesters' gRPC addresses (nil: none).
-func NewEndpoints(specs []EndpointSpec, ingesters func() ([]string, error), queryIngestersWithin time.Duration, logger log.Logger) (*Endpoints, error) {
-	e := &Endpoints{logger: logger, ingesters: ingesters, queryIngestersWithin: queryIngestersWithin, now: time.Now, pool: map[string]*staticEndpoint{}}
+// NewEndpoints dials (lazily) the static endpoints. ingesters lists the ingesters' gRPC addresses (nil: none);
+// with the write path's replication factor, a request absorbs the failures of RF − quorum of them silently.
+func NewEndpoints(specs []EndpointSpec, ingesters func() ([]string, error), replicationFactor int, queryIngestersWithin time.Duration, logger log.Logger) (*Endpoints, error) {
+	e := &Endpoints{logger: logger, ingesters: ingesters, replicationFactor: replicationFactor, queryIngestersWithin: queryIngestersWithin, now: time.Now, pool: map[string]*staticEndpoint{}}
 	for _, spec := range specs {
 		c, conn, err := store.Dial(spec.Addr)
 		if err != nil {
@@ -105,6 +107,10 @@ func (e *Endpoints) Select(tenants []string, minT, maxT int64) []store.StoreClie
 		level.Warn(e.logger).Log("msg", "listing the ingesters failed; querying without them", "err", err)
 		return out
 	}
+	// Writes went to min(RF, ingesters) of them and succeeded on a quorum: every sample is on all but
+	// rf − quorum of those, so that many may fail without losing anything.
+	rf := min(e.replicationFactor, len(addrs))
+	tolerated := max(0, rf-(rf/2+1))
 	e.mtx.Lock()
 	defer e.mtx.Unlock()
 	for _, addr := range addrs {
@@ -118,10 +124,18 @@ func (e *Endpoints) Select(tenants []string, minT, maxT int64) []store.StoreClie
 			s = &staticEndpoint{spec: EndpointSpec{Addr: addr}, client: c, conn: conn}
 			e.pool[addr] = s
 		}
-		out = append(out, s.client)
+		out = append(out, ingesterStore{Client: s.client, maxFailures: tolerated})
 	}
 	return out
 }
+
+// ingesterStore is an ingester as a store.ReplicaStore.
+type ingesterStore struct {
+	*store.Client
+	maxFailures int
+}
+
+func (s ingesterStore) ReplicaGroup() (string, int) { return "ingesters", s.maxFailures }
 
 // RefreshInfo asks every static endpoint for its Info (label sets, time range), so requests skip those that
 // cannot match. It runs at start and then every interval until ctx ends.

@@ -41,7 +41,7 @@ func TestParseEndpoint(t *testing.T) {
 func TestEndpointsSelect(t *testing.T) {
 	now := time.Unix(1_700_000_000, 0)
 	ingesters := func() ([]string, error) { return []string{"127.0.0.1:1", "127.0.0.1:2"}, nil }
-	e, err := NewEndpoints([]EndpointSpec{{Addr: "127.0.0.1:3"}, {Tenant: "team-a", Addr: "127.0.0.1:4"}}, ingesters, 13*time.Hour, log.NewNopLogger())
+	e, err := NewEndpoints([]EndpointSpec{{Addr: "127.0.0.1:3"}, {Tenant: "team-a", Addr: "127.0.0.1:4"}}, ingesters, 3, 13*time.Hour, log.NewNopLogger())
 	testutil.Ok(t, err)
 	defer e.Close()
 	e.WithClock(func() time.Time { return now })

@@ -92,6 +92,38 @@ func NewSelectingProxy(selector StoreSelector, storeTimeout time.Duration, logge
 	return &Proxy{logger: logger, selector: selector, timeout: storeTimeout, metrics: newProxyMetrics(reg)}
 }
 
+// ReplicaStore is a store holding one replica of data that other stores of its group hold too (an ingester: every
+// series is on RF of them). A request absorbs up to MaxFailures failures in the group silently — no warning, no
+// abort — as Mimir's quorum reads do; beyond that they count as usual.
+type ReplicaStore interface {
+	ReplicaGroup() (name string, maxFailures int)
+}
+
+// failureBudget counts one request's store failures per replica group.
+type failureBudget struct {
+	mtx    sync.Mutex
+	failed map[string]int
+}
+
+// absorb reports whether the store's failure is within its group's budget (and spends it).
+func (b *failureBudget) absorb(s StoreClient) bool {
+	rs, ok := s.(ReplicaStore)
+	if !ok {
+		return false
+	}
+	group, maxFailures := rs.ReplicaGroup()
+	b.mtx.Lock()
+	defer b.mtx.Unlock()
+	if b.failed == nil {
+		b.failed = map[string]int{}
+	}
+	if b.failed[group] >= maxFailures {
+		return false
+	}
+	b.failed[group]++
+	return true
+}
+
 // abort reports whether a request asked for failures to fail it rather than to become warnings.
 func abort(strategy storepb.PartialResponseStrategy, disabled bool) bool {
 	return disabled || strategy == storepb.PartialResponseStrategy_ABORT
@@ -208,15 +240,16 @@ func (p *Proxy) seriesSets(ctx context.Context, tenants []string, r *storepb.Ser
 	storeReq := proto.Clone(r).(*storepb.SeriesRequest)
 	storeReq.ResponseBatchSize = DefaultResponseBatchSize
 	sets := make([]storage.ChunkSeriesSet, 0, len(stores))
+	budget := &failureBudget{}
 	for _, s := range stores {
-		sets = append(sets, p.openSeries(ctx, s, storeReq, tenants, strict))
+		sets = append(sets, p.openSeries(ctx, s, storeReq, tenants, strict, budget))
 	}
 	return sets
 }
 
 // openSeries starts one store's Series stream in the background and returns it as a ChunkSeriesSet. Responses
 // are read ahead into a small buffer so that slow stores are waited for in parallel, not one after the other.
-func (p *Proxy) openSeries(ctx context.Context, s StoreClient, r *storepb.SeriesRequest, tenants []string, strict bool) storage.ChunkSeriesSet {
+func (p *Proxy) openSeries(ctx context.Context, s StoreClient, r *storepb.SeriesRequest, tenants []string, strict bool, budget *failureBudget) storage.ChunkSeriesSet {
 	set := &streamSeriesSet{store: s.String(), strict: strict, ch: make(chan streamItem, 64)}
 	go func() {
 		defer close(set.ch)
@@ -247,6 +280,9 @@ func (p *Proxy) openSeries(ctx context.Context, s StoreClient, r *storepb.Series
 		p.metrics.duration.WithLabelValues("series").Observe(time.Since(start).Seconds())
 		if err != nil && ctx.Err() == nil {
 			level.Debug(p.logger).Log("msg", "store failed", "store", s.String(), "err", err)
+			if budget.absorb(s) {
+				return // its replicas answer for it
+			}
 			select {
 			case set.ch <- streamItem{err: err}:
 			case <-ctx.Done():
@@ -368,6 +404,7 @@ func seriesToPB(cs storage.ChunkSeries, skipChunks bool) (*storepb.Series, error
 // fanOut calls f on every store concurrently and collects the string slices they return, failing or warning
 // on store errors as the strategy says.
 func (p *Proxy) fanOut(ctx context.Context, method string, stores []StoreClient, tenants []string, strict bool, f func(context.Context, StoreClient) ([]string, []string, error)) ([]string, []string, error) {
+	budget := &failureBudget{}
 	var (
 		mtx      sync.Mutex
 		wg       sync.WaitGroup
@@ -389,6 +426,9 @@ func (p *Proxy) fanOut(ctx context.Context, method string, stores []StoreClient,
 			defer mtx.Unlock()
 			for _, w := range warns {
 				warnings = append(warnings, fmt.Sprintf("store %s: %s", s, w))
+			}
+			if err != nil && budget.absorb(s) {
+				return // its replicas answer for it
 			}
 			if err != nil {
 				if strict && firstErr == nil {

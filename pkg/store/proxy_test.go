@@ -257,3 +257,62 @@ func TestResponseBatching(t *testing.T) {
 		}
 	}
 }
+
+// replicaClient marks a store as one replica of a group (an ingester).
+type replicaClient struct {
+	*Client
+	group       string
+	maxFailures int
+}
+
+func (r replicaClient) ReplicaGroup() (string, int) { return r.group, r.maxFailures }
+
+// downStore fails Series and LabelNames.
+type downStore struct{ *TSDBStore }
+
+func (downStore) Series(*storepb.SeriesRequest, storepb.Store_SeriesServer) error {
+	return status.Error(codes.Internal, "disk on fire")
+}
+
+func (downStore) LabelNames(context.Context, *storepb.LabelNamesRequest) (*storepb.LabelNamesResponse, error) {
+	return nil, status.Error(codes.Internal, "disk on fire")
+}
+
+// TestProxyReplicaFailureBudget: failures of replica stores (ingesters) within their group's budget are absorbed
+// silently, even with ABORT; one more than the budget counts as usual (warning or error).
+func TestProxyReplicaFailureBudget(t *testing.T) {
+	db := openDB(t, map[string][]sample{`m{s="x"}`: samplesN(5, 1000, func(int) float64 { return 1 })})
+	good := serve(t, NewTSDBStore(SingleTenant("t", db), log.NewNopLogger()))
+	bad1 := serve(t, downStore{NewTSDBStore(SingleTenant("t", db), log.NewNopLogger())})
+	bad2 := serve(t, downStore{NewTSDBStore(SingleTenant("t", db), log.NewNopLogger())})
+	for _, tc := range []struct {
+		name         string
+		stores       []StoreClient
+		strategy     storepb.PartialResponseStrategy
+		wantCode     codes.Code
+		wantWarnings int
+	}{
+		{"one of three down, abort", []StoreClient{replicaClient{good, "ing", 1}, replicaClient{bad1, "ing", 1}, replicaClient{good, "ing", 1}}, storepb.PartialResponseStrategy_ABORT, codes.OK, 0},
+		{"one of three down, warn", []StoreClient{replicaClient{good, "ing", 1}, replicaClient{bad1, "ing", 1}}, storepb.PartialResponseStrategy_WARN, codes.OK, 0},
+		{"two down, warn", []StoreClient{replicaClient{good, "ing", 1}, replicaClient{bad1, "ing", 1}, replicaClient{bad2, "ing", 1}}, storepb.PartialResponseStrategy_WARN, codes.OK, 1},
+		{"two down, abort", []StoreClient{replicaClient{good, "ing", 1}, replicaClient{bad1, "ing", 1}, replicaClient{bad2, "ing", 1}}, storepb.PartialResponseStrategy_ABORT, codes.Internal, 0},
+		{"no budget (RF 1)", []StoreClient{replicaClient{good, "ing", 0}, replicaClient{bad1, "ing", 0}}, storepb.PartialResponseStrategy_WARN, codes.OK, 1},
+		{"not a replica", []StoreClient{good, bad1}, storepb.PartialResponseStrategy_WARN, codes.OK, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := serve(t, newTestProxy(0, tc.stores...))
+			series, warnings, err := collect(tenantCtx("t"), p, &storepb.SeriesRequest{MaxTime: math.MaxInt64,
+				Matchers: []*storepb.LabelMatcher{eq("__name__", "m")}, PartialResponseStrategy: tc.strategy})
+			testutil.Equals(t, tc.wantCode, status.Code(err), "err: %v", err)
+			if tc.wantCode != codes.OK {
+				return
+			}
+			testutil.Equals(t, []string{`{__name__="m", s="x", tenant_id="t"}`}, lsetsOf(series))
+			testutil.Equals(t, tc.wantWarnings, len(warnings), "warnings: %v", warnings)
+
+			names, err := p.LabelNames(tenantCtx("t"), &storepb.LabelNamesRequest{End: math.MaxInt64, PartialResponseStrategy: tc.strategy})
+			testutil.Ok(t, err)
+			testutil.Equals(t, tc.wantWarnings, len(names.GetWarnings()), "label warnings: %v", names.GetWarnings())
+		})
+	}
+}

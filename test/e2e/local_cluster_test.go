@@ -3,6 +3,7 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -133,6 +134,16 @@ func TestLocalCluster(t *testing.T) {
 	// With ingester-b down a push needs both others: phase 2 is on both; earlier samples are on at least one.
 	checkCopies(t, []string{"ingester-a", "ingester-c"}, phase2, 2)
 	checkCopies(t, []string{"ingester-a", "ingester-c"}, phase1, 1)
+
+	// Queries while ingester-b is down (and still in the ring): the other replicas answer, with no warning,
+	// even when partial responses are refused.
+	for _, ts := range append(append([]int64{}, phase1...), phase2...) {
+		code, r := promAPI(t, c.url(8090, "/prometheus"), tenant, "/api/v1/query", url.Values{"query": {"count(e2e_metric)"},
+			"time": {fmt.Sprintf("%.3f", float64(ts)/1000)}, "partial_response": {"false"}})
+		testutil.Equals(t, 200, code, "%s %s", r.ErrorType, r.Error)
+		testutil.Equals(t, 0, len(r.Warnings), "warnings: %v", r.Warnings)
+		testutil.Assert(t, strings.Contains(string(r.Data), fmt.Sprintf(`"%d"`, nSeries)), "count at %d: %s", ts-now, r.Data)
+	}
 
 	// Restart: the WAL brings back everything ingester-b had acknowledged before the kill.
 	c.run(t, "start.sh", "ingester-b")
