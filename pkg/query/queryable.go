@@ -151,10 +151,12 @@ func (q *querier) Select(ctx context.Context, sortSeries bool, hints *storage.Se
 		}
 	}
 	req.Matchers = store.MatchersToPB(ms...)
+	// Replica labels are dropped here, after the stores answered: without_replica_labels is not sent, since a
+	// store that honoured it would hand back replicas already merged under one label set, and the penalty
+	// algorithm below could no longer tell them apart.
 	var drop []string
 	if o.Dedup {
 		drop = q.replicaLabels(tenants[0], o)
-		req.WithoutReplicaLabels = drop
 	}
 
 	ctx, cancel := context.WithCancel(ctx)
