@@ -36,6 +36,14 @@ func runAll(g *run.Group, logger log.Logger, reg *prometheus.Registry, cfg *Conf
 	if err := setupDistributor(g, p, r, map[string]receive.Pusher{addr: ing}, discarded, cfg, logger, reg); err != nil {
 		return err
 	}
-	_, err = setupQuerier(g, p, r, cfg, logger, reg)
+	gw, err := newGatewayRing(g, p, r, cfg, logger, reg)
+	if err != nil {
+		return err
+	}
+	local, err := setupStoreGateway(g, p, r, gw, bkt, true, cfg, logger, reg)
+	if err != nil {
+		return err
+	}
+	_, err = setupQuerier(g, p, r, gw, bkt, local, cfg, logger, reg)
 	return err
 }

@@ -33,6 +33,9 @@ type Config struct {
 	Ingester     ingesterConfig        `yaml:"ingester"`
 	Distributor  distributorConfig     `yaml:"distributor"`
 	Querier      querierConfig         `yaml:"querier"`
+
+	StoreGatewayRing ring.Config        `yaml:"store_gateway_ring"`
+	StoreGateway     storeGatewayConfig `yaml:"store_gateway"`
 }
 
 type ingesterConfig struct {
@@ -66,6 +69,9 @@ func defaultConfig() Config {
 		Ingester:      ingesterConfig{IngesterConfig: receive.DefaultIngesterConfig(), Instance: ring.InstanceConfig{ID: ring.DefaultInstanceID()}},
 		Distributor:   distributorConfig{PushConfig: receive.DefaultPushConfig(), RemoteTimeout: 5 * time.Second, InstanceID: ring.DefaultInstanceID()},
 		Querier:       defaultQuerierConfig(),
+
+		StoreGatewayRing: ring.DefaultConfig(),
+		StoreGateway:     defaultStoreGatewayConfig(),
 	}
 }
 
@@ -84,7 +90,7 @@ func (c *Config) Validate() error {
 	if c.DataDir == "" {
 		return errors.New("data_dir must be set")
 	}
-	for _, v := range []interface{ Validate() error }{c.Server, c.Objstore, c.Limits, c.RuntimeConfig, c.IngesterRing, c.Ingester.IngesterConfig, c.Distributor.PushConfig, c.Querier} {
+	for _, v := range []interface{ Validate() error }{c.Server, c.Objstore, c.Limits, c.RuntimeConfig, c.IngesterRing, c.Ingester.IngesterConfig, c.Distributor.PushConfig, c.Querier, c.StoreGatewayRing, c.StoreGateway} {
 		if err := v.Validate(); err != nil {
 			return err
 		}

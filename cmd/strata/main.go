@@ -30,6 +30,7 @@ func registerComponents(app *kingpin.Application, b *binder, cfg *Config) map[st
 	registerIngesterFlags(allCmd, b, cfg)
 	registerDistributorFlags(allCmd, b, cfg)
 	registerQuerierFlags(allCmd, b, cfg)
+	registerStoreGatewayFlags(allCmd, b, cfg)
 	components[allCmd.FullCommand()] = runAll
 
 	distributorCmd := app.Command("distributor", "Accept remote write, validate, apply limits, and replicate over the ingester ring.")
@@ -43,6 +44,10 @@ func registerComponents(app *kingpin.Application, b *binder, cfg *Config) map[st
 	querierCmd := app.Command("querier", "Evaluate PromQL over the ingesters and StoreAPI endpoints, with replica deduplication; Prometheus HTTP API.")
 	registerQuerierFlags(querierCmd, b, cfg)
 	components[querierCmd.FullCommand()] = runQuerier
+
+	gatewayCmd := app.Command("store-gateway", "Serve the bucket's blocks over the StoreAPI, sharded over the store-gateway ring.")
+	registerStoreGatewayFlags(gatewayCmd, b, cfg)
+	components[gatewayCmd.FullCommand()] = runStoreGateway
 	return components
 }
 
@@ -56,6 +61,7 @@ func parseArgs(args []string) (string, component, *Config, error) {
 	b := &binder{}
 	configFile := app.Flag("config.file", "YAML config file for every component; flags override it.").String()
 	registerCommonFlags(app, b, &cfg)
+	registerGatewayRingFlags(app, b, &cfg)
 	components := registerComponents(app, b, &cfg)
 
 	cmd, err := app.Parse(args)

@@ -9,9 +9,13 @@ import (
 	"github.com/go-kit/log"
 	dskitring "github.com/grafana/dskit/ring"
 	"github.com/oklog/run"
+	"github.com/oklog/ulid/v2"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/thanos-io/objstore"
+	"google.golang.org/grpc"
 
 	"github.com/stratametrics/strata/pkg/query"
+	"github.com/stratametrics/strata/pkg/ring"
 	"github.com/stratametrics/strata/pkg/server"
 	"github.com/stratametrics/strata/pkg/store"
 	"github.com/stratametrics/strata/pkg/store/infopb"
@@ -28,6 +32,11 @@ type querierConfig struct {
 	PartialResponse      bool          `yaml:"partial_response"`
 	StoreTimeout         time.Duration `yaml:"store_timeout"`
 	InfoRefreshInterval  time.Duration `yaml:"info_refresh_interval"`
+	// BlocksRefreshInterval is how often a tenant's block list is read again from the bucket.
+	BlocksRefreshInterval time.Duration `yaml:"blocks_refresh_interval"`
+	// BlocksUploadGracePeriod: blocks uploaded less than this ago are not asked of the store-gateways, which may
+	// not have synced them (their data is still in the ingesters). 0: twice the store-gateway sync interval.
+	BlocksUploadGracePeriod time.Duration `yaml:"blocks_upload_grace_period"`
 }
 
 func defaultQuerierConfig() querierConfig {
@@ -37,6 +46,8 @@ func defaultQuerierConfig() querierConfig {
 		PartialResponse:      true,
 		StoreTimeout:         0,
 		InfoRefreshInterval:  30 * time.Second,
+
+		BlocksRefreshInterval: time.Minute,
 	}
 }
 
@@ -64,6 +75,8 @@ func registerQuerierFlags(cmd *kingpin.CmdClause, b *binder, cfg *Config) {
 	b.Int(cmd.Flag("query.max-samples", "Most samples one query may hold in memory (a tenant's max_samples overrides it)."), &q.Engine.MaxSamples)
 	b.Duration(cmd.Flag("query.timeout", "Longest a query may run."), &q.Engine.Timeout)
 	b.Duration(cmd.Flag("query.default-evaluation-interval", "Step of subqueries that name none."), &q.Engine.DefaultEvaluationInterval)
+	b.Duration(cmd.Flag("querier.blocks-refresh-interval", "How often a tenant's block list is read again from the bucket."), &q.BlocksRefreshInterval)
+	b.Duration(cmd.Flag("querier.blocks-upload-grace-period", "Blocks uploaded less than this ago are not asked of the store-gateways (0: twice the store-gateway sync interval)."), &q.BlocksUploadGracePeriod)
 	b.Duration(cmd.Flag("querier.store-timeout", "Longest one store may take to answer (0: the query's own timeout)."), &q.StoreTimeout)
 }
 
@@ -74,11 +87,19 @@ func runQuerier(g *run.Group, logger log.Logger, reg *prometheus.Registry, cfg *
 	if err != nil {
 		return err
 	}
+	bkt, err := newBucket(g, p, cfg, logger, reg)
+	if err != nil {
+		return err
+	}
 	r, err := newIngesterRing(g, p, cfg, logger, reg)
 	if err != nil {
 		return err
 	}
-	proxy, err := setupQuerier(g, p, r, cfg, logger, reg)
+	gw, err := newGatewayRing(g, p, r, cfg, logger, reg)
+	if err != nil {
+		return err
+	}
+	proxy, err := setupQuerier(g, p, r, gw, bkt, nil, cfg, logger, reg)
 	if err != nil {
 		return err
 	}
@@ -87,8 +108,9 @@ func runQuerier(g *run.Group, logger log.Logger, reg *prometheus.Registry, cfg *
 	return nil
 }
 
-// setupQuerier serves the Prometheus HTTP API under /api/v1/ and /prometheus/api/v1/.
-func setupQuerier(g *run.Group, p *process, r *ingesterRing, cfg *Config, logger log.Logger, reg prometheus.Registerer) (*store.Proxy, error) {
+// setupQuerier serves the Prometheus HTTP API under /api/v1/ and /prometheus/api/v1/, over the ingesters, the
+// static endpoints and, with a store-gateway ring, the bucket's blocks.
+func setupQuerier(g *run.Group, p *process, r *ingesterRing, gw *dskitring.Ring, bkt objstore.Bucket, local *localGateway, cfg *Config, logger log.Logger, reg prometheus.Registerer) (*store.Proxy, error) {
 	logger = log.With(logger, "component", "querier")
 	var specs []query.EndpointSpec
 	for _, e := range cfg.Querier.Endpoints {
@@ -110,7 +132,14 @@ func setupQuerier(g *run.Group, p *process, r *ingesterRing, cfg *Config, logger
 		endpoints.RefreshInfo(ctx, cfg.Querier.InfoRefreshInterval)
 		return endpoints.Close()
 	})
-	proxy := store.NewSelectingProxy(endpoints.Select, cfg.Querier.StoreTimeout, logger, reg)
+	selector := endpoints.Select
+	if gw != nil && bkt != nil {
+		blocks := newBlocksStore(g, gw, bkt, local, cfg, logger, reg)
+		selector = func(tenants []string, minT, maxT int64) []store.StoreClient {
+			return append(endpoints.Select(tenants, minT, maxT), blocks)
+		}
+	}
+	proxy := store.NewSelectingProxy(selector, cfg.Querier.StoreTimeout, logger, reg)
 	queryable := query.NewQueryable(proxy, p.overrides, cfg.Querier.ReplicaLabels, reg)
 	api := cfg.Auth.HTTPMiddleware(false)(query.NewAPI(queryable, p.overrides,
 		query.APIConfig{Engine: cfg.Querier.Engine, PartialResponse: cfg.Querier.PartialResponse}, logger, reg))
@@ -120,6 +149,35 @@ func setupQuerier(g *run.Group, p *process, r *ingesterRing, cfg *Config, logger
 		server.Link{Path: "/prometheus/api/v1/query?query=up", Desc: "Prometheus HTTP API (also under /api/v1/); needs X-Scope-OrgID"},
 		server.Link{Path: "/prometheus/api/v1/status/buildinfo", Desc: "Build information"})
 	return proxy, nil
+}
+
+// newBlocksStore returns the store of the bucket's blocks: each asked of its owners in the store-gateway ring.
+func newBlocksStore(g *run.Group, gw *dskitring.Ring, bkt objstore.Bucket, local *localGateway, cfg *Config, logger log.Logger, reg prometheus.Registerer) *query.BlocksStore {
+	grace := cfg.Querier.BlocksUploadGracePeriod
+	if grace <= 0 {
+		grace = 2 * cfg.StoreGateway.SyncInterval
+	}
+	finder := query.NewBucketBlocksFinder(bkt, cfg.Querier.BlocksRefreshInterval, grace, time.Now)
+	owners := func(id ulid.ULID) ([]string, error) { return ring.BlockOwners(gw, id, ring.BlocksRead) }
+	pool := query.NewGatewayPool()
+	dial := pool.Dial
+	if local != nil {
+		localPool := query.NewGatewayPool(grpc.WithContextDialer(local.dial))
+		dial = func(addr string) (storepb.StoreClient, error) {
+			if addr == local.addr {
+				return localPool.Dial(addr)
+			}
+			return pool.Dial(addr)
+		}
+		defer addContextActor(g, func(ctx context.Context) error { <-ctx.Done(); return localPool.Close() })
+	}
+	blocks := query.NewBlocksStore(finder, owners, dial, query.BlocksStoreConfig{}, logger, reg)
+	addContextActor(g, func(ctx context.Context) error {
+		<-ctx.Done()
+		_ = blocks.Close()
+		return pool.Close()
+	})
+	return blocks
 }
 
 // ingesterAddrs lists the gRPC addresses of the healthy ingesters in the ring (none when the ring is empty).

@@ -222,14 +222,22 @@ func writeFileAtomic(logger log.Logger, p string, data []byte) (err error) {
 	return nil
 }
 
+// ErrMetaCorrupted is wrapped by the errors of ReadMeta for a meta.json that is not valid JSON or not a valid
+// meta (as opposed to one that could not be read).
+var ErrMetaCorrupted = errors.New("corrupted meta.json")
+
 // ReadMeta decodes and validates a meta.json. A missing labels map is returned as an empty one.
 func ReadMeta(r io.Reader) (*Meta, error) {
 	var m Meta
-	if err := json.NewDecoder(r).Decode(&m); err != nil {
-		return nil, errors.Wrap(err, "decode meta.json")
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return nil, errors.Wrap(err, "read meta.json")
+	}
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, errors.Wrapf(ErrMetaCorrupted, "decode meta.json: %v", err)
 	}
 	if err := m.Validate(); err != nil {
-		return nil, err
+		return nil, errors.Wrapf(ErrMetaCorrupted, "%v", err)
 	}
 	if m.Thanos.Labels == nil {
 		m.Thanos.Labels = map[string]string{}

@@ -1,0 +1,290 @@
+package block
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"encoding/json"
+	"io"
+	"path"
+	"strings"
+	"sync"
+
+	"github.com/efficientgo/core/errors"
+	"github.com/oklog/ulid/v2"
+	"github.com/thanos-io/objstore"
+
+	"github.com/stratametrics/strata/pkg/tenancy"
+)
+
+// BucketIndexFilename is the Mimir bucket index of a tenant, written by the compactor: the tenant's blocks and
+// deletion marks in one object, so that readers need not list the bucket.
+const BucketIndexFilename = "bucket-index.json.gz"
+
+// Bucket index versions (Mimir's): 1 and 2 differ only in fields Strata does not read.
+const (
+	BucketIndexVersion1 = 1
+	BucketIndexVersion2 = 2
+)
+
+// BucketIndex is the content of bucket-index.json.gz (Mimir's bucketindex.Index).
+type BucketIndex struct {
+	Version            int                    `json:"version"`
+	Blocks             []BucketIndexBlock     `json:"blocks"`
+	BlockDeletionMarks []BucketIndexBlockMark `json:"block_deletion_marks"`
+	// UpdatedAt is when the index was written, in Unix seconds.
+	UpdatedAt int64 `json:"updated_at"`
+}
+
+// BucketIndexBlock is a block of the bucket index.
+type BucketIndexBlock struct {
+	ID      ulid.ULID `json:"block_id"`
+	MinTime int64     `json:"min_time"`
+	MaxTime int64     `json:"max_time"`
+	// UploadedAt is when the block's meta.json was uploaded, in Unix seconds.
+	UploadedAt     int64  `json:"uploaded_at"`
+	SegmentsFormat string `json:"segments_format,omitempty"`
+	SegmentsNum    int    `json:"segments_num,omitempty"`
+	Source         string `json:"source,omitempty"`
+}
+
+// BucketIndexBlockMark is a deletion mark of the bucket index.
+type BucketIndexBlockMark struct {
+	ID           ulid.ULID `json:"block_id"`
+	DeletionTime int64     `json:"deletion_time"`
+}
+
+// WriteBucketIndex writes idx gzipped to bkt (a tenant's bucket).
+func WriteBucketIndex(ctx context.Context, bkt objstore.Bucket, idx *BucketIndex) error {
+	var buf bytes.Buffer
+	gz := gzip.NewWriter(&buf)
+	if err := json.NewEncoder(gz).Encode(idx); err != nil {
+		return errors.Wrap(err, "encode bucket index")
+	}
+	if err := gz.Close(); err != nil {
+		return errors.Wrap(err, "compress bucket index")
+	}
+	if err := bkt.Upload(ctx, BucketIndexFilename, &buf); err != nil {
+		return errors.Wrap(err, "upload bucket index")
+	}
+	return nil
+}
+
+// ReadBucketIndex reads the bucket index of bkt (a tenant's bucket); (nil, nil) when there is none.
+func ReadBucketIndex(ctx context.Context, bkt objstore.BucketReader) (*BucketIndex, error) {
+	rc, err := bkt.Get(ctx, BucketIndexFilename)
+	if err != nil {
+		if bkt.IsObjNotFoundErr(err) {
+			return nil, nil
+		}
+		return nil, errors.Wrap(err, "read bucket index")
+	}
+	defer func() { _ = rc.Close() }()
+	gz, err := gzip.NewReader(rc)
+	if err != nil {
+		return nil, errors.Wrap(err, "decompress bucket index")
+	}
+	b, err := io.ReadAll(gz)
+	if err != nil {
+		return nil, errors.Wrap(err, "decompress bucket index")
+	}
+	var idx BucketIndex
+	if err := json.Unmarshal(b, &idx); err != nil {
+		return nil, errors.Wrap(err, "decode bucket index")
+	}
+	if idx.Version != BucketIndexVersion1 && idx.Version != BucketIndexVersion2 {
+		return nil, errors.Newf("bucket index version %d is not supported", idx.Version)
+	}
+	return &idx, nil
+}
+
+// ListTenants returns the tenants of the bucket: its top-level directories whose names are valid tenant IDs.
+func ListTenants(ctx context.Context, bkt objstore.BucketReader) ([]string, error) {
+	var tenants []string
+	err := bkt.Iter(ctx, "", func(name string) error {
+		if !strings.HasSuffix(name, objstore.DirDelim) {
+			return nil
+		}
+		t := strings.TrimSuffix(name, objstore.DirDelim)
+		if tenancy.ValidateTenantID(t) == nil {
+			tenants = append(tenants, t)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, errors.Wrap(err, "list tenants")
+	}
+	return tenants, nil
+}
+
+// MetaFetcher discovers the blocks of tenants: from the tenant's bucket index when there is one, else by
+// listing. A block without meta.json (a partial upload or delete) and a block marked for deletion are left out.
+// Metas are immutable, so each is read once and remembered.
+type MetaFetcher struct {
+	bkt         objstore.Bucket
+	concurrency int
+
+	mtx   sync.Mutex
+	metas map[string]map[ulid.ULID]*Meta // tenant → block → meta
+}
+
+// NewMetaFetcher returns a fetcher over bkt (the whole bucket, tenants as top-level prefixes) that reads up to
+// concurrency metas at a time.
+func NewMetaFetcher(bkt objstore.Bucket, concurrency int) *MetaFetcher {
+	return &MetaFetcher{bkt: bkt, concurrency: max(1, concurrency), metas: map[string]map[ulid.ULID]*Meta{}}
+}
+
+// Discovered is what a fetch found of one tenant.
+type Discovered struct {
+	// Metas of the blocks to serve.
+	Metas map[ulid.ULID]*Meta
+	// Partial are blocks without meta.json; Deleted are blocks marked for deletion; Corrupted are blocks whose
+	// meta.json is not a valid meta (left out, as Thanos does, rather than failing the tenant).
+	Partial, Deleted, Corrupted []ulid.ULID
+	// FromIndex says whether the bucket index was the source.
+	FromIndex bool
+}
+
+// Fetch discovers the blocks of tenant.
+func (f *MetaFetcher) Fetch(ctx context.Context, tenant string) (*Discovered, error) {
+	if err := tenancy.ValidateTenantID(tenant); err != nil {
+		return nil, err
+	}
+	tbkt := objstore.NewPrefixedBucket(f.bkt, tenant)
+	d := &Discovered{Metas: map[ulid.ULID]*Meta{}}
+
+	var ids []ulid.ULID
+	deleted := map[ulid.ULID]bool{}
+	idx, err := ReadBucketIndex(ctx, tbkt)
+	if err != nil {
+		return nil, errors.Wrapf(err, "tenant %s", tenant)
+	}
+	if idx != nil {
+		d.FromIndex = true
+		for _, b := range idx.Blocks {
+			ids = append(ids, b.ID)
+		}
+		for _, m := range idx.BlockDeletionMarks {
+			deleted[m.ID] = true
+		}
+	} else {
+		ids, err = listBlocks(ctx, tbkt)
+		if err != nil {
+			return nil, errors.Wrapf(err, "list blocks of tenant %s", tenant)
+		}
+		if err := listDeletionMarks(ctx, tbkt, deleted); err != nil {
+			return nil, errors.Wrapf(err, "list deletion marks of tenant %s", tenant)
+		}
+	}
+
+	known := f.known(tenant)
+	var (
+		mtx   sync.Mutex
+		wg    sync.WaitGroup
+		sem   = make(chan struct{}, f.concurrency)
+		errs  []error
+		fresh = map[ulid.ULID]*Meta{}
+	)
+	for _, id := range ids {
+		if deleted[id] {
+			d.Deleted = append(d.Deleted, id)
+			continue
+		}
+		m, ok := known[id]
+		if ok && idx != nil {
+			fresh[id] = m // the bucket index lists the deletion marks
+			continue
+		}
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			var err error
+			if m == nil {
+				m, err = f.read(ctx, tbkt, id, tenant)
+			}
+			if err == nil && idx == nil {
+				// Listing: a Thanos compactor marks a block with its own deletion-mark.json only, possibly after
+				// the block was first seen.
+				err = checkDeletionMark(ctx, tbkt, id, tenant)
+			}
+			mtx.Lock()
+			defer mtx.Unlock()
+			switch {
+			case errors.Is(err, ErrMetaNotFound):
+				d.Partial = append(d.Partial, id)
+			case errors.Is(err, errMarkedForDeletion):
+				d.Deleted = append(d.Deleted, id)
+			case errors.Is(err, ErrMetaCorrupted):
+				d.Corrupted = append(d.Corrupted, id)
+			case err != nil:
+				errs = append(errs, err)
+			default:
+				fresh[id] = m
+			}
+		}()
+	}
+	wg.Wait()
+	if len(errs) > 0 {
+		return nil, errors.Wrapf(errs[0], "fetch metas of tenant %s (%d errors)", tenant, len(errs))
+	}
+	f.mtx.Lock()
+	f.metas[tenant] = fresh
+	f.mtx.Unlock()
+	d.Metas = fresh
+	return d, nil
+}
+
+var errMarkedForDeletion = errors.New("block marked for deletion")
+
+func (f *MetaFetcher) known(tenant string) map[ulid.ULID]*Meta {
+	f.mtx.Lock()
+	defer f.mtx.Unlock()
+	return f.metas[tenant]
+}
+
+// read reads a block's meta.json.
+func (f *MetaFetcher) read(ctx context.Context, tbkt objstore.Bucket, id ulid.ULID, tenant string) (*Meta, error) {
+	m, err := ReadMetaFromBucket(ctx, tbkt, id)
+	return m, errors.Wrapf(err, "tenant %s", tenant)
+}
+
+// checkDeletionMark returns errMarkedForDeletion when the block has its own deletion mark.
+func checkDeletionMark(ctx context.Context, tbkt objstore.Bucket, id ulid.ULID, tenant string) error {
+	ok, err := tbkt.Exists(ctx, path.Join(id.String(), DeletionMarkFilename))
+	if err != nil {
+		return errors.Wrapf(err, "check deletion mark of block %s of tenant %s", id, tenant)
+	}
+	if ok {
+		return errMarkedForDeletion
+	}
+	return nil
+}
+
+// listBlocks lists the block directories of a tenant's bucket.
+func listBlocks(ctx context.Context, tbkt objstore.BucketReader) ([]ulid.ULID, error) {
+	var ids []ulid.ULID
+	err := tbkt.Iter(ctx, "", func(name string) error {
+		id, err := ulid.Parse(strings.TrimSuffix(name, objstore.DirDelim))
+		if err == nil && strings.HasSuffix(name, objstore.DirDelim) {
+			ids = append(ids, id)
+		}
+		return nil
+	})
+	return ids, err
+}
+
+// listDeletionMarks adds the blocks with a mirrored deletion mark under markers/ to deleted.
+func listDeletionMarks(ctx context.Context, tbkt objstore.BucketReader, deleted map[ulid.ULID]bool) error {
+	suffix := "-" + DeletionMarkFilename
+	return tbkt.Iter(ctx, MarkersDirname+objstore.DirDelim, func(name string) error {
+		base := path.Base(name)
+		if !strings.HasSuffix(base, suffix) {
+			return nil
+		}
+		if id, err := ulid.Parse(strings.TrimSuffix(base, suffix)); err == nil {
+			deleted[id] = true
+		}
+		return nil
+	})
+}

@@ -1,0 +1,846 @@
+package query
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"fmt"
+	"io"
+	"math"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/efficientgo/core/errors"
+	"github.com/go-kit/log"
+	"github.com/go-kit/log/level"
+	"github.com/oklog/ulid/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+	"github.com/prometheus/prometheus/model/labels"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/stratametrics/strata/pkg/store"
+	"github.com/stratametrics/strata/pkg/store/hintspb"
+	"github.com/stratametrics/strata/pkg/store/storepb"
+	"github.com/stratametrics/strata/pkg/tenancy"
+)
+
+// BlockIDLabel is the pseudo label of a block's ULID that block matchers of request hints select blocks with
+// (Thanos's and Mimir's "__block_id__").
+const BlockIDLabel = "__block_id__"
+
+// BlockRef is a block of the bucket as the querier needs it.
+type BlockRef struct {
+	ID               ulid.ULID
+	MinTime, MaxTime int64 // ms; MaxTime exclusive as in Prometheus block meta
+}
+
+// BlocksFinder lists the blocks of a tenant that may hold data in [minT, maxT] (partial and deletion-marked
+// blocks excluded).
+type BlocksFinder interface {
+	Blocks(ctx context.Context, tenant string, minT, maxT int64) ([]BlockRef, error)
+}
+
+// BlockOwners returns the gRPC addresses of the store-gateways owning a block, in the order to try them.
+type BlockOwners func(id ulid.ULID) ([]string, error)
+
+// BlocksStoreConfig configures a BlocksStore.
+type BlocksStoreConfig struct {
+	// MaxAttempts is how many owners of a block are tried, one after the other, before the block counts as
+	// unqueried (default 3).
+	MaxAttempts int
+	// MaxConcurrency bounds the gateway requests one request has in flight at once (0: no bound).
+	MaxConcurrency int
+}
+
+const defaultMaxAttempts = 3
+
+type blocksStoreMetrics struct {
+	queried   prometheus.Counter
+	requests  *prometheus.CounterVec
+	retried   prometheus.Counter
+	unqueried prometheus.Counter
+}
+
+// Outcomes of one request to one store-gateway.
+const (
+	gatewaySuccess    = "success"    // answered and confirmed every block it was sent
+	gatewayIncomplete = "incomplete" // answered but did not confirm some of the blocks
+	gatewayError      = "error"      // failed (dial, RPC or stream error)
+	gatewayCanceled   = "canceled"   // the caller gave up first
+)
+
+func newBlocksStoreMetrics(reg prometheus.Registerer) *blocksStoreMetrics {
+	m := &blocksStoreMetrics{
+		queried: promauto.With(reg).NewCounter(prometheus.CounterOpts{
+			Name: "strata_querier_blocks_queried_total",
+			Help: "Blocks a store-gateway confirmed having queried for the querier.",
+		}),
+		requests: promauto.With(reg).NewCounterVec(prometheus.CounterOpts{
+			Name: "strata_querier_store_gateway_requests_total",
+			Help: "StoreAPI requests the querier sent to store-gateways, by outcome (success, incomplete: some blocks not confirmed, error, canceled).",
+		}, []string{"outcome"}),
+		retried: promauto.With(reg).NewCounter(prometheus.CounterOpts{
+			Name: "strata_querier_blocks_retried_total",
+			Help: "Blocks sent again to another of their owners after a store-gateway failed or did not confirm them.",
+		}),
+		unqueried: promauto.With(reg).NewCounter(prometheus.CounterOpts{
+			Name: "strata_querier_blocks_unqueried_total",
+			Help: "Blocks no owner could be queried for (missing from the answer: a partial response or a failed query).",
+		}),
+	}
+	for _, o := range []string{gatewaySuccess, gatewayIncomplete, gatewayError, gatewayCanceled} {
+		m.requests.WithLabelValues(o)
+	}
+	return m
+}
+
+// BlocksStore is a store.StoreClient whose data are the bucket's blocks, served by the store-gateways. For each
+// request it lists the tenants' blocks in the request's time range, sends each block to the first of its owners
+// (one request per gateway naming its blocks in a __block_id__ block matcher of the request hints), and sends
+// the blocks a gateway failed or did not confirm (the queried_blocks of its response hints) to their next owner,
+// up to MaxAttempts owners per block. Blocks left over make the request's answer partial: a codes.Unavailable
+// error that the proxy turns into a warning or a failed query according to the partial-response strategy.
+//
+// Series are read to the end from every gateway before anything is returned (a failed gateway's answer is
+// dropped whole, as its blocks are asked again elsewhere), merged into one stream sorted by labels.
+type BlocksStore struct {
+	finder  BlocksFinder
+	owners  BlockOwners
+	dial    func(addr string) (storepb.StoreClient, error)
+	cfg     BlocksStoreConfig
+	logger  log.Logger
+	metrics *blocksStoreMetrics
+
+	mtx     sync.Mutex
+	clients map[string]storepb.StoreClient
+	closed  bool
+}
+
+var _ store.StoreClient = (*BlocksStore)(nil)
+
+// NewBlocksStore returns the store-gateways as one StoreClient. dial is called once per gateway address and its
+// client kept until Close (which closes it if it is an io.Closer); GatewayPool.Dial is a ready-made one (its
+// clients are not Closers: close the pool after the store).
+func NewBlocksStore(finder BlocksFinder, owners BlockOwners, dial func(addr string) (storepb.StoreClient, error), cfg BlocksStoreConfig, logger log.Logger, reg prometheus.Registerer) *BlocksStore {
+	if cfg.MaxAttempts <= 0 {
+		cfg.MaxAttempts = defaultMaxAttempts
+	}
+	if logger == nil {
+		logger = log.NewNopLogger()
+	}
+	return &BlocksStore{
+		finder:  finder,
+		owners:  owners,
+		dial:    dial,
+		cfg:     cfg,
+		logger:  logger,
+		metrics: newBlocksStoreMetrics(reg),
+		clients: map[string]storepb.StoreClient{},
+	}
+}
+
+// LabelSets implements store.StoreClient: unknown, so the store is always asked.
+func (s *BlocksStore) LabelSets() []labels.Labels { return nil }
+
+// TimeRange implements store.StoreClient: unknown (the finder knows per request).
+func (s *BlocksStore) TimeRange() (int64, int64) { return math.MinInt64, math.MaxInt64 }
+
+func (s *BlocksStore) String() string { return "store-gateways" }
+
+// Close closes the gateway clients dial returned that are io.Closers. The store is unusable afterwards.
+func (s *BlocksStore) Close() error {
+	s.mtx.Lock()
+	defer s.mtx.Unlock()
+	s.closed = true
+	var firstErr error
+	for addr, c := range s.clients {
+		if cl, ok := c.(io.Closer); ok {
+			if err := cl.Close(); err != nil && firstErr == nil {
+				firstErr = errors.Wrapf(err, "close store-gateway client %s", addr)
+			}
+		}
+	}
+	s.clients = map[string]storepb.StoreClient{}
+	return firstErr
+}
+
+func (s *BlocksStore) client(addr string) (storepb.StoreClient, error) {
+	s.mtx.Lock()
+	defer s.mtx.Unlock()
+	if s.closed {
+		return nil, errors.New("blocks store closed")
+	}
+	if c, ok := s.clients[addr]; ok {
+		return c, nil
+	}
+	c, err := s.dial(addr)
+	if err != nil {
+		return nil, errors.Wrapf(err, "dial store-gateway %s", addr)
+	}
+	s.clients[addr] = c
+	return c, nil
+}
+
+// GatewayPool keeps one gRPC connection per store-gateway address.
+type GatewayPool struct {
+	opts []grpc.DialOption
+
+	mtx     sync.Mutex
+	conns   map[string]*grpc.ClientConn
+	clients map[string]storepb.StoreClient
+}
+
+// NewGatewayPool returns an empty pool dialling with store.DialOptions plus opts.
+func NewGatewayPool(opts ...grpc.DialOption) *GatewayPool {
+	return &GatewayPool{
+		opts:    append(store.DialOptions(), opts...),
+		conns:   map[string]*grpc.ClientConn{},
+		clients: map[string]storepb.StoreClient{},
+	}
+}
+
+// Dial returns the StoreAPI client of the gateway at addr, connecting (lazily, as grpc.NewClient does) the first
+// time.
+func (p *GatewayPool) Dial(addr string) (storepb.StoreClient, error) {
+	p.mtx.Lock()
+	defer p.mtx.Unlock()
+	if c, ok := p.clients[addr]; ok {
+		return c, nil
+	}
+	conn, err := grpc.NewClient(addr, p.opts...)
+	if err != nil {
+		return nil, errors.Wrapf(err, "dial store-gateway %s", addr)
+	}
+	c := storepb.NewStoreClient(conn)
+	p.conns[addr], p.clients[addr] = conn, c
+	return c, nil
+}
+
+// Close closes every connection of the pool.
+func (p *GatewayPool) Close() error {
+	p.mtx.Lock()
+	defer p.mtx.Unlock()
+	var firstErr error
+	for addr, conn := range p.conns {
+		if err := conn.Close(); err != nil && firstErr == nil {
+			firstErr = errors.Wrapf(err, "close connection to store-gateway %s", addr)
+		}
+	}
+	p.conns = map[string]*grpc.ClientConn{}
+	p.clients = map[string]storepb.StoreClient{}
+	return firstErr
+}
+
+// blocksRequestTenants returns the request's tenants and ctx with them in outgoing gRPC metadata (the proxy
+// sets it already; a direct caller may not have).
+func blocksRequestTenants(ctx context.Context) (context.Context, []string, error) {
+	ts, ok := tenancy.TenantsFromContext(ctx)
+	if !ok {
+		return ctx, nil, status.Error(codes.Unauthenticated, tenancy.ErrNoTenant.Error())
+	}
+	if md, _ := metadata.FromOutgoingContext(ctx); len(md.Get(tenancy.MetadataOrgID)) == 0 {
+		ctx = tenancy.OutgoingContext(ctx, ts...)
+	}
+	return ctx, ts, nil
+}
+
+func statusFromContext(err error) error {
+	return status.FromContextError(err).Err()
+}
+
+// findBlocks lists the blocks of every tenant in [minT, maxT], each once.
+func (s *BlocksStore) findBlocks(ctx context.Context, tenants []string, minT, maxT int64) ([]BlockRef, error) {
+	var out []BlockRef
+	seen := map[ulid.ULID]bool{}
+	for _, tenant := range tenants {
+		refs, err := s.finder.Blocks(ctx, tenant, minT, maxT)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, statusFromContext(ctx.Err())
+			}
+			return nil, status.Errorf(codes.Unavailable, "list the blocks of tenant %s: %v", tenant, err)
+		}
+		for _, r := range refs {
+			if !seen[r.ID] {
+				seen[r.ID] = true
+				out = append(out, r)
+			}
+		}
+	}
+	return out, nil
+}
+
+// blockMatchers selects exactly the blocks ids by their ULIDs (which need no regexp escaping).
+func blockMatchers(ids []string) []*storepb.LabelMatcher {
+	return []*storepb.LabelMatcher{{Type: storepb.LabelMatcher_RE, Name: BlockIDLabel, Value: strings.Join(ids, "|")}}
+}
+
+// blockState is one block's progress through a request's attempts.
+type blockState struct {
+	ref    BlockRef
+	id     string
+	owners []string
+	tried  []string
+}
+
+// nextOwner is the first owner not tried for this block and not failed in this request ("" if none).
+func (b *blockState) nextOwner(failed map[string]bool) string {
+	for _, o := range b.owners {
+		if !failed[o] && !slices.Contains(b.tried, o) {
+			return o
+		}
+	}
+	return ""
+}
+
+// gatewayCall asks the gateway at addr about the blocks ids; it returns what it answered and which of the
+// blocks it confirmed having queried.
+type gatewayCall[T any] func(ctx context.Context, c storepb.StoreClient, addr string, ids []string) (T, []string, error)
+
+// distribution is what a request's attempts came to.
+type distribution[T any] struct {
+	answers  []gatewayAnswer[T] // of the gateways that answered, in the order of the attempts
+	missing  []*blockState      // blocks no gateway confirmed
+	tried    []string           // every gateway asked, sorted
+	failures []string           // "addr: error" of the gateways that failed, and owner look-up errors
+}
+
+type gatewayAnswer[T any] struct {
+	addr string
+	val  T
+}
+
+// unqueriedError is the error of blocks left over: codes.Unavailable naming how many, a few of them, the
+// gateways tried and a few of their failures.
+func (d *distribution[T]) unqueriedError() error {
+	if len(d.missing) == 0 {
+		return nil
+	}
+	const show = 5
+	ids := make([]string, 0, min(show, len(d.missing)))
+	for _, b := range d.missing[:min(show, len(d.missing))] {
+		ids = append(ids, b.id)
+	}
+	more := ""
+	if len(d.missing) > show {
+		more = fmt.Sprintf(" and %d more", len(d.missing)-show)
+	}
+	tried := "none"
+	if len(d.tried) > 0 {
+		tried = strings.Join(d.tried, ", ")
+	}
+	msg := fmt.Sprintf("%d blocks could not be queried on any of their store-gateways (%s%s); gateways tried: %s", len(d.missing), strings.Join(ids, ", "), more, tried)
+	if len(d.failures) > 0 {
+		msg += "; failures: " + strings.Join(d.failures[:min(3, len(d.failures))], "; ")
+	}
+	return status.Error(codes.Unavailable, msg)
+}
+
+// distribute runs the attempts of one request: each not yet queried block goes to its next owner, one call per
+// gateway per attempt, the gateways of an attempt in parallel. The error is the caller's context's, only.
+func distribute[T any](ctx context.Context, s *BlocksStore, method string, refs []BlockRef, call gatewayCall[T]) (*distribution[T], error) {
+	d := &distribution[T]{}
+	pending := make([]*blockState, 0, len(refs))
+	for _, r := range refs {
+		b := &blockState{ref: r, id: r.ID.String()}
+		owners, err := s.owners(r.ID)
+		if err != nil {
+			d.failures = append(d.failures, fmt.Sprintf("owners of block %s: %v", b.id, err))
+			d.missing = append(d.missing, b)
+			continue
+		}
+		b.owners = owners
+		pending = append(pending, b)
+	}
+
+	failed := map[string]bool{}
+	tried := map[string]bool{}
+	var sem chan struct{}
+	if s.cfg.MaxConcurrency > 0 {
+		sem = make(chan struct{}, s.cfg.MaxConcurrency)
+	}
+	for attempt := 0; attempt < s.cfg.MaxAttempts && len(pending) > 0; attempt++ {
+		if err := ctx.Err(); err != nil {
+			return nil, statusFromContext(err)
+		}
+		groups := map[string][]*blockState{}
+		var addrs []string
+		for _, b := range pending {
+			addr := b.nextOwner(failed)
+			if addr == "" {
+				d.missing = append(d.missing, b) // no owner left to ask
+				continue
+			}
+			if len(b.tried) > 0 {
+				s.metrics.retried.Inc()
+			}
+			b.tried = append(b.tried, addr)
+			if _, ok := groups[addr]; !ok {
+				addrs = append(addrs, addr)
+			}
+			groups[addr] = append(groups[addr], b)
+			tried[addr] = true
+		}
+		pending = pending[:0:0]
+		if len(addrs) == 0 {
+			break
+		}
+
+		type result struct {
+			val     T
+			queried []string
+			err     error
+		}
+		results := make([]result, len(addrs))
+		var wg sync.WaitGroup
+		for i, addr := range addrs {
+			ids := make([]string, 0, len(groups[addr]))
+			for _, b := range groups[addr] {
+				ids = append(ids, b.id)
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if sem != nil {
+					select {
+					case sem <- struct{}{}:
+						defer func() { <-sem }()
+					case <-ctx.Done():
+						results[i].err = ctx.Err()
+						return
+					}
+				}
+				c, err := s.client(addr)
+				if err != nil {
+					results[i].err = err
+					return
+				}
+				gctx, cancel := context.WithCancel(ctx)
+				defer cancel()
+				results[i].val, results[i].queried, results[i].err = call(gctx, c, addr, ids)
+			}()
+		}
+		wg.Wait()
+		if err := ctx.Err(); err != nil {
+			for range addrs {
+				s.metrics.requests.WithLabelValues(gatewayCanceled).Inc()
+			}
+			return nil, statusFromContext(err)
+		}
+
+		for i, addr := range addrs {
+			res := results[i]
+			if res.err != nil {
+				s.metrics.requests.WithLabelValues(gatewayError).Inc()
+				level.Debug(s.logger).Log("msg", "store-gateway failed; its blocks go to their next owners", "method", method, "gateway", addr, "blocks", len(groups[addr]), "err", res.err)
+				failed[addr] = true
+				d.failures = append(d.failures, fmt.Sprintf("%s: %v", addr, res.err))
+				pending = append(pending, groups[addr]...)
+				continue
+			}
+			confirmed := make(map[string]bool, len(res.queried))
+			for _, id := range res.queried {
+				confirmed[id] = true
+			}
+			outcome := gatewaySuccess
+			for _, b := range groups[addr] {
+				if confirmed[b.id] {
+					s.metrics.queried.Inc()
+					continue
+				}
+				outcome = gatewayIncomplete
+				pending = append(pending, b)
+			}
+			if outcome == gatewayIncomplete {
+				level.Debug(s.logger).Log("msg", "store-gateway did not confirm some blocks; they go to their next owners", "method", method, "gateway", addr, "blocks", len(groups[addr]), "confirmed", len(res.queried))
+			}
+			s.metrics.requests.WithLabelValues(outcome).Inc()
+			d.answers = append(d.answers, gatewayAnswer[T]{addr: addr, val: res.val})
+		}
+	}
+	d.missing = append(d.missing, pending...)
+	for addr := range tried {
+		d.tried = append(d.tried, addr)
+	}
+	sort.Strings(d.tried)
+	if len(d.missing) > 0 {
+		s.metrics.unqueried.Add(float64(len(d.missing)))
+		level.Warn(s.logger).Log("msg", "blocks could not be queried on the store-gateways", "method", method, "blocks", len(d.missing), "gateways", strings.Join(d.tried, ","))
+	}
+	return d, nil
+}
+
+// strictRequest reports whether a request asked for failures to fail it rather than to become warnings.
+func strictRequest(strategy storepb.PartialResponseStrategy, disabled bool) bool {
+	return disabled || strategy == storepb.PartialResponseStrategy_ABORT
+}
+
+// gatewaySeries is one gateway's answer to a Series request.
+type gatewaySeries struct {
+	series   []*storepb.Series
+	warnings []string
+}
+
+// Series implements storepb.StoreClient. The blocks' series come back as one stream sorted by labels, warnings
+// first. Blocks that could not be queried end the stream with a codes.Unavailable error after the series
+// (a partial answer) or, when the request aborts on partial responses, fail the call itself.
+func (s *BlocksStore) Series(ctx context.Context, req *storepb.SeriesRequest, opts ...grpc.CallOption) (storepb.Store_SeriesClient, error) {
+	ctx, tenants, err := blocksRequestTenants(ctx)
+	if err != nil {
+		return nil, err
+	}
+	refs, err := s.findBlocks(ctx, tenants, req.GetMinTime(), req.GetMaxTime())
+	if err != nil {
+		return nil, err
+	}
+	if len(refs) == 0 {
+		return &seriesStream{ctx: ctx}, nil
+	}
+	var queryStats bool
+	if h := req.GetHints(); h != nil {
+		var rh hintspb.SeriesRequestHints
+		if h.UnmarshalTo(&rh) == nil {
+			queryStats = rh.GetEnableQueryStats()
+		}
+	}
+	d, err := distribute(ctx, s, "series", refs, func(ctx context.Context, c storepb.StoreClient, addr string, ids []string) (gatewaySeries, []string, error) {
+		var out gatewaySeries
+		hints, err := anypb.New(&hintspb.SeriesRequestHints{BlockMatchers: blockMatchers(ids), EnableQueryStats: queryStats})
+		if err != nil {
+			return out, nil, errors.Wrap(err, "encode series request hints")
+		}
+		r := proto.Clone(req).(*storepb.SeriesRequest)
+		r.Hints = hints
+		stream, err := c.Series(ctx, r, opts...)
+		if err != nil {
+			return out, nil, err
+		}
+		var queried []string
+		for {
+			resp, err := stream.Recv()
+			if errors.Is(err, io.EOF) {
+				return out, queried, nil
+			}
+			if err != nil {
+				return out, nil, err
+			}
+			switch res := resp.GetResult().(type) {
+			case *storepb.SeriesResponse_Series:
+				out.series = append(out.series, res.Series)
+			case *storepb.SeriesResponse_Batch:
+				out.series = append(out.series, res.Batch.GetSeries()...)
+			case *storepb.SeriesResponse_Warning:
+				out.warnings = append(out.warnings, fmt.Sprintf("store-gateway %s: %s", addr, res.Warning))
+			case *storepb.SeriesResponse_Hints:
+				var rh hintspb.SeriesResponseHints
+				if err := res.Hints.UnmarshalTo(&rh); err != nil {
+					level.Debug(s.logger).Log("msg", "store-gateway series hints of an unknown type", "gateway", addr, "type", res.Hints.GetTypeUrl())
+					continue
+				}
+				for _, b := range rh.GetQueriedBlocks() {
+					queried = append(queried, b.GetId())
+				}
+			}
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	partial := d.unqueriedError()
+	if partial != nil && strictRequest(req.GetPartialResponseStrategy(), req.GetPartialResponseDisabled()) {
+		return nil, partial
+	}
+
+	var (
+		all      []*storepb.Series
+		warnings []string
+	)
+	for _, a := range d.answers {
+		all = append(all, a.val.series...)
+		warnings = append(warnings, a.val.warnings...)
+	}
+	merged := mergeGatewaySeries(all)
+	if req.GetLimit() > 0 && int64(len(merged)) > req.GetLimit() {
+		merged = merged[:req.GetLimit()]
+	}
+	return newSeriesStream(ctx, uniqueWarnings(warnings), merged, int(req.GetResponseBatchSize()), partial), nil
+}
+
+func uniqueWarnings(ss []string) []string {
+	seen := make(map[string]bool, len(ss))
+	out := ss[:0]
+	for _, s := range ss {
+		if !seen[s] {
+			seen[s] = true
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// mergeGatewaySeries sorts series by labels and makes the series of one label set (the same series in several
+// blocks, from one gateway or several) one series whose chunks are sorted by time, identical chunks (same time
+// range, encoding and bytes: blocks that overlap) kept once.
+func mergeGatewaySeries(all []*storepb.Series) []*storepb.Series {
+	type keyed struct {
+		lset labels.Labels
+		s    *storepb.Series
+	}
+	ks := make([]keyed, len(all))
+	for i, s := range all {
+		ks[i] = keyed{lset: store.LabelsFromPB(s.GetLabels()), s: s}
+	}
+	slices.SortStableFunc(ks, func(a, b keyed) int { return labels.Compare(a.lset, b.lset) })
+	out := make([]*storepb.Series, 0, len(ks))
+	for i := 0; i < len(ks); {
+		j := i + 1
+		for j < len(ks) && labels.Equal(ks[i].lset, ks[j].lset) {
+			j++
+		}
+		if j == i+1 {
+			out = append(out, &storepb.Series{Labels: store.LabelsToPB(ks[i].lset), Chunks: ks[i].s.GetChunks()})
+			i = j
+			continue
+		}
+		var chks []*storepb.AggrChunk
+		for _, k := range ks[i:j] {
+			chks = append(chks, k.s.GetChunks()...)
+		}
+		slices.SortStableFunc(chks, compareChunks)
+		uniq := chks[:0]
+		for _, c := range chks {
+			if len(uniq) > 0 && compareChunks(uniq[len(uniq)-1], c) == 0 && sameChunk(uniq[len(uniq)-1], c) {
+				continue
+			}
+			uniq = append(uniq, c)
+		}
+		out = append(out, &storepb.Series{Labels: store.LabelsToPB(ks[i].lset), Chunks: uniq})
+		i = j
+	}
+	return out
+}
+
+// compareChunks orders chunks by time range, then raw encoding and bytes (so identical ones are adjacent).
+func compareChunks(a, b *storepb.AggrChunk) int {
+	if c := cmp.Compare(a.GetMinTime(), b.GetMinTime()); c != 0 {
+		return c
+	}
+	if c := cmp.Compare(a.GetMaxTime(), b.GetMaxTime()); c != 0 {
+		return c
+	}
+	if c := cmp.Compare(a.GetRaw().GetType(), b.GetRaw().GetType()); c != 0 {
+		return c
+	}
+	return bytes.Compare(a.GetRaw().GetData(), b.GetRaw().GetData())
+}
+
+// sameChunk is true for chunks of the same bytes, downsampled aggregates included.
+func sameChunk(a, b *storepb.AggrChunk) bool {
+	return proto.Equal(a, b)
+}
+
+// seriesStream is an in-memory storepb.Store_SeriesClient: the warnings, then the series (in batches when the
+// request asked for them), then err or io.EOF.
+type seriesStream struct {
+	ctx   context.Context
+	resps []*storepb.SeriesResponse
+	err   error
+	next  int
+}
+
+func newSeriesStream(ctx context.Context, warnings []string, series []*storepb.Series, batchSize int, err error) *seriesStream {
+	s := &seriesStream{ctx: ctx, err: err}
+	for _, w := range warnings {
+		s.resps = append(s.resps, &storepb.SeriesResponse{Result: &storepb.SeriesResponse_Warning{Warning: w}})
+	}
+	if batchSize <= 1 {
+		for _, ser := range series {
+			s.resps = append(s.resps, &storepb.SeriesResponse{Result: &storepb.SeriesResponse_Series{Series: ser}})
+		}
+		return s
+	}
+	for len(series) > 0 {
+		n := min(batchSize, len(series))
+		s.resps = append(s.resps, &storepb.SeriesResponse{Result: &storepb.SeriesResponse_Batch{Batch: &storepb.SeriesBatch{Series: series[:n:n]}}})
+		series = series[n:]
+	}
+	return s
+}
+
+func (s *seriesStream) Recv() (*storepb.SeriesResponse, error) {
+	if err := s.ctx.Err(); err != nil {
+		return nil, statusFromContext(err)
+	}
+	if s.next < len(s.resps) {
+		r := s.resps[s.next]
+		s.resps[s.next] = nil
+		s.next++
+		return r, nil
+	}
+	if s.err != nil {
+		return nil, s.err
+	}
+	return nil, io.EOF
+}
+
+func (s *seriesStream) RecvMsg(m any) error {
+	resp, err := s.Recv()
+	if err != nil {
+		return err
+	}
+	dst, ok := m.(*storepb.SeriesResponse)
+	if !ok {
+		return errors.Newf("blocks store stream: cannot receive into %T", m)
+	}
+	proto.Reset(dst)
+	proto.Merge(dst, resp)
+	return nil
+}
+
+func (s *seriesStream) Header() (metadata.MD, error) { return metadata.MD{}, nil }
+func (s *seriesStream) Trailer() metadata.MD         { return metadata.MD{} }
+func (s *seriesStream) CloseSend() error             { return nil }
+func (s *seriesStream) Context() context.Context     { return s.ctx }
+func (s *seriesStream) SendMsg(any) error            { return nil }
+
+// labelsAnswer is one gateway's answer to LabelNames or LabelValues.
+type labelsAnswer struct {
+	values   []string
+	warnings []string
+}
+
+// labelsRange is the finder's time range of a label request (end 0: unbounded, as the proxy reads it).
+func labelsRange(start, end int64) (int64, int64) {
+	if end == 0 {
+		end = math.MaxInt64
+	}
+	return start, end
+}
+
+// finishLabels unions the answers; left-over blocks fail the request or become a warning by its strategy.
+func finishLabels(d *distribution[labelsAnswer], strict bool, limit int64) ([]string, []string, error) {
+	var values, warnings []string
+	for _, a := range d.answers {
+		values = append(values, a.val.values...)
+		warnings = append(warnings, a.val.warnings...)
+	}
+	if err := d.unqueriedError(); err != nil {
+		if strict {
+			return nil, nil, err
+		}
+		warnings = append(warnings, err.Error())
+	}
+	slices.Sort(values)
+	values = slices.Compact(values)
+	if limit > 0 && int64(len(values)) > limit {
+		values = values[:limit]
+	}
+	return values, uniqueWarnings(warnings), nil
+}
+
+func queriedIDs(bs []*hintspb.Block) []string {
+	out := make([]string, 0, len(bs))
+	for _, b := range bs {
+		out = append(out, b.GetId())
+	}
+	return out
+}
+
+func prefixWarnings(addr string, ws []string) []string {
+	out := make([]string, 0, len(ws))
+	for _, w := range ws {
+		out = append(out, fmt.Sprintf("store-gateway %s: %s", addr, w))
+	}
+	return out
+}
+
+// LabelNames implements storepb.StoreClient: the union of the gateways' answers over the request's blocks.
+func (s *BlocksStore) LabelNames(ctx context.Context, req *storepb.LabelNamesRequest, opts ...grpc.CallOption) (*storepb.LabelNamesResponse, error) {
+	ctx, tenants, err := blocksRequestTenants(ctx)
+	if err != nil {
+		return nil, err
+	}
+	minT, maxT := labelsRange(req.GetStart(), req.GetEnd())
+	refs, err := s.findBlocks(ctx, tenants, minT, maxT)
+	if err != nil || len(refs) == 0 {
+		return &storepb.LabelNamesResponse{}, err
+	}
+	d, err := distribute(ctx, s, "label_names", refs, func(ctx context.Context, c storepb.StoreClient, addr string, ids []string) (labelsAnswer, []string, error) {
+		hints, err := anypb.New(&hintspb.LabelNamesRequestHints{BlockMatchers: blockMatchers(ids)})
+		if err != nil {
+			return labelsAnswer{}, nil, errors.Wrap(err, "encode label names request hints")
+		}
+		r := proto.Clone(req).(*storepb.LabelNamesRequest)
+		r.Hints = hints
+		resp, err := c.LabelNames(ctx, r, opts...)
+		if err != nil {
+			return labelsAnswer{}, nil, err
+		}
+		var rh hintspb.LabelNamesResponseHints
+		if h := resp.GetHints(); h != nil {
+			if err := h.UnmarshalTo(&rh); err != nil {
+				level.Debug(s.logger).Log("msg", "store-gateway label names hints of an unknown type", "gateway", addr, "type", h.GetTypeUrl())
+			}
+		}
+		return labelsAnswer{values: resp.GetNames(), warnings: prefixWarnings(addr, resp.GetWarnings())}, queriedIDs(rh.GetQueriedBlocks()), nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	names, warnings, err := finishLabels(d, strictRequest(req.GetPartialResponseStrategy(), req.GetPartialResponseDisabled()), req.GetLimit())
+	if err != nil {
+		return nil, err
+	}
+	return &storepb.LabelNamesResponse{Names: names, Warnings: warnings}, nil
+}
+
+// LabelValues implements storepb.StoreClient: the union of the gateways' answers over the request's blocks.
+func (s *BlocksStore) LabelValues(ctx context.Context, req *storepb.LabelValuesRequest, opts ...grpc.CallOption) (*storepb.LabelValuesResponse, error) {
+	ctx, tenants, err := blocksRequestTenants(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if req.GetLabel() == "" {
+		return nil, status.Error(codes.InvalidArgument, "label name parameter cannot be empty")
+	}
+	minT, maxT := labelsRange(req.GetStart(), req.GetEnd())
+	refs, err := s.findBlocks(ctx, tenants, minT, maxT)
+	if err != nil || len(refs) == 0 {
+		return &storepb.LabelValuesResponse{}, err
+	}
+	d, err := distribute(ctx, s, "label_values", refs, func(ctx context.Context, c storepb.StoreClient, addr string, ids []string) (labelsAnswer, []string, error) {
+		hints, err := anypb.New(&hintspb.LabelValuesRequestHints{BlockMatchers: blockMatchers(ids)})
+		if err != nil {
+			return labelsAnswer{}, nil, errors.Wrap(err, "encode label values request hints")
+		}
+		r := proto.Clone(req).(*storepb.LabelValuesRequest)
+		r.Hints = hints
+		resp, err := c.LabelValues(ctx, r, opts...)
+		if err != nil {
+			return labelsAnswer{}, nil, err
+		}
+		var rh hintspb.LabelValuesResponseHints
+		if h := resp.GetHints(); h != nil {
+			if err := h.UnmarshalTo(&rh); err != nil {
+				level.Debug(s.logger).Log("msg", "store-gateway label values hints of an unknown type", "gateway", addr, "type", h.GetTypeUrl())
+			}
+		}
+		return labelsAnswer{values: resp.GetValues(), warnings: prefixWarnings(addr, resp.GetWarnings())}, queriedIDs(rh.GetQueriedBlocks()), nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	values, warnings, err := finishLabels(d, strictRequest(req.GetPartialResponseStrategy(), req.GetPartialResponseDisabled()), req.GetLimit())
+	if err != nil {
+		return nil, err
+	}
+	return &storepb.LabelValuesResponse{Values: values, Warnings: warnings}, nil
+}
