@@ -61,7 +61,7 @@ func TestPromQLEquality(t *testing.T) {
 	t.Logf("dataset: %d series, %d samples; %d queries × %d evaluations (%d range, %d instant)",
 		len(data), nSamples, len(queries), len(evals), countEvals(evals, false), countEvals(evals, true))
 
-	for _, layout := range []harnessLayout{layoutFullCopies, layoutSplitOverlap} {
+	for _, layout := range []harnessLayout{layoutFullCopies, layoutSplitOverlap, layoutBucket, layoutShippingBoundary} {
 		t.Run(layout.String(), func(t *testing.T) {
 			start := time.Now()
 			h := newPromQLHarness(t, data, layout)

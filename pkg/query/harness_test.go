@@ -18,8 +18,12 @@ import (
 	"github.com/prometheus/prometheus/promql"
 	"github.com/prometheus/prometheus/storage"
 	"github.com/prometheus/prometheus/tsdb"
+	"github.com/thanos-io/objstore"
+	"github.com/thanos-io/objstore/providers/filesystem"
 	"google.golang.org/grpc"
 
+	"github.com/stratametrics/strata/pkg/block"
+	"github.com/stratametrics/strata/pkg/cache"
 	"github.com/stratametrics/strata/pkg/store"
 	"github.com/stratametrics/strata/pkg/store/infopb"
 	"github.com/stratametrics/strata/pkg/store/storepb"
@@ -55,6 +59,12 @@ const (
 	// layoutSplitOverlap: store 1 holds [0, 70%] of the data's time range, store 2 [30%, 100%]: the Queryable
 	// chains the two halves and drops the duplicates of the overlap.
 	layoutSplitOverlap
+	// layoutBucket: all the data cut into blocks, shipped to a bucket by the ingesters' shipper and served by a
+	// store-gateway's BucketStore (range reads, index-headers, caches).
+	layoutBucket
+	// layoutShippingBoundary: a BucketStore serves [0, 70%] (shipped blocks), a TSDBStore [30%, 100%] (the
+	// ingester's head and blocks not deleted yet): the shipping boundary.
+	layoutShippingBoundary
 )
 
 func (l harnessLayout) String() string {
@@ -63,6 +73,10 @@ func (l harnessLayout) String() string {
 		return "full-copies"
 	case layoutSplitOverlap:
 		return "split-overlap"
+	case layoutBucket:
+		return "bucket"
+	case layoutShippingBoundary:
+		return "shipping-boundary"
 	}
 	return fmt.Sprintf("layout-%d", int(l))
 }
@@ -91,18 +105,25 @@ func newPromQLHarness(t testing.TB, series []harnessSeries, layout harnessLayout
 	mint, maxt := harnessTimeRange(series)
 	all := func(int64) bool { return true }
 	keep1, keep2 := all, all
-	if layout == layoutSplitOverlap {
+	if layout == layoutSplitOverlap || layout == layoutShippingBoundary {
 		span := maxt - mint
 		cut1, cut2 := mint+span*7/10, mint+span*3/10
 		keep1 = func(ts int64) bool { return ts <= cut1 }
 		keep2 = func(ts int64) bool { return ts >= cut2 }
 	}
 	ref := harnessOpenDB(t, series, all)
-	c1 := harnessServe(t, harnessOpenDB(t, series, keep1))
-	c2 := harnessServe(t, harnessOpenDB(t, series, keep2))
+	var stores []store.StoreClient
+	switch layout {
+	case layoutBucket:
+		stores = []store.StoreClient{harnessServeBucket(t, harnessOpenDB(t, series, all))}
+	case layoutShippingBoundary:
+		stores = []store.StoreClient{harnessServeBucket(t, harnessOpenDB(t, series, keep1)), harnessServe(t, harnessOpenDB(t, series, keep2))}
+	default:
+		stores = []store.StoreClient{harnessServe(t, harnessOpenDB(t, series, keep1)), harnessServe(t, harnessOpenDB(t, series, keep2))}
+	}
 
 	logger := log.NewNopLogger()
-	proxy := store.NewProxy(func() []store.StoreClient { return []store.StoreClient{c1, c2} }, 0, logger, nil)
+	proxy := store.NewProxy(func() []store.StoreClient { return stores }, 0, logger, nil)
 	return &promqlHarness{
 		ctx:          tenancy.WithTenants(context.Background(), []string{harnessTenant}),
 		refDB:        ref,
@@ -165,9 +186,46 @@ func harnessOpenDB(t testing.TB, series []harnessSeries, keep func(int64) bool) 
 	return db
 }
 
+// harnessServeBucket cuts all of db's head into blocks, ships them with the ingesters' shipper into a
+// filesystem bucket under the harness tenant, and serves the bucket with a BucketStore (in-memory caches) on
+// loopback gRPC.
+func harnessServeBucket(t testing.TB, db *tsdb.DB) *store.Client {
+	t.Helper()
+	head := db.Head()
+	if head.NumSeries() > 0 {
+		testutil.Ok(t, db.CompactHead(tsdb.NewRangeHead(head, head.MinTime(), head.MaxTime())))
+	}
+	bkt, err := filesystem.NewBucket(t.TempDir())
+	testutil.Ok(t, err)
+	tenantLabels := labels.FromStrings(tenancy.TenantIDLabel, harnessTenant)
+	shipper := block.NewShipper(nil, nil, db.Dir(), objstore.NewPrefixedBucket(bkt, harnessTenant), func() labels.Labels { return tenantLabels }, block.ReceiveSource)
+	n, err := shipper.Sync(context.Background())
+	testutil.Ok(t, err)
+	testutil.Assert(t, n > 0, "nothing shipped")
+
+	logger := log.NewNopLogger()
+	cfg := store.DefaultBucketStoreConfig()
+	cfg.Dir = t.TempDir()
+	idx := cache.NewInMemory("index", cache.InMemoryConfig{MaxSizeBytes: 64 << 20}, logger, nil)
+	chk := cache.NewInMemory("chunks", cache.InMemoryConfig{MaxSizeBytes: 64 << 20}, logger, nil)
+	bs := store.NewBucketStore(bkt, cfg, idx, chk, nil, nil, logger, nil, nil)
+	testutil.Ok(t, bs.SyncBlocks(context.Background()))
+	testutil.Equals(t, n, len(bs.Blocks(harnessTenant)))
+	t.Cleanup(func() { _ = bs.Close() })
+	return harnessServeStore(t, bs, bs)
+}
+
 // harnessServe serves db as a TSDBStore on a loopback gRPC server with the tenancy interceptors a Strata
 // process uses, and returns a client of it with its Info loaded.
 func harnessServe(t testing.TB, db *tsdb.DB) *store.Client {
+	t.Helper()
+	st := store.NewTSDBStore(store.SingleTenant(harnessTenant, db), log.NewNopLogger())
+	return harnessServeStore(t, st, st)
+}
+
+// harnessServeStore serves a StoreAPI on a loopback gRPC server with the tenancy interceptors a Strata process
+// uses, and returns a client of it with its Info loaded.
+func harnessServeStore(t testing.TB, st storepb.StoreServer, info infopb.InfoServer) *store.Client {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	testutil.Ok(t, err)
@@ -179,9 +237,8 @@ func harnessServe(t testing.TB, db *tsdb.DB) *store.Client {
 		grpc.ChainUnaryInterceptor(cfg.UnaryServerInterceptor(exempt)),
 		grpc.ChainStreamInterceptor(cfg.StreamServerInterceptor(exempt)),
 	)
-	st := store.NewTSDBStore(store.SingleTenant(harnessTenant, db), log.NewNopLogger())
 	storepb.RegisterStoreServer(srv, st)
-	infopb.RegisterInfoServer(srv, st)
+	infopb.RegisterInfoServer(srv, info)
 	go func() { _ = srv.Serve(l) }()
 	t.Cleanup(srv.Stop)
 
