@@ -62,15 +62,10 @@ type bucketBlock struct {
 	metrics *bucketStoreMetrics
 }
 
-func (b *bucketBlock) id() ulid.ULID       { return b.meta.ULID }
-func (b *bucketBlock) resolution() int64   { return b.meta.Thanos.Downsample.Resolution }
+func (b *bucketBlock) id() ulid.ULID     { return b.meta.ULID }
+func (b *bucketBlock) resolution() int64 { return b.meta.Thanos.Downsample.Resolution }
 func (b *bucketBlock) cacheKey(kind string) string {
 	return kind + ":" + b.dir + ":"
-}
-
-// overlaps reports whether the block holds data in [minT, maxT] (block MaxTime is exclusive).
-func (b *bucketBlock) overlaps(minT, maxT int64) bool {
-	return b.meta.MinTime <= maxT && minT < b.meta.MaxTime
 }
 
 // fetchRanges reads the byte ranges [starts[i], ends[i]) of an object, merging ranges closer than maxGap into

@@ -10,8 +10,8 @@ import (
 	"testing"
 
 	"github.com/efficientgo/core/testutil"
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
-	"github.com/prometheus/prometheus/storage"
 	"github.com/prometheus/prometheus/tsdb/index"
 )
 
@@ -21,7 +21,7 @@ func manyNamesSeries() []labels.Labels {
 	var series []labels.Labels
 	for i := 0; i < 300; i++ {
 		b := labels.NewScratchBuilder(0)
-		b.Add(labels.MetricName, fmt.Sprintf("metric_%d", i%7))
+		b.Add(model.MetricNameLabel, fmt.Sprintf("metric_%d", i%7))
 		for n := 0; n < 40; n++ {
 			if (i+n)%3 == 0 {
 				b.Add(fmt.Sprintf("label_%02d", n), fmt.Sprintf("value_%d", (i*n)%23))
@@ -38,7 +38,7 @@ func unicodeSeries() []labels.Labels {
 	values := []string{"ä", "ö", "ü", "日本語", "😀", "a b", "a\nb", "\x00", "ab", "abc", "ab\xff", strings.Repeat("long", 500), "zß", "Ω"}
 	var series []labels.Labels
 	for i, v := range values {
-		series = append(series, labels.FromStrings(labels.MetricName, "unicode", "v", v, "ünï©ødé", fmt.Sprint(i%3)))
+		series = append(series, labels.FromStrings(model.MetricNameLabel, "unicode", "v", v, "ünï©ødé", fmt.Sprint(i%3)))
 	}
 	return series
 }
@@ -46,7 +46,7 @@ func unicodeSeries() []labels.Labels {
 func highCardinalitySeries(n int) []labels.Labels {
 	series := make([]labels.Labels, 0, n)
 	for i := 0; i < n; i++ {
-		series = append(series, labels.FromStrings(labels.MetricName, "requests_total", "id", fmt.Sprintf("%08x", i*7919), "pod", fmt.Sprintf("pod-%d", i%13)))
+		series = append(series, labels.FromStrings(model.MetricNameLabel, "requests_total", "id", fmt.Sprintf("%08x", i*7919), "pod", fmt.Sprintf("pod-%d", i%13)))
 	}
 	return series
 }
@@ -58,7 +58,7 @@ func TestBuildOpenMatchesPrometheusReader(t *testing.T) {
 	}{
 		{name: "no series", write: func(t testing.TB, dir string) string { return writeIndex(t, dir, nil) }},
 		{name: "one series", write: func(t testing.TB, dir string) string {
-			return writeBlock(t, dir, []labels.Labels{labels.FromStrings(labels.MetricName, "up")})
+			return writeBlock(t, dir, []labels.Labels{labels.FromStrings(model.MetricNameLabel, "up")})
 		}},
 		{name: "index writer, few series", write: func(t testing.TB, dir string) string {
 			return writeIndex(t, dir, []labels.Labels{
@@ -225,7 +225,7 @@ func TestLookupSymbolDecodesSeries(t *testing.T) {
 		off := int(ref) * 16
 		l, k := binary.Uvarint(raw[off:])
 		testutil.Ok(t, dec.Series(raw[off+k:off+k+int(l)], &b, nil))
-		testutil.Ok(t, ir.Series(storage.SeriesRef(ref), &want, nil))
+		testutil.Ok(t, ir.Series(ref, &want, nil))
 		testutil.Equals(t, want.Labels().String(), b.Labels().String())
 		n++
 	}
@@ -239,7 +239,7 @@ func TestBuildReadsOnlyTOCSymbolsAndOffsetTable(t *testing.T) {
 	var series []labels.Labels
 	for i := 0; i < 20000; i++ {
 		b := labels.NewScratchBuilder(0)
-		b.Add(labels.MetricName, "m")
+		b.Add(model.MetricNameLabel, "m")
 		for n := 0; n < 8; n++ {
 			b.Add(fmt.Sprintf("l%d", n), fmt.Sprint((i>>(2*n))%4))
 		}
