@@ -34,8 +34,11 @@ test-e2e: ## Run the end-to-end tests, then a short bounded fuzz run of remote-w
 	$(GO) test -timeout $(TEST_TIMEOUT) -count=1 -v ./test/e2e/...
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeValidate$$' -fuzztime $(FUZZ_TIME) ./pkg/receive/
 
-bench: ## Run the benchmarks (not part of `make test`).
+bench: ## Run the benchmarks (not part of `make test`), then the store-gateway's process-level benchmark.
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCH_TIME) ./...
+	# The line above runs pkg/query's BenchmarkGatewayStartup and BenchmarkGateway7DayRange (gateway vs Prometheus,
+	# in process); this one the same against the real binaries: strata store-gateway vs prometheus over 1,000 blocks.
+	bash scripts/bench-gateway.sh
 
 lint: ## go vet, then golangci-lint (bans github.com/pkg/errors, prometheus.DefaultRegisterer, fmt.Print* in pkg/).
 	# -stdmethods=false: Prometheus's chunkenc.Iterator has Seek(int64) ValueType, which is not io.Seeker.

@@ -187,7 +187,9 @@ func (f *MetaFetcher) Fetch(ctx context.Context, tenant string) (*Discovered, er
 	)
 	for _, id := range ids {
 		if deleted[id] {
+			mtx.Lock()
 			d.Deleted = append(d.Deleted, id)
+			mtx.Unlock()
 			continue
 		}
 		m, ok := known[id]

@@ -283,7 +283,7 @@ func ReadMetaFromBucket(ctx context.Context, bkt objstore.BucketReader, id ulid.
 		return nil, errors.Wrapf(err, "read meta.json of block %s", id)
 	}
 	if m.ULID != id {
-		return nil, errors.Newf("meta.json of block %s names block %s", id, m.ULID)
+		return nil, errors.Wrapf(ErrMetaCorrupted, "meta.json of block %s names block %s", id, m.ULID)
 	}
 	return m, nil
 }

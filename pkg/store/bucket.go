@@ -32,7 +32,7 @@ const maxTime = math.MaxInt64
 
 // BucketStoreConfig configures a BucketStore.
 type BucketStoreConfig struct {
-	// Dir holds the index-headers (<Dir>/<tenant>/<ULID>/index-header); it is a cache, safe to delete.
+	// Dir holds the index-headers (<Dir>/<tenant>/<ULID>.index-header); it is a cache, safe to delete.
 	Dir string
 	// IndexHeaderIdleTimeout unloads an index-header not used for this long (0: never).
 	IndexHeaderIdleTimeout time.Duration
@@ -239,14 +239,16 @@ func (s *BucketStore) SyncBlocks(ctx context.Context) (err error) {
 	s.synced = true
 	s.mtx.Unlock()
 
-	// Close the blocks dropped, and count what is served.
+	// Close the blocks dropped once the requests reading them are done, and count what is served.
 	for tenant, blocks := range old {
 		for id, b := range blocks {
 			if _, ok := next[tenant][id]; !ok {
-				if err := b.header.Close(); err != nil {
-					level.Warn(s.logger).Log("msg", "closing index-header of dropped block", "block", id, "err", err)
-				}
-				_ = os.RemoveAll(filepath.Join(s.cfg.Dir, tenant, id.String()))
+				b.drop(func() {
+					if err := b.header.Close(); err != nil {
+						level.Warn(s.logger).Log("msg", "closing index-header of dropped block", "block", id, "err", err)
+					}
+					_ = os.Remove(s.headerPath(tenant, id))
+				})
 			}
 		}
 	}
@@ -289,7 +291,7 @@ func (s *BucketStore) newBlock(tenant string, m *block.Meta) *bucketBlock {
 	dir := path.Join(tenant, m.ULID.String())
 	b := labels.NewBuilder(labels.FromMap(m.Thanos.Labels))
 	b.Set(tenancy.TenantIDLabel, tenant) // a store never serves a block of a tenant under another tenant_id
-	hdrPath := filepath.Join(s.cfg.Dir, tenant, m.ULID.String(), "index-header")
+	hdrPath := s.headerPath(tenant, m.ULID)
 	return &bucketBlock{
 		tenant:  tenant,
 		meta:    m,
@@ -301,6 +303,12 @@ func (s *BucketStore) newBlock(tenant string, m *block.Meta) *bucketBlock {
 		chunks:  s.chunksCache,
 		metrics: s.metrics,
 	}
+}
+
+// headerPath is where a block's index-header is kept: one flat directory per tenant (a directory per block
+// would cost a mkdir per header built).
+func (s *BucketStore) headerPath(tenant string, id ulid.ULID) string {
+	return filepath.Join(s.cfg.Dir, tenant, id.String()+".index-header")
 }
 
 // Synced reports whether a first sync completed (the store knows which blocks it serves).
@@ -349,18 +357,25 @@ func (s *BucketStore) Close() error {
 
 // blocksFor returns the blocks of a tenant a request of [minT, maxT] reads at maxResolution (see BucketStore),
 // restricted to those the block matchers name; considered are all the tenant's blocks the matchers name (the
-// blocks this store answers for, whether or not they hold data in range).
-func (s *BucketStore) blocksFor(tenant string, minT, maxT, maxResolution int64, bms []*labels.Matcher) (selected, considered []*bucketBlock) {
+// blocks this store answers for, whether or not they hold data in range). With allResolutions, every block
+// overlapping the range is selected (label queries). The selected blocks stay open until release is called,
+// even if a sync drops them meanwhile.
+func (s *BucketStore) blocksFor(tenant string, minT, maxT, maxResolution int64, allResolutions bool, bms []*labels.Matcher) (selected, considered []*bucketBlock, release func()) {
 	s.mtx.RLock()
-	blocks := s.tenants[tenant]
-	s.mtx.RUnlock()
+	defer s.mtx.RUnlock()
 	// Blocks with the same external labels form one set, resolved separately (Thanos's bucketBlockSet).
 	sets := map[string][]*bucketBlock{}
-	for _, b := range blocks {
+	for _, b := range s.tenants[tenant] {
 		if !matchBlock(bms, b.id().String()) {
 			continue
 		}
 		considered = append(considered, b)
+		if allResolutions {
+			if b.meta.MinTime <= maxT && minT < b.meta.MaxTime {
+				selected = append(selected, b)
+			}
+			continue
+		}
 		key := b.ext.String()
 		sets[key] = append(sets[key], b)
 	}
@@ -368,7 +383,16 @@ func (s *BucketStore) blocksFor(tenant string, minT, maxT, maxResolution int64, 
 		selected = append(selected, blocksAtResolution(set, minT, maxT, maxResolution)...)
 	}
 	sort.Slice(considered, func(i, j int) bool { return considered[i].id().Compare(considered[j].id()) < 0 })
-	return selected, considered
+	// Acquired under the read lock: a sync swaps the block set under the write lock, then closes the blocks it
+	// dropped once their readers are done.
+	for _, b := range selected {
+		b.acquire()
+	}
+	return selected, considered, func() {
+		for _, b := range selected {
+			b.release()
+		}
+	}
 }
 
 // blocksAtResolution fills [minT, maxT] with the blocks of the coarsest resolution not above maxResolution and

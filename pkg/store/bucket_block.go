@@ -60,6 +60,43 @@ type bucketBlock struct {
 	index   Cache
 	chunks  Cache
 	metrics *bucketStoreMetrics
+	// readers counts the requests reading the block: a block dropped by a sync is closed when the last ends.
+	refMtx  sync.Mutex
+	readers int
+	dropped func() // set by the sync that dropped the block; run once there are no readers
+}
+
+// acquire registers a reader of the block.
+func (b *bucketBlock) acquire() {
+	b.refMtx.Lock()
+	defer b.refMtx.Unlock()
+	b.readers++
+}
+
+// release ends a reader; the last one closes a dropped block.
+func (b *bucketBlock) release() {
+	b.refMtx.Lock()
+	b.readers--
+	var closeNow func()
+	if b.readers == 0 && b.dropped != nil {
+		closeNow, b.dropped = b.dropped, nil
+	}
+	b.refMtx.Unlock()
+	if closeNow != nil {
+		closeNow()
+	}
+}
+
+// drop closes the block with closeFn now if nobody reads it, else when its last reader ends.
+func (b *bucketBlock) drop(closeFn func()) {
+	b.refMtx.Lock()
+	if b.readers > 0 {
+		b.dropped = closeFn
+		b.refMtx.Unlock()
+		return
+	}
+	b.refMtx.Unlock()
+	closeFn()
 }
 
 func (b *bucketBlock) id() ulid.ULID     { return b.meta.ULID }
@@ -250,7 +287,7 @@ func (b *bucketBlock) seriesEntries(ctx context.Context, hdr *indexheader.Reader
 		starts, ends []int64
 	)
 	for i, k := range keys {
-		if v, ok := found[k]; ok {
+		if v, ok := checkedCacheValue(found[k]); ok {
 			out[i] = v
 			continue
 		}
@@ -287,7 +324,7 @@ func (b *bucketBlock) seriesEntries(ctx context.Context, hdr *indexheader.Reader
 			return nil, errors.Wrapf(err, "series %d of block %s", refs[i], b.id())
 		}
 		out[i] = entry
-		toStore[keys[i]] = entry
+		toStore[keys[i]] = withCRC(entry)
 	}
 	b.index.Store(toStore, 0)
 	stats.seriesFetched += len(missing)
@@ -303,6 +340,27 @@ func seriesOffset(hdr *indexheader.Reader, ref storage.SeriesRef) int64 {
 }
 
 var errShort = errors.New("entry longer than the bytes read")
+
+// withCRC appends the CRC32 of b: cached series entries and chunks carry it, so that a corrupted cache entry
+// (a bad memcached node, a bit flip) is a miss rather than a wrong answer. Postings carry their own.
+func withCRC(b []byte) []byte {
+	out := make([]byte, len(b)+crc32.Size)
+	copy(out, b)
+	binary.BigEndian.PutUint32(out[len(b):], crc32.Checksum(b, castagnoli))
+	return out
+}
+
+// checkedCacheValue returns a cached value without its CRC, or false when it is missing or corrupted.
+func checkedCacheValue(v []byte) ([]byte, bool) {
+	if len(v) < crc32.Size {
+		return nil, false
+	}
+	b := v[:len(v)-crc32.Size]
+	if crc32.Checksum(b, castagnoli) != binary.BigEndian.Uint32(v[len(b):]) {
+		return nil, false
+	}
+	return b, true
+}
 
 // seriesEntry checks and strips the length prefix and CRC of a series entry at the start of buf.
 func seriesEntry(buf []byte) ([]byte, error) {
@@ -351,7 +409,7 @@ func (b *bucketBlock) rawChunks(ctx context.Context, refs []chunks.ChunkRef, sta
 
 	bySeg := map[uint64][]int{}
 	for i, k := range keys {
-		if v, ok := found[k]; ok && len(v) > 0 {
+		if v, ok := checkedCacheValue(found[k]); ok && len(v) > 0 {
 			out[i] = v
 			continue
 		}
@@ -380,7 +438,7 @@ func (b *bucketBlock) rawChunks(ctx context.Context, refs []chunks.ChunkRef, sta
 			}
 			for j, i := range idxs {
 				out[i] = got[j]
-				toStore[keys[i]] = got[j]
+				toStore[keys[i]] = withCRC(got[j])
 			}
 		}()
 	}

@@ -34,14 +34,16 @@ type queryStats struct {
 	chunksFetched int
 }
 
-// queryLimiter enforces a tenant's per-query limits over all the blocks a request reads.
+// queryLimiter enforces a tenant's per-query limits over all the blocks a request reads: distinct series (checked
+// per block, then on the merged result) and chunk bytes fetched.
 type queryLimiter struct {
 	maxSeries, maxChunkBytes int64
-	series, chunkBytes       atomic.Int64
+	chunkBytes               atomic.Int64
 }
 
-func (l *queryLimiter) addSeries(n int) error {
-	if v := l.series.Add(int64(n)); l.maxSeries > 0 && v > l.maxSeries {
+// checkSeries checks a count of distinct series against the limit.
+func (l *queryLimiter) checkSeries(n int) error {
+	if l.maxSeries > 0 && int64(n) > l.maxSeries {
 		return status.Error(codes.ResourceExhausted, tenancy.NewMaxSeriesPerQueryError(int(l.maxSeries)).Error())
 	}
 	return nil
@@ -119,7 +121,7 @@ func (s *BucketStore) blockSeries(ctx context.Context, b *bucketBlock, ms []*lab
 		}
 		out = append(out, seriesResult{lset: labelsWithExternalToPB(builder.Labels(), b.ext)})
 	}
-	if err := lim.addSeries(len(out)); err != nil {
+	if err := lim.checkSeries(len(out)); err != nil { // one block over the limit: no need to read its chunks
 		return nil, err
 	}
 	if req.GetSkipChunks() || len(chunkRefs) == 0 {
@@ -369,7 +371,8 @@ func (s *BucketStore) Series(req *storepb.SeriesRequest, srv storepb.Store_Serie
 		l := s.limits(tenant)
 		lim.maxSeries = max(lim.maxSeries, int64(l.MaxFetchedSeriesPerQuery))
 		lim.maxChunkBytes = max(lim.maxChunkBytes, int64(l.MaxFetchedChunkBytesPerQuery))
-		blocks, considered := s.blocksFor(tenant, req.GetMinTime(), req.GetMaxTime(), req.GetMaxResolutionWindow(), bms)
+		blocks, considered, release := s.blocksFor(tenant, req.GetMinTime(), req.GetMaxTime(), req.GetMaxResolutionWindow(), false, bms)
+		defer release()
 		for _, b := range considered {
 			queried = append(queried, &hintspb.Block{Id: b.id().String()})
 		}
@@ -397,6 +400,9 @@ func (s *BucketStore) Series(req *storepb.SeriesRequest, srv storepb.Store_Serie
 	}
 	s.metrics.blocksQueried.Add(float64(len(selected)))
 	out := mergeSeriesResults(parts)
+	if err := lim.checkSeries(len(out)); err != nil {
+		return err
+	}
 	if req.GetLimit() > 0 && int64(len(out)) > req.GetLimit() {
 		out = out[:req.GetLimit()]
 	}
@@ -419,22 +425,22 @@ func (s *BucketStore) Series(req *storepb.SeriesRequest, srv storepb.Store_Serie
 // labelBlocks selects the blocks of a label request and the matchers left for each.
 func (s *BucketStore) labelBlocks(ctx context.Context, pbms []*storepb.LabelMatcher, h *anypb.Any, hints interface {
 	GetBlockMatchers() []*storepb.LabelMatcher
-}, unmarshal func(*anypb.Any) error, start, end int64) ([]selectedBlock, []*hintspb.Block, error) {
+}, unmarshal func(*anypb.Any) error, start, end int64) ([]selectedBlock, []*hintspb.Block, func(), error) {
 	tenants, err := requestTenants(ctx)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	ms, err := MatchersFromPB(pbms)
 	if err != nil {
-		return nil, nil, status.Error(codes.InvalidArgument, err.Error())
+		return nil, nil, nil, status.Error(codes.InvalidArgument, err.Error())
 	}
 	var bms []*labels.Matcher
 	if h != nil {
 		if err := unmarshal(h); err != nil {
-			return nil, nil, status.Errorf(codes.InvalidArgument, "decode request hints: %v", err)
+			return nil, nil, nil, status.Errorf(codes.InvalidArgument, "decode request hints: %v", err)
 		}
 		if bms, err = MatchersFromPB(hints.GetBlockMatchers()); err != nil {
-			return nil, nil, status.Errorf(codes.InvalidArgument, "block matchers: %v", err)
+			return nil, nil, nil, status.Errorf(codes.InvalidArgument, "block matchers: %v", err)
 		}
 	}
 	if end == 0 {
@@ -443,9 +449,12 @@ func (s *BucketStore) labelBlocks(ctx context.Context, pbms []*storepb.LabelMatc
 	var (
 		selected []selectedBlock
 		queried  []*hintspb.Block
+		releases []func()
 	)
 	for _, tenant := range tenants {
-		blocks, considered := s.blocksFor(tenant, start, end, 0, bms)
+		// Label queries read every block in range, whatever its resolution.
+		blocks, considered, release := s.blocksFor(tenant, start, end, 0, true, bms)
+		releases = append(releases, release)
 		for _, b := range considered {
 			queried = append(queried, &hintspb.Block{Id: b.id().String()})
 		}
@@ -455,16 +464,21 @@ func (s *BucketStore) labelBlocks(ctx context.Context, pbms []*storepb.LabelMatc
 			}
 		}
 	}
-	return selected, queried, nil
+	return selected, queried, func() {
+		for _, r := range releases {
+			r()
+		}
+	}, nil
 }
 
 // LabelNames implements thanos.Store: the label names of the series in range (external labels included).
 func (s *BucketStore) LabelNames(ctx context.Context, req *storepb.LabelNamesRequest) (*storepb.LabelNamesResponse, error) {
 	var hints hintspb.LabelNamesRequestHints
-	selected, queried, err := s.labelBlocks(ctx, req.GetMatchers(), req.GetHints(), &hints, func(a *anypb.Any) error { return a.UnmarshalTo(&hints) }, req.GetStart(), req.GetEnd())
+	selected, queried, release, err := s.labelBlocks(ctx, req.GetMatchers(), req.GetHints(), &hints, func(a *anypb.Any) error { return a.UnmarshalTo(&hints) }, req.GetStart(), req.GetEnd())
 	if err != nil {
 		return nil, err
 	}
+	defer release()
 	sets := make([][]string, len(selected))
 	err = forEachBlock(ctx, selected, s.cfg.BlockQueryConcurrency, func(ctx context.Context, i int, sb selectedBlock) error {
 		names, err := s.blockLabelNames(ctx, sb)
@@ -543,10 +557,11 @@ func (s *BucketStore) LabelValues(ctx context.Context, req *storepb.LabelValuesR
 		return nil, status.Error(codes.InvalidArgument, "label name parameter cannot be empty")
 	}
 	var hints hintspb.LabelValuesRequestHints
-	selected, queried, err := s.labelBlocks(ctx, req.GetMatchers(), req.GetHints(), &hints, func(a *anypb.Any) error { return a.UnmarshalTo(&hints) }, req.GetStart(), req.GetEnd())
+	selected, queried, release, err := s.labelBlocks(ctx, req.GetMatchers(), req.GetHints(), &hints, func(a *anypb.Any) error { return a.UnmarshalTo(&hints) }, req.GetStart(), req.GetEnd())
 	if err != nil {
 		return nil, err
 	}
+	defer release()
 	name := req.GetLabel()
 	sets := make([][]string, len(selected))
 	err = forEachBlock(ctx, selected, s.cfg.BlockQueryConcurrency, func(ctx context.Context, i int, sb selectedBlock) error {
