@@ -4,6 +4,7 @@ import (
 	"context"
 	"math"
 	"net"
+	"os"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -91,6 +92,10 @@ func registerGatewayRingFlags(app *kingpin.Application, b *binder, cfg *Config) 
 
 // runStoreGateway runs `strata store-gateway`: the bucket's blocks over the StoreAPI, sharded over its ring.
 func runStoreGateway(g *run.Group, logger log.Logger, reg *prometheus.Registry, cfg *Config) error {
+	// The ring tokens are kept there, so a restarted gateway owns the same blocks.
+	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
+		return errSetup(err, "data directory "+cfg.DataDir)
+	}
 	p, err := newProcess(g, logger, reg, cfg)
 	if err != nil {
 		return err
