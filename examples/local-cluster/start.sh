@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
 # Starts a Strata cluster on this host, in the background, with all state under DIR:
-#   3 ingesters in zones a, b, c (replication factor 3, zone-aware), 1 distributor, 1 querier, one filesystem
-#   bucket.
-# Usage: start.sh DIR [component ...]   (components: distributor ingester-a ingester-b ingester-c querier;
-#   default: all)
-# Returns once every started process is ready and the distributor sees 3 ingesters in the ring.
+#   3 ingesters in zones a, b, c (replication factor 3, zone-aware), 1 distributor, 3 store-gateways in zones
+#   a, b, c (each block served by 3 of them, one per zone), 1 querier, one filesystem bucket.
+# Usage: start.sh DIR [component ...]   (components: distributor ingester-a ingester-b ingester-c
+#   store-gateway-a store-gateway-b store-gateway-c querier; default: all)
+# Returns once every started process is ready, the distributor sees 3 ingesters in the ring and the querier sees
+# every running store-gateway ACTIVE in the store-gateway ring.
 # PIDs go to DIR/<component>.pid, logs to DIR/<component>.log. Stop with stop.sh DIR.
 # Ports (all on 127.0.0.1; STRATA_PORT_OFFSET shifts them all): distributor HTTP 8080, gRPC 9095, gossip 7946;
-# ingester-a/b/c HTTP 8081-8083, gRPC 9096-9098, gossip 7947-7949; querier HTTP 8090, gRPC 9090, gossip 7950.
+# ingester-a/b/c HTTP 8081-8083, gRPC 9096-9098, gossip 7947-7949; querier HTTP 8090, gRPC 9090, gossip 7950;
+# store-gateway-a/b/c HTTP 8084-8086, gRPC 9084-9086, gossip 7951-7953.
+# Environment: STRATA_BIN, STRATA_PORT_OFFSET, STRATA_BLOCK_DURATION (default 2h), STRATA_SYNC_INTERVAL (how often
+# the store-gateways scan the bucket, default 15m), STRATA_BLOCKS_REFRESH_INTERVAL (how often the querier reads the
+# bucket's block list, default 1m), STRATA_UPLOAD_GRACE_PERIOD (blocks younger than this are not asked of the
+# store-gateways, default 30m; keep it ≥ 2 × STRATA_SYNC_INTERVAL).
 set -euo pipefail
 
 DIR=${1:?usage: start.sh DIR [component ...]}
@@ -18,6 +24,9 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 OFF=${STRATA_PORT_OFFSET:-0}
 BLOCK_DURATION=${STRATA_BLOCK_DURATION:-2h}
+SYNC_INTERVAL=${STRATA_SYNC_INTERVAL:-15m}
+BLOCKS_REFRESH_INTERVAL=${STRATA_BLOCKS_REFRESH_INTERVAL:-1m}
+UPLOAD_GRACE_PERIOD=${STRATA_UPLOAD_GRACE_PERIOD:-30m}
 
 STRATA=${STRATA_BIN:-}
 if [[ -z "$STRATA" ]]; then
@@ -48,7 +57,9 @@ JOIN=()
 for p in 7946 7947 7948 7949; do JOIN+=("--memberlist.join=127.0.0.1:$(port $p)"); done
 COMMON=(--memberlist.bind-addr=127.0.0.1 "${JOIN[@]}" --objstore.config-file="$DIR/objstore.yaml"
   --ingester.ring.replication-factor=3 --distributor.zone-awareness-enabled
-  --ingester.ring.heartbeat-period=1s --ingester.ring.heartbeat-timeout=10s --auth.multitenancy-enabled)
+  --ingester.ring.heartbeat-period=1s --ingester.ring.heartbeat-timeout=10s --auth.multitenancy-enabled
+  --store-gateway.ring.replication-factor=3 --store-gateway.zone-awareness-enabled
+  --store-gateway.ring.heartbeat-period=1s --store-gateway.ring.heartbeat-timeout=10s)
 
 start() { # name http grpc gossip args...
   local name=$1 http=$(port "$2") grpc=$(port "$3") gossip=$(port "$4"); shift 4
@@ -68,8 +79,14 @@ ingester() { # zone index
     --ingester.availability-zone="$z" --tsdb.block-duration="$BLOCK_DURATION"
 }
 
+store_gateway() { # zone index
+  local z=$1 i=$2
+  start "store-gateway-$z" $((8084 + i)) $((9084 + i)) $((7951 + i)) store-gateway --store-gateway.id="store-gateway-$z" \
+    --store-gateway.availability-zone="$z" --sync-interval="$SYNC_INTERVAL"
+}
+
 WANT=("$@")
-[[ ${#WANT[@]} -eq 0 ]] && WANT=(ingester-a ingester-b ingester-c distributor querier)
+[[ ${#WANT[@]} -eq 0 ]] && WANT=(ingester-a ingester-b ingester-c distributor store-gateway-a store-gateway-b store-gateway-c querier)
 STARTED=()
 for c in "${WANT[@]}"; do
   case "$c" in
@@ -77,7 +94,11 @@ for c in "${WANT[@]}"; do
     ingester-b) ingester b 1 ;;
     ingester-c) ingester c 2 ;;
     distributor) start distributor 8080 9095 7946 distributor ;;
-    querier) start querier 8090 9090 7950 querier ;;
+    store-gateway-a) store_gateway a 0 ;;
+    store-gateway-b) store_gateway b 1 ;;
+    store-gateway-c) store_gateway c 2 ;;
+    querier) start querier 8090 9090 7950 querier --querier.blocks-refresh-interval="$BLOCKS_REFRESH_INTERVAL" \
+      --querier.blocks-upload-grace-period="$UPLOAD_GRACE_PERIOD" ;;
     *) echo "unknown component $c" >&2; exit 2 ;;
   esac
 done
@@ -100,4 +121,19 @@ if [[ -f "$DIR/distributor.pid" ]] && alive "$(cat "$DIR/distributor.pid")"; the
     sleep 0.5
   done
 fi
+
+# And for every running store-gateway to be ACTIVE in the store-gateway ring, as the querier sees it (or, without a
+# querier, as the first running store-gateway sees it). The ring page answers JSON with Accept: application/json:
+# {"shards":[{"id":"store-gateway-a","state":"ACTIVE",…},…]} (UNHEALTHY once heartbeats stop).
+RING_HTTP=
+for c in querier:8090 store-gateway-a:8084 store-gateway-b:8085 store-gateway-c:8086; do
+  if [[ -f "$DIR/${c%%:*}.pid" ]] && alive "$(cat "$DIR/${c%%:*}.pid")"; then RING_HTTP=$(port "${c##*:}"); break; fi
+done
+for z in a b c; do
+  [[ -n "$RING_HTTP" && -f "$DIR/store-gateway-$z.pid" ]] && alive "$(cat "$DIR/store-gateway-$z.pid")" || continue
+  until curl -sf -H 'Accept: application/json' "http://127.0.0.1:$RING_HTTP/store-gateway/ring" | grep -q "\"id\":\"store-gateway-$z\",\"state\":\"ACTIVE\""; do
+    if (( SECONDS > deadline )); then echo "store-gateway-$z is not ACTIVE in the store-gateway ring in time" >&2; exit 1; fi
+    sleep 0.5
+  done
+done
 echo "ready: remote write to http://127.0.0.1:$(port 8080)/api/v1/push, query http://127.0.0.1:$(port 8090)/prometheus (X-Scope-OrgID: <tenant>)"

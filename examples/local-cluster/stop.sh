@@ -5,7 +5,7 @@ set -euo pipefail
 DIR=${1:?usage: stop.sh DIR [component ...]}
 shift || true
 WANT=("$@")
-[[ ${#WANT[@]} -eq 0 ]] && WANT=(querier distributor ingester-a ingester-b ingester-c)
+[[ ${#WANT[@]} -eq 0 ]] && WANT=(querier distributor ingester-a ingester-b ingester-c store-gateway-a store-gateway-b store-gateway-c)
 # alive PID: the process exists and is not a zombie (a killed process whose parent is gone may stay one).
 alive() {
   local pid=$1

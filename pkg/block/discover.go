@@ -204,6 +204,9 @@ func (f *MetaFetcher) Fetch(ctx context.Context, tenant string) (*Discovered, er
 			var err error
 			if m == nil {
 				m, err = f.read(ctx, tbkt, id, tenant)
+			} else if idx == nil {
+				// A block seen before loses its meta.json first when it is deleted: from then on it is partial.
+				err = checkMeta(ctx, tbkt, id, tenant)
 			}
 			if err == nil && idx == nil {
 				// Listing: a Thanos compactor marks a block with its own deletion-mark.json only, possibly after
@@ -249,6 +252,18 @@ func (f *MetaFetcher) known(tenant string) map[ulid.ULID]*Meta {
 func (f *MetaFetcher) read(ctx context.Context, tbkt objstore.Bucket, id ulid.ULID, tenant string) (*Meta, error) {
 	m, err := ReadMetaFromBucket(ctx, tbkt, id)
 	return m, errors.Wrapf(err, "tenant %s", tenant)
+}
+
+// checkMeta returns an error wrapping ErrMetaNotFound when the block's meta.json is gone.
+func checkMeta(ctx context.Context, tbkt objstore.Bucket, id ulid.ULID, tenant string) error {
+	ok, err := tbkt.Exists(ctx, path.Join(id.String(), MetaFilename))
+	if err != nil {
+		return errors.Wrapf(err, "check meta.json of block %s of tenant %s", id, tenant)
+	}
+	if !ok {
+		return errors.Wrapf(ErrMetaNotFound, "block %s of tenant %s", id, tenant)
+	}
+	return nil
 }
 
 // checkDeletionMark returns errMarkedForDeletion when the block has its own deletion mark.

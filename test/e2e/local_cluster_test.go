@@ -26,11 +26,14 @@ type cluster struct {
 func startCluster(t *testing.T) *cluster {
 	t.Helper()
 	c := &cluster{dir: t.TempDir(), off: freePortOffset(t)}
-	c.env = append(os.Environ(), "STRATA_BIN="+strataBin, fmt.Sprintf("STRATA_PORT_OFFSET=%d", c.off), "STRATA_BLOCK_DURATION=2h")
+	// The store-gateways scan the bucket every second, the querier reads the block list every second and asks the
+	// gateways for blocks as soon as they are uploaded (the test waits for the gateways to have them).
+	c.env = append(os.Environ(), "STRATA_BIN="+strataBin, fmt.Sprintf("STRATA_PORT_OFFSET=%d", c.off), "STRATA_BLOCK_DURATION=2h",
+		"STRATA_SYNC_INTERVAL=1s", "STRATA_BLOCKS_REFRESH_INTERVAL=1s", "STRATA_UPLOAD_GRACE_PERIOD=1ms")
 	c.run(t, "start.sh")
 	t.Cleanup(func() {
 		if t.Failed() {
-			for _, n := range []string{"distributor", "ingester-a", "ingester-b", "ingester-c"} {
+			for _, n := range []string{"distributor", "ingester-a", "ingester-b", "ingester-c", "store-gateway-a", "store-gateway-b", "store-gateway-c", "querier"} {
 				b, _ := os.ReadFile(filepath.Join(c.dir, n+".log"))
 				t.Logf("%s.log (tail):\n%s", n, tail(string(b), 40))
 			}
@@ -71,14 +74,25 @@ func tail(s string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
-var ingesterGRPC = map[string]int{"ingester-a": 9096, "ingester-b": 9097, "ingester-c": 9098}
+var (
+	ingesterGRPC = map[string]int{"ingester-a": 9096, "ingester-b": 9097, "ingester-c": 9098}
+	gatewayHTTP  = map[string]int{"store-gateway-a": 8084, "store-gateway-b": 8085, "store-gateway-c": 8086}
+)
 
 // TestLocalCluster is the write path's process-level check: 3 ingesters (zones a, b, c, RF 3) and a distributor
 // on loopback; every acknowledged sample is on at least 2 ingesters; kill -9 of one ingester does not fail a
 // push nor lose an acknowledged sample; its WAL brings its data back on restart; a graceful stop ships blocks
-// with the Thanos meta.json section that promtool accepts.
+// with the Thanos meta.json section that promtool accepts; once the ingesters are gone, the 3 store-gateways
+// (zones a, b, c, in their ring) serve the shipped blocks to the querier.
 func TestLocalCluster(t *testing.T) {
 	c := startCluster(t)
+	// start.sh returned once the querier saw the 3 store-gateways ACTIVE in their ring, one per zone.
+	ring := sgcRing(t, c.url(8090, "/store-gateway/ring"))
+	testutil.Equals(t, map[string]sgcMember{
+		"store-gateway-a": {State: "ACTIVE", Zone: "a", Address: c.grpc(9084)},
+		"store-gateway-b": {State: "ACTIVE", Zone: "b", Address: c.grpc(9085)},
+		"store-gateway-c": {State: "ACTIVE", Zone: "c", Address: c.grpc(9086)},
+	}, ring)
 	push := c.url(8080, "/api/v1/push")
 	const (
 		tenant  = "team-e2e"
@@ -173,8 +187,8 @@ func TestLocalCluster(t *testing.T) {
 	}
 	testutil.Equals(t, 0, len(instantQuery(t, q, "someone-else", `{__name__=~".+"}`, now)))
 
-	// Graceful stop: every ingester flushes and ships its blocks.
-	c.run(t, "stop.sh")
+	// Graceful stop of the ingesters: each leaves the ring, flushes and ships its blocks.
+	c.run(t, "stop.sh", "ingester-a", "ingester-b", "ingester-c")
 	metas, err := filepath.Glob(filepath.Join(c.dir, "bucket", tenant, "*", "meta.json"))
 	testutil.Ok(t, err)
 	testutil.Assert(t, len(metas) >= 3, "want blocks from 3 ingesters in the bucket, got %d", len(metas))
@@ -200,6 +214,54 @@ func TestLocalCluster(t *testing.T) {
 		testutil.Ok(t, err, "promtool tsdb analyze %s: %s", meta.ULID, out)
 		testutil.Assert(t, strings.Contains(string(out), "Block ID: "+meta.ULID), string(out))
 	}
+
+	// The store-gateways (RF 3 over 3 gateways: each owns every block) pick the shipped blocks up, and with no
+	// ingester left the querier answers from them alone: every series once, every value pushed, no warning, even
+	// with partial responses refused.
+	var ids []string
+	for _, m := range metas {
+		ids = append(ids, filepath.Base(filepath.Dir(m)))
+	}
+	for name, port := range gatewayHTTP {
+		waitGatewayBlocks(t, name, c.url(port, ""), tenant, ids, 30*time.Second)
+	}
+	queriedBefore := map[string]float64{}
+	for name, port := range gatewayHTTP {
+		queriedBefore[name] = sgMetric(t, c.url(port, "/metrics"), "strata_bucket_store_series_blocks_queried_total")
+	}
+	for _, ts := range append(append([]int64{}, phase1...), phase2...) {
+		code, r := promAPI(t, q, tenant, "/api/v1/query", url.Values{"query": {"e2e_metric"},
+			"time": {fmt.Sprintf("%.3f", float64(ts)/1000)}, "partial_response": {"false"}})
+		testutil.Equals(t, 200, code, "%s %s", r.ErrorType, r.Error)
+		testutil.Equals(t, 0, len(r.Warnings), "warnings: %v", r.Warnings)
+		var data struct {
+			Result []promSample `json:"result"`
+		}
+		testutil.Ok(t, json.Unmarshal(r.Data, &data))
+		testutil.Equals(t, nSeries, len(data.Result), "series at %d from the store-gateways", ts-now)
+		seen := map[string]bool{}
+		for _, s := range data.Result {
+			testutil.Equals(t, map[string]string{"__name__": "e2e_metric", "instance": s.Metric["instance"], "job": "e2e"}, s.Metric)
+			testutil.Assert(t, !seen[s.Metric["instance"]], "duplicate series %v", s.Metric)
+			seen[s.Metric["instance"]] = true
+			i, err := strconv.Atoi(strings.TrimPrefix(s.Metric["instance"], "host-"))
+			testutil.Ok(t, err)
+			testutil.Equals(t, sampleValue(i, ts), sampleFloat(t, s.Value), "%v at %d", s.Metric, ts-now)
+		}
+	}
+	// Every raw sample pushed, exactly once.
+	vec := rangeQuery(t, q, tenant, "count_over_time(e2e_metric[2m])", now+15000, now+15000, "1s", url.Values{"partial_response": {"false"}})
+	testutil.Equals(t, nSeries, len(vec))
+	for _, s := range vec {
+		testutil.Equals(t, 1, len(s.Values), "%v", s.Metric)
+		testutil.Equals(t, float64(len(phase1)+len(phase2)), sampleFloat(t, s.Values[0]), "samples of %v", s.Metric)
+	}
+	served := 0.0
+	for name, port := range gatewayHTTP {
+		served += sgMetric(t, c.url(port, "/metrics"), "strata_bucket_store_series_blocks_queried_total") - queriedBefore[name]
+	}
+	testutil.Assert(t, served > 0, "no store-gateway read a block")
+	testutil.Equals(t, 0.0, sgMetric(t, c.url(8090, "/metrics"), "strata_querier_blocks_unqueried_total"))
 }
 
 // seriesIndex is the i of genSeries's instance="host-<i>" in a series' labels.

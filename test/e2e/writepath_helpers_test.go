@@ -127,11 +127,12 @@ func readStore(t *testing.T, addr, tenant string) map[string]map[int64]float64 {
 	}
 }
 
-// freePortOffset finds an offset for the local cluster's ports (7946-7949, 8080-8083, 9095-9098) at which all
-// fifteen are free.
+// freePortOffset finds an offset for the local cluster's ports (gossip 7946-7953, HTTP 8080-8086 and 8090, gRPC
+// 9084-9086, 9090 and 9095-9098) at which all twenty-four are free.
 func freePortOffset(t *testing.T) int {
 	t.Helper()
-	ports := []int{7946, 7947, 7948, 7949, 7950, 8080, 8081, 8082, 8083, 8090, 9090, 9095, 9096, 9097, 9098}
+	ports := []int{7946, 7947, 7948, 7949, 7950, 7951, 7952, 7953, 8080, 8081, 8082, 8083, 8084, 8085, 8086, 8090,
+		9084, 9085, 9086, 9090, 9095, 9096, 9097, 9098}
 	for off := 30000; off < 50000; off += 1000 {
 		ok := true
 		for _, p := range ports {
