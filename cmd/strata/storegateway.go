@@ -6,8 +6,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"sort"
-	"strings"
 	"time"
 
 	"github.com/alecthomas/kingpin/v2"
@@ -225,25 +223,11 @@ func setupStoreGateway(g *run.Group, p *process, r *ingesterRing, gw *dskitring.
 				level.Warn(logger).Log("msg", "leaving the store-gateway ring", "err", err)
 			}
 		}()
-		waitInRing(ctx, gw, inst.Addr)
+		ring.WaitForInstance(ctx, gw, inst.Addr, 10*time.Second)
 		runGatewaySync(ctx, bs, gw, sg, ready, logger)
 		return nil
 	}, func(error) { cancel() })
 	return local, nil
-}
-
-// waitInRing waits (bounded) until the ring client sees this instance, so that the first sync owns blocks.
-func waitInRing(ctx context.Context, gw *dskitring.Ring, addr string) {
-	for i := 0; i < 100 && ctx.Err() == nil; i++ {
-		rs, err := gw.GetAllHealthy(ring.BlocksOwnerSync)
-		if err == nil && rs.Includes(addr) {
-			return
-		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
 }
 
 // runGatewaySync syncs the blocks now and then every interval, when the ring's membership changes, and unloads
@@ -263,7 +247,7 @@ func runGatewaySync(ctx context.Context, bs *store.BucketStore, gw *dskitring.Ri
 	}
 	sync()
 	ready()
-	last := ringState(gw)
+	last := ring.MembershipState(gw)
 	syncTick := time.NewTicker(sg.SyncInterval)
 	defer syncTick.Stop()
 	ringTick := time.NewTicker(5 * time.Second)
@@ -275,7 +259,7 @@ func runGatewaySync(ctx context.Context, bs *store.BucketStore, gw *dskitring.Ri
 		case <-syncTick.C:
 			sync()
 		case <-ringTick.C:
-			if s := ringState(gw); s != last {
+			if s := ring.MembershipState(gw); s != last {
 				last = s
 				level.Info(logger).Log("msg", "store-gateway ring changed, syncing blocks")
 				sync()
@@ -283,20 +267,6 @@ func runGatewaySync(ctx context.Context, bs *store.BucketStore, gw *dskitring.Ri
 			bs.UnloadIdle()
 		}
 	}
-}
-
-// ringState summarises the ring's membership (instances, states, health) to detect changes.
-func ringState(gw *dskitring.Ring) string {
-	rs, err := gw.GetAllHealthy(ring.BlocksOwnerSync)
-	if err != nil {
-		return err.Error()
-	}
-	parts := make([]string, 0, len(rs.Instances))
-	for _, in := range rs.Instances {
-		parts = append(parts, in.Id+"@"+in.Addr+":"+in.State.String())
-	}
-	sort.Strings(parts)
-	return strings.Join(parts, ";")
 }
 
 // asStoreCache adapts a possibly nil cache ("none") to the store's.

@@ -1,7 +1,11 @@
 package ring
 
 import (
+	"context"
 	"hash/fnv"
+	"sort"
+	"strings"
+	"time"
 
 	"github.com/efficientgo/core/errors"
 	"github.com/go-kit/log"
@@ -63,4 +67,33 @@ func BlockOwners(r dskitring.ReadRing, id ulid.ULID, op dskitring.Operation) ([]
 		addrs = append(addrs, in.Addr)
 	}
 	return addrs, nil
+}
+
+// WaitForInstance waits until the ring client sees the instance at addr healthy (at most timeout), so that a
+// gateway's first sync owns its blocks.
+func WaitForInstance(ctx context.Context, r dskitring.ReadRing, addr string, timeout time.Duration) {
+	deadline := time.Now().Add(timeout)
+	for ctx.Err() == nil && time.Now().Before(deadline) {
+		if rs, err := r.GetAllHealthy(BlocksOwnerSync); err == nil && rs.Includes(addr) {
+			return
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// MembershipState summarises the healthy members of a ring (IDs, addresses, states), to detect changes.
+func MembershipState(r dskitring.ReadRing) string {
+	rs, err := r.GetAllHealthy(BlocksOwnerSync)
+	if err != nil {
+		return err.Error()
+	}
+	parts := make([]string, 0, len(rs.Instances))
+	for _, in := range rs.Instances {
+		parts = append(parts, in.Id+"@"+in.Addr+":"+in.State.String())
+	}
+	sort.Strings(parts)
+	return strings.Join(parts, ";")
 }
