@@ -341,6 +341,10 @@ func seriesOffset(hdr *indexheader.Reader, ref storage.SeriesRef) int64 {
 
 var errShort = errors.New("entry longer than the bytes read")
 
+// maxEntrySize bounds the length prefix of a series entry or chunk: a corrupted one must be an error, not an
+// overflowing slice bound or a huge read.
+const maxEntrySize = 1 << 28
+
 // withCRC appends the CRC32 of b: cached series entries and chunks carry it, so that a corrupted cache entry
 // (a bad memcached node, a bit flip) is a miss rather than a wrong answer. Postings carry their own.
 func withCRC(b []byte) []byte {
@@ -370,6 +374,9 @@ func seriesEntry(buf []byte) ([]byte, error) {
 			return nil, errShort
 		}
 		return nil, errors.New("invalid length prefix")
+	}
+	if l > maxEntrySize {
+		return nil, errors.Newf("series entry length %d is not plausible (corrupted index?)", l)
 	}
 	end := n + int(l)
 	if len(buf) < end+crc32.Size {
@@ -496,6 +503,9 @@ func chunkEntry(buf []byte) ([]byte, error) {
 			return nil, errShort
 		}
 		return nil, errors.New("invalid chunk length")
+	}
+	if l > maxEntrySize {
+		return nil, errors.Newf("chunk length %d is not plausible (corrupted segment?)", l)
 	}
 	end := n + 1 + int(l)
 	if len(buf) < end+crc32.Size {

@@ -229,7 +229,8 @@ func splitAggrChunk(b []byte) ([5][]byte, error) {
 		if l == 0 {
 			continue
 		}
-		if uint64(len(b)) < l+1 {
+		if l >= uint64(len(b)) { // the entry is l+1 bytes: encoding and data
+
 			return out, errors.New("invalid aggregate chunk: truncated")
 		}
 		out[i] = b[: l+1 : l+1]
