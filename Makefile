@@ -11,7 +11,7 @@ LDFLAGS   := -X github.com/prometheus/common/version.Version=$(VERSION) \
 TEST_TIMEOUT ?= 30m
 BENCH_TIME   ?= 1s
 
-.PHONY: help build run test test-unit test-e2e bench lint format proto clean bench-write
+.PHONY: help build run test test-deps test-unit test-e2e bench lint format proto clean bench-write
 
 help: ## Show this help.
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -22,15 +22,21 @@ build: ## Build bin/strata.
 run: ## Run Strata with its embedded defaults (all components, data under ./data).
 	$(GO) run -ldflags '$(LDFLAGS)' ./cmd/strata all
 
-test: ## Run every test: unit tests and the end-to-end tests that start the real binary.
+test: ## Run every test: unit tests and the end-to-end tests that start the real binary (needs memcached, curl).
+	@bash scripts/test-deps.sh
 	$(GO) test -timeout $(TEST_TIMEOUT) -count=1 ./...
 
+test-deps: ## Install what the tests and `make proto` need (apt-get, as root): memcached, curl, git, protoc.
+	bash scripts/test-deps.sh --install --proto
+
 test-unit: ## Run the unit tests only.
+	@bash scripts/test-deps.sh
 	$(GO) test -timeout $(TEST_TIMEOUT) -count=1 $$($(GO) list ./... | grep -v /test/e2e)
 
 FUZZ_TIME ?= 30s
 
 test-e2e: ## Run the end-to-end tests, then a short bounded fuzz run of remote-write decoding and validation.
+	@bash scripts/test-deps.sh
 	$(GO) test -timeout $(TEST_TIMEOUT) -count=1 -v ./test/e2e/...
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeValidate$$' -fuzztime $(FUZZ_TIME) ./pkg/receive/
 
@@ -48,7 +54,8 @@ lint: ## go vet, then golangci-lint (bans github.com/pkg/errors, prometheus.Defa
 format: ## Format the code.
 	$(TOOLS) golangci-lint fmt ./...
 
-proto: ## Regenerate the StoreAPI code from the .proto files (needs protoc: apt-get install protobuf-compiler).
+proto: ## Regenerate the StoreAPI code from the .proto files (needs apt-get install protobuf-compiler libprotobuf-dev).
+	@bash scripts/test-deps.sh --proto
 	bash scripts/genproto.sh
 
 clean: ## Remove build output.

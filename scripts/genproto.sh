@@ -10,7 +10,7 @@
 # Environment:
 #   PROTOC          protoc binary (default: protoc from PATH).
 #   PROTOC_INCLUDE  directory holding google/protobuf/*.proto
-#                   (default: /usr/include, as installed by Debian's protobuf-compiler).
+#                   (default: /usr/include, as installed by Debian's libprotobuf-dev).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -34,7 +34,7 @@ if ! command -v "${PROTOC}" >/dev/null 2>&1; then
   exit 1
 fi
 if [[ ! -f "${PROTOC_INCLUDE}/google/protobuf/any.proto" ]]; then
-  echo "genproto: well-known types not found under ${PROTOC_INCLUDE} (set PROTOC_INCLUDE)" >&2
+  echo "genproto: well-known types not found under ${PROTOC_INCLUDE}: apt-get install libprotobuf-dev (or set PROTOC_INCLUDE)" >&2
   exit 1
 fi
 
