@@ -321,7 +321,9 @@ func TestIngesterCloseIdle(t *testing.T) {
 	now := time.Unix(1_000_000, 0)
 	clock := func() time.Time { return now }
 	ing := newTestIngester(t, dir, nil, prometheus.NewRegistry(), WithIngesterClock(clock),
-		WithShippers(func(tenant, d string, lbls labels.Labels, _ prometheus.Registerer) (Shipper, error) { return &countingShipper{dir: d}, nil }))
+		WithShippers(func(tenant, d string, lbls labels.Labels, _ prometheus.Registerer) (Shipper, error) {
+			return &countingShipper{dir: d}, nil
+		}))
 	defer ing.Close()
 	ing.cfg.CloseIdleTSDBTimeout = time.Hour
 	testutil.Ok(t, ing.Push(context.Background(), "a", &storepb.WriteRequest{Timeseries: []*prompb.TimeSeries{ts(series("m"), 1000)}}))
