@@ -558,27 +558,6 @@ func (i *Ingester) pushError(tenant string, errs *appendErrors) error {
 	return errs.first[reason]
 }
 
-// RemoteWrite implements thanos.WriteableStore, the forward RPC from distributors (and from a stock Thanos
-// receive router). The tenant is the request's; when gRPC metadata names one as well they must agree.
-func (i *Ingester) RemoteWrite(ctx context.Context, req *storepb.WriteRequest) (*storepb.WriteResponse, error) {
-	tenant := req.GetTenant()
-	if ts, ok := tenancy.TenantsFromContext(ctx); ok {
-		if tenant == "" && len(ts) == 1 {
-			tenant = ts[0]
-		}
-		if len(ts) != 1 || ts[0] != tenant {
-			return nil, status.Errorf(codes.InvalidArgument, "request tenant %q does not match the tenant in metadata %v", tenant, ts)
-		}
-	}
-	if err := tenancy.ValidateTenantID(tenant); err != nil {
-		return nil, status.Error(codes.InvalidArgument, err.Error())
-	}
-	if err := i.Push(ctx, tenant, req); err != nil {
-		return nil, err
-	}
-	return &storepb.WriteResponse{}, nil
-}
-
 // Ship ships every tenant's new blocks (it is called periodically, and on flush).
 func (i *Ingester) Ship(ctx context.Context) error {
 	var firstErr error

@@ -287,7 +287,7 @@ func TestIngesterRemoteWriteTenant(t *testing.T) {
 	_, err = ing.RemoteWrite(context.Background(), req("../x"))
 	testutil.Equals(t, codes.InvalidArgument, status.Code(err))
 	_, err = ing.RemoteWrite(context.Background(), req(""))
-	testutil.Equals(t, codes.InvalidArgument, status.Code(err))
+	testutil.Equals(t, codes.Unauthenticated, status.Code(err)) // no tenant at all: "no org id", as Mimir
 	_, err = ing.RemoteWrite(tenancy.WithTenants(context.Background(), []string{"b"}), req("a"))
 	testutil.Equals(t, codes.InvalidArgument, status.Code(err))
 	_, err = ing.RemoteWrite(tenancy.WithTenants(context.Background(), []string{"c"}), req(""))
