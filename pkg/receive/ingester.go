@@ -497,7 +497,7 @@ func (i *Ingester) appendRequest(ctx context.Context, tenant string, u *userTSDB
 		return false, status.Errorf(codes.Internal, "commit samples of tenant %s: %v", tenant, err)
 	}
 	i.metrics.appendedSamples.WithLabelValues(tenant).Add(float64(appended))
-	i.metrics.activeSeries.WithLabelValues(tenant).Set(float64(u.db.Head().NumSeries())) // under closeMtx (Push)
+	i.metrics.activeSeries.WithLabelValues(tenant).Set(float64(u.db.Head().NumSeries()))
 	return false, i.pushError(tenant, &errs)
 }
 
@@ -571,25 +571,6 @@ func (i *Ingester) Ship(ctx context.Context) error {
 		}
 	}
 	return firstErr
-}
-
-// ship ships the tenant's new blocks unless its TSDB was closed meanwhile (its metrics are gone then, and must
-// not come back).
-func (u *userTSDB) ship(ctx context.Context) error {
-	u.closeMtx.RLock()
-	defer u.closeMtx.RUnlock()
-	if u.closed {
-		return nil
-	}
-	i := u.ing
-	n, err := u.shipper.Sync(ctx)
-	i.metrics.shippedBlocks.WithLabelValues(u.tenant).Add(float64(n))
-	if err != nil {
-		i.metrics.shipFailures.WithLabelValues(u.tenant).Inc()
-		level.Warn(i.logger).Log("msg", "shipping blocks failed", "tenant", u.tenant, "err", err)
-		return errors.Wrapf(err, "ship blocks of tenant %s", u.tenant)
-	}
-	return nil
 }
 
 // Flush cuts every tenant's whole head into blocks (aligned to the block duration) and ships them.
@@ -669,7 +650,7 @@ func (i *Ingester) RunShipping(ctx context.Context) {
 			i.CloseIdle()
 			for _, tenant := range i.Tenants() {
 				if u := i.get(tenant); u != nil {
-					u.updateActiveSeries()
+					i.metrics.activeSeries.WithLabelValues(tenant).Set(float64(u.db.Head().NumSeries()))
 				}
 			}
 		}

@@ -1,8 +1,11 @@
 package receive
 
 import (
+	"context"
 	"sync"
 
+	"github.com/efficientgo/core/errors"
+	"github.com/go-kit/log/level"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -65,13 +68,23 @@ func (r *tenantRegisterer) unregisterAll() {
 	}
 }
 
-// updateActiveSeries sets the tenant's strata_ingester_active_series, unless its TSDB was closed meanwhile.
-func (u *userTSDB) updateActiveSeries() {
+// ship ships the tenant's new blocks unless its TSDB was closed meanwhile (its metrics are gone then, and must
+// not come back).
+func (u *userTSDB) ship(ctx context.Context) error {
 	u.closeMtx.RLock()
 	defer u.closeMtx.RUnlock()
-	if !u.closed {
-		u.ing.metrics.activeSeries.WithLabelValues(u.tenant).Set(float64(u.db.Head().NumSeries()))
+	if u.closed {
+		return nil
 	}
+	i := u.ing
+	n, err := u.shipper.Sync(ctx)
+	i.metrics.shippedBlocks.WithLabelValues(u.tenant).Add(float64(n))
+	if err != nil {
+		i.metrics.shipFailures.WithLabelValues(u.tenant).Inc()
+		level.Warn(i.logger).Log("msg", "shipping blocks failed", "tenant", u.tenant, "err", err)
+		return errors.Wrapf(err, "ship blocks of tenant %s", u.tenant)
+	}
+	return nil
 }
 
 // deleteTenantMetrics deletes a closed tenant's series of the ingester's metrics, and of
