@@ -463,7 +463,9 @@ func (i *Ingester) appendRequest(ctx context.Context, tenant string, u *userTSDB
 		lset, ref := lsets[k], refs[k]
 		skipSeries := false
 		for _, s := range ts.GetSamples() {
-			ref, err = app.Append(ref, lset, s.GetTimestamp(), s.GetValue())
+			if err = checkNotAncient(s.GetTimestamp()); err == nil {
+				ref, err = app.Append(ref, lset, s.GetTimestamp(), s.GetValue())
+			}
 			if err == nil {
 				appended++
 				continue
@@ -476,8 +478,10 @@ func (i *Ingester) appendRequest(ctx context.Context, tenant string, u *userTSDB
 			continue
 		}
 		for _, h := range ts.GetHistograms() {
-			ih, fh := HistogramFromPB(h)
-			ref, err = app.AppendHistogram(ref, lset, h.GetTimestamp(), ih, fh)
+			if err = checkNotAncient(h.GetTimestamp()); err == nil {
+				ih, fh := HistogramFromPB(h)
+				ref, err = app.AppendHistogram(ref, lset, h.GetTimestamp(), ih, fh)
+			}
 			if err == nil {
 				appended++
 				continue

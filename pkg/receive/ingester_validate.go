@@ -3,11 +3,13 @@ package receive
 import (
 	"context"
 	"fmt"
+	"math"
 	"strings"
 	"unicode/utf8"
 
 	"github.com/efficientgo/core/errors"
 	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/storage"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -23,6 +25,20 @@ const ReasonLabelValueInvalid = "label_value_invalid"
 
 // idLabelValueInvalid is Mimir's error id for a label value that is not valid UTF-8.
 const idLabelValueInvalid tenancy.ErrorID = "label-value-invalid"
+
+// minSampleTimeMs is the oldest sample time the ingester appends; older samples are refused as out of bounds
+// (sample_too_old). Prometheus's head takes as the oldest time it accepts its newest sample minus half a block
+// range: a first sample within that distance of math.MinInt64 made it overflow, and the head then refused every
+// later sample of the tenant as too old. Half of math.MinInt64 is millions of years before any real sample.
+const minSampleTimeMs = math.MinInt64 / 2
+
+// checkNotAncient returns storage.ErrOutOfBounds for a sample older than minSampleTimeMs.
+func checkNotAncient(tMs int64) error {
+	if tMs < minSampleTimeMs {
+		return storage.ErrOutOfBounds
+	}
+	return nil
+}
 
 // remoteWriteTenant returns the tenant of a forwarded write: the request's, or the one gRPC metadata names (the
 // edge validated it, see tenancy.Config.UnaryServerInterceptor); when both name one they must agree. Without any

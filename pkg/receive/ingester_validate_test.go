@@ -103,3 +103,33 @@ func TestIngesterRemoteWriteRefusesWhatTheDistributorRefuses(t *testing.T) {
 	testutil.Ok(t, write(tenancy.WithTenants(bg, []string{"a"}), "", ts(series("good"), now.UnixMilli()+1)))
 	testutil.Equals(t, []int64{nowMs - 1000, now.UnixMilli(), now.UnixMilli() + 1}, readAll(t, ing, "a")[`{__name__="good", tenant_id="a"}`])
 }
+
+// TestIngesterAncientSampleDoesNotPoisonHead: a first sample near math.MinInt64 in a tenant's empty head is
+// refused as too old, and does not make the head refuse every later sample (Prometheus's head computes the oldest
+// time it accepts as its newest sample minus half a block range, which overflowed).
+func TestIngesterAncientSampleDoesNotPoisonHead(t *testing.T) {
+	now := time.Unix(1_750_000_000, 0)
+	for _, ancient := range []int64{math.MinInt64, math.MinInt64 + 1, math.MinInt64 + time.Hour.Milliseconds()} {
+		t.Run(fmt.Sprint(ancient), func(t *testing.T) {
+			reg := prometheus.NewRegistry()
+			ing := newTestIngester(t, t.TempDir(), nil, reg, WithIngesterClock(func() time.Time { return now }))
+			defer ing.Close()
+			for _, write := range []func(*storepb.WriteRequest) error{
+				func(r *storepb.WriteRequest) error { return ing.Push(context.Background(), "a", r) },
+				func(r *storepb.WriteRequest) error {
+					r.Tenant = "b"
+					_, err := ing.RemoteWrite(context.Background(), r)
+					return err
+				},
+			} {
+				err := write(&storepb.WriteRequest{Timeseries: []*prompb.TimeSeries{ts(series("m"), ancient)}})
+				testutil.Equals(t, codes.InvalidArgument, status.Code(err), "error: %v", err)
+				testutil.Assert(t, strings.Contains(err.Error(), "err-mimir-sample-timestamp-too-old"), err.Error())
+				testutil.Ok(t, write(&storepb.WriteRequest{Timeseries: []*prompb.TimeSeries{ts(series("m"), now.UnixMilli())}}))
+			}
+			for _, tenant := range []string{"a", "b"} {
+				testutil.Equals(t, map[string][]int64{`{__name__="m", tenant_id="` + tenant + `"}`: {now.UnixMilli()}}, readAll(t, ing, tenant))
+			}
+		})
+	}
+}
