@@ -105,6 +105,8 @@ func registerCommonFlags(app *kingpin.Application, b *binder, cfg *Config) {
 	b.String(app.Flag("http-address", "Address the HTTP server listens on."), &cfg.Server.HTTPAddress)
 	b.String(app.Flag("grpc-address", "Address the gRPC server listens on."), &cfg.Server.GRPCAddress)
 	b.Duration(app.Flag("server.graceful-shutdown-timeout", "How long in-flight requests may take once the process is told to stop."), &cfg.Server.GracefulShutdownTimeout)
+	b.Int(app.Flag("server.grpc-max-recv-msg-size-bytes", "Largest gRPC message the server accepts, in bytes (ResourceExhausted beyond)."), &cfg.Server.GRPCServerMaxRecvMsgSize)
+	b.Int(app.Flag("server.grpc-max-send-msg-size-bytes", "Largest gRPC message the server sends, in bytes."), &cfg.Server.GRPCServerMaxSendMsgSize)
 	b.String(app.Flag("data-dir", "Directory for local state (TSDBs, caches, the default filesystem bucket)."), &cfg.DataDir)
 	b.Bool(app.Flag("auth.multitenancy-enabled", "Require a tenant (X-Scope-OrgID) on every request; when disabled every request is tenant 'anonymous'."), &cfg.Auth.MultitenancyEnabled)
 	b.String(app.Flag("objstore.config-file", "Thanos objstore config file (type: S3|GCS|AZURE|FILESYSTEM…). Default: a filesystem bucket under <data-dir>/bucket."), &cfg.Objstore.ConfigFile)

@@ -17,6 +17,7 @@ func TestParseArgsPrecedence(t *testing.T) {
 server:
   http_address: 127.0.0.1:1111
   grpc_address: 127.0.0.1:2222
+  grpc_server_max_send_msg_size: 2097152
 data_dir: /from/file
 auth:
   multitenancy_enabled: false
@@ -39,6 +40,8 @@ runtime_config:
 			testutil.Equals(t, true, cfg.Auth.MultitenancyEnabled)
 			testutil.Equals(t, 10000.0, cfg.Limits.IngestionRate)
 			testutil.Equals(t, 10*time.Second, cfg.RuntimeConfig.ReloadPeriod)
+			testutil.Equals(t, 104857600, cfg.Server.GRPCServerMaxRecvMsgSize) // Mimir's 100 MiB
+			testutil.Equals(t, 104857600, cfg.Server.GRPCServerMaxSendMsgSize)
 		}},
 		{name: "file over defaults", args: []string{"--config.file=" + file}, check: func(t *testing.T, cfg *Config) {
 			testutil.Equals(t, "127.0.0.1:1111", cfg.Server.HTTPAddress)
@@ -48,8 +51,10 @@ runtime_config:
 			testutil.Equals(t, 200000, cfg.Limits.IngestionBurstSize) // untouched keys keep their defaults
 			testutil.Equals(t, time.Minute, cfg.RuntimeConfig.ReloadPeriod)
 			testutil.Equals(t, 10*time.Second, cfg.Server.GracefulShutdownTimeout)
+			testutil.Equals(t, 2097152, cfg.Server.GRPCServerMaxSendMsgSize)
+			testutil.Equals(t, 104857600, cfg.Server.GRPCServerMaxRecvMsgSize)
 		}},
-		{name: "flags over file", args: []string{"all", "--config.file=" + file, "--http-address=127.0.0.1:3333", "--data-dir=/from/flag", "--auth.multitenancy-enabled", "--runtime-config.reload-period=5s"},
+		{name: "flags over file", args: []string{"all", "--config.file=" + file, "--http-address=127.0.0.1:3333", "--data-dir=/from/flag", "--auth.multitenancy-enabled", "--runtime-config.reload-period=5s", "--server.grpc-max-recv-msg-size-bytes=1048576"},
 			check: func(t *testing.T, cfg *Config) {
 				testutil.Equals(t, "127.0.0.1:3333", cfg.Server.HTTPAddress)
 				testutil.Equals(t, "127.0.0.1:2222", cfg.Server.GRPCAddress) // not set by flag: the file's
@@ -57,6 +62,8 @@ runtime_config:
 				testutil.Equals(t, true, cfg.Auth.MultitenancyEnabled)
 				testutil.Equals(t, 5*time.Second, cfg.RuntimeConfig.ReloadPeriod)
 				testutil.Equals(t, 42.0, cfg.Limits.IngestionRate)
+				testutil.Equals(t, 1048576, cfg.Server.GRPCServerMaxRecvMsgSize)
+				testutil.Equals(t, 2097152, cfg.Server.GRPCServerMaxSendMsgSize) // not set by flag: the file's
 			}},
 		{name: "flag equal to the default still overrides the file", args: []string{"--config.file=" + file, "--data-dir=./data", "--http-address=0.0.0.0:8080"},
 			check: func(t *testing.T, cfg *Config) {

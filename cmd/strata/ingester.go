@@ -61,7 +61,7 @@ func setupIngester(g *run.Group, p *process, r *ingesterRing, bkt objstore.Bucke
 		inst.TokensFile = filepath.Join(cfg.DataDir, "ingester-tokens.json")
 	}
 	ing := receive.NewIngester(cfg.Ingester.IngesterConfig, filepath.Join(cfg.DataDir, "tsdb"), p.overrides, discarded, logger, reg,
-		receive.WithLimitShare(r.limitShare(cfg)), receive.WithShippers(newShipperFactory(bkt, logger, reg)))
+		receive.WithLimitShare(r.limitShare(cfg)), receive.WithShippers(newShipperFactory(bkt, logger)))
 	lc, err := ring.NewLifecycler(cfg.IngesterRing, inst, r.kv, "ingester", ring.IngesterRingKey, logger, reg)
 	if err != nil {
 		return nil, "", errSetup(err, "ingester ring membership")
@@ -127,10 +127,10 @@ func flushHandler(ing *receive.Ingester, logger log.Logger) http.Handler {
 	})
 }
 
-// newShipperFactory ships each tenant's blocks into <tenant>/ of the bucket, with source "receive".
-func newShipperFactory(bkt objstore.Bucket, logger log.Logger, reg prometheus.Registerer) receive.ShipperFactory {
-	return func(tenant, dir string, lbls labels.Labels) (receive.Shipper, error) {
-		tenantReg := prometheus.WrapRegistererWith(prometheus.Labels{"tenant": tenant}, reg)
+// newShipperFactory ships each tenant's blocks into <tenant>/ of the bucket, with source "receive". The shipper's
+// metrics go to the tenant's registerer the ingester gives (labelled with the tenant, dropped when it closes).
+func newShipperFactory(bkt objstore.Bucket, logger log.Logger) receive.ShipperFactory {
+	return func(tenant, dir string, lbls labels.Labels, tenantReg prometheus.Registerer) (receive.Shipper, error) {
 		return block.NewShipper(log.With(logger, "tenant", tenant), tenantReg, dir, objstore.NewPrefixedBucket(bkt, tenant),
 			func() labels.Labels { return lbls }, block.ReceiveSource), nil
 	}

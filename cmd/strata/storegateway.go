@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"math"
 	"net"
 	"os"
 	"path/filepath"
@@ -183,11 +182,10 @@ func setupStoreGateway(g *run.Group, p *process, r *ingesterRing, gw *dskitring.
 	var local *localGateway
 	if inProcess {
 		lis := bufconn.Listen(1 << 20)
-		srv := grpc.NewServer(
-			grpc.MaxRecvMsgSize(math.MaxInt32), grpc.MaxSendMsgSize(math.MaxInt32),
+		srv := grpc.NewServer(append(cfg.Server.GRPCMsgSizeOptions(),
 			grpc.ChainUnaryInterceptor(cfg.Auth.UnaryServerInterceptor(grpcTenantExempt)),
 			grpc.ChainStreamInterceptor(cfg.Auth.StreamServerInterceptor(grpcTenantExempt)),
-		)
+		)...)
 		storepb.RegisterStoreServer(srv, bs)
 		infopb.RegisterInfoServer(srv, bs)
 		g.Add(func() error { return srv.Serve(lis) }, func(error) { srv.Stop() })

@@ -81,8 +81,10 @@ type Shipper interface {
 	Sync(ctx context.Context) (uploaded int, err error)
 }
 
-// ShipperFactory makes the shipper of a tenant's TSDB directory; lbls are the labels its blocks carry.
-type ShipperFactory func(tenant, dir string, lbls labels.Labels) (Shipper, error)
+// ShipperFactory makes the shipper of a tenant's TSDB directory; lbls are the labels its blocks carry. reg is the
+// tenant's registerer: what the shipper registers there carries the tenant label and is unregistered when the
+// tenant's TSDB is closed (idle), so that opening it again registers the same metrics again.
+type ShipperFactory func(tenant, dir string, lbls labels.Labels, reg prometheus.Registerer) (Shipper, error)
 
 type ingesterMetrics struct {
 	appendedSamples *prometheus.CounterVec
@@ -131,6 +133,7 @@ type Ingester struct {
 	limitShare func() float64
 	now        func() time.Time
 	logger     log.Logger
+	reg        prometheus.Registerer
 	metrics    *ingesterMetrics
 
 	mtx      sync.RWMutex
@@ -149,7 +152,7 @@ type IngesterOption func(*Ingester)
 // WithLimitShare sets the function giving this ingester's share of global series limits (default 1).
 func WithLimitShare(f func() float64) IngesterOption { return func(i *Ingester) { i.limitShare = f } }
 
-// WithIngesterClock sets the clock idle TSDBs are judged by (tests).
+// WithIngesterClock sets the clock idle TSDBs and samples too far in the future are judged by (tests).
 func WithIngesterClock(now func() time.Time) IngesterOption { return func(i *Ingester) { i.now = now } }
 
 // WithShippers sets how blocks are shipped; without it blocks stay local.
@@ -158,7 +161,7 @@ func WithShippers(f ShipperFactory) IngesterOption { return func(i *Ingester) { 
 // NewIngester returns an ingester keeping its TSDBs under dir. Call Open before use.
 func NewIngester(cfg IngesterConfig, dir string, overrides *tenancy.Overrides, discarded *DiscardedSamples, logger log.Logger, reg prometheus.Registerer, opts ...IngesterOption) *Ingester {
 	i := &Ingester{
-		cfg: cfg, dir: dir, overrides: overrides, discarded: discarded, logger: logger,
+		cfg: cfg, dir: dir, overrides: overrides, discarded: discarded, logger: logger, reg: reg,
 		limitShare: func() float64 { return 1 },
 		now:        time.Now,
 		metrics:    newIngesterMetrics(reg),
@@ -197,6 +200,8 @@ type userTSDB struct {
 	db      *tsdb.DB
 	shipper Shipper
 	ing     *Ingester
+	// reg holds the tenant's own collectors (its shipper's), unregistered when the TSDB is closed.
+	reg *tenantRegisterer
 
 	// replaying is true while the WAL is replayed: series that existed are never refused.
 	replaying bool
@@ -298,7 +303,7 @@ func (i *Ingester) getOrOpen(tenant string) (*userTSDB, error) {
 	}
 
 	dir := filepath.Join(i.dir, tenant)
-	u := &userTSDB{tenant: tenant, ing: i, replaying: true, perMetric: map[string]int{}}
+	u := &userTSDB{tenant: tenant, ing: i, replaying: true, perMetric: map[string]int{}, reg: newTenantRegisterer(i.reg, tenant)}
 	u.lastWrite.Store(i.now().UnixNano())
 	opts := tsdb.DefaultOptions()
 	opts.MinBlockDuration = i.cfg.BlockDuration.Milliseconds()
@@ -337,8 +342,9 @@ func (i *Ingester) getOrOpen(tenant string) (*userTSDB, error) {
 	u.oooWindow.Store(opts.OutOfOrderTimeWindow)
 	i.metrics.walReplay.WithLabelValues(tenant).Set(time.Since(start).Seconds())
 	if i.shippers != nil {
-		s, err := i.shippers(tenant, dir, i.tenantLabels(tenant))
+		s, err := i.shippers(tenant, dir, i.tenantLabels(tenant), u.reg)
 		if err != nil {
+			u.reg.unregisterAll()
 			_ = db.Close()
 			return nil, errors.Wrapf(err, "create shipper of tenant %s", tenant)
 		}
@@ -457,7 +463,9 @@ func (i *Ingester) appendRequest(ctx context.Context, tenant string, u *userTSDB
 		lset, ref := lsets[k], refs[k]
 		skipSeries := false
 		for _, s := range ts.GetSamples() {
-			ref, err = app.Append(ref, lset, s.GetTimestamp(), s.GetValue())
+			if err = checkNotAncient(s.GetTimestamp()); err == nil {
+				ref, err = app.Append(ref, lset, s.GetTimestamp(), s.GetValue())
+			}
 			if err == nil {
 				appended++
 				continue
@@ -470,8 +478,10 @@ func (i *Ingester) appendRequest(ctx context.Context, tenant string, u *userTSDB
 			continue
 		}
 		for _, h := range ts.GetHistograms() {
-			ih, fh := HistogramFromPB(h)
-			ref, err = app.AppendHistogram(ref, lset, h.GetTimestamp(), ih, fh)
+			if err = checkNotAncient(h.GetTimestamp()); err == nil {
+				ih, fh := HistogramFromPB(h)
+				ref, err = app.AppendHistogram(ref, lset, h.GetTimestamp(), ih, fh)
+			}
 			if err == nil {
 				appended++
 				continue
@@ -552,27 +562,6 @@ func (i *Ingester) pushError(tenant string, errs *appendErrors) error {
 	return errs.first[reason]
 }
 
-// RemoteWrite implements thanos.WriteableStore, the forward RPC from distributors (and from a stock Thanos
-// receive router). The tenant is the request's; when gRPC metadata names one as well they must agree.
-func (i *Ingester) RemoteWrite(ctx context.Context, req *storepb.WriteRequest) (*storepb.WriteResponse, error) {
-	tenant := req.GetTenant()
-	if ts, ok := tenancy.TenantsFromContext(ctx); ok {
-		if tenant == "" && len(ts) == 1 {
-			tenant = ts[0]
-		}
-		if len(ts) != 1 || ts[0] != tenant {
-			return nil, status.Errorf(codes.InvalidArgument, "request tenant %q does not match the tenant in metadata %v", tenant, ts)
-		}
-	}
-	if err := tenancy.ValidateTenantID(tenant); err != nil {
-		return nil, status.Error(codes.InvalidArgument, err.Error())
-	}
-	if err := i.Push(ctx, tenant, req); err != nil {
-		return nil, err
-	}
-	return &storepb.WriteResponse{}, nil
-}
-
 // Ship ships every tenant's new blocks (it is called periodically, and on flush).
 func (i *Ingester) Ship(ctx context.Context) error {
 	var firstErr error
@@ -581,14 +570,8 @@ func (i *Ingester) Ship(ctx context.Context) error {
 		if u == nil || u.shipper == nil {
 			continue
 		}
-		n, err := u.shipper.Sync(ctx)
-		i.metrics.shippedBlocks.WithLabelValues(tenant).Add(float64(n))
-		if err != nil {
-			i.metrics.shipFailures.WithLabelValues(tenant).Inc()
-			level.Warn(i.logger).Log("msg", "shipping blocks failed", "tenant", tenant, "err", err)
-			if firstErr == nil {
-				firstErr = errors.Wrapf(err, "ship blocks of tenant %s", tenant)
-			}
+		if err := u.ship(ctx); err != nil && firstErr == nil {
+			firstErr = err
 		}
 	}
 	return firstErr
@@ -690,24 +673,9 @@ func (i *Ingester) CloseIdle() []string {
 		if u == nil || i.now().Sub(time.Unix(0, u.lastWrite.Load())) < i.cfg.CloseIdleTSDBTimeout {
 			continue
 		}
-		u.closeMtx.Lock()
-		if u.db.Head().NumSeries() > 0 || !allShipped(u.db) {
-			u.closeMtx.Unlock()
+		if ok, err := i.closeIdle(u); !ok {
 			continue
-		}
-		i.mtx.Lock()
-		delete(i.tsdbs, tenant)
-		i.metrics.tsdbs.Set(float64(len(i.tsdbs)))
-		i.mtx.Unlock()
-		u.closed = true
-		dir := u.db.Dir()
-		err := u.db.Close()
-		if err == nil {
-			err = os.RemoveAll(dir)
-		}
-		u.closeMtx.Unlock()
-		i.metrics.activeSeries.DeleteLabelValues(tenant)
-		if err != nil {
+		} else if err != nil {
 			level.Warn(i.logger).Log("msg", "closing idle TSDB", "tenant", tenant, "err", err)
 			continue
 		}
@@ -715,6 +683,34 @@ func (i *Ingester) CloseIdle() []string {
 		closed = append(closed, tenant)
 	}
 	return closed
+}
+
+// closeIdle closes u if it is still idle-closable: empty head, every block shipped. ok reports whether it was
+// closed (err then says whether its directory could not be removed). Everything the tenant had in this ingester
+// goes with it: its collectors (the shipper's) and its series of the ingester's metrics.
+func (i *Ingester) closeIdle(u *userTSDB) (ok bool, err error) {
+	// Serialised with getOrOpen: a write arriving now opens the tenant again only once its metrics are gone, or
+	// registering them again would fail.
+	i.creating.Lock()
+	defer i.creating.Unlock()
+	u.closeMtx.Lock()
+	defer u.closeMtx.Unlock()
+	if u.closed || u.db.Head().NumSeries() > 0 || !allShipped(u.db) {
+		return false, nil
+	}
+	i.mtx.Lock()
+	delete(i.tsdbs, u.tenant)
+	i.metrics.tsdbs.Set(float64(len(i.tsdbs)))
+	i.mtx.Unlock()
+	u.closed = true
+	dir := u.db.Dir()
+	err = u.db.Close()
+	if err == nil {
+		err = os.RemoveAll(dir)
+	}
+	u.reg.unregisterAll()
+	i.deleteTenantMetrics(u.tenant)
+	return true, err
 }
 
 // allShipped reports whether every block of db is recorded as shipped.
@@ -747,6 +743,7 @@ func (i *Ingester) Close() error {
 		if err := u.db.Close(); err != nil && firstErr == nil {
 			firstErr = errors.Wrapf(err, "close TSDB of tenant %s", tenant)
 		}
+		u.reg.unregisterAll()
 		delete(i.tsdbs, tenant)
 	}
 	return firstErr

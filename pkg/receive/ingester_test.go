@@ -247,7 +247,7 @@ func TestIngesterRestartReplaysWAL(t *testing.T) {
 func TestIngesterFlushShips(t *testing.T) {
 	dir := t.TempDir()
 	shippers := map[string]*countingShipper{}
-	ing := newTestIngester(t, dir, nil, prometheus.NewRegistry(), WithShippers(func(tenant, d string, lbls labels.Labels) (Shipper, error) {
+	ing := newTestIngester(t, dir, nil, prometheus.NewRegistry(), WithShippers(func(tenant, d string, lbls labels.Labels, _ prometheus.Registerer) (Shipper, error) {
 		testutil.Equals(t, tenant, lbls.Get("tenant_id"))
 		s := &countingShipper{dir: d}
 		shippers[tenant] = s
@@ -287,7 +287,7 @@ func TestIngesterRemoteWriteTenant(t *testing.T) {
 	_, err = ing.RemoteWrite(context.Background(), req("../x"))
 	testutil.Equals(t, codes.InvalidArgument, status.Code(err))
 	_, err = ing.RemoteWrite(context.Background(), req(""))
-	testutil.Equals(t, codes.InvalidArgument, status.Code(err))
+	testutil.Equals(t, codes.Unauthenticated, status.Code(err)) // no tenant at all: "no org id", as Mimir
 	_, err = ing.RemoteWrite(tenancy.WithTenants(context.Background(), []string{"b"}), req("a"))
 	testutil.Equals(t, codes.InvalidArgument, status.Code(err))
 	_, err = ing.RemoteWrite(tenancy.WithTenants(context.Background(), []string{"c"}), req(""))
@@ -321,7 +321,9 @@ func TestIngesterCloseIdle(t *testing.T) {
 	now := time.Unix(1_000_000, 0)
 	clock := func() time.Time { return now }
 	ing := newTestIngester(t, dir, nil, prometheus.NewRegistry(), WithIngesterClock(clock),
-		WithShippers(func(tenant, d string, lbls labels.Labels) (Shipper, error) { return &countingShipper{dir: d}, nil }))
+		WithShippers(func(tenant, d string, lbls labels.Labels, _ prometheus.Registerer) (Shipper, error) {
+			return &countingShipper{dir: d}, nil
+		}))
 	defer ing.Close()
 	ing.cfg.CloseIdleTSDBTimeout = time.Hour
 	testutil.Ok(t, ing.Push(context.Background(), "a", &storepb.WriteRequest{Timeseries: []*prompb.TimeSeries{ts(series("m"), 1000)}}))

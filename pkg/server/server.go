@@ -4,7 +4,6 @@ package server
 
 import (
 	"context"
-	"math"
 	"net"
 	"net/http"
 	"net/http/pprof"
@@ -28,11 +27,20 @@ type Config struct {
 	GRPCAddress string `yaml:"grpc_address"`
 	// GracefulShutdownTimeout bounds how long in-flight requests may take once the process is told to stop.
 	GracefulShutdownTimeout time.Duration `yaml:"graceful_shutdown_timeout"`
+	// GRPCServerMaxRecvMsgSize is the largest gRPC message the server accepts, in bytes: a larger one is refused
+	// with ResourceExhausted before it is read into memory. Mimir's name and default (100 MiB).
+	GRPCServerMaxRecvMsgSize int `yaml:"grpc_server_max_recv_msg_size"`
+	// GRPCServerMaxSendMsgSize is the largest gRPC message the server sends, in bytes. Mimir's name and default.
+	GRPCServerMaxSendMsgSize int `yaml:"grpc_server_max_send_msg_size"`
 }
+
+// DefaultGRPCMaxMsgSize is Mimir's default bound of a gRPC message, either way: 100 MiB.
+const DefaultGRPCMaxMsgSize = 100 << 20
 
 // DefaultConfig listens on :8080 (HTTP) and :9095 (gRPC), the ports DESIGN.md fixes.
 func DefaultConfig() Config {
-	return Config{HTTPAddress: "0.0.0.0:8080", GRPCAddress: "0.0.0.0:9095", GracefulShutdownTimeout: 10 * time.Second}
+	return Config{HTTPAddress: "0.0.0.0:8080", GRPCAddress: "0.0.0.0:9095", GracefulShutdownTimeout: 10 * time.Second,
+		GRPCServerMaxRecvMsgSize: DefaultGRPCMaxMsgSize, GRPCServerMaxSendMsgSize: DefaultGRPCMaxMsgSize}
 }
 
 // Validate checks the config.
@@ -43,7 +51,23 @@ func (c Config) Validate() error {
 	if c.GracefulShutdownTimeout <= 0 {
 		return errors.Newf("server: graceful_shutdown_timeout must be positive, got %s", c.GracefulShutdownTimeout)
 	}
+	if c.GRPCServerMaxRecvMsgSize <= 0 || c.GRPCServerMaxSendMsgSize <= 0 {
+		return errors.Newf("server: grpc_server_max_recv_msg_size and grpc_server_max_send_msg_size must be positive, got %d and %d",
+			c.GRPCServerMaxRecvMsgSize, c.GRPCServerMaxSendMsgSize)
+	}
 	return nil
+}
+
+// GRPCMsgSizeOptions bound the messages a gRPC server of this config receives and sends (a size left 0 in a
+// Config built in code is the default).
+func (c Config) GRPCMsgSizeOptions() []grpc.ServerOption {
+	orDefault := func(n int) int {
+		if n <= 0 {
+			return DefaultGRPCMaxMsgSize
+		}
+		return n
+	}
+	return []grpc.ServerOption{grpc.MaxRecvMsgSize(orDefault(c.GRPCServerMaxRecvMsgSize)), grpc.MaxSendMsgSize(orDefault(c.GRPCServerMaxSendMsgSize))}
 }
 
 type serverMetrics struct {
@@ -84,8 +108,10 @@ type Server struct {
 	index *index
 }
 
-// New binds the listeners and builds both servers. The gRPC server takes MaxInt32 messages both ways (Thanos
-// StoreAPI responses can be large) and serves the standard health service, NOT_SERVING until Ready says so.
+// New binds the listeners and builds both servers. The gRPC server takes and sends messages up to
+// grpc_server_max_recv_msg_size / grpc_server_max_send_msg_size (a StoreAPI Series response is a stream of
+// messages, one per series or batch; clients still accept MaxInt32, see store.DialOptions) and serves the
+// standard health service, NOT_SERVING until Ready says so.
 func New(cfg Config, logger log.Logger, reg prometheus.Registerer, grpcOpts ...grpc.ServerOption) (*Server, error) {
 	httpL, err := net.Listen("tcp", cfg.HTTPAddress)
 	if err != nil {
@@ -106,10 +132,7 @@ func New(cfg Config, logger log.Logger, reg prometheus.Registerer, grpcOpts ...g
 		health:       health.NewServer(),
 		index:        &index{},
 	}
-	s.grpcServer = grpc.NewServer(append([]grpc.ServerOption{
-		grpc.MaxRecvMsgSize(math.MaxInt32),
-		grpc.MaxSendMsgSize(math.MaxInt32),
-	}, grpcOpts...)...)
+	s.grpcServer = grpc.NewServer(append(cfg.GRPCMsgSizeOptions(), grpcOpts...)...)
 	healthpb.RegisterHealthServer(s.grpcServer, s.health)
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	s.Ready = newProber(func() { s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING) })

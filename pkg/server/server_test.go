@@ -13,8 +13,10 @@ import (
 	"github.com/oklog/run"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
 )
 
 func TestProber(t *testing.T) {
@@ -145,4 +147,46 @@ func TestNewFailsOnPortInUse(t *testing.T) {
 	_, err = New(Config{HTTPAddress: s.HTTPAddr(), GRPCAddress: "127.0.0.1:0", GracefulShutdownTimeout: time.Second}, log.NewNopLogger(), prometheus.NewRegistry())
 	testutil.NotOk(t, err)
 	testutil.Assert(t, strings.Contains(err.Error(), "listen for HTTP on "+s.HTTPAddr()), err.Error())
+}
+
+// TestServerGRPCMessageSizeBound: a gRPC message over grpc_server_max_recv_msg_size is refused with
+// ResourceExhausted, and the server goes on serving; the same message under the default bound is read.
+func TestServerGRPCMessageSizeBound(t *testing.T) {
+	big := &healthpb.HealthCheckRequest{Service: strings.Repeat("x", 2<<20)} // 2 MiB
+	for _, tc := range []struct {
+		name    string
+		maxRecv int
+		want    codes.Code
+	}{
+		{name: "1 MiB bound", maxRecv: 1 << 20, want: codes.ResourceExhausted},
+		{name: "default bound (100 MiB)", maxRecv: DefaultConfig().GRPCServerMaxRecvMsgSize, want: codes.NotFound}, // read: no such service
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := Config{HTTPAddress: "127.0.0.1:0", GRPCAddress: "127.0.0.1:0", GracefulShutdownTimeout: time.Second,
+				GRPCServerMaxRecvMsgSize: tc.maxRecv, GRPCServerMaxSendMsgSize: DefaultGRPCMaxMsgSize}
+			testutil.Ok(t, cfg.Validate())
+			s, err := New(cfg, log.NewNopLogger(), prometheus.NewRegistry())
+			testutil.Ok(t, err)
+			var g run.Group
+			s.Run(&g)
+			stop := make(chan struct{})
+			g.Add(func() error { <-stop; return nil }, func(error) {})
+			done := make(chan error, 1)
+			go func() { done <- g.Run() }()
+			defer func() { close(stop); <-done }()
+
+			conn, err := grpc.NewClient(s.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+			testutil.Ok(t, err)
+			defer conn.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			hc := healthpb.NewHealthClient(conn)
+			_, err = hc.Check(ctx, big)
+			testutil.Equals(t, tc.want, status.Code(err), "error: %v", err)
+			resp, err := hc.Check(ctx, &healthpb.HealthCheckRequest{}) // still serving
+			testutil.Ok(t, err)
+			testutil.Equals(t, healthpb.HealthCheckResponse_NOT_SERVING, resp.Status)
+		})
+	}
+	testutil.NotOk(t, Config{HTTPAddress: "a", GRPCAddress: "b", GracefulShutdownTimeout: time.Second, GRPCServerMaxSendMsgSize: 1}.Validate())
 }

@@ -1,0 +1,170 @@
+package receive
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/efficientgo/core/errors"
+	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/storage"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/stratametrics/strata/pkg/store/storepb"
+	"github.com/stratametrics/strata/pkg/store/storepb/prompb"
+	"github.com/stratametrics/strata/pkg/tenancy"
+)
+
+// ReasonLabelValueInvalid: a label value (or name) of a series forwarded over gRPC is not valid UTF-8 (Mimir's
+// label_value_invalid). The HTTP decoders refuse such requests whole; the gRPC codec does not look.
+const ReasonLabelValueInvalid = "label_value_invalid"
+
+// idLabelValueInvalid is Mimir's error id for a label value that is not valid UTF-8.
+const idLabelValueInvalid tenancy.ErrorID = "label-value-invalid"
+
+// minSampleTimeMs is the oldest sample time the ingester appends; older samples are refused as out of bounds
+// (sample_too_old). Prometheus's head takes as the oldest time it accepts its newest sample minus half a block
+// range: a first sample within that distance of math.MinInt64 made it overflow, and the head then refused every
+// later sample of the tenant as too old. Half of math.MinInt64 is millions of years before any real sample.
+const minSampleTimeMs = math.MinInt64 / 2
+
+// checkNotAncient returns storage.ErrOutOfBounds for a sample older than minSampleTimeMs.
+func checkNotAncient(tMs int64) error {
+	if tMs < minSampleTimeMs {
+		return storage.ErrOutOfBounds
+	}
+	return nil
+}
+
+// remoteWriteTenant returns the tenant of a forwarded write: the request's, or the one gRPC metadata names (the
+// edge validated it, see tenancy.Config.UnaryServerInterceptor); when both name one they must agree. Without any
+// it is Unauthenticated ("no org id", as Mimir answers), and InvalidArgument when one is invalid or they disagree.
+func remoteWriteTenant(ctx context.Context, req *storepb.WriteRequest) (string, error) {
+	tenant := req.GetTenant()
+	fromMD, ok := tenancy.TenantsFromContext(ctx)
+	if !ok {
+		// RemoteWrite is exempt from the interceptor's check: metadata naming a tenant that did not pass it is
+		// invalid, not absent.
+		if raw := rawGRPCTenant(ctx); raw != "" {
+			if _, err := tenancy.ParseTenantID(raw); err != nil {
+				return "", status.Errorf(codes.InvalidArgument, "tenant in gRPC metadata: %v", err)
+			}
+		}
+	}
+	switch {
+	case ok && tenant == "" && len(fromMD) == 1:
+		tenant = fromMD[0]
+	case ok && (len(fromMD) != 1 || fromMD[0] != tenant):
+		return "", status.Errorf(codes.InvalidArgument, "request tenant %q does not match the tenant in metadata %v", tenant, fromMD)
+	}
+	if tenant == "" {
+		return "", status.Error(codes.Unauthenticated, tenancy.ErrNoTenant.Error())
+	}
+	if err := tenancy.ValidateTenantID(tenant); err != nil {
+		return "", status.Error(codes.InvalidArgument, err.Error())
+	}
+	if len(req.GetTimeseriesTenantData()) > 0 {
+		return "", status.Error(codes.InvalidArgument, "timeseriesTenantData (series of several tenants in one request) is not supported: send one request per tenant")
+	}
+	return tenant, nil
+}
+
+// rawGRPCTenant is the tenant incoming gRPC metadata names, unvalidated.
+func rawGRPCTenant(ctx context.Context) string {
+	md, _ := metadata.FromIncomingContext(ctx)
+	for _, k := range []string{tenancy.MetadataOrgID, tenancy.MetadataThanosTenant} {
+		if v := md.Get(k); len(v) > 0 && v[0] != "" {
+			return v[0]
+		}
+	}
+	return ""
+}
+
+// validateForwarded applies to a forwarded write what the distributor applies to a remote write (never trust the
+// caller, DESIGN.md §6): valid UTF-8 labels, then the series rules and limits of seriesValidator, with now taken
+// from the ingester's clock (creation_grace_period: no sample beyond now + grace ever reaches the TSDB). It
+// returns the valid series, in place of tss, and the first error. Invalid series are discarded and counted in
+// strata_discarded_samples_total with their reason.
+func (i *Ingester) validateForwarded(tenant string, tss []*prompb.TimeSeries) (valid []*prompb.TimeSeries, firstErr *tenancy.Error) {
+	v := newSeriesValidator(i.overrides.ForTenant(tenant), i.now())
+	valid = tss[:0]
+	for _, ts := range tss {
+		if ts == nil {
+			continue
+		}
+		reason, err := "", (*tenancy.Error)(nil)
+		if k := invalidUTF8Label(ts); k >= 0 {
+			reason, err = ReasonLabelValueInvalid, labelValueInvalidError(ts, k)
+		} else if vi := v.check(ts); vi.reason != "" {
+			reason, err = vi.reason, v.err(ts, vi)
+		}
+		if reason != "" {
+			i.discard(tenant, reason, len(ts.Samples)+len(ts.Histograms))
+			if firstErr == nil {
+				firstErr = err
+			}
+			continue
+		}
+		valid = append(valid, ts)
+	}
+	clear(tss[len(valid):])
+	return valid, firstErr
+}
+
+// invalidUTF8Label returns the index of the first label of ts whose name or value is not valid UTF-8, or -1.
+func invalidUTF8Label(ts *prompb.TimeSeries) int {
+	for k, l := range ts.Labels {
+		if !utf8.ValidString(l.GetName()) || !utf8.ValidString(l.GetValue()) {
+			return k
+		}
+	}
+	return -1
+}
+
+// labelValueInvalidError is Mimir's error for label k of ts not being valid UTF-8.
+func labelValueInvalidError(ts *prompb.TimeSeries, k int) *tenancy.Error {
+	metric := ""
+	for _, l := range ts.Labels {
+		if l.GetName() == model.MetricNameLabel {
+			metric = l.GetValue()
+			break
+		}
+	}
+	valid := func(s string) string { return strings.ToValidUTF8(s, "\uFFFD") }
+	l := ts.Labels[k]
+	return &tenancy.Error{ID: idLabelValueInvalid, Status: 400, Msg: idLabelValueInvalid.Message(fmt.Sprintf(
+		"received a series with invalid value in label '%.200s': '%.200s' metric: '%.200s'", valid(l.GetName()), valid(l.GetValue()), valid(metric)))}
+}
+
+// RemoteWrite implements thanos.WriteableStore, the forward RPC from distributors (and from a stock Thanos
+// receive router). It trusts nothing of its caller: the tenant must be given (in the request or in gRPC
+// metadata, agreeing when both are), and every series passes the distributor's validation. Invalid series are
+// discarded and the first error is answered (InvalidArgument, Mimir's message) once the valid ones are appended,
+// as the distributor does. req is modified.
+func (i *Ingester) RemoteWrite(ctx context.Context, req *storepb.WriteRequest) (*storepb.WriteResponse, error) {
+	tenant, err := remoteWriteTenant(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	sent := len(req.Timeseries)
+	valid, invalid := i.validateForwarded(tenant, req.Timeseries)
+	req.Timeseries = valid
+	// A request whose every series was refused appends nothing (and opens no TSDB); one without series may carry
+	// something else for Push (metric metadata).
+	if len(valid) > 0 || sent == 0 {
+		// The validation error comes first in the request; a failure to append that is not the client's (a
+		// commit error, shutting down) says more and is answered instead.
+		var te *tenancy.Error
+		if err := i.Push(ctx, tenant, req); err != nil && (invalid == nil || !errors.As(err, &te)) {
+			return nil, err
+		}
+	}
+	if invalid != nil {
+		return nil, invalid
+	}
+	return &storepb.WriteResponse{}, nil
+}
