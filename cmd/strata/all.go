@@ -8,10 +8,21 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/stratametrics/strata/pkg/receive"
+	"github.com/stratametrics/strata/pkg/store"
+	"github.com/stratametrics/strata/pkg/store/infopb"
+	"github.com/stratametrics/strata/pkg/store/storepb"
 )
 
+// allStoreAPI is what the gRPC StoreAPI of `strata all` is made of: the ingester's store, asked by the queriers of
+// the ring, and the merged view (ingesters and store-gateways, as `strata querier` serves it) for everyone else.
+type allStoreAPI struct {
+	ingester *store.TSDBStore
+}
+
 // runAll runs every component in one process, with a filesystem bucket under <data-dir>/bucket unless another
-// bucket is configured. The distributor writes to the in-process ingester directly.
+// bucket is configured. The distributor writes to the in-process ingester directly. The gRPC port serves the
+// ingester's writes, and a StoreAPI that a Thanos querier (or a Strata querier's --endpoint) sees as the merged
+// view of the recent data and the bucket's blocks.
 func runAll(g *run.Group, logger log.Logger, reg *prometheus.Registry, cfg *Config) error {
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 		return errSetup(err, "data directory "+cfg.DataDir)
@@ -20,6 +31,7 @@ func runAll(g *run.Group, logger log.Logger, reg *prometheus.Registry, cfg *Conf
 	if err != nil {
 		return err
 	}
+	p.storeAPI = &allStoreAPI{}
 	bkt, err := newBucket(g, p, cfg, logger, reg)
 	if err != nil {
 		return err
@@ -44,6 +56,18 @@ func runAll(g *run.Group, logger log.Logger, reg *prometheus.Registry, cfg *Conf
 	if err != nil {
 		return err
 	}
-	_, err = setupQuerier(g, p, r, gw, bkt, local, cfg, logger, reg)
-	return err
+	proxy, err := setupQuerier(g, p, r, gw, bkt, local, cfg, logger, reg)
+	if err != nil {
+		return err
+	}
+	// The merged Info is this process's ingester and store-gateway: the proxy's own Info cannot tell the bucket's
+	// time range and label sets (it asks the store-gateways per request).
+	infos := []infopb.InfoServer{p.storeAPI.ingester}
+	if local != nil {
+		infos = append(infos, local.info)
+	}
+	scoped := store.NewScopedServer(p.storeAPI.ingester, proxy, infos...)
+	storepb.RegisterStoreServer(p.srv.GRPC(), scoped)
+	infopb.RegisterInfoServer(p.srv.GRPC(), scoped)
+	return nil
 }
