@@ -1,6 +1,7 @@
 package store
 
 import (
+	"context"
 	"math"
 	"testing"
 
@@ -42,6 +43,36 @@ func TestMergeInfos(t *testing.T) {
 			tc.want.ComponentType = ComponentQuery
 			got := MergeInfos(ComponentQuery, tc.parts...)
 			testutil.Equals(t, tc.want.String(), got.String())
+		})
+	}
+}
+
+func TestProxyInfoUnknownLabelSets(t *testing.T) {
+	a, b := labels.FromStrings("tenant_id", "a"), labels.FromStrings("tenant_id", "b")
+	for _, tc := range []struct {
+		name       string
+		stores     []StoreClient
+		wantLabels []labels.Labels
+		wantMin    int64
+		wantMax    int64
+	}{
+		{name: "every store names its label sets: their union",
+			stores:     []StoreClient{&countingClient{minT: 10, maxT: 20, labelSets: []labels.Labels{b}}, &countingClient{minT: 5, maxT: 15, labelSets: []labels.Labels{a, b}}},
+			wantLabels: []labels.Labels{a, b}, wantMin: 5, wantMax: 20},
+		{name: "a store with unknown label sets (the store-gateways) makes them unknown",
+			stores:  []StoreClient{&countingClient{minT: 10, maxT: 20, labelSets: []labels.Labels{a}}, &countingClient{minT: math.MinInt64, maxT: math.MaxInt64}},
+			wantMin: math.MinInt64, wantMax: math.MaxInt64},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			resp, err := newTestProxy(0, tc.stores...).Info(context.Background(), &infopb.InfoRequest{})
+			testutil.Ok(t, err)
+			var got []labels.Labels
+			for _, ls := range resp.GetLabelSets() {
+				got = append(got, LabelsFromPB(ls.GetLabels()))
+			}
+			testutil.Equals(t, tc.wantLabels, got)
+			testutil.Equals(t, tc.wantMin, resp.GetStore().GetMinTime())
+			testutil.Equals(t, tc.wantMax, resp.GetStore().GetMaxTime())
 		})
 	}
 }
