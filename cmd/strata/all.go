@@ -1,6 +1,8 @@
 package main
 
 import (
+	"context"
+	"math"
 	"os"
 
 	"github.com/go-kit/log"
@@ -17,6 +19,22 @@ import (
 // the ring, and the merged view (ingesters and store-gateways, as `strata querier` serves it) for everyone else.
 type allStoreAPI struct {
 	ingester *store.TSDBStore
+}
+
+// soleInstanceInfo is the Info of a component of this process while it is the only instance in its ring, and so
+// holds all the data of the merged view. With other instances (several `strata all` in one ring) each holds a
+// share; the range and label sets are then unknown (unbounded, none), so that no querier rules the view out.
+type soleInstanceInfo struct {
+	infopb.UnimplementedInfoServer
+	local infopb.InfoServer
+	ring  interface{ InstancesCount() int } // the component's ring
+}
+
+func (i soleInstanceInfo) Info(ctx context.Context, r *infopb.InfoRequest) (*infopb.InfoResponse, error) {
+	if i.ring != nil && i.ring.InstancesCount() > 1 {
+		return &infopb.InfoResponse{Store: &infopb.StoreInfo{MinTime: math.MinInt64, MaxTime: math.MaxInt64}}, nil
+	}
+	return i.local.Info(ctx, r)
 }
 
 // runAll runs every component in one process, with a filesystem bucket under <data-dir>/bucket unless another
@@ -62,9 +80,9 @@ func runAll(g *run.Group, logger log.Logger, reg *prometheus.Registry, cfg *Conf
 	}
 	// The merged Info is this process's ingester and store-gateway: the proxy's own Info cannot tell the bucket's
 	// time range and label sets (it asks the store-gateways per request).
-	infos := []infopb.InfoServer{p.storeAPI.ingester}
+	infos := []infopb.InfoServer{soleInstanceInfo{local: p.storeAPI.ingester, ring: r.client}}
 	if local != nil {
-		infos = append(infos, local.info)
+		infos = append(infos, soleInstanceInfo{local: local.info, ring: gw})
 	}
 	scoped := store.NewScopedServer(p.storeAPI.ingester, proxy, infos...)
 	storepb.RegisterStoreServer(p.srv.GRPC(), scoped)
