@@ -1,6 +1,8 @@
 package main
 
 import (
+	"context"
+	"math"
 	"os"
 
 	"github.com/go-kit/log"
@@ -8,10 +10,37 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/stratametrics/strata/pkg/receive"
+	"github.com/stratametrics/strata/pkg/store"
+	"github.com/stratametrics/strata/pkg/store/infopb"
+	"github.com/stratametrics/strata/pkg/store/storepb"
 )
 
+// allStoreAPI is what the gRPC StoreAPI of `strata all` is made of: the ingester's store, asked by the queriers of
+// the ring, and the merged view (ingesters and store-gateways, as `strata querier` serves it) for everyone else.
+type allStoreAPI struct {
+	ingester *store.TSDBStore
+}
+
+// soleInstanceInfo is the Info of a component of this process while it is the only instance in its ring, and so
+// holds all the data of the merged view. With other instances (several `strata all` in one ring) each holds a
+// share; the range and label sets are then unknown (unbounded, none), so that no querier rules the view out.
+type soleInstanceInfo struct {
+	infopb.UnimplementedInfoServer
+	local infopb.InfoServer
+	ring  interface{ InstancesCount() int } // the component's ring
+}
+
+func (i soleInstanceInfo) Info(ctx context.Context, r *infopb.InfoRequest) (*infopb.InfoResponse, error) {
+	if i.ring != nil && i.ring.InstancesCount() > 1 {
+		return &infopb.InfoResponse{Store: &infopb.StoreInfo{MinTime: math.MinInt64, MaxTime: math.MaxInt64}}, nil
+	}
+	return i.local.Info(ctx, r)
+}
+
 // runAll runs every component in one process, with a filesystem bucket under <data-dir>/bucket unless another
-// bucket is configured. The distributor writes to the in-process ingester directly.
+// bucket is configured. The distributor writes to the in-process ingester directly. The gRPC port serves the
+// ingester's writes, and a StoreAPI that a Thanos querier (or a Strata querier's --endpoint) sees as the merged
+// view of the recent data and the bucket's blocks.
 func runAll(g *run.Group, logger log.Logger, reg *prometheus.Registry, cfg *Config) error {
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 		return errSetup(err, "data directory "+cfg.DataDir)
@@ -20,6 +49,7 @@ func runAll(g *run.Group, logger log.Logger, reg *prometheus.Registry, cfg *Conf
 	if err != nil {
 		return err
 	}
+	p.storeAPI = &allStoreAPI{}
 	bkt, err := newBucket(g, p, cfg, logger, reg)
 	if err != nil {
 		return err
@@ -44,6 +74,18 @@ func runAll(g *run.Group, logger log.Logger, reg *prometheus.Registry, cfg *Conf
 	if err != nil {
 		return err
 	}
-	_, err = setupQuerier(g, p, r, gw, bkt, local, cfg, logger, reg)
-	return err
+	proxy, err := setupQuerier(g, p, r, gw, bkt, local, cfg, logger, reg)
+	if err != nil {
+		return err
+	}
+	// The merged Info is this process's ingester and store-gateway: the proxy's own Info cannot tell the bucket's
+	// time range and label sets (it asks the store-gateways per request).
+	infos := []infopb.InfoServer{soleInstanceInfo{local: p.storeAPI.ingester, ring: r.client}}
+	if local != nil {
+		infos = append(infos, soleInstanceInfo{local: local.info, ring: gw})
+	}
+	scoped := store.NewScopedServer(p.storeAPI.ingester, proxy, infos...)
+	storepb.RegisterStoreServer(p.srv.GRPC(), scoped)
+	infopb.RegisterInfoServer(p.srv.GRPC(), scoped)
+	return nil
 }

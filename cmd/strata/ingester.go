@@ -67,8 +67,12 @@ func setupIngester(g *run.Group, p *process, r *ingesterRing, bkt objstore.Bucke
 		return nil, "", errSetup(err, "ingester ring membership")
 	}
 	st := store.NewTSDBStore(ing, logger, store.WithExternalLabels(ing.ExternalLabels()), store.WithComponentType(store.ComponentReceive))
-	storepb.RegisterStoreServer(p.srv.GRPC(), st)
-	infopb.RegisterInfoServer(p.srv.GRPC(), st)
+	if p.storeAPI != nil {
+		p.storeAPI.ingester = st
+	} else {
+		storepb.RegisterStoreServer(p.srv.GRPC(), st)
+		infopb.RegisterInfoServer(p.srv.GRPC(), st)
+	}
 	storepb.RegisterWriteableStoreServer(p.srv.GRPC(), ing)
 	p.srv.Handle("POST /ingester/flush", flushHandler(ing, logger))
 	p.srv.AddLinks("Ingester", server.Link{Path: "/ingester/flush", Desc: "POST: cut every head into blocks and ship them now"})

@@ -54,6 +54,7 @@ func registerComponents(app *kingpin.Application, b *binder, cfg *Config) map[st
 // parseArgs parses the command line and the config file it names into the effective config.
 func parseArgs(args []string) (string, component, *Config, error) {
 	app := kingpin.New("strata", "Strata: multi-tenant Prometheus storage that speaks Thanos and works like Mimir.")
+	fillVersion()
 	app.Version(version.Print("strata"))
 	app.HelpFlag.Short('h')
 

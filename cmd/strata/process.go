@@ -24,6 +24,9 @@ var grpcTenantExempt = tenancy.GRPCExempt{"/grpc.health.v1.Health/", "/thanos.in
 type process struct {
 	srv       *server.Server
 	overrides *tenancy.Overrides
+	// storeAPI, set by runAll, collects the stores of the process's components for the merged StoreAPI of the
+	// gRPC port; nil: each component registers its own store there.
+	storeAPI *allStoreAPI
 }
 
 // newProcess builds the servers and the per-tenant overrides for cfg, and adds them to g.

@@ -61,6 +61,9 @@ func (c querierConfig) Validate() error {
 	if c.Engine.LookbackDelta <= 0 || c.Engine.Timeout <= 0 || c.InfoRefreshInterval <= 0 {
 		return errors.New("querier: lookback delta, timeout and info refresh interval must be positive")
 	}
+	if c.Engine.Expression.MaxDepth <= 0 || c.Engine.Expression.MaxTokens <= 0 {
+		return errors.New("querier: max_expression_depth and max_expression_tokens must be positive (they keep a query from crashing the process)")
+	}
 	return nil
 }
 
@@ -74,6 +77,8 @@ func registerQuerierFlags(cmd *kingpin.CmdClause, b *binder, cfg *Config) {
 	b.Duration(cmd.Flag("query.lookback-delta", "PromQL lookback delta."), &q.Engine.LookbackDelta)
 	b.Int(cmd.Flag("query.max-samples", "Most samples one query may hold in memory (a tenant's max_samples overrides it)."), &q.Engine.MaxSamples)
 	b.Duration(cmd.Flag("query.timeout", "Longest a query may run."), &q.Engine.Timeout)
+	b.Int(cmd.Flag("query.max-expression-depth", "Deepest nesting of (), {} and [] a query expression may have; deeper ones are refused before parsing."), &q.Engine.Expression.MaxDepth)
+	b.Int(cmd.Flag("query.max-expression-tokens", "Most tokens (names, numbers, strings, operators, brackets) a query expression may have; longer ones are refused before parsing."), &q.Engine.Expression.MaxTokens)
 	b.Duration(cmd.Flag("query.default-evaluation-interval", "Step of subqueries that name none."), &q.Engine.DefaultEvaluationInterval)
 	b.Duration(cmd.Flag("querier.blocks-refresh-interval", "How often a tenant's block list is read again from the bucket."), &q.BlocksRefreshInterval)
 	b.Duration(cmd.Flag("querier.blocks-upload-grace-period", "Blocks uploaded less than this ago are not asked of the store-gateways (0: twice the store-gateway sync interval)."), &q.BlocksUploadGracePeriod)

@@ -118,6 +118,7 @@ func runStoreGateway(g *run.Group, logger log.Logger, reg *prometheus.Registry, 
 type localGateway struct {
 	addr string
 	dial func(ctx context.Context, addr string) (net.Conn, error)
+	info infopb.InfoServer
 }
 
 // newGatewayRing watches the store-gateway ring (in the KV store of the ingester ring); its page is
@@ -189,7 +190,7 @@ func setupStoreGateway(g *run.Group, p *process, r *ingesterRing, gw *dskitring.
 		storepb.RegisterStoreServer(srv, bs)
 		infopb.RegisterInfoServer(srv, bs)
 		g.Add(func() error { return srv.Serve(lis) }, func(error) { srv.Stop() })
-		local = &localGateway{addr: inst.Addr, dial: func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }}
+		local = &localGateway{addr: inst.Addr, dial: func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }, info: bs}
 	} else {
 		storepb.RegisterStoreServer(p.srv.GRPC(), bs)
 		infopb.RegisterInfoServer(p.srv.GRPC(), bs)

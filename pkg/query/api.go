@@ -38,11 +38,16 @@ type EngineConfig struct {
 	// DefaultEvaluationInterval is the step of a subquery that names none (Prometheus's global
 	// evaluation_interval).
 	DefaultEvaluationInterval time.Duration `yaml:"default_evaluation_interval"`
+	// Expression bounds every query expression before it is parsed.
+	Expression ExpressionLimits `yaml:",inline"`
 }
 
 // DefaultEngineConfig is Prometheus's defaults (Mimir's for max samples).
 func DefaultEngineConfig() EngineConfig {
-	return EngineConfig{LookbackDelta: 5 * time.Minute, MaxSamples: 50_000_000, Timeout: 2 * time.Minute, DefaultEvaluationInterval: time.Minute}
+	return EngineConfig{
+		LookbackDelta: 5 * time.Minute, MaxSamples: 50_000_000, Timeout: 2 * time.Minute, DefaultEvaluationInterval: time.Minute,
+		Expression: DefaultExpressionLimits(),
+	}
 }
 
 // EngineOpts are the promql.EngineOpts the querier uses: `@`, negative offsets and native histograms on, as in
@@ -78,14 +83,15 @@ func newTenantEngines(opts promql.EngineOpts, overrides *tenancy.Overrides) *ten
 	return &tenantEngines{opts: opts, def: promql.NewEngine(opts), overrides: overrides, byMax: map[int]*promql.Engine{}}
 }
 
-func (e *tenantEngines) engine(ctx context.Context) *promql.Engine {
+// engine returns the engine for the request's tenant and the max samples it applies.
+func (e *tenantEngines) engine(ctx context.Context) (*promql.Engine, int) {
 	tenant, err := tenancy.TenantFromContext(ctx)
 	if err != nil {
-		return e.def
+		return e.def, e.opts.MaxSamples
 	}
 	maxSamples := e.overrides.MaxSamples(tenant)
 	if maxSamples == 0 || maxSamples == e.opts.MaxSamples {
-		return e.def
+		return e.def, e.opts.MaxSamples
 	}
 	e.mtx.Lock()
 	defer e.mtx.Unlock()
@@ -96,15 +102,40 @@ func (e *tenantEngines) engine(ctx context.Context) *promql.Engine {
 		eng = promql.NewEngine(opts)
 		e.byMax[maxSamples] = eng
 	}
-	return eng
+	return eng, maxSamples
 }
 
 func (e *tenantEngines) NewInstantQuery(ctx context.Context, q storage.Queryable, opts promql.QueryOpts, qs string, ts time.Time) (promql.Query, error) {
-	return e.engine(ctx).NewInstantQuery(ctx, q, opts, qs, ts)
+	eng, maxSamples := e.engine(ctx)
+	qry, err := eng.NewInstantQuery(ctx, q, opts, qs, ts)
+	if err != nil {
+		return nil, err
+	}
+	return &limitedQuery{Query: qry, maxSamples: maxSamples}, nil
 }
 
 func (e *tenantEngines) NewRangeQuery(ctx context.Context, q storage.Queryable, opts promql.QueryOpts, qs string, start, end time.Time, step time.Duration) (promql.Query, error) {
-	return e.engine(ctx).NewRangeQuery(ctx, q, opts, qs, start, end, step)
+	eng, maxSamples := e.engine(ctx)
+	qry, err := eng.NewRangeQuery(ctx, q, opts, qs, start, end, step)
+	if err != nil {
+		return nil, err
+	}
+	return &limitedQuery{Query: qry, maxSamples: maxSamples}, nil
+}
+
+// limitedQuery answers PromQL's "too many samples" with the error that names the limit and how to raise it.
+type limitedQuery struct {
+	promql.Query
+	maxSamples int
+}
+
+func (q *limitedQuery) Exec(ctx context.Context) *promql.Result {
+	res := q.Query.Exec(ctx)
+	var tooMany promql.ErrTooManySamples
+	if res.Err != nil && errors.As(res.Err, &tooMany) {
+		res.Err = tenancy.NewMaxSamplesPerQueryError(q.maxSamples)
+	}
+	return res
 }
 
 // APIConfig configures the HTTP API.
@@ -146,7 +177,7 @@ func NewAPI(q *Queryable, overrides *tenancy.Overrides, cfg APIConfig, logger lo
 	for _, prefix := range []string{"/api/v1", "/prometheus/api/v1"} {
 		r := route.New()
 		api.Register(r.WithPrefix(prefix))
-		h := &apiHandler{prefix: prefix, router: r, overrides: overrides, partialResponse: cfg.PartialResponse}
+		h := &apiHandler{prefix: prefix, router: r, overrides: overrides, partialResponse: cfg.PartialResponse, expression: cfg.Engine.Expression}
 		mux.Handle(prefix+"/", h)
 	}
 	return mux
@@ -157,6 +188,7 @@ type apiHandler struct {
 	router          http.Handler
 	overrides       *tenancy.Overrides
 	partialResponse bool
+	expression      ExpressionLimits
 }
 
 func (h *apiHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -184,6 +216,10 @@ func (h *apiHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusBadRequest, fmt.Sprintf(`{"status":"error","errorType":"bad_data","error":%q}`, err.Error()))
 		return
 	}
+	if err := h.checkExpressions(r, tenant); err != nil {
+		writeJSON(w, err.Status, fmt.Sprintf(`{"status":"error","errorType":"bad_data","error":%q}`, err.Error()))
+		return
+	}
 	if path == "/query_range" {
 		if err := checkQueryLength(r, h.overrides.MaxQueryLength(tenant)); err != nil {
 			writeJSON(w, err.Status, fmt.Sprintf(`{"status":"error","errorType":"bad_data","error":%q}`, err.Error()))
@@ -191,6 +227,22 @@ func (h *apiHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	h.router.ServeHTTP(w, r.WithContext(WithRequestOptions(r.Context(), opts)))
+}
+
+// checkExpressions bounds every expression of the request (query, match[]) before Prometheus's parser sees it.
+func (h *apiHandler) checkExpressions(r *http.Request, tenant string) *tenancy.Error {
+	maxBytes := h.overrides.MaxQueryExpressionSizeBytes(tenant)
+	for _, qs := range r.Form["query"] {
+		if err := checkExpression(qs, maxBytes, h.expression); err != nil {
+			return err
+		}
+	}
+	for _, m := range r.Form["match[]"] {
+		if err := checkExpression(m, 0, h.expression); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // options reads Thanos's query parameters: dedup, partial_response and replicaLabels[].

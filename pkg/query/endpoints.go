@@ -116,7 +116,9 @@ func (e *Endpoints) Select(tenants []string, minT, maxT int64) []store.StoreClie
 	for _, addr := range addrs {
 		s, ok := e.pool[addr]
 		if !ok {
-			c, conn, err := store.Dial(addr)
+			// Scoped: in `strata all` the address also serves the merged view, which would ask this querier's
+			// ingesters again.
+			c, conn, err := store.Dial(addr, store.IngesterDialOptions()...)
 			if err != nil {
 				level.Warn(e.logger).Log("msg", "dial ingester", "addr", addr, "err", err)
 				continue

@@ -493,21 +493,30 @@ func (p *Proxy) LabelValues(ctx context.Context, r *storepb.LabelValuesRequest) 
 	return &storepb.LabelValuesResponse{Values: sortedUnique(values, r.GetLimit()), Warnings: warnings}, nil
 }
 
-// Info implements thanos.info.Info: the union of the stores' label sets and time ranges.
+// Info implements thanos.info.Info: the union of the stores' label sets and time ranges. A store whose label
+// sets are unknown (none: the store-gateways, an endpoint before its first Info) makes them unknown for the
+// union too: naming only the others' would let a querier rule out data of that store.
 func (p *Proxy) Info(context.Context, *infopb.InfoRequest) (*infopb.InfoResponse, error) {
 	resp := &infopb.InfoResponse{ComponentType: ComponentQuery, Store: &infopb.StoreInfo{MinTime: math.MaxInt64, MaxTime: math.MinInt64}}
 	seen := map[string]bool{}
 	var lsets []labels.Labels
+	unknownLabels := false
 	for _, s := range p.selector(nil, math.MinInt64, math.MaxInt64) {
 		minT, maxT := s.TimeRange()
 		resp.Store.MinTime = min(resp.Store.MinTime, minT)
 		resp.Store.MaxTime = max(resp.Store.MaxTime, maxT)
+		if len(s.LabelSets()) == 0 {
+			unknownLabels = true
+		}
 		for _, ls := range s.LabelSets() {
 			if k := ls.String(); !seen[k] {
 				seen[k] = true
 				lsets = append(lsets, ls)
 			}
 		}
+	}
+	if unknownLabels {
+		return resp, nil
 	}
 	slices.SortFunc(lsets, labels.Compare)
 	for _, ls := range lsets {

@@ -34,6 +34,8 @@ const (
 	IDMaxQueryLength           ErrorID = "max-query-length"
 	IDMaxSeriesPerQuery        ErrorID = "max-series-per-query"
 	IDMaxChunkBytesPerQuery    ErrorID = "max-chunks-bytes-per-query"
+	IDMaxQueryExpressionSize   ErrorID = "max-query-expression-size-bytes"
+	IDMaxSamplesPerQuery       ErrorID = "max-samples-per-query"
 )
 
 // Message formats a message with its id: "<msg> (err-mimir-<id>)".
@@ -189,4 +191,18 @@ func NewMaxSeriesPerQueryError(limit int) *Error {
 func NewMaxChunkBytesPerQueryError(limit int) *Error {
 	return limitErr(IDMaxChunkBytesPerQuery, http.StatusUnprocessableEntity,
 		fmt.Sprintf("the query exceeded the aggregated chunks size limit (limit: %d bytes); select fewer series (add label matchers) or a shorter time range", limit), "max_fetched_chunk_bytes_per_query")
+}
+
+// NewMaxQueryExpressionSizeBytesError is the 400 for a query expression longer than the tenant may send.
+func NewMaxQueryExpressionSizeBytesError(size, limit int) *Error {
+	return limitErr(IDMaxQueryExpressionSize, http.StatusBadRequest,
+		fmt.Sprintf("the raw query size in bytes exceeds the limit (query size: %d, limit: %d)", size, limit), "max_query_expression_size_bytes")
+}
+
+// NewMaxSamplesPerQueryError is the 422 for a query that would hold more samples in memory at once than the
+// tenant may (PromQL's "query processing would load too many samples into memory").
+func NewMaxSamplesPerQueryError(limit int) *Error {
+	return limitErr(IDMaxSamplesPerQuery, http.StatusUnprocessableEntity,
+		fmt.Sprintf("the query exceeded the maximum number of samples it may load into memory at once (limit: %d samples); select fewer series, a shorter time range or a larger step", limit),
+		"max_samples (default: the querier's --query.max-samples)")
 }

@@ -46,6 +46,9 @@ type Limits struct {
 	// MaxSamples is how many samples one query may hold in memory at once (PromQL's max samples; 0 = the
 	// querier's --querier.max-samples).
 	MaxSamples int `yaml:"max_samples" json:"max_samples"`
+	// MaxQueryExpressionSizeBytes is the longest query expression accepted, in bytes (0 = no limit; the
+	// querier's expression depth and token limits apply regardless).
+	MaxQueryExpressionSizeBytes int `yaml:"max_query_expression_size_bytes" json:"max_query_expression_size_bytes"`
 	// QueryReplicaLabels replace the querier's --query.replica-label for this tenant.
 	QueryReplicaLabels []string `yaml:"query_replica_labels" json:"query_replica_labels"`
 }
@@ -69,6 +72,7 @@ func DefaultLimits() Limits {
 		MaxFetchedSeriesPerQuery:       0,
 		MaxFetchedChunkBytesPerQuery:   0,
 		MaxSamples:                     0,
+		MaxQueryExpressionSizeBytes:    0,
 	}
 }
 
@@ -85,8 +89,8 @@ func (l Limits) Validate() error {
 		return errors.New("max_label_names_per_series, max_label_name_length and max_label_value_length must not be negative")
 	case l.OutOfOrderTimeWindow < 0, l.CreationGracePeriod < 0, l.CompactorBlocksRetentionPeriod < 0, l.MaxCacheFreshness < 0:
 		return errors.New("durations in limits must not be negative")
-	case l.MaxQueryLength < 0, l.MaxFetchedSeriesPerQuery < 0, l.MaxFetchedChunkBytesPerQuery < 0, l.MaxSamples < 0:
-		return errors.New("max_query_length, max_fetched_series_per_query, max_fetched_chunk_bytes_per_query and max_samples must not be negative")
+	case l.MaxQueryLength < 0, l.MaxFetchedSeriesPerQuery < 0, l.MaxFetchedChunkBytesPerQuery < 0, l.MaxSamples < 0, l.MaxQueryExpressionSizeBytes < 0:
+		return errors.New("max_query_length, max_fetched_series_per_query, max_fetched_chunk_bytes_per_query, max_samples and max_query_expression_size_bytes must not be negative")
 	case l.IngestionTenantShardSize < 0:
 		return errors.Newf("ingestion_tenant_shard_size must not be negative, got %d", l.IngestionTenantShardSize)
 	}

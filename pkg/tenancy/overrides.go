@@ -91,6 +91,9 @@ func (o *Overrides) MaxFetchedChunkBytesPerQuery(tenant string) int {
 	return o.ForTenant(tenant).MaxFetchedChunkBytesPerQuery
 }
 func (o *Overrides) MaxSamples(tenant string) int { return o.ForTenant(tenant).MaxSamples }
+func (o *Overrides) MaxQueryExpressionSizeBytes(tenant string) int {
+	return o.ForTenant(tenant).MaxQueryExpressionSizeBytes
+}
 func (o *Overrides) QueryReplicaLabels(tenant string) []string {
 	return o.ForTenant(tenant).QueryReplicaLabels
 }

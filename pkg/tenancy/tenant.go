@@ -51,6 +51,9 @@ var (
 	ErrTooManyTenants = errors.New("multiple org IDs present")
 	// ErrInvalidTenant wraps every validation failure, for errors.Is.
 	ErrInvalidTenant = errors.New("invalid tenant ID")
+	// ErrConflictingTenants is returned when tenant headers disagree: one repeated, or X-Scope-OrgID and
+	// THANOS-TENANT naming different tenants.
+	ErrConflictingTenants = errors.New("conflicting tenant headers")
 )
 
 // ValidateTenantID reports whether id is a valid tenant ID: 1 to 150 bytes of a-z A-Z 0-9 ! - _ . * ' ( ),
@@ -106,26 +109,54 @@ type Config struct {
 // DefaultConfig is multi-tenancy on, as in Mimir.
 func DefaultConfig() Config { return Config{MultitenancyEnabled: true} }
 
-// rawFromHTTP returns the tenant header's value: X-Scope-OrgID first, then THANOS-TENANT.
-func rawFromHTTP(h http.Header) string {
-	if v := h.Get(HeaderOrgID); v != "" {
-		return v
-	}
-	return h.Get(HeaderThanosTenant)
+// rawFromHTTP returns the tenant header's value, from X-Scope-OrgID or THANOS-TENANT. Headers that disagree are
+// refused rather than one of them winning: a header repeated, or both headers naming different tenants (a gateway
+// that sets THANOS-TENANT must not let a client choose its tenant with X-Scope-OrgID).
+func rawFromHTTP(h http.Header) (string, error) {
+	return oneTenantValue(h.Values(HeaderOrgID), HeaderOrgID, h.Values(HeaderThanosTenant), HeaderThanosTenant)
 }
 
-// rawFromGRPC returns the tenant from incoming gRPC metadata: x-scope-orgid first, then thanos-tenant.
-func rawFromGRPC(ctx context.Context) string {
+// rawFromGRPC is rawFromHTTP for incoming gRPC metadata (x-scope-orgid, thanos-tenant).
+func rawFromGRPC(ctx context.Context) (string, error) {
 	md, ok := metadata.FromIncomingContext(ctx)
 	if !ok {
-		return ""
+		return "", nil
 	}
-	for _, k := range []string{MetadataOrgID, MetadataThanosTenant} {
-		if v := md.Get(k); len(v) > 0 && v[0] != "" {
-			return v[0]
+	return oneTenantValue(md.Get(MetadataOrgID), MetadataOrgID, md.Get(MetadataThanosTenant), MetadataThanosTenant)
+}
+
+// oneTenantValue returns the single tenant value named by the canonical key and the Thanos key: empty values are
+// ignored, a key given more than once is an error, and so are the two keys naming different values.
+func oneTenantValue(orgIDs []string, orgIDKey string, thanos []string, thanosKey string) (string, error) {
+	orgID, err := oneValue(orgIDs, orgIDKey)
+	if err != nil {
+		return "", err
+	}
+	th, err := oneValue(thanos, thanosKey)
+	if err != nil {
+		return "", err
+	}
+	switch {
+	case orgID == "":
+		return th, nil
+	case th != "" && th != orgID:
+		return "", errors.Wrapf(ErrConflictingTenants, "%s %s and %s %s name different tenants", orgIDKey, describe(orgID), thanosKey, describe(th))
+	}
+	return orgID, nil
+}
+
+func oneValue(vs []string, key string) (string, error) {
+	v := ""
+	for _, x := range vs {
+		if x == "" {
+			continue
 		}
+		if v != "" {
+			return "", errors.Wrapf(ErrConflictingTenants, "%s is given more than once", key)
+		}
+		v = x
 	}
-	return ""
+	return v, nil
 }
 
 // TenantsFromHTTP returns the validated tenants a request names (one, or several for a federated read).
@@ -133,7 +164,11 @@ func (c Config) TenantsFromHTTP(r *http.Request) ([]string, error) {
 	if !c.MultitenancyEnabled {
 		return []string{AnonymousTenant}, nil
 	}
-	return ParseTenantIDs(rawFromHTTP(r.Header))
+	raw, err := rawFromHTTP(r.Header)
+	if err != nil {
+		return nil, err
+	}
+	return ParseTenantIDs(raw)
 }
 
 // TenantsFromGRPC returns the validated tenants named by incoming gRPC metadata.
@@ -141,12 +176,21 @@ func (c Config) TenantsFromGRPC(ctx context.Context) ([]string, error) {
 	if !c.MultitenancyEnabled {
 		return []string{AnonymousTenant}, nil
 	}
-	return ParseTenantIDs(rawFromGRPC(ctx))
+	raw, err := rawFromGRPC(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return ParseTenantIDs(raw)
 }
 
 // OutgoingContext returns ctx with the tenants set in outgoing gRPC metadata, for a call to another component.
+// A tenant already set there is replaced (never sent twice, which the receiving side refuses).
 func OutgoingContext(ctx context.Context, tenants ...string) context.Context {
-	return metadata.AppendToOutgoingContext(ctx, MetadataOrgID, strings.Join(tenants, TenantSeparator))
+	md, _ := metadata.FromOutgoingContext(ctx)
+	md = md.Copy()
+	md.Delete(MetadataThanosTenant)
+	md.Set(MetadataOrgID, strings.Join(tenants, TenantSeparator))
+	return metadata.NewOutgoingContext(ctx, md)
 }
 
 type tenantsKey struct{}

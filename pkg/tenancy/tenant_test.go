@@ -113,13 +113,20 @@ func TestHTTPMiddleware(t *testing.T) {
 		cfg        Config
 		federation bool
 		headers    map[string]string
+		multi      http.Header // added with Add, for repeated headers
 		wantCode   int
 		wantBody   string
 	}{
 		{name: "no tenant", cfg: DefaultConfig(), wantCode: 401, wantBody: "no org id"},
 		{name: "X-Scope-OrgID", cfg: DefaultConfig(), headers: map[string]string{"X-Scope-OrgID": "team-a"}, wantCode: 200, wantBody: "team-a"},
 		{name: "THANOS-TENANT", cfg: DefaultConfig(), headers: map[string]string{"THANOS-TENANT": "team-b"}, wantCode: 200, wantBody: "team-b"},
-		{name: "X-Scope-OrgID wins", cfg: DefaultConfig(), headers: map[string]string{"X-Scope-OrgID": "a", "THANOS-TENANT": "b"}, wantCode: 200, wantBody: "a"},
+		{name: "X-Scope-OrgID and THANOS-TENANT disagree", cfg: DefaultConfig(), headers: map[string]string{"X-Scope-OrgID": "a", "THANOS-TENANT": "b"}, wantCode: 400, wantBody: `X-Scope-OrgID "a" and THANOS-TENANT "b" name different tenants`},
+		{name: "X-Scope-OrgID and THANOS-TENANT agree", cfg: DefaultConfig(), headers: map[string]string{"X-Scope-OrgID": "a", "THANOS-TENANT": "a"}, wantCode: 200, wantBody: "a"},
+		{name: "empty X-Scope-OrgID falls back to THANOS-TENANT", cfg: DefaultConfig(), headers: map[string]string{"X-Scope-OrgID": "", "THANOS-TENANT": "b"}, wantCode: 200, wantBody: "b"},
+		{name: "two X-Scope-OrgID", cfg: DefaultConfig(), multi: http.Header{"X-Scope-Orgid": {"a", "b"}}, wantCode: 400, wantBody: "X-Scope-OrgID is given more than once"},
+		{name: "two equal X-Scope-OrgID", cfg: DefaultConfig(), multi: http.Header{"X-Scope-Orgid": {"a", "a"}}, wantCode: 400, wantBody: "X-Scope-OrgID is given more than once"},
+		{name: "two THANOS-TENANT", cfg: DefaultConfig(), multi: http.Header{"Thanos-Tenant": {"a", "b"}}, wantCode: 400, wantBody: "THANOS-TENANT is given more than once"},
+		{name: "federation and THANOS-TENANT disagree", cfg: DefaultConfig(), federation: true, headers: map[string]string{"X-Scope-OrgID": "a|b", "THANOS-TENANT": "a"}, wantCode: 400, wantBody: "name different tenants"},
 		{name: "invalid tenant", cfg: DefaultConfig(), headers: map[string]string{"X-Scope-OrgID": "../etc"}, wantCode: 400, wantBody: "unsupported character '/'"},
 		{name: "too long", cfg: DefaultConfig(), headers: map[string]string{"X-Scope-OrgID": strings.Repeat("x", 151)}, wantCode: 400, wantBody: "too long"},
 		{name: "federation refused", cfg: DefaultConfig(), headers: map[string]string{"X-Scope-OrgID": "a|b"}, wantCode: 400, wantBody: "names 2 tenants where one is required"},
@@ -136,6 +143,11 @@ func TestHTTPMiddleware(t *testing.T) {
 			req := httptest.NewRequest("GET", "/", nil)
 			for k, v := range tc.headers {
 				req.Header.Set(k, v)
+			}
+			for k, vs := range tc.multi {
+				for _, v := range vs {
+					req.Header.Add(k, v)
+				}
 			}
 			rec := httptest.NewRecorder()
 			h.ServeHTTP(rec, req)
@@ -158,6 +170,10 @@ func TestGRPCInterceptors(t *testing.T) {
 		{name: "x-scope-orgid", method: "/thanos.Store/Series", md: metadata.Pairs("x-scope-orgid", "a"), want: "a"},
 		{name: "thanos-tenant", method: "/thanos.Store/Series", md: metadata.Pairs("thanos-tenant", "b"), want: "b"},
 		{name: "invalid", method: "/thanos.Store/Series", md: metadata.Pairs("x-scope-orgid", ".."), wantCode: codes.InvalidArgument},
+		{name: "x-scope-orgid and thanos-tenant disagree", method: "/thanos.Store/Series", md: metadata.Pairs("x-scope-orgid", "a", "thanos-tenant", "b"), wantCode: codes.InvalidArgument},
+		{name: "x-scope-orgid and thanos-tenant agree", method: "/thanos.Store/Series", md: metadata.Pairs("x-scope-orgid", "a", "thanos-tenant", "a"), want: "a"},
+		{name: "x-scope-orgid repeated", method: "/thanos.Store/Series", md: metadata.Pairs("x-scope-orgid", "a", "x-scope-orgid", "b"), wantCode: codes.InvalidArgument},
+		{name: "thanos-tenant repeated", method: "/thanos.Store/Series", md: metadata.Pairs("thanos-tenant", "a", "thanos-tenant", "b"), wantCode: codes.InvalidArgument},
 		{name: "exempt prefix", method: "/grpc.health.v1.Health/Check", want: ""},
 		{name: "exempt with a valid tenant passes it on", method: "/grpc.health.v1.Health/Check", md: metadata.Pairs("x-scope-orgid", "a"), want: "a"},
 		{name: "exempt with an invalid tenant is not refused", method: "/grpc.health.v1.Health/Check", md: metadata.Pairs("x-scope-orgid", "a/b"), want: ""},
@@ -197,7 +213,9 @@ type fakeStream struct {
 func (f *fakeStream) Context() context.Context { return f.ctx }
 
 func TestOutgoingContextRoundTrip(t *testing.T) {
-	ctx := OutgoingContext(context.Background(), "a", "b")
+	// Setting the tenant again replaces it: the receiving side refuses a repeated tenant key.
+	ctx := OutgoingContext(metadata.AppendToOutgoingContext(context.Background(), MetadataThanosTenant, "c"), "x")
+	ctx = OutgoingContext(ctx, "a", "b")
 	md, ok := metadata.FromOutgoingContext(ctx)
 	testutil.Assert(t, ok)
 	ts, err := DefaultConfig().TenantsFromGRPC(metadata.NewIncomingContext(context.Background(), md))

@@ -155,7 +155,7 @@ func TestQuerier(t *testing.T) {
 
 		code, r = promAPI(t, base, "samples", "/api/v1/query", url.Values{"query": {`many`}, "time": {fmt.Sprint(now / 1000)}})
 		testutil.Equals(t, 422, code, r.Error)
-		mustContain(t, r.Error, "too many samples")
+		mustContain(t, r.Error, "the query exceeded the maximum number of samples", "(err-mimir-max-samples-per-query)", "max_samples")
 
 		code, r = promAPI(t, base, "team-a", "/api/v1/query", url.Values{"query": {"sum(rate("}})
 		testutil.Equals(t, 400, code)

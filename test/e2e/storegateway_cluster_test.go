@@ -17,6 +17,8 @@ import (
 
 	"github.com/efficientgo/core/testutil"
 	"github.com/prometheus/prometheus/prompb"
+
+	"github.com/stratametrics/strata/pkg/store"
 )
 
 // sgcMember is one instance of a dskit ring page's JSON (Accept: application/json): {"shards":[{"id", "state",
@@ -308,11 +310,12 @@ func TestShippingBoundaryNoGapNoDuplicate(t *testing.T) {
 		ids = append(ids, filepath.Base(filepath.Dir(m)))
 	}
 	// The ingester dropped the shipped blocks beyond its 2m retention (at the last flush's reload: minutes 0-2);
-	// it keeps minutes 3-4 in blocks and minute 5 in its head. Its own StoreAPI is the process's gRPC port.
+	// it keeps minutes 3-4 in blocks and minute 5 in its head. Its own StoreAPI is the process's gRPC port, asked
+	// with the ingester scope (without it, the port serves the merged view).
 	var local []int64
 	waitUntil(t, 90*time.Second, "the ingester to drop the blocks beyond retention", func() bool {
 		local = local[:0]
-		for _, samples := range readStore(t, p.grpcAddr, tenant) {
+		for _, samples := range readStore(t, p.grpcAddr, tenant, store.IngesterDialOptions()...) {
 			for ts := range samples {
 				local = append(local, ts)
 			}

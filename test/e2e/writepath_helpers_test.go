@@ -20,6 +20,7 @@ import (
 	"github.com/efficientgo/core/testutil"
 	"github.com/klauspost/compress/snappy"
 	"github.com/prometheus/prometheus/prompb"
+	"google.golang.org/grpc"
 
 	"github.com/stratametrics/strata/pkg/store"
 	"github.com/stratametrics/strata/pkg/store/storepb"
@@ -88,10 +89,11 @@ func genSeries(n int, ts ...int64) []prompb.TimeSeries {
 
 func sampleValue(series int, t int64) float64 { return float64(series*1000) + float64(t%100000)/10 }
 
-// readStore returns every series of a tenant on a StoreAPI endpoint, with its (t, v) samples.
-func readStore(t *testing.T, addr, tenant string) map[string]map[int64]float64 {
+// readStore returns every series of a tenant on a StoreAPI endpoint, with its (t, v) samples. With
+// store.IngesterDialOptions, the gRPC port of `strata all` answers with its ingester's data only.
+func readStore(t *testing.T, addr, tenant string, opts ...grpc.DialOption) map[string]map[int64]float64 {
 	t.Helper()
-	c, conn, err := store.Dial(addr)
+	c, conn, err := store.Dial(addr, opts...)
 	testutil.Ok(t, err)
 	defer conn.Close()
 	ctx, cancel := context.WithTimeout(tenancy.OutgoingContext(context.Background(), tenant), 30*time.Second)
