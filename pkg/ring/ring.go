@@ -8,12 +8,14 @@ import (
 	"flag"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"sync/atomic"
 	"time"
 
 	"github.com/efficientgo/core/errors"
 	"github.com/go-kit/log"
+	"github.com/go-kit/log/level"
 	"github.com/grafana/dskit/dns"
 	"github.com/grafana/dskit/flagext"
 	"github.com/grafana/dskit/kv"
@@ -60,12 +62,39 @@ type KV struct {
 	kvInit *memberlist.KVInitService
 	logger log.Logger
 	reg    prometheus.Registerer
+	// stopping is set once the process shuts down (see Stopping).
+	stopping *atomic.Bool
+}
+
+// Stopping tells the KV store that this process is shutting down: from then on, memberlist's errors are logged
+// as warnings. Leaving the cluster while peers stop too (a whole cluster stopped at once) makes gossip fail on
+// the closing transport and the leave broadcast time out; that is expected, and a clean stop logs no error.
+func (k *KV) Stopping() { k.stopping.Store(true) }
+
+// stoppingLogger logs errors as warnings once stopping is set.
+type stoppingLogger struct {
+	next     log.Logger
+	stopping *atomic.Bool
+}
+
+func (l stoppingLogger) Log(keyvals ...any) error {
+	if !l.stopping.Load() {
+		return l.next.Log(keyvals...)
+	}
+	for i := 0; i+1 < len(keyvals); i += 2 {
+		if keyvals[i] == level.Key() && keyvals[i+1] == level.ErrorValue() {
+			keyvals = slices.Clone(keyvals)
+			keyvals[i+1] = level.WarnValue()
+			break
+		}
+	}
+	return l.next.Log(keyvals...)
 }
 
 // NewKV returns the KV store for cfg: memberlist when it has members to join, else in-memory.
 // The memberlist service (if any) must be run with Service.
 func NewKV(cfg MemberlistConfig, logger log.Logger, reg prometheus.Registerer) (*KV, error) {
-	k := &KV{store: StoreInMemory, logger: logger, reg: reg}
+	k := &KV{store: StoreInMemory, logger: logger, reg: reg, stopping: &atomic.Bool{}}
 	if !cfg.Enabled() {
 		return k, nil
 	}
@@ -92,7 +121,7 @@ func NewKV(cfg MemberlistConfig, logger log.Logger, reg prometheus.Registerer) (
 	mcfg.MaxJoinRetries = 50
 	dnsProvider := dns.NewProvider(dns.GolangResolverType, 0, logger, prometheus.WrapRegistererWithPrefix("strata_memberlist_", reg))
 	k.store = StoreMemberlist
-	k.kvInit = memberlist.NewKVInitService(&mcfg, logger, dnsProvider, reg)
+	k.kvInit = memberlist.NewKVInitService(&mcfg, stoppingLogger{next: logger, stopping: k.stopping}, dnsProvider, reg)
 	return k, nil
 }
 
