@@ -264,6 +264,22 @@ func NewLifecycler(cfg Config, inst InstanceConfig, k *KV, name, key string, log
 	return l, errors.Wrapf(err, "create %s lifecycler", name)
 }
 
+// Leave marks the instance LEAVING and then stops its lifecycler, which removes it from the ring.
+//
+// The state change goes through the lifecycler's own loop, between its heartbeats. Left to dskit's
+// LeaveOnStoppingDelegate, it would run while the stopping lifecycler goes on heartbeating: with memberlist, a
+// change must carry a newer timestamp (in seconds) than the ring holds, each heartbeat stamps the current second,
+// and with a heartbeat period of 1s every retry lost to the heartbeat, ending in "failed to CAS-update key … no
+// change detected", logged as an error on a clean stop.
+func Leave(lc *dskitring.BasicLifecycler, logger log.Logger) error {
+	if lc.State() == services.Running {
+		if err := lc.ChangeState(context.Background(), dskitring.LEAVING); err != nil {
+			level.Warn(logger).Log("msg", "could not mark the instance LEAVING in the ring", "ring", lc.GetInstanceID(), "err", err)
+		}
+	}
+	return errors.Wrap(services.StopAndAwaitTerminated(context.Background(), lc), "leave the ring")
+}
+
 // AdvertiseAddr turns a listen address into one others can dial: 0.0.0.0 or :: become the given host.
 func AdvertiseAddr(listen, host string) (string, error) {
 	h, p, err := net.SplitHostPort(listen)
