@@ -92,7 +92,7 @@ func joinDistributorRing(g *run.Group, p *process, r *ingesterRing, cfg *Config,
 				count.Refresh()
 			case <-ctx.Done():
 				_ = services.StopAndAwaitTerminated(context.Background(), client)
-				return services.StopAndAwaitTerminated(context.Background(), lc)
+				return ring.Leave(lc, logger)
 			}
 		}
 	}, func(error) { cancel() })

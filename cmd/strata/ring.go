@@ -35,7 +35,7 @@ func newIngesterRing(g *run.Group, p *process, cfg *Config, logger log.Logger, r
 	if svc := kv.Service(); svc != nil {
 		ready := p.srv.Ready.Register("memberlist")
 		addContextActor(g, func(ctx context.Context) error {
-			return ring.RunService(ctx, svc, ready, func() { r.waitUsers(logger) })
+			return ring.RunService(ctx, svc, ready, func() { kv.Stopping(); r.waitUsers(logger) })
 		})
 	}
 	client, err := ring.NewClient(cfg.IngesterRing, kv, "ingester", ring.IngesterRingKey, logger, reg)

@@ -12,7 +12,6 @@ import (
 	"github.com/go-kit/log"
 	"github.com/go-kit/log/level"
 	dskitring "github.com/grafana/dskit/ring"
-	"github.com/grafana/dskit/services"
 	"github.com/oklog/run"
 	"github.com/oklog/ulid/v2"
 	"github.com/prometheus/client_golang/prometheus"
@@ -218,7 +217,7 @@ func setupStoreGateway(g *run.Group, p *process, r *ingesterRing, gw *dskitring.
 			return errSetup(err, "join the store-gateway ring")
 		}
 		defer func() {
-			if err := services.StopAndAwaitTerminated(context.Background(), lc); err != nil {
+			if err := ring.Leave(lc, logger); err != nil {
 				level.Warn(logger).Log("msg", "leaving the store-gateway ring", "err", err)
 			}
 		}()

@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/prometheus/storage"
 	"github.com/prometheus/prometheus/tsdb"
 	"github.com/prometheus/prometheus/tsdb/chunks"
+	"github.com/prometheus/prometheus/tsdb/index"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -577,34 +578,119 @@ func (i *Ingester) Ship(ctx context.Context) error {
 	return firstErr
 }
 
-// Flush cuts every tenant's whole head into blocks (aligned to the block duration) and ships them.
+// Flush cuts every tenant's whole head into blocks (aligned to the block duration, ending at the data's last
+// sample) and ships them. Appends to a tenant wait while its head is cut, so that none lands in a range being
+// written to a block and is then truncated from the head unwritten.
 func (i *Ingester) Flush(ctx context.Context) error {
 	for _, tenant := range i.Tenants() {
 		u := i.get(tenant)
 		if u == nil {
 			continue
 		}
-		if err := compactHead(u.db, i.cfg.BlockDuration.Milliseconds()); err != nil {
+		if err := u.flush(i.cfg.BlockDuration.Milliseconds()); err != nil {
 			return errors.Wrapf(err, "flush head of tenant %s", tenant)
 		}
 	}
 	return i.Ship(ctx)
 }
 
-// compactHead writes the head's samples into blocks, one per block-duration-aligned range.
-func compactHead(db *tsdb.DB, blockMs int64) error {
-	h := db.Head()
-	if h.NumSeries() == 0 || h.MinTime() == math.MaxInt64 {
+// flush cuts the head of the tenant's TSDB into blocks, unless it was closed as idle meanwhile.
+func (u *userTSDB) flush(blockMs int64) error {
+	u.closeMtx.RLock()
+	defer u.closeMtx.RUnlock()
+	if u.closed {
 		return nil
 	}
-	minT, maxT := h.MinTime(), h.MaxTime()
-	for start := minT - mod(minT, blockMs); start <= maxT; start += blockMs {
-		end := start + blockMs - 1
-		if err := db.CompactHead(tsdb.NewRangeHead(h, start, end)); err != nil {
-			return errors.Wrapf(err, "compact head range [%d, %d]", start, end)
+	u.appendMtx.Lock()
+	defer u.appendMtx.Unlock()
+	return compactHead(u.db, blockMs)
+}
+
+// compactHead writes the whole head into blocks, one per block-duration-aligned range, as Mimir's forced
+// compaction does: the last block ends at the head's last sample, not at the end of its aligned range, so the
+// head goes on accepting every sample newer than what it held (a block ending at the range's end would make the
+// TSDB refuse everything older than that end as out of bounds). Each block starts at the first sample left in
+// the head, so ranges without data are skipped rather than walked. Appends must not run meanwhile. Then the
+// out-of-order head, if any, is cut too. A sample stamped math.MaxInt64 cannot be in a block (a block's max time
+// is exclusive): it stays in the head, and the cut still ends.
+func compactHead(db *tsdb.DB, blockMs int64) error {
+	h := db.Head()
+	for h.NumSeries() > 0 {
+		dataMin, err := headDataMinTime(h)
+		if err != nil {
+			return err
+		}
+		minT, maxT, ok, last := nextHeadRange(max(h.MinTime(), dataMin), h.MaxTime(), blockMs)
+		if !ok {
+			break
+		}
+		if err := db.CompactHead(tsdb.NewRangeHeadWithIsolationDisabled(h, minT, maxT)); err != nil {
+			return errors.Wrapf(err, "compact head range [%d, %d]", minT, maxT)
+		}
+		if last {
+			break
+		}
+		if h.MinTime() <= maxT { // cutting a block truncates the head up to the block's end
+			return errors.Newf("compact head range [%d, %d]: the head's min time %d did not move past it", minT, maxT, h.MinTime())
 		}
 	}
+	if err := db.CompactOOOHead(context.Background()); err != nil {
+		return errors.Wrap(err, "compact out-of-order head")
+	}
 	return nil
+}
+
+// headDataMinTime is the time of the first in-order sample in the head at or after its min time, or
+// math.MaxInt64 when there is none.
+func headDataMinTime(h *tsdb.Head) (int64, error) {
+	ir, err := h.Index()
+	if err != nil {
+		return 0, errors.Wrap(err, "read head index")
+	}
+	defer ir.Close()
+	name, value := index.AllPostingsKey()
+	p, err := ir.Postings(context.Background(), name, value)
+	if err != nil {
+		return 0, errors.Wrap(err, "read head postings")
+	}
+	var (
+		out  = int64(math.MaxInt64)
+		b    labels.ScratchBuilder
+		chks []chunks.Meta
+	)
+	for p.Next() {
+		if err := ir.Series(p.At(), &b, &chks); err != nil {
+			if errors.Is(err, storage.ErrNotFound) {
+				continue // garbage-collected meanwhile
+			}
+			return 0, errors.Wrap(err, "read head series")
+		}
+		for _, c := range chks {
+			out = min(out, c.MinTime)
+		}
+	}
+	return out, errors.Wrap(p.Err(), "iterate head postings")
+}
+
+// nextHeadRange is the next range [minT, maxT] of a head holding samples in [headMin, headMax] to cut into a
+// block: from headMin to the end of its block-aligned range, or to headMax (then last) if that comes first.
+// ok is false when there is nothing to cut. It does not overflow for any timestamps.
+func nextHeadRange(headMin, headMax, blockMs int64) (minT, maxT int64, ok, last bool) {
+	if headMin == math.MaxInt64 || headMax == math.MinInt64 {
+		return 0, 0, false, true // empty head
+	}
+	headMax = min(headMax, math.MaxInt64-1) // a block covers [min, max+1): a sample at MaxInt64 never fits
+	if headMin > headMax {
+		return 0, 0, false, true
+	}
+	start := int64(math.MinInt64) // the start of headMin's aligned range, or MinInt64 when that is below it
+	if m := mod(headMin, blockMs); headMin >= math.MinInt64+m {
+		start = headMin - m
+	}
+	if d := headMax - start; d >= blockMs || d < 0 { // the range ends before headMax (d < 0: the difference overflowed)
+		return headMin, start + blockMs - 1, true, false
+	}
+	return headMin, headMax, true, true
 }
 
 func mod(a, b int64) int64 {

@@ -102,6 +102,11 @@ func (p *RingPusher) Push(ctx context.Context, tenant string, req *storepb.Write
 	if len(series) == 0 {
 		return nil
 	}
+	if p.ring.InstancesCount() <= 0 {
+		// As while the only ingesters restart: dskit would say "DoBatch: InstancesCount <= 0".
+		p.metrics.quorumFailures.WithLabelValues(tenant).Inc()
+		return status.Errorf(codes.Unavailable, "no ingester available for tenant %s: the ingester ring has no instance", tenant)
+	}
 	keys := make([]uint32, len(series))
 	for i, ts := range series {
 		keys[i] = ShardKey(tenant, ts.GetLabels())
@@ -132,6 +137,9 @@ func (p *RingPusher) Push(ctx context.Context, tenant string, req *storepb.Write
 	}
 	p.metrics.quorumFailures.WithLabelValues(tenant).Inc()
 	level.Warn(p.logger).Log("msg", "write did not reach a quorum of ingesters", "tenant", tenant, "err", err)
+	if errors.Is(err, dskitring.ErrEmptyRing) {
+		return status.Errorf(codes.Unavailable, "no ingester available for tenant %s: %v", tenant, err)
+	}
 	return status.Errorf(codes.Unavailable, "write to ingesters: %v", err)
 }
 

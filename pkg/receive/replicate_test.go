@@ -184,3 +184,19 @@ func BenchmarkShardKey(b *testing.B) {
 		_ = ShardKey("tenant-a", ls)
 	}
 }
+
+// TestRingPusherEmptyRing: with no ingester in the ring (as while the only ones restart), a write is a 503 that
+// says so and names the tenant, not dskit's "DoBatch: InstancesCount <= 0".
+func TestRingPusherEmptyRing(t *testing.T) {
+	kv, err := ring.NewKV(ring.MemberlistConfig{}, log.NewNopLogger(), prometheus.NewRegistry())
+	testutil.Ok(t, err)
+	client, err := ring.NewClient(ring.DefaultConfig(), kv, "ingester", "empty-ring", log.NewNopLogger(), prometheus.NewRegistry())
+	testutil.Ok(t, err)
+	ctx := context.Background()
+	testutil.Ok(t, services.StartAndAwaitRunning(ctx, client))
+	defer func() { _ = services.StopAndAwaitTerminated(ctx, client) }()
+	p := NewRingPusher(client, time.Second, nil, log.NewNopLogger(), prometheus.NewRegistry())
+	err = p.Push(ctx, "team-a", manySeries(3, 1000))
+	testutil.Equals(t, codes.Unavailable, status.Code(err))
+	testutil.Equals(t, "no ingester available for tenant team-a: the ingester ring has no instance", status.Convert(err).Message())
+}

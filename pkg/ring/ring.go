@@ -8,12 +8,14 @@ import (
 	"flag"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"sync/atomic"
 	"time"
 
 	"github.com/efficientgo/core/errors"
 	"github.com/go-kit/log"
+	"github.com/go-kit/log/level"
 	"github.com/grafana/dskit/dns"
 	"github.com/grafana/dskit/flagext"
 	"github.com/grafana/dskit/kv"
@@ -60,12 +62,39 @@ type KV struct {
 	kvInit *memberlist.KVInitService
 	logger log.Logger
 	reg    prometheus.Registerer
+	// stopping is set once the process shuts down (see Stopping).
+	stopping *atomic.Bool
+}
+
+// Stopping tells the KV store that this process is shutting down: from then on, memberlist's errors are logged
+// as warnings. Leaving the cluster while peers stop too (a whole cluster stopped at once) makes gossip fail on
+// the closing transport and the leave broadcast time out; that is expected, and a clean stop logs no error.
+func (k *KV) Stopping() { k.stopping.Store(true) }
+
+// stoppingLogger logs errors as warnings once stopping is set.
+type stoppingLogger struct {
+	next     log.Logger
+	stopping *atomic.Bool
+}
+
+func (l stoppingLogger) Log(keyvals ...any) error {
+	if !l.stopping.Load() {
+		return l.next.Log(keyvals...)
+	}
+	for i := 0; i+1 < len(keyvals); i += 2 {
+		if keyvals[i] == level.Key() && keyvals[i+1] == level.ErrorValue() {
+			keyvals = slices.Clone(keyvals)
+			keyvals[i+1] = level.WarnValue()
+			break
+		}
+	}
+	return l.next.Log(keyvals...)
 }
 
 // NewKV returns the KV store for cfg: memberlist when it has members to join, else in-memory.
 // The memberlist service (if any) must be run with Service.
 func NewKV(cfg MemberlistConfig, logger log.Logger, reg prometheus.Registerer) (*KV, error) {
-	k := &KV{store: StoreInMemory, logger: logger, reg: reg}
+	k := &KV{store: StoreInMemory, logger: logger, reg: reg, stopping: &atomic.Bool{}}
 	if !cfg.Enabled() {
 		return k, nil
 	}
@@ -92,7 +121,7 @@ func NewKV(cfg MemberlistConfig, logger log.Logger, reg prometheus.Registerer) (
 	mcfg.MaxJoinRetries = 50
 	dnsProvider := dns.NewProvider(dns.GolangResolverType, 0, logger, prometheus.WrapRegistererWithPrefix("strata_memberlist_", reg))
 	k.store = StoreMemberlist
-	k.kvInit = memberlist.NewKVInitService(&mcfg, logger, dnsProvider, reg)
+	k.kvInit = memberlist.NewKVInitService(&mcfg, stoppingLogger{next: logger, stopping: k.stopping}, dnsProvider, reg)
 	return k, nil
 }
 
@@ -233,6 +262,22 @@ func NewLifecycler(cfg Config, inst InstanceConfig, k *KV, name, key string, log
 	}
 	l, err := dskitring.NewBasicLifecycler(lcfg, name, key, kvClient, delegate, logger, prometheus.WrapRegistererWithPrefix("strata_", reg))
 	return l, errors.Wrapf(err, "create %s lifecycler", name)
+}
+
+// Leave marks the instance LEAVING and then stops its lifecycler, which removes it from the ring.
+//
+// The state change goes through the lifecycler's own loop, between its heartbeats. Left to dskit's
+// LeaveOnStoppingDelegate, it would run while the stopping lifecycler goes on heartbeating: with memberlist, a
+// change must carry a newer timestamp (in seconds) than the ring holds, each heartbeat stamps the current second,
+// and with a heartbeat period of 1s every retry lost to the heartbeat, ending in "failed to CAS-update key … no
+// change detected", logged as an error on a clean stop.
+func Leave(lc *dskitring.BasicLifecycler, logger log.Logger) error {
+	if lc.State() == services.Running {
+		if err := lc.ChangeState(context.Background(), dskitring.LEAVING); err != nil {
+			level.Warn(logger).Log("msg", "could not mark the instance LEAVING in the ring", "ring", lc.GetInstanceID(), "err", err)
+		}
+	}
+	return errors.Wrap(services.StopAndAwaitTerminated(context.Background(), lc), "leave the ring")
 }
 
 // AdvertiseAddr turns a listen address into one others can dial: 0.0.0.0 or :: become the given host.

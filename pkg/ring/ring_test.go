@@ -1,6 +1,7 @@
 package ring
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"testing"
@@ -8,6 +9,7 @@ import (
 
 	"github.com/efficientgo/core/testutil"
 	"github.com/go-kit/log"
+	"github.com/go-kit/log/level"
 	dskitring "github.com/grafana/dskit/ring"
 	"github.com/grafana/dskit/services"
 	"github.com/prometheus/client_golang/prometheus"
@@ -50,5 +52,31 @@ func TestHealthyCount(t *testing.T) {
 	waitCount(2)
 	for _, lc := range lcs[:2] {
 		testutil.Ok(t, services.StopAndAwaitTerminated(ctx, lc))
+	}
+}
+
+// TestKVStoppingLogsErrorsAsWarnings: once the process stops, memberlist's errors (gossip on a closing transport,
+// "timeout waiting for leave broadcast" when the peers stop too) are warnings: a clean stop logs no level=error.
+func TestKVStoppingLogsErrorsAsWarnings(t *testing.T) {
+	var buf bytes.Buffer
+	k, err := NewKV(MemberlistConfig{JoinMembers: []string{"127.0.0.1:1"}, BindAddr: "127.0.0.1"}, log.NewLogfmtLogger(&buf), prometheus.NewRegistry())
+	testutil.Ok(t, err)
+	l := stoppingLogger{next: log.NewLogfmtLogger(&buf), stopping: k.stopping}
+	for _, tc := range []struct {
+		stopping bool
+		log      func(log.Logger) error
+		want     string
+	}{
+		{log: func(l log.Logger) error { return level.Error(l).Log("msg", "a") }, want: "level=error msg=a\n"},
+		{stopping: true, log: func(l log.Logger) error { return level.Error(l).Log("msg", "b") }, want: "level=warn msg=b\n"},
+		{stopping: true, log: func(l log.Logger) error { return level.Info(log.With(l, "c", 1)).Log("msg", "c") }, want: "level=info c=1 msg=c\n"},
+		{stopping: true, log: func(l log.Logger) error { return l.Log("level", level.ErrorValue(), "msg", "d") }, want: "level=warn msg=d\n"},
+	} {
+		buf.Reset()
+		if tc.stopping {
+			k.Stopping()
+		}
+		testutil.Ok(t, tc.log(l))
+		testutil.Equals(t, tc.want, buf.String())
 	}
 }
