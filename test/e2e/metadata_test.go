@@ -3,10 +3,15 @@ package e2e
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -141,4 +146,55 @@ func TestRemoteWriteMetadata(t *testing.T) {
 		testutil.Equals(t, map[string][]metaJSON{"kept_gauge": {{Type: "gauge", Help: "Kept."}}},
 			getMetadata(t, p.url(""), "/api/v1/metadata", "team-c", nil))
 	})
+}
+
+// TestLocalClusterMetadata: in the local cluster (distributor, 3 ingesters in zones a, b, c with RF 3, querier)
+// metadata crosses the forward RPC to the ingesters and the querier reads it back from them over gRPC, per
+// tenant; with one ingester killed (-9) the answer is still complete (a quorum read), and new metadata is still
+// written and read.
+func TestLocalClusterMetadata(t *testing.T) {
+	c := &cluster{dir: t.TempDir(), off: freePortOffset(t)}
+	c.env = append(os.Environ(), "STRATA_BIN="+strataBin, fmt.Sprintf("STRATA_PORT_OFFSET=%d", c.off))
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, n := range []string{"distributor", "ingester-a", "ingester-b", "ingester-c", "querier"} {
+				b, _ := os.ReadFile(filepath.Join(c.dir, n+".log"))
+				t.Logf("%s.log (tail):\n%s", n, tail(string(b), 30))
+			}
+		}
+		_ = exec.Command("bash", filepath.Join(repoRoot(), "examples/local-cluster/stop.sh"), c.dir).Run()
+	})
+	c.run(t, "start.sh", "ingester-a", "ingester-b", "ingester-c", "distributor", "querier")
+
+	pushMeta := func(families ...string) {
+		t.Helper()
+		req := &prompb.WriteRequest{}
+		for _, f := range families {
+			req.Metadata = append(req.Metadata, prompb.MetricMetadata{Type: prompb.MetricMetadata_GAUGE, MetricFamilyName: f, Help: "Help of " + f + "."})
+		}
+		raw, err := req.Marshal()
+		testutil.Ok(t, err)
+		code, body := postWrite(t, c.url(8080, "/api/v1/push"), "team-a", "application/x-protobuf", raw)
+		testutil.Equals(t, http.StatusNoContent, code, body)
+	}
+	wantFamilies := func(families []string) map[string][]metaJSON {
+		want := map[string][]metaJSON{}
+		for _, f := range families {
+			want[f] = []metaJSON{{Type: "gauge", Help: "Help of " + f + "."}}
+		}
+		return want
+	}
+	var first []string
+	for i := 0; i < 30; i++ {
+		first = append(first, fmt.Sprintf("family_%02d", i))
+	}
+	pushMeta(first...)
+	base := c.url(8090, "")
+	testutil.Equals(t, wantFamilies(first), getMetadata(t, base, "/prometheus/api/v1/metadata", "team-a", nil))
+	testutil.Equals(t, map[string][]metaJSON{}, getMetadata(t, base, "/prometheus/api/v1/metadata", "team-b", nil))
+
+	testutil.Ok(t, syscall.Kill(c.pid(t, "ingester-b"), syscall.SIGKILL))
+	testutil.Equals(t, wantFamilies(first), getMetadata(t, base, "/prometheus/api/v1/metadata", "team-a", nil))
+	pushMeta("after_kill")
+	testutil.Equals(t, wantFamilies([]string{"after_kill"}), getMetadata(t, base, "/prometheus/api/v1/metadata", "team-a", url.Values{"metric": {"after_kill"}}))
 }
