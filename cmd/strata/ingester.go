@@ -69,7 +69,7 @@ func setupIngester(g *run.Group, p *process, r *ingesterRing, bkt objstore.Bucke
 	}
 	st := store.NewTSDBStore(ing, logger, store.WithExternalLabels(ing.ExternalLabels()), store.WithComponentType(store.ComponentReceive))
 	storepb.RegisterStoreServer(p.srv.GRPC(), st)
-	infopb.RegisterInfoServer(p.srv.GRPC(), st)
+	infopb.RegisterInfoServer(p.srv.GRPC(), metadataInfo{st})
 	storepb.RegisterWriteableStoreServer(p.srv.GRPC(), ing)
 	metadatapb.RegisterMetadataServer(p.srv.GRPC(), ing.MetadataServer())
 	r.local = map[string]*receive.Ingester{inst.Addr: ing}

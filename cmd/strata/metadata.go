@@ -12,6 +12,7 @@ import (
 	"github.com/stratametrics/strata/pkg/query"
 	"github.com/stratametrics/strata/pkg/ring"
 	"github.com/stratametrics/strata/pkg/store"
+	"github.com/stratametrics/strata/pkg/store/infopb"
 	"github.com/stratametrics/strata/pkg/store/metadatapb"
 )
 
@@ -75,4 +76,17 @@ func newMetadataQuerier(g *run.Group, r *ingesterRing, rfg ring.Config) *query.M
 		return nil
 	})
 	return query.NewMetadataQuerier(replicas, dial)
+}
+
+// metadataInfo is an Info server that also announces the thanos.Metadata API, so that a Thanos querier pointed
+// at the component asks it for metric metadata.
+type metadataInfo struct{ infopb.InfoServer }
+
+func (m metadataInfo) Info(ctx context.Context, req *infopb.InfoRequest) (*infopb.InfoResponse, error) {
+	resp, err := m.InfoServer.Info(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	resp.MetricMetadata = &infopb.MetricMetadataInfo{}
+	return resp, nil
 }

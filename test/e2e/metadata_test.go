@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -19,6 +20,10 @@ import (
 	"github.com/klauspost/compress/snappy"
 	"github.com/prometheus/prometheus/prompb"
 	writev2 "github.com/prometheus/prometheus/prompb/io/prometheus/write/v2"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/stratametrics/strata/pkg/store/infopb"
 )
 
 // metaJSON is one entry of /api/v1/metadata.
@@ -192,6 +197,14 @@ func TestLocalClusterMetadata(t *testing.T) {
 	base := c.url(8090, "")
 	testutil.Equals(t, wantFamilies(first), getMetadata(t, base, "/prometheus/api/v1/metadata", "team-a", nil))
 	testutil.Equals(t, map[string][]metaJSON{}, getMetadata(t, base, "/prometheus/api/v1/metadata", "team-b", nil))
+
+	// The ingesters announce the Metadata API in their Info, so that a Thanos querier asks them too.
+	conn, err := grpc.NewClient(c.grpc(9096), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	testutil.Ok(t, err)
+	defer func() { _ = conn.Close() }()
+	info, err := infopb.NewInfoClient(conn).Info(context.Background(), &infopb.InfoRequest{})
+	testutil.Ok(t, err)
+	testutil.Assert(t, info.GetMetricMetadata() != nil, "ingester Info does not announce the Metadata API: %v", info)
 
 	testutil.Ok(t, syscall.Kill(c.pid(t, "ingester-b"), syscall.SIGKILL))
 	testutil.Equals(t, wantFamilies(first), getMetadata(t, base, "/prometheus/api/v1/metadata", "team-a", nil))
