@@ -1,6 +1,7 @@
 package receive
 
 import (
+	"math"
 	"strings"
 	"unicode/utf8"
 
@@ -79,7 +80,31 @@ func (m *metadataReceiver) take(tenant string, p writeProto, buf []byte) ([]*pro
 		return nil, nil, err
 	}
 	valid, firstErr := validateMetadata(m.overrides.ForTenant(tenant), md, func(reason string) { m.discarded.Add(tenant, reason, 1) })
-	return valid, firstErr, nil
+	return dedupMetadata(valid), firstErr, nil
+}
+
+// dedupMetadata drops repeated entries, in place: the ingesters would keep one anyway, and a request that
+// repeats one entry so costs the ring nothing.
+func dedupMetadata(md []*prompb.MetricMetadata) []*prompb.MetricMetadata {
+	if len(md) < 2 {
+		return md
+	}
+	type key struct {
+		typ                prompb.MetricMetadata_MetricType
+		family, help, unit string
+	}
+	seen := make(map[key]struct{}, len(md))
+	out := md[:0]
+	for _, e := range md {
+		k := key{e.GetType(), e.GetMetricFamilyName(), e.GetHelp(), e.GetUnit()}
+		if _, ok := seen[k]; ok {
+			continue
+		}
+		seen[k] = struct{}{}
+		out = append(out, e)
+	}
+	clear(md[len(out):])
+	return out
 }
 
 // validateMetadata keeps the entries of md that are valid under l, in place, as Mimir's distributor does: a
@@ -173,41 +198,76 @@ func decodeMetadata(p writeProto, buf []byte) ([]*prompb.MetricMetadata, error) 
 }
 
 func decodeMetadataV1(buf []byte) ([]*prompb.MetricMetadata, error) {
-	var out []*prompb.MetricMetadata
-	for b := buf; len(b) > 0; {
-		num, typ, n := consumeTag(b)
-		if n < 0 {
-			return nil, wireError(n, "remote write 1.0 request")
+	// First pass: check every entry, count those with a name and their bytes. Nameless entries, which validation
+	// refuses anyway, are returned as one entry: a body of empty entries allocates nothing per entry.
+	var (
+		n, size  int
+		nameless bool
+		m        prompb.MetricMetadata
+	)
+	err := forEachBytesField(buf, 3, "remote write 1.0 request", func(v []byte) error {
+		m = prompb.MetricMetadata{}
+		if err := decodeMetricMetadataV1(v, "", &m); err != nil {
+			return errors.Wrapf(err, "metadata %d", n)
 		}
-		b = b[n:]
-		if num != 3 || typ != protowire.BytesType {
-			if n = protowire.ConsumeFieldValue(num, typ, b); n < 0 {
-				return nil, wireError(n, "remote write 1.0 request")
-			}
-			b = b[n:]
-			continue
+		if m.MetricFamilyName == "" {
+			nameless = true
+			return nil
 		}
-		v, n := protowire.ConsumeBytes(b)
-		if n < 0 {
-			return nil, wireError(n, "remote write 1.0 request")
-		}
-		b = b[n:]
-		m, err := decodeMetricMetadataV1(v)
-		if err != nil {
-			return nil, errors.Wrapf(err, "decode remote write 1.0 request: metadata %d", len(out))
-		}
-		out = append(out, m)
+		n++
+		size += len(v)
+		return nil
+	})
+	if err != nil {
+		return nil, errors.Wrap(err, "decode remote write 1.0 request")
 	}
+	if nameless {
+		n++
+	}
+	if n == 0 {
+		return nil, nil
+	}
+	// Second pass: one slab for the messages, and their strings are substrings of one copy of the entries' bytes.
+	// An entry costs its message and a pointer, ~100 bytes for at least 5 on the wire.
+	var (
+		slab  = make([]prompb.MetricMetadata, n)
+		out   = make([]*prompb.MetricMetadata, 0, n)
+		arena = make([]byte, 0, size)
+	)
+	_ = forEachBytesField(buf, 3, "", func(v []byte) error {
+		arena = append(arena, v...)
+		return nil
+	})
+	all, off := string(arena), 0
+	arena = nil
+	if nameless {
+		out = append(out, &slab[0]) // the nameless entry
+	}
+	_ = forEachBytesField(buf, 3, "", func(v []byte) error {
+		str := all[off : off+len(v)]
+		off += len(v)
+		var e prompb.MetricMetadata
+		_ = decodeMetricMetadataV1(v, str, &e) // checked by the first pass
+		if e.MetricFamilyName == "" {
+			return nil
+		}
+		m := &slab[len(out)]
+		m.Type, m.MetricFamilyName, m.Help, m.Unit = e.Type, e.MetricFamilyName, e.Help, e.Unit
+		out = append(out, m)
+		return nil
+	})
 	return out, nil
 }
 
-// decodeMetricMetadataV1 decodes a prometheus.MetricMetadata (type 1, metric_family_name 2, help 4, unit 5).
-func decodeMetricMetadataV1(b []byte) (*prompb.MetricMetadata, error) {
-	m := &prompb.MetricMetadata{}
+// decodeMetricMetadataV1 decodes a prometheus.MetricMetadata (type 1, metric_family_name 2, help 4, unit 5) into
+// m. When str holds the same bytes as b, as a string, the strings are substrings of it; when it is empty they
+// are not set (a check of b, which allocates nothing) but for whether the name is empty.
+func decodeMetricMetadataV1(b []byte, str string, m *prompb.MetricMetadata) error {
+	whole := len(b)
 	for len(b) > 0 {
 		num, typ, n := consumeTag(b)
 		if n < 0 {
-			return nil, wireError(n, "metadata")
+			return wireError(n, "metadata")
 		}
 		b = b[n:]
 		switch {
@@ -220,190 +280,253 @@ func decodeMetricMetadataV1(b []byte) (*prompb.MetricMetadata, error) {
 			v, n = protowire.ConsumeBytes(b)
 			if n >= 0 {
 				if !utf8.Valid(v) {
-					return nil, errors.Newf("metadata field %d is not valid UTF-8", num)
+					return errors.Newf("metadata field %d is not valid UTF-8", num)
+				}
+				var sv string
+				switch start := whole - len(b) + n - len(v); {
+				case str != "":
+					sv = str[start : start+len(v)]
+				case len(v) > 0:
+					sv = "x" // presence only
 				}
 				switch num {
 				case 2:
-					m.MetricFamilyName = string(v)
+					m.MetricFamilyName = sv
 				case 4:
-					m.Help = string(v)
+					m.Help = sv
 				case 5:
-					m.Unit = string(v)
+					m.Unit = sv
 				}
 			}
 		default:
 			n = protowire.ConsumeFieldValue(num, typ, b)
 		}
 		if n < 0 {
-			return nil, wireError(n, "metadata")
+			return wireError(n, "metadata")
 		}
 		b = b[n:]
 	}
-	return m, nil
+	return nil
 }
 
 // v2Metadata is a 2.0 series' metadata before its symbol references are resolved.
 type v2Metadata struct {
 	typ        prompb.MetricMetadata_MetricType
 	help, unit uint32
-	labelRefs  []uint32
 }
 
-// decodeMetadataV2 finds the series that carry metadata in a first pass, then resolves the symbols they refer
-// to in a second one: a request without metadata costs one scan of its series' fields and no allocation.
+// forEachTimeSeriesV2 calls f with the bytes of each TimeSeries (field 5) of a 2.0 Request.
+func forEachTimeSeriesV2(buf []byte, f func(ts []byte) error) error {
+	return forEachBytesField(buf, 5, "remote write 2.0 request", f)
+}
+
+// forEachBytesField calls f with the value of each length-delimited field num of the message b.
+func forEachBytesField(b []byte, num protowire.Number, what string, f func(v []byte) error) error {
+	for len(b) > 0 {
+		n, typ, l := consumeTag(b)
+		if l < 0 {
+			return wireError(l, what)
+		}
+		b = b[l:]
+		if n != num || typ != protowire.BytesType {
+			if l = protowire.ConsumeFieldValue(n, typ, b); l < 0 {
+				return wireError(l, what)
+			}
+			b = b[l:]
+			continue
+		}
+		v, l := protowire.ConsumeBytes(b)
+		if l < 0 {
+			return wireError(l, what)
+		}
+		b = b[l:]
+		if err := f(v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// decodeMetadataV2 reads the per-series metadata of a 2.0 Request in three passes over its fields, so that its
+// memory stays a small multiple of the request's size and a request without metadata allocates nothing: which
+// series carry metadata; the offsets of the symbols (8 bytes per symbol, which takes at least 2 bytes on the
+// wire); the metadata of those series, resolved and deduplicated as it is read.
 func decodeMetadataV2(buf []byte) ([]*prompb.MetricMetadata, error) {
-	var found []v2Metadata
-	for b := buf; len(b) > 0; {
-		num, typ, n := consumeTag(b)
-		if n < 0 {
-			return nil, wireError(n, "remote write 2.0 request")
+	found := false
+	err := forEachTimeSeriesV2(buf, func(ts []byte) error {
+		if found {
+			return nil
 		}
-		b = b[n:]
-		if num != 5 || typ != protowire.BytesType {
-			if n = protowire.ConsumeFieldValue(num, typ, b); n < 0 {
-				return nil, wireError(n, "remote write 2.0 request")
-			}
-			b = b[n:]
-			continue
-		}
-		v, n := protowire.ConsumeBytes(b)
-		if n < 0 {
-			return nil, wireError(n, "remote write 2.0 request")
-		}
-		b = b[n:]
-		md, ok, err := scanSeriesMetadataV2(v)
-		if err != nil {
-			return nil, errors.Wrap(err, "decode remote write 2.0 request: timeseries")
-		}
-		if ok {
-			found = append(found, md)
-		}
-	}
-	if len(found) == 0 {
-		return nil, nil
+		_, ok, err := scanSeriesMetadataV2(ts)
+		found = ok
+		return err
+	})
+	if err != nil || !found {
+		return nil, err
 	}
 
-	// The symbols the metadata refers to: help, unit and the series' label names and values.
-	need := map[uint32]string{}
-	for i := range found {
-		need[found[i].help], need[found[i].unit] = "", ""
-		for _, r := range found[i].labelRefs {
-			need[r] = ""
-		}
+	type span struct{ off, n uint32 }
+	var syms []span
+	if err := forEachBytesField(buf, 4, "remote write 2.0 request", func(v []byte) error {
+		syms = append(syms, span{off: uint32(cap(buf) - cap(v)), n: uint32(len(v))}) // v is a window of buf
+		return nil
+	}); err != nil {
+		return nil, err
 	}
-	var nsyms uint32
-	for b := buf; len(b) > 0; {
-		num, typ, n := consumeTag(b)
-		if n < 0 {
-			return nil, wireError(n, "remote write 2.0 request")
+	symbol := func(ref uint32) ([]byte, error) {
+		if int(ref) >= len(syms) {
+			return nil, errors.Newf("symbol reference %d out of range: the request has %d symbols", ref, len(syms))
 		}
-		b = b[n:]
-		if num != 4 || typ != protowire.BytesType {
-			if n = protowire.ConsumeFieldValue(num, typ, b); n < 0 {
-				return nil, wireError(n, "remote write 2.0 request")
-			}
-			b = b[n:]
-			continue
+		v := buf[syms[ref].off : syms[ref].off+syms[ref].n]
+		if !utf8.Valid(v) {
+			return nil, errors.Newf("symbol %d is not valid UTF-8", ref)
 		}
-		v, n := protowire.ConsumeBytes(b)
-		if n < 0 {
-			return nil, wireError(n, "remote write 2.0 request")
-		}
-		b = b[n:]
-		if _, ok := need[nsyms]; ok {
-			if !utf8.Valid(v) {
-				return nil, errors.Newf("decode remote write 2.0 request: symbol %d is not valid UTF-8", nsyms)
-			}
-			need[nsyms] = string(v)
-		}
-		nsyms++
+		return v, nil
 	}
 
+	type refKey struct {
+		typ              prompb.MetricMetadata_MetricType
+		name, help, unit uint32
+	}
 	type key struct {
 		family, help, unit string
 		typ                prompb.MetricMetadata_MetricType
 	}
-	seen := map[key]bool{}
-	var out []*prompb.MetricMetadata
-	for i := range found {
-		f := &found[i]
-		if f.help >= nsyms || f.unit >= nsyms {
-			return nil, errors.Newf("decode remote write 2.0 request: metadata reference (help %d, unit %d) out of range: the request has %d symbols", f.help, f.unit, nsyms)
+	var (
+		seenRefs = map[refKey]bool{}
+		seen     = map[key]bool{}
+		out      []*prompb.MetricMetadata
+		i        = -1
+	)
+	err = forEachTimeSeriesV2(buf, func(ts []byte) error {
+		i++
+		md, ok, err := scanSeriesMetadataV2(ts)
+		if err != nil || !ok {
+			return err
 		}
-		name := ""
-		for j := 0; j+1 < len(f.labelRefs); j += 2 {
-			if f.labelRefs[j] >= nsyms || f.labelRefs[j+1] >= nsyms {
-				return nil, errors.Newf("decode remote write 2.0 request: label reference (%d, %d) out of range: the request has %d symbols", f.labelRefs[j], f.labelRefs[j+1], nsyms)
-			}
-			if need[f.labelRefs[j]] == model.MetricNameLabel {
-				name = need[f.labelRefs[j+1]]
-			}
+		help, err := symbol(md.help)
+		if err != nil {
+			return errors.Wrapf(err, "timeseries %d: metadata help", i)
 		}
-		k := key{family: metricFamilyName(name, f.typ), help: need[f.help], unit: need[f.unit], typ: f.typ}
+		unit, err := symbol(md.unit)
+		if err != nil {
+			return errors.Wrapf(err, "timeseries %d: metadata unit", i)
+		}
+		nameRef, hasName := uint32(0), false
+		err = forEachLabelRefPairV2(ts, func(n, v uint32) error {
+			name, err := symbol(n)
+			if err != nil {
+				return err
+			}
+			if _, err := symbol(v); err != nil {
+				return err
+			}
+			if string(name) == model.MetricNameLabel {
+				nameRef, hasName = v, true
+			}
+			return nil
+		})
+		if err != nil {
+			return errors.Wrapf(err, "timeseries %d: labels", i)
+		}
+		rk := refKey{typ: md.typ, name: nameRef, help: md.help, unit: md.unit}
+		if !hasName {
+			rk.name = math.MaxUint32
+		}
+		if seenRefs[rk] {
+			return nil
+		}
+		seenRefs[rk] = true
+		family := ""
+		if hasName {
+			v, _ := symbol(nameRef)
+			family = metricFamilyName(string(v), md.typ)
+		}
+		k := key{family: family, help: string(help), unit: string(unit), typ: md.typ}
 		if seen[k] {
-			continue
+			return nil
 		}
 		seen[k] = true
 		out = append(out, &prompb.MetricMetadata{Type: k.typ, MetricFamilyName: k.family, Help: k.help, Unit: k.unit})
+		return nil
+	})
+	if err != nil {
+		return nil, errors.Wrap(err, "decode remote write 2.0 request")
 	}
 	return out, nil
 }
 
-// scanSeriesMetadataV2 reads the metadata (field 5) and label references (field 1) of a 2.0 TimeSeries; ok is
-// false when it carries no metadata (no type, help or unit).
-func scanSeriesMetadataV2(b []byte) (md v2Metadata, ok bool, err error) {
+// forEachLabelRefPairV2 calls f with each (name, value) pair of a 2.0 TimeSeries' labels_refs (field 1, packed
+// or not). An odd trailing reference is an error.
+func forEachLabelRefPairV2(ts []byte, f func(name, value uint32) error) error {
 	var (
-		partsArr [2][]byte
-		parts    = partsArr[:0] // packed labels_refs (one field, as encoders write it), decoded only with metadata
-		unpacked []uint32
+		pending uint32
+		odd     bool
 	)
-	for len(b) > 0 {
+	add := func(ref uint32) error {
+		if !odd {
+			pending, odd = ref, true
+			return nil
+		}
+		odd = false
+		return f(pending, ref)
+	}
+	for b := ts; len(b) > 0; {
 		num, typ, n := consumeTag(b)
 		if n < 0 {
-			return md, false, wireError(n, "timeseries")
+			return wireError(n, "timeseries")
 		}
 		b = b[n:]
 		switch {
 		case num == 1 && typ == protowire.BytesType:
-			var v []byte
-			v, n = protowire.ConsumeBytes(b)
-			parts = append(parts, v)
-		case num == 1 && typ == protowire.VarintType:
-			var v uint64
-			v, n = protowire.ConsumeVarint(b)
-			unpacked = append(unpacked, uint32(v))
-		case num == 5 && typ == protowire.BytesType:
-			var v []byte
-			v, n = protowire.ConsumeBytes(b)
-			if n >= 0 {
-				if err := decodeMetadataV2Message(v, &md); err != nil {
-					return md, false, err
+			v, n := protowire.ConsumeBytes(b)
+			if n < 0 {
+				return wireError(n, "timeseries")
+			}
+			b = b[n:]
+			for len(v) > 0 {
+				r, m := protowire.ConsumeVarint(v)
+				if m < 0 {
+					return wireError(m, "timeseries labels_refs")
 				}
-				ok = md.typ != 0 || md.help != 0 || md.unit != 0
+				v = v[m:]
+				if err := add(uint32(r)); err != nil {
+					return err
+				}
+			}
+		case num == 1 && typ == protowire.VarintType:
+			r, n := protowire.ConsumeVarint(b)
+			if n < 0 {
+				return wireError(n, "timeseries")
+			}
+			b = b[n:]
+			if err := add(uint32(r)); err != nil {
+				return err
 			}
 		default:
-			n = protowire.ConsumeFieldValue(num, typ, b)
-		}
-		if n < 0 {
-			return md, false, wireError(n, "timeseries")
-		}
-		b = b[n:]
-	}
-	if !ok {
-		return md, false, nil
-	}
-	for _, refs := range parts {
-		for len(refs) > 0 {
-			v, n := protowire.ConsumeVarint(refs)
-			if n < 0 {
-				return md, false, wireError(n, "timeseries labels_refs")
+			if n = protowire.ConsumeFieldValue(num, typ, b); n < 0 {
+				return wireError(n, "timeseries")
 			}
-			unpacked = append(unpacked, uint32(v))
-			refs = refs[n:]
+			b = b[n:]
 		}
 	}
-	md.labelRefs = unpacked
-	return md, true, nil
+	if odd {
+		return errors.New("odd number of label references")
+	}
+	return nil
+}
+
+// scanSeriesMetadataV2 reads the metadata (field 5) of a 2.0 TimeSeries; ok is false when it carries none (no
+// type, help or unit).
+func scanSeriesMetadataV2(b []byte) (md v2Metadata, ok bool, err error) {
+	err = forEachBytesField(b, 5, "timeseries", func(v []byte) error {
+		if err := decodeMetadataV2Message(v, &md); err != nil {
+			return err
+		}
+		ok = md.typ != 0 || md.help != 0 || md.unit != 0
+		return nil
+	})
+	return md, ok && err == nil, err
 }
 
 // decodeMetadataV2Message decodes an io.prometheus.write.v2.Metadata (type 1, help_ref 3, unit_ref 4).

@@ -1,11 +1,13 @@
 package receive
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"runtime"
 	"sort"
 	"strings"
 	"testing"
@@ -65,6 +67,13 @@ func TestDecodeMetadataV1(t *testing.T) {
 				Metadata:   []promprompb.MetricMetadata{{Type: promprompb.MetricMetadata_GAUGE, MetricFamilyName: "up", Help: "Up."}},
 			}),
 			want: []*prompb.MetricMetadata{md(prompb.MetricMetadata_GAUGE, "up", "Up.", "")},
+		},
+		{
+			name: "nameless entries are returned once, empty, for validation to refuse",
+			body: encode(&promprompb.WriteRequest{Metadata: []promprompb.MetricMetadata{
+				{Type: promprompb.MetricMetadata_COUNTER, Help: "no name"}, {}, {Type: promprompb.MetricMetadata_GAUGE, MetricFamilyName: "g", Help: "G."}, {},
+			}}),
+			want: []*prompb.MetricMetadata{{}, md(prompb.MetricMetadata_GAUGE, "g", "G.", "")},
 		},
 		// Field 3 (metadata), length 3: field 4 (help), length 1, byte 0xff.
 		{name: "help not UTF-8", body: []byte{0x1a, 0x03, 0x22, 0x01, 0xff}, wantErr: "not valid UTF-8"},
@@ -138,6 +147,8 @@ func TestDecodeMetadataV2(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			b, err := tc.req.Marshal()
 			testutil.Ok(t, err)
+			// As the handler passes it: a window of a larger pooled buffer.
+			b = append(b, make([]byte, 64)...)[:len(b)]
 			got, err := decodeMetadata(writeV2, b)
 			if tc.wantErr != "" {
 				testutil.NotOk(t, err)
@@ -194,6 +205,7 @@ func TestPushMetadata(t *testing.T) {
 	b, err := gogoproto.Marshal(&promprompb.WriteRequest{Metadata: []promprompb.MetricMetadata{
 		{Type: promprompb.MetricMetadata_COUNTER, MetricFamilyName: "a_total", Help: "A."},
 		{Type: promprompb.MetricMetadata_COUNTER, MetricFamilyName: "", Help: "nameless"},
+		{Type: promprompb.MetricMetadata_COUNTER, MetricFamilyName: "a_total", Help: "A."}, // sent once
 	}})
 	testutil.Ok(t, err)
 	rec := env.do(t, snappy.Encode(nil, b), ctV1)
@@ -374,4 +386,79 @@ func TestRingPusherMetadata(t *testing.T) {
 		testutil.Assert(t, time.Now().Before(deadline), "the third replica never got every family")
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// allocatedBy returns the bytes f allocated (the test's goroutines are otherwise idle).
+func allocatedBy(f func()) uint64 {
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	f()
+	runtime.ReadMemStats(&after)
+	return after.TotalAlloc - before.TotalAlloc
+}
+
+// TestDecodeMetadataV1Memory: what decoding 1.0 metadata allocates is bounded by the body's size: a body of
+// empty entries (as in the 0a 00 attack of issue 10) allocates nothing per entry; named entries cost a bounded
+// multiple of their bytes.
+func TestDecodeMetadataV1Memory(t *testing.T) {
+	empty := bytes.Repeat([]byte{0x1a, 0x00}, 256<<10)
+	var md []*prompb.MetricMetadata
+	allocated := allocatedBy(func() {
+		var err error
+		md, err = decodeMetadata(writeV1, empty)
+		testutil.Ok(t, err)
+	})
+	testutil.Equals(t, 1, len(md))
+	testutil.Assert(t, allocated < 64<<10, "decoding %d bytes of empty entries allocated %d", len(empty), allocated)
+
+	named := bytes.Repeat([]byte{0x1a, 0x03, 0x12, 0x01, 'a'}, 200<<10)
+	allocated = allocatedBy(func() {
+		var err error
+		md, err = decodeMetadata(writeV1, named)
+		testutil.Ok(t, err)
+	})
+	testutil.Equals(t, 200<<10, len(md))
+	testutil.Assert(t, allocated < uint64(25*len(named)), "decoding %d bytes allocated %d", len(named), allocated)
+	t.Logf("%d-byte body of the smallest named entries: %d bytes allocated (%.1f× the body)", len(named), allocated, float64(allocated)/float64(len(named)))
+}
+
+// TestDecodeMetadataV2Memory: a 2.0 request without metadata costs no allocation; one whose every series
+// carries metadata (distinct names, so nothing deduplicates) allocates a bounded multiple of its size.
+func TestDecodeMetadataV2Memory(t *testing.T) {
+	build := func(n int, withMeta bool) []byte {
+		req := &writev2.Request{Symbols: []string{"", "__name__", "Help.", "s"}}
+		for i := 0; i < n; i++ {
+			req.Symbols = append(req.Symbols, fmt.Sprintf("m%d", i))
+			ts := writev2.TimeSeries{LabelsRefs: []uint32{1, uint32(len(req.Symbols) - 1)}, Samples: []writev2.Sample{{Value: 1, Timestamp: 1}}}
+			if withMeta {
+				ts.Metadata = writev2.Metadata{Type: writev2.Metadata_METRIC_TYPE_GAUGE, HelpRef: 2, UnitRef: 3}
+			}
+			req.Timeseries = append(req.Timeseries, ts)
+		}
+		b, err := req.Marshal()
+		testutil.Ok(t, err)
+		return b
+	}
+	plain := build(10000, false)
+	allocs := testing.AllocsPerRun(5, func() {
+		md, err := decodeMetadata(writeV2, plain)
+		if err != nil || md != nil {
+			t.Fatalf("got %v, %v", md, err)
+		}
+	})
+	testutil.Equals(t, 0.0, allocs)
+
+	body := build(20000, true)
+	var md []*prompb.MetricMetadata
+	allocated := allocatedBy(func() {
+		var err error
+		md, err = decodeMetadata(writeV2, body)
+		testutil.Ok(t, err)
+	})
+	testutil.Equals(t, 20000, len(md))
+	// Each entry costs its message, its strings, and map entries to deduplicate: ~500 bytes for ~35 on the wire
+	// (series and symbol).
+	testutil.Assert(t, allocated < uint64(30*len(body))+1<<20, "decoding %d bytes allocated %d", len(body), allocated)
+	t.Logf("%d-byte body, %d entries: %d bytes allocated (%.1f× the body)", len(body), len(md), allocated, float64(allocated)/float64(len(body)))
 }

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/stratametrics/strata/pkg/store/storepb"
+	"github.com/stratametrics/strata/pkg/store/storepb/prompb"
 	"github.com/stratametrics/strata/pkg/tenancy"
 )
 
@@ -190,11 +191,14 @@ func (h *pushHandler) push(r *http.Request) pushResult {
 	}
 	h.metrics.decodedSize.Observe(float64(len(buf)))
 	series, err := decodeWrite(proto, buf)
-	md, mdInvalid, mdErr := h.metadata.take(tenant, proto, buf)
-	release() // neither decodeWrite's nor take's result shares anything with buf
+	var (
+		md        []*prompb.MetricMetadata
+		mdInvalid *tenancy.Error
+	)
 	if err == nil {
-		err = mdErr
+		md, mdInvalid, err = h.metadata.take(tenant, proto, buf)
 	}
+	release() // neither decodeWrite's nor take's result shares anything with buf
 	if err != nil {
 		level.Debug(h.logger).Log("msg", "refusing malformed remote write request", "tenant", tenant, "proto", proto, "err", err)
 		return res.fail(http.StatusBadRequest, err.Error())
