@@ -35,6 +35,7 @@ type metaEntry struct {
 type tenantMetadata struct {
 	mtx      sync.Mutex
 	families map[string]map[metaEntry]int64
+	removed  bool // purged from the store: an add that still holds it must start again
 }
 
 // ingesterMetadata is the ingester's in-memory metric metadata store (Mimir keeps metadata in the ingesters,
@@ -103,6 +104,11 @@ func (s *ingesterMetadata) add(tenant string, md []*prompb.MetricMetadata) {
 
 	t := s.tenant(tenant, true)
 	t.mtx.Lock()
+	for t.removed { // purged between the lookup and the lock
+		t.mtx.Unlock()
+		t = s.tenant(tenant, true)
+		t.mtx.Lock()
+	}
 	defer t.mtx.Unlock()
 	for _, m := range md {
 		if m == nil {
@@ -170,11 +176,11 @@ func (s *ingesterMetadata) purge() {
 	for tenant, t := range s.tenants {
 		t.mtx.Lock()
 		t.purge(expired)
-		empty := len(t.families) == 0
-		t.mtx.Unlock()
-		if empty {
+		if len(t.families) == 0 {
+			t.removed = true
 			delete(s.tenants, tenant)
 		}
+		t.mtx.Unlock()
 	}
 }
 
