@@ -398,7 +398,8 @@ func (a *appendErrors) add(reason string, err error) {
 
 // Push appends a tenant's series. Samples that fail (limits, out of order, too old, duplicates) are skipped
 // and counted; the rest are committed, and the first failure is returned as a 400 *tenancy.Error, as Mimir
-// does. An error other than *tenancy.Error means nothing was committed.
+// does. An error other than *tenancy.Error means nothing was committed. Metric metadata is stored best effort
+// (ingesterMetadata.add): it never fails a push.
 func (i *Ingester) Push(ctx context.Context, tenant string, req *storepb.WriteRequest) error {
 	if i.stopped.Load() {
 		return status.Error(codes.Unavailable, "ingester is shutting down")

@@ -24,7 +24,8 @@ import (
 //
 // Contract: req.Tenant is tenant; every series passed validation (labels sorted, unique, legacy names, a
 // metric name, within the tenant's limits, no sample too far in the future) and has at least one sample,
-// histogram or exemplar. The handler neither touches nor reuses req after Push returns, so a Pusher may go on
+// histogram or exemplar; req.Metadata holds the request's valid metric metadata (metadata.go), and a request may
+// carry metadata only. The handler neither touches nor reuses req after Push returns, so a Pusher may go on
 // using it (replicas still sending after a quorum answered), but must not modify it. Its messages are carved
 // out of a few per-request slabs, and strings share allocations of a few KiB (consecutive series): keeping a
 // string keeps such a window of the request, keeping a message keeps its slab.
