@@ -172,7 +172,7 @@ func NewIngester(cfg IngesterConfig, dir string, overrides *tenancy.Overrides, d
 	for _, o := range opts {
 		o(i)
 	}
-	i.metadata = newIngesterMetadata(i, NewDiscardedMetadata(reg))
+	i.metadata = newIngesterMetadata(i, NewDiscardedMetadata(reg), reg)
 	return i
 }
 

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/prometheus/common/model"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -35,6 +37,7 @@ type metaEntry struct {
 type tenantMetadata struct {
 	mtx      sync.Mutex
 	families map[string]map[metaEntry]int64
+	n        int  // entries over all families
 	removed  bool // purged from the store: an add that still holds it must start again
 }
 
@@ -49,12 +52,15 @@ type ingesterMetadata struct {
 	retain     func() time.Duration
 	now        func() time.Time
 	discarded  *DiscardedMetadata
+	// entries is strata_ingester_memory_metadata{tenant}: metadata entries held (Mimir's
+	// cortex_ingester_memory_metadata, per tenant).
+	entries *prometheus.GaugeVec
 
 	mtx     sync.RWMutex
 	tenants map[string]*tenantMetadata
 }
 
-func newIngesterMetadata(i *Ingester, discarded *DiscardedMetadata) *ingesterMetadata {
+func newIngesterMetadata(i *Ingester, discarded *DiscardedMetadata, reg prometheus.Registerer) *ingesterMetadata {
 	return &ingesterMetadata{
 		overrides:  i.overrides,
 		limitShare: func() float64 { return i.limitShare() },
@@ -66,7 +72,10 @@ func newIngesterMetadata(i *Ingester, discarded *DiscardedMetadata) *ingesterMet
 		},
 		now:       func() time.Time { return i.now() },
 		discarded: discarded,
-		tenants:   map[string]*tenantMetadata{},
+		entries: promauto.With(reg).NewGaugeVec(prometheus.GaugeOpts{
+			Name: "strata_ingester_memory_metadata", Help: "Metric metadata entries held in memory, by tenant.",
+		}, []string{"tenant"}),
+		tenants: map[string]*tenantMetadata{},
 	}
 }
 
@@ -110,6 +119,8 @@ func (s *ingesterMetadata) add(tenant string, md []*prompb.MetricMetadata) {
 		t.mtx.Lock()
 	}
 	defer t.mtx.Unlock()
+	before := t.n
+	defer func() { s.entries.WithLabelValues(tenant).Add(float64(t.n - before)) }()
 	for _, m := range md {
 		if m == nil {
 			continue
@@ -137,7 +148,7 @@ func (s *ingesterMetadata) add(tenant string, md []*prompb.MetricMetadata) {
 		}
 		if _, ok := set[e]; !ok {
 			if perMetric > 0 && len(set) >= perMetric {
-				purgeSet(set, expired)
+				t.purgeSet(set, expired)
 				if len(set) >= perMetric {
 					s.discarded.Add(tenant, reasonMetadataPerMetricLimit, 1)
 					continue
@@ -145,6 +156,7 @@ func (s *ingesterMetadata) add(tenant string, md []*prompb.MetricMetadata) {
 			}
 			// Own copies: a kept entry must not hold on to the request it came in.
 			e.help, e.unit = strings.Clone(e.help), strings.Clone(e.unit)
+			t.n++
 		}
 		set[e] = now
 	}
@@ -153,16 +165,18 @@ func (s *ingesterMetadata) add(tenant string, md []*prompb.MetricMetadata) {
 // purge drops every entry last received at or before expired, and the families left empty.
 func (t *tenantMetadata) purge(expired int64) {
 	for name, set := range t.families {
-		if purgeSet(set, expired) == 0 {
+		if t.purgeSet(set, expired) == 0 {
 			delete(t.families, name)
 		}
 	}
 }
 
-func purgeSet(set map[metaEntry]int64, expired int64) int {
+// purgeSet drops the entries of one family last received at or before expired; it returns how many are left.
+func (t *tenantMetadata) purgeSet(set map[metaEntry]int64, expired int64) int {
 	for e, seen := range set {
 		if seen <= expired {
 			delete(set, e)
+			t.n--
 		}
 	}
 	return len(set)
@@ -179,6 +193,9 @@ func (s *ingesterMetadata) purge() {
 		if len(t.families) == 0 {
 			t.removed = true
 			delete(s.tenants, tenant)
+			s.entries.DeleteLabelValues(tenant)
+		} else {
+			s.entries.WithLabelValues(tenant).Set(float64(t.n))
 		}
 		t.mtx.Unlock()
 	}

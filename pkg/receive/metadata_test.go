@@ -266,6 +266,7 @@ func TestIngesterMetadata(t *testing.T) {
 		testutil.Equals(t, map[string][]string{"y": {"gauge|Y.|bytes"}}, readMeta(t, ing, "a", "y", 0))
 		testutil.Equals(t, map[string][]string{"x_total": {"counter|X.|"}}, readMeta(t, ing, "a", "", 1))
 		testutil.Equals(t, map[string][]string{}, readMeta(t, ing, "b", "", 0))
+		testutil.Equals(t, 2.0, promtestutil.ToFloat64(ing.metadata.entries.WithLabelValues("a")))
 	})
 	t.Run("invalid metadata is dropped: the ingester trusts no caller", func(t *testing.T) {
 		push("c", md(prompb.MetricMetadata_GAUGE, "", "", ""), md(prompb.MetricMetadata_GAUGE, "ok", strings.Repeat("h", 2000), strings.Repeat("u", 2000)),
@@ -286,6 +287,8 @@ func TestIngesterMetadata(t *testing.T) {
 		_, aLeft := ing.metadata.tenants["a"]
 		ing.metadata.mtx.RUnlock()
 		testutil.Assert(t, !aLeft, "tenant a's expired metadata was not purged")
+		testutil.Equals(t, 1.0, promtestutil.ToFloat64(ing.metadata.entries.WithLabelValues("e")))
+		testutil.Equals(t, []string{"e"}, gaugeTenants(t, reg, "strata_ingester_memory_metadata"))
 		clock.Add(10 * time.Minute)
 		testutil.Equals(t, map[string][]string{}, readMeta(t, ing, "e", "", 0))
 	})
@@ -461,4 +464,26 @@ func TestDecodeMetadataV2Memory(t *testing.T) {
 	// (series and symbol).
 	testutil.Assert(t, allocated < uint64(30*len(body))+1<<20, "decoding %d bytes allocated %d", len(body), allocated)
 	t.Logf("%d-byte body, %d entries: %d bytes allocated (%.1f× the body)", len(body), len(md), allocated, float64(allocated)/float64(len(body)))
+}
+
+// gaugeTenants returns the tenant label values of the metric name in reg, sorted.
+func gaugeTenants(t *testing.T, reg *prometheus.Registry, name string) []string {
+	t.Helper()
+	mfs, err := reg.Gather()
+	testutil.Ok(t, err)
+	var out []string
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "tenant" {
+					out = append(out, l.GetValue())
+				}
+			}
+		}
+	}
+	sort.Strings(out)
+	return out
 }
