@@ -225,6 +225,23 @@ func TestPushMetadata(t *testing.T) {
 	testutil.Equals(t, 1.0, promtestutil.ToFloat64(NewDiscardedMetadata(env.reg).c.WithLabelValues("team-a", reasonMetadataMissingName)))
 }
 
+// TestPushMetadataRateLimited: metadata counts against ingestion_rate (Mimir: samples, exemplars and metadata);
+// refused metadata is counted as discarded for rate_limited.
+func TestPushMetadataRateLimited(t *testing.T) {
+	l := testLimits()
+	l.IngestionRate, l.IngestionBurstSize = 1, 2
+	env := newTestEnv(t, l)
+	b, err := gogoproto.Marshal(&promprompb.WriteRequest{Metadata: []promprompb.MetricMetadata{
+		{Type: promprompb.MetricMetadata_GAUGE, MetricFamilyName: "a"}, {Type: promprompb.MetricMetadata_GAUGE, MetricFamilyName: "b"},
+		{Type: promprompb.MetricMetadata_GAUGE, MetricFamilyName: "c"},
+	}})
+	testutil.Ok(t, err)
+	rec := env.do(t, snappy.Encode(nil, b), ctV1)
+	testutil.Equals(t, http.StatusTooManyRequests, rec.Code, rec.Body.String())
+	testutil.Equals(t, 0, env.pusher.calls())
+	testutil.Equals(t, 3.0, promtestutil.ToFloat64(NewDiscardedMetadata(env.reg).c.WithLabelValues("team-a", ReasonRateLimited)))
+}
+
 // readMeta returns the metadata the ingester serves to tenant, as family -> "type|help|unit" entries.
 func readMeta(t *testing.T, ing *Ingester, tenant, metric string, limit int32) map[string][]string {
 	t.Helper()

@@ -251,6 +251,7 @@ func (h *pushHandler) push(r *http.Request) pushResult {
 
 	if n := stats.samples + stats.histograms + stats.exemplars + len(md); !h.limiter.AllowN(now, tenant, n) {
 		h.discarded.Add(tenant, ReasonRateLimited, stats.samples+stats.histograms)
+		h.metadata.discarded.Add(tenant, ReasonRateLimited, len(md))
 		rl := tenancy.NewIngestionRateLimitedError(h.overrides.IngestionRate(tenant), h.overrides.IngestionBurstSize(tenant))
 		return res.fail(rl.Status, rl.Msg)
 	}
