@@ -372,12 +372,15 @@ func wireCases() []wireCase {
 					Timeseries: []*prompb.TimeSeries{testTimeSeries()},
 					Tenant:     "team-b",
 				}},
+				Metadata: []*prompb.MetricMetadata{{Type: prompb.MetricMetadata_GAUGE, MetricFamilyName: "temp", Unit: "celsius"}},
 			},
 			want: []field{
 				vMsg("timeseries", 1, timeSeriesFields()...),
 				vStr("tenant", 2, "team-a"),
 				vInt("replica", 3, 2),
 				vMsg("timeseriesTenantData", 4, vMsg("timeseries", 1, timeSeriesFields()...), vStr("tenant", 2, "team-b")),
+				// Strata's extension: a field number Thanos does not use.
+				vMsg("metadata", 5, vInt("type", 1, 2), vStr("metric_family_name", 2, "temp"), vStr("unit", 5, "celsius")),
 			},
 		},
 		{
