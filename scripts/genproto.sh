@@ -27,6 +27,7 @@ PROTOS=(
   pkg/store/storepb/prompb/remote.proto
   pkg/store/infopb/rpc.proto
   pkg/store/hintspb/hints.proto
+  pkg/store/metadatapb/rpc.proto
 )
 
 if ! command -v "${PROTOC}" >/dev/null 2>&1; then

@@ -86,6 +86,6 @@ func runAll(g *run.Group, logger log.Logger, reg *prometheus.Registry, cfg *Conf
 	}
 	scoped := store.NewScopedServer(p.storeAPI.ingester, proxy, infos...)
 	storepb.RegisterStoreServer(p.srv.GRPC(), scoped)
-	infopb.RegisterInfoServer(p.srv.GRPC(), scoped)
+	infopb.RegisterInfoServer(p.srv.GRPC(), metadataInfo{scoped})
 	return nil
 }

@@ -132,6 +132,7 @@ func registerIngesterFlags(cmd *kingpin.CmdClause, b *binder, cfg *Config) {
 	b.Duration(cmd.Flag("tsdb.retention", "How long blocks stay on local disk (only shipped blocks are deleted)."), &cfg.Ingester.Retention)
 	b.Duration(cmd.Flag("tsdb.ship-interval", "How often new blocks are shipped to the bucket."), &cfg.Ingester.ShipInterval)
 	b.Duration(cmd.Flag("ingester.close-idle-tsdb-timeout", "Close (and remove) a tenant's TSDB with no write for this long, once everything is shipped; 0 disables."), &cfg.Ingester.CloseIdleTSDBTimeout)
+	b.Duration(cmd.Flag("ingester.metadata-retain-period", "How long remote-written metric metadata is kept after it was last received."), &cfg.Ingester.MetadataRetainPeriod)
 	b.StringMap(cmd.Flag("ingester.external-label", "name=value added to every series and block of this ingester (repeatable)."), &cfg.Ingester.ExternalLabels)
 }
 

@@ -21,6 +21,7 @@ import (
 	"github.com/stratametrics/strata/pkg/server"
 	"github.com/stratametrics/strata/pkg/store"
 	"github.com/stratametrics/strata/pkg/store/infopb"
+	"github.com/stratametrics/strata/pkg/store/metadatapb"
 	"github.com/stratametrics/strata/pkg/store/storepb"
 )
 
@@ -71,9 +72,11 @@ func setupIngester(g *run.Group, p *process, r *ingesterRing, bkt objstore.Bucke
 		p.storeAPI.ingester = st
 	} else {
 		storepb.RegisterStoreServer(p.srv.GRPC(), st)
-		infopb.RegisterInfoServer(p.srv.GRPC(), st)
+		infopb.RegisterInfoServer(p.srv.GRPC(), metadataInfo{st})
 	}
 	storepb.RegisterWriteableStoreServer(p.srv.GRPC(), ing)
+	metadatapb.RegisterMetadataServer(p.srv.GRPC(), ing.MetadataServer())
+	r.local = map[string]*receive.Ingester{inst.Addr: ing}
 	p.srv.Handle("POST /ingester/flush", flushHandler(ing, logger))
 	p.srv.AddLinks("Ingester", server.Link{Path: "/ingester/flush", Desc: "POST: cut every head into blocks and ship them now"})
 

@@ -147,7 +147,7 @@ func setupQuerier(g *run.Group, p *process, r *ingesterRing, gw *dskitring.Ring,
 	proxy := store.NewSelectingProxy(selector, cfg.Querier.StoreTimeout, logger, reg)
 	queryable := query.NewQueryable(proxy, p.overrides, cfg.Querier.ReplicaLabels, reg)
 	api := cfg.Auth.HTTPMiddleware(false)(query.NewAPI(queryable, p.overrides,
-		query.APIConfig{Engine: cfg.Querier.Engine, PartialResponse: cfg.Querier.PartialResponse}, logger, reg))
+		query.APIConfig{Engine: cfg.Querier.Engine, PartialResponse: cfg.Querier.PartialResponse, Metadata: newMetadataQuerier(g, r, cfg.IngesterRing)}, logger, reg))
 	p.srv.Handle("/api/v1/", api)
 	p.srv.Handle("/prometheus/api/v1/", api)
 	p.srv.AddLinks("Querier",

@@ -12,6 +12,7 @@ import (
 	"github.com/oklog/run"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/stratametrics/strata/pkg/receive"
 	"github.com/stratametrics/strata/pkg/ring"
 	"github.com/stratametrics/strata/pkg/server"
 )
@@ -22,6 +23,8 @@ type ingesterRing struct {
 	client *dskitring.Ring
 	// users are the parts (an ingester leaving the ring) that must finish before gossip stops.
 	users sync.WaitGroup
+	// local are the ingesters of this process by ring address (strata all), read without a gRPC hop.
+	local map[string]*receive.Ingester
 }
 
 // newIngesterRing joins the KV store (memberlist gossip or in-memory) and watches the ingester ring; the ring

@@ -143,6 +143,8 @@ type APIConfig struct {
 	Engine EngineConfig
 	// PartialResponse is the default of the `partial_response` parameter.
 	PartialResponse bool
+	// Metadata answers /metadata (metadata.go); without it the answer is empty.
+	Metadata *MetadataQuerier
 }
 
 // apiPaths are the Prometheus API endpoints the querier serves (the rest of Prometheus's API — targets, rules,
@@ -177,7 +179,8 @@ func NewAPI(q *Queryable, overrides *tenancy.Overrides, cfg APIConfig, logger lo
 	for _, prefix := range []string{"/api/v1", "/prometheus/api/v1"} {
 		r := route.New()
 		api.Register(r.WithPrefix(prefix))
-		h := &apiHandler{prefix: prefix, router: r, overrides: overrides, partialResponse: cfg.PartialResponse, expression: cfg.Engine.Expression}
+		h := &apiHandler{prefix: prefix, router: r, overrides: overrides, partialResponse: cfg.PartialResponse, expression: cfg.Engine.Expression,
+			metadata: cfg.Metadata}
 		mux.Handle(prefix+"/", h)
 	}
 	return mux
@@ -189,11 +192,15 @@ type apiHandler struct {
 	overrides       *tenancy.Overrides
 	partialResponse bool
 	expression      ExpressionLimits
+	metadata        *MetadataQuerier
 }
 
 func (h *apiHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	path := strings.TrimPrefix(r.URL.Path, h.prefix)
 	switch {
+	case path == "/metadata" && h.metadata != nil:
+		h.metadata.ServeHTTP(w, r)
+		return
 	case path == "/metadata":
 		writeJSON(w, http.StatusOK, `{"status":"success","data":{}}`)
 		return

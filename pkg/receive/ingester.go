@@ -56,11 +56,15 @@ type IngesterConfig struct {
 	// CloseIdleTSDBTimeout closes a tenant's TSDB that has had no write for this long once its head is empty and
 	// every block is shipped, and removes its directory (its data is in the bucket). 0 disables it.
 	CloseIdleTSDBTimeout time.Duration `yaml:"close_idle_tsdb_timeout"`
+	// MetadataRetainPeriod is how long remote-written metric metadata is kept after it was last received
+	// (Mimir's metadata_retain_period; 0: DefaultMetadataRetainPeriod).
+	MetadataRetainPeriod time.Duration `yaml:"metadata_retain_period"`
 }
 
 // DefaultIngesterConfig is Mimir's: 2h blocks, kept 13h locally, shipped every minute.
 func DefaultIngesterConfig() IngesterConfig {
-	return IngesterConfig{BlockDuration: 2 * time.Hour, Retention: 13 * time.Hour, ShipInterval: time.Minute, CloseIdleTSDBTimeout: 13 * time.Hour}
+	return IngesterConfig{BlockDuration: 2 * time.Hour, Retention: 13 * time.Hour, ShipInterval: time.Minute, CloseIdleTSDBTimeout: 13 * time.Hour,
+		MetadataRetainPeriod: DefaultMetadataRetainPeriod}
 }
 
 // Validate checks the config.
@@ -136,6 +140,7 @@ type Ingester struct {
 	logger     log.Logger
 	reg        prometheus.Registerer
 	metrics    *ingesterMetrics
+	metadata   *ingesterMetadata // metric metadata (ingester_metadata.go)
 
 	mtx      sync.RWMutex
 	tsdbs    map[string]*userTSDB
@@ -171,6 +176,7 @@ func NewIngester(cfg IngesterConfig, dir string, overrides *tenancy.Overrides, d
 	for _, o := range opts {
 		o(i)
 	}
+	i.metadata = newIngesterMetadata(i, NewDiscardedMetadata(reg), reg)
 	return i
 }
 
@@ -399,10 +405,14 @@ func (a *appendErrors) add(reason string, err error) {
 
 // Push appends a tenant's series. Samples that fail (limits, out of order, too old, duplicates) are skipped
 // and counted; the rest are committed, and the first failure is returned as a 400 *tenancy.Error, as Mimir
-// does. An error other than *tenancy.Error means nothing was committed.
+// does. An error other than *tenancy.Error means nothing was committed. Metric metadata is stored best effort
+// (ingesterMetadata.add): it never fails a push.
 func (i *Ingester) Push(ctx context.Context, tenant string, req *storepb.WriteRequest) error {
 	if i.stopped.Load() {
 		return status.Error(codes.Unavailable, "ingester is shutting down")
+	}
+	if i.metadata.add(tenant, req.GetMetadata()); len(req.GetTimeseries()) == 0 {
+		return nil // metadata only: no TSDB to open
 	}
 	u, err := i.getOrOpen(tenant)
 	if err != nil {
@@ -738,6 +748,7 @@ func (i *Ingester) RunShipping(ctx context.Context) {
 		case <-t.C:
 			_ = i.Ship(ctx)
 			i.CloseIdle()
+			i.metadata.purge()
 			for _, tenant := range i.Tenants() {
 				if u := i.get(tenant); u != nil {
 					i.metrics.activeSeries.WithLabelValues(tenant).Set(float64(u.db.Head().NumSeries()))

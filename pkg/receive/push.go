@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/stratametrics/strata/pkg/store/storepb"
+	"github.com/stratametrics/strata/pkg/store/storepb/prompb"
 	"github.com/stratametrics/strata/pkg/tenancy"
 )
 
@@ -23,7 +24,8 @@ import (
 //
 // Contract: req.Tenant is tenant; every series passed validation (labels sorted, unique, legacy names, a
 // metric name, within the tenant's limits, no sample too far in the future) and has at least one sample,
-// histogram or exemplar. The handler neither touches nor reuses req after Push returns, so a Pusher may go on
+// histogram or exemplar; req.Metadata holds the request's valid metric metadata (metadata.go), and a request may
+// carry metadata only. The handler neither touches nor reuses req after Push returns, so a Pusher may go on
 // using it (replicas still sending after a quorum answered), but must not modify it. Its messages are carved
 // out of a few per-request slabs, and strings share allocations of a few KiB (consecutive series): keeping a
 // string keeps such a window of the request, keeping a message keeps its slab.
@@ -87,6 +89,7 @@ type pushHandler struct {
 	limiter   *limiter.RateLimiter
 	discarded *DiscardedSamples
 	metrics   *pushMetrics
+	metadata  *metadataReceiver // metric metadata (metadata.go)
 }
 
 // NewPushHandler returns the remote write handler (1.0 and 2.0). It must be mounted behind
@@ -117,6 +120,7 @@ func NewPushHandler(cfg PushConfig, overrides *tenancy.Overrides, pusher Pusher,
 		limiter:   newIngestionRateLimiter(overrides, o.distributors),
 		discarded: o.discarded,
 		metrics:   newPushMetrics(reg),
+		metadata:  newMetadataReceiver(overrides, reg),
 	}
 }
 
@@ -188,7 +192,14 @@ func (h *pushHandler) push(r *http.Request) pushResult {
 	}
 	h.metrics.decodedSize.Observe(float64(len(buf)))
 	series, err := decodeWrite(proto, buf)
-	release() // decodeWrite's result shares nothing with buf
+	var (
+		md        []*prompb.MetricMetadata
+		mdInvalid *tenancy.Error
+	)
+	if err == nil {
+		md, mdInvalid, err = h.metadata.take(tenant, proto, buf)
+	}
+	release() // neither decodeWrite's nor take's result shares anything with buf
 	if err != nil {
 		level.Debug(h.logger).Log("msg", "refusing malformed remote write request", "tenant", tenant, "proto", proto, "err", err)
 		return res.fail(http.StatusBadRequest, err.Error())
@@ -228,20 +239,24 @@ func (h *pushHandler) push(r *http.Request) pushResult {
 	if firstErr != nil {
 		level.Debug(h.logger).Log("msg", "dropping invalid series", "tenant", tenant, "discarded_series", discarded.series(), "first", firstErr)
 	}
-	if len(valid) == 0 {
+	if firstErr == nil {
+		firstErr = mdInvalid
+	}
+	if len(valid) == 0 && len(md) == 0 {
 		if firstErr != nil {
 			return res.fail(firstErr.Status, firstErr.Msg)
 		}
 		return res.ok()
 	}
 
-	if n := stats.samples + stats.histograms + stats.exemplars; !h.limiter.AllowN(now, tenant, n) {
+	if n := stats.samples + stats.histograms + stats.exemplars + len(md); !h.limiter.AllowN(now, tenant, n) {
 		h.discarded.Add(tenant, ReasonRateLimited, stats.samples+stats.histograms)
+		h.metadata.discarded.Add(tenant, ReasonRateLimited, len(md))
 		rl := tenancy.NewIngestionRateLimitedError(h.overrides.IngestionRate(tenant), h.overrides.IngestionBurstSize(tenant))
 		return res.fail(rl.Status, rl.Msg)
 	}
 
-	if err := h.pusher.Push(r.Context(), tenant, &storepb.WriteRequest{Timeseries: valid, Tenant: tenant}); err != nil {
+	if err := h.pusher.Push(r.Context(), tenant, &storepb.WriteRequest{Timeseries: valid, Tenant: tenant, Metadata: md}); err != nil {
 		code, msg := pushErrorStatus(err)
 		if code >= 500 {
 			level.Warn(h.logger).Log("msg", "push to ingesters failed", "tenant", tenant, "status", code, "err", err)

@@ -98,8 +98,8 @@ func isClientError(err error) bool {
 
 // Push implements Pusher.
 func (p *RingPusher) Push(ctx context.Context, tenant string, req *storepb.WriteRequest) error {
-	series := req.GetTimeseries()
-	if len(series) == 0 {
+	series, md := req.GetTimeseries(), req.GetMetadata()
+	if len(series)+len(md) == 0 {
 		return nil
 	}
 	if p.ring.InstancesCount() <= 0 {
@@ -107,15 +107,20 @@ func (p *RingPusher) Push(ctx context.Context, tenant string, req *storepb.Write
 		p.metrics.quorumFailures.WithLabelValues(tenant).Inc()
 		return status.Errorf(codes.Unavailable, "no ingester available for tenant %s: the ingester ring has no instance", tenant)
 	}
-	keys := make([]uint32, len(series))
+	keys := make([]uint32, len(series), len(series)+len(md))
 	for i, ts := range series {
 		keys[i] = ShardKey(tenant, ts.GetLabels())
 	}
+	keys = appendMetadataKeys(keys, tenant, md) // metadata.go: keys past len(series) are md's
 	// Replicas keep writing after the quorum answered and the HTTP request ended.
 	sendCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.timeout)
 	err := dskitring.DoBatchWithOptions(ctx, dskitring.WriteNoExtend, p.ring, keys, func(inst dskitring.InstanceDesc, idx []int) error {
 		sub := &storepb.WriteRequest{Tenant: tenant, Timeseries: make([]*prompb.TimeSeries, 0, len(idx))}
 		for _, i := range idx {
+			if i >= len(series) {
+				sub.Metadata = append(sub.Metadata, md[i-len(series)])
+				continue
+			}
 			sub.Timeseries = append(sub.Timeseries, series[i])
 		}
 		err := p.send(sendCtx, inst, tenant, sub)

@@ -36,6 +36,11 @@ const (
 	IDMaxChunkBytesPerQuery    ErrorID = "max-chunks-bytes-per-query"
 	IDMaxQueryExpressionSize   ErrorID = "max-query-expression-size-bytes"
 	IDMaxSamplesPerQuery       ErrorID = "max-samples-per-query"
+	IDMetadataMissingName      ErrorID = "metadata-missing-metric-name"
+	IDMetadataNameTooLong      ErrorID = "metric-name-too-long"
+	IDMetadataUnitTooLong      ErrorID = "unit-too-long"
+	IDMaxMetadataPerUser       ErrorID = "max-metadata-per-user"
+	IDMaxMetadataPerMetric     ErrorID = "max-metadata-per-metric"
 )
 
 // Message formats a message with its id: "<msg> (err-mimir-<id>)".
@@ -106,6 +111,44 @@ func NewMaxSeriesPerUserError(limit int, metric string) *Error {
 func NewMaxSeriesPerMetricError(limit int, metric string) *Error {
 	return limitErr(IDMaxSeriesPerMetric, http.StatusBadRequest,
 		fmt.Sprintf("per-metric series limit of %d exceeded for metric %s", limit, metric), "max_global_series_per_metric")
+}
+
+// NewMetadataMissingMetricNameError is the 400 for remote-written metric metadata without a metric family name.
+func NewMetadataMissingMetricNameError() *Error {
+	return plainErr(IDMetadataMissingName, "received a metric metadata with no metric name")
+}
+
+// NewMetadataMetricNameInvalidError is the 400 for metric metadata whose metric family name is not a valid
+// metric name.
+func NewMetadataMetricNameInvalidError(name string) *Error {
+	return plainErr(IDLabelInvalid, fmt.Sprintf("received a metric metadata with an invalid metric name: '%.200s'", name))
+}
+
+// NewMetadataMetricNameTooLongError is the 400 for metric metadata whose metric family name is over
+// max_metadata_length.
+func NewMetadataMetricNameTooLongError(name string, limit int) *Error {
+	return limitErr(IDMetadataNameTooLong, http.StatusBadRequest,
+		fmt.Sprintf("received a metric metadata whose metric name length of %d exceeds the limit of %d, metric name: '%.200s' (truncated)", len(name), limit, name),
+		"max_metadata_length")
+}
+
+// NewMetadataUnitTooLongError is the 400 for metric metadata whose unit is over max_metadata_length.
+func NewMetadataUnitTooLongError(name, unit string, limit int) *Error {
+	return limitErr(IDMetadataUnitTooLong, http.StatusBadRequest,
+		fmt.Sprintf("received a metric metadata whose unit name length of %d exceeds the limit of %d, unit: '%.200s' (truncated) metric name: '%.200s'", len(unit), limit, unit, name),
+		"max_metadata_length")
+}
+
+// NewMaxMetadataPerUserError is the error for a tenant at its metadata limit in an ingester.
+func NewMaxMetadataPerUserError(limit int) *Error {
+	return limitErr(IDMaxMetadataPerUser, http.StatusBadRequest,
+		fmt.Sprintf("per-user metric metadata limit of %d exceeded", limit), "max_global_metadata_per_user")
+}
+
+// NewMaxMetadataPerMetricError is the error for a metric family at its metadata limit in an ingester.
+func NewMaxMetadataPerMetricError(limit int, metric string) *Error {
+	return limitErr(IDMaxMetadataPerMetric, http.StatusBadRequest,
+		fmt.Sprintf("per-metric metadata limit of %d exceeded for metric %.200s", limit, metric), "max_global_metadata_per_metric")
 }
 
 // NewMaxLabelNamesPerSeriesError is the 400 for a series with too many labels.

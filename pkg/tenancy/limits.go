@@ -36,6 +36,13 @@ type Limits struct {
 	MaxCacheFreshness model.Duration `yaml:"max_cache_freshness" json:"max_cache_freshness"`
 	// IngestionTenantShardSize is how many ingesters one tenant is sharded over (0 = all).
 	IngestionTenantShardSize int `yaml:"ingestion_tenant_shard_size" json:"ingestion_tenant_shard_size"`
+	// MaxMetadataLength is the longest metric family name and unit of remote-written metric metadata, in bytes;
+	// longer help texts are truncated to it.
+	MaxMetadataLength int `yaml:"max_metadata_length" json:"max_metadata_length"`
+	// MaxGlobalMetadataPerUser is how many metric metadata entries the ingesters keep for a tenant (0 = unlimited).
+	MaxGlobalMetadataPerUser int `yaml:"max_global_metadata_per_user" json:"max_global_metadata_per_user"`
+	// MaxGlobalMetadataPerMetric is how many distinct metadata entries one metric family may have (0 = unlimited).
+	MaxGlobalMetadataPerMetric int `yaml:"max_global_metadata_per_metric" json:"max_global_metadata_per_metric"`
 
 	// MaxQueryLength is the longest time range one query may cover (0 = no limit).
 	MaxQueryLength model.Duration `yaml:"max_query_length" json:"max_query_length"`
@@ -68,6 +75,9 @@ func DefaultLimits() Limits {
 		CompactorBlocksRetentionPeriod: 0,
 		MaxCacheFreshness:              model.Duration(10 * time.Minute),
 		IngestionTenantShardSize:       0,
+		MaxMetadataLength:              1024,
+		MaxGlobalMetadataPerUser:       0,
+		MaxGlobalMetadataPerMetric:     0,
 		MaxQueryLength:                 0,
 		MaxFetchedSeriesPerQuery:       0,
 		MaxFetchedChunkBytesPerQuery:   0,
@@ -91,6 +101,8 @@ func (l Limits) Validate() error {
 		return errors.New("durations in limits must not be negative")
 	case l.MaxQueryLength < 0, l.MaxFetchedSeriesPerQuery < 0, l.MaxFetchedChunkBytesPerQuery < 0, l.MaxSamples < 0, l.MaxQueryExpressionSizeBytes < 0:
 		return errors.New("max_query_length, max_fetched_series_per_query, max_fetched_chunk_bytes_per_query, max_samples and max_query_expression_size_bytes must not be negative")
+	case l.MaxMetadataLength < 0, l.MaxGlobalMetadataPerUser < 0, l.MaxGlobalMetadataPerMetric < 0:
+		return errors.New("max_metadata_length, max_global_metadata_per_user and max_global_metadata_per_metric must not be negative")
 	case l.IngestionTenantShardSize < 0:
 		return errors.Newf("ingestion_tenant_shard_size must not be negative, got %d", l.IngestionTenantShardSize)
 	}

@@ -60,6 +60,15 @@ func (o *Overrides) MaxGlobalSeriesPerUser(tenant string) int {
 func (o *Overrides) MaxGlobalSeriesPerMetric(tenant string) int {
 	return o.ForTenant(tenant).MaxGlobalSeriesPerMetric
 }
+func (o *Overrides) MaxMetadataLength(tenant string) int {
+	return o.ForTenant(tenant).MaxMetadataLength
+}
+func (o *Overrides) MaxGlobalMetadataPerUser(tenant string) int {
+	return o.ForTenant(tenant).MaxGlobalMetadataPerUser
+}
+func (o *Overrides) MaxGlobalMetadataPerMetric(tenant string) int {
+	return o.ForTenant(tenant).MaxGlobalMetadataPerMetric
+}
 func (o *Overrides) MaxLabelNamesPerSeries(tenant string) int {
 	return o.ForTenant(tenant).MaxLabelNamesPerSeries
 }

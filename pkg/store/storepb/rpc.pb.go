@@ -131,8 +131,12 @@ type WriteRequest struct {
 	Replica    int64                  `protobuf:"varint,3,opt,name=replica,proto3" json:"replica,omitempty"`
 	// Series of several tenants in one request.
 	TimeseriesTenantData []*TimeSeriesTenantTuple `protobuf:"bytes,4,rep,name=timeseriesTenantData,proto3" json:"timeseriesTenantData,omitempty"`
-	unknownFields        protoimpl.UnknownFields
-	sizeCache            protoimpl.SizeCache
+	// Strata extension (a field number Thanos does not use, so either side ignores what it does not know): the
+	// metric metadata of remote write (1.0's WriteRequest.metadata, 2.0's per-series metadata), sharded over the
+	// ingesters by tenant and metric family name.
+	Metadata      []*prompb.MetricMetadata `protobuf:"bytes,5,rep,name=metadata,proto3" json:"metadata,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *WriteRequest) Reset() {
@@ -189,6 +193,13 @@ func (x *WriteRequest) GetReplica() int64 {
 func (x *WriteRequest) GetTimeseriesTenantData() []*TimeSeriesTenantTuple {
 	if x != nil {
 		return x.TimeseriesTenantData
+	}
+	return nil
+}
+
+func (x *WriteRequest) GetMetadata() []*prompb.MetricMetadata {
+	if x != nil {
+		return x.Metadata
 	}
 	return nil
 }
@@ -1183,14 +1194,15 @@ var File_pkg_store_storepb_rpc_proto protoreflect.FileDescriptor
 const file_pkg_store_storepb_rpc_proto_rawDesc = "" +
 	"\n" +
 	"\x1bpkg/store/storepb/rpc.proto\x12\x06thanos\x1a\x19google/protobuf/any.proto\x1a$pkg/store/storepb/prompb/types.proto\x1a\x1dpkg/store/storepb/types.proto\"\x0f\n" +
-	"\rWriteResponse\"\xd0\x01\n" +
+	"\rWriteResponse\"\x8d\x02\n" +
 	"\fWriteRequest\x12;\n" +
 	"\n" +
 	"timeseries\x18\x01 \x03(\v2\x1b.prometheus_copy.TimeSeriesR\n" +
 	"timeseries\x12\x16\n" +
 	"\x06tenant\x18\x02 \x01(\tR\x06tenant\x12\x18\n" +
 	"\areplica\x18\x03 \x01(\x03R\areplica\x12Q\n" +
-	"\x14timeseriesTenantData\x18\x04 \x03(\v2\x1d.thanos.TimeSeriesTenantTupleR\x14timeseriesTenantData\"\xcc\x05\n" +
+	"\x14timeseriesTenantData\x18\x04 \x03(\v2\x1d.thanos.TimeSeriesTenantTupleR\x14timeseriesTenantData\x12;\n" +
+	"\bmetadata\x18\x05 \x03(\v2\x1f.prometheus_copy.MetricMetadataR\bmetadata\"\xcc\x05\n" +
 	"\rSeriesRequest\x12\x19\n" +
 	"\bmin_time\x18\x01 \x01(\x03R\aminTime\x12\x19\n" +
 	"\bmax_time\x18\x02 \x01(\x03R\amaxTime\x120\n" +
@@ -1321,49 +1333,51 @@ var file_pkg_store_storepb_rpc_proto_goTypes = []any{
 	(*LabelValuesRequest)(nil),    // 13: thanos.LabelValuesRequest
 	(*LabelValuesResponse)(nil),   // 14: thanos.LabelValuesResponse
 	(*prompb.TimeSeries)(nil),     // 15: prometheus_copy.TimeSeries
-	(*LabelMatcher)(nil),          // 16: thanos.LabelMatcher
-	(PartialResponseStrategy)(0),  // 17: thanos.PartialResponseStrategy
-	(*anypb.Any)(nil),             // 18: google.protobuf.Any
-	(*Series)(nil),                // 19: thanos.Series
-	(*SeriesBatch)(nil),           // 20: thanos.SeriesBatch
+	(*prompb.MetricMetadata)(nil), // 16: prometheus_copy.MetricMetadata
+	(*LabelMatcher)(nil),          // 17: thanos.LabelMatcher
+	(PartialResponseStrategy)(0),  // 18: thanos.PartialResponseStrategy
+	(*anypb.Any)(nil),             // 19: google.protobuf.Any
+	(*Series)(nil),                // 20: thanos.Series
+	(*SeriesBatch)(nil),           // 21: thanos.SeriesBatch
 }
 var file_pkg_store_storepb_rpc_proto_depIdxs = []int32{
 	15, // 0: thanos.WriteRequest.timeseries:type_name -> prometheus_copy.TimeSeries
 	9,  // 1: thanos.WriteRequest.timeseriesTenantData:type_name -> thanos.TimeSeriesTenantTuple
-	16, // 2: thanos.SeriesRequest.matchers:type_name -> thanos.LabelMatcher
-	0,  // 3: thanos.SeriesRequest.aggregates:type_name -> thanos.Aggr
-	17, // 4: thanos.SeriesRequest.partial_response_strategy:type_name -> thanos.PartialResponseStrategy
-	18, // 5: thanos.SeriesRequest.hints:type_name -> google.protobuf.Any
-	4,  // 6: thanos.SeriesRequest.query_hints:type_name -> thanos.QueryHints
-	5,  // 7: thanos.SeriesRequest.shard_info:type_name -> thanos.ShardInfo
-	6,  // 8: thanos.QueryHints.func:type_name -> thanos.Func
-	7,  // 9: thanos.QueryHints.grouping:type_name -> thanos.Grouping
-	8,  // 10: thanos.QueryHints.range:type_name -> thanos.Range
-	15, // 11: thanos.TimeSeriesTenantTuple.timeseries:type_name -> prometheus_copy.TimeSeries
-	19, // 12: thanos.SeriesResponse.series:type_name -> thanos.Series
-	18, // 13: thanos.SeriesResponse.hints:type_name -> google.protobuf.Any
-	20, // 14: thanos.SeriesResponse.batch:type_name -> thanos.SeriesBatch
-	17, // 15: thanos.LabelNamesRequest.partial_response_strategy:type_name -> thanos.PartialResponseStrategy
-	18, // 16: thanos.LabelNamesRequest.hints:type_name -> google.protobuf.Any
-	16, // 17: thanos.LabelNamesRequest.matchers:type_name -> thanos.LabelMatcher
-	18, // 18: thanos.LabelNamesResponse.hints:type_name -> google.protobuf.Any
-	17, // 19: thanos.LabelValuesRequest.partial_response_strategy:type_name -> thanos.PartialResponseStrategy
-	18, // 20: thanos.LabelValuesRequest.hints:type_name -> google.protobuf.Any
-	16, // 21: thanos.LabelValuesRequest.matchers:type_name -> thanos.LabelMatcher
-	18, // 22: thanos.LabelValuesResponse.hints:type_name -> google.protobuf.Any
-	3,  // 23: thanos.Store.Series:input_type -> thanos.SeriesRequest
-	11, // 24: thanos.Store.LabelNames:input_type -> thanos.LabelNamesRequest
-	13, // 25: thanos.Store.LabelValues:input_type -> thanos.LabelValuesRequest
-	2,  // 26: thanos.WriteableStore.RemoteWrite:input_type -> thanos.WriteRequest
-	10, // 27: thanos.Store.Series:output_type -> thanos.SeriesResponse
-	12, // 28: thanos.Store.LabelNames:output_type -> thanos.LabelNamesResponse
-	14, // 29: thanos.Store.LabelValues:output_type -> thanos.LabelValuesResponse
-	1,  // 30: thanos.WriteableStore.RemoteWrite:output_type -> thanos.WriteResponse
-	27, // [27:31] is the sub-list for method output_type
-	23, // [23:27] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	16, // 2: thanos.WriteRequest.metadata:type_name -> prometheus_copy.MetricMetadata
+	17, // 3: thanos.SeriesRequest.matchers:type_name -> thanos.LabelMatcher
+	0,  // 4: thanos.SeriesRequest.aggregates:type_name -> thanos.Aggr
+	18, // 5: thanos.SeriesRequest.partial_response_strategy:type_name -> thanos.PartialResponseStrategy
+	19, // 6: thanos.SeriesRequest.hints:type_name -> google.protobuf.Any
+	4,  // 7: thanos.SeriesRequest.query_hints:type_name -> thanos.QueryHints
+	5,  // 8: thanos.SeriesRequest.shard_info:type_name -> thanos.ShardInfo
+	6,  // 9: thanos.QueryHints.func:type_name -> thanos.Func
+	7,  // 10: thanos.QueryHints.grouping:type_name -> thanos.Grouping
+	8,  // 11: thanos.QueryHints.range:type_name -> thanos.Range
+	15, // 12: thanos.TimeSeriesTenantTuple.timeseries:type_name -> prometheus_copy.TimeSeries
+	20, // 13: thanos.SeriesResponse.series:type_name -> thanos.Series
+	19, // 14: thanos.SeriesResponse.hints:type_name -> google.protobuf.Any
+	21, // 15: thanos.SeriesResponse.batch:type_name -> thanos.SeriesBatch
+	18, // 16: thanos.LabelNamesRequest.partial_response_strategy:type_name -> thanos.PartialResponseStrategy
+	19, // 17: thanos.LabelNamesRequest.hints:type_name -> google.protobuf.Any
+	17, // 18: thanos.LabelNamesRequest.matchers:type_name -> thanos.LabelMatcher
+	19, // 19: thanos.LabelNamesResponse.hints:type_name -> google.protobuf.Any
+	18, // 20: thanos.LabelValuesRequest.partial_response_strategy:type_name -> thanos.PartialResponseStrategy
+	19, // 21: thanos.LabelValuesRequest.hints:type_name -> google.protobuf.Any
+	17, // 22: thanos.LabelValuesRequest.matchers:type_name -> thanos.LabelMatcher
+	19, // 23: thanos.LabelValuesResponse.hints:type_name -> google.protobuf.Any
+	3,  // 24: thanos.Store.Series:input_type -> thanos.SeriesRequest
+	11, // 25: thanos.Store.LabelNames:input_type -> thanos.LabelNamesRequest
+	13, // 26: thanos.Store.LabelValues:input_type -> thanos.LabelValuesRequest
+	2,  // 27: thanos.WriteableStore.RemoteWrite:input_type -> thanos.WriteRequest
+	10, // 28: thanos.Store.Series:output_type -> thanos.SeriesResponse
+	12, // 29: thanos.Store.LabelNames:output_type -> thanos.LabelNamesResponse
+	14, // 30: thanos.Store.LabelValues:output_type -> thanos.LabelValuesResponse
+	1,  // 31: thanos.WriteableStore.RemoteWrite:output_type -> thanos.WriteResponse
+	28, // [28:32] is the sub-list for method output_type
+	24, // [24:28] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_pkg_store_storepb_rpc_proto_init() }

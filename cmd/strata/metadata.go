@@ -1,0 +1,92 @@
+package main
+
+import (
+	"context"
+	"sync"
+
+	"github.com/efficientgo/core/errors"
+	dskitring "github.com/grafana/dskit/ring"
+	"github.com/oklog/run"
+	"google.golang.org/grpc"
+
+	"github.com/stratametrics/strata/pkg/query"
+	"github.com/stratametrics/strata/pkg/ring"
+	"github.com/stratametrics/strata/pkg/store"
+	"github.com/stratametrics/strata/pkg/store/infopb"
+	"github.com/stratametrics/strata/pkg/store/metadatapb"
+)
+
+// newMetadataQuerier returns the querier of the metric metadata the ring's ingesters hold: each asked over its
+// thanos.Metadata gRPC service, or directly for an ingester of this process (strata all).
+func newMetadataQuerier(g *run.Group, r *ingesterRing, rfg ring.Config) *query.MetadataQuerier {
+	if r == nil {
+		return nil
+	}
+	replicas := func() (query.MetadataReplicas, error) {
+		rs, err := r.client.GetAllHealthy(dskitring.Read)
+		if errors.Is(err, dskitring.ErrEmptyRing) {
+			return query.MetadataReplicas{}, nil
+		}
+		if err != nil {
+			return query.MetadataReplicas{}, err
+		}
+		// A write was acknowledged by a quorum of its min(RF, ingesters) owners: a read is complete while fewer
+		// than the rest failed (or, with zones, the failures are in that few zones).
+		n := r.client.InstancesCount()
+		rf := min(rfg.ReplicationFactor, n)
+		tolerated := rf - (rf/2 + 1)
+		out := query.MetadataReplicas{MaxErrors: tolerated, Unhealthy: n - len(rs.Instances)}
+		if rfg.ZoneAwarenessEnabled {
+			out.MaxUnavailableZones = tolerated
+		}
+		for _, inst := range rs.Instances {
+			out.Addrs = append(out.Addrs, inst.Addr)
+			out.Zones = append(out.Zones, inst.Zone)
+		}
+		return out, nil
+	}
+	var (
+		mtx   sync.Mutex
+		conns = map[string]*grpc.ClientConn{}
+	)
+	dial := func(addr string) (query.MetadataReader, error) {
+		if ing, ok := r.local[addr]; ok {
+			return ing, nil
+		}
+		mtx.Lock()
+		defer mtx.Unlock()
+		c, ok := conns[addr]
+		if !ok {
+			var err error
+			if c, err = grpc.NewClient(addr, store.DialOptions()...); err != nil {
+				return nil, errors.Wrapf(err, "dial ingester %s", addr)
+			}
+			conns[addr] = c
+		}
+		return query.GRPCMetadataReader(metadatapb.NewMetadataClient(c)), nil
+	}
+	addContextActor(g, func(ctx context.Context) error {
+		<-ctx.Done()
+		mtx.Lock()
+		defer mtx.Unlock()
+		for addr, c := range conns {
+			_ = c.Close()
+			delete(conns, addr)
+		}
+		return nil
+	})
+	return query.NewMetadataQuerier(replicas, dial)
+}
+
+// metadataInfo is an Info server that also announces the thanos.Metadata API, so that a Thanos querier pointed
+// at the component asks it for metric metadata.
+type metadataInfo struct{ infopb.InfoServer }
+
+func (m metadataInfo) Info(ctx context.Context, req *infopb.InfoRequest) (*infopb.InfoResponse, error) {
+	resp, err := m.InfoServer.Info(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	resp.MetricMetadata = &infopb.MetricMetadataInfo{}
+	return resp, nil
+}
