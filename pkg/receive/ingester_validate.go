@@ -153,9 +153,9 @@ func (i *Ingester) RemoteWrite(ctx context.Context, req *storepb.WriteRequest) (
 	sent := len(req.Timeseries)
 	valid, invalid := i.validateForwarded(tenant, req.Timeseries)
 	req.Timeseries = valid
-	// A request whose every series was refused appends nothing (and opens no TSDB); one without series may carry
-	// something else for Push (metric metadata).
-	if len(valid) > 0 || sent == 0 {
+	// A request whose every series was refused appends nothing (and opens no TSDB) but may still carry metric
+	// metadata for Push, as may one without series.
+	if len(valid) > 0 || sent == 0 || len(req.GetMetadata()) > 0 {
 		// The validation error comes first in the request; a failure to append that is not the client's (a
 		// commit error, shutting down) says more and is answered instead.
 		var te *tenancy.Error

@@ -133,3 +133,22 @@ func TestIngesterAncientSampleDoesNotPoisonHead(t *testing.T) {
 		})
 	}
 }
+
+// A forwarded write whose every series is refused still stores the metric metadata it carries (metadata never
+// fails with the write, as in Mimir), and answers the series' error.
+func TestIngesterRemoteWriteKeepsMetadataOfRefusedSeries(t *testing.T) {
+	now := time.Unix(1_750_000_000, 0)
+	ing := newTestIngester(t, t.TempDir(), nil, prometheus.NewRegistry(), WithIngesterClock(func() time.Time { return now }))
+	defer ing.Close()
+	req := &storepb.WriteRequest{
+		Tenant:     "a",
+		Timeseries: []*prompb.TimeSeries{ts(series("m"), now.Add(100*365*24*time.Hour).UnixMilli())},
+		Metadata:   []*prompb.MetricMetadata{md(prompb.MetricMetadata_GAUGE, "m", "help of m", "")},
+	}
+	_, err := ing.RemoteWrite(context.Background(), req)
+	testutil.Equals(t, codes.InvalidArgument, status.Code(err), "error: %v", err)
+	got := ing.metadata.read([]string{"a"}, "", 0)
+	testutil.Equals(t, 1, len(got["m"]), "metadata of family m: %v", got)
+	testutil.Equals(t, "help of m", got["m"][0].GetHelp())
+	testutil.Equals(t, 0, len(ing.Tenants()), "no TSDB opened for a write whose every series was refused")
+}
