@@ -20,7 +20,8 @@ const (
 	ReasonLabelInvalid = "label_invalid"
 	// ReasonDuplicateLabelNames: the series names one label twice.
 	ReasonDuplicateLabelNames = "duplicate_label_names"
-	// ReasonLabelsNotSorted: the series' labels are not sorted by name.
+	// ReasonLabelsNotSorted: the series' labels are not sorted by name. Not reported any more: the validator
+	// sorts such labels, as Mimir's distributor does (kept for dashboards that name it).
 	ReasonLabelsNotSorted = "labels_not_sorted"
 	// ReasonMaxLabelNamesPerSeries: the series has more labels than max_label_names_per_series.
 	ReasonMaxLabelNamesPerSeries = "max_label_names_per_series"
