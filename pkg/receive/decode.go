@@ -103,12 +103,23 @@ func newSnappyBodyReader(maxSize int) *snappyBodyReader {
 // read returns the decompressed body of r and the size of the body as received. Both the body (at most
 // maxSize bytes) and its decompressed length (read from the snappy header before decompressing, so a small
 // "decompression bomb" is refused without allocating) are checked against maxSize: over it, the error wraps
-// errBodyTooLarge. The decoded bytes live in a pooled buffer: call release once nothing refers to them.
-func (s *snappyBodyReader) read(r *http.Request) (decoded []byte, receivedSize int, release func(), err error) {
+// errBodyTooLarge. reserve (nil: none) is told the bytes the request will hold before they are allocated: the
+// body's Content-Length before reading it (its length once read when it has none), the decompressed length
+// before decompressing; its error is returned as is. The decoded bytes live in a pooled buffer: call release
+// once nothing refers to them.
+func (s *snappyBodyReader) read(r *http.Request, reserve func(int) error) (decoded []byte, receivedSize int, release func(), err error) {
 	release = func() {}
+	if reserve == nil {
+		reserve = func(int) error { return nil }
+	}
 	if r.ContentLength > int64(s.maxSize) {
 		return nil, int(min(r.ContentLength, math.MaxInt32)), release, errors.Wrapf(errBodyTooLarge,
 			"request body of %d bytes exceeds the limit of %d bytes (max_recv_msg_size)", r.ContentLength, s.maxSize)
+	}
+	if r.ContentLength > 0 {
+		if err := reserve(int(r.ContentLength)); err != nil {
+			return nil, int(r.ContentLength), release, err
+		}
 	}
 	buf := s.compressed.Get().(*bytes.Buffer)
 	defer s.compressed.Put(buf)
@@ -124,6 +135,11 @@ func (s *snappyBodyReader) read(r *http.Request) (decoded []byte, receivedSize i
 		return nil, len(body), release, errors.Wrapf(errBodyTooLarge,
 			"request body exceeds the limit of %d bytes (max_recv_msg_size)", s.maxSize)
 	}
+	if r.ContentLength <= 0 {
+		if err := reserve(len(body)); err != nil {
+			return nil, len(body), release, err
+		}
+	}
 
 	n, err := snappy.DecodedLen(body)
 	if err != nil {
@@ -132,6 +148,9 @@ func (s *snappyBodyReader) read(r *http.Request) (decoded []byte, receivedSize i
 	if n > s.maxSize {
 		return nil, len(body), release, errors.Wrapf(errBodyTooLarge,
 			"decompressed request body of %d bytes exceeds the limit of %d bytes (max_recv_msg_size)", n, s.maxSize)
+	}
+	if err := reserve(n); err != nil {
+		return nil, len(body), release, err
 	}
 	dst := s.decoded.Get().(*[]byte)
 	if cap(*dst) < n {
@@ -150,11 +169,16 @@ func (s *snappyBodyReader) read(r *http.Request) (decoded []byte, receivedSize i
 // Memory: the result shares nothing with buf (which may be reused at once). Its messages are carved out of a
 // few large per-request allocations, and strings are substrings of copies of 4 KiB windows of buf (v1) or the
 // request's symbols (v2), so a kept string holds on to little, a kept message to a whole slab.
-func decodeWrite(p writeProto, buf []byte) ([]*prompb.TimeSeries, error) {
+//
+// Before allocating anything it counts what buf holds and refuses (errDecodeTooExpensive) a body whose
+// decoding would take more memory than its size justifies (see maxDecodeRatioV1), and a body that looks like
+// the other protocol (errWrongProtocol); then it passes the estimated memory to reserve (nil: none), whose
+// error it returns as is.
+func decodeWrite(p writeProto, buf []byte, reserve func(int) error) ([]*prompb.TimeSeries, error) {
 	if p == writeV2 {
-		return decodeWriteV2(buf)
+		return decodeWriteV2(buf, reserve)
 	}
-	return decodeWriteV1(buf)
+	return decodeWriteV1(buf, reserve)
 }
 
 // errCodeFieldNumber is protowire's error code for an invalid field number (protowire.ParseError reads it).
@@ -183,9 +207,20 @@ func wireError(n int, what string) error {
 // the StoreAPI write path does not carry (metadata is checked, then dropped). It is hand-written because
 // proto.Unmarshal allocates three times per label (message, name, value), several µs per sample on a typical
 // request; here a first pass counts the series, labels and samples, and the second fills a handful of slabs.
-func decodeWriteV1(buf []byte) ([]*prompb.TimeSeries, error) {
+func decodeWriteV1(buf []byte, reserve func(int) error) ([]*prompb.TimeSeries, error) {
 	c, err := countWriteV1(buf)
 	if err != nil {
+		return nil, err
+	}
+	if c.series == 0 && c.v2Fields {
+		return nil, errors.Wrapf(errWrongProtocol, "decode remote write 1.0 request: the body has no 1.0 timeseries (field 1) but "+
+			"has remote write 2.0's symbols or timeseries (fields 4, 5): it looks like a 2.0 request sent with Content-Type %s; "+
+			"2.0 requests need Content-Type %s", contentTypeProtobuf, contentTypeV2)
+	}
+	cost := decodeCost{series: c.series, labels: c.labels, samples: c.samples, exemplars: c.exemplars,
+		exemplarLabels: c.exemplarLabels, histograms: c.histograms, spans: c.spans, histElems: c.histElems,
+		stringBytes: len(buf)}
+	if err := cost.admit(writeV1, len(buf), reserve); err != nil {
 		return nil, err
 	}
 	d := v1Decoder{
@@ -252,13 +287,24 @@ func decodeWriteV1(buf []byte) ([]*prompb.TimeSeries, error) {
 }
 
 // v1Counts are what the first pass over a WriteRequest finds.
-type v1Counts struct{ series, labels, samples int }
+type v1Counts struct {
+	series, labels, samples   int
+	exemplars, exemplarLabels int
+	histograms, spans         int
+	histElems                 int
+	v2Fields                  bool // a length-delimited field 4 or 5: 2.0's symbols or timeseries
+}
 
-// countWriteV1 counts series, and labels and samples in series, and checks the framing of every field on the
-// way. It counts exactly the fields the second pass decodes: field 1 of the request and fields 1 and 2 of a
-// series, each length-delimited (any other wire type makes a field unknown, as in proto.Unmarshal).
+// countWriteV1 counts series, and labels, samples, exemplars (and their labels) and histograms (and their
+// spans and values) in series, and checks the framing of every field on the way. It counts exactly the fields
+// the second pass decodes: field 1 of the request and fields 1 to 4 of a series, each length-delimited (any
+// other wire type makes a field unknown, as in proto.Unmarshal).
 func countWriteV1(b []byte) (v1Counts, error) {
 	var c v1Counts
+	var cost decodeCost // for the exemplars' and histograms' contents
+	defer func() {
+		c.exemplarLabels, c.spans, c.histElems = cost.exemplarLabels, cost.spans, cost.histElems
+	}()
 	for len(b) > 0 {
 		num, typ, n := consumeTag(b)
 		if n < 0 {
@@ -266,6 +312,9 @@ func countWriteV1(b []byte) (v1Counts, error) {
 		}
 		b = b[n:]
 		if num != 1 || typ != protowire.BytesType {
+			if (num == 4 || num == 5) && typ == protowire.BytesType {
+				c.v2Fields = true
+			}
 			n := protowire.ConsumeFieldValue(num, typ, b)
 			if n < 0 {
 				return c, wireError(n, "remote write 1.0 request")
@@ -295,17 +344,31 @@ func countWriteV1(b []byte) (v1Counts, error) {
 				return c, wireError(n, "remote write 1.0 timeseries")
 			}
 			ts = ts[n:]
-			n = protowire.ConsumeFieldValue(num, typ, ts)
+			if typ != protowire.BytesType {
+				n = protowire.ConsumeFieldValue(num, typ, ts)
+				if n < 0 {
+					return c, wireError(n, "remote write 1.0 timeseries")
+				}
+				ts = ts[n:]
+				continue
+			}
+			v, n := protowire.ConsumeBytes(ts)
 			if n < 0 {
 				return c, wireError(n, "remote write 1.0 timeseries")
 			}
 			ts = ts[n:]
-			if typ == protowire.BytesType {
+			{
 				switch num {
 				case 1:
 					c.labels++
 				case 2:
 					c.samples++
+				case 3:
+					c.exemplars++
+					countExemplarV1(&cost, v)
+				case 4:
+					c.histograms++
+					countHistogram(&cost, v, false)
 				}
 			}
 		}
@@ -722,9 +785,15 @@ func checkMetadataV1(b []byte) error {
 	return nil
 }
 
-// decodeWriteV2 decodes an io.prometheus.write.v2.Request (remote write 2.0) with Prometheus's own generated
-// code and resolves its symbols into prometheus_copy series: labels, float samples, native histograms (integer
-// and float) and exemplars.
+// decodeWriteV2 decodes an io.prometheus.write.v2.Request (remote write 2.0) and resolves its symbols into
+// prometheus_copy series: labels, float samples, native histograms (integer and float) and exemplars.
+//
+// It reads the request as Prometheus's generated code (writev2.Request.Unmarshal) does and accepts the same
+// bodies (FuzzDecodeV2 holds it to that), but in three passes that allocate only what the body justifies:
+// the first counts symbols, series and their entries without allocating, and the request is refused when
+// decoding it would cost more than maxDecodeRatioV2 (a 2-byte empty series is a 136-byte message); the second
+// copies the symbols; the third decodes one series at a time with Prometheus's writev2.TimeSeries.Unmarshal
+// into slabs sized by the first pass (no whole []writev2.TimeSeries is ever built).
 //
 // Start timestamps are accepted in both layouts the 2.0 proto has had: the current per-sample
 // Sample.start_timestamp (3) / Histogram.start_timestamp (17), and the earlier TimeSeries.created_timestamp (6,
@@ -734,64 +803,93 @@ func checkMetadataV1(b []byte) error {
 //
 // The whole request is refused (400) when a symbol is not valid UTF-8 or a reference is out of range or
 // unpaired: those are malformed requests, not invalid series.
-func decodeWriteV2(buf []byte) ([]*prompb.TimeSeries, error) {
-	var req writev2.Request
-	if err := req.Unmarshal(buf); err != nil {
-		return nil, errors.Wrap(err, "decode remote write 2.0 request")
+func decodeWriteV2(buf []byte, reserve func(int) error) ([]*prompb.TimeSeries, error) {
+	c, v1Fields, err := countWriteV2(buf)
+	if err != nil {
+		return nil, err
 	}
-	syms := req.Symbols
-	for i, s := range syms {
-		if !utf8.ValidString(s) {
-			return nil, errors.Newf("decode remote write 2.0 request: symbol %d is not valid UTF-8", i)
-		}
+	if c.series == 0 && v1Fields {
+		return nil, errors.Wrapf(errWrongProtocol, "decode remote write 2.0 request: the body has no 2.0 timeseries (field 5) but "+
+			"has remote write 1.0's timeseries or metadata (fields 1, 3): it looks like a 1.0 request sent with Content-Type %s; "+
+			"1.0 requests need Content-Type %s (without a proto parameter, or proto=%s)", contentTypeV2, contentTypeProtobuf, protoMessageV1)
 	}
-	nLabels, nSamples := 0, 0
-	for i := range req.Timeseries {
-		ts := &req.Timeseries[i]
-		if len(ts.LabelsRefs)%2 != 0 {
-			return nil, errors.Newf("decode remote write 2.0 request: timeseries %d has an odd number of label references (%d)", i, len(ts.LabelsRefs))
+	if err := c.admit(writeV2, len(buf), reserve); err != nil {
+		return nil, err
+	}
+
+	// Symbols. The first pass checked the framing of every top-level field.
+	syms := make([]string, 0, c.symbols)
+	for b := buf; len(b) > 0; {
+		num, typ, v, n := nextField(b, true)
+		if n <= 0 {
+			return nil, errors.New("decode remote write 2.0 request: framing changed between passes")
 		}
-		nLabels += len(ts.LabelsRefs) / 2
-		nSamples += len(ts.Samples)
+		b = b[n:]
+		if num == 4 && typ == protowire.BytesType {
+			if !utf8.Valid(v) {
+				return nil, errors.Newf("decode remote write 2.0 request: symbol %d is not valid UTF-8", len(syms))
+			}
+			syms = append(syms, string(v))
+		}
 	}
 
 	var (
-		series     = make([]prompb.TimeSeries, len(req.Timeseries))
-		out        = make([]*prompb.TimeSeries, len(req.Timeseries))
-		labels     = make([]labelpb.Label, nLabels)
-		labelPtrs  = make([]*labelpb.Label, nLabels)
-		samples    = make([]prompb.Sample, nSamples)
-		samplePtrs = make([]*prompb.Sample, nSamples)
+		series     = make([]prompb.TimeSeries, c.series)
+		out        = make([]*prompb.TimeSeries, 0, c.series)
+		labels     = make([]labelpb.Label, c.labels)
+		labelPtrs  = make([]*labelpb.Label, c.labels)
+		samples    = make([]prompb.Sample, c.samples)
+		samplePtrs = make([]*prompb.Sample, c.samples)
+		in         writev2.TimeSeries
 	)
-	for i := range req.Timeseries {
-		in, ts := &req.Timeseries[i], &series[i]
-		out[i] = ts
-
-		n := len(in.LabelsRefs) / 2
-		ls := labelPtrs[:n:n]
-		labelPtrs = labelPtrs[n:]
-		for j := range ls {
-			l := &labels[j]
-			var err error
-			if l.Name, l.Value, err = resolveLabelRefs(syms, in.LabelsRefs, 2*j); err != nil {
-				return nil, errors.Wrapf(err, "decode remote write 2.0 request: timeseries %d", i)
-			}
-			ls[j] = l
+	for b := buf; len(b) > 0; {
+		num, typ, v, n := nextField(b, true)
+		if n <= 0 {
+			return nil, errors.New("decode remote write 2.0 request: framing changed between passes")
 		}
-		labels = labels[n:]
+		b = b[n:]
+		if num != 5 || typ != protowire.BytesType {
+			continue
+		}
+		i := len(out)
+		if i == len(series) {
+			return nil, errors.New("decode remote write 2.0 request: series count changed between passes")
+		}
+		in = writev2.TimeSeries{}
+		if err := in.Unmarshal(v); err != nil {
+			return nil, errors.Wrapf(err, "decode remote write 2.0 request: timeseries %d", i)
+		}
+		ts := &series[i]
+		out = append(out, ts)
+		if len(in.LabelsRefs)%2 != 0 {
+			return nil, errors.Newf("decode remote write 2.0 request: timeseries %d has an odd number of label references (%d)", i, len(in.LabelsRefs))
+		}
+		n = len(in.LabelsRefs) / 2
+		if n > len(labels) || len(in.Samples) > len(samples) {
+			return nil, errors.New("decode remote write 2.0 request: label or sample count changed between passes")
+		}
 		if n > 0 {
+			ls := labelPtrs[:n:n]
+			for j := range ls {
+				l := &labels[j]
+				var err error
+				if l.Name, l.Value, err = resolveLabelRefs(syms, in.LabelsRefs, 2*j); err != nil {
+					return nil, errors.Wrapf(err, "decode remote write 2.0 request: timeseries %d", i)
+				}
+				ls[j] = l
+			}
+			labels, labelPtrs = labels[n:], labelPtrs[n:]
 			ts.Labels = ls
 		}
 
 		if n := len(in.Samples); n > 0 {
 			ss := samplePtrs[:n:n]
-			samplePtrs = samplePtrs[n:]
 			for j := range in.Samples {
 				s := &samples[j]
 				s.Value, s.Timestamp = in.Samples[j].Value, in.Samples[j].Timestamp
 				ss[j] = s
 			}
-			samples = samples[n:]
+			samples, samplePtrs = samples[n:], samplePtrs[n:]
 			ts.Samples = ss
 		}
 
@@ -814,6 +912,114 @@ func decodeWriteV2(buf []byte) ([]*prompb.TimeSeries, error) {
 		}
 	}
 	return out, nil
+}
+
+// countWriteV2 is decodeWriteV2's first pass: it checks the framing of the request and of each series as
+// Prometheus's generated code does (it refuses what writev2.Request.Unmarshal refuses at those two levels, and
+// the third pass what it refuses inside series), and counts symbols, series and their entries. v1Fields: the
+// request has length-delimited fields 1 or 3, 1.0's timeseries and metadata (reserved in 2.0).
+func countWriteV2(buf []byte) (c decodeCost, v1Fields bool, err error) {
+	for b := buf; len(b) > 0; {
+		num, typ, n := gogoTag(b)
+		if n <= 0 {
+			return c, false, errors.New("decode remote write 2.0 request: invalid field tag")
+		}
+		switch num {
+		case 4, 5:
+			if typ != protowire.BytesType {
+				return c, false, errors.Newf("decode remote write 2.0 request: wrong wire type %d for field %d", typ, num)
+			}
+			v, m := gogoBytes(b[n:])
+			if m <= 0 {
+				return c, false, errors.Newf("decode remote write 2.0 request: field %d: invalid or truncated length", num)
+			}
+			b = b[n+m:]
+			if num == 4 {
+				c.symbols++
+				c.stringBytes += len(v)
+				continue
+			}
+			if err := countSeriesV2(&c, v); err != nil {
+				return c, false, errors.Wrapf(err, "decode remote write 2.0 request: timeseries %d", c.series)
+			}
+			c.series++
+		default:
+			if (num == 1 || num == 3) && typ == protowire.BytesType {
+				v1Fields = true
+			}
+			m := gogoSkip(b)
+			if m <= 0 {
+				return c, false, errors.Newf("decode remote write 2.0 request: field %d: invalid or truncated value", num)
+			}
+			b = b[m:]
+		}
+	}
+	return c, v1Fields, nil
+}
+
+// countSeriesV2 counts one 2.0 TimeSeries' labels, samples, histograms and exemplars into c, checking the
+// framing of its fields as writev2.TimeSeries.Unmarshal does.
+func countSeriesV2(c *decodeCost, b []byte) error {
+	refs := 0
+	for len(b) > 0 {
+		num, typ, n := gogoTag(b)
+		if n <= 0 {
+			return errors.New("invalid field tag")
+		}
+		switch num {
+		case 1:
+			switch typ {
+			case protowire.VarintType:
+				_, m := gogoVarint(b[n:])
+				if m <= 0 {
+					return errors.New("label references: invalid varint")
+				}
+				refs++
+				b = b[n+m:]
+			case protowire.BytesType:
+				v, m := gogoBytes(b[n:])
+				if m <= 0 {
+					return errors.New("label references: invalid or truncated length")
+				}
+				refs += countPacked(v)
+				b = b[n+m:]
+			default:
+				return errors.Newf("wrong wire type %d for label references", typ)
+			}
+		case 2, 3, 4, 5:
+			if typ != protowire.BytesType {
+				return errors.Newf("wrong wire type %d for field %d", typ, num)
+			}
+			v, m := gogoBytes(b[n:])
+			if m <= 0 {
+				return errors.Newf("field %d: invalid or truncated length", num)
+			}
+			b = b[n+m:]
+			switch num {
+			case 2:
+				c.samples++
+				c.seriesSamples++
+			case 3:
+				c.histograms++
+				c.seriesHists++
+				countHistogram(c, v, true)
+			case 4:
+				c.exemplars++
+				c.seriesExemplars++
+				countExemplarV2(c, v)
+			}
+		default:
+			m := gogoSkip(b)
+			if m <= 0 {
+				return errors.Newf("field %d: invalid or truncated value", num)
+			}
+			b = b[m:]
+		}
+	}
+	c.labels += refs / 2
+	c.seriesRefs = refs
+	c.endSeriesV2()
+	return nil
 }
 
 // resolveLabelRefs returns the label at refs[i], refs[i+1].

@@ -5,8 +5,10 @@ import (
 	"math/rand"
 	"net/http"
 	"strconv"
+	"strings"
 	"testing"
 
+	"github.com/efficientgo/core/errors"
 	"github.com/efficientgo/core/testutil"
 	gogoproto "github.com/gogo/protobuf/proto"
 	"github.com/klauspost/compress/snappy"
@@ -202,7 +204,13 @@ func checkDecodeV1MatchesProto(t testing.TB, body []byte) {
 	t.Helper()
 	var want prompb.WriteRequest
 	wantErr := proto.UnmarshalOptions{DiscardUnknown: true}.Unmarshal(body, &want)
-	got, err := decodeWriteV1(body)
+	got, err := decodeWriteV1(body, nil)
+	if wantErr == nil && len(want.Timeseries) == 0 && errors.Is(err, errWrongProtocol) {
+		return // a 2.0 body: refused on purpose (TestWrongProtocol)
+	}
+	if wantErr == nil && errors.Is(err, errDecodeTooExpensive) {
+		return // refused on purpose (TestDecodeHostileBodies)
+	}
 	if wantErr != nil {
 		testutil.NotOk(t, err, "proto.Unmarshal refused the body (%v); decodeWriteV1 must too", wantErr)
 		return
@@ -219,7 +227,7 @@ func TestDecodeV1MatchesProtoUnmarshal(t *testing.T) {
 
 // TestDecodeV1Hand checks the hand-written corner cases against the values themselves, not only the oracle.
 func TestDecodeV1Hand(t *testing.T) {
-	got, err := decodeWriteV1(v1Corpus(t)["hand"])
+	got, err := decodeWriteV1(v1Corpus(t)["hand"], nil)
 	testutil.Ok(t, err)
 	testutil.Equals(t, 1, len(got))
 	s := got[0]
@@ -245,7 +253,7 @@ func TestDecodeV1SeriesDoNotShareSlices(t *testing.T) {
 		series1(1, "__name__", "a"), series1(2, "__name__", "b"),
 	}})
 	testutil.Ok(t, err)
-	got, err := decodeWriteV1(body)
+	got, err := decodeWriteV1(body, nil)
 	testutil.Ok(t, err)
 	got[0].Labels = append(got[0].Labels, &labelpb.Label{Name: "x", Value: "y"})
 	got[0].Samples = append(got[0].Samples, &prompb.Sample{Timestamp: 9})
@@ -325,7 +333,7 @@ func TestDecodeV2StartTimestampLayouts(t *testing.T) {
 	)
 	for name, body := range map[string][]byte{"created_timestamp (early layout)": created, "start_timestamp (current layout)": start} {
 		t.Run(name, func(t *testing.T) {
-			got, err := decodeWriteV2(body)
+			got, err := decodeWriteV2(body, nil)
 			testutil.Ok(t, err)
 			equalSeries(t, want, got) // start timestamps are dropped: the StoreAPI write path has no field for them
 
@@ -376,7 +384,7 @@ func TestDecodeV2Errors(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			b, err := tc.req.Marshal()
 			testutil.Ok(t, err)
-			_, err = decodeWriteV2(b)
+			_, err = decodeWriteV2(b, nil)
 			testutil.NotOk(t, err)
 			testutil.Equals(t, tc.msg, err.Error())
 
@@ -388,12 +396,31 @@ func TestDecodeV2Errors(t *testing.T) {
 	}
 }
 
-// TestDecodeV2AsV1: a 1.0 body sent as 2.0 decodes to nothing (the 2.0 Request reserves 1.0's field numbers for
-// exactly this), so it is answered 204 with 0 written, as Prometheus does.
-func TestDecodeV2AsV1(t *testing.T) {
+// TestWrongProtocol: a body sent with the other protocol's Content-Type decodes to nothing (2.0 reserves 1.0's
+// field numbers, 1.0 does not know 2.0's); it is refused with a 400 saying so rather than acknowledged with
+// nothing written.
+func TestWrongProtocol(t *testing.T) {
+	v1 := encodeV1(t, series1(testNowMs(), "__name__", "up"))
+	v2 := encodeV2(t, richRequestV2())
+	for _, tc := range []struct {
+		name, ct string
+		body     []byte
+		msg      string
+	}{
+		{name: "1.0 body as 2.0", ct: ctV2, body: v1, msg: "it looks like a 1.0 request sent with Content-Type application/x-protobuf;proto=io.prometheus.write.v2.Request"},
+		{name: "2.0 body as 1.0", ct: ctV1, body: v2, msg: "it looks like a 2.0 request sent with Content-Type application/x-protobuf"},
+		{name: "2.0 body as explicit 1.0", ct: "application/x-protobuf;proto=prometheus.WriteRequest", body: v2, msg: "it looks like a 2.0 request"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			env := newTestEnv(t, testLimits())
+			rec := env.do(t, tc.body, tc.ct)
+			testutil.Equals(t, http.StatusBadRequest, rec.Code, rec.Body.String())
+			testutil.Assert(t, strings.Contains(rec.Body.String(), tc.msg), rec.Body.String())
+			testutil.Equals(t, 0, env.pusher.calls())
+		})
+	}
+	// Each body with its own Content-Type is still fine.
 	env := newTestEnv(t, testLimits())
-	rec := env.do(t, encodeV1(t, series1(testNowMs(), "__name__", "up")), ctV2)
-	testutil.Equals(t, http.StatusNoContent, rec.Code)
-	testutil.Equals(t, "0", rec.Header().Get(headerSamplesWritten))
-	testutil.Equals(t, 0, env.pusher.calls())
+	testutil.Equals(t, http.StatusNoContent, env.do(t, v1, ctV1).Code)
+	testutil.Equals(t, http.StatusNoContent, env.do(t, v2, ctV2).Code)
 }
