@@ -12,6 +12,7 @@ import (
 
 	"github.com/efficientgo/core/errors"
 	"github.com/klauspost/compress/snappy"
+	"github.com/prometheus/common/model"
 	writev2 "github.com/prometheus/prometheus/prompb/io/prometheus/write/v2"
 	"google.golang.org/protobuf/encoding/protowire"
 
@@ -164,6 +165,51 @@ func (s *snappyBodyReader) read(r *http.Request, reserve func(int) error) (decod
 	return decoded, len(body), func() { s.decoded.Put(dst) }, nil
 }
 
+// decodeOptions are what the push handler tells the decoders, and what they tell it back.
+type decodeOptions struct {
+	// maxLabels is the tenant's max_label_names_per_series (0: none). When it is set, labels with an empty value
+	// are dropped while decoding (the validator would drop them), and of a series with more labels than that
+	// only the first maxLabels+1 are decoded (the rest are checked, not kept): the validator refuses it anyway,
+	// and so a series of a million labels costs what one of 31 does.
+	maxLabels int
+	// reserve, when not nil, is told the memory decoding will take before it is allocated; its error is
+	// returned as is.
+	reserve func(int) error
+
+	// truncated lists the series decoded with only some of their labels (output).
+	truncated []truncatedSeries
+}
+
+// truncatedSeries is a series of which only the first maxLabels+1 labels were decoded.
+type truncatedSeries struct {
+	ts     *prompb.TimeSeries
+	labels int // labels it has, empty values excluded
+}
+
+// labelsOf returns how many labels ts had if it was truncated.
+func (o *decodeOptions) labelsOf(ts *prompb.TimeSeries) (int, bool) {
+	for _, t := range o.truncated {
+		if t.ts == ts {
+			return t.labels, true
+		}
+	}
+	return 0, false
+}
+
+func (o *decodeOptions) maxKept() int {
+	if o == nil || o.maxLabels <= 0 {
+		return 0
+	}
+	return o.maxLabels + 1
+}
+
+func (o *decodeOptions) reserveFunc() func(int) error {
+	if o == nil {
+		return nil
+	}
+	return o.reserve
+}
+
 // decodeWrite decodes a decompressed remote write body of message p into Thanos's prometheus_copy series.
 //
 // Memory: the result shares nothing with buf (which may be reused at once). Its messages are carved out of a
@@ -173,12 +219,12 @@ func (s *snappyBodyReader) read(r *http.Request, reserve func(int) error) (decod
 // Before allocating anything it counts what buf holds and refuses (errDecodeTooExpensive) a body whose
 // decoding would take more memory than its size justifies (see maxDecodeRatioV1), and a body that looks like
 // the other protocol (errWrongProtocol); then it passes the estimated memory to reserve (nil: none), whose
-// error it returns as is.
-func decodeWrite(p writeProto, buf []byte, reserve func(int) error) ([]*prompb.TimeSeries, error) {
+// error it returns as is. o may be nil.
+func decodeWrite(p writeProto, buf []byte, o *decodeOptions) ([]*prompb.TimeSeries, error) {
 	if p == writeV2 {
-		return decodeWriteV2(buf, reserve)
+		return decodeWriteV2(buf, o)
 	}
-	return decodeWriteV1(buf, reserve)
+	return decodeWriteV1(buf, o)
 }
 
 // errCodeFieldNumber is protowire's error code for an invalid field number (protowire.ParseError reads it).
@@ -207,8 +253,8 @@ func wireError(n int, what string) error {
 // the StoreAPI write path does not carry (metadata is checked, then dropped). It is hand-written because
 // proto.Unmarshal allocates three times per label (message, name, value), several µs per sample on a typical
 // request; here a first pass counts the series, labels and samples, and the second fills a handful of slabs.
-func decodeWriteV1(buf []byte, reserve func(int) error) ([]*prompb.TimeSeries, error) {
-	c, err := countWriteV1(buf)
+func decodeWriteV1(buf []byte, o *decodeOptions) ([]*prompb.TimeSeries, error) {
+	c, err := countWriteV1(buf, o.maxKept())
 	if err != nil {
 		return nil, err
 	}
@@ -220,10 +266,11 @@ func decodeWriteV1(buf []byte, reserve func(int) error) ([]*prompb.TimeSeries, e
 	cost := decodeCost{series: c.series, labels: c.labels, samples: c.samples, exemplars: c.exemplars,
 		exemplarLabels: c.exemplarLabels, histograms: c.histograms, spans: c.spans, histElems: c.histElems,
 		stringBytes: len(buf)}
-	if err := cost.admit(writeV1, len(buf), reserve); err != nil {
+	if err := cost.admit(writeV1, len(buf), o.reserveFunc()); err != nil {
 		return nil, err
 	}
 	d := v1Decoder{
+		maxKept:    o.maxKept(),
 		labels:     make([]labelpb.Label, c.labels),
 		labelPtrs:  make([]*labelpb.Label, c.labels),
 		samples:    make([]prompb.Sample, c.samples),
@@ -262,8 +309,12 @@ func decodeWriteV1(buf []byte, reserve func(int) error) ([]*prompb.TimeSeries, e
 				win = string(buf[start:max(end, min(len(buf), start+stringWindow))])
 			}
 			ts := &series[len(out)]
-			if err := d.series(v, win[start-winStart:start-winStart+len(v)], ts); err != nil {
+			n, err := d.series(v, win[start-winStart:start-winStart+len(v)], ts)
+			if err != nil {
 				return nil, errors.Wrapf(err, "decode remote write 1.0 request: timeseries %d", len(out))
+			}
+			if d.maxKept > 0 && n > len(ts.Labels) {
+				o.truncated = append(o.truncated, truncatedSeries{ts: ts, labels: n})
 			}
 			out = append(out, ts)
 		case num == 3 && typ == protowire.BytesType:
@@ -299,7 +350,9 @@ type v1Counts struct {
 // spans and values) in series, and checks the framing of every field on the way. It counts exactly the fields
 // the second pass decodes: field 1 of the request and fields 1 to 4 of a series, each length-delimited (any
 // other wire type makes a field unknown, as in proto.Unmarshal).
-func countWriteV1(b []byte) (v1Counts, error) {
+//
+// maxKept > 0: a series counts for at most maxKept labels (decodeOptions.maxLabels).
+func countWriteV1(b []byte, maxKept int) (v1Counts, error) {
 	var c v1Counts
 	var cost decodeCost // for the exemplars' and histograms' contents
 	defer func() {
@@ -328,6 +381,7 @@ func countWriteV1(b []byte) (v1Counts, error) {
 		}
 		b = b[n:]
 		c.series++
+		labelsBefore := c.labels
 		for len(ts) > 0 {
 			// Fast path: a label (field 1) or sample (field 2) with a one-byte length.
 			if len(ts) >= 2 && (ts[0] == 0x0a || ts[0] == 0x12) && ts[1] < 0x80 && len(ts) >= 2+int(ts[1]) {
@@ -372,12 +426,16 @@ func countWriteV1(b []byte) (v1Counts, error) {
 				}
 			}
 		}
+		if maxKept > 0 && c.labels-labelsBefore > maxKept {
+			c.labels = labelsBefore + maxKept
+		}
 	}
 	return c, nil
 }
 
 // v1Decoder hands out labels and samples from the slabs sized by countWriteV1.
 type v1Decoder struct {
+	maxKept    int // decodeOptions.maxLabels+1, 0: keep all
 	labels     []labelpb.Label
 	labelPtrs  []*labelpb.Label
 	nextLabel  int
@@ -387,75 +445,97 @@ type v1Decoder struct {
 }
 
 // series decodes one prometheus.TimeSeries from b into ts; str holds the same bytes as b, as a string, so that
-// the series' strings are substrings of it.
-func (d *v1Decoder) series(b []byte, str string, ts *prompb.TimeSeries) error {
+// the series' strings are substrings of it. It returns how many labels the series has (with maxKept, those
+// with a value), which is more than len(ts.Labels) when it kept only maxKept.
+func (d *v1Decoder) series(b []byte, str string, ts *prompb.TimeSeries) (int, error) {
 	firstLabel, firstSample := d.nextLabel, d.nextSample
+	nLabels := 0
+	// label decodes one label into the next slot, or (beyond maxKept) only checks it.
+	label := func(b []byte, s string) error {
+		if d.maxKept > 0 && d.nextLabel-firstLabel == d.maxKept {
+			var l labelpb.Label
+			if err := decodeLabel(b, s, &l); err != nil {
+				return errors.Wrapf(err, "label %d", nLabels)
+			}
+			if l.Value != "" {
+				nLabels++
+				if l.Name == model.MetricNameLabel {
+					// Keep the metric name, so that the series is refused for its labels, not for having none.
+					*d.labelPtrs[d.nextLabel-1] = l
+				}
+			}
+			return nil
+		}
+		if d.nextLabel == len(d.labels) {
+			return errors.New("label count changed between passes")
+		}
+		l := &d.labels[d.nextLabel]
+		if err := decodeLabel(b, s, l); err != nil {
+			return errors.Wrapf(err, "label %d", nLabels)
+		}
+		if d.maxKept > 0 && l.Value == "" {
+			*l = labelpb.Label{} // dropped: the slot is reused
+			return nil
+		}
+		d.labelPtrs[d.nextLabel] = l
+		d.nextLabel++
+		nLabels++
+		return nil
+	}
 	for i := 0; i < len(b); {
 		// Fast path: a label with a one-byte length, the bulk of a request.
 		if b[i] == 0x0a && i+1 < len(b) && b[i+1] < 0x80 && i+2+int(b[i+1]) <= len(b) {
-			if d.nextLabel == len(d.labels) {
-				return errors.New("label count changed between passes")
-			}
 			start, end := i+2, i+2+int(b[i+1])
-			l := &d.labels[d.nextLabel]
-			if err := decodeLabel(b[start:end], str[start:end], l); err != nil {
-				return errors.Wrapf(err, "label %d", d.nextLabel-firstLabel)
+			if err := label(b[start:end], str[start:end]); err != nil {
+				return 0, err
 			}
-			d.labelPtrs[d.nextLabel] = l
-			d.nextLabel++
 			i = end
 			continue
 		}
 		num, typ, n := consumeTag(b[i:])
 		if n < 0 {
-			return wireError(n, "timeseries")
+			return 0, wireError(n, "timeseries")
 		}
 		i += n
 		if typ != protowire.BytesType || num < 1 || num > 4 {
 			n := protowire.ConsumeFieldValue(num, typ, b[i:])
 			if n < 0 {
-				return wireError(n, "timeseries")
+				return 0, wireError(n, "timeseries")
 			}
 			i += n
 			continue
 		}
 		v, n := protowire.ConsumeBytes(b[i:])
 		if n < 0 {
-			return wireError(n, "timeseries")
+			return 0, wireError(n, "timeseries")
 		}
 		start := i + n - len(v) // offset of v in b
 		i += n
 		switch num {
 		case 1:
-			if d.nextLabel == len(d.labels) {
-				return errors.New("label count changed between passes")
+			if err := label(v, str[start:start+len(v)]); err != nil {
+				return 0, err
 			}
-			l := &d.labels[d.nextLabel]
-			if err := decodeLabel(v, str[start:start+len(v)], l); err != nil {
-				return errors.Wrapf(err, "label %d", d.nextLabel-firstLabel)
-			}
-			d.labelPtrs[d.nextLabel] = l
-			d.nextLabel++
 		case 2:
 			if d.nextSample == len(d.samples) {
-				return errors.New("sample count changed between passes")
+				return 0, errors.New("sample count changed between passes")
 			}
 			s := &d.samples[d.nextSample]
 			if err := decodeSample(v, s); err != nil {
-				return errors.Wrapf(err, "sample %d", d.nextSample-firstSample)
+				return 0, errors.Wrapf(err, "sample %d", d.nextSample-firstSample)
 			}
 			d.samplePtrs[d.nextSample] = s
 			d.nextSample++
 		case 3:
 			e, err := decodeExemplar(v, str[start:start+len(v)])
 			if err != nil {
-				return errors.Wrapf(err, "exemplar %d", len(ts.Exemplars))
+				return 0, errors.Wrapf(err, "exemplar %d", len(ts.Exemplars))
 			}
 			ts.Exemplars = append(ts.Exemplars, e)
 		case 4:
 			h, err := decodeHistogram(v)
 			if err != nil {
-				return errors.Wrapf(err, "histogram %d", len(ts.Histograms))
+				return 0, errors.Wrapf(err, "histogram %d", len(ts.Histograms))
 			}
 			ts.Histograms = append(ts.Histograms, h)
 		}
@@ -467,7 +547,7 @@ func (d *v1Decoder) series(b []byte, str string, ts *prompb.TimeSeries) error {
 	if d.nextSample > firstSample {
 		ts.Samples = d.samplePtrs[firstSample:d.nextSample:d.nextSample]
 	}
-	return nil
+	return nLabels, nil
 }
 
 // decodeLabel decodes a thanos.Label from b; s holds the same bytes as b, as a string, so that name and value
@@ -803,8 +883,9 @@ func checkMetadataV1(b []byte) error {
 //
 // The whole request is refused (400) when a symbol is not valid UTF-8 or a reference is out of range or
 // unpaired: those are malformed requests, not invalid series.
-func decodeWriteV2(buf []byte, reserve func(int) error) ([]*prompb.TimeSeries, error) {
-	c, v1Fields, err := countWriteV2(buf)
+func decodeWriteV2(buf []byte, o *decodeOptions) ([]*prompb.TimeSeries, error) {
+	maxKept := o.maxKept()
+	c, v1Fields, err := countWriteV2(buf, maxKept)
 	if err != nil {
 		return nil, err
 	}
@@ -813,7 +894,7 @@ func decodeWriteV2(buf []byte, reserve func(int) error) ([]*prompb.TimeSeries, e
 			"has remote write 1.0's timeseries or metadata (fields 1, 3): it looks like a 1.0 request sent with Content-Type %s; "+
 			"1.0 requests need Content-Type %s (without a proto parameter, or proto=%s)", contentTypeV2, contentTypeProtobuf, protoMessageV1)
 	}
-	if err := c.admit(writeV2, len(buf), reserve); err != nil {
+	if err := c.admit(writeV2, len(buf), o.reserveFunc()); err != nil {
 		return nil, err
 	}
 
@@ -864,22 +945,40 @@ func decodeWriteV2(buf []byte, reserve func(int) error) ([]*prompb.TimeSeries, e
 		if len(in.LabelsRefs)%2 != 0 {
 			return nil, errors.Newf("decode remote write 2.0 request: timeseries %d has an odd number of label references (%d)", i, len(in.LabelsRefs))
 		}
-		n = len(in.LabelsRefs) / 2
-		if n > len(labels) || len(in.Samples) > len(samples) {
-			return nil, errors.New("decode remote write 2.0 request: label or sample count changed between passes")
+		if len(in.Samples) > len(samples) {
+			return nil, errors.New("decode remote write 2.0 request: sample count changed between passes")
 		}
-		if n > 0 {
-			ls := labelPtrs[:n:n]
-			for j := range ls {
-				l := &labels[j]
-				var err error
-				if l.Name, l.Value, err = resolveLabelRefs(syms, in.LabelsRefs, 2*j); err != nil {
-					return nil, errors.Wrapf(err, "decode remote write 2.0 request: timeseries %d", i)
-				}
-				ls[j] = l
+		kept, nLabels := 0, 0
+		for j := 0; j < len(in.LabelsRefs); j += 2 {
+			name, value, err := resolveLabelRefs(syms, in.LabelsRefs, j)
+			if err != nil {
+				return nil, errors.Wrapf(err, "decode remote write 2.0 request: timeseries %d", i)
 			}
-			labels, labelPtrs = labels[n:], labelPtrs[n:]
-			ts.Labels = ls
+			if maxKept > 0 && value == "" {
+				continue // dropped, as the validator would
+			}
+			nLabels++
+			if maxKept > 0 && kept == maxKept {
+				if name == model.MetricNameLabel {
+					// Keep the metric name, so that the series is refused for its labels, not for having none.
+					labelPtrs[kept-1].Name, labelPtrs[kept-1].Value = name, value
+				}
+				continue // checked, not kept
+			}
+			if kept == len(labels) {
+				return nil, errors.New("decode remote write 2.0 request: label count changed between passes")
+			}
+			l := &labels[kept]
+			l.Name, l.Value = name, value
+			labelPtrs[kept] = l
+			kept++
+		}
+		if kept > 0 {
+			ts.Labels = labelPtrs[:kept:kept]
+			labels, labelPtrs = labels[kept:], labelPtrs[kept:]
+		}
+		if nLabels > kept {
+			o.truncated = append(o.truncated, truncatedSeries{ts: ts, labels: nLabels})
 		}
 
 		if n := len(in.Samples); n > 0 {
@@ -918,7 +1017,9 @@ func decodeWriteV2(buf []byte, reserve func(int) error) ([]*prompb.TimeSeries, e
 // Prometheus's generated code does (it refuses what writev2.Request.Unmarshal refuses at those two levels, and
 // the third pass what it refuses inside series), and counts symbols, series and their entries. v1Fields: the
 // request has length-delimited fields 1 or 3, 1.0's timeseries and metadata (reserved in 2.0).
-func countWriteV2(buf []byte) (c decodeCost, v1Fields bool, err error) {
+//
+// maxKept > 0: a series counts for at most maxKept labels (decodeOptions.maxLabels).
+func countWriteV2(buf []byte, maxKept int) (c decodeCost, v1Fields bool, err error) {
 	for b := buf; len(b) > 0; {
 		num, typ, n := gogoTag(b)
 		if n <= 0 {
@@ -939,7 +1040,7 @@ func countWriteV2(buf []byte) (c decodeCost, v1Fields bool, err error) {
 				c.stringBytes += len(v)
 				continue
 			}
-			if err := countSeriesV2(&c, v); err != nil {
+			if err := countSeriesV2(&c, v, maxKept); err != nil {
 				return c, false, errors.Wrapf(err, "decode remote write 2.0 request: timeseries %d", c.series)
 			}
 			c.series++
@@ -959,7 +1060,7 @@ func countWriteV2(buf []byte) (c decodeCost, v1Fields bool, err error) {
 
 // countSeriesV2 counts one 2.0 TimeSeries' labels, samples, histograms and exemplars into c, checking the
 // framing of its fields as writev2.TimeSeries.Unmarshal does.
-func countSeriesV2(c *decodeCost, b []byte) error {
+func countSeriesV2(c *decodeCost, b []byte, maxKept int) error {
 	refs := 0
 	for len(b) > 0 {
 		num, typ, n := gogoTag(b)
@@ -1016,7 +1117,11 @@ func countSeriesV2(c *decodeCost, b []byte) error {
 			b = b[m:]
 		}
 	}
-	c.labels += refs / 2
+	if maxKept > 0 {
+		c.labels += min(refs/2, maxKept)
+	} else {
+		c.labels += refs / 2
+	}
 	c.seriesRefs = refs
 	c.endSeriesV2()
 	return nil

@@ -274,7 +274,9 @@ func (h *pushHandler) push(r *http.Request) pushResult {
 		return res.fail(http.StatusBadRequest, err.Error())
 	}
 	h.metrics.decodedSize.Observe(float64(len(buf)))
-	series, err := decodeWrite(proto, buf, held.reserve)
+	limits := h.overrides.ForTenant(tenant)
+	dec := decodeOptions{maxLabels: limits.MaxLabelNamesPerSeries, reserve: held.reserve}
+	series, err := decodeWrite(proto, buf, &dec)
 	release() // decodeWrite's result shares nothing with buf
 	if err != nil {
 		if errors.Is(err, errInflightLimit) {
@@ -286,7 +288,7 @@ func (h *pushHandler) push(r *http.Request) pushResult {
 	}
 
 	now := h.now()
-	v := newSeriesValidator(h.overrides.ForTenant(tenant), now)
+	v := newSeriesValidator(limits, now)
 	var (
 		firstErr  *tenancy.Error
 		discarded discardCounts
@@ -301,6 +303,10 @@ func (h *pushHandler) push(r *http.Request) pushResult {
 			discarded.add(vi.reason, len(ts.Samples)+len(ts.Histograms))
 			if firstErr == nil {
 				firstErr = v.err(ts, vi)
+				if n, ok := dec.labelsOf(ts); ok && vi.reason == ReasonMaxLabelNamesPerSeries {
+					// Decoded with its first labels only: say how many it has.
+					firstErr = tenancy.NewMaxLabelNamesPerSeriesError(n, v.maxLabelNames, formatSeries(ts.Labels))
+				}
 			}
 			continue
 		}
