@@ -355,9 +355,6 @@ type v1Counts struct {
 func countWriteV1(b []byte, maxKept int) (v1Counts, error) {
 	var c v1Counts
 	var cost decodeCost // for the exemplars' and histograms' contents
-	defer func() {
-		c.exemplarLabels, c.spans, c.histElems = cost.exemplarLabels, cost.spans, cost.histElems
-	}()
 	for len(b) > 0 {
 		num, typ, n := consumeTag(b)
 		if n < 0 {
@@ -430,6 +427,7 @@ func countWriteV1(b []byte, maxKept int) (v1Counts, error) {
 			c.labels = labelsBefore + maxKept
 		}
 	}
+	c.exemplarLabels, c.spans, c.histElems = cost.exemplarLabels, cost.spans, cost.histElems
 	return c, nil
 }
 
@@ -461,7 +459,8 @@ func (d *v1Decoder) series(b []byte, str string, ts *prompb.TimeSeries) (int, er
 				nLabels++
 				if l.Name == model.MetricNameLabel {
 					// Keep the metric name, so that the series is refused for its labels, not for having none.
-					*d.labelPtrs[d.nextLabel-1] = l
+					last := d.labelPtrs[d.nextLabel-1]
+					last.Name, last.Value = l.Name, l.Value
 				}
 			}
 			return nil
@@ -894,6 +893,14 @@ func decodeWriteV2(buf []byte, o *decodeOptions) ([]*prompb.TimeSeries, error) {
 			"has remote write 1.0's timeseries or metadata (fields 1, 3): it looks like a 1.0 request sent with Content-Type %s; "+
 			"1.0 requests need Content-Type %s (without a proto parameter, or proto=%s)", contentTypeV2, contentTypeProtobuf, protoMessageV1)
 	}
+	// Prometheus's encoder puts in the symbol table only what the request refers to: label and exemplar label
+	// names and values, and each series' metadata help and unit. Many more symbols than that (beyond a margin
+	// for other encoders) is a table no series uses, refused before it is copied (an empty symbol is 2 bytes on
+	// the wire and a 16-byte string).
+	if maxSyms := 1 + c.refs + 2*c.series + 1024; c.symbols > maxSyms {
+		return nil, errors.Wrapf(errDecodeTooExpensive, "decode remote write 2.0 request: %d symbols for %d label references "+
+			"and %d series: at most %d can be referred to; refused before decoding", c.symbols, c.refs, c.series, maxSyms)
+	}
 	if err := c.admit(writeV2, len(buf), o.reserveFunc()); err != nil {
 		return nil, err
 	}
@@ -1123,6 +1130,7 @@ func countSeriesV2(c *decodeCost, b []byte, maxKept int) error {
 		c.labels += refs / 2
 	}
 	c.seriesRefs = refs
+	c.refs += refs + c.seriesExRefs
 	c.endSeriesV2()
 	return nil
 }

@@ -60,6 +60,7 @@ type decodeCost struct {
 	exemplars, exemplarLabels               int
 	histograms, spans, histElems            int
 	stringBytes, symbols                    int
+	refs                                    int // 2.0: label references of series and exemplars
 	transient                               int // 2.0: the largest series' intermediate
 	seriesRefs, seriesSamples, seriesHists  int // 2.0: the current series, for transient
 	seriesExemplars, seriesExRefs, seriesSp int
