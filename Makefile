@@ -30,9 +30,10 @@ test-unit: ## Run the unit tests only.
 
 FUZZ_TIME ?= 30s
 
-test-e2e: ## Run the end-to-end tests, then a short bounded fuzz run of remote-write decoding and validation.
+test-e2e: ## Run the end-to-end tests, then short bounded fuzz runs of remote-write decoding and validation.
 	$(GO) test -timeout $(TEST_TIMEOUT) -count=1 -v ./test/e2e/...
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeValidate$$' -fuzztime $(FUZZ_TIME) ./pkg/receive/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeV2$$' -fuzztime $(FUZZ_TIME) ./pkg/receive/
 
 bench: ## Run the benchmarks (not part of `make test`), then the store-gateway's process-level benchmark.
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCH_TIME) ./...

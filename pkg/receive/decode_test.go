@@ -1,12 +1,14 @@
 package receive
 
 import (
+	"bytes"
 	"math"
 	"math/rand"
 	"net/http"
 	"strconv"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/efficientgo/core/errors"
 	"github.com/efficientgo/core/testutil"
@@ -423,4 +425,111 @@ func TestWrongProtocol(t *testing.T) {
 	env := newTestEnv(t, testLimits())
 	testutil.Equals(t, http.StatusNoContent, env.do(t, v1, ctV1).Code)
 	testutil.Equals(t, http.StatusNoContent, env.do(t, v2, ctV2).Code)
+}
+
+// decodeWriteV2Reference is the straightforward 2.0 decoder the hand-counted one replaced: Prometheus's
+// generated Unmarshal of the whole request, then symbol resolution. FuzzDecodeV2 holds decodeWriteV2 to it.
+func decodeWriteV2Reference(buf []byte) ([]*prompb.TimeSeries, error) {
+	var req writev2.Request
+	if err := req.Unmarshal(buf); err != nil {
+		return nil, err
+	}
+	for i, s := range req.Symbols {
+		if !utf8.ValidString(s) {
+			return nil, errors.Newf("symbol %d is not valid UTF-8", i)
+		}
+	}
+	out := make([]*prompb.TimeSeries, 0, len(req.Timeseries))
+	for i := range req.Timeseries {
+		in := &req.Timeseries[i]
+		if len(in.LabelsRefs)%2 != 0 {
+			return nil, errors.Newf("timeseries %d has an odd number of label references", i)
+		}
+		ts := &prompb.TimeSeries{}
+		for j := 0; j < len(in.LabelsRefs); j += 2 {
+			name, value, err := resolveLabelRefs(req.Symbols, in.LabelsRefs, j)
+			if err != nil {
+				return nil, err
+			}
+			ts.Labels = append(ts.Labels, &labelpb.Label{Name: name, Value: value})
+		}
+		for _, s := range in.Samples {
+			ts.Samples = append(ts.Samples, &prompb.Sample{Value: s.Value, Timestamp: s.Timestamp})
+		}
+		for j := range in.Histograms {
+			ts.Histograms = append(ts.Histograms, histogramFromV2(&in.Histograms[j]))
+		}
+		for j := range in.Exemplars {
+			e, err := exemplarFromV2(req.Symbols, &in.Exemplars[j])
+			if err != nil {
+				return nil, err
+			}
+			ts.Exemplars = append(ts.Exemplars, e)
+		}
+		out = append(out, ts)
+	}
+	return out, nil
+}
+
+// checkDecodeV2MatchesReference holds decodeWriteV2 to decodeWriteV2Reference: the same bodies refused, the
+// same series decoded, except bodies refused on purpose (too expensive for their size, or a 1.0 body).
+func checkDecodeV2MatchesReference(t testing.TB, body []byte) {
+	t.Helper()
+	want, wantErr := decodeWriteV2Reference(body)
+	got, err := decodeWriteV2(body, nil)
+	if wantErr != nil {
+		testutil.NotOk(t, err, "the reference refused the body (%v); decodeWriteV2 must too", wantErr)
+		return
+	}
+	if errors.Is(err, errDecodeTooExpensive) || (errors.Is(err, errWrongProtocol) && len(want) == 0) {
+		return
+	}
+	testutil.Ok(t, err, "the reference accepted the body")
+	equalSeries(t, want, got)
+}
+
+// v2Corpus are 2.0 bodies, valid or not.
+func v2Corpus(t testing.TB) map[string][]byte {
+	created, start := v2StartTimestampLayouts()
+	rich, err := richRequestV2().Marshal()
+	testutil.Ok(t, err)
+	syms := pb(nil).str(4, "").str(4, "__name__").str(4, "up")
+	return map[string][]byte{
+		"rich":                        rich,
+		"created timestamps":          created,
+		"start timestamps":            start,
+		"empty":                       nil,
+		"unpacked label refs":         append(append(pb(nil), syms...), pb(nil).bytes(5, pb(nil).varint(1, 1).varint(1, 2))...),
+		"odd label refs":              append(append(pb(nil), syms...), pb(nil).bytes(5, pb(nil).packedVarints(1, 1, 2, 1))...),
+		"ref out of range":            append(append(pb(nil), syms...), pb(nil).bytes(5, pb(nil).packedVarints(1, 1, 9))...),
+		"symbols after series":        append(pb(nil).bytes(5, pb(nil).packedVarints(1, 1, 2)), syms...),
+		"unknown fields":              append(append(pb(nil), syms...), pb(nil).varint(7, 1).fixed32(8, 1).group(9, pb(nil).varint(1, 1)).bytes(5, pb(nil).packedVarints(1, 1, 2).varint(6, 5))...),
+		"wrong wire type":             pb(nil).varint(5, 1),
+		"group at top":                pb(nil).group(9, pb(nil).varint(1, 1)),
+		"end group":                   pb(nil).tag(9, protowire.EndGroupType),
+		"field 0":                     pb(nil).tag(0, protowire.VarintType),
+		"truncated":                   rich[:len(rich)-1],
+		"invalid UTF-8 symbol":        pb(nil).str(4, "").str(4, "\xff"),
+		"v1 body":                     pb(nil).bytes(1, pb(nil).bytes(1, label("__name__", "up"))),
+		"series of empty refs":        append(append(pb(nil), syms...), bytes.Repeat([]byte{0x2a, 0x00}, 100)...),
+		"histogram":                   append(append(pb(nil), syms...), pb(nil).bytes(5, pb(nil).packedVarints(1, 1, 2).bytes(3, pb(nil).varint(1, 3).bytes(11, pb(nil).varint(2, 2)).packedVarints(12, 2, 2)))...),
+		"wrong type in series":        append(append(pb(nil), syms...), pb(nil).bytes(5, pb(nil).varint(2, 1))...),
+		"wrong type in sample":        append(append(pb(nil), syms...), pb(nil).bytes(5, pb(nil).packedVarints(1, 1, 2).bytes(2, pb(nil).varint(1, 1)))...),
+		"large tag truncated":         pb(nil).tag(5, protowire.BytesType).tag(protowire.MaxValidNumber, protowire.BytesType),
+		"tag with overflowing number": append(pb(nil), 0xaa, 0x80, 0x80, 0x80, 0x80, 0x01, 0x00),
+	}
+}
+
+func TestDecodeV2MatchesReference(t *testing.T) {
+	for name, body := range v2Corpus(t) {
+		t.Run(name, func(t *testing.T) { checkDecodeV2MatchesReference(t, body) })
+	}
+}
+
+// FuzzDecodeV2 holds the counting 2.0 decoder to Prometheus's generated Unmarshal on arbitrary bytes.
+func FuzzDecodeV2(f *testing.F) {
+	for _, body := range v2Corpus(f) {
+		f.Add(body)
+	}
+	f.Fuzz(func(t *testing.T, body []byte) { checkDecodeV2MatchesReference(t, body) })
 }
