@@ -164,8 +164,11 @@ type pushHandler struct {
 
 // NewPushHandler returns the remote write handler (1.0 and 2.0). It must be mounted behind
 // tenancy.Config.HTTPMiddleware(false), which puts the validated tenant in the request's context. For each
-// request it: checks the body's size (413), Content-Type (415) and Content-Encoding (415); decompresses and
-// decodes it (400 when malformed); validates each series against the tenant's limits, dropping and counting
+// request it: checks the body's size (413), Content-Type (415) and Content-Encoding (415); counts it against
+// cfg.InstanceLimits (503 beyond); decompresses and decodes it (400 when malformed, when it looks like the
+// other protocol than its Content-Type, or when it would decode into more memory than its size justifies,
+// see maxDecodeRatioV1); validates each series against the tenant's limits (sorting labels that are not
+// sorted), dropping and counting
 // the invalid ones; takes the valid series' samples, histograms and exemplars from the tenant's token bucket
 // (429 for the whole request when they do not fit); hands the valid series to pusher; and answers 204 when all
 // series were valid, 400 with the first invalid series' error when some were not (the valid ones are written:
