@@ -39,8 +39,10 @@ func setupDistributor(g *run.Group, p *process, r *ingesterRing, local map[strin
 	pusher := receive.NewRingPusher(r.client, cfg.Distributor.RemoteTimeout, local, logger, reg)
 	h := cfg.Auth.HTTPMiddleware(false)(receive.NewPushHandler(cfg.Distributor.PushConfig, p.overrides, pusher, logger, reg,
 		receive.WithDiscardedSamples(discarded), receive.WithDistributorCount(distributors.Get)))
-	p.srv.Handle("POST /api/v1/push", h)
-	p.srv.Handle("POST /api/v1/receive", h)
+	// Method-less patterns: the handler answers other methods 405 with Allow: POST itself. "POST /api/v1/push"
+	// would leave GET /api/v1/push to the querier's "/api/v1/" in `strata all` (a 404).
+	p.srv.Handle("/api/v1/push", h)
+	p.srv.Handle("/api/v1/receive", h)
 	p.srv.AddLinks("Distributor", server.Link{Path: "/api/v1/push", Desc: "POST: Prometheus remote write (1.0 and 2.0)"})
 	addContextActor(g, func(ctx context.Context) error {
 		<-ctx.Done()

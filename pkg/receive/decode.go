@@ -12,6 +12,7 @@ import (
 
 	"github.com/efficientgo/core/errors"
 	"github.com/klauspost/compress/snappy"
+	"github.com/prometheus/common/model"
 	writev2 "github.com/prometheus/prometheus/prompb/io/prometheus/write/v2"
 	"google.golang.org/protobuf/encoding/protowire"
 
@@ -103,12 +104,23 @@ func newSnappyBodyReader(maxSize int) *snappyBodyReader {
 // read returns the decompressed body of r and the size of the body as received. Both the body (at most
 // maxSize bytes) and its decompressed length (read from the snappy header before decompressing, so a small
 // "decompression bomb" is refused without allocating) are checked against maxSize: over it, the error wraps
-// errBodyTooLarge. The decoded bytes live in a pooled buffer: call release once nothing refers to them.
-func (s *snappyBodyReader) read(r *http.Request) (decoded []byte, receivedSize int, release func(), err error) {
+// errBodyTooLarge. reserve (nil: none) is told the bytes the request will hold before they are allocated: the
+// body's Content-Length before reading it (its length once read when it has none), the decompressed length
+// before decompressing; its error is returned as is. The decoded bytes live in a pooled buffer: call release
+// once nothing refers to them.
+func (s *snappyBodyReader) read(r *http.Request, reserve func(int) error) (decoded []byte, receivedSize int, release func(), err error) {
 	release = func() {}
+	if reserve == nil {
+		reserve = func(int) error { return nil }
+	}
 	if r.ContentLength > int64(s.maxSize) {
 		return nil, int(min(r.ContentLength, math.MaxInt32)), release, errors.Wrapf(errBodyTooLarge,
 			"request body of %d bytes exceeds the limit of %d bytes (max_recv_msg_size)", r.ContentLength, s.maxSize)
+	}
+	if r.ContentLength > 0 {
+		if err := reserve(int(r.ContentLength)); err != nil {
+			return nil, int(r.ContentLength), release, err
+		}
 	}
 	buf := s.compressed.Get().(*bytes.Buffer)
 	defer s.compressed.Put(buf)
@@ -124,6 +136,11 @@ func (s *snappyBodyReader) read(r *http.Request) (decoded []byte, receivedSize i
 		return nil, len(body), release, errors.Wrapf(errBodyTooLarge,
 			"request body exceeds the limit of %d bytes (max_recv_msg_size)", s.maxSize)
 	}
+	if r.ContentLength <= 0 {
+		if err := reserve(len(body)); err != nil {
+			return nil, len(body), release, err
+		}
+	}
 
 	n, err := snappy.DecodedLen(body)
 	if err != nil {
@@ -132,6 +149,9 @@ func (s *snappyBodyReader) read(r *http.Request) (decoded []byte, receivedSize i
 	if n > s.maxSize {
 		return nil, len(body), release, errors.Wrapf(errBodyTooLarge,
 			"decompressed request body of %d bytes exceeds the limit of %d bytes (max_recv_msg_size)", n, s.maxSize)
+	}
+	if err := reserve(n); err != nil {
+		return nil, len(body), release, err
 	}
 	dst := s.decoded.Get().(*[]byte)
 	if cap(*dst) < n {
@@ -145,16 +165,66 @@ func (s *snappyBodyReader) read(r *http.Request) (decoded []byte, receivedSize i
 	return decoded, len(body), func() { s.decoded.Put(dst) }, nil
 }
 
+// decodeOptions are what the push handler tells the decoders, and what they tell it back.
+type decodeOptions struct {
+	// maxLabels is the tenant's max_label_names_per_series (0: none). When it is set, labels with an empty value
+	// are dropped while decoding (the validator would drop them), and of a series with more labels than that
+	// only the first maxLabels+1 are decoded (the rest are checked, not kept): the validator refuses it anyway,
+	// and so a series of a million labels costs what one of 31 does.
+	maxLabels int
+	// reserve, when not nil, is told the memory decoding will take before it is allocated; its error is
+	// returned as is.
+	reserve func(int) error
+
+	// truncated lists the series decoded with only some of their labels (output).
+	truncated []truncatedSeries
+}
+
+// truncatedSeries is a series of which only the first maxLabels+1 labels were decoded.
+type truncatedSeries struct {
+	ts     *prompb.TimeSeries
+	labels int // labels it has, empty values excluded
+}
+
+// labelsOf returns how many labels ts had if it was truncated.
+func (o *decodeOptions) labelsOf(ts *prompb.TimeSeries) (int, bool) {
+	for _, t := range o.truncated {
+		if t.ts == ts {
+			return t.labels, true
+		}
+	}
+	return 0, false
+}
+
+func (o *decodeOptions) maxKept() int {
+	if o == nil || o.maxLabels <= 0 {
+		return 0
+	}
+	return o.maxLabels + 1
+}
+
+func (o *decodeOptions) reserveFunc() func(int) error {
+	if o == nil {
+		return nil
+	}
+	return o.reserve
+}
+
 // decodeWrite decodes a decompressed remote write body of message p into Thanos's prometheus_copy series.
 //
 // Memory: the result shares nothing with buf (which may be reused at once). Its messages are carved out of a
 // few large per-request allocations, and strings are substrings of copies of 4 KiB windows of buf (v1) or the
 // request's symbols (v2), so a kept string holds on to little, a kept message to a whole slab.
-func decodeWrite(p writeProto, buf []byte) ([]*prompb.TimeSeries, error) {
+//
+// Before allocating anything it counts what buf holds and refuses (errDecodeTooExpensive) a body whose
+// decoding would take more memory than its size justifies (see maxDecodeRatioV1), and a body that looks like
+// the other protocol (errWrongProtocol); then it passes the estimated memory to reserve (nil: none), whose
+// error it returns as is. o may be nil.
+func decodeWrite(p writeProto, buf []byte, o *decodeOptions) ([]*prompb.TimeSeries, error) {
 	if p == writeV2 {
-		return decodeWriteV2(buf)
+		return decodeWriteV2(buf, o)
 	}
-	return decodeWriteV1(buf)
+	return decodeWriteV1(buf, o)
 }
 
 // errCodeFieldNumber is protowire's error code for an invalid field number (protowire.ParseError reads it).
@@ -179,16 +249,28 @@ func wireError(n int, what string) error {
 // prometheus_copy.WriteRequest).
 //
 // It accepts exactly the bodies proto.Unmarshal into prompb.WriteRequest accepts and returns the same series
-// (TestDecodeV1MatchesProtoUnmarshal and FuzzDecodeV1 hold it to that), minus unknown fields and metadata, which
-// the StoreAPI write path does not carry (metadata is checked, then dropped). It is hand-written because
+// (TestDecodeV1MatchesProtoUnmarshal and FuzzDecodeV1 hold it to that), minus unknown fields and metadata: metadata
+// is checked here and decoded by the metadata receiver (metadata.go), which bounds it on its own. It is hand-written because
 // proto.Unmarshal allocates three times per label (message, name, value), several µs per sample on a typical
 // request; here a first pass counts the series, labels and samples, and the second fills a handful of slabs.
-func decodeWriteV1(buf []byte) ([]*prompb.TimeSeries, error) {
-	c, err := countWriteV1(buf)
+func decodeWriteV1(buf []byte, o *decodeOptions) ([]*prompb.TimeSeries, error) {
+	c, err := countWriteV1(buf, o.maxKept())
 	if err != nil {
 		return nil, err
 	}
+	if c.series == 0 && c.v2Fields {
+		return nil, errors.Wrapf(errWrongProtocol, "decode remote write 1.0 request: the body has no 1.0 timeseries (field 1) but "+
+			"has remote write 2.0's symbols or timeseries (fields 4, 5): it looks like a 2.0 request sent with Content-Type %s; "+
+			"2.0 requests need Content-Type %s", contentTypeProtobuf, contentTypeV2)
+	}
+	cost := decodeCost{series: c.series, labels: c.labels, samples: c.samples, exemplars: c.exemplars,
+		exemplarLabels: c.exemplarLabels, histograms: c.histograms, spans: c.spans, histElems: c.histElems,
+		stringBytes: len(buf)}
+	if err := cost.admit(writeV1, len(buf), o.reserveFunc()); err != nil {
+		return nil, err
+	}
 	d := v1Decoder{
+		maxKept:    o.maxKept(),
 		labels:     make([]labelpb.Label, c.labels),
 		labelPtrs:  make([]*labelpb.Label, c.labels),
 		samples:    make([]prompb.Sample, c.samples),
@@ -227,8 +309,12 @@ func decodeWriteV1(buf []byte) ([]*prompb.TimeSeries, error) {
 				win = string(buf[start:max(end, min(len(buf), start+stringWindow))])
 			}
 			ts := &series[len(out)]
-			if err := d.series(v, win[start-winStart:start-winStart+len(v)], ts); err != nil {
+			n, err := d.series(v, win[start-winStart:start-winStart+len(v)], ts)
+			if err != nil {
 				return nil, errors.Wrapf(err, "decode remote write 1.0 request: timeseries %d", len(out))
+			}
+			if d.maxKept > 0 && n > len(ts.Labels) {
+				o.truncated = append(o.truncated, truncatedSeries{ts: ts, labels: n})
 			}
 			out = append(out, ts)
 		case num == 3 && typ == protowire.BytesType:
@@ -252,13 +338,23 @@ func decodeWriteV1(buf []byte) ([]*prompb.TimeSeries, error) {
 }
 
 // v1Counts are what the first pass over a WriteRequest finds.
-type v1Counts struct{ series, labels, samples int }
+type v1Counts struct {
+	series, labels, samples   int
+	exemplars, exemplarLabels int
+	histograms, spans         int
+	histElems                 int
+	v2Fields                  bool // a length-delimited field 4 or 5: 2.0's symbols or timeseries
+}
 
-// countWriteV1 counts series, and labels and samples in series, and checks the framing of every field on the
-// way. It counts exactly the fields the second pass decodes: field 1 of the request and fields 1 and 2 of a
-// series, each length-delimited (any other wire type makes a field unknown, as in proto.Unmarshal).
-func countWriteV1(b []byte) (v1Counts, error) {
+// countWriteV1 counts series, and labels, samples, exemplars (and their labels) and histograms (and their
+// spans and values) in series, and checks the framing of every field on the way. It counts exactly the fields
+// the second pass decodes: field 1 of the request and fields 1 to 4 of a series, each length-delimited (any
+// other wire type makes a field unknown, as in proto.Unmarshal).
+//
+// maxKept > 0: a series counts for at most maxKept labels (decodeOptions.maxLabels).
+func countWriteV1(b []byte, maxKept int) (v1Counts, error) {
 	var c v1Counts
+	var cost decodeCost // for the exemplars' and histograms' contents
 	for len(b) > 0 {
 		num, typ, n := consumeTag(b)
 		if n < 0 {
@@ -266,6 +362,9 @@ func countWriteV1(b []byte) (v1Counts, error) {
 		}
 		b = b[n:]
 		if num != 1 || typ != protowire.BytesType {
+			if (num == 4 || num == 5) && typ == protowire.BytesType {
+				c.v2Fields = true
+			}
 			n := protowire.ConsumeFieldValue(num, typ, b)
 			if n < 0 {
 				return c, wireError(n, "remote write 1.0 request")
@@ -279,6 +378,7 @@ func countWriteV1(b []byte) (v1Counts, error) {
 		}
 		b = b[n:]
 		c.series++
+		labelsBefore := c.labels
 		for len(ts) > 0 {
 			// Fast path: a label (field 1) or sample (field 2) with a one-byte length.
 			if len(ts) >= 2 && (ts[0] == 0x0a || ts[0] == 0x12) && ts[1] < 0x80 && len(ts) >= 2+int(ts[1]) {
@@ -295,26 +395,45 @@ func countWriteV1(b []byte) (v1Counts, error) {
 				return c, wireError(n, "remote write 1.0 timeseries")
 			}
 			ts = ts[n:]
-			n = protowire.ConsumeFieldValue(num, typ, ts)
+			if typ != protowire.BytesType {
+				n = protowire.ConsumeFieldValue(num, typ, ts)
+				if n < 0 {
+					return c, wireError(n, "remote write 1.0 timeseries")
+				}
+				ts = ts[n:]
+				continue
+			}
+			v, n := protowire.ConsumeBytes(ts)
 			if n < 0 {
 				return c, wireError(n, "remote write 1.0 timeseries")
 			}
 			ts = ts[n:]
-			if typ == protowire.BytesType {
+			{
 				switch num {
 				case 1:
 					c.labels++
 				case 2:
 					c.samples++
+				case 3:
+					c.exemplars++
+					countExemplarV1(&cost, v)
+				case 4:
+					c.histograms++
+					countHistogram(&cost, v, false)
 				}
 			}
 		}
+		if maxKept > 0 && c.labels-labelsBefore > maxKept {
+			c.labels = labelsBefore + maxKept
+		}
 	}
+	c.exemplarLabels, c.spans, c.histElems = cost.exemplarLabels, cost.spans, cost.histElems
 	return c, nil
 }
 
 // v1Decoder hands out labels and samples from the slabs sized by countWriteV1.
 type v1Decoder struct {
+	maxKept    int // decodeOptions.maxLabels+1, 0: keep all
 	labels     []labelpb.Label
 	labelPtrs  []*labelpb.Label
 	nextLabel  int
@@ -324,75 +443,98 @@ type v1Decoder struct {
 }
 
 // series decodes one prometheus.TimeSeries from b into ts; str holds the same bytes as b, as a string, so that
-// the series' strings are substrings of it.
-func (d *v1Decoder) series(b []byte, str string, ts *prompb.TimeSeries) error {
+// the series' strings are substrings of it. It returns how many labels the series has (with maxKept, those
+// with a value), which is more than len(ts.Labels) when it kept only maxKept.
+func (d *v1Decoder) series(b []byte, str string, ts *prompb.TimeSeries) (int, error) {
 	firstLabel, firstSample := d.nextLabel, d.nextSample
+	nLabels := 0
+	// label decodes one label into the next slot, or (beyond maxKept) only checks it.
+	label := func(b []byte, s string) error {
+		if d.maxKept > 0 && d.nextLabel-firstLabel == d.maxKept {
+			var l labelpb.Label
+			if err := decodeLabel(b, s, &l); err != nil {
+				return errors.Wrapf(err, "label %d", nLabels)
+			}
+			if l.Value != "" {
+				nLabels++
+				if l.Name == model.MetricNameLabel {
+					// Keep the metric name, so that the series is refused for its labels, not for having none.
+					last := d.labelPtrs[d.nextLabel-1]
+					last.Name, last.Value = l.Name, l.Value
+				}
+			}
+			return nil
+		}
+		if d.nextLabel == len(d.labels) {
+			return errors.New("label count changed between passes")
+		}
+		l := &d.labels[d.nextLabel]
+		if err := decodeLabel(b, s, l); err != nil {
+			return errors.Wrapf(err, "label %d", nLabels)
+		}
+		if d.maxKept > 0 && l.Value == "" {
+			*l = labelpb.Label{} // dropped: the slot is reused
+			return nil
+		}
+		d.labelPtrs[d.nextLabel] = l
+		d.nextLabel++
+		nLabels++
+		return nil
+	}
 	for i := 0; i < len(b); {
 		// Fast path: a label with a one-byte length, the bulk of a request.
 		if b[i] == 0x0a && i+1 < len(b) && b[i+1] < 0x80 && i+2+int(b[i+1]) <= len(b) {
-			if d.nextLabel == len(d.labels) {
-				return errors.New("label count changed between passes")
-			}
 			start, end := i+2, i+2+int(b[i+1])
-			l := &d.labels[d.nextLabel]
-			if err := decodeLabel(b[start:end], str[start:end], l); err != nil {
-				return errors.Wrapf(err, "label %d", d.nextLabel-firstLabel)
+			if err := label(b[start:end], str[start:end]); err != nil {
+				return 0, err
 			}
-			d.labelPtrs[d.nextLabel] = l
-			d.nextLabel++
 			i = end
 			continue
 		}
 		num, typ, n := consumeTag(b[i:])
 		if n < 0 {
-			return wireError(n, "timeseries")
+			return 0, wireError(n, "timeseries")
 		}
 		i += n
 		if typ != protowire.BytesType || num < 1 || num > 4 {
 			n := protowire.ConsumeFieldValue(num, typ, b[i:])
 			if n < 0 {
-				return wireError(n, "timeseries")
+				return 0, wireError(n, "timeseries")
 			}
 			i += n
 			continue
 		}
 		v, n := protowire.ConsumeBytes(b[i:])
 		if n < 0 {
-			return wireError(n, "timeseries")
+			return 0, wireError(n, "timeseries")
 		}
 		start := i + n - len(v) // offset of v in b
 		i += n
 		switch num {
 		case 1:
-			if d.nextLabel == len(d.labels) {
-				return errors.New("label count changed between passes")
+			if err := label(v, str[start:start+len(v)]); err != nil {
+				return 0, err
 			}
-			l := &d.labels[d.nextLabel]
-			if err := decodeLabel(v, str[start:start+len(v)], l); err != nil {
-				return errors.Wrapf(err, "label %d", d.nextLabel-firstLabel)
-			}
-			d.labelPtrs[d.nextLabel] = l
-			d.nextLabel++
 		case 2:
 			if d.nextSample == len(d.samples) {
-				return errors.New("sample count changed between passes")
+				return 0, errors.New("sample count changed between passes")
 			}
 			s := &d.samples[d.nextSample]
 			if err := decodeSample(v, s); err != nil {
-				return errors.Wrapf(err, "sample %d", d.nextSample-firstSample)
+				return 0, errors.Wrapf(err, "sample %d", d.nextSample-firstSample)
 			}
 			d.samplePtrs[d.nextSample] = s
 			d.nextSample++
 		case 3:
 			e, err := decodeExemplar(v, str[start:start+len(v)])
 			if err != nil {
-				return errors.Wrapf(err, "exemplar %d", len(ts.Exemplars))
+				return 0, errors.Wrapf(err, "exemplar %d", len(ts.Exemplars))
 			}
 			ts.Exemplars = append(ts.Exemplars, e)
 		case 4:
 			h, err := decodeHistogram(v)
 			if err != nil {
-				return errors.Wrapf(err, "histogram %d", len(ts.Histograms))
+				return 0, errors.Wrapf(err, "histogram %d", len(ts.Histograms))
 			}
 			ts.Histograms = append(ts.Histograms, h)
 		}
@@ -404,7 +546,7 @@ func (d *v1Decoder) series(b []byte, str string, ts *prompb.TimeSeries) error {
 	if d.nextSample > firstSample {
 		ts.Samples = d.samplePtrs[firstSample:d.nextSample:d.nextSample]
 	}
-	return nil
+	return nLabels, nil
 }
 
 // decodeLabel decodes a thanos.Label from b; s holds the same bytes as b, as a string, so that name and value
@@ -694,7 +836,7 @@ func appendDoubles(dst []float64, num protowire.Number, typ protowire.Type, b []
 }
 
 // checkMetadataV1 checks a prometheus.MetricMetadata as proto.Unmarshal would (framing, UTF-8 strings); the
-// metadata itself is dropped: the StoreAPI write path has no place for it.
+// metadata itself is decoded by the metadata receiver (metadata.go).
 func checkMetadataV1(b []byte) error {
 	for len(b) > 0 {
 		num, typ, n := consumeTag(b)
@@ -722,9 +864,15 @@ func checkMetadataV1(b []byte) error {
 	return nil
 }
 
-// decodeWriteV2 decodes an io.prometheus.write.v2.Request (remote write 2.0) with Prometheus's own generated
-// code and resolves its symbols into prometheus_copy series: labels, float samples, native histograms (integer
-// and float) and exemplars.
+// decodeWriteV2 decodes an io.prometheus.write.v2.Request (remote write 2.0) and resolves its symbols into
+// prometheus_copy series: labels, float samples, native histograms (integer and float) and exemplars.
+//
+// It reads the request as Prometheus's generated code (writev2.Request.Unmarshal) does and accepts the same
+// bodies (FuzzDecodeV2 holds it to that), but in three passes that allocate only what the body justifies:
+// the first counts symbols, series and their entries without allocating, and the request is refused when
+// decoding it would cost more than maxDecodeRatioV2 (a 2-byte empty series is a 136-byte message); the second
+// copies the symbols; the third decodes one series at a time with Prometheus's writev2.TimeSeries.Unmarshal
+// into slabs sized by the first pass (no whole []writev2.TimeSeries is ever built).
 //
 // Start timestamps are accepted in both layouts the 2.0 proto has had: the current per-sample
 // Sample.start_timestamp (3) / Histogram.start_timestamp (17), and the earlier TimeSeries.created_timestamp (6,
@@ -734,64 +882,120 @@ func checkMetadataV1(b []byte) error {
 //
 // The whole request is refused (400) when a symbol is not valid UTF-8 or a reference is out of range or
 // unpaired: those are malformed requests, not invalid series.
-func decodeWriteV2(buf []byte) ([]*prompb.TimeSeries, error) {
-	var req writev2.Request
-	if err := req.Unmarshal(buf); err != nil {
-		return nil, errors.Wrap(err, "decode remote write 2.0 request")
+func decodeWriteV2(buf []byte, o *decodeOptions) ([]*prompb.TimeSeries, error) {
+	maxKept := o.maxKept()
+	c, v1Fields, err := countWriteV2(buf, maxKept)
+	if err != nil {
+		return nil, err
 	}
-	syms := req.Symbols
-	for i, s := range syms {
-		if !utf8.ValidString(s) {
-			return nil, errors.Newf("decode remote write 2.0 request: symbol %d is not valid UTF-8", i)
-		}
+	if c.series == 0 && v1Fields {
+		return nil, errors.Wrapf(errWrongProtocol, "decode remote write 2.0 request: the body has no 2.0 timeseries (field 5) but "+
+			"has remote write 1.0's timeseries or metadata (fields 1, 3): it looks like a 1.0 request sent with Content-Type %s; "+
+			"1.0 requests need Content-Type %s (without a proto parameter, or proto=%s)", contentTypeV2, contentTypeProtobuf, protoMessageV1)
 	}
-	nLabels, nSamples := 0, 0
-	for i := range req.Timeseries {
-		ts := &req.Timeseries[i]
-		if len(ts.LabelsRefs)%2 != 0 {
-			return nil, errors.Newf("decode remote write 2.0 request: timeseries %d has an odd number of label references (%d)", i, len(ts.LabelsRefs))
+	// Prometheus's encoder puts in the symbol table only what the request refers to: label and exemplar label
+	// names and values, and each series' metadata help and unit. Many more symbols than that (beyond a margin
+	// for other encoders) is a table no series uses, refused before it is copied (an empty symbol is 2 bytes on
+	// the wire and a 16-byte string).
+	if maxSyms := 1 + c.refs + 2*c.series + 1024; c.symbols > maxSyms {
+		return nil, errors.Wrapf(errDecodeTooExpensive, "decode remote write 2.0 request: %d symbols for %d label references "+
+			"and %d series: at most %d can be referred to; refused before decoding", c.symbols, c.refs, c.series, maxSyms)
+	}
+	if err := c.admit(writeV2, len(buf), o.reserveFunc()); err != nil {
+		return nil, err
+	}
+
+	// Symbols. The first pass checked the framing of every top-level field.
+	syms := make([]string, 0, c.symbols)
+	for b := buf; len(b) > 0; {
+		num, typ, v, n := nextField(b, true)
+		if n <= 0 {
+			return nil, errors.New("decode remote write 2.0 request: framing changed between passes")
 		}
-		nLabels += len(ts.LabelsRefs) / 2
-		nSamples += len(ts.Samples)
+		b = b[n:]
+		if num == 4 && typ == protowire.BytesType {
+			if !utf8.Valid(v) {
+				return nil, errors.Newf("decode remote write 2.0 request: symbol %d is not valid UTF-8", len(syms))
+			}
+			syms = append(syms, string(v))
+		}
 	}
 
 	var (
-		series     = make([]prompb.TimeSeries, len(req.Timeseries))
-		out        = make([]*prompb.TimeSeries, len(req.Timeseries))
-		labels     = make([]labelpb.Label, nLabels)
-		labelPtrs  = make([]*labelpb.Label, nLabels)
-		samples    = make([]prompb.Sample, nSamples)
-		samplePtrs = make([]*prompb.Sample, nSamples)
+		series     = make([]prompb.TimeSeries, c.series)
+		out        = make([]*prompb.TimeSeries, 0, c.series)
+		labels     = make([]labelpb.Label, c.labels)
+		labelPtrs  = make([]*labelpb.Label, c.labels)
+		samples    = make([]prompb.Sample, c.samples)
+		samplePtrs = make([]*prompb.Sample, c.samples)
+		in         writev2.TimeSeries
 	)
-	for i := range req.Timeseries {
-		in, ts := &req.Timeseries[i], &series[i]
-		out[i] = ts
-
-		n := len(in.LabelsRefs) / 2
-		ls := labelPtrs[:n:n]
-		labelPtrs = labelPtrs[n:]
-		for j := range ls {
-			l := &labels[j]
-			var err error
-			if l.Name, l.Value, err = resolveLabelRefs(syms, in.LabelsRefs, 2*j); err != nil {
+	for b := buf; len(b) > 0; {
+		num, typ, v, n := nextField(b, true)
+		if n <= 0 {
+			return nil, errors.New("decode remote write 2.0 request: framing changed between passes")
+		}
+		b = b[n:]
+		if num != 5 || typ != protowire.BytesType {
+			continue
+		}
+		i := len(out)
+		if i == len(series) {
+			return nil, errors.New("decode remote write 2.0 request: series count changed between passes")
+		}
+		in = writev2.TimeSeries{}
+		if err := in.Unmarshal(v); err != nil {
+			return nil, errors.Wrapf(err, "decode remote write 2.0 request: timeseries %d", i)
+		}
+		ts := &series[i]
+		out = append(out, ts)
+		if len(in.LabelsRefs)%2 != 0 {
+			return nil, errors.Newf("decode remote write 2.0 request: timeseries %d has an odd number of label references (%d)", i, len(in.LabelsRefs))
+		}
+		if len(in.Samples) > len(samples) {
+			return nil, errors.New("decode remote write 2.0 request: sample count changed between passes")
+		}
+		kept, nLabels := 0, 0
+		for j := 0; j < len(in.LabelsRefs); j += 2 {
+			name, value, err := resolveLabelRefs(syms, in.LabelsRefs, j)
+			if err != nil {
 				return nil, errors.Wrapf(err, "decode remote write 2.0 request: timeseries %d", i)
 			}
-			ls[j] = l
+			if maxKept > 0 && value == "" {
+				continue // dropped, as the validator would
+			}
+			nLabels++
+			if maxKept > 0 && kept == maxKept {
+				if name == model.MetricNameLabel {
+					// Keep the metric name, so that the series is refused for its labels, not for having none.
+					labelPtrs[kept-1].Name, labelPtrs[kept-1].Value = name, value
+				}
+				continue // checked, not kept
+			}
+			if kept == len(labels) {
+				return nil, errors.New("decode remote write 2.0 request: label count changed between passes")
+			}
+			l := &labels[kept]
+			l.Name, l.Value = name, value
+			labelPtrs[kept] = l
+			kept++
 		}
-		labels = labels[n:]
-		if n > 0 {
-			ts.Labels = ls
+		if kept > 0 {
+			ts.Labels = labelPtrs[:kept:kept]
+			labels, labelPtrs = labels[kept:], labelPtrs[kept:]
+		}
+		if nLabels > kept {
+			o.truncated = append(o.truncated, truncatedSeries{ts: ts, labels: nLabels})
 		}
 
 		if n := len(in.Samples); n > 0 {
 			ss := samplePtrs[:n:n]
-			samplePtrs = samplePtrs[n:]
 			for j := range in.Samples {
 				s := &samples[j]
 				s.Value, s.Timestamp = in.Samples[j].Value, in.Samples[j].Timestamp
 				ss[j] = s
 			}
-			samples = samples[n:]
+			samples, samplePtrs = samples[n:], samplePtrs[n:]
 			ts.Samples = ss
 		}
 
@@ -814,6 +1018,121 @@ func decodeWriteV2(buf []byte) ([]*prompb.TimeSeries, error) {
 		}
 	}
 	return out, nil
+}
+
+// countWriteV2 is decodeWriteV2's first pass: it checks the framing of the request and of each series as
+// Prometheus's generated code does (it refuses what writev2.Request.Unmarshal refuses at those two levels, and
+// the third pass what it refuses inside series), and counts symbols, series and their entries. v1Fields: the
+// request has length-delimited fields 1 or 3, 1.0's timeseries and metadata (reserved in 2.0).
+//
+// maxKept > 0: a series counts for at most maxKept labels (decodeOptions.maxLabels).
+func countWriteV2(buf []byte, maxKept int) (c decodeCost, v1Fields bool, err error) {
+	for b := buf; len(b) > 0; {
+		num, typ, n := gogoTag(b)
+		if n <= 0 {
+			return c, false, errors.New("decode remote write 2.0 request: invalid field tag")
+		}
+		switch num {
+		case 4, 5:
+			if typ != protowire.BytesType {
+				return c, false, errors.Newf("decode remote write 2.0 request: wrong wire type %d for field %d", typ, num)
+			}
+			v, m := gogoBytes(b[n:])
+			if m <= 0 {
+				return c, false, errors.Newf("decode remote write 2.0 request: field %d: invalid or truncated length", num)
+			}
+			b = b[n+m:]
+			if num == 4 {
+				c.symbols++
+				c.stringBytes += len(v)
+				continue
+			}
+			if err := countSeriesV2(&c, v, maxKept); err != nil {
+				return c, false, errors.Wrapf(err, "decode remote write 2.0 request: timeseries %d", c.series)
+			}
+			c.series++
+		default:
+			if (num == 1 || num == 3) && typ == protowire.BytesType {
+				v1Fields = true
+			}
+			m := gogoSkip(b)
+			if m <= 0 {
+				return c, false, errors.Newf("decode remote write 2.0 request: field %d: invalid or truncated value", num)
+			}
+			b = b[m:]
+		}
+	}
+	return c, v1Fields, nil
+}
+
+// countSeriesV2 counts one 2.0 TimeSeries' labels, samples, histograms and exemplars into c, checking the
+// framing of its fields as writev2.TimeSeries.Unmarshal does.
+func countSeriesV2(c *decodeCost, b []byte, maxKept int) error {
+	refs := 0
+	for len(b) > 0 {
+		num, typ, n := gogoTag(b)
+		if n <= 0 {
+			return errors.New("invalid field tag")
+		}
+		switch num {
+		case 1:
+			switch typ {
+			case protowire.VarintType:
+				_, m := gogoVarint(b[n:])
+				if m <= 0 {
+					return errors.New("label references: invalid varint")
+				}
+				refs++
+				b = b[n+m:]
+			case protowire.BytesType:
+				v, m := gogoBytes(b[n:])
+				if m <= 0 {
+					return errors.New("label references: invalid or truncated length")
+				}
+				refs += countPacked(v)
+				b = b[n+m:]
+			default:
+				return errors.Newf("wrong wire type %d for label references", typ)
+			}
+		case 2, 3, 4, 5:
+			if typ != protowire.BytesType {
+				return errors.Newf("wrong wire type %d for field %d", typ, num)
+			}
+			v, m := gogoBytes(b[n:])
+			if m <= 0 {
+				return errors.Newf("field %d: invalid or truncated length", num)
+			}
+			b = b[n+m:]
+			switch num {
+			case 2:
+				c.samples++
+				c.seriesSamples++
+			case 3:
+				c.histograms++
+				c.seriesHists++
+				countHistogram(c, v, true)
+			case 4:
+				c.exemplars++
+				c.seriesExemplars++
+				countExemplarV2(c, v)
+			}
+		default:
+			m := gogoSkip(b)
+			if m <= 0 {
+				return errors.Newf("field %d: invalid or truncated value", num)
+			}
+			b = b[m:]
+		}
+	}
+	if maxKept > 0 {
+		c.labels += min(refs/2, maxKept)
+	} else {
+		c.labels += refs / 2
+	}
+	c.seriesRefs = refs
+	c.refs += refs + c.seriesExRefs
+	c.endSeriesV2()
+	return nil
 }
 
 // resolveLabelRefs returns the label at refs[i], refs[i+1].

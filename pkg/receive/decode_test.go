@@ -1,12 +1,16 @@
 package receive
 
 import (
+	"bytes"
 	"math"
 	"math/rand"
 	"net/http"
 	"strconv"
+	"strings"
 	"testing"
+	"unicode/utf8"
 
+	"github.com/efficientgo/core/errors"
 	"github.com/efficientgo/core/testutil"
 	gogoproto "github.com/gogo/protobuf/proto"
 	"github.com/klauspost/compress/snappy"
@@ -202,7 +206,13 @@ func checkDecodeV1MatchesProto(t testing.TB, body []byte) {
 	t.Helper()
 	var want prompb.WriteRequest
 	wantErr := proto.UnmarshalOptions{DiscardUnknown: true}.Unmarshal(body, &want)
-	got, err := decodeWriteV1(body)
+	got, err := decodeWriteV1(body, nil)
+	if wantErr == nil && len(want.Timeseries) == 0 && errors.Is(err, errWrongProtocol) {
+		return // a 2.0 body: refused on purpose (TestWrongProtocol)
+	}
+	if wantErr == nil && errors.Is(err, errDecodeTooExpensive) {
+		return // refused on purpose (TestDecodeHostileBodies)
+	}
 	if wantErr != nil {
 		testutil.NotOk(t, err, "proto.Unmarshal refused the body (%v); decodeWriteV1 must too", wantErr)
 		return
@@ -219,7 +229,7 @@ func TestDecodeV1MatchesProtoUnmarshal(t *testing.T) {
 
 // TestDecodeV1Hand checks the hand-written corner cases against the values themselves, not only the oracle.
 func TestDecodeV1Hand(t *testing.T) {
-	got, err := decodeWriteV1(v1Corpus(t)["hand"])
+	got, err := decodeWriteV1(v1Corpus(t)["hand"], nil)
 	testutil.Ok(t, err)
 	testutil.Equals(t, 1, len(got))
 	s := got[0]
@@ -245,7 +255,7 @@ func TestDecodeV1SeriesDoNotShareSlices(t *testing.T) {
 		series1(1, "__name__", "a"), series1(2, "__name__", "b"),
 	}})
 	testutil.Ok(t, err)
-	got, err := decodeWriteV1(body)
+	got, err := decodeWriteV1(body, nil)
 	testutil.Ok(t, err)
 	got[0].Labels = append(got[0].Labels, &labelpb.Label{Name: "x", Value: "y"})
 	got[0].Samples = append(got[0].Samples, &prompb.Sample{Timestamp: 9})
@@ -325,7 +335,7 @@ func TestDecodeV2StartTimestampLayouts(t *testing.T) {
 	)
 	for name, body := range map[string][]byte{"created_timestamp (early layout)": created, "start_timestamp (current layout)": start} {
 		t.Run(name, func(t *testing.T) {
-			got, err := decodeWriteV2(body)
+			got, err := decodeWriteV2(body, nil)
 			testutil.Ok(t, err)
 			equalSeries(t, want, got) // start timestamps are dropped: the StoreAPI write path has no field for them
 
@@ -376,7 +386,7 @@ func TestDecodeV2Errors(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			b, err := tc.req.Marshal()
 			testutil.Ok(t, err)
-			_, err = decodeWriteV2(b)
+			_, err = decodeWriteV2(b, nil)
 			testutil.NotOk(t, err)
 			testutil.Equals(t, tc.msg, err.Error())
 
@@ -388,12 +398,138 @@ func TestDecodeV2Errors(t *testing.T) {
 	}
 }
 
-// TestDecodeV2AsV1: a 1.0 body sent as 2.0 decodes to nothing (the 2.0 Request reserves 1.0's field numbers for
-// exactly this), so it is answered 204 with 0 written, as Prometheus does.
-func TestDecodeV2AsV1(t *testing.T) {
+// TestWrongProtocol: a body sent with the other protocol's Content-Type decodes to nothing (2.0 reserves 1.0's
+// field numbers, 1.0 does not know 2.0's); it is refused with a 400 saying so rather than acknowledged with
+// nothing written.
+func TestWrongProtocol(t *testing.T) {
+	v1 := encodeV1(t, series1(testNowMs(), "__name__", "up"))
+	v2 := encodeV2(t, richRequestV2())
+	for _, tc := range []struct {
+		name, ct string
+		body     []byte
+		msg      string
+	}{
+		{name: "1.0 body as 2.0", ct: ctV2, body: v1, msg: "it looks like a 1.0 request sent with Content-Type application/x-protobuf;proto=io.prometheus.write.v2.Request"},
+		{name: "2.0 body as 1.0", ct: ctV1, body: v2, msg: "it looks like a 2.0 request sent with Content-Type application/x-protobuf"},
+		{name: "2.0 body as explicit 1.0", ct: "application/x-protobuf;proto=prometheus.WriteRequest", body: v2, msg: "it looks like a 2.0 request"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			env := newTestEnv(t, testLimits())
+			rec := env.do(t, tc.body, tc.ct)
+			testutil.Equals(t, http.StatusBadRequest, rec.Code, rec.Body.String())
+			testutil.Assert(t, strings.Contains(rec.Body.String(), tc.msg), rec.Body.String())
+			testutil.Equals(t, 0, env.pusher.calls())
+		})
+	}
+	// Each body with its own Content-Type is still fine.
 	env := newTestEnv(t, testLimits())
-	rec := env.do(t, encodeV1(t, series1(testNowMs(), "__name__", "up")), ctV2)
-	testutil.Equals(t, http.StatusNoContent, rec.Code)
-	testutil.Equals(t, "0", rec.Header().Get(headerSamplesWritten))
-	testutil.Equals(t, 0, env.pusher.calls())
+	testutil.Equals(t, http.StatusNoContent, env.do(t, v1, ctV1).Code)
+	testutil.Equals(t, http.StatusNoContent, env.do(t, v2, ctV2).Code)
+}
+
+// decodeWriteV2Reference is the straightforward 2.0 decoder the hand-counted one replaced: Prometheus's
+// generated Unmarshal of the whole request, then symbol resolution. FuzzDecodeV2 holds decodeWriteV2 to it.
+func decodeWriteV2Reference(buf []byte) ([]*prompb.TimeSeries, error) {
+	var req writev2.Request
+	if err := req.Unmarshal(buf); err != nil {
+		return nil, err
+	}
+	for i, s := range req.Symbols {
+		if !utf8.ValidString(s) {
+			return nil, errors.Newf("symbol %d is not valid UTF-8", i)
+		}
+	}
+	out := make([]*prompb.TimeSeries, 0, len(req.Timeseries))
+	for i := range req.Timeseries {
+		in := &req.Timeseries[i]
+		if len(in.LabelsRefs)%2 != 0 {
+			return nil, errors.Newf("timeseries %d has an odd number of label references", i)
+		}
+		ts := &prompb.TimeSeries{}
+		for j := 0; j < len(in.LabelsRefs); j += 2 {
+			name, value, err := resolveLabelRefs(req.Symbols, in.LabelsRefs, j)
+			if err != nil {
+				return nil, err
+			}
+			ts.Labels = append(ts.Labels, &labelpb.Label{Name: name, Value: value})
+		}
+		for _, s := range in.Samples {
+			ts.Samples = append(ts.Samples, &prompb.Sample{Value: s.Value, Timestamp: s.Timestamp})
+		}
+		for j := range in.Histograms {
+			ts.Histograms = append(ts.Histograms, histogramFromV2(&in.Histograms[j]))
+		}
+		for j := range in.Exemplars {
+			e, err := exemplarFromV2(req.Symbols, &in.Exemplars[j])
+			if err != nil {
+				return nil, err
+			}
+			ts.Exemplars = append(ts.Exemplars, e)
+		}
+		out = append(out, ts)
+	}
+	return out, nil
+}
+
+// checkDecodeV2MatchesReference holds decodeWriteV2 to decodeWriteV2Reference: the same bodies refused, the
+// same series decoded, except bodies refused on purpose (too expensive for their size, or a 1.0 body).
+func checkDecodeV2MatchesReference(t testing.TB, body []byte) {
+	t.Helper()
+	want, wantErr := decodeWriteV2Reference(body)
+	got, err := decodeWriteV2(body, nil)
+	if wantErr != nil {
+		testutil.NotOk(t, err, "the reference refused the body (%v); decodeWriteV2 must too", wantErr)
+		return
+	}
+	if errors.Is(err, errDecodeTooExpensive) || (errors.Is(err, errWrongProtocol) && len(want) == 0) {
+		return
+	}
+	testutil.Ok(t, err, "the reference accepted the body")
+	equalSeries(t, want, got)
+}
+
+// v2Corpus are 2.0 bodies, valid or not.
+func v2Corpus(t testing.TB) map[string][]byte {
+	created, start := v2StartTimestampLayouts()
+	rich, err := richRequestV2().Marshal()
+	testutil.Ok(t, err)
+	syms := pb(nil).str(4, "").str(4, "__name__").str(4, "up")
+	return map[string][]byte{
+		"rich":                        rich,
+		"created timestamps":          created,
+		"start timestamps":            start,
+		"empty":                       nil,
+		"unpacked label refs":         append(append(pb(nil), syms...), pb(nil).bytes(5, pb(nil).varint(1, 1).varint(1, 2))...),
+		"odd label refs":              append(append(pb(nil), syms...), pb(nil).bytes(5, pb(nil).packedVarints(1, 1, 2, 1))...),
+		"ref out of range":            append(append(pb(nil), syms...), pb(nil).bytes(5, pb(nil).packedVarints(1, 1, 9))...),
+		"symbols after series":        append(pb(nil).bytes(5, pb(nil).packedVarints(1, 1, 2)), syms...),
+		"unknown fields":              append(append(pb(nil), syms...), pb(nil).varint(7, 1).fixed32(8, 1).group(9, pb(nil).varint(1, 1)).bytes(5, pb(nil).packedVarints(1, 1, 2).varint(6, 5))...),
+		"wrong wire type":             pb(nil).varint(5, 1),
+		"group at top":                pb(nil).group(9, pb(nil).varint(1, 1)),
+		"end group":                   pb(nil).tag(9, protowire.EndGroupType),
+		"field 0":                     pb(nil).tag(0, protowire.VarintType),
+		"truncated":                   rich[:len(rich)-1],
+		"invalid UTF-8 symbol":        pb(nil).str(4, "").str(4, "\xff"),
+		"v1 body":                     pb(nil).bytes(1, pb(nil).bytes(1, label("__name__", "up"))),
+		"series of empty refs":        append(append(pb(nil), syms...), bytes.Repeat([]byte{0x2a, 0x00}, 100)...),
+		"histogram":                   append(append(pb(nil), syms...), pb(nil).bytes(5, pb(nil).packedVarints(1, 1, 2).bytes(3, pb(nil).varint(1, 3).bytes(11, pb(nil).varint(2, 2)).packedVarints(12, 2, 2)))...),
+		"wrong type in series":        append(append(pb(nil), syms...), pb(nil).bytes(5, pb(nil).varint(2, 1))...),
+		"wrong type in sample":        append(append(pb(nil), syms...), pb(nil).bytes(5, pb(nil).packedVarints(1, 1, 2).bytes(2, pb(nil).varint(1, 1)))...),
+		"large tag truncated":         pb(nil).tag(5, protowire.BytesType).tag(protowire.MaxValidNumber, protowire.BytesType),
+		"tag with overflowing number": append(pb(nil), 0xaa, 0x80, 0x80, 0x80, 0x80, 0x01, 0x00),
+	}
+}
+
+func TestDecodeV2MatchesReference(t *testing.T) {
+	for name, body := range v2Corpus(t) {
+		t.Run(name, func(t *testing.T) { checkDecodeV2MatchesReference(t, body) })
+	}
+}
+
+// FuzzDecodeV2 holds the counting 2.0 decoder to Prometheus's generated Unmarshal on arbitrary bytes.
+func FuzzDecodeV2(f *testing.F) {
+	for _, body := range v2Corpus(f) {
+		f.Add(body)
+	}
+	f.Fuzz(func(t *testing.T, body []byte) { checkDecodeV2MatchesReference(t, body) })
 }

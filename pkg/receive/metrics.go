@@ -20,7 +20,8 @@ const (
 	ReasonLabelInvalid = "label_invalid"
 	// ReasonDuplicateLabelNames: the series names one label twice.
 	ReasonDuplicateLabelNames = "duplicate_label_names"
-	// ReasonLabelsNotSorted: the series' labels are not sorted by name.
+	// ReasonLabelsNotSorted: the series' labels are not sorted by name. Not reported any more: the validator
+	// sorts such labels, as Mimir's distributor does (kept for dashboards that name it).
 	ReasonLabelsNotSorted = "labels_not_sorted"
 	// ReasonMaxLabelNamesPerSeries: the series has more labels than max_label_names_per_series.
 	ReasonMaxLabelNamesPerSeries = "max_label_names_per_series"
@@ -65,9 +66,11 @@ type pushMetrics struct {
 	bodySize        *prometheus.HistogramVec
 	compressedSize  prometheus.Observer
 	decodedSize     prometheus.Observer
+	// Requests refused by instance_limits, by limit (Mimir's cortex_distributor_instance_rejected_requests_total).
+	rejectedInflight, rejectedInflightBytes prometheus.Counter
 }
 
-func newPushMetrics(reg prometheus.Registerer) *pushMetrics {
+func newPushMetrics(reg prometheus.Registerer, l *inflight) *pushMetrics {
 	codes := []int{
 		http.StatusNoContent, http.StatusBadRequest, http.StatusUnauthorized,
 		http.StatusMethodNotAllowed, http.StatusRequestEntityTooLarge, http.StatusUnsupportedMediaType,
@@ -90,6 +93,20 @@ func newPushMetrics(reg prometheus.Registerer) *pushMetrics {
 			NativeHistogramBucketFactor: 1.1,
 		}, []string{"stage"}),
 	}
+	rejected := promauto.With(reg).NewCounterVec(prometheus.CounterOpts{
+		Name: "strata_distributor_instance_rejected_requests_total",
+		Help: "Push requests refused (503) because this distributor was at an instance limit, by the limit's name.",
+	}, []string{"reason"})
+	m.rejectedInflight = rejected.WithLabelValues("max_inflight_push_requests")
+	m.rejectedInflightBytes = rejected.WithLabelValues("max_inflight_push_requests_bytes")
+	promauto.With(reg).NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "strata_distributor_inflight_push_requests",
+		Help: "Push requests this distributor is handling (limit: instance_limits.max_inflight_push_requests).",
+	}, func() float64 { return float64(l.requests.Load()) })
+	promauto.With(reg).NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "strata_distributor_inflight_push_requests_bytes",
+		Help: "Memory the push requests this distributor is handling hold: bodies as received and decompressed, and what they decode into (estimated; limit: instance_limits.max_inflight_push_requests_bytes).",
+	}, func() float64 { return float64(l.bytes.Load()) })
 	for _, code := range codes {
 		m.requestsByCode[code] = m.requests.WithLabelValues(strconv.Itoa(code))
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/efficientgo/core/errors"
@@ -42,17 +43,88 @@ type PushConfig struct {
 	// MaxRecvMsgSize is the largest request body accepted, in bytes, both as received (snappy-compressed) and
 	// decompressed. Larger requests are answered 413.
 	MaxRecvMsgSize int `yaml:"max_recv_msg_size"`
+	// InstanceLimits bound what this distributor handles at once, over all tenants (Mimir's
+	// distributor.instance_limits).
+	InstanceLimits InstanceLimits `yaml:"instance_limits"`
 }
 
-// DefaultPushConfig accepts bodies up to 10 MiB.
-func DefaultPushConfig() PushConfig { return PushConfig{MaxRecvMsgSize: 10 << 20} }
+// InstanceLimits are a distributor's limits over all tenants; beyond them requests are answered 503, which
+// Prometheus retries. 0 means no limit.
+type InstanceLimits struct {
+	// MaxInflightPushRequests is how many push requests may be handled at once.
+	MaxInflightPushRequests int `yaml:"max_inflight_push_requests"`
+	// MaxInflightPushRequestsBytes is how much memory the push requests being handled may hold: each holds its
+	// body as received, decompressed, and what it decodes into (estimated before decoding; at most
+	// 24× (1.0) or 48× (2.0) the decompressed size, see maxDecodeRatioV1), from the moment it is known until the
+	// answer. Unlike Mimir's, which counts compressed bodies only, it bounds the memory of decoding.
+	MaxInflightPushRequestsBytes int `yaml:"max_inflight_push_requests_bytes"`
+}
+
+// DefaultPushConfig accepts bodies up to 10 MiB, 2,000 requests at once (Mimir's default) holding at most
+// 1 GiB (Mimir has no default: 0). 1 GiB lets two requests of the largest kind (10 MiB of 2.0 decoding into
+// ~480 MiB) or hundreds of ordinary ones (a few MiB each) be handled at once.
+func DefaultPushConfig() PushConfig {
+	return PushConfig{
+		MaxRecvMsgSize: 10 << 20,
+		InstanceLimits: InstanceLimits{MaxInflightPushRequests: 2000, MaxInflightPushRequestsBytes: 1 << 30},
+	}
+}
 
 // Validate checks the push config.
 func (c PushConfig) Validate() error {
 	if c.MaxRecvMsgSize <= 0 {
 		return errors.Newf("max_recv_msg_size must be positive, got %d", c.MaxRecvMsgSize)
 	}
+	if c.InstanceLimits.MaxInflightPushRequests < 0 {
+		return errors.Newf("instance_limits.max_inflight_push_requests must be 0 (no limit) or positive, got %d", c.InstanceLimits.MaxInflightPushRequests)
+	}
+	if c.InstanceLimits.MaxInflightPushRequestsBytes < 0 {
+		return errors.Newf("instance_limits.max_inflight_push_requests_bytes must be 0 (no limit) or positive, got %d", c.InstanceLimits.MaxInflightPushRequestsBytes)
+	}
 	return nil
+}
+
+// errInflightLimit marks a request refused by an instance limit (503).
+var errInflightLimit = errors.New("distributor instance limit reached")
+
+// inflight counts the push requests being handled and the bytes they hold. It is safe for concurrent use.
+type inflight struct {
+	maxRequests, maxBytes int64
+	requests, bytes       atomic.Int64
+}
+
+// start counts one more request, unless that would exceed max_inflight_push_requests. Call done when it ends.
+func (l *inflight) start() error {
+	if n := l.requests.Add(1); l.maxRequests > 0 && n > l.maxRequests {
+		l.requests.Add(-1)
+		return errors.Wrapf(errInflightLimit, "this distributor is already handling %d push requests (instance_limits.max_inflight_push_requests); retry later", l.maxRequests)
+	}
+	return nil
+}
+
+func (l *inflight) done() { l.requests.Add(-1) }
+
+// reservation is the bytes one request holds.
+type reservation struct {
+	l *inflight
+	n int64
+}
+
+// reserve adds n bytes to the request's, unless the total would exceed max_inflight_push_requests_bytes.
+func (r *reservation) reserve(n int) error {
+	if t := r.l.bytes.Add(int64(n)); r.l.maxBytes > 0 && t > r.l.maxBytes {
+		r.l.bytes.Add(-int64(n))
+		return errors.Wrapf(errInflightLimit, "the push requests this distributor is handling would hold more than %d bytes with this one's %d more (instance_limits.max_inflight_push_requests_bytes); retry later",
+			r.l.maxBytes, n)
+	}
+	r.n += int64(n)
+	return nil
+}
+
+// release gives back everything the request reserved.
+func (r *reservation) release() {
+	r.l.bytes.Add(-r.n)
+	r.n = 0
 }
 
 // PushOption configures optional parts of the push handler.
@@ -90,12 +162,16 @@ type pushHandler struct {
 	discarded *DiscardedSamples
 	metrics   *pushMetrics
 	metadata  *metadataReceiver // metric metadata (metadata.go)
+	inflight  *inflight
 }
 
 // NewPushHandler returns the remote write handler (1.0 and 2.0). It must be mounted behind
 // tenancy.Config.HTTPMiddleware(false), which puts the validated tenant in the request's context. For each
-// request it: checks the body's size (413), Content-Type (415) and Content-Encoding (415); decompresses and
-// decodes it (400 when malformed); validates each series against the tenant's limits, dropping and counting
+// request it: checks the body's size (413), Content-Type (415) and Content-Encoding (415); counts it against
+// cfg.InstanceLimits (503 beyond); decompresses and decodes it (400 when malformed, when it looks like the
+// other protocol than its Content-Type, or when it would decode into more memory than its size justifies,
+// see maxDecodeRatioV1); validates each series against the tenant's limits (sorting labels that are not
+// sorted), dropping and counting
 // the invalid ones; takes the valid series' samples, histograms and exemplars from the tenant's token bucket
 // (429 for the whole request when they do not fit); hands the valid series to pusher; and answers 204 when all
 // series were valid, 400 with the first invalid series' error when some were not (the valid ones are written:
@@ -111,6 +187,7 @@ func NewPushHandler(cfg PushConfig, overrides *tenancy.Overrides, pusher Pusher,
 	if logger == nil {
 		logger = log.NewNopLogger()
 	}
+	l := &inflight{maxRequests: int64(cfg.InstanceLimits.MaxInflightPushRequests), maxBytes: int64(cfg.InstanceLimits.MaxInflightPushRequestsBytes)}
 	return &pushHandler{
 		overrides: overrides,
 		pusher:    pusher,
@@ -119,8 +196,9 @@ func NewPushHandler(cfg PushConfig, overrides *tenancy.Overrides, pusher Pusher,
 		body:      newSnappyBodyReader(cfg.MaxRecvMsgSize),
 		limiter:   newIngestionRateLimiter(overrides, o.distributors),
 		discarded: o.discarded,
-		metrics:   newPushMetrics(reg),
+		metrics:   newPushMetrics(reg, l),
 		metadata:  newMetadataReceiver(overrides, reg),
+		inflight:  l,
 	}
 }
 
@@ -181,17 +259,31 @@ func (h *pushHandler) push(r *http.Request) pushResult {
 		return res.fail(http.StatusUnsupportedMediaType, err.Error())
 	}
 
-	buf, size, release, err := h.body.read(r)
+	if err := h.inflight.start(); err != nil {
+		h.metrics.rejectedInflight.Inc()
+		return res.fail(http.StatusServiceUnavailable, err.Error())
+	}
+	defer h.inflight.done()
+	held := reservation{l: h.inflight}
+	defer held.release()
+
+	buf, size, release, err := h.body.read(r, held.reserve)
 	h.metrics.compressedSize.Observe(float64(size))
 	if err != nil {
 		release()
-		if errors.Is(err, errBodyTooLarge) {
+		switch {
+		case errors.Is(err, errInflightLimit):
+			h.metrics.rejectedInflightBytes.Inc()
+			return res.fail(http.StatusServiceUnavailable, err.Error())
+		case errors.Is(err, errBodyTooLarge):
 			return res.fail(http.StatusRequestEntityTooLarge, err.Error())
 		}
 		return res.fail(http.StatusBadRequest, err.Error())
 	}
 	h.metrics.decodedSize.Observe(float64(len(buf)))
-	series, err := decodeWrite(proto, buf)
+	limits := h.overrides.ForTenant(tenant)
+	dec := decodeOptions{maxLabels: limits.MaxLabelNamesPerSeries, reserve: held.reserve}
+	series, err := decodeWrite(proto, buf, &dec)
 	var (
 		md        []*prompb.MetricMetadata
 		mdInvalid *tenancy.Error
@@ -201,12 +293,16 @@ func (h *pushHandler) push(r *http.Request) pushResult {
 	}
 	release() // neither decodeWrite's nor take's result shares anything with buf
 	if err != nil {
+		if errors.Is(err, errInflightLimit) {
+			h.metrics.rejectedInflightBytes.Inc()
+			return res.fail(http.StatusServiceUnavailable, err.Error())
+		}
 		level.Debug(h.logger).Log("msg", "refusing malformed remote write request", "tenant", tenant, "proto", proto, "err", err)
 		return res.fail(http.StatusBadRequest, err.Error())
 	}
 
 	now := h.now()
-	v := newSeriesValidator(h.overrides.ForTenant(tenant), now)
+	v := newSeriesValidator(limits, now)
 	var (
 		firstErr  *tenancy.Error
 		discarded discardCounts
@@ -221,6 +317,10 @@ func (h *pushHandler) push(r *http.Request) pushResult {
 			discarded.add(vi.reason, len(ts.Samples)+len(ts.Histograms))
 			if firstErr == nil {
 				firstErr = v.err(ts, vi)
+				if n, ok := dec.labelsOf(ts); ok && vi.reason == ReasonMaxLabelNamesPerSeries {
+					// Decoded with its first labels only: say how many it has.
+					firstErr = tenancy.NewMaxLabelNamesPerSeriesError(n, v.maxLabelNames, formatSeries(ts.Labels))
+				}
 			}
 			continue
 		}

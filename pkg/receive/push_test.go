@@ -526,8 +526,8 @@ func TestPushHandler_Validation(t *testing.T) {
 			msg: `received a series with duplicate label name, label: 'job' series: '{__name__="up", job="a", job="b"}' (err-mimir-duplicate-label-names)`,
 		},
 		{
-			name: "labels not sorted", series: series1(now, "__name__", "up", "job", "a", "instance", "b"), reason: ReasonLabelsNotSorted,
-			msg: `received a series where the label names are not alphabetically sorted, label: 'instance' series: '{__name__="up", job="a", instance="b"}' (err-mimir-labels-not-sorted)`,
+			name: "duplicate label names, not sorted", series: series1(now, "job", "a", "__name__", "up", "job", "b"), reason: ReasonDuplicateLabelNames,
+			msg: `received a series with duplicate label name, label: 'job' series: '{__name__="up", job="a", job="b"}' (err-mimir-duplicate-label-names)`,
 		},
 		{
 			name: "too many labels", series: series1(now, "__name__", "up", "a", "1", "b", "2", "c", "3"), reason: ReasonMaxLabelNamesPerSeries,
@@ -592,6 +592,31 @@ func TestPushHandler_ValidationNormalises(t *testing.T) {
 	want := series1(edge, "__name__", "up", "job", "a")
 	want.Exemplars = s.Exemplars[:1]
 	equalSeries(t, protoFromV1(t, want), env.pusher.series())
+}
+
+// TestPushHandler_UnsortedLabels: series whose labels are not sorted by name (Mimir's continuous test sends
+// `__name__, series_id, hash_extra`) are written with their labels sorted, in 1.0 and 2.0.
+func TestPushHandler_UnsortedLabels(t *testing.T) {
+	now := testNowMs()
+	sent := series1(now, "__name__", "mimir_continuous_test_sine_wave_v2", "series_id", "3", "hash_extra", "0")
+	want := protoFromV1(t, series1(now, "__name__", "mimir_continuous_test_sine_wave_v2", "hash_extra", "0", "series_id", "3"))
+	for name, body := range map[string]struct {
+		body []byte
+		ct   string
+	}{
+		"v1": {encodeV1(t, sent), ctV1},
+		"v2": {encodeV2(t, &writev2.Request{
+			Symbols:    []string{"", "__name__", "mimir_continuous_test_sine_wave_v2", "series_id", "3", "hash_extra", "0"},
+			Timeseries: []writev2.TimeSeries{{LabelsRefs: []uint32{1, 2, 3, 4, 5, 6}, Samples: []writev2.Sample{{Value: 1, Timestamp: now}}}},
+		}), ctV2},
+	} {
+		t.Run(name, func(t *testing.T) {
+			env := newTestEnv(t, testLimits())
+			rec := env.do(t, body.body, body.ct)
+			testutil.Equals(t, http.StatusNoContent, rec.Code, rec.Body.String())
+			equalSeries(t, want, env.pusher.series())
+		})
+	}
 }
 
 // TestPushHandler_PartialAcceptance: valid series are written, the answer is 400 with the first error, every

@@ -1,6 +1,7 @@
 package receive
 
 import (
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -40,18 +41,20 @@ type violation struct {
 
 // check normalises ts in place and reports the first rule it breaks, without allocating.
 //
-// Normalising: labels with an empty value are removed (in Prometheus an empty value is the same as no label),
-// and exemplars newer than now + creation_grace_period are removed (an exemplar is not a sample: it is dropped
-// without failing its series, as Mimir does).
+// Normalising: labels with an empty value are removed (in Prometheus an empty value is the same as no label);
+// labels not sorted by name are sorted, as Mimir's distributor does (clients such as Mimir's own continuous
+// test send `__name__, series_id, …`), which costs nothing for a series that is already sorted; and exemplars
+// newer than now + creation_grace_period are removed (an exemplar is not a sample: it is dropped without
+// failing its series, as Mimir does).
 //
 // The rules, in the order they are reported when several are broken (Mimir's order):
 //  1. there is a __name__ label (a series left with no labels has none): ReasonMissingMetricName;
 //  2. the metric name follows the legacy rules [a-zA-Z_:][a-zA-Z0-9_:]*: ReasonLabelInvalid;
 //  3. at most max_label_names_per_series labels: ReasonMaxLabelNamesPerSeries;
-//  4. for each label in order: its name follows the legacy rules [a-zA-Z_][a-zA-Z0-9_]* (ReasonLabelInvalid),
-//     is at most max_label_name_length bytes (ReasonLabelNameTooLong), its value at most
-//     max_label_value_length bytes (ReasonLabelValueTooLong), its name differs from the previous one
-//     (ReasonDuplicateLabelNames) and sorts after it (ReasonLabelsNotSorted);
+//  4. for each label in (sorted) order: its name follows the legacy rules [a-zA-Z_][a-zA-Z0-9_]*
+//     (ReasonLabelInvalid), is at most max_label_name_length bytes (ReasonLabelNameTooLong), its value at most
+//     max_label_value_length bytes (ReasonLabelValueTooLong), and its name differs from the previous one
+//     (ReasonDuplicateLabelNames);
 //  5. no sample or histogram is newer than now + creation_grace_period: ReasonTooFarInFuture.
 //
 // Label values are valid UTF-8 by the time check runs: the decoders refuse requests where they are not.
@@ -60,44 +63,49 @@ func (v seriesValidator) check(ts *prompb.TimeSeries) violation {
 		ts.Exemplars = v.dropFutureExemplars(ts.Exemplars)
 	}
 
+	// Drop the labels without a value, and find out whether the others are sorted.
 	ls := ts.Labels
-	nameIdx := -1
-	var (
-		first violation // the first per-label violation, reported after the series-level rules
-		prev  string    // the previous label's name
-		j     int       // labels kept: those with a value
-	)
+	sorted := true
+	j := 0 // labels kept: those with a value
 	for _, l := range ls {
-		name, value := l.GetName(), l.GetValue()
-		if value == "" {
-			continue // dropped
+		if l.GetValue() == "" {
+			continue
+		}
+		if sorted && j > 0 && l.GetName() < ls[j-1].GetName() {
+			sorted = false
 		}
 		ls[j] = l
-		i := j
 		j++
+	}
+	clear(ls[j:])
+	ls = ls[:j]
+	ts.Labels = ls
+	if !sorted {
+		// Stable: of two labels with the same name (a violation), the error names them in the order sent.
+		slices.SortStableFunc(ls, compareLabelNames)
+	}
+
+	nameIdx := -1
+	var first violation // the first per-label violation, reported after the series-level rules
+	for i, l := range ls {
+		name := l.GetName()
 		if nameIdx < 0 && name == model.MetricNameLabel {
 			nameIdx = i
 		}
 		if first.reason != "" {
 			continue
 		}
-		switch c := strings.Compare(name, prev); {
+		switch {
 		case !isLegacyLabelName(name):
 			first = violation{reason: ReasonLabelInvalid, label: i}
 		case v.maxNameLength > 0 && len(name) > v.maxNameLength:
 			first = violation{reason: ReasonLabelNameTooLong, label: i}
-		case v.maxValueLength > 0 && len(value) > v.maxValueLength:
+		case v.maxValueLength > 0 && len(l.GetValue()) > v.maxValueLength:
 			first = violation{reason: ReasonLabelValueTooLong, label: i}
-		case i > 0 && c == 0:
+		case i > 0 && name == ls[i-1].GetName():
 			first = violation{reason: ReasonDuplicateLabelNames, label: i}
-		case i > 0 && c < 0:
-			first = violation{reason: ReasonLabelsNotSorted, label: i}
 		}
-		prev = name
 	}
-	clear(ls[j:])
-	ls = ls[:j]
-	ts.Labels = ls
 
 	switch {
 	case nameIdx < 0:
@@ -143,13 +151,14 @@ func (v seriesValidator) err(ts *prompb.TimeSeries, vi violation) *tenancy.Error
 		return tenancy.NewLabelValueTooLongError(name, value, series, v.maxValueLength)
 	case ReasonDuplicateLabelNames:
 		return tenancy.NewDuplicateLabelNamesError(name, series)
-	case ReasonLabelsNotSorted:
-		return tenancy.NewLabelsNotSortedError(name, series)
 	case ReasonTooFarInFuture:
 		return tenancy.NewTooFarInFutureError(vi.tsMs, series)
 	}
 	return nil
 }
+
+// compareLabelNames orders labels by name.
+func compareLabelNames(a, b *labelpb.Label) int { return strings.Compare(a.GetName(), b.GetName()) }
 
 // isLegacyMetricName reports whether name matches [a-zA-Z_:][a-zA-Z0-9_:]*, Prometheus's legacy metric names
 // (model.LegacyValidation.IsValidMetricName, over bytes: only ASCII can match).

@@ -62,7 +62,7 @@ func TestSeriesValidatorOrder(t *testing.T) {
 		{lbls("b", "1", "a", "2", "bad-name", "3"), ReasonMissingMetricName, 0},
 		{lbls("__name__", "bad.name", "b", "1", "a", "2"), ReasonLabelInvalid, 0},
 		{lbls("__name__", "up", "b", "1", "a", "2"), ReasonMaxLabelNamesPerSeries, 0},
-		{lbls("b", "1", "__name__", "up"), ReasonLabelsNotSorted, 1},
+		{lbls("b", "1", "__name__", "up"), "", 0}, // sorted, not refused
 		{lbls("__name__", "up", "__name__", "up"), ReasonDuplicateLabelNames, 1},
 		{lbls("__name__", "up", "a", ""), "", 0},
 	} {
@@ -80,4 +80,76 @@ func TestLegacyNames(t *testing.T) {
 		testutil.Equals(t, model.LegacyValidation.IsValidLabelName(s), isLegacyLabelName(s), "label name %q", s)
 		testutil.Equals(t, model.LegacyValidation.IsValidMetricName(s), isLegacyMetricName(s), "metric name %q", s)
 	}
+}
+
+// TestSeriesValidatorSortsLabels: labels not sorted by name are sorted in place (as Mimir's distributor does),
+// then checked; only duplicate names are refused.
+func TestSeriesValidatorSortsLabels(t *testing.T) {
+	v := newSeriesValidator(&tenancy.Limits{}, time.Unix(0, 0))
+	for _, tc := range []struct {
+		name   string
+		in     []*labelpb.Label
+		want   []*labelpb.Label
+		reason string
+	}{
+		{
+			name: "already sorted",
+			in:   lbls("__name__", "up", "job", "a", "zone", "z"),
+			want: lbls("__name__", "up", "job", "a", "zone", "z"),
+		},
+		{
+			name: "Mimir continuous test order",
+			in:   lbls("__name__", "mimir_continuous_test_sine_wave_v2", "series_id", "7", "hash_extra", "0"),
+			want: lbls("__name__", "mimir_continuous_test_sine_wave_v2", "hash_extra", "0", "series_id", "7"),
+		},
+		{
+			name: "reversed",
+			in:   lbls("zone", "z", "job", "a", "instance", "i", "__name__", "up"),
+			want: lbls("__name__", "up", "instance", "i", "job", "a", "zone", "z"),
+		},
+		{
+			name: "unsorted with empty values dropped",
+			in:   lbls("job", "a", "empty", "", "__name__", "up", "a", ""),
+			want: lbls("__name__", "up", "job", "a"),
+		},
+		{
+			name:   "unsorted duplicate",
+			in:     lbls("job", "a", "__name__", "up", "job", "b"),
+			want:   lbls("__name__", "up", "job", "a", "job", "b"),
+			reason: ReasonDuplicateLabelNames,
+		},
+		{
+			name:   "unsorted, invalid name found after sorting",
+			in:     lbls("job", "a", "__name__", "up", "bad-name", "b"),
+			want:   lbls("__name__", "up", "bad-name", "b", "job", "a"),
+			reason: ReasonLabelInvalid,
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ts := &prompb.TimeSeries{Labels: tc.in}
+			vi := v.check(ts)
+			testutil.Equals(t, tc.reason, vi.reason)
+			testutil.Equals(t, formatSeries(tc.want), formatSeries(ts.Labels))
+		})
+	}
+}
+
+// TestSeriesValidatorNoAllocs: checking a series allocates nothing, sorted or not.
+func TestSeriesValidatorNoAllocs(t *testing.T) {
+	v := newSeriesValidator(&tenancy.Limits{}, time.Unix(0, 0))
+	sorted := lbls("__name__", "up", "instance", "i", "job", "a", "zone", "z")
+	unsorted := lbls("zone", "z", "job", "a", "__name__", "up", "instance", "i")
+	ts := &prompb.TimeSeries{}
+	testutil.Equals(t, 0.0, testing.AllocsPerRun(100, func() {
+		ts.Labels = sorted
+		if v.check(ts).reason != "" {
+			t.Fatal("sorted series refused")
+		}
+	}))
+	testutil.Equals(t, 0.0, testing.AllocsPerRun(100, func() {
+		ts.Labels = append(ts.Labels[:0], unsorted...)
+		if v.check(ts).reason != "" {
+			t.Fatal("unsorted series refused")
+		}
+	}))
 }
