@@ -130,7 +130,9 @@ func (g *Generator) Run(ctx context.Context) Result {
 		s.batches = append(s.batches, b)
 	}
 
-	runCtx, stopRun := context.WithTimeout(ctx, g.cfg.Duration)
+	// The run's deadline counts from start, so that a run stopped by it lasts at least Duration.
+	start := time.Now()
+	runCtx, stopRun := context.WithDeadline(ctx, start.Add(g.cfg.Duration))
 	defer stopRun()
 	var failed atomic.Int64
 	stopOnFailure := func() {
@@ -140,7 +142,6 @@ func (g *Generator) Run(ctx context.Context) Result {
 	}
 
 	cpuStart := cpuSeconds()
-	start := time.Now()
 	var wg sync.WaitGroup
 	for _, s := range senders {
 		wg.Go(func() { s.run(ctx, runCtx, start, stopOnFailure) })
