@@ -40,11 +40,15 @@ type BucketStoreConfig struct {
 	MetaSyncConcurrency int
 	// BlockQueryConcurrency is how many blocks one request reads at a time.
 	BlockQueryConcurrency int
+	// IgnoreDeletionMarkDelay: a block marked for deletion is still served until its mark is older than this
+	// (Mimir's ignore_deletion_mark_delay), so that queriers that planned a query with it find it (0: dropped
+	// at the first sync after its mark).
+	IgnoreDeletionMarkDelay time.Duration
 }
 
 // DefaultBucketStoreConfig returns the defaults (Dir must still be set).
 func DefaultBucketStoreConfig() BucketStoreConfig {
-	return BucketStoreConfig{IndexHeaderIdleTimeout: time.Hour, MetaSyncConcurrency: 32, BlockQueryConcurrency: 16}
+	return BucketStoreConfig{IndexHeaderIdleTimeout: time.Hour, MetaSyncConcurrency: 32, BlockQueryConcurrency: 16, IgnoreDeletionMarkDelay: time.Hour}
 }
 
 type bucketStoreMetrics struct {
@@ -160,7 +164,7 @@ func NewBucketStore(bkt objstore.Bucket, cfg BucketStoreConfig, indexCache, chun
 		logger:      logger,
 		bkt:         bkt,
 		cfg:         cfg,
-		fetcher:     block.NewMetaFetcher(bkt, cfg.MetaSyncConcurrency),
+		fetcher:     block.NewMetaFetcher(bkt, cfg.MetaSyncConcurrency, cfg.IgnoreDeletionMarkDelay, now),
 		owns:        owns,
 		overrides:   overrides,
 		indexCache:  indexCache,
@@ -185,7 +189,8 @@ func (s *BucketStore) limits(tenant string) tenancy.Limits {
 }
 
 // SyncBlocks discovers the tenants and blocks of the bucket, starts serving the new blocks this store owns and
-// stops serving those gone, marked for deletion or no longer owned. Index-headers are not built here: a block
+// stops serving those gone (or without meta.json), marked for deletion longer ago than the ignore-deletion-mark
+// delay, or no longer owned. Index-headers are not built here: a block
 // is served from its first request on (the store is ready while it warms).
 func (s *BucketStore) SyncBlocks(ctx context.Context) (err error) {
 	s.syncMtx.Lock()
