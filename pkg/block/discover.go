@@ -217,12 +217,16 @@ func (f *MetaFetcher) Fetch(ctx context.Context, tenant string) (*Discovered, er
 	}
 	for _, id := range ids {
 		if t, ok := marks[id]; ok && f.markExpired(t) {
+			mtx.Lock()
 			d.Deleted = append(d.Deleted, id)
+			mtx.Unlock()
 			continue
 		}
 		m, ok := known[id]
 		if ok && idx != nil {
+			mtx.Lock()
 			serve(id, m) // the bucket index lists the deletion marks
+			mtx.Unlock()
 			continue
 		}
 		_, marked := marks[id]
