@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/efficientgo/core/errors"
 	"github.com/go-kit/log"
@@ -571,7 +572,13 @@ func distribute[T any](ctx context.Context, s *BlocksStore, method string, pendi
 			}()
 		}
 		wg.Wait()
-		if err := ctx.Err(); err != nil {
+		err := ctx.Err()
+		for i := range results {
+			if err == nil && callerDeadline(ctx, results[i].err) {
+				err = context.DeadlineExceeded
+			}
+		}
+		if err != nil {
 			for range addrs {
 				s.metrics.requests.WithLabelValues(gatewayCanceled).Inc()
 			}
@@ -610,6 +617,16 @@ func distribute[T any](ctx context.Context, s *BlocksStore, method string, pendi
 	}
 	d.missing = append(d.missing, pending...)
 	return nil
+}
+
+// callerDeadline reports whether a gateway's error is the caller's deadline: gRPC passes the deadline on, so
+// the gateway's side may reach it, and answer DeadlineExceeded, a moment before the caller's context does.
+func callerDeadline(ctx context.Context, err error) bool {
+	if status.Code(err) != codes.DeadlineExceeded {
+		return false
+	}
+	dl, ok := ctx.Deadline()
+	return ok && time.Until(dl) < 100*time.Millisecond
 }
 
 // strictRequest reports whether a request asked for failures to fail it rather than to become warnings.
