@@ -80,7 +80,7 @@ type blocksStoreMetrics struct {
 	checks       prometheus.Counter
 	checksFailed prometheus.Counter
 	replans      prometheus.Counter
-	notRequired  prometheus.Counter
+	gone         prometheus.Counter
 }
 
 // Outcomes of one request to one store-gateway.
@@ -121,7 +121,7 @@ func newBlocksStoreMetrics(reg prometheus.Registerer) *blocksStoreMetrics {
 			Name: "strata_querier_blocks_replans_total",
 			Help: "Requests whose block list was read again from the bucket because blocks could not be queried.",
 		}),
-		notRequired: promauto.With(reg).NewCounter(prometheus.CounterOpts{
+		gone: promauto.With(reg).NewCounter(prometheus.CounterOpts{
 			Name: "strata_querier_blocks_gone_total",
 			Help: "Blocks no store-gateway had that a re-read block list no longer names (deleted, without meta.json, or marked for deletion long enough ago): not required.",
 		}),
@@ -497,7 +497,7 @@ func replan[T any](ctx context.Context, s *BlocksStore, method string, tenants [
 			}
 		}
 	}
-	s.metrics.notRequired.Add(float64(len(gone)))
+	s.metrics.gone.Add(float64(len(gone)))
 	level.Debug(s.logger).Log("msg", "blocks queried nowhere: block list read again", "method", method, "missing", len(missing), "gone", len(gone), "new", added, "gone_blocks", strings.Join(gone, ","))
 	return distribute(ctx, s, method, pending, d, call)
 }
