@@ -244,3 +244,68 @@ func TestBlocksStore_ConsistencyCheck(t *testing.T) {
 		})
 	}
 }
+
+// iterCountingBucket counts the listings of a bucket.
+type iterCountingBucket struct {
+	objstore.Bucket
+	mtx   sync.Mutex
+	iters int
+}
+
+func (b *iterCountingBucket) Iter(ctx context.Context, dir string, f func(string) error, opts ...objstore.IterOption) error {
+	b.mtx.Lock()
+	b.iters++
+	b.mtx.Unlock()
+	return b.Bucket.Iter(ctx, dir, f, opts...)
+}
+
+func (b *iterCountingBucket) count() int {
+	b.mtx.Lock()
+	defer b.mtx.Unlock()
+	return b.iters
+}
+
+// Blocks reads the bucket at most every refresh interval; FreshBlocks reads it at once, every call. Blocks
+// uploaded within the grace period are left out, and blocks whose deletion mark gets older than the delay leave
+// the answer as time passes, without a read.
+func TestBucketBlocksFinder_Refresh(t *testing.T) {
+	ctx := context.Background()
+	t0 := time.Unix(1_800_000_000, 0)
+	bkt := &iterCountingBucket{Bucket: objstore.NewInMemBucket()}
+	uploadTestMeta(t, bkt, 0, t0.Add(-time.Hour))
+	uploadTestMeta(t, bkt, 1, t0.Add(-time.Hour))
+	clock := &testClock{now: t0}
+	f := NewBucketBlocksFinder(bkt, time.Hour, 10*time.Minute, time.Hour, clock.Now)
+	all := func() []BlockRef {
+		refs, err := f.Blocks(ctx, blocksTestTenant, 0, blocksTestBlocks*blockSpan)
+		testutil.Ok(t, err)
+		return refs
+	}
+	fresh := func() []BlockRef {
+		refs, err := f.FreshBlocks(ctx, blocksTestTenant, 0, blocksTestBlocks*blockSpan)
+		testutil.Ok(t, err)
+		return refs
+	}
+	testutil.Equals(t, []BlockRef{blockTestRef(0), blockTestRef(1)}, all())
+	reads := bkt.count()
+	testutil.Assert(t, reads > 0, "read")
+
+	// Within the refresh interval: no read, changes unseen.
+	testutil.Ok(t, block.MarkForDeletion(ctx, log.NewNopLogger(), objstore.NewPrefixedBucket(bkt, blocksTestTenant), blockTestID(1), "test", func() time.Time { return t0.Add(-50 * time.Minute) }))
+	uploadTestMeta(t, bkt, 2, t0.Add(-5*time.Minute)) // within the upload grace period
+	testutil.Equals(t, []BlockRef{blockTestRef(0), blockTestRef(1)}, all())
+	testutil.Equals(t, reads, bkt.count())
+
+	// FreshBlocks reads at once: the mark is within the delay (block 1 kept), block 2 is too recent.
+	testutil.Equals(t, []BlockRef{blockTestRef(0), blockTestRef(1)}, fresh())
+	testutil.Assert(t, bkt.count() > reads, "FreshBlocks read the bucket")
+	reads = bkt.count()
+	fresh()
+	testutil.Assert(t, bkt.count() > reads, "every FreshBlocks call reads the bucket")
+	reads = bkt.count()
+
+	// Time passes, within the refresh interval: block 1's mark passes the delay, block 2 the grace period.
+	clock.set(t0.Add(11 * time.Minute))
+	testutil.Equals(t, []BlockRef{blockTestRef(0), blockTestRef(2)}, all())
+	testutil.Equals(t, reads, bkt.count())
+}
