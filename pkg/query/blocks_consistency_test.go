@@ -309,3 +309,50 @@ func TestBucketBlocksFinder_Refresh(t *testing.T) {
 	testutil.Equals(t, []BlockRef{blockTestRef(0), blockTestRef(2)}, all())
 	testutil.Equals(t, reads, bkt.count())
 }
+
+// Label names and values go through the same consistency check as series: a block deleted after the plan is
+// not required once the list is read again, so strict label requests succeed without it; a block still listed
+// that no gateway has fails them, naming it.
+func TestBlocksStore_ConsistencyCheckLabels(t *testing.T) {
+	ctx := tenantContext(blocksTestTenant)
+	t0 := time.Unix(1_800_000_000, 0)
+	for _, tc := range []struct {
+		name     string
+		deleted  bool
+		wantJobs []string
+		wantErr  bool
+	}{
+		{name: "block gone after the plan", deleted: true, wantJobs: []string{"a"}},
+		{name: "block still listed, held by no gateway", wantErr: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			bkt := objstore.NewInMemBucket()
+			for i := 0; i < blocksTestBlocks; i++ {
+				uploadTestMeta(t, bkt, i, t0.Add(-time.Hour))
+			}
+			clock := &testClock{now: t0}
+			finder := NewBucketBlocksFinder(bkt, time.Hour, time.Minute, time.Hour, clock.Now)
+			_, err := finder.Blocks(context.Background(), blocksTestTenant, 0, blocksTestBlocks*blockSpan)
+			testutil.Ok(t, err)
+			if tc.deleted {
+				testutil.Ok(t, block.Delete(context.Background(), log.NewNopLogger(), objstore.NewPrefixedBucket(bkt, blocksTestTenant), blockTestID(1)))
+			}
+			f := newBlocksFixtureWithFinder(t, map[string]*fakeGateway{"g1": newFakeGateway(t, 0, 2)},
+				map[int][]string{0: {"g1"}, 1: {"g1"}, 2: {"g1"}}, BlocksStoreConfig{}, finder)
+			values, err := f.store.LabelValues(ctx, &storepb.LabelValuesRequest{Label: "job", PartialResponseStrategy: storepb.PartialResponseStrategy_ABORT})
+			names, nerr := f.store.LabelNames(ctx, &storepb.LabelNamesRequest{PartialResponseStrategy: storepb.PartialResponseStrategy_ABORT})
+			if tc.wantErr {
+				for _, err := range []error{err, nerr} {
+					testutil.Equals(t, codes.Unavailable, status.Code(err), "%v", err)
+					testutil.Assert(t, strings.Contains(err.Error(), blockTestID(1).String()), err.Error())
+				}
+				return
+			}
+			testutil.Ok(t, err)
+			testutil.Ok(t, nerr)
+			testutil.Equals(t, tc.wantJobs, values.GetValues())
+			testutil.Equals(t, []string{"__name__", "job"}, names.GetNames())
+			testutil.Equals(t, 0, len(values.GetWarnings())+len(names.GetWarnings()))
+		})
+	}
+}
