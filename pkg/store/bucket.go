@@ -228,11 +228,16 @@ func (s *BucketStore) SyncBlocks(ctx context.Context) (err error) {
 					continue
 				}
 			}
-			if b := s.block(tenant, id); b != nil {
-				blocks[id] = b
-				continue
+			b := s.block(tenant, id)
+			if b == nil {
+				b = s.newBlock(tenant, m)
 			}
-			blocks[id] = s.newBlock(tenant, m)
+			var marked int64
+			if t, ok := d.DeletionMarks[id]; ok {
+				marked = t.Unix()
+			}
+			b.deletionMark.Store(marked)
+			blocks[id] = b
 		}
 		if len(blocks) > 0 {
 			next[tenant] = blocks
@@ -461,6 +466,9 @@ type BlockInfo struct {
 	SizeBytes           int64
 	Series, Samples     uint64
 	IndexHeaderInMemory bool
+	// DeletionMarkedAt is when the block was marked for deletion (zero: it is not): it is served until the mark
+	// is older than the ignore-deletion-mark delay.
+	DeletionMarkedAt time.Time
 }
 
 // Tenants returns the tenants the store serves blocks of, sorted.
@@ -490,6 +498,9 @@ func (s *BucketStore) Blocks(tenant string) []BlockInfo {
 			Source: string(b.meta.Thanos.Source), Level: b.meta.Compaction.Level, SizeBytes: size,
 			Series: b.meta.Stats.NumSeries, Samples: b.meta.Stats.NumSamples, IndexHeaderInMemory: b.header.Loaded(),
 		})
+		if t := b.deletionMark.Load(); t != 0 {
+			out[len(out)-1].DeletionMarkedAt = time.Unix(t, 0)
+		}
 	}
 	sort.Slice(out, func(i, j int) bool {
 		if out[i].MinTime != out[j].MinTime {

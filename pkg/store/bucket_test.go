@@ -7,6 +7,8 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path"
 	"path/filepath"
@@ -928,6 +930,27 @@ func TestBucketStore_IgnoreDeletionMarkDelay(t *testing.T) {
 		testutil.Ok(t, st.SyncBlocks(ctx))
 		testutil.Equals(t, step.served, servedIDs(st, "a"), "%v after the mark", step.after)
 		testutil.Equals(t, step.series, query(), "%v after the mark", step.after)
+		// The blocks page says which served block is marked, and since when.
+		marks := map[string]string{}
+		for _, b := range st.Blocks("a") {
+			if !b.DeletionMarkedAt.IsZero() {
+				marks[b.ID.String()] = b.DeletionMarkedAt.UTC().Format(time.RFC3339)
+			}
+		}
+		want := map[string]string{}
+		if len(step.served) == 2 {
+			want[marked.String()] = markedAt.UTC().Format(time.RFC3339)
+		}
+		testutil.Equals(t, want, marks, "%v after the mark", step.after)
+		rec := httptest.NewRecorder()
+		req := httptest.NewRequest(http.MethodGet, "/store-gateway/tenant/a/blocks", nil)
+		req.SetPathValue("tenant", "a")
+		req.Header.Set("Accept", "application/json")
+		st.BlocksHandler().ServeHTTP(rec, req)
+		testutil.Equals(t, http.StatusOK, rec.Code)
+		for id, at := range want {
+			testutil.Assert(t, strings.Contains(rec.Body.String(), `"deletion_marked_at":"`+at+`"`), "page of %s: %s", id, rec.Body.String())
+		}
 	}
 }
 

@@ -42,6 +42,7 @@ type sgBlock struct {
 	SizeBytes   int64             `json:"size_bytes"`
 	Labels      map[string]string `json:"labels"`
 	IndexHeader bool              `json:"index_header_loaded"`
+	MarkedAt    string            `json:"deletion_marked_at"`
 }
 
 // sgBlocks returns the blocks a store-gateway serves of a tenant, from its JSON page.
@@ -587,6 +588,10 @@ func TestStoreGatewayDeletedAndPartialBlocks(t *testing.T) {
 	testutil.Ok(t, block.MarkForDeletion(context.Background(), log.NewNopLogger(), tbkt, ulid.MustParse(ids["markedRecently"]), "e2e", markedAt(time.Now())))
 	waitBlocks(t, s.url(""), tenant, []string{ids["kept"], ids["metaGone"], ids["markedRecently"]})
 	check(t, kept, metaGone, markedRecently)
+	// The gateway's page shows the served block's mark.
+	for _, b := range sgBlocks(t, s.url(""), tenant) {
+		testutil.Equals(t, b.ID == ids["markedRecently"], b.MarkedAt != "", "deletion mark of %s on the page: %q", b.ID, b.MarkedAt)
+	}
 
 	t.Run("meta.json deleted after the block was served", func(t *testing.T) {
 		testutil.Ok(t, os.Remove(filepath.Join(bucketDir, tenant, ids["metaGone"], "meta.json")))
