@@ -32,7 +32,8 @@ type querierConfig struct {
 	PartialResponse      bool          `yaml:"partial_response"`
 	StoreTimeout         time.Duration `yaml:"store_timeout"`
 	InfoRefreshInterval  time.Duration `yaml:"info_refresh_interval"`
-	// BlocksRefreshInterval is how often a tenant's block list is read again from the bucket.
+	// BlocksRefreshInterval is how often a tenant's block list is read again from the bucket (and at once when a
+	// query finds blocks no store-gateway has).
 	BlocksRefreshInterval time.Duration `yaml:"blocks_refresh_interval"`
 	// BlocksUploadGracePeriod: blocks uploaded less than this ago are not asked of the store-gateways, which may
 	// not have synced them (their data is still in the ingesters). 0: twice the store-gateway sync interval.
@@ -80,7 +81,7 @@ func registerQuerierFlags(cmd *kingpin.CmdClause, b *binder, cfg *Config) {
 	b.Int(cmd.Flag("query.max-expression-depth", "Deepest nesting of (), {} and [] a query expression may have; deeper ones are refused before parsing."), &q.Engine.Expression.MaxDepth)
 	b.Int(cmd.Flag("query.max-expression-tokens", "Most tokens (names, numbers, strings, operators, brackets) a query expression may have; longer ones are refused before parsing."), &q.Engine.Expression.MaxTokens)
 	b.Duration(cmd.Flag("query.default-evaluation-interval", "Step of subqueries that name none."), &q.Engine.DefaultEvaluationInterval)
-	b.Duration(cmd.Flag("querier.blocks-refresh-interval", "How often a tenant's block list is read again from the bucket."), &q.BlocksRefreshInterval)
+	b.Duration(cmd.Flag("querier.blocks-refresh-interval", "How often a tenant's block list is read again from the bucket (and at once when a query finds blocks no store-gateway has)."), &q.BlocksRefreshInterval)
 	b.Duration(cmd.Flag("querier.blocks-upload-grace-period", "Blocks uploaded less than this ago are not asked of the store-gateways (0: twice the store-gateway sync interval)."), &q.BlocksUploadGracePeriod)
 	b.Duration(cmd.Flag("querier.store-timeout", "Longest one store may take to answer (0: the query's own timeout)."), &q.StoreTimeout)
 }
@@ -162,7 +163,7 @@ func newBlocksStore(g *run.Group, gw *dskitring.Ring, bkt objstore.Bucket, local
 	if grace <= 0 {
 		grace = 2 * cfg.StoreGateway.SyncInterval
 	}
-	finder := query.NewBucketBlocksFinder(bkt, cfg.Querier.BlocksRefreshInterval, grace, time.Now)
+	finder := query.NewBucketBlocksFinder(bkt, cfg.Querier.BlocksRefreshInterval, grace, cfg.StoreGateway.IgnoreDeletionMarkDelay, time.Now)
 	owners := func(id ulid.ULID) ([]string, error) { return ring.BlockOwners(gw, id, ring.BlocksRead) }
 	pool := query.NewGatewayPool()
 	dial := pool.Dial

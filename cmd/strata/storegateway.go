@@ -31,24 +31,29 @@ type storeGatewayConfig struct {
 	// SyncInterval is how often the bucket is scanned for new and deleted blocks (and on every ring change).
 	SyncInterval time.Duration `yaml:"sync_interval"`
 	// IndexHeaderIdleTimeout unloads an index-header from memory after this long without a query (0: never).
-	IndexHeaderIdleTimeout time.Duration       `yaml:"index_header_idle_timeout"`
-	MetaSyncConcurrency    int                 `yaml:"meta_sync_concurrency"`
-	BlockQueryConcurrency  int                 `yaml:"block_query_concurrency"`
-	IndexCache             cache.Config        `yaml:"index_cache"`
-	ChunksCache            cache.Config        `yaml:"chunks_cache"`
-	Instance               ring.InstanceConfig `yaml:"ring"`
+	IndexHeaderIdleTimeout time.Duration `yaml:"index_header_idle_timeout"`
+	// IgnoreDeletionMarkDelay: a block marked for deletion is still served by the store-gateways, and queried by
+	// the queriers, until its mark is older than this (Mimir's ignore_deletion_mark_delay). Keep it well below
+	// the compactor's deletion delay.
+	IgnoreDeletionMarkDelay time.Duration       `yaml:"ignore_deletion_mark_delay"`
+	MetaSyncConcurrency     int                 `yaml:"meta_sync_concurrency"`
+	BlockQueryConcurrency   int                 `yaml:"block_query_concurrency"`
+	IndexCache              cache.Config        `yaml:"index_cache"`
+	ChunksCache             cache.Config        `yaml:"chunks_cache"`
+	Instance                ring.InstanceConfig `yaml:"ring"`
 }
 
 func defaultStoreGatewayConfig() storeGatewayConfig {
 	d := store.DefaultBucketStoreConfig()
 	return storeGatewayConfig{
-		SyncInterval:           15 * time.Minute,
-		IndexHeaderIdleTimeout: d.IndexHeaderIdleTimeout,
-		MetaSyncConcurrency:    d.MetaSyncConcurrency,
-		BlockQueryConcurrency:  d.BlockQueryConcurrency,
-		IndexCache:             cache.Config{Backend: "inmemory", InMemory: cache.InMemoryConfig{MaxSizeBytes: 256 << 20}},
-		ChunksCache:            cache.Config{Backend: "inmemory", InMemory: cache.InMemoryConfig{MaxSizeBytes: 512 << 20}},
-		Instance:               ring.InstanceConfig{ID: ring.DefaultInstanceID()},
+		SyncInterval:            15 * time.Minute,
+		IndexHeaderIdleTimeout:  d.IndexHeaderIdleTimeout,
+		IgnoreDeletionMarkDelay: d.IgnoreDeletionMarkDelay,
+		MetaSyncConcurrency:     d.MetaSyncConcurrency,
+		BlockQueryConcurrency:   d.BlockQueryConcurrency,
+		IndexCache:              cache.Config{Backend: "inmemory", InMemory: cache.InMemoryConfig{MaxSizeBytes: 256 << 20}},
+		ChunksCache:             cache.Config{Backend: "inmemory", InMemory: cache.InMemoryConfig{MaxSizeBytes: 512 << 20}},
+		Instance:                ring.InstanceConfig{ID: ring.DefaultInstanceID()},
 	}
 }
 
@@ -56,6 +61,9 @@ func defaultStoreGatewayConfig() storeGatewayConfig {
 func (c storeGatewayConfig) Validate() error {
 	if c.SyncInterval <= 0 {
 		return errors.New("store_gateway: sync_interval must be positive")
+	}
+	if c.IgnoreDeletionMarkDelay < 0 {
+		return errors.Newf("store_gateway: ignore_deletion_mark_delay must not be negative; got %s", c.IgnoreDeletionMarkDelay)
 	}
 	if err := c.IndexCache.Validate(); err != nil {
 		return errors.Wrap(err, "store_gateway.index_cache")
@@ -77,12 +85,14 @@ func registerStoreGatewayFlags(cmd *kingpin.CmdClause, b *binder, cfg *Config) {
 	b.Strings(cmd.Flag("store-gateway.chunks-cache.memcached.addresses", "host:port of a memcached server of the chunks cache (repeatable)."), &sg.ChunksCache.Memcached.Addresses)
 }
 
-// registerGatewayRingFlags registers the flags of the store-gateway ring, which queriers read too.
+// registerGatewayRingFlags registers the flags of the store-gateway ring and the store-gateway settings queriers
+// read too.
 func registerGatewayRingFlags(app *kingpin.Application, b *binder, cfg *Config) {
 	r := &cfg.StoreGatewayRing
 	b.Int(app.Flag("store-gateway.ring.replication-factor", "Store-gateways each block is served by (capped at the number of store-gateways)."), &r.ReplicationFactor)
 	b.Bool(app.Flag("store-gateway.zone-awareness-enabled", "Place the replicas of a block in distinct availability zones."), &r.ZoneAwarenessEnabled)
 	b.Duration(app.Flag("store-gateway.ring.heartbeat-period", "How often a store-gateway heartbeats into the ring."), &r.HeartbeatPeriod)
+	b.Duration(app.Flag("store-gateway.ignore-deletion-marks-delay", "Blocks marked for deletion are still served by the store-gateways and queried by the queriers until their mark is older than this (Mimir's -blocks-storage.bucket-store.ignore-deletion-marks-delay). 0: dropped at once."), &cfg.StoreGateway.IgnoreDeletionMarkDelay)
 	b.Duration(app.Flag("store-gateway.ring.heartbeat-timeout", "After this long without a heartbeat a store-gateway is unhealthy."), &r.HeartbeatTimeout)
 }
 
@@ -173,10 +183,11 @@ func setupStoreGateway(g *run.Group, p *process, r *ingesterRing, gw *dskitring.
 		return false, nil
 	}
 	bcfg := store.BucketStoreConfig{
-		Dir:                    filepath.Join(cfg.DataDir, "store-gateway"),
-		IndexHeaderIdleTimeout: sg.IndexHeaderIdleTimeout,
-		MetaSyncConcurrency:    sg.MetaSyncConcurrency,
-		BlockQueryConcurrency:  sg.BlockQueryConcurrency,
+		Dir:                     filepath.Join(cfg.DataDir, "store-gateway"),
+		IndexHeaderIdleTimeout:  sg.IndexHeaderIdleTimeout,
+		IgnoreDeletionMarkDelay: sg.IgnoreDeletionMarkDelay,
+		MetaSyncConcurrency:     sg.MetaSyncConcurrency,
+		BlockQueryConcurrency:   sg.BlockQueryConcurrency,
 	}
 	bs := store.NewBucketStore(bkt, bcfg, asStoreCache(indexCache), asStoreCache(chunksCache), owns, p.overrides, logger, reg, time.Now)
 	var local *localGateway

@@ -9,6 +9,7 @@ import (
 	"path"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/efficientgo/core/errors"
 	"github.com/oklog/ulid/v2"
@@ -118,31 +119,52 @@ func ListTenants(ctx context.Context, bkt objstore.BucketReader) ([]string, erro
 }
 
 // MetaFetcher discovers the blocks of tenants: from the tenant's bucket index when there is one, else by
-// listing. A block without meta.json (a partial upload or delete) and a block marked for deletion are left out.
-// Metas are immutable, so each is read once and remembered.
+// listing. A block without meta.json (a partial upload or delete) is left out; so is a block marked for deletion
+// longer ago than the ignore-deletion-mark delay (Mimir's ignore_deletion_mark_delay): until then it is still
+// served, so that readers that planned a query with it find it, and the compactor (which deletes it only after
+// its own, longer, deletion delay) leaves time for every reader to stop using it. Metas and deletion marks are
+// immutable, so each is read once and remembered.
 type MetaFetcher struct {
 	bkt         objstore.Bucket
 	concurrency int
+	markDelay   time.Duration
+	now         func() time.Time
 
 	mtx   sync.Mutex
-	metas map[string]map[ulid.ULID]*Meta // tenant → block → meta
+	metas map[string]map[ulid.ULID]*Meta     // tenant → block → meta
+	marks map[string]map[ulid.ULID]time.Time // tenant → block → deletion time (listing only)
 }
 
 // NewMetaFetcher returns a fetcher over bkt (the whole bucket, tenants as top-level prefixes) that reads up to
-// concurrency metas at a time.
-func NewMetaFetcher(bkt objstore.Bucket, concurrency int) *MetaFetcher {
-	return &MetaFetcher{bkt: bkt, concurrency: max(1, concurrency), metas: map[string]map[ulid.ULID]*Meta{}}
+// concurrency metas at a time. A block marked for deletion is still discovered until its mark is older than
+// ignoreDeletionMarkDelay by now() (time.Now when nil); with a delay of 0 or less, from its mark on it is not.
+func NewMetaFetcher(bkt objstore.Bucket, concurrency int, ignoreDeletionMarkDelay time.Duration, now func() time.Time) *MetaFetcher {
+	if now == nil {
+		now = time.Now
+	}
+	return &MetaFetcher{
+		bkt: bkt, concurrency: max(1, concurrency), markDelay: ignoreDeletionMarkDelay, now: now,
+		metas: map[string]map[ulid.ULID]*Meta{}, marks: map[string]map[ulid.ULID]time.Time{},
+	}
 }
 
 // Discovered is what a fetch found of one tenant.
 type Discovered struct {
-	// Metas of the blocks to serve.
+	// Metas of the blocks to serve, those marked for deletion less than the delay ago included.
 	Metas map[ulid.ULID]*Meta
-	// Partial are blocks without meta.json; Deleted are blocks marked for deletion; Corrupted are blocks whose
-	// meta.json is not a valid meta (left out, as Thanos does, rather than failing the tenant).
+	// DeletionMarks are the deletion times of the blocks of Metas marked for deletion.
+	DeletionMarks map[ulid.ULID]time.Time
+	// Partial are blocks without meta.json; Deleted are blocks marked for deletion longer ago than the delay;
+	// Corrupted are blocks whose meta.json is not a valid meta (left out, as Thanos does, rather than failing
+	// the tenant).
 	Partial, Deleted, Corrupted []ulid.ULID
 	// FromIndex says whether the bucket index was the source.
 	FromIndex bool
+}
+
+// markExpired says whether a block marked for deletion at t is no longer served.
+func (f *MetaFetcher) markExpired(t time.Time) bool {
+	return f.markDelay <= 0 || f.now().Sub(t) > f.markDelay
 }
 
 // Fetch discovers the blocks of tenant.
@@ -151,10 +173,10 @@ func (f *MetaFetcher) Fetch(ctx context.Context, tenant string) (*Discovered, er
 		return nil, err
 	}
 	tbkt := objstore.NewPrefixedBucket(f.bkt, tenant)
-	d := &Discovered{Metas: map[ulid.ULID]*Meta{}}
+	d := &Discovered{Metas: map[ulid.ULID]*Meta{}, DeletionMarks: map[ulid.ULID]time.Time{}}
 
 	var ids []ulid.ULID
-	deleted := map[ulid.ULID]bool{}
+	marks := map[ulid.ULID]time.Time{} // deletion time of the marked blocks
 	idx, err := ReadBucketIndex(ctx, tbkt)
 	if err != nil {
 		return nil, errors.Wrapf(err, "tenant %s", tenant)
@@ -165,14 +187,14 @@ func (f *MetaFetcher) Fetch(ctx context.Context, tenant string) (*Discovered, er
 			ids = append(ids, b.ID)
 		}
 		for _, m := range idx.BlockDeletionMarks {
-			deleted[m.ID] = true
+			marks[m.ID] = time.Unix(m.DeletionTime, 0)
 		}
 	} else {
 		ids, err = listBlocks(ctx, tbkt)
 		if err != nil {
 			return nil, errors.Wrapf(err, "list blocks of tenant %s", tenant)
 		}
-		if err := listDeletionMarks(ctx, tbkt, deleted); err != nil {
+		if err := f.listDeletionMarks(ctx, tbkt, tenant, marks); err != nil {
 			return nil, errors.Wrapf(err, "list deletion marks of tenant %s", tenant)
 		}
 	}
@@ -184,9 +206,17 @@ func (f *MetaFetcher) Fetch(ctx context.Context, tenant string) (*Discovered, er
 		sem   = make(chan struct{}, f.concurrency)
 		errs  []error
 		fresh = map[ulid.ULID]*Meta{}
+		// Marks found by the workers (marks itself is only read while they run).
+		newMarks = map[ulid.ULID]time.Time{}
 	)
+	serve := func(id ulid.ULID, m *Meta) { // with mtx held
+		fresh[id] = m
+		if t, ok := marks[id]; ok {
+			d.DeletionMarks[id] = t
+		}
+	}
 	for _, id := range ids {
-		if deleted[id] {
+		if t, ok := marks[id]; ok && f.markExpired(t) {
 			mtx.Lock()
 			d.Deleted = append(d.Deleted, id)
 			mtx.Unlock()
@@ -194,53 +224,96 @@ func (f *MetaFetcher) Fetch(ctx context.Context, tenant string) (*Discovered, er
 		}
 		m, ok := known[id]
 		if ok && idx != nil {
-			fresh[id] = m // the bucket index lists the deletion marks
+			mtx.Lock()
+			serve(id, m) // the bucket index lists the deletion marks
+			mtx.Unlock()
 			continue
 		}
+		_, marked := marks[id]
 		wg.Add(1)
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			var err error
+			var (
+				err      error
+				markTime time.Time
+				newMark  bool
+			)
 			if m == nil {
 				m, err = f.read(ctx, tbkt, id, tenant)
 			} else if idx == nil {
 				// A block seen before loses its meta.json first when it is deleted: from then on it is partial.
 				err = checkMeta(ctx, tbkt, id, tenant)
 			}
-			if err == nil && idx == nil {
+			if err == nil && idx == nil && !marked {
 				// Listing: a Thanos compactor marks a block with its own deletion-mark.json only, possibly after
 				// the block was first seen.
-				err = checkDeletionMark(ctx, tbkt, id, tenant)
+				markTime, newMark, err = f.readDeletionMark(ctx, tbkt, path.Join(id.String(), DeletionMarkFilename))
+				err = errors.Wrapf(err, "deletion mark of block %s of tenant %s", id, tenant)
 			}
 			mtx.Lock()
 			defer mtx.Unlock()
+			if newMark {
+				newMarks[id] = markTime
+				if f.markExpired(markTime) {
+					d.Deleted = append(d.Deleted, id)
+					return
+				}
+			}
 			switch {
 			case errors.Is(err, ErrMetaNotFound):
 				d.Partial = append(d.Partial, id)
-			case errors.Is(err, errMarkedForDeletion):
-				d.Deleted = append(d.Deleted, id)
 			case errors.Is(err, ErrMetaCorrupted):
 				d.Corrupted = append(d.Corrupted, id)
 			case err != nil:
 				errs = append(errs, err)
 			default:
-				fresh[id] = m
+				serve(id, m)
+				if newMark {
+					d.DeletionMarks[id] = markTime
+				}
 			}
 		}()
 	}
 	wg.Wait()
+	for id, t := range newMarks {
+		marks[id] = t
+	}
 	if len(errs) > 0 {
 		return nil, errors.Wrapf(errs[0], "fetch metas of tenant %s (%d errors)", tenant, len(errs))
 	}
 	f.mtx.Lock()
 	f.metas[tenant] = fresh
+	if idx == nil {
+		// Remember the marks of the blocks still listed.
+		listed := make(map[ulid.ULID]time.Time, len(marks))
+		for _, id := range ids {
+			if t, ok := marks[id]; ok {
+				listed[id] = t
+			}
+		}
+		f.marks[tenant] = listed
+	} else {
+		delete(f.marks, tenant)
+	}
 	f.mtx.Unlock()
 	d.Metas = fresh
 	return d, nil
 }
 
-var errMarkedForDeletion = errors.New("block marked for deletion")
+// readDeletionMark reads the deletion mark at name: its deletion time and whether there is one. A mark that
+// cannot be decoded (or has no time) counts as marked now: its block is served for the delay from now on.
+func (f *MetaFetcher) readDeletionMark(ctx context.Context, tbkt objstore.BucketReader, name string) (time.Time, bool, error) {
+	content, err := getObject(ctx, tbkt, name)
+	if err != nil || content == nil {
+		return time.Time{}, false, err
+	}
+	var m DeletionMark
+	if json.Unmarshal(content, &m) != nil || m.DeletionTime <= 0 {
+		return f.now(), true, nil
+	}
+	return time.Unix(m.DeletionTime, 0), true, nil
+}
 
 func (f *MetaFetcher) known(tenant string) map[ulid.ULID]*Meta {
 	f.mtx.Lock()
@@ -266,18 +339,6 @@ func checkMeta(ctx context.Context, tbkt objstore.Bucket, id ulid.ULID, tenant s
 	return nil
 }
 
-// checkDeletionMark returns errMarkedForDeletion when the block has its own deletion mark.
-func checkDeletionMark(ctx context.Context, tbkt objstore.Bucket, id ulid.ULID, tenant string) error {
-	ok, err := tbkt.Exists(ctx, path.Join(id.String(), DeletionMarkFilename))
-	if err != nil {
-		return errors.Wrapf(err, "check deletion mark of block %s of tenant %s", id, tenant)
-	}
-	if ok {
-		return errMarkedForDeletion
-	}
-	return nil
-}
-
 // listBlocks lists the block directories of a tenant's bucket.
 func listBlocks(ctx context.Context, tbkt objstore.BucketReader) ([]ulid.ULID, error) {
 	var ids []ulid.ULID
@@ -291,17 +352,41 @@ func listBlocks(ctx context.Context, tbkt objstore.BucketReader) ([]ulid.ULID, e
 	return ids, err
 }
 
-// listDeletionMarks adds the blocks with a mirrored deletion mark under markers/ to deleted.
-func listDeletionMarks(ctx context.Context, tbkt objstore.BucketReader, deleted map[ulid.ULID]bool) error {
+// listDeletionMarks adds the blocks with a mirrored deletion mark under markers/ to marks, with their deletion
+// times: remembered from an earlier fetch, else read.
+func (f *MetaFetcher) listDeletionMarks(ctx context.Context, tbkt objstore.BucketReader, tenant string, marks map[ulid.ULID]time.Time) error {
+	f.mtx.Lock()
+	known := f.marks[tenant]
+	f.mtx.Unlock()
 	suffix := "-" + DeletionMarkFilename
-	return tbkt.Iter(ctx, MarkersDirname+objstore.DirDelim, func(name string) error {
+	var unknown []ulid.ULID
+	err := tbkt.Iter(ctx, MarkersDirname+objstore.DirDelim, func(name string) error {
 		base := path.Base(name)
 		if !strings.HasSuffix(base, suffix) {
 			return nil
 		}
-		if id, err := ulid.Parse(strings.TrimSuffix(base, suffix)); err == nil {
-			deleted[id] = true
+		id, err := ulid.Parse(strings.TrimSuffix(base, suffix))
+		if err != nil {
+			return nil
+		}
+		if t, ok := known[id]; ok {
+			marks[id] = t
+		} else {
+			unknown = append(unknown, id)
 		}
 		return nil
 	})
+	if err != nil {
+		return err
+	}
+	for _, id := range unknown {
+		t, ok, err := f.readDeletionMark(ctx, tbkt, DeletionMarkFilepath(id))
+		if err != nil {
+			return errors.Wrapf(err, "deletion mark of block %s", id)
+		}
+		if ok { // else deleted since listed
+			marks[id] = t
+		}
+	}
+	return nil
 }

@@ -143,7 +143,7 @@ func TestMetaFetcher_Listing(t *testing.T) {
 	testutil.Ok(t, tbkt.Upload(ctx, "stray-file", strings.NewReader("x")))
 	testutil.Ok(t, tbkt.Upload(ctx, path.Join(MarkersDirname, "garbage-deletion-mark.json"), strings.NewReader("x")))
 
-	f := NewMetaFetcher(bkt, 2)
+	f := NewMetaFetcher(bkt, 2, 0, nil)
 	d, err := f.Fetch(ctx, tenant)
 	testutil.Ok(t, err)
 	testutil.Assert(t, !d.FromIndex, "no bucket index: listing")
@@ -198,7 +198,7 @@ func TestMetaFetcher_BlockMarkedAfterDiscovery(t *testing.T) {
 	tbkt := objstore.NewPrefixedBucket(root, tenant)
 	ids := uploadTestBlocks(t, root, tenant, [2]int64{0, 600_000}, [2]int64{7_200_000, 7_800_000})
 
-	f := NewMetaFetcher(root, 4)
+	f := NewMetaFetcher(root, 4, 0, nil)
 	d, err := f.Fetch(ctx, tenant)
 	testutil.Ok(t, err)
 	testutil.Equals(t, sortedIDs(ids), metaIDs(d))
@@ -247,7 +247,7 @@ func TestMetaFetcher_BucketIndex(t *testing.T) {
 		UpdatedAt:          time.Now().Unix(),
 	})
 
-	f := NewMetaFetcher(bkt, 3)
+	f := NewMetaFetcher(bkt, 3, 0, nil)
 	d, err := f.Fetch(ctx, tenant)
 	testutil.Ok(t, err)
 	testutil.Assert(t, d.FromIndex, "bucket index present")
@@ -321,7 +321,7 @@ func TestReadBucketIndex(t *testing.T) {
 	// A bad index fails the fetch rather than being silently ignored (listing could resurrect deleted blocks).
 	tbkt := objstore.NewPrefixedBucket(bkt, "t")
 	testutil.Ok(t, tbkt.Upload(ctx, BucketIndexFilename, gzipped(`{"version":99}`)))
-	_, err = NewMetaFetcher(bkt, 1).Fetch(ctx, "t")
+	_, err = NewMetaFetcher(bkt, 1, 0, nil).Fetch(ctx, "t")
 	testutil.NotOk(t, err)
 }
 
@@ -335,7 +335,7 @@ func TestMetaFetcher_CorruptedMeta(t *testing.T) {
 	ids := uploadTestBlocks(t, root, tenant, [2]int64{0, 600_000}, [2]int64{7_200_000, 7_800_000})
 	testutil.Ok(t, tbkt.Upload(ctx, path.Join(ids[1].String(), MetaFilename), strings.NewReader("{not json")))
 
-	d, err := NewMetaFetcher(root, 2).Fetch(ctx, tenant)
+	d, err := NewMetaFetcher(root, 2, 0, nil).Fetch(ctx, tenant)
 	testutil.Ok(t, err, "one corrupted meta.json must not fail discovery of the whole tenant")
 	testutil.Equals(t, []ulid.ULID{ids[0]}, metaIDs(d))
 	testutil.Equals(t, []ulid.ULID{ids[1]}, d.Corrupted)
@@ -345,8 +345,96 @@ func TestMetaFetcher_CorruptedMeta(t *testing.T) {
 	var buf bytes.Buffer
 	testutil.Ok(t, d.Metas[ids[0]].Write(&buf))
 	testutil.Ok(t, tbkt.Upload(ctx, path.Join(ids[1].String(), MetaFilename), &buf))
-	d, err = NewMetaFetcher(root, 2).Fetch(ctx, tenant)
+	d, err = NewMetaFetcher(root, 2, 0, nil).Fetch(ctx, tenant)
 	testutil.Ok(t, err, "BUG: a meta.json whose ULID is not its directory's fails the whole tenant's discovery (ReadMetaFromBucket's mismatch error does not wrap ErrMetaCorrupted)")
 	testutil.Equals(t, []ulid.ULID{ids[0]}, metaIDs(d))
 	testutil.Equals(t, []ulid.ULID{ids[1]}, d.Corrupted)
+}
+
+// A block marked for deletion is still discovered (and its mark reported) until the mark is older than the
+// ignore-deletion-mark delay; past it, it is Deleted. The same whether the mark is Strata's (mirrored under
+// markers/), a Thanos compactor's (the block's own file only), or the bucket index's, and whether the block
+// was known before it was marked or not. A mark that cannot be decoded counts from when it was first seen.
+func TestMetaFetcher_IgnoreDeletionMarkDelay(t *testing.T) {
+	const (
+		tenant = "tenant-a"
+		delay  = time.Hour
+	)
+	markedAt := time.Unix(1_700_000_000, 0)
+	for _, tc := range []struct {
+		name string
+		mark func(t *testing.T, tbkt objstore.Bucket, id ulid.ULID)
+		// index marks the block in a bucket index instead (mark is unused).
+		index bool
+		// knownFirst fetches before the mark is written.
+		knownFirst bool
+		// corrupt: the mark has no time; the block counts as marked from the first fetch that saw it.
+		corrupt bool
+	}{
+		{name: "strata mark (mirrored)", mark: func(t *testing.T, tbkt objstore.Bucket, id ulid.ULID) {
+			testutil.Ok(t, MarkForDeletion(context.Background(), log.NewNopLogger(), tbkt, id, "test", func() time.Time { return markedAt }))
+		}},
+		{name: "strata mark on a known block", knownFirst: true, mark: func(t *testing.T, tbkt objstore.Bucket, id ulid.ULID) {
+			testutil.Ok(t, MarkForDeletion(context.Background(), log.NewNopLogger(), tbkt, id, "test", func() time.Time { return markedAt }))
+		}},
+		{name: "thanos mark (own file only) on a known block", knownFirst: true, mark: func(t *testing.T, tbkt objstore.Bucket, id ulid.ULID) {
+			testutil.Ok(t, tbkt.Upload(context.Background(), path.Join(id.String(), DeletionMarkFilename), strings.NewReader(`{"id":"`+id.String()+`","version":1,"deletion_time":1700000000}`)))
+		}},
+		{name: "bucket index", index: true},
+		{name: "bucket index, known block", index: true, knownFirst: true},
+		{name: "undecodable mirrored mark", corrupt: true, mark: func(t *testing.T, tbkt objstore.Bucket, id ulid.ULID) {
+			testutil.Ok(t, tbkt.Upload(context.Background(), DeletionMarkFilepath(id), strings.NewReader("{not json")))
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			root := newFilesystemBucket(t)
+			tbkt := objstore.NewPrefixedBucket(root, tenant)
+			ids := uploadTestBlocks(t, root, tenant, [2]int64{0, 600_000}, [2]int64{7_200_000, 7_800_000})
+			kept, marked := ids[0], ids[1]
+			now := markedAt
+			f := NewMetaFetcher(root, 2, delay, func() time.Time { return now })
+			writeIdx := func(marks []BucketIndexBlockMark) {
+				writeIndex(t, tbkt, &BucketIndex{Version: BucketIndexVersion2, Blocks: []BucketIndexBlock{{ID: kept}, {ID: marked}}, BlockDeletionMarks: marks})
+			}
+			if tc.index {
+				writeIdx(nil)
+			}
+			if tc.knownFirst {
+				d, err := f.Fetch(ctx, tenant)
+				testutil.Ok(t, err)
+				testutil.Equals(t, sortedIDs(ids), metaIDs(d))
+			}
+			if tc.index {
+				writeIdx([]BucketIndexBlockMark{{ID: marked, DeletionTime: markedAt.Unix()}})
+			} else {
+				tc.mark(t, tbkt, marked)
+			}
+
+			for _, step := range []struct {
+				after time.Duration
+				kept  bool
+			}{{0, true}, {30 * time.Minute, true}, {delay, true}, {delay + time.Second, false}, {3 * delay, false}} {
+				now = markedAt.Add(step.after)
+				if tc.corrupt {
+					now = now.Add(time.Minute) // first seen a minute after markedAt: counts from then
+				}
+				d, err := f.Fetch(ctx, tenant)
+				testutil.Ok(t, err)
+				if step.kept {
+					testutil.Equals(t, sortedIDs(ids), metaIDs(d), "%v after the mark: still served", step.after)
+					testutil.Equals(t, 0, len(d.Deleted))
+					from := markedAt
+					if tc.corrupt {
+						from = markedAt.Add(time.Minute)
+					}
+					testutil.Equals(t, map[ulid.ULID]time.Time{marked: from}, d.DeletionMarks)
+				} else {
+					testutil.Equals(t, []ulid.ULID{kept}, metaIDs(d), "%v after the mark: no longer served", step.after)
+					testutil.Equals(t, []ulid.ULID{marked}, d.Deleted)
+					testutil.Equals(t, map[ulid.ULID]time.Time{}, d.DeletionMarks)
+				}
+			}
+		})
+	}
 }

@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/efficientgo/core/errors"
 	"github.com/go-kit/log"
@@ -48,6 +49,15 @@ type BlocksFinder interface {
 	Blocks(ctx context.Context, tenant string, minT, maxT int64) ([]BlockRef, error)
 }
 
+// FreshBlocksFinder is a BlocksFinder that can read a tenant's block list again at once, rather than when its
+// refresh interval says. The BlocksStore uses it when blocks could not be queried on any store-gateway: those
+// gone from the fresh list (deleted, lost their meta.json, marked for deletion longer ago than the delay) are
+// no longer required, and blocks new in it are queried too.
+type FreshBlocksFinder interface {
+	BlocksFinder
+	FreshBlocks(ctx context.Context, tenant string, minT, maxT int64) ([]BlockRef, error)
+}
+
 // BlockOwners returns the gRPC addresses of the store-gateways owning a block, in the order to try them.
 type BlockOwners func(id ulid.ULID) ([]string, error)
 
@@ -63,10 +73,14 @@ type BlocksStoreConfig struct {
 const defaultMaxAttempts = 3
 
 type blocksStoreMetrics struct {
-	queried   prometheus.Counter
-	requests  *prometheus.CounterVec
-	retried   prometheus.Counter
-	unqueried prometheus.Counter
+	queried      prometheus.Counter
+	requests     *prometheus.CounterVec
+	retried      prometheus.Counter
+	unqueried    prometheus.Counter
+	checks       prometheus.Counter
+	checksFailed prometheus.Counter
+	replans      prometheus.Counter
+	gone         prometheus.Counter
 }
 
 // Outcomes of one request to one store-gateway.
@@ -94,6 +108,22 @@ func newBlocksStoreMetrics(reg prometheus.Registerer) *blocksStoreMetrics {
 		unqueried: promauto.With(reg).NewCounter(prometheus.CounterOpts{
 			Name: "strata_querier_blocks_unqueried_total",
 			Help: "Blocks no owner could be queried for (missing from the answer: a partial response or a failed query).",
+		}),
+		checks: promauto.With(reg).NewCounter(prometheus.CounterOpts{
+			Name: "strata_querier_blocks_consistency_checks_total",
+			Help: "Requests whose blocks were checked to have all been queried (every request with blocks).",
+		}),
+		checksFailed: promauto.With(reg).NewCounter(prometheus.CounterOpts{
+			Name: "strata_querier_blocks_consistency_checks_failed_total",
+			Help: "Requests left with blocks expected but queried on no store-gateway, after retries and a re-plan.",
+		}),
+		replans: promauto.With(reg).NewCounter(prometheus.CounterOpts{
+			Name: "strata_querier_blocks_replans_total",
+			Help: "Requests whose block list was read again from the bucket because blocks could not be queried.",
+		}),
+		gone: promauto.With(reg).NewCounter(prometheus.CounterOpts{
+			Name: "strata_querier_blocks_gone_total",
+			Help: "Blocks no store-gateway had that a re-read block list no longer names (deleted, without meta.json, or marked for deletion long enough ago): not required.",
 		}),
 	}
 	for _, o := range []string{gatewaySuccess, gatewayIncomplete, gatewayError, gatewayCanceled} {
@@ -256,12 +286,21 @@ func statusFromContext(err error) error {
 	return status.FromContextError(err).Err()
 }
 
-// findBlocks lists the blocks of every tenant in [minT, maxT], each once.
-func (s *BlocksStore) findBlocks(ctx context.Context, tenants []string, minT, maxT int64) ([]BlockRef, error) {
+// findBlocks lists the blocks of every tenant in [minT, maxT], each once; with fresh, from block lists read
+// again now (the finder is a FreshBlocksFinder).
+func (s *BlocksStore) findBlocks(ctx context.Context, tenants []string, minT, maxT int64, fresh bool) ([]BlockRef, error) {
 	var out []BlockRef
 	seen := map[ulid.ULID]bool{}
 	for _, tenant := range tenants {
-		refs, err := s.finder.Blocks(ctx, tenant, minT, maxT)
+		var (
+			refs []BlockRef
+			err  error
+		)
+		if ff, ok := s.finder.(FreshBlocksFinder); ok && fresh {
+			refs, err = ff.FreshBlocks(ctx, tenant, minT, maxT)
+		} else {
+			refs, err = s.finder.Blocks(ctx, tenant, minT, maxT)
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil, statusFromContext(ctx.Err())
@@ -291,8 +330,12 @@ type blockState struct {
 	tried  []string
 }
 
-// nextOwner is the first owner not tried for this block and not failed in this request ("" if none).
-func (b *blockState) nextOwner(failed map[string]bool) string {
+// nextOwner is the first owner not tried for this block and not failed in this request ("" if none, or if
+// maxAttempts owners were tried already).
+func (b *blockState) nextOwner(failed map[string]bool, maxAttempts int) string {
+	if len(b.tried) >= maxAttempts {
+		return ""
+	}
 	for _, o := range b.owners {
 		if !failed[o] && !slices.Contains(b.tried, o) {
 			return o
@@ -311,6 +354,13 @@ type distribution[T any] struct {
 	missing  []*blockState      // blocks no gateway confirmed
 	tried    []string           // every gateway asked, sorted
 	failures []string           // "addr: error" of the gateways that failed, and owner look-up errors
+
+	failed map[string]bool // gateways that failed in this request: not asked again
+	asked  map[string]bool
+}
+
+func newDistribution[T any]() *distribution[T] {
+	return &distribution[T]{failed: map[string]bool{}, asked: map[string]bool{}}
 }
 
 type gatewayAnswer[T any] struct {
@@ -344,37 +394,130 @@ func (d *distribution[T]) unqueriedError() error {
 	return status.Error(codes.Unavailable, msg)
 }
 
-// distribute runs the attempts of one request: each not yet queried block goes to its next owner, one call per
-// gateway per attempt, the gateways of an attempt in parallel. The error is the caller's context's, only.
-func distribute[T any](ctx context.Context, s *BlocksStore, method string, refs []BlockRef, call gatewayCall[T]) (*distribution[T], error) {
-	d := &distribution[T]{}
-	pending := make([]*blockState, 0, len(refs))
+// queryBlocks runs one request over the blocks of tenants in [minT, maxT] (nil: there are none): each block
+// goes to its owners, one after the other, until one confirms having queried it. Then the consistency check
+// (Mimir's): when blocks are left that no owner confirmed, the block lists are read again at once and the
+// request re-planned: blocks gone from them (deleted, without meta.json, marked for deletion longer ago than the
+// delay; the store-gateways may drop such a block before this querier's list does) are no longer required,
+// blocks new in them are queried, and only blocks still expected and queried nowhere stay missing. The error is
+// the caller's context's, or the finder's.
+func queryBlocks[T any](ctx context.Context, s *BlocksStore, method string, tenants []string, minT, maxT int64, call gatewayCall[T]) (*distribution[T], error) {
+	refs, err := s.findBlocks(ctx, tenants, minT, maxT, false)
+	if err != nil || len(refs) == 0 {
+		return nil, err
+	}
+	s.metrics.checks.Inc()
+	d := newDistribution[T]()
+	var pending []*blockState
 	for _, r := range refs {
-		b := &blockState{ref: r, id: r.ID.String()}
-		owners, err := s.owners(r.ID)
-		if err != nil {
-			d.failures = append(d.failures, fmt.Sprintf("owners of block %s: %v", b.id, err))
-			d.missing = append(d.missing, b)
+		if b := lookupOwners(s, d, &blockState{ref: r, id: r.ID.String()}); b != nil {
+			pending = append(pending, b)
+		}
+	}
+	if err := distribute(ctx, s, method, pending, d, call); err != nil {
+		return nil, err
+	}
+	if len(d.missing) > 0 {
+		if err := replan(ctx, s, method, tenants, minT, maxT, refs, d, call); err != nil {
+			return nil, err
+		}
+	}
+	for addr := range d.asked {
+		d.tried = append(d.tried, addr)
+	}
+	sort.Strings(d.tried)
+	if len(d.missing) > 0 {
+		s.metrics.checksFailed.Inc()
+		s.metrics.unqueried.Add(float64(len(d.missing)))
+		level.Warn(s.logger).Log("msg", "blocks could not be queried on the store-gateways", "method", method, "blocks", len(d.missing), "gateways", strings.Join(d.tried, ","))
+	}
+	return d, nil
+}
+
+// lookupOwners sets b's owners and returns it; when they cannot be looked up, b is missing and nil returned.
+func lookupOwners[T any](s *BlocksStore, d *distribution[T], b *blockState) *blockState {
+	owners, err := s.owners(b.ref.ID)
+	if err != nil {
+		d.failures = append(d.failures, fmt.Sprintf("owners of block %s: %v", b.id, err))
+		d.missing = append(d.missing, b)
+		return nil
+	}
+	b.owners = owners
+	return b
+}
+
+// replan reads the block lists again (when the finder can) and queries what they now expect and was not
+// queried: the missing blocks still listed (on owners not tried yet) and the blocks new in the lists. Missing
+// blocks no longer listed are dropped from d.missing.
+func replan[T any](ctx context.Context, s *BlocksStore, method string, tenants []string, minT, maxT int64, planned []BlockRef, d *distribution[T], call gatewayCall[T]) error {
+	if _, ok := s.finder.(FreshBlocksFinder); !ok {
+		return nil
+	}
+	s.metrics.replans.Inc()
+	fresh, err := s.findBlocks(ctx, tenants, minT, maxT, true)
+	if err != nil {
+		if ctx.Err() != nil {
+			return err
+		}
+		d.failures = append(d.failures, fmt.Sprintf("read the block list again: %v", err))
+		return nil // the missing blocks stay missing
+	}
+	expected := make(map[ulid.ULID]bool, len(fresh))
+	for _, r := range fresh {
+		expected[r.ID] = true
+	}
+	missing := d.missing
+	d.missing = nil
+	var (
+		pending []*blockState
+		gone    []string
+	)
+	for _, b := range missing {
+		if !expected[b.ref.ID] {
+			gone = append(gone, b.id)
 			continue
 		}
-		b.owners = owners
+		if len(b.owners) == 0 {
+			if b = lookupOwners(s, d, b); b == nil {
+				continue
+			}
+		}
 		pending = append(pending, b)
 	}
+	known := make(map[ulid.ULID]bool, len(planned))
+	for _, r := range planned {
+		known[r.ID] = true
+	}
+	added := 0
+	for _, r := range fresh {
+		if !known[r.ID] {
+			added++
+			if b := lookupOwners(s, d, &blockState{ref: r, id: r.ID.String()}); b != nil {
+				pending = append(pending, b)
+			}
+		}
+	}
+	s.metrics.gone.Add(float64(len(gone)))
+	level.Debug(s.logger).Log("msg", "blocks queried nowhere: block list read again", "method", method, "missing", len(missing), "gone", len(gone), "new", added, "gone_blocks", strings.Join(gone, ","))
+	return distribute(ctx, s, method, pending, d, call)
+}
 
-	failed := map[string]bool{}
-	tried := map[string]bool{}
+// distribute runs the attempts of one request over pending blocks: each not yet queried block goes to its next
+// owner, one call per gateway per attempt, the gateways of an attempt in parallel; what is left goes to
+// d.missing. The error is the caller's context's, only.
+func distribute[T any](ctx context.Context, s *BlocksStore, method string, pending []*blockState, d *distribution[T], call gatewayCall[T]) error {
 	var sem chan struct{}
 	if s.cfg.MaxConcurrency > 0 {
 		sem = make(chan struct{}, s.cfg.MaxConcurrency)
 	}
 	for attempt := 0; attempt < s.cfg.MaxAttempts && len(pending) > 0; attempt++ {
 		if err := ctx.Err(); err != nil {
-			return nil, statusFromContext(err)
+			return statusFromContext(err)
 		}
 		groups := map[string][]*blockState{}
 		var addrs []string
 		for _, b := range pending {
-			addr := b.nextOwner(failed)
+			addr := b.nextOwner(d.failed, s.cfg.MaxAttempts)
 			if addr == "" {
 				d.missing = append(d.missing, b) // no owner left to ask
 				continue
@@ -387,7 +530,7 @@ func distribute[T any](ctx context.Context, s *BlocksStore, method string, refs 
 				addrs = append(addrs, addr)
 			}
 			groups[addr] = append(groups[addr], b)
-			tried[addr] = true
+			d.asked[addr] = true
 		}
 		pending = pending[:0:0]
 		if len(addrs) == 0 {
@@ -429,11 +572,17 @@ func distribute[T any](ctx context.Context, s *BlocksStore, method string, refs 
 			}()
 		}
 		wg.Wait()
-		if err := ctx.Err(); err != nil {
+		err := ctx.Err()
+		for i := range results {
+			if err == nil && callerDeadline(ctx, results[i].err) {
+				err = context.DeadlineExceeded
+			}
+		}
+		if err != nil {
 			for range addrs {
 				s.metrics.requests.WithLabelValues(gatewayCanceled).Inc()
 			}
-			return nil, statusFromContext(err)
+			return statusFromContext(err)
 		}
 
 		for i, addr := range addrs {
@@ -441,7 +590,7 @@ func distribute[T any](ctx context.Context, s *BlocksStore, method string, refs 
 			if res.err != nil {
 				s.metrics.requests.WithLabelValues(gatewayError).Inc()
 				level.Debug(s.logger).Log("msg", "store-gateway failed; its blocks go to their next owners", "method", method, "gateway", addr, "blocks", len(groups[addr]), "err", res.err)
-				failed[addr] = true
+				d.failed[addr] = true
 				d.failures = append(d.failures, fmt.Sprintf("%s: %v", addr, res.err))
 				pending = append(pending, groups[addr]...)
 				continue
@@ -467,15 +616,17 @@ func distribute[T any](ctx context.Context, s *BlocksStore, method string, refs 
 		}
 	}
 	d.missing = append(d.missing, pending...)
-	for addr := range tried {
-		d.tried = append(d.tried, addr)
+	return nil
+}
+
+// callerDeadline reports whether a gateway's error is the caller's deadline: gRPC passes the deadline on, so
+// the gateway's side may reach it, and answer DeadlineExceeded, a moment before the caller's context does.
+func callerDeadline(ctx context.Context, err error) bool {
+	if status.Code(err) != codes.DeadlineExceeded {
+		return false
 	}
-	sort.Strings(d.tried)
-	if len(d.missing) > 0 {
-		s.metrics.unqueried.Add(float64(len(d.missing)))
-		level.Warn(s.logger).Log("msg", "blocks could not be queried on the store-gateways", "method", method, "blocks", len(d.missing), "gateways", strings.Join(d.tried, ","))
-	}
-	return d, nil
+	dl, ok := ctx.Deadline()
+	return ok && time.Until(dl) < 100*time.Millisecond
 }
 
 // strictRequest reports whether a request asked for failures to fail it rather than to become warnings.
@@ -497,13 +648,6 @@ func (s *BlocksStore) Series(ctx context.Context, req *storepb.SeriesRequest, op
 	if err != nil {
 		return nil, err
 	}
-	refs, err := s.findBlocks(ctx, tenants, req.GetMinTime(), req.GetMaxTime())
-	if err != nil {
-		return nil, err
-	}
-	if len(refs) == 0 {
-		return &seriesStream{ctx: ctx}, nil
-	}
 	var queryStats bool
 	if h := req.GetHints(); h != nil {
 		var rh hintspb.SeriesRequestHints
@@ -511,7 +655,7 @@ func (s *BlocksStore) Series(ctx context.Context, req *storepb.SeriesRequest, op
 			queryStats = rh.GetEnableQueryStats()
 		}
 	}
-	d, err := distribute(ctx, s, "series", refs, func(ctx context.Context, c storepb.StoreClient, addr string, ids []string) (gatewaySeries, []string, error) {
+	d, err := queryBlocks(ctx, s, "series", tenants, req.GetMinTime(), req.GetMaxTime(), func(ctx context.Context, c storepb.StoreClient, addr string, ids []string) (gatewaySeries, []string, error) {
 		var out gatewaySeries
 		hints, err := anypb.New(&hintspb.SeriesRequestHints{BlockMatchers: blockMatchers(ids), EnableQueryStats: queryStats})
 		if err != nil {
@@ -553,6 +697,9 @@ func (s *BlocksStore) Series(ctx context.Context, req *storepb.SeriesRequest, op
 	})
 	if err != nil {
 		return nil, err
+	}
+	if d == nil {
+		return &seriesStream{ctx: ctx}, nil
 	}
 	partial := d.unqueriedError()
 	if partial != nil && strictRequest(req.GetPartialResponseStrategy(), req.GetPartialResponseDisabled()) {
@@ -769,11 +916,7 @@ func (s *BlocksStore) LabelNames(ctx context.Context, req *storepb.LabelNamesReq
 		return nil, err
 	}
 	minT, maxT := labelsRange(req.GetStart(), req.GetEnd())
-	refs, err := s.findBlocks(ctx, tenants, minT, maxT)
-	if err != nil || len(refs) == 0 {
-		return &storepb.LabelNamesResponse{}, err
-	}
-	d, err := distribute(ctx, s, "label_names", refs, func(ctx context.Context, c storepb.StoreClient, addr string, ids []string) (labelsAnswer, []string, error) {
+	d, err := queryBlocks(ctx, s, "label_names", tenants, minT, maxT, func(ctx context.Context, c storepb.StoreClient, addr string, ids []string) (labelsAnswer, []string, error) {
 		hints, err := anypb.New(&hintspb.LabelNamesRequestHints{BlockMatchers: blockMatchers(ids)})
 		if err != nil {
 			return labelsAnswer{}, nil, errors.Wrap(err, "encode label names request hints")
@@ -792,8 +935,8 @@ func (s *BlocksStore) LabelNames(ctx context.Context, req *storepb.LabelNamesReq
 		}
 		return labelsAnswer{values: resp.GetNames(), warnings: prefixWarnings(addr, resp.GetWarnings())}, queriedIDs(rh.GetQueriedBlocks()), nil
 	})
-	if err != nil {
-		return nil, err
+	if err != nil || d == nil {
+		return &storepb.LabelNamesResponse{}, err
 	}
 	names, warnings, err := finishLabels(d, strictRequest(req.GetPartialResponseStrategy(), req.GetPartialResponseDisabled()), req.GetLimit())
 	if err != nil {
@@ -812,11 +955,7 @@ func (s *BlocksStore) LabelValues(ctx context.Context, req *storepb.LabelValuesR
 		return nil, status.Error(codes.InvalidArgument, "label name parameter cannot be empty")
 	}
 	minT, maxT := labelsRange(req.GetStart(), req.GetEnd())
-	refs, err := s.findBlocks(ctx, tenants, minT, maxT)
-	if err != nil || len(refs) == 0 {
-		return &storepb.LabelValuesResponse{}, err
-	}
-	d, err := distribute(ctx, s, "label_values", refs, func(ctx context.Context, c storepb.StoreClient, addr string, ids []string) (labelsAnswer, []string, error) {
+	d, err := queryBlocks(ctx, s, "label_values", tenants, minT, maxT, func(ctx context.Context, c storepb.StoreClient, addr string, ids []string) (labelsAnswer, []string, error) {
 		hints, err := anypb.New(&hintspb.LabelValuesRequestHints{BlockMatchers: blockMatchers(ids)})
 		if err != nil {
 			return labelsAnswer{}, nil, errors.Wrap(err, "encode label values request hints")
@@ -835,8 +974,8 @@ func (s *BlocksStore) LabelValues(ctx context.Context, req *storepb.LabelValuesR
 		}
 		return labelsAnswer{values: resp.GetValues(), warnings: prefixWarnings(addr, resp.GetWarnings())}, queriedIDs(rh.GetQueriedBlocks()), nil
 	})
-	if err != nil {
-		return nil, err
+	if err != nil || d == nil {
+		return &storepb.LabelValuesResponse{}, err
 	}
 	values, warnings, err := finishLabels(d, strictRequest(req.GetPartialResponseStrategy(), req.GetPartialResponseDisabled()), req.GetLimit())
 	if err != nil {

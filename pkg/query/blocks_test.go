@@ -105,6 +105,7 @@ type fakeGateway struct {
 
 	mtx       sync.Mutex
 	requested [][]string // the block IDs of each request it answered
+	asked     [][]string // the block IDs each request named in its block matchers, sorted
 	orgIDs    []string   // the x-scope-orgid of each request
 }
 
@@ -123,13 +124,23 @@ func (g *fakeGateway) requests() [][]string {
 	return slices.Clone(g.requested)
 }
 
+// askedBlocks returns the block IDs each request named, held or not.
+func (g *fakeGateway) askedBlocks() [][]string {
+	g.mtx.Lock()
+	defer g.mtx.Unlock()
+	return slices.Clone(g.asked)
+}
+
 // selected records the request and returns the IDs of the blocks to serve, sorted.
 func (g *fakeGateway) selected(ctx context.Context, hints *anypb.Any, rh blockHints) ([]string, error) {
 	orgID := ""
 	if md, ok := metadata.FromIncomingContext(ctx); ok {
 		orgID = strings.Join(md.Get(tenancy.MetadataOrgID), ",") // one value, not one per layer that set it
 	}
-	var blockMs []*labels.Matcher
+	var (
+		blockMs []*labels.Matcher
+		asked   []string
+	)
 	if hints != nil {
 		if err := hints.UnmarshalTo(rh); err != nil {
 			return nil, status.Error(codes.InvalidArgument, err.Error())
@@ -142,6 +153,9 @@ func (g *fakeGateway) selected(ctx context.Context, hints *anypb.Any, rh blockHi
 	for _, m := range ms {
 		if m.Name == BlockIDLabel {
 			blockMs = append(blockMs, m)
+			if m.Type == labels.MatchRegexp {
+				asked = append(asked, strings.Split(m.Value, "|")...)
+			}
 		}
 	}
 	var ids []string
@@ -155,6 +169,8 @@ func (g *fakeGateway) selected(ctx context.Context, hints *anypb.Any, rh blockHi
 	g.mtx.Lock()
 	g.orgIDs = append(g.orgIDs, orgID)
 	g.requested = append(g.requested, ids)
+	sort.Strings(asked)
+	g.asked = append(g.asked, asked)
 	g.mtx.Unlock()
 	if g.delay > 0 {
 		select {
@@ -373,7 +389,17 @@ type blocksFixture struct {
 
 func newBlocksFixture(t testing.TB, gws map[string]*fakeGateway, owners map[int][]string, cfg BlocksStoreConfig) *blocksFixture {
 	t.Helper()
+	return newBlocksFixtureWithFinder(t, gws, owners, cfg, nil)
+}
+
+// newBlocksFixtureWithFinder is newBlocksFixture with another finder than the fixture's staticFinder (nil:
+// the staticFinder of the blocks owners names).
+func newBlocksFixtureWithFinder(t testing.TB, gws map[string]*fakeGateway, owners map[int][]string, cfg BlocksStoreConfig, finder BlocksFinder) *blocksFixture {
+	t.Helper()
 	f := &blocksFixture{gws: gws, addrs: map[string]string{}, reg: prometheus.NewRegistry(), finder: &staticFinder{blocks: map[string][]BlockRef{}}}
+	if finder == nil {
+		finder = f.finder
+	}
 	for name, g := range gws {
 		if g == nil {
 			f.addrs[name] = downAddr(t)
@@ -399,7 +425,7 @@ func newBlocksFixture(t testing.TB, gws map[string]*fakeGateway, owners map[int]
 		return o, nil
 	}
 	f.pool = NewGatewayPool()
-	f.store = NewBlocksStore(f.finder, ownersOf, f.pool.Dial, cfg, log.NewNopLogger(), f.reg)
+	f.store = NewBlocksStore(finder, ownersOf, f.pool.Dial, cfg, log.NewNopLogger(), f.reg)
 	t.Cleanup(func() {
 		testutil.Ok(t, f.store.Close())
 		testutil.Ok(t, f.pool.Close())

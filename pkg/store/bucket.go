@@ -40,11 +40,15 @@ type BucketStoreConfig struct {
 	MetaSyncConcurrency int
 	// BlockQueryConcurrency is how many blocks one request reads at a time.
 	BlockQueryConcurrency int
+	// IgnoreDeletionMarkDelay: a block marked for deletion is still served until its mark is older than this
+	// (Mimir's ignore_deletion_mark_delay), so that queriers that planned a query with it find it (0: dropped
+	// at the first sync after its mark).
+	IgnoreDeletionMarkDelay time.Duration
 }
 
 // DefaultBucketStoreConfig returns the defaults (Dir must still be set).
 func DefaultBucketStoreConfig() BucketStoreConfig {
-	return BucketStoreConfig{IndexHeaderIdleTimeout: time.Hour, MetaSyncConcurrency: 32, BlockQueryConcurrency: 16}
+	return BucketStoreConfig{IndexHeaderIdleTimeout: time.Hour, MetaSyncConcurrency: 32, BlockQueryConcurrency: 16, IgnoreDeletionMarkDelay: time.Hour}
 }
 
 type bucketStoreMetrics struct {
@@ -160,7 +164,7 @@ func NewBucketStore(bkt objstore.Bucket, cfg BucketStoreConfig, indexCache, chun
 		logger:      logger,
 		bkt:         bkt,
 		cfg:         cfg,
-		fetcher:     block.NewMetaFetcher(bkt, cfg.MetaSyncConcurrency),
+		fetcher:     block.NewMetaFetcher(bkt, cfg.MetaSyncConcurrency, cfg.IgnoreDeletionMarkDelay, now),
 		owns:        owns,
 		overrides:   overrides,
 		indexCache:  indexCache,
@@ -185,7 +189,8 @@ func (s *BucketStore) limits(tenant string) tenancy.Limits {
 }
 
 // SyncBlocks discovers the tenants and blocks of the bucket, starts serving the new blocks this store owns and
-// stops serving those gone, marked for deletion or no longer owned. Index-headers are not built here: a block
+// stops serving those gone (or without meta.json), marked for deletion longer ago than the ignore-deletion-mark
+// delay, or no longer owned. Index-headers are not built here: a block
 // is served from its first request on (the store is ready while it warms).
 func (s *BucketStore) SyncBlocks(ctx context.Context) (err error) {
 	s.syncMtx.Lock()
@@ -223,11 +228,16 @@ func (s *BucketStore) SyncBlocks(ctx context.Context) (err error) {
 					continue
 				}
 			}
-			if b := s.block(tenant, id); b != nil {
-				blocks[id] = b
-				continue
+			b := s.block(tenant, id)
+			if b == nil {
+				b = s.newBlock(tenant, m)
 			}
-			blocks[id] = s.newBlock(tenant, m)
+			var marked int64
+			if t, ok := d.DeletionMarks[id]; ok {
+				marked = t.Unix()
+			}
+			b.deletionMark.Store(marked)
+			blocks[id] = b
 		}
 		if len(blocks) > 0 {
 			next[tenant] = blocks
@@ -456,6 +466,9 @@ type BlockInfo struct {
 	SizeBytes           int64
 	Series, Samples     uint64
 	IndexHeaderInMemory bool
+	// DeletionMarkedAt is when the block was marked for deletion (zero: it is not): it is served until the mark
+	// is older than the ignore-deletion-mark delay.
+	DeletionMarkedAt time.Time
 }
 
 // Tenants returns the tenants the store serves blocks of, sorted.
@@ -485,6 +498,9 @@ func (s *BucketStore) Blocks(tenant string) []BlockInfo {
 			Source: string(b.meta.Thanos.Source), Level: b.meta.Compaction.Level, SizeBytes: size,
 			Series: b.meta.Stats.NumSeries, Samples: b.meta.Stats.NumSamples, IndexHeaderInMemory: b.header.Loaded(),
 		})
+		if t := b.deletionMark.Load(); t != 0 {
+			out[len(out)-1].DeletionMarkedAt = time.Unix(t, 0)
+		}
 	}
 	sort.Slice(out, func(i, j int) bool {
 		if out[i].MinTime != out[j].MinTime {

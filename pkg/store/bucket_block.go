@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/efficientgo/core/errors"
@@ -60,6 +61,8 @@ type bucketBlock struct {
 	index   Cache
 	chunks  Cache
 	metrics *bucketStoreMetrics
+	// deletionMark is when the block was marked for deletion, in Unix seconds (0: not marked); set by each sync.
+	deletionMark atomic.Int64
 	// readers counts the requests reading the block: a block dropped by a sync is closed when the last ends.
 	refMtx  sync.Mutex
 	readers int

@@ -23,9 +23,9 @@ var tenantsPage = template.Must(template.New("tenants").Parse(`<!DOCTYPE html>
 var blocksPage = template.Must(template.New("blocks").Parse(`<!DOCTYPE html>
 <html><head><title>Store-gateway blocks of {{.Tenant}}</title></head><body>
 <h1>Store-gateway: blocks of tenant {{.Tenant}}</h1>
-<table border="1" cellpadding="4"><tr><th>Block</th><th>Min time</th><th>Max time</th><th>Duration</th><th>Resolution</th><th>Level</th><th>Source</th><th>Series</th><th>Samples</th><th>Size</th><th>Labels</th><th>Index-header</th></tr>
-{{range .Blocks}}<tr><td>{{.ID}}</td><td>{{.Min}}</td><td>{{.Max}}</td><td>{{.Duration}}</td><td>{{.Resolution}}</td><td>{{.Level}}</td><td>{{.Source}}</td><td>{{.Series}}</td><td>{{.Samples}}</td><td>{{.Size}}</td><td>{{.Labels}}</td><td>{{if .InMemory}}loaded{{else}}on disk{{end}}</td></tr>
-{{else}}<tr><td colspan="12">no blocks</td></tr>{{end}}
+<table border="1" cellpadding="4"><tr><th>Block</th><th>Min time</th><th>Max time</th><th>Duration</th><th>Resolution</th><th>Level</th><th>Source</th><th>Series</th><th>Samples</th><th>Size</th><th>Labels</th><th>Index-header</th><th>Marked for deletion</th></tr>
+{{range .Blocks}}<tr><td>{{.ID}}</td><td>{{.Min}}</td><td>{{.Max}}</td><td>{{.Duration}}</td><td>{{.Resolution}}</td><td>{{.Level}}</td><td>{{.Source}}</td><td>{{.Series}}</td><td>{{.Samples}}</td><td>{{.Size}}</td><td>{{.Labels}}</td><td>{{if .InMemory}}loaded{{else}}on disk{{end}}</td><td>{{.DeletionMarkedAt}}</td></tr>
+{{else}}<tr><td colspan="13">no blocks</td></tr>{{end}}
 </table><p><a href="../../tenants">all tenants</a></p></body></html>`))
 
 type tenantRow struct {
@@ -50,6 +50,8 @@ type blockRow struct {
 	LabelMap   map[string]string `json:"labels"`
 	Labels     string            `json:"-"`
 	InMemory   bool              `json:"index_header_loaded"`
+	// DeletionMarkedAt is the time of the block's deletion mark (RFC 3339), empty when it has none.
+	DeletionMarkedAt string `json:"deletion_marked_at,omitempty"`
 }
 
 func wantsJSON(r *http.Request) bool {
@@ -87,6 +89,9 @@ func (s *BucketStore) BlocksHandler() http.Handler {
 				Series: b.Series, Samples: b.Samples, SizeBytes: b.SizeBytes, Size: humanBytes(b.SizeBytes),
 				LabelMap: b.Labels.Map(), Labels: b.Labels.String(), InMemory: b.IndexHeaderInMemory,
 			})
+			if !b.DeletionMarkedAt.IsZero() {
+				rows[len(rows)-1].DeletionMarkedAt = b.DeletionMarkedAt.UTC().Format(time.RFC3339)
+			}
 		}
 		render(w, r, blocksPage, struct {
 			Tenant string

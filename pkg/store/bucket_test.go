@@ -7,6 +7,8 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path"
 	"path/filepath"
@@ -243,6 +245,8 @@ type bucketStoreOpts struct {
 	idle                    time.Duration
 	dir                     string
 	concurrency             int
+	// markDelay is the ignore-deletion-mark delay (0: a marked block is dropped at the next sync).
+	markDelay time.Duration
 }
 
 func newTestBucketStore(t testing.TB, bkt objstore.Bucket, o bucketStoreOpts) *BucketStore {
@@ -253,6 +257,7 @@ func newTestBucketStore(t testing.TB, bkt objstore.Bucket, o bucketStoreOpts) *B
 		cfg.Dir = t.TempDir()
 	}
 	cfg.IndexHeaderIdleTimeout = o.idle
+	cfg.IgnoreDeletionMarkDelay = o.markDelay
 	if o.concurrency > 0 {
 		cfg.BlockQueryConcurrency = o.concurrency
 	}
@@ -882,6 +887,71 @@ func TestBucketStore_Discovery(t *testing.T) {
 	testutil.Equals(t, []string{}, servedIDs(st, "a"))
 	testutil.Equals(t, 0, len(st.Tenants()))
 	testutil.Equals(t, []string{}, query())
+}
+
+// A block marked for deletion is served, and answers queries, until its mark is older than the
+// ignore-deletion-mark delay; the first sync past the delay drops it.
+func TestBucketStore_IgnoreDeletionMarkDelay(t *testing.T) {
+	ctx := context.Background()
+	bkt := newTestBucket(t)
+	tbkt := objstore.NewPrefixedBucket(bkt, "a")
+	dir := t.TempDir()
+	kept := uploadTestBlock(t, bkt, "a", createTestBlock(t, dir, map[string][]sample{`m{blk="0"}`: floats(1, 0, hour, 15_000)}), nil, 0).ULID
+	marked := uploadTestBlock(t, bkt, "a", createTestBlock(t, dir, map[string][]sample{`m{blk="1"}`: floats(2, 2*hour, 3*hour, 15_000)}), nil, 0).ULID
+	markedAt := time.Unix(1_800_000_000, 0)
+	var (
+		mtx sync.Mutex
+		now = markedAt
+	)
+	clock := func() time.Time { mtx.Lock(); defer mtx.Unlock(); return now }
+	st := newTestBucketStore(t, bkt, bucketStoreOpts{now: clock, markDelay: time.Hour})
+	c := serve(t, st)
+	query := func() []string {
+		got, _, err := seriesWithHints(tenantCtx("a"), c, &storepb.SeriesRequest{MinTime: math.MinInt64, MaxTime: math.MaxInt64, Matchers: []*storepb.LabelMatcher{lm(EQ, "__name__", "m")}})
+		testutil.Ok(t, err)
+		return lsetsOf(got)
+	}
+	both := []string{`{__name__="m", blk="0", tenant_id="a"}`, `{__name__="m", blk="1", tenant_id="a"}`}
+	testutil.Equals(t, idStrings(kept, marked), servedIDs(st, "a"))
+	testutil.Ok(t, block.MarkForDeletion(ctx, log.NewNopLogger(), tbkt, marked, "test", clock))
+
+	for _, step := range []struct {
+		after  time.Duration
+		served []string
+		series []string
+	}{
+		{0, idStrings(kept, marked), both},
+		{59 * time.Minute, idStrings(kept, marked), both},
+		{time.Hour + time.Second, idStrings(kept), both[:1]},
+	} {
+		mtx.Lock()
+		now = markedAt.Add(step.after)
+		mtx.Unlock()
+		testutil.Ok(t, st.SyncBlocks(ctx))
+		testutil.Equals(t, step.served, servedIDs(st, "a"), "%v after the mark", step.after)
+		testutil.Equals(t, step.series, query(), "%v after the mark", step.after)
+		// The blocks page says which served block is marked, and since when.
+		marks := map[string]string{}
+		for _, b := range st.Blocks("a") {
+			if !b.DeletionMarkedAt.IsZero() {
+				marks[b.ID.String()] = b.DeletionMarkedAt.UTC().Format(time.RFC3339)
+			}
+		}
+		want := map[string]string{}
+		if len(step.served) == 2 {
+			want[marked.String()] = markedAt.UTC().Format(time.RFC3339)
+		}
+		testutil.Equals(t, want, marks, "%v after the mark", step.after)
+		rec := httptest.NewRecorder()
+		req := httptest.NewRequest(http.MethodGet, "/store-gateway/tenant/a/blocks", nil)
+		req.SetPathValue("tenant", "a")
+		req.Header.Set("Accept", "application/json")
+		st.BlocksHandler().ServeHTTP(rec, req)
+		testutil.Equals(t, http.StatusOK, rec.Code)
+		for id, at := range want {
+			testutil.Assert(t, strings.Contains(rec.Body.String(), `"deletion_marked_at":"`+at+`"`), "page of %s: %s", id, rec.Body.String())
+		}
+	}
 }
 
 // A block the store serves and that a Thanos compactor marks for deletion (its own deletion-mark.json only)

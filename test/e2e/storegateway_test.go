@@ -42,6 +42,7 @@ type sgBlock struct {
 	SizeBytes   int64             `json:"size_bytes"`
 	Labels      map[string]string `json:"labels"`
 	IndexHeader bool              `json:"index_header_loaded"`
+	MarkedAt    string            `json:"deletion_marked_at"`
 }
 
 // sgBlocks returns the blocks a store-gateway serves of a tenant, from its JSON page.
@@ -507,14 +508,21 @@ func TestStoreGatewayPages(t *testing.T) {
 
 // TestStoreGatewayDeletedAndPartialBlocks: of a tenant's blocks in the bucket, one without meta.json (a partial
 // upload) is never served; one marked for deletion (block.MarkForDeletion: its deletion-mark.json and the
-// markers/ mirror) stops being served at the next sync and its data leaves query results; one whose meta.json
-// is deleted after it was served (the first step of block.Delete, a partial delete) stops being served too. The
-// answers are checked against the reference engine over exactly the blocks that should be served.
+// markers/ mirror) less than the ignore-deletion-mark delay (1h by default) ago is still served and queried; one
+// marked longer ago than the delay stops being served at the next sync and its data leaves query results; one
+// whose meta.json is deleted after it was served (the first step of block.Delete, a partial delete) stops being
+// served too. The answers are checked against the reference engine over exactly the blocks that should be
+// served, with partial responses refused.
+//
+// The querier re-reads its block list only every hour here: each time the gateway drops a block, the querier's
+// list still names it, as it does for up to blocks_refresh_interval in production once the compactor deletes
+// blocks. The queries must still succeed at once, by the querier's consistency check: the blocks no gateway
+// has make it read the list again and re-plan without them.
 func TestStoreGatewayDeletedAndPartialBlocks(t *testing.T) {
 	const tenant = "team-d"
 	now := time.Now()
 	day := 24 * time.Hour
-	// Four disjoint periods, one 2h block each (ends on 2h boundaries); more series in "kept" to tell them apart.
+	// Five disjoint periods, one 2h block each (ends on 2h boundaries); more series in "kept" to tell them apart.
 	period := func(daysAgo int) (time.Time, time.Time) {
 		end := now.Add(-time.Duration(daysAgo) * day).Truncate(2 * time.Hour)
 		return end.Add(-2 * time.Hour), end
@@ -525,19 +533,26 @@ func TestStoreGatewayDeletedAndPartialBlocks(t *testing.T) {
 		testutil.Equals(t, 1, len(d))
 		return d
 	}
-	kept, marked, partial, metaGone := mk(8, 10), mk(10, 11), mk(12, 12), mk(14, 13)
+	kept, marked, partial, metaGone, markedRecently := mk(8, 10), mk(10, 11), mk(12, 12), mk(14, 13), mk(16, 14)
 
 	bucketDir := filepath.Join(t.TempDir(), "bucket")
 	objCfg := filepath.Join(t.TempDir(), "objstore.yaml")
 	testutil.Ok(t, os.WriteFile(objCfg, []byte("type: FILESYSTEM\nconfig:\n  directory: "+bucketDir+"\n"), 0o600))
 	ids := map[string]string{}
-	for name, d := range map[string][]string{"kept": kept, "marked": marked, "partial": partial, "metaGone": metaGone} {
+	for name, d := range map[string][]string{"kept": kept, "marked": marked, "partial": partial, "metaGone": metaGone, "markedRecently": markedRecently} {
 		ids[name] = uploadBlocks(t, bucketDir, tenant, nil, d)[0]
 	}
 	// A partial upload: everything but meta.json.
 	testutil.Ok(t, os.Remove(filepath.Join(bucketDir, tenant, ids["partial"], "meta.json")))
 
-	s := startStrata(t, t.TempDir(), append([]string{"all", "--objstore.config-file=" + objCfg}, sgFlags...)...)
+	args := []string{"all", "--objstore.config-file=" + objCfg}
+	for _, f := range sgFlags {
+		if strings.HasPrefix(f, "--querier.blocks-refresh-interval=") {
+			f = "--querier.blocks-refresh-interval=1h"
+		}
+		args = append(args, f)
+	}
+	s := startStrata(t, t.TempDir(), args...)
 	s.waitReady(t, 30*time.Second)
 	base := s.url("/prometheus")
 	// count_over_time over 30 days at now: how many samples of each series each served block holds.
@@ -548,9 +563,13 @@ func TestStoreGatewayDeletedAndPartialBlocks(t *testing.T) {
 		for _, d := range served {
 			dirs = append(dirs, d...)
 		}
-		waitQueryEquals(t, base, tenant, q, refQuery(t, dirs, q, now, now, 0), now)
+		want := refQuery(t, dirs, q, now, now, 0)
+		// Refusing partial responses: a block the querier expects and no gateway has fails the query (503).
 		got, warnings := sgQuery(t, base, tenant, q, now, now, 0, url.Values{"partial_response": {"false"}})
-		testutil.Equals(t, refQuery(t, dirs, q, now, now, 0), got)
+		testutil.Equals(t, want, got)
+		testutil.Equals(t, 0, len(warnings), "warnings: %v", warnings)
+		got, warnings = sgQuery(t, base, tenant, q, now, now, 0, nil)
+		testutil.Equals(t, want, got)
 		testutil.Equals(t, 0, len(warnings), "warnings: %v", warnings)
 		// Nothing at all from the partial block's period.
 		ps, pe := period(12)
@@ -558,18 +577,31 @@ func TestStoreGatewayDeletedAndPartialBlocks(t *testing.T) {
 		testutil.Equals(t, 0, len(got), "data of the partial block: %v", got)
 	}
 
-	waitBlocks(t, s.url(""), tenant, []string{ids["kept"], ids["marked"], ids["metaGone"]})
-	check(t, kept, marked, metaGone)
+	waitBlocks(t, s.url(""), tenant, []string{ids["kept"], ids["marked"], ids["metaGone"], ids["markedRecently"]})
+	check(t, kept, marked, metaGone, markedRecently)
 
 	fs, err := filesystem.NewBucket(bucketDir)
 	testutil.Ok(t, err)
-	testutil.Ok(t, block.MarkForDeletion(context.Background(), log.NewNopLogger(), objstore.NewPrefixedBucket(fs, tenant), ulid.MustParse(ids["marked"]), "e2e", nil))
-	waitBlocks(t, s.url(""), tenant, []string{ids["kept"], ids["metaGone"]})
-	check(t, kept, metaGone)
+	tbkt := objstore.NewPrefixedBucket(fs, tenant)
+	markedAt := func(at time.Time) func() time.Time { return func() time.Time { return at } }
+	testutil.Ok(t, block.MarkForDeletion(context.Background(), log.NewNopLogger(), tbkt, ulid.MustParse(ids["marked"]), "e2e", markedAt(now.Add(-2*time.Hour))))
+	testutil.Ok(t, block.MarkForDeletion(context.Background(), log.NewNopLogger(), tbkt, ulid.MustParse(ids["markedRecently"]), "e2e", markedAt(time.Now())))
+	waitBlocks(t, s.url(""), tenant, []string{ids["kept"], ids["metaGone"], ids["markedRecently"]})
+	check(t, kept, metaGone, markedRecently)
+	// The gateway's page shows the served block's mark.
+	for _, b := range sgBlocks(t, s.url(""), tenant) {
+		testutil.Equals(t, b.ID == ids["markedRecently"], b.MarkedAt != "", "deletion mark of %s on the page: %q", b.ID, b.MarkedAt)
+	}
 
 	t.Run("meta.json deleted after the block was served", func(t *testing.T) {
 		testutil.Ok(t, os.Remove(filepath.Join(bucketDir, tenant, ids["metaGone"], "meta.json")))
-		waitBlocks(t, s.url(""), tenant, []string{ids["kept"]})
-		check(t, kept)
+		waitBlocks(t, s.url(""), tenant, []string{ids["kept"], ids["markedRecently"]})
+		check(t, kept, markedRecently)
 	})
+
+	// Each drop was noticed by a re-plan (the list is not re-read otherwise), and no query was left with
+	// blocks it expected and could not query.
+	metrics := s.url("/metrics")
+	testutil.Assert(t, sgMetric(t, metrics, "strata_querier_blocks_replans_total") >= 2, "re-plans: %v", sgMetric(t, metrics, "strata_querier_blocks_replans_total"))
+	testutil.Equals(t, 0.0, sgMetric(t, metrics, "strata_querier_blocks_consistency_checks_failed_total"))
 }
