@@ -173,11 +173,11 @@ func TestServerGRPCMessageSizeBound(t *testing.T) {
 			g.Add(func() error { <-stop; return nil }, func(error) {})
 			done := make(chan error, 1)
 			go func() { done <- g.Run() }()
-			defer func() { close(stop); <-done }()
+			defer func() { close(stop); testutil.Ok(t, <-done) }()
 
 			conn, err := grpc.NewClient(s.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 			testutil.Ok(t, err)
-			defer conn.Close()
+			defer func() { _ = conn.Close() }()
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			hc := healthpb.NewHealthClient(conn)
