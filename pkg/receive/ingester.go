@@ -797,7 +797,6 @@ func (i *Ingester) closeIdle(u *userTSDB) (ok bool, err error) {
 	}
 	i.mtx.Lock()
 	delete(i.tsdbs, u.tenant)
-	i.metrics.tsdbs.Set(float64(len(i.tsdbs)))
 	i.mtx.Unlock()
 	u.closed = true
 	dir := u.db.Dir()
@@ -807,6 +806,10 @@ func (i *Ingester) closeIdle(u *userTSDB) (ok bool, err error) {
 	}
 	u.reg.unregisterAll()
 	i.deleteTenantMetrics(u.tenant)
+	// Counted as closed only now that everything of the tenant is gone (its metrics, its directory).
+	i.mtx.RLock()
+	i.metrics.tsdbs.Set(float64(len(i.tsdbs)))
+	i.mtx.RUnlock()
 	return true, err
 }
 
