@@ -44,12 +44,16 @@ config:
   directory: $DIR/bucket
 YAML
 
-# alive PID: the process exists and is not a zombie (a killed process whose parent is gone may stay one).
+# alive PID: the process exists and is not a zombie (a killed process whose parent is gone may stay one). A zombie
+# whose other threads still run is alive: a Go process's main thread is a zombie before the last thread has exited
+# and released the process's files, its listening sockets among them.
 alive() {
   local pid=$1
   kill -0 "$pid" 2>/dev/null || return 1
   if [[ -r /proc/$pid/stat ]]; then
-    [[ $(sed -E 's/^[0-9]+ \(.*\) ([A-Za-z]).*/\1/' "/proc/$pid/stat") != Z ]]
+    [[ $(sed -E 's/^[0-9]+ \(.*\) ([A-Za-z]).*/\1/' "/proc/$pid/stat") != Z ]] && return 0
+    local tasks=(/proc/"$pid"/task/*)
+    [[ ${#tasks[@]} -gt 1 ]]
   fi
 }
 port() { echo $(($1 + OFF)); }
