@@ -1,8 +1,6 @@
 package query
 
 import (
-	"bytes"
-	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -32,10 +30,6 @@ import (
 	"github.com/stratametrics/strata/pkg/store/storepb"
 	"github.com/stratametrics/strata/pkg/tenancy"
 )
-
-// BlockIDLabel is the pseudo label of a block's ULID that block matchers of request hints select blocks with
-// (Thanos's and Mimir's "__block_id__").
-const BlockIDLabel = "__block_id__"
 
 // BlockRef is a block of the bucket as the querier needs it.
 type BlockRef struct {
@@ -319,7 +313,7 @@ func (s *BlocksStore) findBlocks(ctx context.Context, tenants []string, minT, ma
 
 // blockMatchers selects exactly the blocks ids by their ULIDs (which need no regexp escaping).
 func blockMatchers(ids []string) []*storepb.LabelMatcher {
-	return []*storepb.LabelMatcher{{Type: storepb.LabelMatcher_RE, Name: BlockIDLabel, Value: strings.Join(ids, "|")}}
+	return []*storepb.LabelMatcher{{Type: storepb.LabelMatcher_RE, Name: store.BlockIDLabel, Value: strings.Join(ids, "|")}}
 }
 
 // blockState is one block's progress through a request's attempts.
@@ -714,7 +708,7 @@ func (s *BlocksStore) Series(ctx context.Context, req *storepb.SeriesRequest, op
 		all = append(all, a.val.series...)
 		warnings = append(warnings, a.val.warnings...)
 	}
-	merged := mergeGatewaySeries(all)
+	merged := store.MergeSeries(all)
 	if req.GetLimit() > 0 && int64(len(merged)) > req.GetLimit() {
 		merged = merged[:req.GetLimit()]
 	}
@@ -731,67 +725,6 @@ func uniqueWarnings(ss []string) []string {
 		}
 	}
 	return out
-}
-
-// mergeGatewaySeries sorts series by labels and makes the series of one label set (the same series in several
-// blocks, from one gateway or several) one series whose chunks are sorted by time, identical chunks (same time
-// range, encoding and bytes: blocks that overlap) kept once.
-func mergeGatewaySeries(all []*storepb.Series) []*storepb.Series {
-	type keyed struct {
-		lset labels.Labels
-		s    *storepb.Series
-	}
-	ks := make([]keyed, len(all))
-	for i, s := range all {
-		ks[i] = keyed{lset: store.LabelsFromPB(s.GetLabels()), s: s}
-	}
-	slices.SortStableFunc(ks, func(a, b keyed) int { return labels.Compare(a.lset, b.lset) })
-	out := make([]*storepb.Series, 0, len(ks))
-	for i := 0; i < len(ks); {
-		j := i + 1
-		for j < len(ks) && labels.Equal(ks[i].lset, ks[j].lset) {
-			j++
-		}
-		if j == i+1 {
-			out = append(out, &storepb.Series{Labels: store.LabelsToPB(ks[i].lset), Chunks: ks[i].s.GetChunks()})
-			i = j
-			continue
-		}
-		var chks []*storepb.AggrChunk
-		for _, k := range ks[i:j] {
-			chks = append(chks, k.s.GetChunks()...)
-		}
-		slices.SortStableFunc(chks, compareChunks)
-		uniq := chks[:0]
-		for _, c := range chks {
-			if len(uniq) > 0 && compareChunks(uniq[len(uniq)-1], c) == 0 && sameChunk(uniq[len(uniq)-1], c) {
-				continue
-			}
-			uniq = append(uniq, c)
-		}
-		out = append(out, &storepb.Series{Labels: store.LabelsToPB(ks[i].lset), Chunks: uniq})
-		i = j
-	}
-	return out
-}
-
-// compareChunks orders chunks by time range, then raw encoding and bytes (so identical ones are adjacent).
-func compareChunks(a, b *storepb.AggrChunk) int {
-	if c := cmp.Compare(a.GetMinTime(), b.GetMinTime()); c != 0 {
-		return c
-	}
-	if c := cmp.Compare(a.GetMaxTime(), b.GetMaxTime()); c != 0 {
-		return c
-	}
-	if c := cmp.Compare(a.GetRaw().GetType(), b.GetRaw().GetType()); c != 0 {
-		return c
-	}
-	return bytes.Compare(a.GetRaw().GetData(), b.GetRaw().GetData())
-}
-
-// sameChunk is true for chunks of the same bytes, downsampled aggregates included.
-func sameChunk(a, b *storepb.AggrChunk) bool {
-	return proto.Equal(a, b)
 }
 
 // seriesStream is an in-memory storepb.Store_SeriesClient: the warnings, then the series (in batches when the
