@@ -151,7 +151,7 @@ func (g *fakeGateway) selected(ctx context.Context, hints *anypb.Any, rh blockHi
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
 	for _, m := range ms {
-		if m.Name == BlockIDLabel {
+		if m.Name == store.BlockIDLabel {
 			blockMs = append(blockMs, m)
 			if m.Type == labels.MatchRegexp {
 				asked = append(asked, strings.Split(m.Value, "|")...)

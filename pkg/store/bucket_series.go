@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/binary"
 	"slices"
-	"sort"
 	"sync"
 	"sync/atomic"
 
@@ -239,52 +238,22 @@ func splitAggrChunk(b []byte) ([5][]byte, error) {
 	return out, nil
 }
 
-// mergeSeriesResults sorts the series of several blocks by labels and merges those with the same labels into
-// one whose chunks are ordered by time (chunks identical in range and bytes kept once).
+// mergeSeriesResults merges the series of several blocks (MergeSeries).
 func mergeSeriesResults(parts [][]seriesResult) []*storepb.Series {
-	var all []seriesResult
+	n := 0
 	for _, p := range parts {
-		all = append(all, p...)
+		n += len(p)
 	}
-	sort.SliceStable(all, func(i, j int) bool { return compareLabelsPB(all[i].lset, all[j].lset) < 0 })
-	var out []*storepb.Series
-	for _, r := range all {
-		if n := len(out); n > 0 && compareLabelsPB(out[n-1].Labels, r.lset) == 0 {
-			out[n-1].Chunks = append(out[n-1].Chunks, r.chunks...)
-			continue
+	slab := make([]storepb.Series, n)
+	all := make([]*storepb.Series, 0, n)
+	for _, p := range parts {
+		for _, r := range p {
+			s := &slab[len(all)]
+			s.Labels, s.Chunks = r.lset, r.chunks
+			all = append(all, s)
 		}
-		out = append(out, &storepb.Series{Labels: r.lset, Chunks: r.chunks})
 	}
-	for _, s := range out {
-		if len(s.Chunks) < 2 {
-			continue
-		}
-		slices.SortStableFunc(s.Chunks, func(a, b *storepb.AggrChunk) int {
-			if a.MinTime != b.MinTime {
-				if a.MinTime < b.MinTime {
-					return -1
-				}
-				return 1
-			}
-			if a.MaxTime < b.MaxTime {
-				return -1
-			}
-			if a.MaxTime > b.MaxTime {
-				return 1
-			}
-			return 0
-		})
-		s.Chunks = slices.CompactFunc(s.Chunks, sameChunk)
-	}
-	return out
-}
-
-func sameChunk(a, b *storepb.AggrChunk) bool {
-	if a.MinTime != b.MinTime || a.MaxTime != b.MaxTime {
-		return false
-	}
-	return a.GetRaw() != nil && b.GetRaw() != nil && a.GetRaw().GetType() == b.GetRaw().GetType() &&
-		string(a.GetRaw().GetData()) == string(b.GetRaw().GetData())
+	return MergeSeries(all)
 }
 
 // selectedBlock is a block a request reads, with the matchers left for its index.
