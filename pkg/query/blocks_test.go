@@ -2,7 +2,6 @@ package query
 
 import (
 	"context"
-	"io"
 	"net"
 	"slices"
 	"sort"
@@ -31,6 +30,7 @@ import (
 	"github.com/stratametrics/strata/pkg/store/hintspb"
 	"github.com/stratametrics/strata/pkg/store/labelpb"
 	"github.com/stratametrics/strata/pkg/store/storepb"
+	"github.com/stratametrics/strata/pkg/store/storetest"
 	"github.com/stratametrics/strata/pkg/tenancy"
 )
 
@@ -456,27 +456,8 @@ func tenantContext(tenants ...string) context.Context {
 
 // readSeriesStream reads a stream to its end.
 func readSeriesStream(stream storepb.Store_SeriesClient) ([]*storepb.Series, []string, error) {
-	var (
-		series   []*storepb.Series
-		warnings []string
-	)
-	for {
-		resp, err := stream.Recv()
-		if errors.Is(err, io.EOF) {
-			return series, warnings, nil
-		}
-		if err != nil {
-			return series, warnings, err
-		}
-		switch r := resp.GetResult().(type) {
-		case *storepb.SeriesResponse_Series:
-			series = append(series, r.Series)
-		case *storepb.SeriesResponse_Batch:
-			series = append(series, r.Batch.GetSeries()...)
-		case *storepb.SeriesResponse_Warning:
-			warnings = append(warnings, r.Warning)
-		}
-	}
+	got, err := storetest.DrainSeries(stream)
+	return got.Series, got.Warnings, err
 }
 
 // wantBlocksSeries is the fixture's series over the blocks idx, merged: labels → the blocks of its chunks.

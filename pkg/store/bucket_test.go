@@ -45,6 +45,7 @@ import (
 	"github.com/stratametrics/strata/pkg/store/hintspb"
 	"github.com/stratametrics/strata/pkg/store/infopb"
 	"github.com/stratametrics/strata/pkg/store/storepb"
+	"github.com/stratametrics/strata/pkg/store/storetest"
 	"github.com/stratametrics/strata/pkg/tenancy"
 )
 
@@ -295,36 +296,18 @@ func (m roDBs) Tenants() []string {
 
 // seriesWithHints runs a Series call and returns its series and response hints.
 func seriesWithHints(ctx context.Context, c storepb.StoreClient, r *storepb.SeriesRequest) ([]*storepb.Series, *hintspb.SeriesResponseHints, error) {
-	stream, err := c.Series(ctx, r)
-	if err != nil {
+	got, err := storetest.Series(ctx, c, r)
+	if err != nil || len(got.Hints) == 0 {
+		return got.Series, nil, err
+	}
+	if len(got.Hints) > 1 {
+		return nil, nil, errors.New("two hints responses")
+	}
+	hints := &hintspb.SeriesResponseHints{}
+	if err := got.Hints[0].UnmarshalTo(hints); err != nil {
 		return nil, nil, err
 	}
-	var (
-		series []*storepb.Series
-		hints  *hintspb.SeriesResponseHints
-	)
-	for {
-		resp, err := stream.Recv()
-		if errors.Is(err, io.EOF) {
-			return series, hints, nil
-		}
-		if err != nil {
-			return series, hints, err
-		}
-		if s := resp.GetSeries(); s != nil {
-			series = append(series, s)
-		}
-		series = append(series, resp.GetBatch().GetSeries()...)
-		if h := resp.GetHints(); h != nil {
-			if hints != nil {
-				return nil, nil, errors.New("two hints responses")
-			}
-			hints = &hintspb.SeriesResponseHints{}
-			if err := h.UnmarshalTo(hints); err != nil {
-				return nil, nil, err
-			}
-		}
-	}
+	return got.Series, hints, nil
 }
 
 // flatSeries is a series as compared between stores: its labels and its samples in range, decoded and merged
@@ -342,9 +325,7 @@ func decodeRaw(t testing.TB, c *storepb.AggrChunk) chunkenc.Chunk {
 
 func decodePB(t testing.TB, c *storepb.Chunk) chunkenc.Chunk {
 	t.Helper()
-	enc, ok := EncodingFromPB(c.GetType())
-	testutil.Assert(t, ok, "unknown encoding %v", c.GetType())
-	chk, err := chunkenc.FromData(enc, c.GetData())
+	chk, err := storetest.RawChunkFromPB(c)
 	testutil.Ok(t, err)
 	return chk
 }
@@ -768,7 +749,7 @@ func TestBucketStore_Tenancy(t *testing.T) {
 	testutil.Equals(t, codes.Unauthenticated, status.Code(err))
 	_, err = st.LabelValues(context.Background(), &storepb.LabelValuesRequest{Label: "s", End: hour})
 	testutil.Equals(t, codes.Unauthenticated, status.Code(err))
-	err = st.Series(&storepb.SeriesRequest{MaxTime: hour, Matchers: all}, &fakeSeriesServer{ctx: context.Background()})
+	err = st.Series(&storepb.SeriesRequest{MaxTime: hour, Matchers: all}, storetest.NewSeriesServer(context.Background()))
 	testutil.Equals(t, codes.Unauthenticated, status.Code(err))
 
 	// Info names only the caller's tenants; all of them when it names none.
@@ -780,19 +761,6 @@ func TestBucketStore_Tenancy(t *testing.T) {
 	testutil.Ok(t, err)
 	testutil.Equals(t, 3, len(info.GetLabelSets()))
 	testutil.Equals(t, []string{"a", "b", "c"}, st.Tenants())
-}
-
-// fakeSeriesServer is an in-process Store_SeriesServer.
-type fakeSeriesServer struct {
-	storepb.Store_SeriesServer
-	ctx  context.Context
-	resp []*storepb.SeriesResponse
-}
-
-func (s *fakeSeriesServer) Context() context.Context { return s.ctx }
-func (s *fakeSeriesServer) Send(r *storepb.SeriesResponse) error {
-	s.resp = append(s.resp, r)
-	return nil
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -1839,7 +1807,7 @@ func TestBucketStore_Cancelled(t *testing.T) {
 	st := newTestBucketStore(t, f.bkt, bucketStoreOpts{})
 	ctx, cancel := context.WithCancel(tenancy.WithTenants(context.Background(), []string{"a"}))
 	cancel()
-	srv := &fakeSeriesServer{ctx: ctx}
+	srv := storetest.NewSeriesServer(ctx)
 	err := st.Series(&storepb.SeriesRequest{MinTime: 0, MaxTime: 6 * hour, Matchers: []*storepb.LabelMatcher{lm(RE, "__name__", ".+")}}, srv)
 	testutil.Equals(t, codes.Canceled, status.Code(err), "%v", err)
 }
@@ -1917,15 +1885,9 @@ func TestBucketStore_BlockDroppedDuringQuery(t *testing.T) {
 	}
 	done := make(chan result, 1)
 	go func() {
-		srv := &fakeSeriesServer{ctx: tenancy.WithTenants(ctx, []string{"a"})}
+		srv := storetest.NewSeriesServer(tenancy.WithTenants(ctx, []string{"a"}))
 		err := st.Series(&storepb.SeriesRequest{MinTime: 0, MaxTime: 4 * hour, Matchers: []*storepb.LabelMatcher{lm(EQ, "__name__", "m")}}, srv)
-		var series []*storepb.Series
-		for _, r := range srv.resp {
-			if s := r.GetSeries(); s != nil {
-				series = append(series, s)
-			}
-		}
-		done <- result{series, err}
+		done <- result{srv.Series, err}
 	}()
 	held := <-gb.entered
 	// Drop the other block, not yet read by the request.

@@ -9,13 +9,10 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/efficientgo/core/errors"
 	"github.com/efficientgo/core/testutil"
 	"github.com/prometheus/prometheus/tsdb"
-	"github.com/prometheus/prometheus/tsdb/chunkenc"
 
 	"github.com/stratametrics/strata/pkg/store"
-	"github.com/stratametrics/strata/pkg/store/storepb"
 )
 
 type dbMap map[string]*tsdb.DB
@@ -95,15 +92,4 @@ func addThanosMeta(t *testing.T, path string, lbls map[string]string) {
 	b, err = json.Marshal(meta)
 	testutil.Ok(t, err)
 	testutil.Ok(t, os.WriteFile(path, b, 0o600))
-}
-
-func chunkFromPB(c *storepb.AggrChunk) (chunkenc.Chunk, error) {
-	if c.GetRaw() == nil {
-		return nil, errors.New("no raw chunk")
-	}
-	enc, ok := store.EncodingFromPB(c.GetRaw().GetType())
-	if !ok {
-		return nil, errors.Newf("unknown encoding %d", c.GetRaw().GetType())
-	}
-	return chunkenc.FromData(enc, c.GetRaw().GetData())
 }

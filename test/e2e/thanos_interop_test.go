@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"math"
 	"net"
 	"net/url"
@@ -16,7 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/efficientgo/core/errors"
 	"github.com/efficientgo/core/testutil"
 	"github.com/go-kit/log"
 	"github.com/prometheus/prometheus/model/labels"
@@ -27,6 +25,7 @@ import (
 	"github.com/stratametrics/strata/pkg/store"
 	"github.com/stratametrics/strata/pkg/store/infopb"
 	"github.com/stratametrics/strata/pkg/store/storepb"
+	"github.com/stratametrics/strata/pkg/store/storetest"
 	"github.com/stratametrics/strata/pkg/tenancy"
 )
 
@@ -190,36 +189,21 @@ func TestStrataReadsThanosStore(t *testing.T) {
 
 	for name, client := range map[string]storepb.StoreClient{"thanos store directly": c, "through strata's proxy": pc} {
 		t.Run(name, func(t *testing.T) {
-			stream, err := client.Series(tenancy.OutgoingContext(context.Background(), "team-a"), &storepb.SeriesRequest{
+			res, err := storetest.Series(tenancy.OutgoingContext(context.Background(), "team-a"), client, &storepb.SeriesRequest{
 				MinTime: math.MinInt64, MaxTime: math.MaxInt64,
 				Matchers: store.MatchersToPB(labels.MustNewMatcher(labels.MatchEqual, "__name__", "interop_total")),
 			})
 			testutil.Ok(t, err)
 			var got []string
-			for {
-				resp, err := stream.Recv()
-				if errors.Is(err, io.EOF) {
-					break
-				}
-				testutil.Ok(t, err)
-				s := resp.GetSeries()
-				if s == nil {
-					continue
-				}
+			for _, s := range res.Series {
 				lset := store.LabelsFromPB(s.Labels)
-				n := 0
-				for _, c := range s.Chunks {
-					chk, err := chunkFromPB(c)
-					testutil.Ok(t, err)
-					it := chk.Iterator(nil)
-					mult := map[string]int{"p0": 1, "p1": 2, "p2": 3}[lset.Get("pod")]
-					for it.Next() != 0 {
-						_, v := it.At()
-						testutil.Equals(t, float64(n*mult), v)
-						n++
-					}
+				samples, err := storetest.SeriesSamples(s)
+				testutil.Ok(t, err)
+				mult := map[string]int{"p0": 1, "p1": 2, "p2": 3}[lset.Get("pod")]
+				for n, smp := range samples {
+					testutil.Equals(t, float64(n*mult), smp.V)
 				}
-				testutil.Equals(t, 240, n)
+				testutil.Equals(t, 240, len(samples))
 				got = append(got, lset.String())
 			}
 			sort.Strings(got)

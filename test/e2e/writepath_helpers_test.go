@@ -24,6 +24,7 @@ import (
 
 	"github.com/stratametrics/strata/pkg/store"
 	"github.com/stratametrics/strata/pkg/store/storepb"
+	"github.com/stratametrics/strata/pkg/store/storetest"
 	"github.com/stratametrics/strata/pkg/tenancy"
 )
 
@@ -98,35 +99,20 @@ func readStore(t *testing.T, addr, tenant string, opts ...grpc.DialOption) map[s
 	defer conn.Close()
 	ctx, cancel := context.WithTimeout(tenancy.OutgoingContext(context.Background(), tenant), 30*time.Second)
 	defer cancel()
-	stream, err := c.Series(ctx, &storepb.SeriesRequest{MinTime: math.MinInt64, MaxTime: math.MaxInt64,
+	got, err := storetest.Series(ctx, c, &storepb.SeriesRequest{MinTime: math.MinInt64, MaxTime: math.MaxInt64,
 		Matchers: []*storepb.LabelMatcher{{Type: storepb.LabelMatcher_RE, Name: "__name__", Value: ".+"}}})
 	testutil.Ok(t, err)
 	out := map[string]map[int64]float64{}
-	for {
-		resp, err := stream.Recv()
-		if errors.Is(err, io.EOF) {
-			return out
-		}
+	for _, s := range got.Series {
+		samples, err := storetest.SeriesSamples(s)
 		testutil.Ok(t, err)
-		batch := resp.GetBatch().GetSeries()
-		if s := resp.GetSeries(); s != nil {
-			batch = append(batch, s)
+		m := map[int64]float64{}
+		for _, smp := range samples {
+			m[smp.T] = smp.V
 		}
-		for _, s := range batch {
-			key := store.LabelsFromPB(s.Labels).String()
-			samples := map[int64]float64{}
-			for _, c := range s.Chunks {
-				chk, err := chunkFromPB(c)
-				testutil.Ok(t, err)
-				it := chk.Iterator(nil)
-				for it.Next() != 0 {
-					ts, v := it.At()
-					samples[ts] = v
-				}
-			}
-			out[key] = samples
-		}
+		out[store.LabelsFromPB(s.Labels).String()] = m
 	}
+	return out
 }
 
 // freePortOffset finds an offset for the local cluster's ports (gossip 7946-7953, HTTP 8080-8086 and 8090, gRPC
