@@ -96,9 +96,28 @@ func createTestBlock(t testing.TB, dir string, series map[string][]sample) strin
 		ss = append(ss, storage.NewListSeries(lset, cs))
 	}
 	// A chunk range far beyond the data, so that the block writer's head accepts every sample.
-	bdir, err := tsdb.CreateBlock(ss, dir, 1000*hour, slog.New(slog.DiscardHandler))
+	tmp, err := tsdb.CreateBlock(ss, t.TempDir(), 1000*hour, slog.New(slog.DiscardHandler))
 	testutil.Ok(t, err)
-	return bdir
+	return withBlockID(t, tmp, dir, newTestBlockID())
+}
+
+// testBlockMS is the time part of the next test block's ULID. Explicit, increasing timestamps give the blocks of
+// a test distinct IDs that sort in the order the blocks were made, without waiting for the clock to move.
+var testBlockMS atomic.Uint64
+
+func newTestBlockID() ulid.ULID { return ulid.MustNew(1_000_000_000+testBlockMS.Add(1), nil) }
+
+// withBlockID copies the block in bdir to dir/<id> with id as its ULID, and returns the copy's directory.
+func withBlockID(t testing.TB, bdir, dir string, id ulid.ULID) string {
+	t.Helper()
+	out := filepath.Join(dir, id.String())
+	testutil.Ok(t, os.CopyFS(out, os.DirFS(bdir)))
+	m, err := block.ReadMetaFromDir(out)
+	testutil.Ok(t, err)
+	m.ULID = id
+	m.Compaction.Sources = []ulid.ULID{id}
+	testutil.Ok(t, m.WriteToDir(log.NewNopLogger(), out))
+	return out
 }
 
 // uploadTestBlock uploads the block in bdir into <tenant>/ of bkt with thanos.labels = ext + tenant_id (unless ext
@@ -165,8 +184,7 @@ type customSeries struct {
 // meta.json; segmentSize > 0 forces small chunk segment files.
 func writeCustomBlock(t testing.TB, dir string, mint, maxt int64, series []customSeries, segmentSize int64) string {
 	t.Helper()
-	id := ulid.MustNew(ulid.Now(), nil)
-	time.Sleep(2 * time.Millisecond) // distinct, ordered ULIDs
+	id := newTestBlockID()
 	bdir := filepath.Join(dir, id.String())
 	testutil.Ok(t, os.MkdirAll(bdir, 0o755))
 	var opts []chunks.WriterOption
@@ -501,7 +519,6 @@ func newRawFixture(t testing.TB) *rawFixture {
 		m := uploadTestBlock(t, f.bkt, "a", bdir, map[string]string{"cluster": "eu"}, 0)
 		f.ids = append(f.ids, m.ULID)
 		f.metas = append(f.metas, m)
-		time.Sleep(2 * time.Millisecond) // ordered ULIDs
 	}
 	f.tsdbSt = NewTSDBStore(roDBs{"a": openRO(t, f.dir)}, log.NewNopLogger(), WithExternalLabels(labels.FromStrings("cluster", "eu")))
 	return f
@@ -784,7 +801,6 @@ func TestBucketStore_Discovery(t *testing.T) {
 	for i := 0; i < 5; i++ {
 		bdir := createTestBlock(t, dir, map[string][]sample{fmt.Sprintf(`m{blk="%d"}`, i): floats(i, int64(i)*2*hour, int64(i)*2*hour+hour, 15_000)})
 		ids = append(ids, uploadTestBlock(t, bkt, "a", bdir, nil, 0).ULID)
-		time.Sleep(2 * time.Millisecond)
 	}
 	// Partial: no meta.json. Deleted: marked both ways; marked by its own file only.
 	testutil.Ok(t, tbkt.Delete(ctx, path.Join(ids[1].String(), block.MetaFilename)))
@@ -940,7 +956,6 @@ func TestBucketStore_Ownership(t *testing.T) {
 	bkt := newTestBucket(t)
 	dir := t.TempDir()
 	id1 := uploadTestBlock(t, bkt, "a", createTestBlock(t, dir, map[string][]sample{`m{x="1"}`: floats(1, 0, hour, 15_000)}), nil, 0).ULID
-	time.Sleep(2 * time.Millisecond)
 	id2 := uploadTestBlock(t, bkt, "a", createTestBlock(t, dir, map[string][]sample{`m{x="2"}`: floats(2, 0, hour, 15_000)}), nil, 0).ULID
 	var (
 		mtx   sync.Mutex
@@ -1092,7 +1107,6 @@ func newAggrFixture(t testing.TB) *aggrFixture {
 	for i := int64(0); i < 3; i++ {
 		bdir := createTestBlock(t, dir, map[string][]sample{`m{a="1"}`: floats(1, i*2*hour, (i+1)*2*hour-1, 15_000)})
 		f.raw = append(f.raw, uploadTestBlock(t, f.bkt, "a", bdir, map[string]string{"cluster": "eu"}, 0).ULID)
-		time.Sleep(2 * time.Millisecond)
 	}
 	var metas []chunks.Meta
 	for c := 0; c < 2; c++ {
@@ -1821,15 +1835,7 @@ func TestBucketStore_ReplicaBlocks(t *testing.T) {
 	uploadTestBlock(t, bkt, "a", bdir, nil, 0)
 	// Two more copies under other ULIDs.
 	for i := 0; i < 2; i++ {
-		time.Sleep(2 * time.Millisecond)
-		id := ulid.MustNew(ulid.Now(), nil)
-		cdir := filepath.Join(t.TempDir(), id.String())
-		testutil.Ok(t, os.CopyFS(cdir, os.DirFS(bdir)))
-		m, err := block.ReadMetaFromDir(cdir)
-		testutil.Ok(t, err)
-		m.ULID = id
-		testutil.Ok(t, m.WriteToDir(log.NewNopLogger(), cdir))
-		uploadTestBlock(t, bkt, "a", cdir, nil, 0)
+		uploadTestBlock(t, bkt, "a", withBlockID(t, bdir, t.TempDir(), newTestBlockID()), nil, 0)
 	}
 	single := serve(t, NewTSDBStore(roDBs{"a": openRO(t, dir)}, log.NewNopLogger()))
 	c := serve(t, newTestBucketStore(t, bkt, bucketStoreOpts{}))
@@ -1875,7 +1881,6 @@ func TestBucketStore_BlockDroppedDuringQuery(t *testing.T) {
 	for i := int64(0); i < 2; i++ {
 		bdir := createTestBlock(t, dir, map[string][]sample{`m`: floats(1, i*2*hour, (i+1)*2*hour-1, 15_000)})
 		ids = append(ids, uploadTestBlock(t, root, "a", bdir, nil, 0).ULID)
-		time.Sleep(2 * time.Millisecond)
 	}
 	gb := &gateBucket{Bucket: root, entered: make(chan string, 1), release: make(chan struct{})}
 	st := newTestBucketStore(t, gb, bucketStoreOpts{concurrency: 1})
