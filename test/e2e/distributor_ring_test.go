@@ -17,16 +17,13 @@ func TestIngestionRateSharedByDistributors(t *testing.T) {
 	rt := filepath.Join(dir, "runtime.yaml")
 	testutil.Ok(t, os.WriteFile(rt, []byte("overrides:\n  t:\n    ingestion_rate: 100\n    ingestion_burst_size: 200\n"+
 		"  probe:\n    ingestion_rate: 10\n    ingestion_burst_size: 10\n"), 0o600))
-	gossip := []string{freeAddr(t), freeAddr(t), freeAddr(t)}
-	common := func(i int, id string) []string {
-		port := gossip[i][strings.LastIndex(gossip[i], ":")+1:]
-		return []string{"--memberlist.bind-addr=127.0.0.1", "--memberlist.bind-port=" + port, "--memberlist.join=" + gossip[0],
-			"--memberlist.join=" + gossip[1], "--memberlist.join=" + gossip[2], "--runtime-config.file=" + rt,
-			"--ingester.ring.heartbeat-period=1s", "--ingester.ring.replication-factor=1", "--distributor.id=" + id}
+	gossip := newMemberlist(t, 3)
+	common := func(i int) []string {
+		return append(gossip.flags(i), "--runtime-config.file="+rt, "--ingester.ring.heartbeat-period=1s", "--ingester.ring.replication-factor=1")
 	}
-	ing := startStrata(t, dir, append([]string{"ingester", "--ingester.id=i1"}, common(0, "")[:8]...)...)
-	d1 := startStrata(t, dir, append([]string{"distributor"}, common(1, "d1")...)...)
-	d2 := startStrata(t, dir, append([]string{"distributor"}, common(2, "d2")...)...)
+	ing := startStrata(t, dir, append([]string{"ingester", "--ingester.id=i1"}, common(0)...)...)
+	d1 := startStrata(t, dir, append([]string{"distributor", "--distributor.id=d1"}, common(1)...)...)
+	d2 := startStrata(t, dir, append([]string{"distributor", "--distributor.id=d2"}, common(2)...)...)
 	for _, p := range []*proc{ing, d1, d2} {
 		p.waitReady(t, 60*time.Second)
 	}

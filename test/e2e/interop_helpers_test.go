@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 
@@ -30,23 +29,6 @@ func (m dbMap) Tenants() []string {
 		out = append(out, t)
 	}
 	return out
-}
-
-// startProcess starts a binary, killing it when the test ends, and logs its output if the test failed.
-func startProcess(t *testing.T, bin string, args ...string) *exec.Cmd {
-	t.Helper()
-	out := &syncBuffer{}
-	cmd := exec.Command(bin, args...)
-	cmd.Stdout, cmd.Stderr = out, out
-	testutil.Ok(t, cmd.Start())
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		if t.Failed() {
-			t.Logf("%s output:\n%s", filepath.Base(bin), out.String())
-		}
-	})
-	return cmd
 }
 
 func copyDir(src, dst string) error {

@@ -222,8 +222,8 @@ func TestLocalCluster(t *testing.T) {
 	for _, m := range metas {
 		ids = append(ids, filepath.Base(filepath.Dir(m)))
 	}
-	for name, port := range gatewayHTTP {
-		waitGatewayBlocks(t, name, c.url(port, ""), tenant, ids, 30*time.Second)
+	for _, port := range gatewayHTTP {
+		waitBlocks(t, c.url(port, ""), tenant, ids, 30*time.Second)
 	}
 	queriedBefore := map[string]float64{}
 	for name, port := range gatewayHTTP {

@@ -69,7 +69,7 @@ remote_write:
       send_interval: 1s
 `, promAddr, s.url("/api/v1/push"), tc.message, tenant)
 			testutil.Ok(t, os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte(cfg), 0o600))
-			startProcess(t, prom, "--config.file="+filepath.Join(dir, "prometheus.yml"), "--storage.tsdb.path="+filepath.Join(dir, "data"),
+			startProc(t, "", "prometheus", prom, "--config.file="+filepath.Join(dir, "prometheus.yml"), "--storage.tsdb.path="+filepath.Join(dir, "data"),
 				"--web.listen-address="+promAddr)
 			waitUntil(t, 60*time.Second, "prometheus ready", func() bool {
 				code, _ := httpGet("http://"+promAddr+"/-/ready", nil)

@@ -90,12 +90,11 @@ func TestThanosQueryReadsStrataStore(t *testing.T) {
 	defer srv.Stop()
 
 	httpAddr := freeAddr(t)
-	q := startProcess(t, bin, "query", "--http-address="+httpAddr, "--grpc-address="+freeAddr(t), "--endpoint="+l.Addr().String(), "--log.level=debug")
+	startProc(t, "", "thanos query", bin, "query", "--http-address="+httpAddr, "--grpc-address="+freeAddr(t), "--endpoint="+l.Addr().String(), "--log.level=debug")
 	waitUntil(t, 60*time.Second, "thanos query ready and sees the store", func() bool {
 		code, body := httpGet("http://"+httpAddr+"/api/v1/stores", nil)
 		return code == 200 && strings.Contains(body, l.Addr().String()) && strings.Contains(body, "team-a")
 	})
-	_ = q
 
 	queryRange := func(tenant, query string) promMatrix {
 		v := url.Values{"query": {query}, "start": {fmt.Sprint(now.Add(-time.Hour).Unix())}, "end": {fmt.Sprint(now.Unix())}, "step": {"15"}, "dedup": {"false"}}
@@ -163,7 +162,7 @@ func TestStrataReadsThanosStore(t *testing.T) {
 	addThanosMeta(t, filepath.Join(bucket, id, "meta.json"), map[string]string{"tenant_id": "team-a", "cluster": "c1"})
 
 	httpAddr, grpcAddr := freeAddr(t), freeAddr(t)
-	startProcess(t, bin, "store", "--data-dir="+t.TempDir(), "--http-address="+httpAddr, "--grpc-address="+grpcAddr,
+	startProc(t, "", "thanos store", bin, "store", "--data-dir="+t.TempDir(), "--http-address="+httpAddr, "--grpc-address="+grpcAddr,
 		"--objstore.config=type: FILESYSTEM\nconfig:\n  directory: "+bucket+"\n")
 	waitUntil(t, 60*time.Second, "thanos store ready", func() bool {
 		code, _ := httpGet("http://"+httpAddr+"/-/ready", nil)
