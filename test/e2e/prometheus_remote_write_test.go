@@ -140,9 +140,7 @@ remote_write:
 func checkPrometheusMetadata(t *testing.T, promAddr string, s *proc, tenant string) {
 	t.Helper()
 	var wantMeta map[string][]metaJSON
-	code, r := promAPI(t, "http://"+promAddr, "", "/api/v1/metadata", nil)
-	testutil.Equals(t, 200, code)
-	testutil.Ok(t, json.Unmarshal(r.Data, &wantMeta))
+	promGet(t, "http://"+promAddr, "", "/api/v1/metadata", nil, &wantMeta)
 	testutil.Assert(t, len(wantMeta) > 50, "prometheus holds metadata of only %d families", len(wantMeta))
 	sortMeta(wantMeta)
 	for deadline := time.Now().Add(30 * time.Second); ; {

@@ -43,6 +43,22 @@ func promAPI(t *testing.T, base, tenant, path string, params url.Values) (int, p
 	return code, r
 }
 
+// promGet calls a Prometheus API endpoint as a tenant, requires a 200 answer and decodes its data into out.
+func promGet(t *testing.T, base, tenant, path string, params url.Values, out any) {
+	t.Helper()
+	code, r := promAPI(t, base, tenant, path, params)
+	testutil.Equals(t, 200, code, "%s: %s %s", path, r.ErrorType, r.Error)
+	testutil.Ok(t, json.Unmarshal(r.Data, out))
+}
+
+// labelValues returns the values of a label as a tenant sees them.
+func labelValues(t *testing.T, base, tenant, name string) []string {
+	t.Helper()
+	var values []string
+	promGet(t, base, tenant, "/api/v1/label/"+name+"/values", nil, &values)
+	return values
+}
+
 // instantQuery runs an instant query at ts (ms) and returns its vector, sorted by labels.
 func instantQuery(t *testing.T, base, tenant, query string, ts int64) []promSample {
 	t.Helper()

@@ -61,13 +61,21 @@ func pushV1(t *testing.T, url, tenant string, series []prompb.TimeSeries) (int, 
 	t.Helper()
 	raw, err := (&prompb.WriteRequest{Timeseries: series}).Marshal()
 	testutil.Ok(t, err)
+	headers := map[string]string{"Content-Type": "application/x-protobuf", "X-Prometheus-Remote-Write-Version": "0.1.0"}
+	if tenant != "" {
+		headers["X-Scope-OrgID"] = tenant
+	}
+	return postSnappy(t, url, headers, raw)
+}
+
+// postSnappy POSTs a snappy-compressed body with the given headers and returns the status and body.
+func postSnappy(t *testing.T, url string, headers map[string]string, raw []byte) (int, string) {
+	t.Helper()
 	req, err := http.NewRequest("POST", url, bytes.NewReader(snappy.Encode(nil, raw)))
 	testutil.Ok(t, err)
 	req.Header.Set("Content-Encoding", "snappy")
-	req.Header.Set("Content-Type", "application/x-protobuf")
-	req.Header.Set("X-Prometheus-Remote-Write-Version", "0.1.0")
-	if tenant != "" {
-		req.Header.Set("X-Scope-OrgID", tenant)
+	for k, v := range headers {
+		req.Header.Set(k, v)
 	}
 	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
 	testutil.Ok(t, err)
