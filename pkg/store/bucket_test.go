@@ -1628,26 +1628,9 @@ func TestBucketStore_LabelsEqualTSDB(t *testing.T) {
 // ---------------------------------------------------------------------------------------------------------------
 // 9. Index-headers, Info, status.
 
-type fakeClock struct {
-	mtx sync.Mutex
-	t   time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mtx.Lock()
-	defer c.mtx.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Add(d time.Duration) {
-	c.mtx.Lock()
-	defer c.mtx.Unlock()
-	c.t = c.t.Add(d)
-}
-
 func TestBucketStore_IndexHeaderLazyLoading(t *testing.T) {
 	f := newRawFixture(t)
-	clock := &fakeClock{t: time.Unix(1_700_000_000, 0)}
+	clock := storetest.NewClock(time.Unix(1_700_000_000, 0))
 	hdrDir := t.TempDir()
 	st := newTestBucketStore(t, f.bkt, bucketStoreOpts{now: clock.Now, idle: time.Minute, dir: hdrDir})
 	c := serve(t, st)
@@ -1754,7 +1737,7 @@ func TestBucketStore_InfoAndBlocks(t *testing.T) {
 // Concurrent queries, syncs and unloads (run with -race).
 func TestBucketStore_Concurrency(t *testing.T) {
 	f := newRawFixture(t)
-	clock := &fakeClock{t: time.Unix(1_700_000_000, 0)}
+	clock := storetest.NewClock(time.Unix(1_700_000_000, 0))
 	st := newTestBucketStore(t, f.bkt, bucketStoreOpts{now: clock.Now, idle: time.Nanosecond, indexCache: newMapCache(), chunksCache: newMapCache()})
 	c := serve(t, st)
 	ctx := tenantCtx("a")
