@@ -202,21 +202,9 @@ func TestBlocksStore_ConsistencyCheck(t *testing.T) {
 			gws := map[string]*fakeGateway{"g1": newFakeGateway(t, tc.held...), "g2": newFakeGateway(t, tc.held...)}
 			owners := map[int][]string{0: {"g1", "g2"}, 1: {"g1", "g2"}, 2: {"g1", "g2"}}
 			f := newBlocksFixtureWithFinder(t, gws, owners, BlocksStoreConfig{}, finder)
-			stream, err := f.store.Series(tenantContext(blocksTestTenant), fullRangeRequest(tc.strategy))
-			var series []*storepb.Series
-			if err == nil {
-				series, _, err = readSeriesStream(stream)
-			}
-			if tc.wantCode != codes.OK {
-				testutil.NotOk(t, err)
-				testutil.Equals(t, tc.wantCode, status.Code(err), "%v", err)
-				for _, p := range tc.wantErrParts {
-					testutil.Assert(t, strings.Contains(err.Error(), p), "error %q does not name %q", err, p)
-				}
-			} else {
-				testutil.Ok(t, err)
-			}
-			checkBlocksSeries(t, tc.want, series)
+			got, err := storetest.Series(tenantContext(blocksTestTenant), f.store, fullRangeRequest(tc.strategy))
+			checkCode(t, err, tc.wantCode, tc.wantErrParts)
+			checkBlocksSeries(t, tc.want, got.Series)
 			asked := gws["g1"].askedBlocks()
 			testutil.Assert(t, len(asked) > 0, "g1 asked")
 			testutil.Equals(t, tc.wantAsked, asked[0], "blocks asked of g1 first")

@@ -9,6 +9,7 @@ import (
 
 	"github.com/efficientgo/core/errors"
 	"github.com/prometheus/prometheus/tsdb/chunkenc"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/types/known/anypb"
 
@@ -54,8 +55,13 @@ func DrainSeries(stream storepb.Store_SeriesClient) (*SeriesSet, error) {
 	}
 }
 
+// SeriesClient is the Series call of a storepb.StoreClient (or of anything that answers like one).
+type SeriesClient interface {
+	Series(ctx context.Context, req *storepb.SeriesRequest, opts ...grpc.CallOption) (storepb.Store_SeriesClient, error)
+}
+
 // Series calls Series on c and drains the stream.
-func Series(ctx context.Context, c storepb.StoreClient, req *storepb.SeriesRequest) (*SeriesSet, error) {
+func Series(ctx context.Context, c SeriesClient, req *storepb.SeriesRequest) (*SeriesSet, error) {
 	stream, err := c.Series(ctx, req)
 	if err != nil {
 		return &SeriesSet{}, err
