@@ -174,7 +174,7 @@ func TestServerGRPCMessageSizeBound(t *testing.T) {
 			s, err := New(cfg, log.NewNopLogger(), prometheus.NewRegistry())
 			testutil.Ok(t, err)
 			stop := runServer(s)
-			defer func() { <-stop() }()
+			defer func() { testutil.Ok(t, <-stop()) }()
 
 			conn, err := grpc.NewClient(s.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 			testutil.Ok(t, err)
