@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Store-gateway benchmark at process level (`make bench`, after the Go benchmarks of pkg/query/gateway_bench_test.go):
-# 1,000 small blocks (written by TestWriteGatewayBenchFixture: 10 series × 10 samples each, distinct time ranges) in
+# 1,000 small blocks (written by BenchmarkWriteGatewayBenchFixture: 10 series × 10 samples each, distinct time ranges) in
 # a FILESYSTEM bucket under tenant team-a, served by `strata store-gateway`, against the real Prometheus binary of
 # go.mod's version (`prometheus --storage.tsdb.path=<a copy of the same blocks>`), one after the other on this
 # machine. For each it reports: time from process start to /ready (Prometheus: /-/ready) answering 200, VmRSS at
@@ -97,7 +97,7 @@ go build -o "$TMP/bin/prometheus" github.com/prometheus/prometheus/cmd/prometheu
 
 log "writing 1,000 small blocks"
 t0=$(now_ns)
-STRATA_GATEWAY_BENCH_FIXTURE_DIR="$TMP/fixture" go test -count=1 -run '^TestWriteGatewayBenchFixture$' ./pkg/query/ >"$TMP/fixture.log" 2>&1 ||
+STRATA_GATEWAY_BENCH_FIXTURE_DIR="$TMP/fixture" go test -count=1 -run '^$' -bench '^BenchmarkWriteGatewayBenchFixture$' -benchtime 1x ./pkg/query/ >"$TMP/fixture.log" 2>&1 ||
   { cat "$TMP/fixture.log" >&2; exit 1; }
 nblocks=$(find "$TMP/fixture/bucket/$TENANT" -name meta.json | wc -l)
 log "$nblocks blocks written in $((($(now_ns) - t0) / 1000000))ms"

@@ -18,25 +18,8 @@ import (
 
 	"github.com/stratametrics/strata/pkg/block"
 	"github.com/stratametrics/strata/pkg/store/storepb"
+	"github.com/stratametrics/strata/pkg/store/storetest"
 )
-
-// testClock is a settable clock.
-type testClock struct {
-	mtx sync.Mutex
-	now time.Time
-}
-
-func (c *testClock) Now() time.Time {
-	c.mtx.Lock()
-	defer c.mtx.Unlock()
-	return c.now
-}
-
-func (c *testClock) set(t time.Time) {
-	c.mtx.Lock()
-	defer c.mtx.Unlock()
-	c.now = t
-}
 
 // uploadTestMeta uploads the meta.json of fixture block i of blocksTestTenant (no index or chunks: the fake
 // gateways serve the data), uploaded at uploaded.
@@ -206,7 +189,7 @@ func TestBlocksStore_ConsistencyCheck(t *testing.T) {
 			if tc.before != nil {
 				tc.before(t, bkt)
 			}
-			clock := &testClock{now: t0}
+			clock := storetest.NewClock(t0)
 			finder := NewBucketBlocksFinder(bkt, refresh, grace, delay, clock.Now)
 			// The querier's list, as read before the change.
 			_, err := finder.Blocks(context.Background(), blocksTestTenant, 0, blocksTestBlocks*blockSpan)
@@ -214,26 +197,14 @@ func TestBlocksStore_ConsistencyCheck(t *testing.T) {
 			if tc.after != nil {
 				tc.after(t, bkt)
 			}
-			clock.set(t0.Add(tc.later))
+			clock.Set(t0.Add(tc.later))
 
 			gws := map[string]*fakeGateway{"g1": newFakeGateway(t, tc.held...), "g2": newFakeGateway(t, tc.held...)}
 			owners := map[int][]string{0: {"g1", "g2"}, 1: {"g1", "g2"}, 2: {"g1", "g2"}}
 			f := newBlocksFixtureWithFinder(t, gws, owners, BlocksStoreConfig{}, finder)
-			stream, err := f.store.Series(tenantContext(blocksTestTenant), fullRangeRequest(tc.strategy))
-			var series []*storepb.Series
-			if err == nil {
-				series, _, err = readSeriesStream(stream)
-			}
-			if tc.wantCode != codes.OK {
-				testutil.NotOk(t, err)
-				testutil.Equals(t, tc.wantCode, status.Code(err), "%v", err)
-				for _, p := range tc.wantErrParts {
-					testutil.Assert(t, strings.Contains(err.Error(), p), "error %q does not name %q", err, p)
-				}
-			} else {
-				testutil.Ok(t, err)
-			}
-			checkBlocksSeries(t, tc.want, series)
+			got, err := storetest.Series(tenantContext(blocksTestTenant), f.store, fullRangeRequest(tc.strategy))
+			checkCode(t, err, tc.wantCode, tc.wantErrParts)
+			checkBlocksSeries(t, tc.want, got.Series)
 			asked := gws["g1"].askedBlocks()
 			testutil.Assert(t, len(asked) > 0, "g1 asked")
 			testutil.Equals(t, tc.wantAsked, asked[0], "blocks asked of g1 first")
@@ -274,7 +245,7 @@ func TestBucketBlocksFinder_Refresh(t *testing.T) {
 	bkt := &iterCountingBucket{Bucket: objstore.NewInMemBucket()}
 	uploadTestMeta(t, bkt, 0, t0.Add(-time.Hour))
 	uploadTestMeta(t, bkt, 1, t0.Add(-time.Hour))
-	clock := &testClock{now: t0}
+	clock := storetest.NewClock(t0)
 	f := NewBucketBlocksFinder(bkt, time.Hour, 10*time.Minute, time.Hour, clock.Now)
 	all := func() []BlockRef {
 		refs, err := f.Blocks(ctx, blocksTestTenant, 0, blocksTestBlocks*blockSpan)
@@ -305,7 +276,7 @@ func TestBucketBlocksFinder_Refresh(t *testing.T) {
 	reads = bkt.count()
 
 	// Time passes, within the refresh interval: block 1's mark passes the delay, block 2 the grace period.
-	clock.set(t0.Add(11 * time.Minute))
+	clock.Set(t0.Add(11 * time.Minute))
 	testutil.Equals(t, []BlockRef{blockTestRef(0), blockTestRef(2)}, all())
 	testutil.Equals(t, reads, bkt.count())
 }
@@ -330,7 +301,7 @@ func TestBlocksStore_ConsistencyCheckLabels(t *testing.T) {
 			for i := 0; i < blocksTestBlocks; i++ {
 				uploadTestMeta(t, bkt, i, t0.Add(-time.Hour))
 			}
-			clock := &testClock{now: t0}
+			clock := storetest.NewClock(t0)
 			finder := NewBucketBlocksFinder(bkt, time.Hour, time.Minute, time.Hour, clock.Now)
 			_, err := finder.Blocks(context.Background(), blocksTestTenant, 0, blocksTestBlocks*blockSpan)
 			testutil.Ok(t, err)

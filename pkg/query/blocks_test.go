@@ -2,7 +2,6 @@ package query
 
 import (
 	"context"
-	"io"
 	"net"
 	"slices"
 	"sort"
@@ -31,6 +30,7 @@ import (
 	"github.com/stratametrics/strata/pkg/store/hintspb"
 	"github.com/stratametrics/strata/pkg/store/labelpb"
 	"github.com/stratametrics/strata/pkg/store/storepb"
+	"github.com/stratametrics/strata/pkg/store/storetest"
 	"github.com/stratametrics/strata/pkg/tenancy"
 )
 
@@ -454,28 +454,17 @@ func tenantContext(tenants ...string) context.Context {
 	return tenancy.WithTenants(context.Background(), tenants)
 }
 
-// readSeriesStream reads a stream to its end.
-func readSeriesStream(stream storepb.Store_SeriesClient) ([]*storepb.Series, []string, error) {
-	var (
-		series   []*storepb.Series
-		warnings []string
-	)
-	for {
-		resp, err := stream.Recv()
-		if errors.Is(err, io.EOF) {
-			return series, warnings, nil
-		}
-		if err != nil {
-			return series, warnings, err
-		}
-		switch r := resp.GetResult().(type) {
-		case *storepb.SeriesResponse_Series:
-			series = append(series, r.Series)
-		case *storepb.SeriesResponse_Batch:
-			series = append(series, r.Batch.GetSeries()...)
-		case *storepb.SeriesResponse_Warning:
-			warnings = append(warnings, r.Warning)
-		}
+// checkCode checks a call's error: none when want is OK, else one of code want whose message names every part.
+func checkCode(t *testing.T, err error, want codes.Code, parts []string) {
+	t.Helper()
+	if want == codes.OK {
+		testutil.Ok(t, err)
+		return
+	}
+	testutil.NotOk(t, err)
+	testutil.Equals(t, want, status.Code(err), "%v", err)
+	for _, p := range parts {
+		testutil.Assert(t, strings.Contains(err.Error(), p), "error %q does not name %q", err, p)
 	}
 }
 
@@ -736,24 +725,10 @@ func TestBlocksStore_Series(t *testing.T) {
 			f := newBlocksFixture(t, tc.gws(t), tc.owners, tc.cfg)
 			req := fullRangeRequest(tc.strategy)
 			req.ResponseBatchSize = tc.batch
-			stream, err := f.store.Series(tenantContext(blocksTestTenant), req)
-			var (
-				series   []*storepb.Series
-				warnings []string
-			)
-			if err == nil {
-				series, warnings, err = readSeriesStream(stream)
-			}
-			if tc.wantCode != codes.OK {
-				testutil.NotOk(t, err)
-				testutil.Equals(t, tc.wantCode, status.Code(err), "%v", err)
-				for _, p := range tc.wantErrParts {
-					testutil.Assert(t, strings.Contains(err.Error(), p), "error %q does not name %q", err, p)
-				}
-			} else {
-				testutil.Ok(t, err)
-			}
-			checkBlocksSeries(t, tc.want, series)
+			got, err := storetest.Series(tenantContext(blocksTestTenant), f.store, req)
+			checkCode(t, err, tc.wantCode, tc.wantErrParts)
+			checkBlocksSeries(t, tc.want, got.Series)
+			warnings := got.Warnings
 			testutil.Equals(t, len(tc.wantWarnings), len(warnings), "warnings: %v", warnings)
 			for i, w := range tc.wantWarnings {
 				testutil.Assert(t, strings.Contains(warnings[i], w), "warning %q, want %q", warnings[i], w)
@@ -794,11 +769,9 @@ func TestBlocksStore_Tenancy(t *testing.T) {
 		f := newBlocksFixture(t, map[string]*fakeGateway{"g1": newFakeGateway(t, 0, 1, 2)}, map[int][]string{0: {"g1"}, 1: {"g1"}, 2: {"g1"}}, BlocksStoreConfig{})
 		refs := f.finder.blocks[blocksTestTenant]
 		f.finder.blocks = map[string][]BlockRef{"a": refs[:1], "b": refs[1:]}
-		stream, err := f.store.Series(tenantContext("a", "b"), fullRangeRequest(storepb.PartialResponseStrategy_ABORT))
+		got, err := storetest.Series(tenantContext("a", "b"), f.store, fullRangeRequest(storepb.PartialResponseStrategy_ABORT))
 		testutil.Ok(t, err)
-		series, _, err := readSeriesStream(stream)
-		testutil.Ok(t, err)
-		checkBlocksSeries(t, completeBlocksSeries(), series)
+		checkBlocksSeries(t, completeBlocksSeries(), got.Series)
 		testutil.Equals(t, []string{"a", "b"}, f.finder.asked)
 		testutil.Equals(t, []string{"a|b"}, f.gws["g1"].orgIDs)
 	})

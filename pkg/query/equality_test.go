@@ -2,6 +2,7 @@ package query
 
 import (
 	"fmt"
+	"maps"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -755,14 +756,7 @@ func intBuckets(m map[int32]uint64) ([]histogram.Span, []int64, uint64) {
 	return spans, deltas, total
 }
 
-func sortedKeys[V any](m map[int32]V) []int32 {
-	keys := make([]int32, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
-}
+func sortedKeys[V any](m map[int32]V) []int32 { return slices.Sorted(maps.Keys(m)) }
 
 // nativeGauge is a float gauge histogram whose buckets go up and down, appear and disappear.
 func (g *eqGen) nativeGauge(ts []int64) []harnessSample {

@@ -48,7 +48,7 @@ import (
 //     query; warm: the blocks opened once, as a running Prometheus holds them).
 //
 // scripts/bench-gateway.sh measures the same at process level (strata store-gateway vs the prometheus binary); it
-// writes its blocks with TestWriteGatewayBenchFixture.
+// writes its blocks with BenchmarkWriteGatewayBenchFixture.
 
 const (
 	gwTenant = harnessTenant
@@ -66,7 +66,7 @@ const (
 	gwSmallSeries  = 10
 	gwSmallSamples = 10
 
-	// gwFixtureEnv names the directory TestWriteGatewayBenchFixture writes the small-blocks fixture into.
+	// gwFixtureEnv names the directory BenchmarkWriteGatewayBenchFixture writes the small-blocks fixture into.
 	gwFixtureEnv = "STRATA_GATEWAY_BENCH_FIXTURE_DIR"
 )
 
@@ -227,17 +227,21 @@ func gwSmallBlocksFixture(tb testing.TB, root string) *gwFixture {
 	})
 }
 
-// TestWriteGatewayBenchFixture writes the small-blocks fixture into $STRATA_GATEWAY_BENCH_FIXTURE_DIR (prometheus/:
-// plain block directories; bucket/: a filesystem bucket with them under team-a/), for scripts/bench-gateway.sh.
-// Without the variable it is skipped.
-func TestWriteGatewayBenchFixture(t *testing.T) {
+// BenchmarkWriteGatewayBenchFixture is not a measurement but the fixture writer of scripts/bench-gateway.sh: it
+// writes the small-blocks fixture into $STRATA_GATEWAY_BENCH_FIXTURE_DIR (prometheus/: plain block directories;
+// bucket/: a filesystem bucket with them under team-a/), once, and reports how long that took. Without the
+// variable it is skipped. Run: go test -run '^$' -bench '^BenchmarkWriteGatewayBenchFixture$' -benchtime 1x.
+func BenchmarkWriteGatewayBenchFixture(b *testing.B) {
 	dir := os.Getenv(gwFixtureEnv)
 	if dir == "" {
-		t.Skip(gwFixtureEnv + " not set: this writes the fixture of scripts/bench-gateway.sh")
+		b.Skip(gwFixtureEnv + " not set: this writes the fixture of scripts/bench-gateway.sh")
 	}
-	start := time.Now()
-	f := gwSmallBlocksFixture(t, dir)
-	t.Logf("wrote %d blocks into %s in %v (samples %d..%d ms)", f.blocks, dir, time.Since(start).Round(time.Millisecond), f.mint, f.maxt)
+	if b.N != 1 {
+		b.Fatalf("the fixture is written once: run with -benchtime 1x, not %d times", b.N)
+	}
+	f := gwSmallBlocksFixture(b, dir)
+	b.ReportMetric(float64(f.blocks), "blocks")
+	b.Logf("wrote %d blocks into %s (samples %d..%d ms)", f.blocks, dir, f.mint, f.maxt)
 }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -384,14 +384,21 @@ func (c *histogramCompare) same(a, b *histogram.FloatHistogram) bool {
 	return false
 }
 
-func diffMatrix(ref, got promql.Matrix, keepOrder bool, hc *histogramCompare) string {
+// alignByLabels returns ref and got sorted by labels (copies; unless keepOrder: a query whose order matters), and
+// how their label sets differ ("" when they are the same).
+func alignByLabels[S ~[]E, E any](ref, got S, keepOrder bool, metric func(E) labels.Labels) (S, S, string) {
 	if !keepOrder {
 		ref, got = slices.Clone(ref), slices.Clone(got)
-		byLabels := func(a, b promql.Series) int { return labels.Compare(a.Metric, b.Metric) }
+		byLabels := func(a, b E) int { return labels.Compare(metric(a), metric(b)) }
 		slices.SortFunc(ref, byLabels)
 		slices.SortFunc(got, byLabels)
 	}
-	if d := diffSeriesLabels(len(ref), len(got), func(i int) labels.Labels { return ref[i].Metric }, func(i int) labels.Labels { return got[i].Metric }); d != "" {
+	return ref, got, diffSeriesLabels(len(ref), len(got), func(i int) labels.Labels { return metric(ref[i]) }, func(i int) labels.Labels { return metric(got[i]) })
+}
+
+func diffMatrix(ref, got promql.Matrix, keepOrder bool, hc *histogramCompare) string {
+	ref, got, d := alignByLabels(ref, got, keepOrder, func(s promql.Series) labels.Labels { return s.Metric })
+	if d != "" {
 		return d
 	}
 	for i := range ref {
@@ -439,13 +446,8 @@ func firstMismatchContext(a, b promql.Series) string {
 }
 
 func diffVector(ref, got promql.Vector, keepOrder bool, hc *histogramCompare) string {
-	if !keepOrder {
-		ref, got = slices.Clone(ref), slices.Clone(got)
-		byLabels := func(a, b promql.Sample) int { return labels.Compare(a.Metric, b.Metric) }
-		slices.SortFunc(ref, byLabels)
-		slices.SortFunc(got, byLabels)
-	}
-	if d := diffSeriesLabels(len(ref), len(got), func(i int) labels.Labels { return ref[i].Metric }, func(i int) labels.Labels { return got[i].Metric }); d != "" {
+	ref, got, d := alignByLabels(ref, got, keepOrder, func(s promql.Sample) labels.Labels { return s.Metric })
+	if d != "" {
 		return d
 	}
 	for i := range ref {

@@ -21,7 +21,6 @@ import (
 	"github.com/prometheus/prometheus/tsdb"
 	"github.com/prometheus/prometheus/tsdb/tsdbutil"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/stratametrics/strata/pkg/block"
@@ -29,6 +28,7 @@ import (
 	"github.com/stratametrics/strata/pkg/store/labelpb"
 	"github.com/stratametrics/strata/pkg/store/storepb"
 	"github.com/stratametrics/strata/pkg/store/storepb/prompb"
+	"github.com/stratametrics/strata/pkg/store/storetest"
 	"github.com/stratametrics/strata/pkg/tenancy"
 )
 
@@ -78,20 +78,16 @@ func newTestIngester(t *testing.T, dir string, limits fixedLimits, reg prometheu
 func readAll(t *testing.T, ing *Ingester, tenant string) map[string][]int64 {
 	t.Helper()
 	st := store.NewTSDBStore(ing, log.NewNopLogger())
-	srv := &seriesCollector{ctx: tenancy.WithTenants(context.Background(), []string{tenant})}
+	srv := storetest.NewSeriesServer(tenancy.WithTenants(context.Background(), []string{tenant}))
 	testutil.Ok(t, st.Series(&storepb.SeriesRequest{MinTime: math.MinInt64, MaxTime: math.MaxInt64,
 		Matchers: []*storepb.LabelMatcher{{Type: storepb.LabelMatcher_RE, Name: "__name__", Value: ".+"}}}, srv))
 	out := map[string][]int64{}
-	for _, s := range srv.series {
+	for _, s := range srv.Series {
+		samples, err := storetest.SeriesSamples(s)
+		testutil.Ok(t, err)
 		cs := store.LabelsFromPB(s.Labels).String()
-		for _, c := range s.Chunks {
-			chk, err := chunkFromAggr(c)
-			testutil.Ok(t, err)
-			it := chk.Iterator(nil)
-			for it.Next() != 0 {
-				ts := it.AtT()
-				out[cs] = append(out[cs], ts)
-			}
+		for _, smp := range samples {
+			out[cs] = append(out[cs], smp.T)
 		}
 	}
 	return out
@@ -294,25 +290,6 @@ func TestIngesterRemoteWriteTenant(t *testing.T) {
 	testutil.Ok(t, err)
 	testutil.Equals(t, []string{"a", "c"}, ing.Tenants())
 }
-
-// seriesCollector is a storepb.Store_SeriesServer that keeps what is sent.
-type seriesCollector struct {
-	storepb.Store_SeriesServer
-	ctx    context.Context
-	series []*storepb.Series
-}
-
-func (s *seriesCollector) Context() context.Context { return s.ctx }
-func (s *seriesCollector) Send(r *storepb.SeriesResponse) error {
-	if x := r.GetSeries(); x != nil {
-		s.series = append(s.series, x)
-	}
-	s.series = append(s.series, r.GetBatch().GetSeries()...)
-	return nil
-}
-func (s *seriesCollector) SetHeader(metadata.MD) error  { return nil }
-func (s *seriesCollector) SendHeader(metadata.MD) error { return nil }
-func (s *seriesCollector) SetTrailer(metadata.MD)       {}
 
 // TestIngesterCloseIdle: a tenant without writes for the idle timeout, with an empty head and its blocks shipped,
 // is closed and its directory removed; a later write opens it again.

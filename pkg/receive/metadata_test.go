@@ -29,6 +29,7 @@ import (
 	"github.com/stratametrics/strata/pkg/store/metadatapb"
 	"github.com/stratametrics/strata/pkg/store/storepb"
 	"github.com/stratametrics/strata/pkg/store/storepb/prompb"
+	"github.com/stratametrics/strata/pkg/store/storetest"
 	"github.com/stratametrics/strata/pkg/tenancy"
 )
 
@@ -262,7 +263,7 @@ func metaStrings(res *metadatapb.MetricMetadata) map[string][]string {
 }
 
 func TestIngesterMetadata(t *testing.T) {
-	clock := &fakeClock{t: testNow}
+	clock := storetest.NewClock(testNow)
 	limits := fixedLimits{"limited": func() *tenancy.Limits {
 		l := tenancy.DefaultLimits()
 		l.MaxGlobalMetadataPerUser, l.MaxGlobalMetadataPerMetric = 2, 2

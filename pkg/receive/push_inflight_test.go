@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/stratametrics/strata/pkg/store/storepb"
+	"github.com/stratametrics/strata/pkg/store/storetest"
 	"github.com/stratametrics/strata/pkg/tenancy"
 )
 
@@ -79,7 +80,7 @@ func TestPushHandler_InstanceLimits(t *testing.T) {
 			reg := prometheus.NewRegistry()
 			pusher := &blockingPusher{entered: make(chan struct{}, 2), release: make(chan struct{})}
 			overrides := tenancy.NewOverrides(testLimits(), &fakeTenantLimits{})
-			h := tenancy.DefaultConfig().HTTPMiddleware(false)(NewPushHandler(cfg, overrides, pusher, log.NewNopLogger(), reg, WithClock((&fakeClock{t: testNow}).Now)))
+			h := tenancy.DefaultConfig().HTTPMiddleware(false)(NewPushHandler(cfg, overrides, pusher, log.NewNopLogger(), reg, WithClock(storetest.NewClock(testNow).Now)))
 			do := func() *httptest.ResponseRecorder {
 				req := httptest.NewRequest(http.MethodPost, "/api/v1/push", strings.NewReader(string(body)))
 				req.Header.Set(tenancy.HeaderOrgID, "team-a")

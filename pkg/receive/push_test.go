@@ -30,6 +30,7 @@ import (
 
 	"github.com/stratametrics/strata/pkg/store/storepb"
 	"github.com/stratametrics/strata/pkg/store/storepb/prompb"
+	"github.com/stratametrics/strata/pkg/store/storetest"
 	"github.com/stratametrics/strata/pkg/tenancy"
 )
 
@@ -37,24 +38,6 @@ import (
 var testNow = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 
 func testNowMs() int64 { return testNow.UnixMilli() }
-
-// fakeClock is a settable clock.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
 
 // fakeTenantLimits is a runtime overrides source whose limits the test changes between requests.
 type fakeTenantLimits struct {
@@ -130,7 +113,7 @@ func testLimits() tenancy.Limits {
 type testEnv struct {
 	handler   http.Handler
 	pusher    *fakePusher
-	clock     *fakeClock
+	clock     *storetest.Clock
 	reg       *prometheus.Registry
 	limits    *fakeTenantLimits
 	discarded *DiscardedSamples
@@ -142,7 +125,7 @@ func newTestEnv(t testing.TB, defaults tenancy.Limits, opts ...PushOption) *test
 	t.Helper()
 	env := &testEnv{
 		pusher: &fakePusher{},
-		clock:  &fakeClock{t: testNow},
+		clock:  storetest.NewClock(testNow),
 		reg:    prometheus.NewRegistry(),
 		limits: &fakeTenantLimits{},
 	}
@@ -843,7 +826,7 @@ func BenchmarkPushHandler(b *testing.B) {
 			limits := testLimits()
 			limits.IngestionRate = math.MaxFloat64
 			overrides := tenancy.NewOverrides(limits, nil)
-			clock := &fakeClock{t: testNow}
+			clock := storetest.NewClock(testNow)
 			h := NewPushHandler(DefaultPushConfig(), overrides, nopPusher{}, log.NewNopLogger(), prometheus.NewRegistry(), WithClock(clock.Now))
 			ctx := tenancy.WithTenants(context.Background(), []string{"team-a"})
 			b.SetBytes(int64(len(bc.body)))

@@ -84,12 +84,7 @@ func TestServer(t *testing.T) {
 	testutil.Ok(t, err)
 	markReady := s.Ready.Register("part")
 
-	var g run.Group
-	s.Run(&g)
-	stop := make(chan struct{})
-	g.Add(func() error { <-stop; return nil }, func(error) {})
-	done := make(chan error, 1)
-	go func() { done <- g.Run() }()
+	stop := runServer(s)
 
 	get := func(path string) (int, string) {
 		resp, err := http.Get("http://" + s.HTTPAddr() + path)
@@ -130,13 +125,24 @@ func TestServer(t *testing.T) {
 	code, _ = get("/nope")
 	testutil.Equals(t, 404, code)
 
-	close(stop)
 	select {
-	case err := <-done:
+	case err := <-stop():
 		testutil.Ok(t, err)
 	case <-time.After(15 * time.Second):
 		t.Fatal("servers did not stop within 15s")
 	}
+}
+
+// runServer runs s's servers in a run group until the returned stop is called; stop's channel then yields the
+// group's error.
+func runServer(s *Server) (stop func() <-chan error) {
+	var g run.Group
+	s.Run(&g)
+	quit := make(chan struct{})
+	g.Add(func() error { <-quit; return nil }, func(error) {})
+	done := make(chan error, 1)
+	go func() { done <- g.Run() }()
+	return func() <-chan error { close(quit); return done }
 }
 
 func TestNewFailsOnPortInUse(t *testing.T) {
@@ -167,13 +173,8 @@ func TestServerGRPCMessageSizeBound(t *testing.T) {
 			testutil.Ok(t, cfg.Validate())
 			s, err := New(cfg, log.NewNopLogger(), prometheus.NewRegistry())
 			testutil.Ok(t, err)
-			var g run.Group
-			s.Run(&g)
-			stop := make(chan struct{})
-			g.Add(func() error { <-stop; return nil }, func(error) {})
-			done := make(chan error, 1)
-			go func() { done <- g.Run() }()
-			defer func() { close(stop); testutil.Ok(t, <-done) }()
+			stop := runServer(s)
+			defer func() { testutil.Ok(t, <-stop()) }()
 
 			conn, err := grpc.NewClient(s.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 			testutil.Ok(t, err)

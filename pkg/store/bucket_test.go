@@ -45,6 +45,7 @@ import (
 	"github.com/stratametrics/strata/pkg/store/hintspb"
 	"github.com/stratametrics/strata/pkg/store/infopb"
 	"github.com/stratametrics/strata/pkg/store/storepb"
+	"github.com/stratametrics/strata/pkg/store/storetest"
 	"github.com/stratametrics/strata/pkg/tenancy"
 )
 
@@ -95,9 +96,28 @@ func createTestBlock(t testing.TB, dir string, series map[string][]sample) strin
 		ss = append(ss, storage.NewListSeries(lset, cs))
 	}
 	// A chunk range far beyond the data, so that the block writer's head accepts every sample.
-	bdir, err := tsdb.CreateBlock(ss, dir, 1000*hour, slog.New(slog.DiscardHandler))
+	tmp, err := tsdb.CreateBlock(ss, t.TempDir(), 1000*hour, slog.New(slog.DiscardHandler))
 	testutil.Ok(t, err)
-	return bdir
+	return withBlockID(t, tmp, dir, newTestBlockID())
+}
+
+// testBlockMS is the time part of the next test block's ULID. Explicit, increasing timestamps give the blocks of
+// a test distinct IDs that sort in the order the blocks were made, without waiting for the clock to move.
+var testBlockMS atomic.Uint64
+
+func newTestBlockID() ulid.ULID { return ulid.MustNew(1_000_000_000+testBlockMS.Add(1), nil) }
+
+// withBlockID copies the block in bdir to dir/<id> with id as its ULID, and returns the copy's directory.
+func withBlockID(t testing.TB, bdir, dir string, id ulid.ULID) string {
+	t.Helper()
+	out := filepath.Join(dir, id.String())
+	testutil.Ok(t, os.CopyFS(out, os.DirFS(bdir)))
+	m, err := block.ReadMetaFromDir(out)
+	testutil.Ok(t, err)
+	m.ULID = id
+	m.Compaction.Sources = []ulid.ULID{id}
+	testutil.Ok(t, m.WriteToDir(log.NewNopLogger(), out))
+	return out
 }
 
 // uploadTestBlock uploads the block in bdir into <tenant>/ of bkt with thanos.labels = ext + tenant_id (unless ext
@@ -164,8 +184,7 @@ type customSeries struct {
 // meta.json; segmentSize > 0 forces small chunk segment files.
 func writeCustomBlock(t testing.TB, dir string, mint, maxt int64, series []customSeries, segmentSize int64) string {
 	t.Helper()
-	id := ulid.MustNew(ulid.Now(), nil)
-	time.Sleep(2 * time.Millisecond) // distinct, ordered ULIDs
+	id := newTestBlockID()
 	bdir := filepath.Join(dir, id.String())
 	testutil.Ok(t, os.MkdirAll(bdir, 0o755))
 	var opts []chunks.WriterOption
@@ -295,36 +314,18 @@ func (m roDBs) Tenants() []string {
 
 // seriesWithHints runs a Series call and returns its series and response hints.
 func seriesWithHints(ctx context.Context, c storepb.StoreClient, r *storepb.SeriesRequest) ([]*storepb.Series, *hintspb.SeriesResponseHints, error) {
-	stream, err := c.Series(ctx, r)
-	if err != nil {
+	got, err := storetest.Series(ctx, c, r)
+	if err != nil || len(got.Hints) == 0 {
+		return got.Series, nil, err
+	}
+	if len(got.Hints) > 1 {
+		return nil, nil, errors.New("two hints responses")
+	}
+	hints := &hintspb.SeriesResponseHints{}
+	if err := got.Hints[0].UnmarshalTo(hints); err != nil {
 		return nil, nil, err
 	}
-	var (
-		series []*storepb.Series
-		hints  *hintspb.SeriesResponseHints
-	)
-	for {
-		resp, err := stream.Recv()
-		if errors.Is(err, io.EOF) {
-			return series, hints, nil
-		}
-		if err != nil {
-			return series, hints, err
-		}
-		if s := resp.GetSeries(); s != nil {
-			series = append(series, s)
-		}
-		series = append(series, resp.GetBatch().GetSeries()...)
-		if h := resp.GetHints(); h != nil {
-			if hints != nil {
-				return nil, nil, errors.New("two hints responses")
-			}
-			hints = &hintspb.SeriesResponseHints{}
-			if err := h.UnmarshalTo(hints); err != nil {
-				return nil, nil, err
-			}
-		}
-	}
+	return got.Series, hints, nil
 }
 
 // flatSeries is a series as compared between stores: its labels and its samples in range, decoded and merged
@@ -342,9 +343,7 @@ func decodeRaw(t testing.TB, c *storepb.AggrChunk) chunkenc.Chunk {
 
 func decodePB(t testing.TB, c *storepb.Chunk) chunkenc.Chunk {
 	t.Helper()
-	enc, ok := EncodingFromPB(c.GetType())
-	testutil.Assert(t, ok, "unknown encoding %v", c.GetType())
-	chk, err := chunkenc.FromData(enc, c.GetData())
+	chk, err := storetest.RawChunkFromPB(c)
 	testutil.Ok(t, err)
 	return chk
 }
@@ -520,7 +519,6 @@ func newRawFixture(t testing.TB) *rawFixture {
 		m := uploadTestBlock(t, f.bkt, "a", bdir, map[string]string{"cluster": "eu"}, 0)
 		f.ids = append(f.ids, m.ULID)
 		f.metas = append(f.metas, m)
-		time.Sleep(2 * time.Millisecond) // ordered ULIDs
 	}
 	f.tsdbSt = NewTSDBStore(roDBs{"a": openRO(t, f.dir)}, log.NewNopLogger(), WithExternalLabels(labels.FromStrings("cluster", "eu")))
 	return f
@@ -768,7 +766,7 @@ func TestBucketStore_Tenancy(t *testing.T) {
 	testutil.Equals(t, codes.Unauthenticated, status.Code(err))
 	_, err = st.LabelValues(context.Background(), &storepb.LabelValuesRequest{Label: "s", End: hour})
 	testutil.Equals(t, codes.Unauthenticated, status.Code(err))
-	err = st.Series(&storepb.SeriesRequest{MaxTime: hour, Matchers: all}, &fakeSeriesServer{ctx: context.Background()})
+	err = st.Series(&storepb.SeriesRequest{MaxTime: hour, Matchers: all}, storetest.NewSeriesServer(context.Background()))
 	testutil.Equals(t, codes.Unauthenticated, status.Code(err))
 
 	// Info names only the caller's tenants; all of them when it names none.
@@ -780,19 +778,6 @@ func TestBucketStore_Tenancy(t *testing.T) {
 	testutil.Ok(t, err)
 	testutil.Equals(t, 3, len(info.GetLabelSets()))
 	testutil.Equals(t, []string{"a", "b", "c"}, st.Tenants())
-}
-
-// fakeSeriesServer is an in-process Store_SeriesServer.
-type fakeSeriesServer struct {
-	storepb.Store_SeriesServer
-	ctx  context.Context
-	resp []*storepb.SeriesResponse
-}
-
-func (s *fakeSeriesServer) Context() context.Context { return s.ctx }
-func (s *fakeSeriesServer) Send(r *storepb.SeriesResponse) error {
-	s.resp = append(s.resp, r)
-	return nil
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -816,7 +801,6 @@ func TestBucketStore_Discovery(t *testing.T) {
 	for i := 0; i < 5; i++ {
 		bdir := createTestBlock(t, dir, map[string][]sample{fmt.Sprintf(`m{blk="%d"}`, i): floats(i, int64(i)*2*hour, int64(i)*2*hour+hour, 15_000)})
 		ids = append(ids, uploadTestBlock(t, bkt, "a", bdir, nil, 0).ULID)
-		time.Sleep(2 * time.Millisecond)
 	}
 	// Partial: no meta.json. Deleted: marked both ways; marked by its own file only.
 	testutil.Ok(t, tbkt.Delete(ctx, path.Join(ids[1].String(), block.MetaFilename)))
@@ -972,7 +956,6 @@ func TestBucketStore_Ownership(t *testing.T) {
 	bkt := newTestBucket(t)
 	dir := t.TempDir()
 	id1 := uploadTestBlock(t, bkt, "a", createTestBlock(t, dir, map[string][]sample{`m{x="1"}`: floats(1, 0, hour, 15_000)}), nil, 0).ULID
-	time.Sleep(2 * time.Millisecond)
 	id2 := uploadTestBlock(t, bkt, "a", createTestBlock(t, dir, map[string][]sample{`m{x="2"}`: floats(2, 0, hour, 15_000)}), nil, 0).ULID
 	var (
 		mtx   sync.Mutex
@@ -1124,7 +1107,6 @@ func newAggrFixture(t testing.TB) *aggrFixture {
 	for i := int64(0); i < 3; i++ {
 		bdir := createTestBlock(t, dir, map[string][]sample{`m{a="1"}`: floats(1, i*2*hour, (i+1)*2*hour-1, 15_000)})
 		f.raw = append(f.raw, uploadTestBlock(t, f.bkt, "a", bdir, map[string]string{"cluster": "eu"}, 0).ULID)
-		time.Sleep(2 * time.Millisecond)
 	}
 	var metas []chunks.Meta
 	for c := 0; c < 2; c++ {
@@ -1646,26 +1628,9 @@ func TestBucketStore_LabelsEqualTSDB(t *testing.T) {
 // ---------------------------------------------------------------------------------------------------------------
 // 9. Index-headers, Info, status.
 
-type fakeClock struct {
-	mtx sync.Mutex
-	t   time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mtx.Lock()
-	defer c.mtx.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Add(d time.Duration) {
-	c.mtx.Lock()
-	defer c.mtx.Unlock()
-	c.t = c.t.Add(d)
-}
-
 func TestBucketStore_IndexHeaderLazyLoading(t *testing.T) {
 	f := newRawFixture(t)
-	clock := &fakeClock{t: time.Unix(1_700_000_000, 0)}
+	clock := storetest.NewClock(time.Unix(1_700_000_000, 0))
 	hdrDir := t.TempDir()
 	st := newTestBucketStore(t, f.bkt, bucketStoreOpts{now: clock.Now, idle: time.Minute, dir: hdrDir})
 	c := serve(t, st)
@@ -1772,7 +1737,7 @@ func TestBucketStore_InfoAndBlocks(t *testing.T) {
 // Concurrent queries, syncs and unloads (run with -race).
 func TestBucketStore_Concurrency(t *testing.T) {
 	f := newRawFixture(t)
-	clock := &fakeClock{t: time.Unix(1_700_000_000, 0)}
+	clock := storetest.NewClock(time.Unix(1_700_000_000, 0))
 	st := newTestBucketStore(t, f.bkt, bucketStoreOpts{now: clock.Now, idle: time.Nanosecond, indexCache: newMapCache(), chunksCache: newMapCache()})
 	c := serve(t, st)
 	ctx := tenantCtx("a")
@@ -1839,7 +1804,7 @@ func TestBucketStore_Cancelled(t *testing.T) {
 	st := newTestBucketStore(t, f.bkt, bucketStoreOpts{})
 	ctx, cancel := context.WithCancel(tenancy.WithTenants(context.Background(), []string{"a"}))
 	cancel()
-	srv := &fakeSeriesServer{ctx: ctx}
+	srv := storetest.NewSeriesServer(ctx)
 	err := st.Series(&storepb.SeriesRequest{MinTime: 0, MaxTime: 6 * hour, Matchers: []*storepb.LabelMatcher{lm(RE, "__name__", ".+")}}, srv)
 	testutil.Equals(t, codes.Canceled, status.Code(err), "%v", err)
 }
@@ -1853,15 +1818,7 @@ func TestBucketStore_ReplicaBlocks(t *testing.T) {
 	uploadTestBlock(t, bkt, "a", bdir, nil, 0)
 	// Two more copies under other ULIDs.
 	for i := 0; i < 2; i++ {
-		time.Sleep(2 * time.Millisecond)
-		id := ulid.MustNew(ulid.Now(), nil)
-		cdir := filepath.Join(t.TempDir(), id.String())
-		testutil.Ok(t, os.CopyFS(cdir, os.DirFS(bdir)))
-		m, err := block.ReadMetaFromDir(cdir)
-		testutil.Ok(t, err)
-		m.ULID = id
-		testutil.Ok(t, m.WriteToDir(log.NewNopLogger(), cdir))
-		uploadTestBlock(t, bkt, "a", cdir, nil, 0)
+		uploadTestBlock(t, bkt, "a", withBlockID(t, bdir, t.TempDir(), newTestBlockID()), nil, 0)
 	}
 	single := serve(t, NewTSDBStore(roDBs{"a": openRO(t, dir)}, log.NewNopLogger()))
 	c := serve(t, newTestBucketStore(t, bkt, bucketStoreOpts{}))
@@ -1907,7 +1864,6 @@ func TestBucketStore_BlockDroppedDuringQuery(t *testing.T) {
 	for i := int64(0); i < 2; i++ {
 		bdir := createTestBlock(t, dir, map[string][]sample{`m`: floats(1, i*2*hour, (i+1)*2*hour-1, 15_000)})
 		ids = append(ids, uploadTestBlock(t, root, "a", bdir, nil, 0).ULID)
-		time.Sleep(2 * time.Millisecond)
 	}
 	gb := &gateBucket{Bucket: root, entered: make(chan string, 1), release: make(chan struct{})}
 	st := newTestBucketStore(t, gb, bucketStoreOpts{concurrency: 1})
@@ -1917,15 +1873,9 @@ func TestBucketStore_BlockDroppedDuringQuery(t *testing.T) {
 	}
 	done := make(chan result, 1)
 	go func() {
-		srv := &fakeSeriesServer{ctx: tenancy.WithTenants(ctx, []string{"a"})}
+		srv := storetest.NewSeriesServer(tenancy.WithTenants(ctx, []string{"a"}))
 		err := st.Series(&storepb.SeriesRequest{MinTime: 0, MaxTime: 4 * hour, Matchers: []*storepb.LabelMatcher{lm(EQ, "__name__", "m")}}, srv)
-		var series []*storepb.Series
-		for _, r := range srv.resp {
-			if s := r.GetSeries(); s != nil {
-				series = append(series, s)
-			}
-		}
-		done <- result{series, err}
+		done <- result{srv.Series, err}
 	}()
 	held := <-gb.entered
 	// Drop the other block, not yet read by the request.

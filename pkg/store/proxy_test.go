@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/stratametrics/strata/pkg/store/storepb"
+	"github.com/stratametrics/strata/pkg/store/storetest"
 )
 
 // countingClient counts the Series calls a store receives and can pretend to hold another range or labels.
@@ -233,27 +234,17 @@ func TestResponseBatching(t *testing.T) {
 			batch        int64
 			wantMessages int
 		}{{batch: 0, wantMessages: 10}, {batch: 1, wantMessages: 10}, {batch: 4, wantMessages: 3}, {batch: 64, wantMessages: 1}} {
-			stream, err := c.Series(tenantCtx("t"), &storepb.SeriesRequest{MaxTime: math.MaxInt64, ResponseBatchSize: tc.batch, Matchers: []*storepb.LabelMatcher{eq("__name__", "m")}})
+			res, err := storetest.Series(tenantCtx("t"), c, &storepb.SeriesRequest{MaxTime: math.MaxInt64, ResponseBatchSize: tc.batch, Matchers: []*storepb.LabelMatcher{eq("__name__", "m")}})
 			testutil.Ok(t, err)
 			var got []string
-			messages := 0
-			for {
-				resp, err := stream.Recv()
-				if err != nil {
-					testutil.Equals(t, "EOF", err.Error())
-					break
-				}
-				messages++
-				if s := resp.GetSeries(); s != nil {
-					testutil.Assert(t, tc.batch <= 1, "%s: a single series with batch size %d", name, tc.batch)
-					got = append(got, LabelsFromPB(s.Labels).Get("i"))
-				}
-				for _, s := range resp.GetBatch().GetSeries() {
-					got = append(got, LabelsFromPB(s.Labels).Get("i"))
-				}
+			for _, s := range res.Series {
+				got = append(got, LabelsFromPB(s.Labels).Get("i"))
+			}
+			for _, r := range res.Responses {
+				testutil.Assert(t, r.GetSeries() == nil || tc.batch <= 1, "%s: a single series with batch size %d", name, tc.batch)
 			}
 			testutil.Equals(t, []string{"a", "b", "c", "d", "e", "f", "g", "h", "i", "j"}, got, "%s batch %d", name, tc.batch)
-			testutil.Equals(t, tc.wantMessages, messages, "%s batch %d", name, tc.batch)
+			testutil.Equals(t, tc.wantMessages, len(res.Responses), "%s batch %d", name, tc.batch)
 		}
 	}
 }

@@ -2,20 +2,20 @@ package store
 
 import (
 	"context"
-	"io"
 	"net"
 	"testing"
 
-	"github.com/efficientgo/core/errors"
 	"github.com/efficientgo/core/testutil"
 	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql/parser"
 	"github.com/prometheus/prometheus/tsdb"
+	"github.com/prometheus/prometheus/tsdb/chunkenc"
 	"google.golang.org/grpc"
 
 	"github.com/stratametrics/strata/pkg/store/infopb"
 	"github.com/stratametrics/strata/pkg/store/storepb"
+	"github.com/stratametrics/strata/pkg/store/storetest"
 	"github.com/stratametrics/strata/pkg/tenancy"
 )
 
@@ -86,28 +86,8 @@ func serve(t testing.TB, srv interface {
 
 // collect runs a Series call and returns its series and warnings.
 func collect(ctx context.Context, c storepb.StoreClient, r *storepb.SeriesRequest) ([]*storepb.Series, []string, error) {
-	stream, err := c.Series(ctx, r)
-	if err != nil {
-		return nil, nil, err
-	}
-	var series []*storepb.Series
-	var warnings []string
-	for {
-		resp, err := stream.Recv()
-		if errors.Is(err, io.EOF) {
-			return series, warnings, nil
-		}
-		if err != nil {
-			return series, warnings, err
-		}
-		if s := resp.GetSeries(); s != nil {
-			series = append(series, s)
-		}
-		series = append(series, resp.GetBatch().GetSeries()...)
-		if w := resp.GetWarning(); w != "" {
-			warnings = append(warnings, w)
-		}
-	}
+	got, err := storetest.Series(ctx, c, r)
+	return got.Series, got.Warnings, err
 }
 
 // decodeSamples decodes a wire series' XOR chunks into (t, v) pairs within [minT, maxT].
@@ -133,4 +113,26 @@ func decodeSamples(t testing.TB, s *storepb.Series, minT, maxT int64) []sample {
 
 func tenantCtx(tenants ...string) context.Context {
 	return tenancy.OutgoingContext(context.Background(), tenants...)
+}
+
+// storetest decodes chunks without importing this package: its encodings must stay those of EncodingFromPB.
+func TestChunkFromPBEncodings(t *testing.T) {
+	for _, e := range []storepb.Chunk_Encoding{storepb.Chunk_XOR, storepb.Chunk_HISTOGRAM, storepb.Chunk_FLOAT_HISTOGRAM, 99} {
+		want, ok := EncodingFromPB(e)
+		data := []byte{0, 0}
+		if ok {
+			chk, err := chunkenc.NewEmptyChunk(want)
+			testutil.Ok(t, err)
+			data = chk.Bytes()
+		}
+		got, err := storetest.ChunkFromPB(&storepb.AggrChunk{Raw: &storepb.Chunk{Type: e, Data: data}})
+		if !ok {
+			testutil.NotOk(t, err, "encoding %d", e)
+			continue
+		}
+		testutil.Ok(t, err, "encoding %d", e)
+		testutil.Equals(t, want, got.Encoding(), "encoding %d", e)
+	}
+	_, err := storetest.ChunkFromPB(&storepb.AggrChunk{MinTime: 1, MaxTime: 2})
+	testutil.NotOk(t, err, "a chunk without raw data")
 }

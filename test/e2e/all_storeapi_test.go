@@ -52,7 +52,7 @@ func TestAllServesMergedStoreAPI(t *testing.T) {
 	p := startStrata(t, t.TempDir(), append([]string{"all"}, sgFlags...)...)
 	p.waitReady(t, 30*time.Second)
 	ids := uploadBlocks(t, filepath.Join(p.dataDir, "bucket"), tenant, nil, []string{blockDir})
-	waitBlocks(t, p.url(""), tenant, ids)
+	waitBlocks(t, p.url(""), tenant, ids, syncWait)
 
 	now := time.Now().UnixMilli()
 	code, body := pushV1(t, p.url("/api/v1/push"), tenant, genSeries(2, now-1000, now))

@@ -5,17 +5,13 @@ import (
 	"encoding/json"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 
-	"github.com/efficientgo/core/errors"
 	"github.com/efficientgo/core/testutil"
 	"github.com/prometheus/prometheus/tsdb"
-	"github.com/prometheus/prometheus/tsdb/chunkenc"
 
 	"github.com/stratametrics/strata/pkg/store"
-	"github.com/stratametrics/strata/pkg/store/storepb"
 )
 
 type dbMap map[string]*tsdb.DB
@@ -33,23 +29,6 @@ func (m dbMap) Tenants() []string {
 		out = append(out, t)
 	}
 	return out
-}
-
-// startProcess starts a binary, killing it when the test ends, and logs its output if the test failed.
-func startProcess(t *testing.T, bin string, args ...string) *exec.Cmd {
-	t.Helper()
-	out := &syncBuffer{}
-	cmd := exec.Command(bin, args...)
-	cmd.Stdout, cmd.Stderr = out, out
-	testutil.Ok(t, cmd.Start())
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		if t.Failed() {
-			t.Logf("%s output:\n%s", filepath.Base(bin), out.String())
-		}
-	})
-	return cmd
 }
 
 func copyDir(src, dst string) error {
@@ -95,15 +74,4 @@ func addThanosMeta(t *testing.T, path string, lbls map[string]string) {
 	b, err = json.Marshal(meta)
 	testutil.Ok(t, err)
 	testutil.Ok(t, os.WriteFile(path, b, 0o600))
-}
-
-func chunkFromPB(c *storepb.AggrChunk) (chunkenc.Chunk, error) {
-	if c.GetRaw() == nil {
-		return nil, errors.New("no raw chunk")
-	}
-	enc, ok := store.EncodingFromPB(c.GetRaw().GetType())
-	if !ok {
-		return nil, errors.Newf("unknown encoding %d", c.GetRaw().GetType())
-	}
-	return chunkenc.FromData(enc, c.GetRaw().GetData())
 }

@@ -172,9 +172,10 @@ func TestLocalCluster(t *testing.T) {
 
 	// The querier (from the ring) returns each series once, without tenant_id, with the values pushed.
 	q := c.url(8090, "/prometheus")
-	for _, ts := range append(append([]int64{}, phase1...), phase2...) {
-		vec := instantQuery(t, q, tenant, "e2e_metric", ts)
-		testutil.Equals(t, nSeries, len(vec), "series at %d", ts-now)
+	// checkVector checks the e2e_metric vector at ts: every series once, without tenant_id, with the value pushed.
+	checkVector := func(vec []promSample, ts int64, from string) {
+		t.Helper()
+		testutil.Equals(t, nSeries, len(vec), "series at %d%s", ts-now, from)
 		seen := map[string]bool{}
 		for _, s := range vec {
 			testutil.Equals(t, map[string]string{"__name__": "e2e_metric", "instance": s.Metric["instance"], "job": "e2e"}, s.Metric)
@@ -184,6 +185,9 @@ func TestLocalCluster(t *testing.T) {
 			testutil.Ok(t, err)
 			testutil.Equals(t, sampleValue(i, ts), sampleFloat(t, s.Value), "%v at %d", s.Metric, ts-now)
 		}
+	}
+	for _, ts := range append(append([]int64{}, phase1...), phase2...) {
+		checkVector(instantQuery(t, q, tenant, "e2e_metric", ts), ts, "")
 	}
 	testutil.Equals(t, 0, len(instantQuery(t, q, "someone-else", `{__name__=~".+"}`, now)))
 
@@ -222,32 +226,17 @@ func TestLocalCluster(t *testing.T) {
 	for _, m := range metas {
 		ids = append(ids, filepath.Base(filepath.Dir(m)))
 	}
-	for name, port := range gatewayHTTP {
-		waitGatewayBlocks(t, name, c.url(port, ""), tenant, ids, 30*time.Second)
+	for _, port := range gatewayHTTP {
+		waitBlocks(t, c.url(port, ""), tenant, ids, 30*time.Second)
 	}
 	queriedBefore := map[string]float64{}
 	for name, port := range gatewayHTTP {
 		queriedBefore[name] = sgMetric(t, c.url(port, "/metrics"), "strata_bucket_store_series_blocks_queried_total")
 	}
 	for _, ts := range append(append([]int64{}, phase1...), phase2...) {
-		code, r := promAPI(t, q, tenant, "/api/v1/query", url.Values{"query": {"e2e_metric"},
-			"time": {fmt.Sprintf("%.3f", float64(ts)/1000)}, "partial_response": {"false"}})
-		testutil.Equals(t, 200, code, "%s %s", r.ErrorType, r.Error)
-		testutil.Equals(t, 0, len(r.Warnings), "warnings: %v", r.Warnings)
-		var data struct {
-			Result []promSample `json:"result"`
-		}
-		testutil.Ok(t, json.Unmarshal(r.Data, &data))
-		testutil.Equals(t, nSeries, len(data.Result), "series at %d from the store-gateways", ts-now)
-		seen := map[string]bool{}
-		for _, s := range data.Result {
-			testutil.Equals(t, map[string]string{"__name__": "e2e_metric", "instance": s.Metric["instance"], "job": "e2e"}, s.Metric)
-			testutil.Assert(t, !seen[s.Metric["instance"]], "duplicate series %v", s.Metric)
-			seen[s.Metric["instance"]] = true
-			i, err := strconv.Atoi(strings.TrimPrefix(s.Metric["instance"], "host-"))
-			testutil.Ok(t, err)
-			testutil.Equals(t, sampleValue(i, ts), sampleFloat(t, s.Value), "%v at %d", s.Metric, ts-now)
-		}
+		vec, warnings := promQuery(t, q, tenant, "e2e_metric", time.UnixMilli(ts), time.UnixMilli(ts), 0, url.Values{"partial_response": {"false"}})
+		testutil.Equals(t, 0, len(warnings), "warnings: %v", warnings)
+		checkVector(vec, ts, " from the store-gateways")
 	}
 	// Every raw sample pushed, exactly once.
 	vec := rangeQuery(t, q, tenant, "count_over_time(e2e_metric[2m])", now+15000, now+15000, "1s", url.Values{"partial_response": {"false"}})

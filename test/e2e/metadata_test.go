@@ -1,11 +1,9 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"os"
@@ -17,7 +15,6 @@ import (
 	"time"
 
 	"github.com/efficientgo/core/testutil"
-	"github.com/klauspost/compress/snappy"
 	"github.com/prometheus/prometheus/prompb"
 	writev2 "github.com/prometheus/prometheus/prompb/io/prometheus/write/v2"
 	"google.golang.org/grpc"
@@ -36,16 +33,7 @@ type metaJSON struct {
 // postWrite sends a snappy-compressed remote write body with the Content-Type of its protocol.
 func postWrite(t *testing.T, url, tenant, contentType string, raw []byte) (int, string) {
 	t.Helper()
-	req, err := http.NewRequest("POST", url, bytes.NewReader(snappy.Encode(nil, raw)))
-	testutil.Ok(t, err)
-	req.Header.Set("Content-Encoding", "snappy")
-	req.Header.Set("Content-Type", contentType)
-	req.Header.Set("X-Scope-OrgID", tenant)
-	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
-	testutil.Ok(t, err)
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(body)
+	return postSnappy(t, url, map[string]string{"Content-Type": contentType, "X-Scope-OrgID": tenant}, raw)
 }
 
 func getMetadata(t *testing.T, base, path, tenant string, params url.Values) map[string][]metaJSON {

@@ -69,7 +69,7 @@ remote_write:
       send_interval: 1s
 `, promAddr, s.url("/api/v1/push"), tc.message, tenant)
 			testutil.Ok(t, os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte(cfg), 0o600))
-			startProcess(t, prom, "--config.file="+filepath.Join(dir, "prometheus.yml"), "--storage.tsdb.path="+filepath.Join(dir, "data"),
+			startProc(t, "", "prometheus", prom, "--config.file="+filepath.Join(dir, "prometheus.yml"), "--storage.tsdb.path="+filepath.Join(dir, "data"),
 				"--web.listen-address="+promAddr)
 			waitUntil(t, 60*time.Second, "prometheus ready", func() bool {
 				code, _ := httpGet("http://"+promAddr+"/-/ready", nil)
@@ -140,9 +140,7 @@ remote_write:
 func checkPrometheusMetadata(t *testing.T, promAddr string, s *proc, tenant string) {
 	t.Helper()
 	var wantMeta map[string][]metaJSON
-	code, r := promAPI(t, "http://"+promAddr, "", "/api/v1/metadata", nil)
-	testutil.Equals(t, 200, code)
-	testutil.Ok(t, json.Unmarshal(r.Data, &wantMeta))
+	promGet(t, "http://"+promAddr, "", "/api/v1/metadata", nil, &wantMeta)
 	testutil.Assert(t, len(wantMeta) > 50, "prometheus holds metadata of only %d families", len(wantMeta))
 	sortMeta(wantMeta)
 	for deadline := time.Now().Add(30 * time.Second); ; {

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/url"
 	"os"
@@ -65,36 +64,21 @@ func TestQuerier(t *testing.T) {
 			}
 			testutil.Equals(t, 1, len(instantQuery(t, base, "team-b", `secret_b`, now)))
 
-			var values []string
-			code, r := promAPI(t, base, "team-a", "/api/v1/label/__name__/values", nil)
-			testutil.Equals(t, 200, code)
-			testutil.Ok(t, json.Unmarshal(r.Data, &values))
-			testutil.Equals(t, []string{"shared_metric"}, values)
-			code, r = promAPI(t, base, "team-a", "/api/v1/label/team/values", nil)
-			testutil.Equals(t, 200, code)
-			testutil.Ok(t, json.Unmarshal(r.Data, &values))
-			testutil.Equals(t, []string{"a"}, values)
-			code, r = promAPI(t, base, "team-a", "/api/v1/label/tenant_id/values", nil)
-			testutil.Equals(t, 200, code)
-			testutil.Ok(t, json.Unmarshal(r.Data, &values))
-			testutil.Equals(t, 0, len(values))
-			code, r = promAPI(t, base, "team-a", "/api/v1/labels", nil)
-			testutil.Equals(t, 200, code)
-			testutil.Ok(t, json.Unmarshal(r.Data, &values))
-			testutil.Equals(t, []string{"__name__", "i", "team"}, values)
+			testutil.Equals(t, []string{"shared_metric"}, labelValues(t, base, "team-a", "__name__"))
+			testutil.Equals(t, []string{"a"}, labelValues(t, base, "team-a", "team"))
+			testutil.Equals(t, 0, len(labelValues(t, base, "team-a", "tenant_id")))
+			var names []string
+			promGet(t, base, "team-a", "/api/v1/labels", nil, &names)
+			testutil.Equals(t, []string{"__name__", "i", "team"}, names)
 
-			var series []map[string]string
-			code, r = promAPI(t, base, "team-a", "/api/v1/series", url.Values{"match[]": {`{__name__=~".+"}`}})
-			testutil.Equals(t, 200, code)
-			testutil.Ok(t, json.Unmarshal(r.Data, &series))
+			var series, none []map[string]string
+			promGet(t, base, "team-a", "/api/v1/series", url.Values{"match[]": {`{__name__=~".+"}`}}, &series)
 			testutil.Equals(t, 4, len(series))
 			for _, ls := range series {
 				testutil.Equals(t, "a", ls["team"])
 			}
-			code, r = promAPI(t, base, "team-a", "/api/v1/series", url.Values{"match[]": {`{tenant_id=~"team-b"}`}})
-			testutil.Equals(t, 200, code)
-			testutil.Ok(t, json.Unmarshal(r.Data, &series))
-			testutil.Equals(t, 0, len(series))
+			promGet(t, base, "team-a", "/api/v1/series", url.Values{"match[]": {`{tenant_id=~"team-b"}`}}, &none)
+			testutil.Equals(t, 0, len(none))
 		})
 	}
 
@@ -200,13 +184,6 @@ func TestQuerierTenantBoundEndpoint(t *testing.T) {
 			testutil.Assert(t, smp.Metric["__name__"] != "legacy_metric", "team-b sees team-a's endpoint: %v", smp.Metric)
 		}
 	}
-	var values []string
-	code, r := promAPI(t, base, "team-b", "/api/v1/label/__name__/values", nil)
-	testutil.Equals(t, 200, code)
-	testutil.Ok(t, json.Unmarshal(r.Data, &values))
-	testutil.Equals(t, []string{"new_metric"}, values)
-	code, r = promAPI(t, base, "team-a", "/api/v1/label/__name__/values", nil)
-	testutil.Equals(t, 200, code)
-	testutil.Ok(t, json.Unmarshal(r.Data, &values))
-	testutil.Equals(t, []string{"legacy_metric"}, values)
+	testutil.Equals(t, []string{"new_metric"}, labelValues(t, base, "team-b", "__name__"))
+	testutil.Equals(t, []string{"legacy_metric"}, labelValues(t, base, "team-a", "__name__"))
 }

@@ -2,12 +2,14 @@ package e2e
 
 import (
 	"encoding/json"
-	"fmt"
 	"net/url"
+	"sort"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/efficientgo/core/testutil"
+	"github.com/prometheus/prometheus/model/labels"
 )
 
 // promResponse is the Prometheus HTTP API's envelope.
@@ -41,34 +43,89 @@ func promAPI(t *testing.T, base, tenant, path string, params url.Values) (int, p
 	return code, r
 }
 
-// instantQuery runs an instant query at ts (ms) and returns its vector.
-func instantQuery(t *testing.T, base, tenant, query string, ts int64) []promSample {
+// promGet calls a Prometheus API endpoint as a tenant, requires a 200 answer and decodes its data into out.
+func promGet(t *testing.T, base, tenant, path string, params url.Values, out any) {
 	t.Helper()
-	code, r := promAPI(t, base, tenant, "/api/v1/query", url.Values{"query": {query}, "time": {fmt.Sprintf("%.3f", float64(ts)/1000)}})
-	testutil.Equals(t, 200, code, "query %s: %s %s", query, r.ErrorType, r.Error)
-	var data struct {
-		ResultType string       `json:"resultType"`
-		Result     []promSample `json:"result"`
-	}
-	testutil.Ok(t, json.Unmarshal(r.Data, &data))
-	testutil.Equals(t, "vector", data.ResultType)
-	return data.Result
+	code, r := promAPI(t, base, tenant, path, params)
+	testutil.Equals(t, 200, code, "%s: %s %s", path, r.ErrorType, r.Error)
+	testutil.Ok(t, json.Unmarshal(r.Data, out))
 }
 
-// rangeQuery runs a range query [start, end] (ms) and returns its matrix.
+// labelValues returns the values of a label as a tenant sees them.
+func labelValues(t *testing.T, base, tenant, name string) []string {
+	t.Helper()
+	var values []string
+	promGet(t, base, tenant, "/api/v1/label/"+name+"/values", nil, &values)
+	return values
+}
+
+// instantQuery runs an instant query at ts (ms) and returns its vector, sorted by labels.
+func instantQuery(t *testing.T, base, tenant, query string, ts int64) []promSample {
+	t.Helper()
+	res, _ := promQuery(t, base, tenant, query, time.UnixMilli(ts), time.UnixMilli(ts), 0, nil)
+	return res
+}
+
+// rangeQuery runs a range query [start, end] (ms) by step (a duration: "15s") and returns its matrix.
 func rangeQuery(t *testing.T, base, tenant, query string, start, end int64, step string, extra url.Values) []promSample {
 	t.Helper()
-	params := url.Values{"query": {query}, "start": {fmt.Sprintf("%.3f", float64(start)/1000)}, "end": {fmt.Sprintf("%.3f", float64(end)/1000)}, "step": {step}}
+	d, err := time.ParseDuration(step)
+	testutil.Ok(t, err)
+	res, _ := promQuery(t, base, tenant, query, time.UnixMilli(start), time.UnixMilli(end), d, extra)
+	return res
+}
+
+// sortSamples sorts samples by their label sets (the order of an instant vector is not part of the API).
+func sortSamples(s []promSample) {
+	for i := range s {
+		if s[i].Metric == nil {
+			s[i].Metric = map[string]string{}
+		}
+	}
+	sort.SliceStable(s, func(i, j int) bool {
+		return labels.Compare(labels.FromMap(s[i].Metric), labels.FromMap(s[j].Metric)) < 0
+	})
+}
+
+// promQuery runs query against a Prometheus HTTP API under base as tenant: an instant query at start when step is
+// 0, else a range query [start, end] by step, and returns the result (vector, matrix or scalar) sorted by labels
+// in refQuery's shape, with the response's warnings (infos included). It fails the test on a non-200 answer.
+func promQuery(t *testing.T, base, tenant, query string, start, end time.Time, step time.Duration, extra url.Values) ([]promSample, []string) {
+	t.Helper()
+	sec := func(tm time.Time) string { return strconv.FormatFloat(float64(tm.UnixMilli())/1000, 'f', 3, 64) }
+	params := url.Values{"query": {query}}
+	path := "/api/v1/query"
+	if step == 0 {
+		params.Set("time", sec(start))
+	} else {
+		path = "/api/v1/query_range"
+		params.Set("start", sec(start))
+		params.Set("end", sec(end))
+		params.Set("step", strconv.FormatFloat(step.Seconds(), 'f', -1, 64))
+	}
 	for k, v := range extra {
 		params[k] = v
 	}
-	code, r := promAPI(t, base, tenant, "/api/v1/query_range", params)
-	testutil.Equals(t, 200, code, "query_range %s: %s %s", query, r.ErrorType, r.Error)
+	code, r := promAPI(t, base, tenant, path, params)
+	testutil.Equals(t, 200, code, "%s %s: %s %s", path, query, r.ErrorType, r.Error)
 	var data struct {
-		Result []promSample `json:"result"`
+		ResultType string          `json:"resultType"`
+		Result     json.RawMessage `json:"result"`
 	}
 	testutil.Ok(t, json.Unmarshal(r.Data, &data))
-	return data.Result
+	out := []promSample{}
+	switch data.ResultType {
+	case "vector", "matrix":
+		testutil.Ok(t, json.Unmarshal(data.Result, &out))
+	case "scalar":
+		var v [2]any
+		testutil.Ok(t, json.Unmarshal(data.Result, &v))
+		out = append(out, promSample{Metric: map[string]string{}, Value: v})
+	default:
+		t.Fatalf("%s: unexpected result type %q", query, data.ResultType)
+	}
+	sortSamples(out)
+	return out, r.Warnings
 }
 
 // sampleFloat reads the value of a [time, "value"] pair.

@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -234,23 +233,8 @@ func TestLocalClusterRollingRestartUnderLoad(t *testing.T) {
 func (p *proc) restart(t *testing.T) *proc {
 	t.Helper()
 	<-p.exited
-	q := &proc{httpAddr: p.httpAddr, grpcAddr: p.grpcAddr, dataDir: p.dataDir, out: &syncBuffer{}, exited: make(chan struct{})}
-	q.cmd = exec.Command(p.cmd.Path, p.cmd.Args[1:]...)
-	q.cmd.Dir = p.cmd.Dir
-	q.cmd.Stdout, q.cmd.Stderr = q.out, q.out
-	testutil.Ok(t, q.cmd.Start())
-	go func() { q.err = q.cmd.Wait(); close(q.exited) }()
-	t.Cleanup(func() {
-		select {
-		case <-q.exited:
-		default:
-			_ = q.cmd.Process.Kill()
-			<-q.exited
-		}
-		if t.Failed() {
-			t.Logf("strata output after the restart:\n%s", q.out.String())
-		}
-	})
+	q := startProc(t, p.cmd.Dir, "strata (restarted)", p.cmd.Path, p.cmd.Args[1:]...)
+	q.httpAddr, q.grpcAddr, q.dataDir = p.httpAddr, p.grpcAddr, p.dataDir
 	return q
 }
 

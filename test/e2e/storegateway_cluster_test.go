@@ -3,14 +3,11 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
-	"sort"
-	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -48,56 +45,6 @@ func sgcRing(t *testing.T, ringURL string) map[string]sgcMember {
 	return out
 }
 
-// sgcGatewayBlocks returns the IDs of the blocks of tenant a store-gateway serves (its JSON blocks page).
-func sgcGatewayBlocks(t *testing.T, base, tenant string) []string {
-	t.Helper()
-	u := base + "/store-gateway/tenant/" + url.PathEscape(tenant) + "/blocks"
-	code, body := httpGet(u, map[string]string{"Accept": "application/json"})
-	if code != 200 {
-		return nil
-	}
-	var rows []struct {
-		ID string `json:"block_id"`
-	}
-	testutil.Ok(t, json.Unmarshal([]byte(body), &rows), body)
-	ids := make([]string, 0, len(rows))
-	for _, r := range rows {
-		ids = append(ids, r.ID)
-	}
-	sort.Strings(ids)
-	return ids
-}
-
-// waitGatewayBlocks waits (at most timeout) until the store-gateway at base serves exactly the blocks ids of
-// tenant.
-func waitGatewayBlocks(t *testing.T, name, base, tenant string, ids []string, timeout time.Duration) {
-	t.Helper()
-	want := slices.Clone(ids)
-	sort.Strings(want)
-	var got []string
-	deadline := time.Now().Add(timeout)
-	for {
-		got = sgcGatewayBlocks(t, base, tenant)
-		if slices.Equal(want, got) {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s serves blocks %v of tenant %s, want %v (after %s)", name, got, tenant, want, timeout)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-}
-
-// freePort returns a loopback port that was free (TCP) a moment ago, for memberlist (which binds TCP and UDP).
-func freePort(t *testing.T) int {
-	t.Helper()
-	_, p, err := net.SplitHostPort(freeAddr(t))
-	testutil.Ok(t, err)
-	n, err := strconv.Atoi(p)
-	testutil.Ok(t, err)
-	return n
-}
-
 // TestStoreGatewayKillOneOfThree: 3 store-gateways (zones a, b, c, RF 3: each owns every block) and a querier
 // over a filesystem bucket of promtool-made blocks. Queries equal a plain Prometheus engine over the same blocks;
 // after kill -9 of the gateway that served them, the querier retries the blocks on their other owners at once
@@ -120,16 +67,11 @@ func TestStoreGatewayKillOneOfThree(t *testing.T) {
 	objstoreFile := filepath.Join(dir, "objstore.yaml")
 	testutil.Ok(t, os.WriteFile(objstoreFile, []byte("type: FILESYSTEM\nconfig:\n  directory: "+bucket+"\n"), 0o600))
 
-	gossip := []int{freePort(t), freePort(t), freePort(t), freePort(t)}
+	gossip := newMemberlist(t, 4)
 	common := func(i int) []string {
-		args := []string{"--objstore.config-file=" + objstoreFile, "--auth.multitenancy-enabled",
-			"--memberlist.bind-addr=127.0.0.1", fmt.Sprintf("--memberlist.bind-port=%d", gossip[i]),
+		return append([]string{"--objstore.config-file=" + objstoreFile, "--auth.multitenancy-enabled",
 			"--store-gateway.ring.replication-factor=3", "--store-gateway.zone-awareness-enabled",
-			"--store-gateway.ring.heartbeat-period=1s", "--store-gateway.ring.heartbeat-timeout=5s"}
-		for _, p := range gossip {
-			args = append(args, fmt.Sprintf("--memberlist.join=127.0.0.1:%d", p))
-		}
-		return args
+			"--store-gateway.ring.heartbeat-period=1s", "--store-gateway.ring.heartbeat-timeout=5s"}, gossip.flags(i)...)
 	}
 	zones := []string{"a", "b", "c"}
 	gws := map[string]*proc{}
@@ -144,8 +86,8 @@ func TestStoreGatewayKillOneOfThree(t *testing.T) {
 		g.waitReady(t, 60*time.Second)
 	}
 	querier.waitReady(t, 60*time.Second)
-	for name, g := range gws {
-		waitGatewayBlocks(t, name, g.url(""), tenant, ids, 60*time.Second)
+	for _, g := range gws {
+		waitBlocks(t, g.url(""), tenant, ids, 60*time.Second)
 	}
 	waitUntil(t, 30*time.Second, "3 ACTIVE store-gateways in the querier's ring", func() bool {
 		r := sgcRing(t, querier.url("/store-gateway/ring"))
@@ -192,9 +134,9 @@ func TestStoreGatewayKillOneOfThree(t *testing.T) {
 					warnings []string
 				)
 				if qq.step == 0 {
-					got, warnings = sgQuery(t, querier.url("/prometheus"), tenant, qq.query, qq.at, qq.at, 0, extra)
+					got, warnings = promQuery(t, querier.url("/prometheus"), tenant, qq.query, qq.at, qq.at, 0, extra)
 				} else {
-					got, warnings = sgQuery(t, querier.url("/prometheus"), tenant, qq.query, start, end, qq.step, extra)
+					got, warnings = promQuery(t, querier.url("/prometheus"), tenant, qq.query, start, end, qq.step, extra)
 				}
 				testutil.Equals(t, 0, len(warnings), "%s: %s %v: warnings %v", phase, qq.query, extra, warnings)
 				testutil.Equals(t, want[i], got, "%s: %s %v", phase, qq.query, extra)
@@ -324,7 +266,7 @@ func TestShippingBoundaryNoGapNoDuplicate(t *testing.T) {
 		return len(local) > 0 && local[0] >= t0+3*time.Minute.Milliseconds()
 	})
 	testutil.Equals(t, written[3*perMin:], local, "samples left on the ingester")
-	waitGatewayBlocks(t, "the store-gateway", p.url(""), tenant, ids, 30*time.Second)
+	waitBlocks(t, p.url(""), tenant, ids, 30*time.Second)
 
 	base := p.url("/prometheus")
 	strict := url.Values{"partial_response": {"false"}}
@@ -390,10 +332,8 @@ func TestStoreGatewayKeepsTokens(t *testing.T) {
 	testutil.Ok(t, os.MkdirAll(bucket, 0o750))
 	objstoreFile := filepath.Join(dir, "objstore.yaml")
 	testutil.Ok(t, os.WriteFile(objstoreFile, []byte("type: FILESYSTEM\nconfig:\n  directory: "+bucket+"\n"), 0o600))
-	port := freePort(t)
-	g := startStrata(t, dir, "store-gateway", "--store-gateway.id=sg-tokens", "--objstore.config-file="+objstoreFile,
-		"--memberlist.bind-addr=127.0.0.1", fmt.Sprintf("--memberlist.bind-port=%d", port),
-		fmt.Sprintf("--memberlist.join=127.0.0.1:%d", port), "--sync-interval=1s")
+	g := startStrata(t, dir, append([]string{"store-gateway", "--store-gateway.id=sg-tokens", "--objstore.config-file=" + objstoreFile,
+		"--sync-interval=1s"}, newMemberlist(t, 1).flags(0)...)...)
 	g.waitReady(t, 60*time.Second)
 	waitUntil(t, 30*time.Second, "the store-gateway ACTIVE in its ring", func() bool {
 		return sgcRing(t, g.url("/store-gateway/ring"))["sg-tokens"].State == "ACTIVE"

@@ -2,10 +2,8 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"math"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -170,7 +168,7 @@ func uploadBlocks(t *testing.T, bucketDir, tenant string, extLabels map[string]s
 // refQuery evaluates query with a plain Prometheus engine (lookback 5m, Strata's default max samples and
 // subquery step of 1m, @ and negative offsets on) over the block directories, copied to a temp dir and opened
 // read-only: an instant query at start when step is 0, else a range query [start, end] by step. The result is
-// in the shape the HTTP API decodes to (see sgQuery), sorted by labels, so the two compare with
+// in the shape the HTTP API decodes to (see promQuery), sorted by labels, so the two compare with
 // testutil.Equals bit for bit: values are formatted as Prometheus's API formats them.
 func refQuery(t *testing.T, dirs []string, query string, start, end time.Time, step time.Duration) []promSample {
 	t.Helper()
@@ -342,7 +340,7 @@ func promValueSamples(t *testing.T, v parser.Value) []promSample {
 	default:
 		t.Fatalf("unexpected result type %T", v)
 	}
-	sgSortSamples(out)
+	sortSamples(out)
 	return out
 }
 
@@ -354,59 +352,6 @@ func promFloat(f float64) string {
 		format = 'e'
 	}
 	return strconv.FormatFloat(f, format, -1, 64)
-}
-
-// sgSortSamples sorts samples by their label sets (the order of an instant vector is not part of the API).
-func sgSortSamples(s []promSample) {
-	for i := range s {
-		if s[i].Metric == nil {
-			s[i].Metric = map[string]string{}
-		}
-	}
-	sort.SliceStable(s, func(i, j int) bool {
-		return labels.Compare(labels.FromMap(s[i].Metric), labels.FromMap(s[j].Metric)) < 0
-	})
-}
-
-// sgQuery runs query against a Prometheus HTTP API under base as tenant: an instant query at start when step is
-// 0, else a range query [start, end] by step, and returns the result (vector, matrix or scalar) sorted by labels
-// in refQuery's shape, with the response's warnings (infos included). It fails the test on a non-200 answer.
-func sgQuery(t *testing.T, base, tenant, query string, start, end time.Time, step time.Duration, extra url.Values) ([]promSample, []string) {
-	t.Helper()
-	sec := func(tm time.Time) string { return strconv.FormatFloat(float64(tm.UnixMilli())/1000, 'f', 3, 64) }
-	params := url.Values{"query": {query}}
-	path := "/api/v1/query"
-	if step == 0 {
-		params.Set("time", sec(start))
-	} else {
-		path = "/api/v1/query_range"
-		params.Set("start", sec(start))
-		params.Set("end", sec(end))
-		params.Set("step", strconv.FormatFloat(step.Seconds(), 'f', -1, 64))
-	}
-	for k, v := range extra {
-		params[k] = v
-	}
-	code, r := promAPI(t, base, tenant, path, params)
-	testutil.Equals(t, 200, code, "%s %s: %s %s", path, query, r.ErrorType, r.Error)
-	var data struct {
-		ResultType string          `json:"resultType"`
-		Result     json.RawMessage `json:"result"`
-	}
-	testutil.Ok(t, json.Unmarshal(r.Data, &data))
-	out := []promSample{}
-	switch data.ResultType {
-	case "vector", "matrix":
-		testutil.Ok(t, json.Unmarshal(data.Result, &out))
-	case "scalar":
-		var v [2]any
-		testutil.Ok(t, json.Unmarshal(data.Result, &v))
-		out = append(out, promSample{Metric: map[string]string{}, Value: v})
-	default:
-		t.Fatalf("%s: unexpected result type %q", query, data.ResultType)
-	}
-	sgSortSamples(out)
-	return out, r.Warnings
 }
 
 // sgMetric sums the values of the series of a Prometheus text metric family on a /metrics page whose labels

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -45,20 +46,33 @@ type sgBlock struct {
 	MarkedAt    string            `json:"deletion_marked_at"`
 }
 
+// sgBlocksPage reads the JSON blocks page of a store-gateway for a tenant; ok is false when it did not answer 200.
+func sgBlocksPage(t *testing.T, base, tenant string) (rows []sgBlock, ok bool, body string) {
+	t.Helper()
+	code, body := httpGet(base+"/store-gateway/tenant/"+url.PathEscape(tenant)+"/blocks", map[string]string{"Accept": "application/json"})
+	if code != 200 {
+		return nil, false, body
+	}
+	testutil.Ok(t, json.Unmarshal([]byte(body), &rows), body)
+	return rows, true, body
+}
+
 // sgBlocks returns the blocks a store-gateway serves of a tenant, from its JSON page.
 func sgBlocks(t *testing.T, base, tenant string) []sgBlock {
 	t.Helper()
-	code, body := httpGet(base+"/store-gateway/tenant/"+tenant+"/blocks", map[string]string{"Accept": "application/json"})
-	testutil.Equals(t, 200, code, body)
-	var rows []sgBlock
-	testutil.Ok(t, json.Unmarshal([]byte(body), &rows), body)
+	rows, ok, body := sgBlocksPage(t, base, tenant)
+	testutil.Assert(t, ok, "blocks page of %s at %s: %s", tenant, base, body)
 	return rows
 }
 
 func sgBlockIDs(t *testing.T, base, tenant string) []string {
-	t.Helper()
+	return blockIDs(sgBlocks(t, base, tenant))
+}
+
+// blockIDs returns the sorted IDs of rows.
+func blockIDs(rows []sgBlock) []string {
 	var ids []string
-	for _, b := range sgBlocks(t, base, tenant) {
+	for _, b := range rows {
 		ids = append(ids, b.ID)
 	}
 	sort.Strings(ids)
@@ -71,19 +85,24 @@ func sortedCopy(s []string) []string {
 	return out
 }
 
-// waitBlocks waits (bounded) until the store-gateway serves exactly the blocks ids of tenant.
-func waitBlocks(t *testing.T, base, tenant string, ids []string) {
+// syncWait bounds the wait for a store-gateway started with --sync-interval=1s to see a bucket change.
+const syncWait = 10 * time.Second
+
+// waitBlocks waits (at most timeout) until the store-gateway at base serves exactly the blocks ids of tenant (its
+// blocks page answering 200 meanwhile or not).
+func waitBlocks(t *testing.T, base, tenant string, ids []string, timeout time.Duration) {
 	t.Helper()
 	want := sortedCopy(ids)
 	var got []string
-	deadline := time.Now().Add(10 * time.Second) // syncs every second
+	deadline := time.Now().Add(timeout)
 	for {
-		got = sgBlockIDs(t, base, tenant)
-		if fmt.Sprint(got) == fmt.Sprint(want) {
+		rows, ok, _ := sgBlocksPage(t, base, tenant)
+		got = blockIDs(rows)
+		if ok && slices.Equal(want, got) {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("store-gateway blocks of %s: got %v, want %v", tenant, got, want)
+			t.Fatalf("store-gateway %s serves blocks %v of tenant %s, want %v (after %s)", base, got, tenant, want, timeout)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -95,7 +114,7 @@ func waitQueryEquals(t *testing.T, base, tenant, query string, want []promSample
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		got, _ := sgQuery(t, base, tenant, query, ts, ts, 0, nil)
+		got, _ := promQuery(t, base, tenant, query, ts, ts, 0, nil)
 		if fmt.Sprint(got) == fmt.Sprint(want) {
 			return
 		}
@@ -131,7 +150,7 @@ func TestStoreGatewayPromtoolBlocksEqualPrometheus(t *testing.T) {
 	// Upload after start: the periodic sync finds them.
 	ids := uploadBlocks(t, filepath.Join(s.dataDir, "bucket"), "team-a", map[string]string{"cluster": "old"}, dirs)
 	t.Logf("started and uploaded: %s", time.Since(t0))
-	waitBlocks(t, s.url(""), "team-a", ids)
+	waitBlocks(t, s.url(""), "team-a", ids, syncWait)
 	t.Logf("blocks synced: %s", time.Since(t0))
 	ext := map[string]string{"cluster": "old"}
 
@@ -212,7 +231,7 @@ func TestStoreGatewayPromtoolBlocksEqualPrometheus(t *testing.T) {
 	nonEmpty := 0
 	for _, q := range queries {
 		for _, m := range modes {
-			got, warnings := sgQuery(t, base, "team-a", q, m.start, m.end, m.step, nil)
+			got, warnings := promQuery(t, base, "team-a", q, m.start, m.end, m.step, nil)
 			want := ref.query(t, q, m.start, m.end, m.step)
 			if d := sgDiff(want, got); d != "" {
 				t.Errorf("%s (%s): %s", q, m.name, d)
@@ -229,7 +248,7 @@ func TestStoreGatewayPromtoolBlocksEqualPrometheus(t *testing.T) {
 	// The comparison is not vacuous: most queries return data.
 	testutil.Assert(t, nonEmpty > len(queries)*len(modes)*3/4, "only %d of %d answers have data", nonEmpty, len(queries)*len(modes))
 	// Spot checks independent of the reference: the external label is there, tenant_id is not.
-	vec, _ := sgQuery(t, base, "team-a", `app_requests_total`, mid, mid, 0, nil)
+	vec, _ := promQuery(t, base, "team-a", `app_requests_total`, mid, mid, 0, nil)
 	testutil.Equals(t, 50, len(vec))
 	for _, smp := range vec {
 		testutil.Equals(t, "old", smp.Metric["cluster"], "%v", smp.Metric)
@@ -238,13 +257,13 @@ func TestStoreGatewayPromtoolBlocksEqualPrometheus(t *testing.T) {
 	}
 
 	// Partial responses not allowed: the same answers, no error.
-	got, _ := sgQuery(t, base, "team-a", `sum by (job) (rate(app_requests_total[10m]))`, start, end, 5*time.Minute, url.Values{"partial_response": {"false"}})
+	got, _ := promQuery(t, base, "team-a", `sum by (job) (rate(app_requests_total[10m]))`, start, end, 5*time.Minute, url.Values{"partial_response": {"false"}})
 	testutil.Equals(t, refQueryExt(t, dirs, ext, `sum by (job) (rate(app_requests_total[10m]))`, start, end, 5*time.Minute), got)
 
 	// Another tenant sees nothing of them, whatever it asks.
 	for _, q := range []string{`{__name__=~".+"}`, `app_requests_total`, `{tenant_id="team-a"}`, `{__name__=~".+", cluster="old"}`, `count_over_time({__name__=~"app_.+"}[10h])`} {
 		for _, m := range modes {
-			got, warnings := sgQuery(t, base, "team-b", q, m.start, m.end, m.step, nil)
+			got, warnings := promQuery(t, base, "team-b", q, m.start, m.end, m.step, nil)
 			testutil.Equals(t, 0, len(got), "%s as team-b (%s): %v", q, m.name, got)
 			testutil.Equals(t, 0, len(warnings), "%s as team-b: %v", q, warnings)
 		}
@@ -349,7 +368,7 @@ func TestStoreGatewayMemcached(t *testing.T) {
 	s.waitReady(t, 30*time.Second)
 	base := s.url("/prometheus")
 	ids := uploadBlocks(t, filepath.Join(s.dataDir, "bucket"), "team-m", nil, dirs)
-	waitBlocks(t, s.url(""), "team-m", ids)
+	waitBlocks(t, s.url(""), "team-m", ids, syncWait)
 	// The querier knows every block once a query over all of them answers as the reference; it reads another
 	// metric than the one measured below.
 	probe := `sum(count_over_time(app_temperature_celsius[5h]))`
@@ -360,10 +379,10 @@ func TestStoreGatewayMemcached(t *testing.T) {
 	want := refQuery(t, dirs, q, start, end, time.Minute)
 	testutil.Assert(t, len(want) == 20, "reference: %d series", len(want))
 	m0 := metricsSnapshot(t, s.url("/metrics"))
-	r1, w1 := sgQuery(t, base, "team-m", q, start, end, time.Minute, nil)
+	r1, w1 := promQuery(t, base, "team-m", q, start, end, time.Minute, nil)
 	waitMemcachedSettled(t, mc)
 	m1 := metricsSnapshot(t, s.url("/metrics"))
-	r2, w2 := sgQuery(t, base, "team-m", q, start, end, time.Minute, nil)
+	r2, w2 := promQuery(t, base, "team-m", q, start, end, time.Minute, nil)
 	m2 := metricsSnapshot(t, s.url("/metrics"))
 	testutil.Equals(t, want, r1)
 	testutil.Equals(t, r1, r2)
@@ -429,8 +448,8 @@ func TestStoreGatewayPages(t *testing.T) {
 
 	idsP := uploadBlocks(t, filepath.Join(s.dataDir, "bucket"), "team-p", map[string]string{"cluster": "eu", "replica": "r1"}, dirs)
 	idsQ := uploadBlocks(t, filepath.Join(s.dataDir, "bucket"), "team-q", nil, dirs[:1])
-	waitBlocks(t, s.url(""), "team-p", idsP)
-	waitBlocks(t, s.url(""), "team-q", idsQ)
+	waitBlocks(t, s.url(""), "team-p", idsP, syncWait)
+	waitBlocks(t, s.url(""), "team-q", idsQ, syncWait)
 
 	var tenants []struct {
 		Tenant string `json:"tenant"`
@@ -494,7 +513,7 @@ func TestStoreGatewayPages(t *testing.T) {
 
 	// A query reads the blocks: their index-headers are loaded now.
 	waitUntil(t, 20*time.Second, "team-p's data is queryable", func() bool {
-		got, _ := sgQuery(t, s.url("/prometheus"), "team-p", `count(app_requests_total)`, end.Add(-time.Minute), end, 0, nil)
+		got, _ := promQuery(t, s.url("/prometheus"), "team-p", `count(app_requests_total)`, end.Add(-time.Minute), end, 0, nil)
 		return len(got) == 1 && got[0].Value[1] == "10"
 	})
 	for _, r := range sgBlocks(t, s.url(""), "team-p") {
@@ -565,19 +584,19 @@ func TestStoreGatewayDeletedAndPartialBlocks(t *testing.T) {
 		}
 		want := refQuery(t, dirs, q, now, now, 0)
 		// Refusing partial responses: a block the querier expects and no gateway has fails the query (503).
-		got, warnings := sgQuery(t, base, tenant, q, now, now, 0, url.Values{"partial_response": {"false"}})
+		got, warnings := promQuery(t, base, tenant, q, now, now, 0, url.Values{"partial_response": {"false"}})
 		testutil.Equals(t, want, got)
 		testutil.Equals(t, 0, len(warnings), "warnings: %v", warnings)
-		got, warnings = sgQuery(t, base, tenant, q, now, now, 0, nil)
+		got, warnings = promQuery(t, base, tenant, q, now, now, 0, nil)
 		testutil.Equals(t, want, got)
 		testutil.Equals(t, 0, len(warnings), "warnings: %v", warnings)
 		// Nothing at all from the partial block's period.
 		ps, pe := period(12)
-		got, _ = sgQuery(t, base, tenant, `{__name__=~"app_.+"}`, ps, pe, 10*time.Minute, nil)
+		got, _ = promQuery(t, base, tenant, `{__name__=~"app_.+"}`, ps, pe, 10*time.Minute, nil)
 		testutil.Equals(t, 0, len(got), "data of the partial block: %v", got)
 	}
 
-	waitBlocks(t, s.url(""), tenant, []string{ids["kept"], ids["marked"], ids["metaGone"], ids["markedRecently"]})
+	waitBlocks(t, s.url(""), tenant, []string{ids["kept"], ids["marked"], ids["metaGone"], ids["markedRecently"]}, syncWait)
 	check(t, kept, marked, metaGone, markedRecently)
 
 	fs, err := filesystem.NewBucket(bucketDir)
@@ -586,7 +605,7 @@ func TestStoreGatewayDeletedAndPartialBlocks(t *testing.T) {
 	markedAt := func(at time.Time) func() time.Time { return func() time.Time { return at } }
 	testutil.Ok(t, block.MarkForDeletion(context.Background(), log.NewNopLogger(), tbkt, ulid.MustParse(ids["marked"]), "e2e", markedAt(now.Add(-2*time.Hour))))
 	testutil.Ok(t, block.MarkForDeletion(context.Background(), log.NewNopLogger(), tbkt, ulid.MustParse(ids["markedRecently"]), "e2e", markedAt(time.Now())))
-	waitBlocks(t, s.url(""), tenant, []string{ids["kept"], ids["metaGone"], ids["markedRecently"]})
+	waitBlocks(t, s.url(""), tenant, []string{ids["kept"], ids["metaGone"], ids["markedRecently"]}, syncWait)
 	check(t, kept, metaGone, markedRecently)
 	// The gateway's page shows the served block's mark.
 	for _, b := range sgBlocks(t, s.url(""), tenant) {
@@ -595,7 +614,7 @@ func TestStoreGatewayDeletedAndPartialBlocks(t *testing.T) {
 
 	t.Run("meta.json deleted after the block was served", func(t *testing.T) {
 		testutil.Ok(t, os.Remove(filepath.Join(bucketDir, tenant, ids["metaGone"], "meta.json")))
-		waitBlocks(t, s.url(""), tenant, []string{ids["kept"], ids["markedRecently"]})
+		waitBlocks(t, s.url(""), tenant, []string{ids["kept"], ids["markedRecently"]}, syncWait)
 		check(t, kept, markedRecently)
 	})
 

@@ -60,6 +60,27 @@ func freeAddr(t *testing.T) string {
 	return l.Addr().String()
 }
 
+// memberlist is the gossip of a test's processes: a loopback address per member, free (TCP) a moment ago.
+type memberlist []string
+
+func newMemberlist(t *testing.T, n int) memberlist {
+	m := make(memberlist, n)
+	for i := range m {
+		m[i] = freeAddr(t)
+	}
+	return m
+}
+
+// flags are member i's: bind to its address, join every member.
+func (m memberlist) flags(i int) []string {
+	host, port, _ := net.SplitHostPort(m[i])
+	out := []string{"--memberlist.bind-addr=" + host, "--memberlist.bind-port=" + port}
+	for _, a := range m {
+		out = append(out, "--memberlist.join="+a)
+	}
+	return out
+}
+
 // proc is a running strata process.
 type proc struct {
 	cmd      *exec.Cmd
@@ -93,9 +114,18 @@ func (b *syncBuffer) String() string {
 // the test ends if the test did not stop it.
 func startStrata(t *testing.T, dir string, args ...string) *proc {
 	t.Helper()
-	p := &proc{httpAddr: freeAddr(t), grpcAddr: freeAddr(t), dataDir: filepath.Join(t.TempDir(), "data"), out: &syncBuffer{}, exited: make(chan struct{})}
-	args = append(args, "--http-address="+p.httpAddr, "--grpc-address="+p.grpcAddr, "--data-dir="+p.dataDir)
-	p.cmd = exec.Command(strataBin, args...)
+	httpAddr, grpcAddr, dataDir := freeAddr(t), freeAddr(t), filepath.Join(t.TempDir(), "data")
+	p := startProc(t, dir, "strata", strataBin, append(args, "--http-address="+httpAddr, "--grpc-address="+grpcAddr, "--data-dir="+dataDir)...)
+	p.httpAddr, p.grpcAddr, p.dataDir = httpAddr, grpcAddr, dataDir
+	return p
+}
+
+// startProc starts `bin <args>` in dir (the test's when empty), collecting its output; when the test ends it kills
+// the process unless it has exited, and logs the output, as name's, if the test failed.
+func startProc(t *testing.T, dir, name, bin string, args ...string) *proc {
+	t.Helper()
+	p := &proc{out: &syncBuffer{}, exited: make(chan struct{})}
+	p.cmd = exec.Command(bin, args...)
 	p.cmd.Dir = dir
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	testutil.Ok(t, p.cmd.Start())
@@ -108,7 +138,7 @@ func startStrata(t *testing.T, dir string, args ...string) *proc {
 			<-p.exited
 		}
 		if t.Failed() {
-			t.Logf("strata output:\n%s", p.out.String())
+			t.Logf("%s output:\n%s", name, p.out.String())
 		}
 	})
 	return p

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"math"
 	"net"
 	"net/url"
@@ -16,7 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/efficientgo/core/errors"
 	"github.com/efficientgo/core/testutil"
 	"github.com/go-kit/log"
 	"github.com/prometheus/prometheus/model/labels"
@@ -27,6 +25,7 @@ import (
 	"github.com/stratametrics/strata/pkg/store"
 	"github.com/stratametrics/strata/pkg/store/infopb"
 	"github.com/stratametrics/strata/pkg/store/storepb"
+	"github.com/stratametrics/strata/pkg/store/storetest"
 	"github.com/stratametrics/strata/pkg/tenancy"
 )
 
@@ -91,12 +90,11 @@ func TestThanosQueryReadsStrataStore(t *testing.T) {
 	defer srv.Stop()
 
 	httpAddr := freeAddr(t)
-	q := startProcess(t, bin, "query", "--http-address="+httpAddr, "--grpc-address="+freeAddr(t), "--endpoint="+l.Addr().String(), "--log.level=debug")
+	startProc(t, "", "thanos query", bin, "query", "--http-address="+httpAddr, "--grpc-address="+freeAddr(t), "--endpoint="+l.Addr().String(), "--log.level=debug")
 	waitUntil(t, 60*time.Second, "thanos query ready and sees the store", func() bool {
 		code, body := httpGet("http://"+httpAddr+"/api/v1/stores", nil)
 		return code == 200 && strings.Contains(body, l.Addr().String()) && strings.Contains(body, "team-a")
 	})
-	_ = q
 
 	queryRange := func(tenant, query string) promMatrix {
 		v := url.Values{"query": {query}, "start": {fmt.Sprint(now.Add(-time.Hour).Unix())}, "end": {fmt.Sprint(now.Unix())}, "step": {"15"}, "dedup": {"false"}}
@@ -164,7 +162,7 @@ func TestStrataReadsThanosStore(t *testing.T) {
 	addThanosMeta(t, filepath.Join(bucket, id, "meta.json"), map[string]string{"tenant_id": "team-a", "cluster": "c1"})
 
 	httpAddr, grpcAddr := freeAddr(t), freeAddr(t)
-	startProcess(t, bin, "store", "--data-dir="+t.TempDir(), "--http-address="+httpAddr, "--grpc-address="+grpcAddr,
+	startProc(t, "", "thanos store", bin, "store", "--data-dir="+t.TempDir(), "--http-address="+httpAddr, "--grpc-address="+grpcAddr,
 		"--objstore.config=type: FILESYSTEM\nconfig:\n  directory: "+bucket+"\n")
 	waitUntil(t, 60*time.Second, "thanos store ready", func() bool {
 		code, _ := httpGet("http://"+httpAddr+"/-/ready", nil)
@@ -190,36 +188,21 @@ func TestStrataReadsThanosStore(t *testing.T) {
 
 	for name, client := range map[string]storepb.StoreClient{"thanos store directly": c, "through strata's proxy": pc} {
 		t.Run(name, func(t *testing.T) {
-			stream, err := client.Series(tenancy.OutgoingContext(context.Background(), "team-a"), &storepb.SeriesRequest{
+			res, err := storetest.Series(tenancy.OutgoingContext(context.Background(), "team-a"), client, &storepb.SeriesRequest{
 				MinTime: math.MinInt64, MaxTime: math.MaxInt64,
 				Matchers: store.MatchersToPB(labels.MustNewMatcher(labels.MatchEqual, "__name__", "interop_total")),
 			})
 			testutil.Ok(t, err)
 			var got []string
-			for {
-				resp, err := stream.Recv()
-				if errors.Is(err, io.EOF) {
-					break
-				}
-				testutil.Ok(t, err)
-				s := resp.GetSeries()
-				if s == nil {
-					continue
-				}
+			for _, s := range res.Series {
 				lset := store.LabelsFromPB(s.Labels)
-				n := 0
-				for _, c := range s.Chunks {
-					chk, err := chunkFromPB(c)
-					testutil.Ok(t, err)
-					it := chk.Iterator(nil)
-					mult := map[string]int{"p0": 1, "p1": 2, "p2": 3}[lset.Get("pod")]
-					for it.Next() != 0 {
-						_, v := it.At()
-						testutil.Equals(t, float64(n*mult), v)
-						n++
-					}
+				samples, err := storetest.SeriesSamples(s)
+				testutil.Ok(t, err)
+				mult := map[string]int{"p0": 1, "p1": 2, "p2": 3}[lset.Get("pod")]
+				for n, smp := range samples {
+					testutil.Equals(t, float64(n*mult), smp.V)
 				}
-				testutil.Equals(t, 240, n)
+				testutil.Equals(t, 240, len(samples))
 				got = append(got, lset.String())
 			}
 			sort.Strings(got)

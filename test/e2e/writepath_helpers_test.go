@@ -5,13 +5,14 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -24,6 +25,7 @@ import (
 
 	"github.com/stratametrics/strata/pkg/store"
 	"github.com/stratametrics/strata/pkg/store/storepb"
+	"github.com/stratametrics/strata/pkg/store/storetest"
 	"github.com/stratametrics/strata/pkg/tenancy"
 )
 
@@ -60,13 +62,21 @@ func pushV1(t *testing.T, url, tenant string, series []prompb.TimeSeries) (int, 
 	t.Helper()
 	raw, err := (&prompb.WriteRequest{Timeseries: series}).Marshal()
 	testutil.Ok(t, err)
+	headers := map[string]string{"Content-Type": "application/x-protobuf", "X-Prometheus-Remote-Write-Version": "0.1.0"}
+	if tenant != "" {
+		headers["X-Scope-OrgID"] = tenant
+	}
+	return postSnappy(t, url, headers, raw)
+}
+
+// postSnappy POSTs a snappy-compressed body with the given headers and returns the status and body.
+func postSnappy(t *testing.T, url string, headers map[string]string, raw []byte) (int, string) {
+	t.Helper()
 	req, err := http.NewRequest("POST", url, bytes.NewReader(snappy.Encode(nil, raw)))
 	testutil.Ok(t, err)
 	req.Header.Set("Content-Encoding", "snappy")
-	req.Header.Set("Content-Type", "application/x-protobuf")
-	req.Header.Set("X-Prometheus-Remote-Write-Version", "0.1.0")
-	if tenant != "" {
-		req.Header.Set("X-Scope-OrgID", tenant)
+	for k, v := range headers {
+		req.Header.Set(k, v)
 	}
 	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
 	testutil.Ok(t, err)
@@ -98,35 +108,20 @@ func readStore(t *testing.T, addr, tenant string, opts ...grpc.DialOption) map[s
 	defer conn.Close()
 	ctx, cancel := context.WithTimeout(tenancy.OutgoingContext(context.Background(), tenant), 30*time.Second)
 	defer cancel()
-	stream, err := c.Series(ctx, &storepb.SeriesRequest{MinTime: math.MinInt64, MaxTime: math.MaxInt64,
+	got, err := storetest.Series(ctx, c, &storepb.SeriesRequest{MinTime: math.MinInt64, MaxTime: math.MaxInt64,
 		Matchers: []*storepb.LabelMatcher{{Type: storepb.LabelMatcher_RE, Name: "__name__", Value: ".+"}}})
 	testutil.Ok(t, err)
 	out := map[string]map[int64]float64{}
-	for {
-		resp, err := stream.Recv()
-		if errors.Is(err, io.EOF) {
-			return out
-		}
+	for _, s := range got.Series {
+		samples, err := storetest.SeriesSamples(s)
 		testutil.Ok(t, err)
-		batch := resp.GetBatch().GetSeries()
-		if s := resp.GetSeries(); s != nil {
-			batch = append(batch, s)
+		m := map[int64]float64{}
+		for _, smp := range samples {
+			m[smp.T] = smp.V
 		}
-		for _, s := range batch {
-			key := store.LabelsFromPB(s.Labels).String()
-			samples := map[int64]float64{}
-			for _, c := range s.Chunks {
-				chk, err := chunkFromPB(c)
-				testutil.Ok(t, err)
-				it := chk.Iterator(nil)
-				for it.Next() != 0 {
-					ts, v := it.At()
-					samples[ts] = v
-				}
-			}
-			out[key] = samples
-		}
+		out[store.LabelsFromPB(s.Labels).String()] = m
 	}
+	return out
 }
 
 // freePortOffset finds an offset for the local cluster's ports (gossip 7946-7953, HTTP 8080-8086 and 8090, gRPC
@@ -153,11 +148,4 @@ func freePortOffset(t *testing.T) int {
 	return 0
 }
 
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
-}
+func sortedKeys[V any](m map[string]V) []string { return slices.Sorted(maps.Keys(m)) }

@@ -11,31 +11,15 @@ import (
 	"github.com/efficientgo/core/testutil"
 	"github.com/prometheus/client_golang/prometheus"
 	promtestutil "github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/stratametrics/strata/pkg/store/storetest"
 )
-
-// fakeClock is an injectable clock.
-type fakeClock struct {
-	mtx sync.Mutex
-	t   time.Time
-}
-
-func (c *fakeClock) now() time.Time {
-	c.mtx.Lock()
-	defer c.mtx.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) advance(d time.Duration) {
-	c.mtx.Lock()
-	defer c.mtx.Unlock()
-	c.t = c.t.Add(d)
-}
 
 type lazyFixture struct {
 	bkt        *countingBucket
 	headerPath string
 	metrics    *Metrics
-	clock      *fakeClock
+	clock      *storetest.Clock
 	lr         *LazyReader
 }
 
@@ -46,9 +30,9 @@ func newLazyFixture(t *testing.T) *lazyFixture {
 		bkt:        &countingBucket{BucketReader: newBucket(t, local, testIndexPath)},
 		headerPath: filepath.Join(t.TempDir(), "01HZZZZZZZZZZZZZZZZZZZZZZZ", "index-header"),
 		metrics:    NewMetrics(prometheus.NewRegistry()),
-		clock:      &fakeClock{t: time.Unix(1000, 0)},
+		clock:      storetest.NewClock(time.Unix(1000, 0)),
 	}
-	f.lr = NewLazyReader(f.bkt, testIndexPath, f.headerPath, f.metrics, nil, f.clock.now)
+	f.lr = NewLazyReader(f.bkt, testIndexPath, f.headerPath, f.metrics, nil, f.clock.Now)
 	return f
 }
 
@@ -98,7 +82,7 @@ func TestLazyReaderConcurrentAcquireBuildsOnce(t *testing.T) {
 		release()
 		release() // Releasing twice is harmless.
 	}
-	f.clock.advance(time.Second)
+	f.clock.Add(time.Second)
 	testutil.Assert(t, f.lr.UnloadIfIdle(time.Second))
 }
 
@@ -126,7 +110,7 @@ func TestLazyReaderUnloadIfIdle(t *testing.T) {
 		{name: "idle for idle time", advance: time.Second, idle: time.Minute, wantUnload: true},
 		{name: "already unloaded", advance: time.Hour, idle: time.Minute},
 	} {
-		f.clock.advance(tc.advance)
+		f.clock.Add(tc.advance)
 		if tc.release != nil {
 			tc.release()
 		}
@@ -150,7 +134,7 @@ func TestLazyReaderUnloadIfIdle(t *testing.T) {
 	// A fresh load counts as a use: not idle right away.
 	release3()
 	testutil.Assert(t, !f.lr.UnloadIfIdle(time.Minute))
-	f.clock.advance(time.Minute)
+	f.clock.Add(time.Minute)
 	testutil.Assert(t, f.lr.UnloadIfIdle(time.Minute))
 }
 
@@ -202,7 +186,7 @@ func TestLazyReaderRebuildsMissingOrBadFile(t *testing.T) {
 func TestLazyReaderLoadFailure(t *testing.T) {
 	ctx := context.Background()
 	f := newLazyFixture(t)
-	f.lr = NewLazyReader(f.bkt, "t1/missing/index", f.headerPath, f.metrics, nil, f.clock.now)
+	f.lr = NewLazyReader(f.bkt, "t1/missing/index", f.headerPath, f.metrics, nil, f.clock.Now)
 	for i := 1; i <= 2; i++ {
 		_, _, err := f.lr.Acquire(ctx)
 		testutil.NotOk(t, err)

@@ -20,6 +20,7 @@ import (
 	"github.com/stratametrics/strata/pkg/store/labelpb"
 	"github.com/stratametrics/strata/pkg/store/storepb"
 	"github.com/stratametrics/strata/pkg/store/storepb/prompb"
+	"github.com/stratametrics/strata/pkg/store/storetest"
 )
 
 // testStoreServer echoes its requests back, so tests can check what crossed
@@ -186,18 +187,9 @@ func testContext(t *testing.T) context.Context {
 }
 
 // recvAll drains a Series stream.
-func recvAll(stream grpc.ServerStreamingClient[storepb.SeriesResponse]) ([]*storepb.SeriesResponse, error) {
-	var out []*storepb.SeriesResponse
-	for {
-		r, err := stream.Recv()
-		if errors.Is(err, io.EOF) {
-			return out, nil
-		}
-		if err != nil {
-			return out, err
-		}
-		out = append(out, r)
-	}
+func recvAll(stream storepb.Store_SeriesClient) ([]*storepb.SeriesResponse, error) {
+	got, err := storetest.DrainSeries(stream)
+	return got.Responses, err
 }
 
 // TestGRPC_FullMethodNames checks the method paths Thanos clients call: the
