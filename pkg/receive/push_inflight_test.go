@@ -79,7 +79,7 @@ func TestPushHandler_InstanceLimits(t *testing.T) {
 			reg := prometheus.NewRegistry()
 			pusher := &blockingPusher{entered: make(chan struct{}, 2), release: make(chan struct{})}
 			overrides := tenancy.NewOverrides(testLimits(), &fakeTenantLimits{})
-			h := tenancy.DefaultConfig().HTTPMiddleware(false)(NewPushHandler(cfg, overrides, pusher, log.NewNopLogger(), reg, WithClock((&fakeClock{t: testNow}).Now)))
+			h := tenancy.DefaultConfig().HTTPMiddleware(false)(NewPushHandler(NewDistributor(cfg, overrides, pusher, log.NewNopLogger(), reg, WithClock((&fakeClock{t: testNow}).Now))))
 			do := func() *httptest.ResponseRecorder {
 				req := httptest.NewRequest(http.MethodPost, "/api/v1/push", strings.NewReader(string(body)))
 				req.Header.Set(tenancy.HeaderOrgID, "team-a")
