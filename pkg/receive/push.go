@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/stratametrics/strata/pkg/store/storepb/prompb/remotewrite"
 	"github.com/stratametrics/strata/pkg/tenancy"
 )
 
@@ -106,13 +107,13 @@ func (h *pushHandler) push(r *http.Request) pushResult {
 		return res.fail(http.StatusBadRequest, err.Error())
 	}
 	h.d.metrics.decodedSize.Observe(float64(len(buf)))
-	dec := decodeOptions{maxLabels: h.d.overrides.ForTenant(tenant).MaxLabelNamesPerSeries, reserve: held.reserve}
-	req := PushRequest{LabelCount: dec.labelsOf}
-	req.Series, err = decodeWrite(proto, buf, &dec)
+	dec := remotewrite.Options{MaxLabels: h.d.overrides.ForTenant(tenant).MaxLabelNamesPerSeries, Reserve: held.reserve}
+	req := PushRequest{LabelCount: dec.LabelsOf}
+	req.Series, err = remotewrite.Decode(proto, buf, &dec)
 	if err == nil {
 		req.Metadata, req.MetadataErr, err = h.d.metadata.take(tenant, proto, buf)
 	}
-	release() // neither decodeWrite's nor take's result shares anything with buf
+	release() // neither remotewrite.Decode's nor take's result shares anything with buf
 	if err != nil {
 		if errors.Is(err, errInflightLimit) {
 			h.d.metrics.rejectedInflightBytes.Inc()

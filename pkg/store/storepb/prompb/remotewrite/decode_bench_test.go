@@ -1,4 +1,4 @@
-package receive
+package remotewrite
 
 import (
 	"fmt"
@@ -38,7 +38,7 @@ func BenchmarkDecodeV1(b *testing.B) {
 		b.SetBytes(int64(len(buf)))
 		b.ReportAllocs()
 		for b.Loop() {
-			series, err := decodeWriteV1(buf, nil)
+			series, err := DecodeV1(buf, nil)
 			if err != nil || len(series) != 2000 {
 				b.Fatalf("decode: %d series, %v", len(series), err)
 			}
