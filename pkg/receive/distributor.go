@@ -117,10 +117,11 @@ func (r *reservation) reserve(n int) error {
 	return nil
 }
 
-// release gives back everything the request reserved.
-func (r *reservation) release() {
+// end gives back everything the request reserved, and ends its count.
+func (r *reservation) end() {
 	r.l.bytes.Add(-r.n)
 	r.n = 0
+	r.l.done()
 }
 
 // PushOption configures optional parts of the Distributor.
@@ -193,14 +194,14 @@ func NewDistributor(cfg PushConfig, overrides *tenancy.Overrides, pusher Pusher,
 }
 
 // start counts a request against max_inflight_push_requests (errInflightLimit beyond it). The request then
-// reserves the memory it holds (reading and decoding its body) on the returned reservation, and calls its done
-// when answered.
-func (d *Distributor) start() (*reservation, error) {
+// reserves the memory it holds (reading and decoding its body) on the returned reservation, and ends it when
+// answered.
+func (d *Distributor) start() (reservation, error) {
 	if err := d.inflight.start(); err != nil {
 		d.metrics.rejectedInflight.Inc()
-		return nil, err
+		return reservation{}, err
 	}
-	return &reservation{l: d.inflight}, nil
+	return reservation{l: d.inflight}, nil
 }
 
 // PushRequest is one tenant's decoded write request, as a protocol handler hands it to Distributor.Push.

@@ -90,8 +90,7 @@ func (h *pushHandler) push(r *http.Request) pushResult {
 	if err != nil {
 		return res.fail(http.StatusServiceUnavailable, err.Error())
 	}
-	defer h.d.inflight.done()
-	defer held.release()
+	defer held.end()
 
 	buf, size, release, err := h.body.read(r, held.reserve)
 	h.d.metrics.compressedSize.Observe(float64(size))
