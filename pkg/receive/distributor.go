@@ -152,7 +152,7 @@ func WithDiscardedSamples(d *DiscardedSamples) PushOption {
 // push.go) hands its decoded requests to. Push validates, applies the tenant's limits, and hands the valid series
 // to its Pusher, which shards and replicates them to the ingesters (RingPusher) or appends them (an Ingester in
 // a single process). It also holds the instance limits (in-flight requests and bytes), which a handler takes
-// before reading a body (Start). It is safe for concurrent use.
+// before reading a body (start). It is safe for concurrent use.
 type Distributor struct {
 	cfg       PushConfig
 	overrides *tenancy.Overrides
