@@ -11,7 +11,7 @@ import (
 )
 
 // benchWriteV1 is a realistic remote write 1.0 body (decompressed): 2000 series × 15 labels, one sample each.
-func benchWriteV1(b *testing.B) []byte {
+func benchWriteV1(tb testing.TB) []byte {
 	names := []string{"__name__", "cluster", "container", "endpoint", "instance", "job", "namespace", "node", "pod", "prometheus", "region", "service", "team", "uid", "zone"}
 	req := &prompb.WriteRequest{}
 	for i := range 2000 {
@@ -26,7 +26,7 @@ func benchWriteV1(b *testing.B) []byte {
 		req.Timeseries = append(req.Timeseries, ts)
 	}
 	buf, err := req.MarshalVT()
-	testutil.Ok(b, err)
+	testutil.Ok(tb, err)
 	return buf
 }
 
