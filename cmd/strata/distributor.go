@@ -37,8 +37,8 @@ func setupDistributor(g *run.Group, p *process, r *ingesterRing, local map[strin
 		return err
 	}
 	pusher := receive.NewRingPusher(r.client, cfg.Distributor.RemoteTimeout, local, logger, reg)
-	h := cfg.Auth.HTTPMiddleware(false)(receive.NewPushHandler(cfg.Distributor.PushConfig, p.overrides, pusher, logger, reg,
-		receive.WithDiscardedSamples(discarded), receive.WithDistributorCount(distributors.Get)))
+	h := cfg.Auth.HTTPMiddleware(false)(receive.NewPushHandler(receive.NewDistributor(cfg.Distributor.PushConfig, p.overrides, pusher, logger, reg,
+		receive.WithDiscardedSamples(discarded), receive.WithDistributorCount(distributors.Get))))
 	// Method-less patterns: the handler answers other methods 405 with Allow: POST itself. "POST /api/v1/push"
 	// would leave GET /api/v1/push to the querier's "/api/v1/" in `strata all` (a 404).
 	p.srv.Handle("/api/v1/push", h)

@@ -8,8 +8,6 @@ import (
 
 	"github.com/go-kit/log"
 	"github.com/go-kit/log/level"
-	dskitring "github.com/grafana/dskit/ring"
-	"github.com/grafana/dskit/services"
 	"github.com/oklog/run"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/prometheus/model/labels"
@@ -45,9 +43,7 @@ func runIngester(g *run.Group, logger log.Logger, reg *prometheus.Registry, cfg 
 }
 
 // setupIngester adds an ingester to the process and returns it with its address in the ring.
-//
-// Shutdown order (SIGTERM): LEAVING in the ring, so distributors write to the other replicas; no new writes;
-// heads flushed into blocks and shipped; the ring left; TSDBs closed.
+// On SIGTERM it stops shipping, then receive.Ingester.Stop leaves the ring after flushing.
 func setupIngester(g *run.Group, p *process, r *ingesterRing, bkt objstore.Bucket, discarded *receive.DiscardedSamples, cfg *Config, logger log.Logger, reg prometheus.Registerer) (*receive.Ingester, string, error) {
 	logger = log.With(logger, "component", "ingester")
 	inst := cfg.Ingester.Instance
@@ -103,22 +99,9 @@ func setupIngester(g *run.Group, p *process, r *ingesterRing, bkt objstore.Bucke
 		go func() { ing.RunShipping(shipCtx); close(shippingDone) }()
 
 		<-ctx.Done()
-		level.Info(logger).Log("msg", "ingester shutting down: leaving the ring, flushing and shipping")
 		stopShipping()
 		<-shippingDone
-		if err := lc.ChangeState(context.Background(), dskitring.LEAVING); err != nil {
-			level.Warn(logger).Log("msg", "could not mark the ingester LEAVING", "err", err)
-		}
-		ing.StopWrites()
-		flushCtx, cancelFlush := context.WithTimeout(context.Background(), 5*time.Minute)
-		defer cancelFlush()
-		if err := ing.Flush(flushCtx); err != nil {
-			level.Error(logger).Log("msg", "flush on shutdown failed; the WAL keeps the data for the next start", "err", err)
-		}
-		if err := services.StopAndAwaitTerminated(context.Background(), lc); err != nil {
-			level.Warn(logger).Log("msg", "leaving the ring", "err", err)
-		}
-		return ing.Close()
+		return ing.Stop(lc)
 	}, func(error) { cancel() })
 	return ing, inst.Addr, nil
 }

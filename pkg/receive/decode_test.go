@@ -21,6 +21,7 @@ import (
 
 	"github.com/stratametrics/strata/pkg/store/labelpb"
 	"github.com/stratametrics/strata/pkg/store/storepb/prompb"
+	"github.com/stratametrics/strata/pkg/store/storepb/prompb/remotewrite"
 )
 
 func TestParseWriteContentType(t *testing.T) {
@@ -206,11 +207,11 @@ func checkDecodeV1MatchesProto(t testing.TB, body []byte) {
 	t.Helper()
 	var want prompb.WriteRequest
 	wantErr := proto.UnmarshalOptions{DiscardUnknown: true}.Unmarshal(body, &want)
-	got, err := decodeWriteV1(body, nil)
-	if wantErr == nil && len(want.Timeseries) == 0 && errors.Is(err, errWrongProtocol) {
+	got, err := remotewrite.DecodeV1(body, nil)
+	if wantErr == nil && len(want.Timeseries) == 0 && errors.Is(err, remotewrite.ErrWrongProtocol) {
 		return // a 2.0 body: refused on purpose (TestWrongProtocol)
 	}
-	if wantErr == nil && errors.Is(err, errDecodeTooExpensive) {
+	if wantErr == nil && errors.Is(err, remotewrite.ErrDecodeTooExpensive) {
 		return // refused on purpose (TestDecodeHostileBodies)
 	}
 	if wantErr != nil {
@@ -229,7 +230,7 @@ func TestDecodeV1MatchesProtoUnmarshal(t *testing.T) {
 
 // TestDecodeV1Hand checks the hand-written corner cases against the values themselves, not only the oracle.
 func TestDecodeV1Hand(t *testing.T) {
-	got, err := decodeWriteV1(v1Corpus(t)["hand"], nil)
+	got, err := remotewrite.DecodeV1(v1Corpus(t)["hand"], nil)
 	testutil.Ok(t, err)
 	testutil.Equals(t, 1, len(got))
 	s := got[0]
@@ -255,7 +256,7 @@ func TestDecodeV1SeriesDoNotShareSlices(t *testing.T) {
 		series1(1, "__name__", "a"), series1(2, "__name__", "b"),
 	}})
 	testutil.Ok(t, err)
-	got, err := decodeWriteV1(body, nil)
+	got, err := remotewrite.DecodeV1(body, nil)
 	testutil.Ok(t, err)
 	got[0].Labels = append(got[0].Labels, &labelpb.Label{Name: "x", Value: "y"})
 	got[0].Samples = append(got[0].Samples, &prompb.Sample{Timestamp: 9})
@@ -335,7 +336,7 @@ func TestDecodeV2StartTimestampLayouts(t *testing.T) {
 	)
 	for name, body := range map[string][]byte{"created_timestamp (early layout)": created, "start_timestamp (current layout)": start} {
 		t.Run(name, func(t *testing.T) {
-			got, err := decodeWriteV2(body, nil)
+			got, err := remotewrite.DecodeV2(body, nil)
 			testutil.Ok(t, err)
 			equalSeries(t, want, got) // start timestamps are dropped: the StoreAPI write path has no field for them
 
@@ -386,7 +387,7 @@ func TestDecodeV2Errors(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			b, err := tc.req.Marshal()
 			testutil.Ok(t, err)
-			_, err = decodeWriteV2(b, nil)
+			_, err = remotewrite.DecodeV2(b, nil)
 			testutil.NotOk(t, err)
 			testutil.Equals(t, tc.msg, err.Error())
 
@@ -447,7 +448,7 @@ func decodeWriteV2Reference(buf []byte) ([]*prompb.TimeSeries, error) {
 		}
 		ts := &prompb.TimeSeries{}
 		for j := 0; j < len(in.LabelsRefs); j += 2 {
-			name, value, err := resolveLabelRefs(req.Symbols, in.LabelsRefs, j)
+			name, value, err := remotewrite.ResolveLabelRefs(req.Symbols, in.LabelsRefs, j)
 			if err != nil {
 				return nil, err
 			}
@@ -457,10 +458,10 @@ func decodeWriteV2Reference(buf []byte) ([]*prompb.TimeSeries, error) {
 			ts.Samples = append(ts.Samples, &prompb.Sample{Value: s.Value, Timestamp: s.Timestamp})
 		}
 		for j := range in.Histograms {
-			ts.Histograms = append(ts.Histograms, histogramFromV2(&in.Histograms[j]))
+			ts.Histograms = append(ts.Histograms, remotewrite.HistogramFromV2(&in.Histograms[j]))
 		}
 		for j := range in.Exemplars {
-			e, err := exemplarFromV2(req.Symbols, &in.Exemplars[j])
+			e, err := remotewrite.ExemplarFromV2(req.Symbols, &in.Exemplars[j])
 			if err != nil {
 				return nil, err
 			}
@@ -476,12 +477,12 @@ func decodeWriteV2Reference(buf []byte) ([]*prompb.TimeSeries, error) {
 func checkDecodeV2MatchesReference(t testing.TB, body []byte) {
 	t.Helper()
 	want, wantErr := decodeWriteV2Reference(body)
-	got, err := decodeWriteV2(body, nil)
+	got, err := remotewrite.DecodeV2(body, nil)
 	if wantErr != nil {
 		testutil.NotOk(t, err, "the reference refused the body (%v); decodeWriteV2 must too", wantErr)
 		return
 	}
-	if errors.Is(err, errDecodeTooExpensive) || (errors.Is(err, errWrongProtocol) && len(want) == 0) {
+	if errors.Is(err, remotewrite.ErrDecodeTooExpensive) || (errors.Is(err, remotewrite.ErrWrongProtocol) && len(want) == 0) {
 		return
 	}
 	testutil.Ok(t, err, "the reference accepted the body")

@@ -1,11 +1,8 @@
 package receive
 
 import (
-	"context"
 	"sync"
 
-	"github.com/efficientgo/core/errors"
-	"github.com/go-kit/log/level"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -66,25 +63,6 @@ func (r *tenantRegisterer) unregisterAll() {
 	for _, c := range cs {
 		r.reg.Unregister(c)
 	}
-}
-
-// ship ships the tenant's new blocks unless its TSDB was closed meanwhile (its metrics are gone then, and must
-// not come back).
-func (u *userTSDB) ship(ctx context.Context) error {
-	u.closeMtx.RLock()
-	defer u.closeMtx.RUnlock()
-	if u.closed {
-		return nil
-	}
-	i := u.ing
-	n, err := u.shipper.Sync(ctx)
-	i.metrics.shippedBlocks.WithLabelValues(u.tenant).Add(float64(n))
-	if err != nil {
-		i.metrics.shipFailures.WithLabelValues(u.tenant).Inc()
-		level.Warn(i.logger).Log("msg", "shipping blocks failed", "tenant", u.tenant, "err", err)
-		return errors.Wrapf(err, "ship blocks of tenant %s", u.tenant)
-	}
-	return nil
 }
 
 // deleteTenantMetrics deletes a closed tenant's series of the ingester's metrics, and of

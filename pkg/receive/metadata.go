@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/stratametrics/strata/pkg/store/storepb/prompb"
+	"github.com/stratametrics/strata/pkg/store/storepb/prompb/remotewrite"
 	"github.com/stratametrics/strata/pkg/tenancy"
 )
 
@@ -265,9 +266,9 @@ func decodeMetadataV1(buf []byte) ([]*prompb.MetricMetadata, error) {
 func decodeMetricMetadataV1(b []byte, str string, m *prompb.MetricMetadata) error {
 	whole := len(b)
 	for len(b) > 0 {
-		num, typ, n := consumeTag(b)
+		num, typ, n := remotewrite.ConsumeTag(b)
 		if n < 0 {
-			return wireError(n, "metadata")
+			return remotewrite.WireError(n, "metadata")
 		}
 		b = b[n:]
 		switch {
@@ -302,7 +303,7 @@ func decodeMetricMetadataV1(b []byte, str string, m *prompb.MetricMetadata) erro
 			n = protowire.ConsumeFieldValue(num, typ, b)
 		}
 		if n < 0 {
-			return wireError(n, "metadata")
+			return remotewrite.WireError(n, "metadata")
 		}
 		b = b[n:]
 	}
@@ -323,21 +324,21 @@ func forEachTimeSeriesV2(buf []byte, f func(ts []byte) error) error {
 // forEachBytesField calls f with the value of each length-delimited field num of the message b.
 func forEachBytesField(b []byte, num protowire.Number, what string, f func(v []byte) error) error {
 	for len(b) > 0 {
-		n, typ, l := consumeTag(b)
+		n, typ, l := remotewrite.ConsumeTag(b)
 		if l < 0 {
-			return wireError(l, what)
+			return remotewrite.WireError(l, what)
 		}
 		b = b[l:]
 		if n != num || typ != protowire.BytesType {
 			if l = protowire.ConsumeFieldValue(n, typ, b); l < 0 {
-				return wireError(l, what)
+				return remotewrite.WireError(l, what)
 			}
 			b = b[l:]
 			continue
 		}
 		v, l := protowire.ConsumeBytes(b)
 		if l < 0 {
-			return wireError(l, what)
+			return remotewrite.WireError(l, what)
 		}
 		b = b[l:]
 		if err := f(v); err != nil {
@@ -472,22 +473,22 @@ func forEachLabelRefPairV2(ts []byte, f func(name, value uint32) error) error {
 		return f(pending, ref)
 	}
 	for b := ts; len(b) > 0; {
-		num, typ, n := consumeTag(b)
+		num, typ, n := remotewrite.ConsumeTag(b)
 		if n < 0 {
-			return wireError(n, "timeseries")
+			return remotewrite.WireError(n, "timeseries")
 		}
 		b = b[n:]
 		switch {
 		case num == 1 && typ == protowire.BytesType:
 			v, n := protowire.ConsumeBytes(b)
 			if n < 0 {
-				return wireError(n, "timeseries")
+				return remotewrite.WireError(n, "timeseries")
 			}
 			b = b[n:]
 			for len(v) > 0 {
 				r, m := protowire.ConsumeVarint(v)
 				if m < 0 {
-					return wireError(m, "timeseries labels_refs")
+					return remotewrite.WireError(m, "timeseries labels_refs")
 				}
 				v = v[m:]
 				if err := add(uint32(r)); err != nil {
@@ -497,7 +498,7 @@ func forEachLabelRefPairV2(ts []byte, f func(name, value uint32) error) error {
 		case num == 1 && typ == protowire.VarintType:
 			r, n := protowire.ConsumeVarint(b)
 			if n < 0 {
-				return wireError(n, "timeseries")
+				return remotewrite.WireError(n, "timeseries")
 			}
 			b = b[n:]
 			if err := add(uint32(r)); err != nil {
@@ -505,7 +506,7 @@ func forEachLabelRefPairV2(ts []byte, f func(name, value uint32) error) error {
 			}
 		default:
 			if n = protowire.ConsumeFieldValue(num, typ, b); n < 0 {
-				return wireError(n, "timeseries")
+				return remotewrite.WireError(n, "timeseries")
 			}
 			b = b[n:]
 		}
@@ -532,9 +533,9 @@ func scanSeriesMetadataV2(b []byte) (md v2Metadata, ok bool, err error) {
 // decodeMetadataV2Message decodes an io.prometheus.write.v2.Metadata (type 1, help_ref 3, unit_ref 4).
 func decodeMetadataV2Message(b []byte, md *v2Metadata) error {
 	for len(b) > 0 {
-		num, typ, n := consumeTag(b)
+		num, typ, n := remotewrite.ConsumeTag(b)
 		if n < 0 {
-			return wireError(n, "metadata")
+			return remotewrite.WireError(n, "metadata")
 		}
 		b = b[n:]
 		if typ == protowire.VarintType && (num == 1 || num == 3 || num == 4) {
@@ -553,7 +554,7 @@ func decodeMetadataV2Message(b []byte, md *v2Metadata) error {
 			n = protowire.ConsumeFieldValue(num, typ, b)
 		}
 		if n < 0 {
-			return wireError(n, "metadata")
+			return remotewrite.WireError(n, "metadata")
 		}
 		b = b[n:]
 	}

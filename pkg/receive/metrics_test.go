@@ -141,7 +141,7 @@ func histogramCounts(t testing.TB, reg *prometheus.Registry, name, label string)
 // TestNewPushHandler_OwnDiscardedSamples: without WithDiscardedSamples the handler registers its own counter.
 func TestNewPushHandler_OwnDiscardedSamples(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	_ = NewPushHandler(DefaultPushConfig(), tenancy.NewOverrides(testLimits(), nil), &fakePusher{}, log.NewNopLogger(), reg)
+	_ = NewDistributor(DefaultPushConfig(), tenancy.NewOverrides(testLimits(), nil), &fakePusher{}, log.NewNopLogger(), reg)
 	err := reg.Register(prometheus.NewCounterVec(prometheus.CounterOpts{Name: "strata_discarded_samples_total", Help: "x"}, []string{"tenant", "reason"}))
 	testutil.NotOk(t, err, "the handler should have registered strata_discarded_samples_total itself")
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/stratametrics/strata/pkg/store/storepb"
+	"github.com/stratametrics/strata/pkg/store/storepb/prompb/remotewrite"
 	"github.com/stratametrics/strata/pkg/store/storetest"
 	"github.com/stratametrics/strata/pkg/tenancy"
 )
@@ -54,9 +55,9 @@ func TestPushHandler_InstanceLimits(t *testing.T) {
 	// What one such request holds while in Push: body, decoded body and its decoded series (estimated).
 	raw, err := snappy.Decode(nil, body)
 	testutil.Ok(t, err)
-	c, err := countWriteV1(raw, 0)
+	decoded, err := remotewrite.DecodeCostV1(raw)
 	testutil.Ok(t, err)
-	oneRequest := len(body) + len(raw) + (&decodeCost{series: c.series, labels: c.labels, samples: c.samples, stringBytes: len(raw)}).bytes()
+	oneRequest := len(body) + len(raw) + decoded
 	for _, tc := range []struct {
 		name          string
 		limits        InstanceLimits
@@ -80,7 +81,7 @@ func TestPushHandler_InstanceLimits(t *testing.T) {
 			reg := prometheus.NewRegistry()
 			pusher := &blockingPusher{entered: make(chan struct{}, 2), release: make(chan struct{})}
 			overrides := tenancy.NewOverrides(testLimits(), &fakeTenantLimits{})
-			h := tenancy.DefaultConfig().HTTPMiddleware(false)(NewPushHandler(cfg, overrides, pusher, log.NewNopLogger(), reg, WithClock(storetest.NewClock(testNow).Now)))
+			h := tenancy.DefaultConfig().HTTPMiddleware(false)(NewPushHandler(NewDistributor(cfg, overrides, pusher, log.NewNopLogger(), reg, WithClock(storetest.NewClock(testNow).Now))))
 			do := func() *httptest.ResponseRecorder {
 				req := httptest.NewRequest(http.MethodPost, "/api/v1/push", strings.NewReader(string(body)))
 				req.Header.Set(tenancy.HeaderOrgID, "team-a")

@@ -132,7 +132,7 @@ func newTestEnv(t testing.TB, defaults tenancy.Limits, opts ...PushOption) *test
 	env.discarded = NewDiscardedSamples(env.reg)
 	overrides := tenancy.NewOverrides(defaults, env.limits)
 	opts = append([]PushOption{WithClock(env.clock.Now), WithDiscardedSamples(env.discarded)}, opts...)
-	h := NewPushHandler(DefaultPushConfig(), overrides, env.pusher, log.NewNopLogger(), env.reg, opts...)
+	h := NewPushHandler(NewDistributor(DefaultPushConfig(), overrides, env.pusher, log.NewNopLogger(), env.reg, opts...))
 	env.handler = tenancy.DefaultConfig().HTTPMiddleware(false)(h)
 	return env
 }
@@ -827,7 +827,7 @@ func BenchmarkPushHandler(b *testing.B) {
 			limits.IngestionRate = math.MaxFloat64
 			overrides := tenancy.NewOverrides(limits, nil)
 			clock := storetest.NewClock(testNow)
-			h := NewPushHandler(DefaultPushConfig(), overrides, nopPusher{}, log.NewNopLogger(), prometheus.NewRegistry(), WithClock(clock.Now))
+			h := NewPushHandler(NewDistributor(DefaultPushConfig(), overrides, nopPusher{}, log.NewNopLogger(), prometheus.NewRegistry(), WithClock(clock.Now)))
 			ctx := tenancy.WithTenants(context.Background(), []string{"team-a"})
 			b.SetBytes(int64(len(bc.body)))
 			b.ReportAllocs()

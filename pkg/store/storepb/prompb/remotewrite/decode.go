@@ -1,17 +1,10 @@
-package receive
+package remotewrite
 
 import (
-	"bytes"
-	"io"
 	"math"
-	"mime"
-	"net/http"
-	"strings"
-	"sync"
 	"unicode/utf8"
 
 	"github.com/efficientgo/core/errors"
-	"github.com/klauspost/compress/snappy"
 	"github.com/prometheus/common/model"
 	writev2 "github.com/prometheus/prometheus/prompb/io/prometheus/write/v2"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -20,174 +13,55 @@ import (
 	"github.com/stratametrics/strata/pkg/store/storepb/prompb"
 )
 
-// writeProto is the protobuf message of a remote write request, from its Content-Type.
-type writeProto int
+// Version is the protobuf message of a remote write request, from its Content-Type.
+type Version int
 
 const (
-	// writeV1 is remote write 1.0's prometheus.WriteRequest.
-	writeV1 writeProto = iota + 1
-	// writeV2 is remote write 2.0's io.prometheus.write.v2.Request.
-	writeV2
+	// V1 is remote write 1.0's prometheus.WriteRequest.
+	V1 Version = iota + 1
+	// V2 is remote write 2.0's io.prometheus.write.v2.Request.
+	V2
 )
 
 // The media type and "proto" parameter values of remote write (the 1.0 and 2.0 specs, and Prometheus's
 // client_golang exp/api/remote, which Prometheus's own receiver uses).
 const (
-	contentTypeProtobuf = "application/x-protobuf"
-	protoMessageV1      = "prometheus.WriteRequest"
-	protoMessageV2      = "io.prometheus.write.v2.Request"
-	contentTypeV2       = contentTypeProtobuf + ";proto=" + protoMessageV2
-	encodingSnappy      = "snappy"
+	ContentTypeProtobuf = "application/x-protobuf"
+	ProtoMessageV1      = "prometheus.WriteRequest"
+	ProtoMessageV2      = "io.prometheus.write.v2.Request"
+	ContentTypeV2       = ContentTypeProtobuf + ";proto=" + ProtoMessageV2
 )
 
-func (p writeProto) String() string {
-	if p == writeV2 {
+func (p Version) String() string {
+	if p == V2 {
 		return "remote write 2.0"
 	}
 	return "remote write 1.0"
 }
 
-// parseWriteContentType returns the message a Content-Type names, as Prometheus's receiver does: an empty
-// Content-Type or application/x-protobuf without a proto parameter is 1.0 (the 1.0 spec sends no parameter),
-// proto=prometheus.WriteRequest is 1.0, proto=io.prometheus.write.v2.Request is 2.0. Anything else is an error
-// (the handler answers 415). Unlike Prometheus's parser it follows RFC 9110: case-insensitive media type and
-// parameter name, optional spaces around ";".
-func parseWriteContentType(contentType string) (writeProto, error) {
-	if strings.TrimSpace(contentType) == "" {
-		return writeV1, nil
-	}
-	mediaType, params, err := mime.ParseMediaType(contentType)
-	if err != nil {
-		return 0, errors.Wrapf(err, "parse Content-Type %q", contentType)
-	}
-	if mediaType != contentTypeProtobuf {
-		return 0, errors.Newf("unsupported Content-Type %q: remote write expects %s (1.0) or %s (2.0)",
-			contentType, contentTypeProtobuf, contentTypeV2)
-	}
-	switch params["proto"] {
-	case "", protoMessageV1:
-		return writeV1, nil
-	case protoMessageV2:
-		return writeV2, nil
-	}
-	return 0, errors.Newf("unsupported protobuf message %q in Content-Type: this server accepts %s and %s",
-		params["proto"], protoMessageV1, protoMessageV2)
-}
-
-// checkContentEncoding accepts snappy, the only encoding both specs define, and an empty Content-Encoding
-// (Prometheus's receiver decodes that as snappy too).
-func checkContentEncoding(enc string) error {
-	if enc == "" || strings.EqualFold(strings.TrimSpace(enc), encodingSnappy) {
-		return nil
-	}
-	return errors.Newf("unsupported Content-Encoding %q: remote write bodies are %s-compressed (block format)", enc, encodingSnappy)
-}
-
-// errBodyTooLarge marks a body larger than max_recv_msg_size, before or after decompression (answered 413).
-var errBodyTooLarge = errors.New("request body too large")
-
-// snappyBodyReader reads and decompresses request bodies into pooled buffers. It is safe for concurrent use.
-type snappyBodyReader struct {
-	maxSize    int
-	compressed sync.Pool // *bytes.Buffer
-	decoded    sync.Pool // *[]byte
-}
-
-func newSnappyBodyReader(maxSize int) *snappyBodyReader {
-	return &snappyBodyReader{
-		maxSize:    maxSize,
-		compressed: sync.Pool{New: func() any { return new(bytes.Buffer) }},
-		decoded:    sync.Pool{New: func() any { return new([]byte) }},
-	}
-}
-
-// read returns the decompressed body of r and the size of the body as received. Both the body (at most
-// maxSize bytes) and its decompressed length (read from the snappy header before decompressing, so a small
-// "decompression bomb" is refused without allocating) are checked against maxSize: over it, the error wraps
-// errBodyTooLarge. reserve (nil: none) is told the bytes the request will hold before they are allocated: the
-// body's Content-Length before reading it (its length once read when it has none), the decompressed length
-// before decompressing; its error is returned as is. The decoded bytes live in a pooled buffer: call release
-// once nothing refers to them.
-func (s *snappyBodyReader) read(r *http.Request, reserve func(int) error) (decoded []byte, receivedSize int, release func(), err error) {
-	release = func() {}
-	if reserve == nil {
-		reserve = func(int) error { return nil }
-	}
-	if r.ContentLength > int64(s.maxSize) {
-		return nil, int(min(r.ContentLength, math.MaxInt32)), release, errors.Wrapf(errBodyTooLarge,
-			"request body of %d bytes exceeds the limit of %d bytes (max_recv_msg_size)", r.ContentLength, s.maxSize)
-	}
-	if r.ContentLength > 0 {
-		if err := reserve(int(r.ContentLength)); err != nil {
-			return nil, int(r.ContentLength), release, err
-		}
-	}
-	buf := s.compressed.Get().(*bytes.Buffer)
-	defer s.compressed.Put(buf)
-	buf.Reset()
-	if r.ContentLength > 0 {
-		buf.Grow(int(r.ContentLength) + bytes.MinRead)
-	}
-	if _, err := buf.ReadFrom(io.LimitReader(r.Body, int64(s.maxSize)+1)); err != nil {
-		return nil, buf.Len(), release, errors.Wrap(err, "read request body")
-	}
-	body := buf.Bytes()
-	if len(body) > s.maxSize {
-		return nil, len(body), release, errors.Wrapf(errBodyTooLarge,
-			"request body exceeds the limit of %d bytes (max_recv_msg_size)", s.maxSize)
-	}
-	if r.ContentLength <= 0 {
-		if err := reserve(len(body)); err != nil {
-			return nil, len(body), release, err
-		}
-	}
-
-	n, err := snappy.DecodedLen(body)
-	if err != nil {
-		return nil, len(body), release, errors.Wrap(err, "decompress request body: read the snappy block header")
-	}
-	if n > s.maxSize {
-		return nil, len(body), release, errors.Wrapf(errBodyTooLarge,
-			"decompressed request body of %d bytes exceeds the limit of %d bytes (max_recv_msg_size)", n, s.maxSize)
-	}
-	if err := reserve(n); err != nil {
-		return nil, len(body), release, err
-	}
-	dst := s.decoded.Get().(*[]byte)
-	if cap(*dst) < n {
-		*dst = make([]byte, n)
-	}
-	decoded, err = snappy.Decode((*dst)[:cap(*dst)], body)
-	if err != nil {
-		s.decoded.Put(dst)
-		return nil, len(body), release, errors.Wrap(err, "decompress request body (snappy block)")
-	}
-	return decoded, len(body), func() { s.decoded.Put(dst) }, nil
-}
-
-// decodeOptions are what the push handler tells the decoders, and what they tell it back.
-type decodeOptions struct {
-	// maxLabels is the tenant's max_label_names_per_series (0: none). When it is set, labels with an empty value
+// Options are what a caller (the distributor's push handler) tells the decoders, and what they tell it back.
+type Options struct {
+	// MaxLabels is the tenant's max_label_names_per_series (0: none). When it is set, labels with an empty value
 	// are dropped while decoding (the validator would drop them), and of a series with more labels than that
-	// only the first maxLabels+1 are decoded (the rest are checked, not kept): the validator refuses it anyway,
+	// only the first MaxLabels+1 are decoded (the rest are checked, not kept): the validator refuses it anyway,
 	// and so a series of a million labels costs what one of 31 does.
-	maxLabels int
-	// reserve, when not nil, is told the memory decoding will take before it is allocated; its error is
+	MaxLabels int
+	// Reserve, when not nil, is told the memory decoding will take before it is allocated; its error is
 	// returned as is.
-	reserve func(int) error
+	Reserve func(int) error
 
 	// truncated lists the series decoded with only some of their labels (output).
 	truncated []truncatedSeries
 }
 
-// truncatedSeries is a series of which only the first maxLabels+1 labels were decoded.
+// truncatedSeries is a series of which only the first MaxLabels+1 labels were decoded.
 type truncatedSeries struct {
 	ts     *prompb.TimeSeries
 	labels int // labels it has, empty values excluded
 }
 
-// labelsOf returns how many labels ts had if it was truncated.
-func (o *decodeOptions) labelsOf(ts *prompb.TimeSeries) (int, bool) {
+// LabelsOf returns how many labels ts had if it was truncated.
+func (o *Options) LabelsOf(ts *prompb.TimeSeries) (int, bool) {
 	for _, t := range o.truncated {
 		if t.ts == ts {
 			return t.labels, true
@@ -196,43 +70,43 @@ func (o *decodeOptions) labelsOf(ts *prompb.TimeSeries) (int, bool) {
 	return 0, false
 }
 
-func (o *decodeOptions) maxKept() int {
-	if o == nil || o.maxLabels <= 0 {
+func (o *Options) maxKept() int {
+	if o == nil || o.MaxLabels <= 0 {
 		return 0
 	}
-	return o.maxLabels + 1
+	return o.MaxLabels + 1
 }
 
-func (o *decodeOptions) reserveFunc() func(int) error {
+func (o *Options) reserveFunc() func(int) error {
 	if o == nil {
 		return nil
 	}
-	return o.reserve
+	return o.Reserve
 }
 
-// decodeWrite decodes a decompressed remote write body of message p into Thanos's prometheus_copy series.
+// Decode decodes a decompressed remote write body of message p into Thanos's prometheus_copy series.
 //
 // Memory: the result shares nothing with buf (which may be reused at once). Its messages are carved out of a
 // few large per-request allocations, and strings are substrings of copies of 4 KiB windows of buf (v1) or the
 // request's symbols (v2), so a kept string holds on to little, a kept message to a whole slab.
 //
-// Before allocating anything it counts what buf holds and refuses (errDecodeTooExpensive) a body whose
+// Before allocating anything it counts what buf holds and refuses (ErrDecodeTooExpensive) a body whose
 // decoding would take more memory than its size justifies (see maxDecodeRatioV1), and a body that looks like
-// the other protocol (errWrongProtocol); then it passes the estimated memory to reserve (nil: none), whose
+// the other protocol (ErrWrongProtocol); then it passes the estimated memory to o.Reserve (nil: none), whose
 // error it returns as is. o may be nil.
-func decodeWrite(p writeProto, buf []byte, o *decodeOptions) ([]*prompb.TimeSeries, error) {
-	if p == writeV2 {
-		return decodeWriteV2(buf, o)
+func Decode(p Version, buf []byte, o *Options) ([]*prompb.TimeSeries, error) {
+	if p == V2 {
+		return DecodeV2(buf, o)
 	}
-	return decodeWriteV1(buf, o)
+	return DecodeV1(buf, o)
 }
 
 // errCodeFieldNumber is protowire's error code for an invalid field number (protowire.ParseError reads it).
 const errCodeFieldNumber = -2
 
-// consumeTag is protowire.ConsumeTag refusing field numbers above protowire.MaxValidNumber, as proto.Unmarshal
+// ConsumeTag is protowire.ConsumeTag refusing field numbers above protowire.MaxValidNumber, as proto.Unmarshal
 // does (ConsumeTag alone accepts anything up to MaxInt32).
-func consumeTag(b []byte) (protowire.Number, protowire.Type, int) {
+func ConsumeTag(b []byte) (protowire.Number, protowire.Type, int) {
 	num, typ, n := protowire.ConsumeTag(b)
 	if n >= 0 && num > protowire.MaxValidNumber {
 		return 0, 0, errCodeFieldNumber
@@ -240,33 +114,33 @@ func consumeTag(b []byte) (protowire.Number, protowire.Type, int) {
 	return num, typ, n
 }
 
-// wireError turns a protowire error code into an error naming what was being decoded.
-func wireError(n int, what string) error {
+// WireError turns a protowire error code into an error naming what was being decoded.
+func WireError(n int, what string) error {
 	return errors.Wrapf(protowire.ParseError(n), "decode %s", what)
 }
 
-// decodeWriteV1 decodes a prometheus.WriteRequest (remote write 1.0; the same wire format as Thanos's
+// DecodeV1 decodes a prometheus.WriteRequest (remote write 1.0; the same wire format as Thanos's
 // prometheus_copy.WriteRequest).
 //
 // It accepts exactly the bodies proto.Unmarshal into prompb.WriteRequest accepts and returns the same series
 // (TestDecodeV1MatchesProtoUnmarshal and FuzzDecodeV1 hold it to that), minus unknown fields and metadata: metadata
-// is checked here and decoded by the metadata receiver (metadata.go), which bounds it on its own. It is hand-written because
+// is checked here and decoded by the metadata receiver (pkg/receive/metadata.go), which bounds it on its own. It is hand-written because
 // proto.Unmarshal allocates three times per label (message, name, value), several µs per sample on a typical
 // request; here a first pass counts the series, labels and samples, and the second fills a handful of slabs.
-func decodeWriteV1(buf []byte, o *decodeOptions) ([]*prompb.TimeSeries, error) {
+func DecodeV1(buf []byte, o *Options) ([]*prompb.TimeSeries, error) {
 	c, err := countWriteV1(buf, o.maxKept())
 	if err != nil {
 		return nil, err
 	}
 	if c.series == 0 && c.v2Fields {
-		return nil, errors.Wrapf(errWrongProtocol, "decode remote write 1.0 request: the body has no 1.0 timeseries (field 1) but "+
+		return nil, errors.Wrapf(ErrWrongProtocol, "decode remote write 1.0 request: the body has no 1.0 timeseries (field 1) but "+
 			"has remote write 2.0's symbols or timeseries (fields 4, 5): it looks like a 2.0 request sent with Content-Type %s; "+
-			"2.0 requests need Content-Type %s", contentTypeProtobuf, contentTypeV2)
+			"2.0 requests need Content-Type %s", ContentTypeProtobuf, ContentTypeV2)
 	}
 	cost := decodeCost{series: c.series, labels: c.labels, samples: c.samples, exemplars: c.exemplars,
 		exemplarLabels: c.exemplarLabels, histograms: c.histograms, spans: c.spans, histElems: c.histElems,
 		stringBytes: len(buf)}
-	if err := cost.admit(writeV1, len(buf), o.reserveFunc()); err != nil {
+	if err := cost.admit(V1, len(buf), o.reserveFunc()); err != nil {
 		return nil, err
 	}
 	d := v1Decoder{
@@ -288,16 +162,16 @@ func decodeWriteV1(buf []byte, o *decodeOptions) ([]*prompb.TimeSeries, error) {
 		winStart int // offset in buf of win
 	)
 	for b := buf; len(b) > 0; {
-		num, typ, n := consumeTag(b)
+		num, typ, n := ConsumeTag(b)
 		if n < 0 {
-			return nil, wireError(n, "remote write 1.0 request")
+			return nil, WireError(n, "remote write 1.0 request")
 		}
 		b = b[n:]
 		switch {
 		case num == 1 && typ == protowire.BytesType:
 			v, n := protowire.ConsumeBytes(b)
 			if n < 0 {
-				return nil, wireError(n, "remote write 1.0 request")
+				return nil, WireError(n, "remote write 1.0 request")
 			}
 			start := len(buf) - len(b) + n - len(v) // offset of v in buf
 			b = b[n:]
@@ -320,7 +194,7 @@ func decodeWriteV1(buf []byte, o *decodeOptions) ([]*prompb.TimeSeries, error) {
 		case num == 3 && typ == protowire.BytesType:
 			v, n := protowire.ConsumeBytes(b)
 			if n < 0 {
-				return nil, wireError(n, "remote write 1.0 request")
+				return nil, WireError(n, "remote write 1.0 request")
 			}
 			b = b[n:]
 			if err := checkMetadataV1(v); err != nil {
@@ -329,7 +203,7 @@ func decodeWriteV1(buf []byte, o *decodeOptions) ([]*prompb.TimeSeries, error) {
 		default:
 			n := protowire.ConsumeFieldValue(num, typ, b)
 			if n < 0 {
-				return nil, wireError(n, "remote write 1.0 request")
+				return nil, WireError(n, "remote write 1.0 request")
 			}
 			b = b[n:]
 		}
@@ -351,14 +225,14 @@ type v1Counts struct {
 // the second pass decodes: field 1 of the request and fields 1 to 4 of a series, each length-delimited (any
 // other wire type makes a field unknown, as in proto.Unmarshal).
 //
-// maxKept > 0: a series counts for at most maxKept labels (decodeOptions.maxLabels).
+// maxKept > 0: a series counts for at most maxKept labels (Options.MaxLabels).
 func countWriteV1(b []byte, maxKept int) (v1Counts, error) {
 	var c v1Counts
 	var cost decodeCost // for the exemplars' and histograms' contents
 	for len(b) > 0 {
-		num, typ, n := consumeTag(b)
+		num, typ, n := ConsumeTag(b)
 		if n < 0 {
-			return c, wireError(n, "remote write 1.0 request")
+			return c, WireError(n, "remote write 1.0 request")
 		}
 		b = b[n:]
 		if num != 1 || typ != protowire.BytesType {
@@ -367,14 +241,14 @@ func countWriteV1(b []byte, maxKept int) (v1Counts, error) {
 			}
 			n := protowire.ConsumeFieldValue(num, typ, b)
 			if n < 0 {
-				return c, wireError(n, "remote write 1.0 request")
+				return c, WireError(n, "remote write 1.0 request")
 			}
 			b = b[n:]
 			continue
 		}
 		ts, n := protowire.ConsumeBytes(b)
 		if n < 0 {
-			return c, wireError(n, "remote write 1.0 request")
+			return c, WireError(n, "remote write 1.0 request")
 		}
 		b = b[n:]
 		c.series++
@@ -390,22 +264,22 @@ func countWriteV1(b []byte, maxKept int) (v1Counts, error) {
 				ts = ts[2+int(ts[1]):]
 				continue
 			}
-			num, typ, n := consumeTag(ts)
+			num, typ, n := ConsumeTag(ts)
 			if n < 0 {
-				return c, wireError(n, "remote write 1.0 timeseries")
+				return c, WireError(n, "remote write 1.0 timeseries")
 			}
 			ts = ts[n:]
 			if typ != protowire.BytesType {
 				n = protowire.ConsumeFieldValue(num, typ, ts)
 				if n < 0 {
-					return c, wireError(n, "remote write 1.0 timeseries")
+					return c, WireError(n, "remote write 1.0 timeseries")
 				}
 				ts = ts[n:]
 				continue
 			}
 			v, n := protowire.ConsumeBytes(ts)
 			if n < 0 {
-				return c, wireError(n, "remote write 1.0 timeseries")
+				return c, WireError(n, "remote write 1.0 timeseries")
 			}
 			ts = ts[n:]
 			{
@@ -433,7 +307,7 @@ func countWriteV1(b []byte, maxKept int) (v1Counts, error) {
 
 // v1Decoder hands out labels and samples from the slabs sized by countWriteV1.
 type v1Decoder struct {
-	maxKept    int // decodeOptions.maxLabels+1, 0: keep all
+	maxKept    int // Options.MaxLabels+1, 0: keep all
 	labels     []labelpb.Label
 	labelPtrs  []*labelpb.Label
 	nextLabel  int
@@ -491,22 +365,22 @@ func (d *v1Decoder) series(b []byte, str string, ts *prompb.TimeSeries) (int, er
 			i = end
 			continue
 		}
-		num, typ, n := consumeTag(b[i:])
+		num, typ, n := ConsumeTag(b[i:])
 		if n < 0 {
-			return 0, wireError(n, "timeseries")
+			return 0, WireError(n, "timeseries")
 		}
 		i += n
 		if typ != protowire.BytesType || num < 1 || num > 4 {
 			n := protowire.ConsumeFieldValue(num, typ, b[i:])
 			if n < 0 {
-				return 0, wireError(n, "timeseries")
+				return 0, WireError(n, "timeseries")
 			}
 			i += n
 			continue
 		}
 		v, n := protowire.ConsumeBytes(b[i:])
 		if n < 0 {
-			return 0, wireError(n, "timeseries")
+			return 0, WireError(n, "timeseries")
 		}
 		start := i + n - len(v) // offset of v in b
 		i += n
@@ -564,15 +438,15 @@ func decodeLabel(b []byte, s string, l *labelpb.Label) error {
 		}
 	}
 	for i := 0; i < len(b); {
-		num, typ, n := consumeTag(b[i:])
+		num, typ, n := ConsumeTag(b[i:])
 		if n < 0 {
-			return wireError(n, "label")
+			return WireError(n, "label")
 		}
 		i += n
 		if (num == 1 || num == 2) && typ == protowire.BytesType {
 			v, n := protowire.ConsumeBytes(b[i:])
 			if n < 0 {
-				return wireError(n, "label")
+				return WireError(n, "label")
 			}
 			start := i + n - len(v)
 			i += n
@@ -589,7 +463,7 @@ func decodeLabel(b []byte, s string, l *labelpb.Label) error {
 		}
 		n = protowire.ConsumeFieldValue(num, typ, b[i:])
 		if n < 0 {
-			return wireError(n, "label")
+			return WireError(n, "label")
 		}
 		i += n
 	}
@@ -606,9 +480,9 @@ func labelFieldName(num protowire.Number) string {
 // decodeSample decodes a prometheus.Sample.
 func decodeSample(b []byte, s *prompb.Sample) error {
 	for len(b) > 0 {
-		num, typ, n := consumeTag(b)
+		num, typ, n := ConsumeTag(b)
 		if n < 0 {
-			return wireError(n, "sample")
+			return WireError(n, "sample")
 		}
 		b = b[n:]
 		switch {
@@ -624,7 +498,7 @@ func decodeSample(b []byte, s *prompb.Sample) error {
 			n = protowire.ConsumeFieldValue(num, typ, b)
 		}
 		if n < 0 {
-			return wireError(n, "sample")
+			return WireError(n, "sample")
 		}
 		b = b[n:]
 	}
@@ -635,16 +509,16 @@ func decodeSample(b []byte, s *prompb.Sample) error {
 func decodeExemplar(b []byte, s string) (*prompb.Exemplar, error) {
 	e := &prompb.Exemplar{}
 	for i := 0; i < len(b); {
-		num, typ, n := consumeTag(b[i:])
+		num, typ, n := ConsumeTag(b[i:])
 		if n < 0 {
-			return nil, wireError(n, "exemplar")
+			return nil, WireError(n, "exemplar")
 		}
 		i += n
 		switch {
 		case num == 1 && typ == protowire.BytesType:
 			v, m := protowire.ConsumeBytes(b[i:])
 			if m < 0 {
-				return nil, wireError(m, "exemplar")
+				return nil, WireError(m, "exemplar")
 			}
 			start := i + m - len(v)
 			l := &labelpb.Label{}
@@ -665,7 +539,7 @@ func decodeExemplar(b []byte, s string) (*prompb.Exemplar, error) {
 			n = protowire.ConsumeFieldValue(num, typ, b[i:])
 		}
 		if n < 0 {
-			return nil, wireError(n, "exemplar")
+			return nil, WireError(n, "exemplar")
 		}
 		i += n
 	}
@@ -676,9 +550,9 @@ func decodeExemplar(b []byte, s string) (*prompb.Exemplar, error) {
 func decodeHistogram(b []byte) (*prompb.Histogram, error) {
 	h := &prompb.Histogram{}
 	for len(b) > 0 {
-		num, typ, n := consumeTag(b)
+		num, typ, n := ConsumeTag(b)
 		if n < 0 {
-			return nil, wireError(n, "histogram")
+			return nil, WireError(n, "histogram")
 		}
 		b = b[n:]
 		var v uint64
@@ -732,7 +606,7 @@ func decodeHistogram(b []byte) (*prompb.Histogram, error) {
 			n = protowire.ConsumeFieldValue(num, typ, b)
 		}
 		if n < 0 {
-			return nil, wireError(n, "histogram")
+			return nil, WireError(n, "histogram")
 		}
 		b = b[n:]
 	}
@@ -753,7 +627,7 @@ func decodeBucketSpan(b []byte) (*prompb.BucketSpan, int) {
 	}
 	s := &prompb.BucketSpan{}
 	for len(v) > 0 {
-		num, typ, m := consumeTag(v)
+		num, typ, m := ConsumeTag(v)
 		if m < 0 {
 			return nil, m
 		}
@@ -836,18 +710,18 @@ func appendDoubles(dst []float64, num protowire.Number, typ protowire.Type, b []
 }
 
 // checkMetadataV1 checks a prometheus.MetricMetadata as proto.Unmarshal would (framing, UTF-8 strings); the
-// metadata itself is decoded by the metadata receiver (metadata.go).
+// metadata itself is decoded by the metadata receiver (pkg/receive/metadata.go).
 func checkMetadataV1(b []byte) error {
 	for len(b) > 0 {
-		num, typ, n := consumeTag(b)
+		num, typ, n := ConsumeTag(b)
 		if n < 0 {
-			return wireError(n, "metadata")
+			return WireError(n, "metadata")
 		}
 		b = b[n:]
 		if (num == 2 || num == 4 || num == 5) && typ == protowire.BytesType {
 			v, n := protowire.ConsumeBytes(b)
 			if n < 0 {
-				return wireError(n, "metadata")
+				return WireError(n, "metadata")
 			}
 			if !utf8.Valid(v) {
 				return errors.Newf("metadata field %d is not valid UTF-8", num)
@@ -857,14 +731,14 @@ func checkMetadataV1(b []byte) error {
 		}
 		n = protowire.ConsumeFieldValue(num, typ, b)
 		if n < 0 {
-			return wireError(n, "metadata")
+			return WireError(n, "metadata")
 		}
 		b = b[n:]
 	}
 	return nil
 }
 
-// decodeWriteV2 decodes an io.prometheus.write.v2.Request (remote write 2.0) and resolves its symbols into
+// DecodeV2 decodes an io.prometheus.write.v2.Request (remote write 2.0) and resolves its symbols into
 // prometheus_copy series: labels, float samples, native histograms (integer and float) and exemplars.
 //
 // It reads the request as Prometheus's generated code (writev2.Request.Unmarshal) does and accepts the same
@@ -882,26 +756,26 @@ func checkMetadataV1(b []byte) error {
 //
 // The whole request is refused (400) when a symbol is not valid UTF-8 or a reference is out of range or
 // unpaired: those are malformed requests, not invalid series.
-func decodeWriteV2(buf []byte, o *decodeOptions) ([]*prompb.TimeSeries, error) {
+func DecodeV2(buf []byte, o *Options) ([]*prompb.TimeSeries, error) {
 	maxKept := o.maxKept()
 	c, v1Fields, err := countWriteV2(buf, maxKept)
 	if err != nil {
 		return nil, err
 	}
 	if c.series == 0 && v1Fields {
-		return nil, errors.Wrapf(errWrongProtocol, "decode remote write 2.0 request: the body has no 2.0 timeseries (field 5) but "+
+		return nil, errors.Wrapf(ErrWrongProtocol, "decode remote write 2.0 request: the body has no 2.0 timeseries (field 5) but "+
 			"has remote write 1.0's timeseries or metadata (fields 1, 3): it looks like a 1.0 request sent with Content-Type %s; "+
-			"1.0 requests need Content-Type %s (without a proto parameter, or proto=%s)", contentTypeV2, contentTypeProtobuf, protoMessageV1)
+			"1.0 requests need Content-Type %s (without a proto parameter, or proto=%s)", ContentTypeV2, ContentTypeProtobuf, ProtoMessageV1)
 	}
 	// Prometheus's encoder puts in the symbol table only what the request refers to: label and exemplar label
 	// names and values, and each series' metadata help and unit. Many more symbols than that (beyond a margin
 	// for other encoders) is a table no series uses, refused before it is copied (an empty symbol is 2 bytes on
 	// the wire and a 16-byte string).
 	if maxSyms := 1 + c.refs + 2*c.series + 1024; c.symbols > maxSyms {
-		return nil, errors.Wrapf(errDecodeTooExpensive, "decode remote write 2.0 request: %d symbols for %d label references "+
+		return nil, errors.Wrapf(ErrDecodeTooExpensive, "decode remote write 2.0 request: %d symbols for %d label references "+
 			"and %d series: at most %d can be referred to; refused before decoding", c.symbols, c.refs, c.series, maxSyms)
 	}
-	if err := c.admit(writeV2, len(buf), o.reserveFunc()); err != nil {
+	if err := c.admit(V2, len(buf), o.reserveFunc()); err != nil {
 		return nil, err
 	}
 
@@ -957,7 +831,7 @@ func decodeWriteV2(buf []byte, o *decodeOptions) ([]*prompb.TimeSeries, error) {
 		}
 		kept, nLabels := 0, 0
 		for j := 0; j < len(in.LabelsRefs); j += 2 {
-			name, value, err := resolveLabelRefs(syms, in.LabelsRefs, j)
+			name, value, err := ResolveLabelRefs(syms, in.LabelsRefs, j)
 			if err != nil {
 				return nil, errors.Wrapf(err, "decode remote write 2.0 request: timeseries %d", i)
 			}
@@ -1002,14 +876,14 @@ func decodeWriteV2(buf []byte, o *decodeOptions) ([]*prompb.TimeSeries, error) {
 		if len(in.Histograms) > 0 {
 			ts.Histograms = make([]*prompb.Histogram, len(in.Histograms))
 			for j := range in.Histograms {
-				ts.Histograms[j] = histogramFromV2(&in.Histograms[j])
+				ts.Histograms[j] = HistogramFromV2(&in.Histograms[j])
 			}
 		}
 
 		if len(in.Exemplars) > 0 {
 			ts.Exemplars = make([]*prompb.Exemplar, len(in.Exemplars))
 			for j := range in.Exemplars {
-				e, err := exemplarFromV2(syms, &in.Exemplars[j])
+				e, err := ExemplarFromV2(syms, &in.Exemplars[j])
 				if err != nil {
 					return nil, errors.Wrapf(err, "decode remote write 2.0 request: timeseries %d: exemplar %d", i, j)
 				}
@@ -1020,12 +894,12 @@ func decodeWriteV2(buf []byte, o *decodeOptions) ([]*prompb.TimeSeries, error) {
 	return out, nil
 }
 
-// countWriteV2 is decodeWriteV2's first pass: it checks the framing of the request and of each series as
+// countWriteV2 is DecodeV2's first pass: it checks the framing of the request and of each series as
 // Prometheus's generated code does (it refuses what writev2.Request.Unmarshal refuses at those two levels, and
 // the third pass what it refuses inside series), and counts symbols, series and their entries. v1Fields: the
 // request has length-delimited fields 1 or 3, 1.0's timeseries and metadata (reserved in 2.0).
 //
-// maxKept > 0: a series counts for at most maxKept labels (decodeOptions.maxLabels).
+// maxKept > 0: a series counts for at most maxKept labels (Options.MaxLabels).
 func countWriteV2(buf []byte, maxKept int) (c decodeCost, v1Fields bool, err error) {
 	for b := buf; len(b) > 0; {
 		num, typ, n := gogoTag(b)
@@ -1135,8 +1009,8 @@ func countSeriesV2(c *decodeCost, b []byte, maxKept int) error {
 	return nil
 }
 
-// resolveLabelRefs returns the label at refs[i], refs[i+1].
-func resolveLabelRefs(syms []string, refs []uint32, i int) (name, value string, err error) {
+// ResolveLabelRefs returns the label at refs[i], refs[i+1].
+func ResolveLabelRefs(syms []string, refs []uint32, i int) (name, value string, err error) {
 	nr, vr := refs[i], refs[i+1]
 	if int(nr) >= len(syms) || int(vr) >= len(syms) {
 		return "", "", errors.Newf("label reference (%d, %d) out of range: the request has %d symbols", nr, vr, len(syms))
@@ -1144,7 +1018,8 @@ func resolveLabelRefs(syms []string, refs []uint32, i int) (name, value string, 
 	return syms[nr], syms[vr], nil
 }
 
-func exemplarFromV2(syms []string, in *writev2.Exemplar) (*prompb.Exemplar, error) {
+// ExemplarFromV2 converts a 2.0 exemplar, resolving its label references in syms.
+func ExemplarFromV2(syms []string, in *writev2.Exemplar) (*prompb.Exemplar, error) {
 	if len(in.LabelsRefs)%2 != 0 {
 		return nil, errors.Newf("odd number of label references (%d)", len(in.LabelsRefs))
 	}
@@ -1154,7 +1029,7 @@ func exemplarFromV2(syms []string, in *writev2.Exemplar) (*prompb.Exemplar, erro
 		e.Labels = make([]*labelpb.Label, n)
 		for j := range ls {
 			var err error
-			if ls[j].Name, ls[j].Value, err = resolveLabelRefs(syms, in.LabelsRefs, 2*j); err != nil {
+			if ls[j].Name, ls[j].Value, err = ResolveLabelRefs(syms, in.LabelsRefs, 2*j); err != nil {
 				return nil, err
 			}
 			e.Labels[j] = &ls[j]
@@ -1163,7 +1038,8 @@ func exemplarFromV2(syms []string, in *writev2.Exemplar) (*prompb.Exemplar, erro
 	return e, nil
 }
 
-func histogramFromV2(in *writev2.Histogram) *prompb.Histogram {
+// HistogramFromV2 converts a 2.0 histogram.
+func HistogramFromV2(in *writev2.Histogram) *prompb.Histogram {
 	h := &prompb.Histogram{
 		Sum:            in.Sum,
 		Schema:         in.Schema,

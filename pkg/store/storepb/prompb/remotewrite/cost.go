@@ -1,4 +1,4 @@
-package receive
+package remotewrite
 
 import (
 	"unsafe"
@@ -21,7 +21,7 @@ import (
 // labels and one sample: ~9×); 2.0 is denser (labels are references into a symbol table): ~15× typically, up
 // to ~40× for series with many labels whose references are one byte each. What they refuse are bodies of
 // empty or near-empty entries (series, labels, samples, histograms, exemplars, spans), which only a hostile or
-// broken client sends. The estimate is also what the request holds against max_inflight_push_requests_bytes.
+// broken client sends. The estimate is also what the request holds against the distributor's max_inflight_push_requests_bytes (Options.Reserve).
 const (
 	maxDecodeRatioV1 = 24
 	maxDecodeRatioV2 = 48
@@ -48,11 +48,11 @@ const (
 	costV2SpanTransient      = 2 * int(unsafe.Sizeof(writev2.BucketSpan{}))
 )
 
-// errDecodeTooExpensive marks a body refused because decoding it would take too much memory for its size (400).
-var errDecodeTooExpensive = errors.New("request decodes into too much memory for its size")
+// ErrDecodeTooExpensive marks a body refused because decoding it would take too much memory for its size (400).
+var ErrDecodeTooExpensive = errors.New("request decodes into too much memory for its size")
 
-// errWrongProtocol marks a body that looks like the other remote write protocol than its Content-Type (400).
-var errWrongProtocol = errors.New("request body does not look like the protocol of its Content-Type")
+// ErrWrongProtocol marks a body that looks like the other remote write protocol than its Content-Type (400).
+var ErrWrongProtocol = errors.New("request body does not look like the protocol of its Content-Type")
 
 // decodeCost counts what decoding a request allocates.
 type decodeCost struct {
@@ -85,14 +85,14 @@ func (c *decodeCost) endSeriesV2() {
 
 // admit refuses a body of size bytes (decompressed) whose decoding would cost more than the ratio allows, then
 // reserves the cost with reserve (nil: nothing to reserve), which may refuse it too.
-func (c *decodeCost) admit(p writeProto, size int, reserve func(int) error) error {
+func (c *decodeCost) admit(p Version, size int, reserve func(int) error) error {
 	ratio := maxDecodeRatioV1
-	if p == writeV2 {
+	if p == V2 {
 		ratio = maxDecodeRatioV2
 	}
 	need := c.bytes()
 	if need > ratio*size+decodeSlack {
-		return errors.Wrapf(errDecodeTooExpensive,
+		return errors.Wrapf(ErrDecodeTooExpensive,
 			"decode %s request: %d bytes would decode into %d series, %d labels, %d samples, %d histograms and %d exemplars, "+
 				"about %d bytes of memory: more than %d bytes per byte of body (empty or near-empty entries, which no real client sends); refused before decoding",
 			p, size, c.series, c.labels, c.samples, c.histograms, c.exemplars, need, ratio)
@@ -206,7 +206,7 @@ func nextField(b []byte, gogo bool) (num int32, typ protowire.Type, val []byte, 
 		}
 		return num, typ, nil, m
 	}
-	pnum, ptyp, tn := consumeTag(b)
+	pnum, ptyp, tn := ConsumeTag(b)
 	if tn < 0 {
 		return 0, 0, nil, -1
 	}
@@ -333,4 +333,14 @@ func gogoSkip(b []byte) int {
 		}
 	}
 	return -1
+}
+
+// DecodeCostV1 is the memory decoding a decompressed 1.0 body takes, as DecodeV1 reserves it (Options.Reserve)
+// when no label is dropped: its series, labels, samples and strings.
+func DecodeCostV1(buf []byte) (int, error) {
+	c, err := countWriteV1(buf, 0)
+	if err != nil {
+		return 0, err
+	}
+	return (&decodeCost{series: c.series, labels: c.labels, samples: c.samples, stringBytes: len(buf)}).bytes(), nil
 }

@@ -1,0 +1,332 @@
+package receive
+
+import (
+	"context"
+	"sync/atomic"
+	"time"
+
+	"github.com/efficientgo/core/errors"
+	"github.com/go-kit/log"
+	"github.com/go-kit/log/level"
+	"github.com/grafana/dskit/limiter"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/stratametrics/strata/pkg/store/storepb"
+	"github.com/stratametrics/strata/pkg/store/storepb/prompb"
+	"github.com/stratametrics/strata/pkg/tenancy"
+)
+
+// Pusher takes the validated series of one tenant's remote write request: the ring-replicating client in a
+// distributor, an ingester in a single process.
+//
+// Contract: req.Tenant is tenant; every series passed validation (labels sorted, unique, legacy names, a
+// metric name, within the tenant's limits, no sample too far in the future) and has at least one sample,
+// histogram or exemplar; req.Metadata holds the request's valid metric metadata (metadata.go), and a request may
+// carry metadata only. The Distributor neither touches nor reuses req after Push returns, so a Pusher may go on
+// using it (replicas still sending after a quorum answered), but must not modify it. Its messages are carved
+// out of a few per-request slabs, and strings share allocations of a few KiB (consecutive series): keeping a
+// string keeps such a window of the request, keeping a message keeps its slab.
+//
+// The error decides the HTTP answer: a *tenancy.Error answers with its Status; a gRPC status InvalidArgument
+// 400, ResourceExhausted 429; anything else (unavailable, no quorum, deadline) 503, which Prometheus retries.
+// Push must be safe for concurrent use.
+type Pusher interface {
+	Push(ctx context.Context, tenant string, req *storepb.WriteRequest) error
+}
+
+// PushConfig configures the remote write endpoint.
+type PushConfig struct {
+	// MaxRecvMsgSize is the largest request body accepted, in bytes, both as received (snappy-compressed) and
+	// decompressed. Larger requests are answered 413.
+	MaxRecvMsgSize int `yaml:"max_recv_msg_size"`
+	// InstanceLimits bound what this distributor handles at once, over all tenants (Mimir's
+	// distributor.instance_limits).
+	InstanceLimits InstanceLimits `yaml:"instance_limits"`
+}
+
+// InstanceLimits are a distributor's limits over all tenants; beyond them requests are answered 503, which
+// Prometheus retries. 0 means no limit.
+type InstanceLimits struct {
+	// MaxInflightPushRequests is how many push requests may be handled at once.
+	MaxInflightPushRequests int `yaml:"max_inflight_push_requests"`
+	// MaxInflightPushRequestsBytes is how much memory the push requests being handled may hold: each holds its
+	// body as received, decompressed, and what it decodes into (estimated before decoding; at most
+	// 24× (1.0) or 48× (2.0) the decompressed size, see maxDecodeRatioV1), from the moment it is known until the
+	// answer. Unlike Mimir's, which counts compressed bodies only, it bounds the memory of decoding.
+	MaxInflightPushRequestsBytes int `yaml:"max_inflight_push_requests_bytes"`
+}
+
+// DefaultPushConfig accepts bodies up to 10 MiB, 2,000 requests at once (Mimir's default) holding at most
+// 1 GiB (Mimir has no default: 0). 1 GiB lets two requests of the largest kind (10 MiB of 2.0 decoding into
+// ~480 MiB) or hundreds of ordinary ones (a few MiB each) be handled at once.
+func DefaultPushConfig() PushConfig {
+	return PushConfig{
+		MaxRecvMsgSize: 10 << 20,
+		InstanceLimits: InstanceLimits{MaxInflightPushRequests: 2000, MaxInflightPushRequestsBytes: 1 << 30},
+	}
+}
+
+// Validate checks the push config.
+func (c PushConfig) Validate() error {
+	if c.MaxRecvMsgSize <= 0 {
+		return errors.Newf("max_recv_msg_size must be positive, got %d", c.MaxRecvMsgSize)
+	}
+	if c.InstanceLimits.MaxInflightPushRequests < 0 {
+		return errors.Newf("instance_limits.max_inflight_push_requests must be 0 (no limit) or positive, got %d", c.InstanceLimits.MaxInflightPushRequests)
+	}
+	if c.InstanceLimits.MaxInflightPushRequestsBytes < 0 {
+		return errors.Newf("instance_limits.max_inflight_push_requests_bytes must be 0 (no limit) or positive, got %d", c.InstanceLimits.MaxInflightPushRequestsBytes)
+	}
+	return nil
+}
+
+// errInflightLimit marks a request refused by an instance limit (503).
+var errInflightLimit = errors.New("distributor instance limit reached")
+
+// inflight counts the push requests being handled and the bytes they hold. It is safe for concurrent use.
+type inflight struct {
+	maxRequests, maxBytes int64
+	requests, bytes       atomic.Int64
+}
+
+// start counts one more request, unless that would exceed max_inflight_push_requests. Call done when it ends.
+func (l *inflight) start() error {
+	if n := l.requests.Add(1); l.maxRequests > 0 && n > l.maxRequests {
+		l.requests.Add(-1)
+		return errors.Wrapf(errInflightLimit, "this distributor is already handling %d push requests (instance_limits.max_inflight_push_requests); retry later", l.maxRequests)
+	}
+	return nil
+}
+
+func (l *inflight) done() { l.requests.Add(-1) }
+
+// reservation is the bytes one request holds.
+type reservation struct {
+	l *inflight
+	n int64
+}
+
+// reserve adds n bytes to the request's, unless the total would exceed max_inflight_push_requests_bytes.
+func (r *reservation) reserve(n int) error {
+	if t := r.l.bytes.Add(int64(n)); r.l.maxBytes > 0 && t > r.l.maxBytes {
+		r.l.bytes.Add(-int64(n))
+		return errors.Wrapf(errInflightLimit, "the push requests this distributor is handling would hold more than %d bytes with this one's %d more (instance_limits.max_inflight_push_requests_bytes); retry later",
+			r.l.maxBytes, n)
+	}
+	r.n += int64(n)
+	return nil
+}
+
+// end gives back everything the request reserved, and ends its count.
+func (r *reservation) end() {
+	r.l.bytes.Add(-r.n)
+	r.n = 0
+	r.l.done()
+}
+
+// PushOption configures optional parts of the Distributor.
+type PushOption func(*pushOptions)
+
+type pushOptions struct {
+	now          func() time.Time
+	distributors func() int
+	discarded    *DiscardedSamples
+}
+
+// WithClock sets the clock used for "too far in the future" and the rate limiter (default time.Now).
+func WithClock(now func() time.Time) PushOption { return func(o *pushOptions) { o.now = now } }
+
+// WithDistributorCount sets how many distributors share each tenant's ingestion_rate (default 1). It is called
+// for every request; with a ring, pass its healthy distributor count.
+func WithDistributorCount(n func() int) PushOption {
+	return func(o *pushOptions) { o.distributors = n }
+}
+
+// WithDiscardedSamples sets the process's strata_discarded_samples_total, shared with the ingester. Without it
+// the Distributor registers its own on reg.
+func WithDiscardedSamples(d *DiscardedSamples) PushOption {
+	return func(o *pushOptions) { o.discarded = d }
+}
+
+// Distributor is the write path: the one pipeline every protocol's handler (remote write 1.0 and 2.0 over HTTP,
+// push.go) hands its decoded requests to. Push validates, applies the tenant's limits, and hands the valid series
+// to its Pusher, which shards and replicates them to the ingesters (RingPusher) or appends them (an Ingester in
+// a single process). It also holds the instance limits (in-flight requests and bytes), which a handler takes
+// before reading a body (start). It is safe for concurrent use.
+type Distributor struct {
+	cfg       PushConfig
+	overrides *tenancy.Overrides
+	pusher    Pusher
+	logger    log.Logger
+	now       func() time.Time
+	limiter   *limiter.RateLimiter
+	discarded *DiscardedSamples
+	metrics   *pushMetrics
+	metadata  *metadataReceiver // metric metadata (metadata.go)
+	inflight  *inflight
+}
+
+// NewDistributor returns a Distributor handing valid series to pusher.
+func NewDistributor(cfg PushConfig, overrides *tenancy.Overrides, pusher Pusher, logger log.Logger, reg prometheus.Registerer, opts ...PushOption) *Distributor {
+	o := pushOptions{now: time.Now, distributors: func() int { return 1 }}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.discarded == nil {
+		o.discarded = NewDiscardedSamples(reg)
+	}
+	if logger == nil {
+		logger = log.NewNopLogger()
+	}
+	l := &inflight{maxRequests: int64(cfg.InstanceLimits.MaxInflightPushRequests), maxBytes: int64(cfg.InstanceLimits.MaxInflightPushRequestsBytes)}
+	return &Distributor{
+		cfg:       cfg,
+		overrides: overrides,
+		pusher:    pusher,
+		logger:    log.With(logger, "component", "push"),
+		now:       o.now,
+		limiter:   newIngestionRateLimiter(overrides, o.distributors),
+		discarded: o.discarded,
+		metrics:   newPushMetrics(reg, l),
+		metadata:  newMetadataReceiver(overrides, reg),
+		inflight:  l,
+	}
+}
+
+// start counts a request against max_inflight_push_requests (errInflightLimit beyond it). The request then
+// reserves the memory it holds (reading and decoding its body) on the returned reservation, and ends it when
+// answered.
+func (d *Distributor) start() (reservation, error) {
+	if err := d.inflight.start(); err != nil {
+		d.metrics.rejectedInflight.Inc()
+		return reservation{}, err
+	}
+	return reservation{l: d.inflight}, nil
+}
+
+// PushRequest is one tenant's decoded write request, as a protocol handler hands it to Distributor.Push.
+type PushRequest struct {
+	// Series are the decoded series (nil entries are skipped). Push reorders the slice and clears the entries
+	// it does not pass on.
+	Series []*prompb.TimeSeries
+	// Metadata is the request's valid metric metadata; MetadataErr the first invalid entry's error (the
+	// invalid entries were dropped and counted while decoding).
+	Metadata    []*prompb.MetricMetadata
+	MetadataErr *tenancy.Error
+	// LabelCount, when not nil, tells how many labels a series decoded with only its first labels has (see
+	// decodeOptions.maxLabels), for the error that refuses it.
+	LabelCount func(*prompb.TimeSeries) (int, bool)
+}
+
+// PushStats are what a push wrote (Prometheus's 2.0 receiver reports them in response headers).
+type PushStats struct{ Samples, Histograms, Exemplars int }
+
+// Push runs the write pipeline on one tenant's request:
+//   - validate each series against the tenant's limits (sorting labels that are not sorted), dropping and
+//     counting the invalid ones;
+//   - take the valid series' samples, histograms and exemplars and the metadata from the tenant's token bucket
+//     (a 429 *tenancy.Error for the whole request when they do not fit);
+//   - (the HA tracker's deduplication will go here, before anything is sent);
+//   - hand the valid series to the Pusher, which shards them by series and replicates them to the ingesters.
+//
+// It returns what was written, and: nil when all was valid; the first invalid series' (or metadata entry's)
+// *tenancy.Error when some were not (the valid ones are written: Mimir's partial acceptance); or the Pusher's
+// error (see Pusher), with zero stats.
+func (d *Distributor) Push(ctx context.Context, tenant string, req *PushRequest) (PushStats, error) {
+	limits := d.overrides.ForTenant(tenant)
+	now := d.now()
+	v := newSeriesValidator(limits, now)
+	var (
+		firstErr  *tenancy.Error
+		discarded discardCounts
+		stats     PushStats
+		series    = req.Series
+		valid     = series[:0]
+	)
+	for _, ts := range series {
+		if ts == nil {
+			continue
+		}
+		if vi := v.check(ts); vi.reason != "" {
+			discarded.add(vi.reason, len(ts.Samples)+len(ts.Histograms))
+			if firstErr == nil {
+				firstErr = v.err(ts, vi)
+				if req.LabelCount != nil && vi.reason == ReasonMaxLabelNamesPerSeries {
+					if n, ok := req.LabelCount(ts); ok {
+						// Decoded with its first labels only: say how many it has.
+						firstErr = tenancy.NewMaxLabelNamesPerSeriesError(n, v.maxLabelNames, formatSeries(ts.Labels))
+					}
+				}
+			}
+			continue
+		}
+		if len(ts.Samples)+len(ts.Histograms)+len(ts.Exemplars) == 0 {
+			continue // nothing to write
+		}
+		stats.Samples += len(ts.Samples)
+		stats.Histograms += len(ts.Histograms)
+		stats.Exemplars += len(ts.Exemplars)
+		valid = append(valid, ts)
+	}
+	clear(series[len(valid):])
+	for _, c := range discarded {
+		d.discarded.Add(tenant, c.reason, c.n)
+	}
+	if firstErr != nil {
+		level.Debug(d.logger).Log("msg", "dropping invalid series", "tenant", tenant, "discarded_series", discarded.series(), "first", firstErr)
+	}
+	if firstErr == nil {
+		firstErr = req.MetadataErr
+	}
+	md := req.Metadata
+	if len(valid) == 0 && len(md) == 0 {
+		if firstErr != nil {
+			return PushStats{}, firstErr
+		}
+		return PushStats{}, nil
+	}
+
+	if n := stats.Samples + stats.Histograms + stats.Exemplars + len(md); !d.limiter.AllowN(now, tenant, n) {
+		d.discarded.Add(tenant, ReasonRateLimited, stats.Samples+stats.Histograms)
+		d.metadata.discarded.Add(tenant, ReasonRateLimited, len(md))
+		return PushStats{}, tenancy.NewIngestionRateLimitedError(d.overrides.IngestionRate(tenant), d.overrides.IngestionBurstSize(tenant))
+	}
+
+	if err := d.pusher.Push(ctx, tenant, &storepb.WriteRequest{Timeseries: valid, Tenant: tenant, Metadata: md}); err != nil {
+		return PushStats{}, err
+	}
+	d.metrics.receivedSamples.WithLabelValues(tenant).Add(float64(stats.Samples + stats.Histograms))
+	if firstErr != nil {
+		return stats, firstErr
+	}
+	return stats, nil
+}
+
+// discardCount is what one request discarded for one reason.
+type discardCount struct {
+	reason string
+	n      int // samples and histograms
+	series int
+}
+
+// discardCounts sums discarded samples per reason over one request (a handful of reasons: a slice beats a map).
+type discardCounts []discardCount
+
+func (d *discardCounts) add(reason string, n int) {
+	for i := range *d {
+		if (*d)[i].reason == reason {
+			(*d)[i].n += n
+			(*d)[i].series++
+			return
+		}
+	}
+	*d = append(*d, discardCount{reason: reason, n: n, series: 1})
+}
+
+func (d discardCounts) series() int {
+	total := 0
+	for _, c := range d {
+		total += c.series
+	}
+	return total
+}
