@@ -11,9 +11,11 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/stratametrics/strata/pkg/block"
+	"github.com/stratametrics/strata/pkg/query"
 	"github.com/stratametrics/strata/pkg/receive"
 	"github.com/stratametrics/strata/pkg/ring"
 	"github.com/stratametrics/strata/pkg/server"
+	"github.com/stratametrics/strata/pkg/store/gateway"
 	"github.com/stratametrics/strata/pkg/tenancy"
 )
 
@@ -32,10 +34,10 @@ type Config struct {
 	IngesterRing ring.Config           `yaml:"ingester_ring"`
 	Ingester     ingesterConfig        `yaml:"ingester"`
 	Distributor  distributorConfig     `yaml:"distributor"`
-	Querier      querierConfig         `yaml:"querier"`
+	Querier      query.Config          `yaml:"querier"`
 
-	StoreGatewayRing ring.Config        `yaml:"store_gateway_ring"`
-	StoreGateway     storeGatewayConfig `yaml:"store_gateway"`
+	StoreGatewayRing ring.Config    `yaml:"store_gateway_ring"`
+	StoreGateway     gateway.Config `yaml:"store_gateway"`
 }
 
 type ingesterConfig struct {
@@ -68,10 +70,10 @@ func defaultConfig() Config {
 		IngesterRing:  ring.DefaultConfig(),
 		Ingester:      ingesterConfig{IngesterConfig: receive.DefaultIngesterConfig(), Instance: ring.InstanceConfig{ID: ring.DefaultInstanceID()}},
 		Distributor:   distributorConfig{PushConfig: receive.DefaultPushConfig(), RemoteTimeout: 5 * time.Second, InstanceID: ring.DefaultInstanceID()},
-		Querier:       defaultQuerierConfig(),
+		Querier:       query.DefaultConfig(),
 
 		StoreGatewayRing: ring.DefaultConfig(),
-		StoreGateway:     defaultStoreGatewayConfig(),
+		StoreGateway:     gateway.DefaultConfig(),
 	}
 }
 

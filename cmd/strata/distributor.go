@@ -6,8 +6,6 @@ import (
 
 	"github.com/go-kit/log"
 	"github.com/grafana/dskit/services"
-	"github.com/oklog/run"
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/stratametrics/strata/pkg/receive"
 	"github.com/stratametrics/strata/pkg/ring"
@@ -16,35 +14,35 @@ import (
 
 // runDistributor runs `strata distributor`: remote write in, validated, limited, sharded and replicated over
 // the ingester ring.
-func runDistributor(g *run.Group, logger log.Logger, reg *prometheus.Registry, cfg *Config) error {
-	p, err := newProcess(g, logger, reg, cfg)
-	if err != nil {
-		return err
-	}
-	r, err := newIngesterRing(g, p, cfg, logger, reg)
-	if err != nil {
-		return err
-	}
-	return setupDistributor(g, p, r, nil, receive.NewDiscardedSamples(reg), cfg, logger, reg)
+func runDistributor(p *process) error {
+	return setupAll(p, setupServers, setupIngesterRing, setupDistributor)
 }
 
-// setupDistributor serves POST /api/v1/push and /api/v1/receive (remote write 1.0 and 2.0). local maps ring
-// addresses of ingesters in this process to them, so writes to those skip the network.
-func setupDistributor(g *run.Group, p *process, r *ingesterRing, local map[string]receive.Pusher, discarded *receive.DiscardedSamples, cfg *Config, logger log.Logger, reg prometheus.Registerer) error {
-	logger = log.With(logger, "component", "distributor")
-	distributors, err := joinDistributorRing(g, p, r, cfg, logger, reg)
+// setupDistributor serves POST /api/v1/push and /api/v1/receive (remote write 1.0 and 2.0). Writes to the
+// ingesters of this process (p.ingesterRing.local, strata all) skip the network.
+func setupDistributor(p *process) error {
+	cfg := p.cfg
+	logger := log.With(p.logger, "component", "distributor")
+	distributors, err := joinDistributorRing(p, logger)
 	if err != nil {
 		return err
 	}
-	pusher := receive.NewRingPusher(r.client, cfg.Distributor.RemoteTimeout, local, logger, reg)
-	h := cfg.Auth.HTTPMiddleware(false)(receive.NewPushHandler(cfg.Distributor.PushConfig, p.overrides, pusher, logger, reg,
-		receive.WithDiscardedSamples(discarded), receive.WithDistributorCount(distributors.Get)))
+	var local map[string]receive.Pusher
+	for addr, ing := range p.ingesterRing.local {
+		if local == nil {
+			local = map[string]receive.Pusher{}
+		}
+		local[addr] = ing
+	}
+	pusher := receive.NewRingPusher(p.ingesterRing.client, cfg.Distributor.RemoteTimeout, local, logger, p.reg)
+	h := cfg.Auth.HTTPMiddleware(false)(receive.NewPushHandler(cfg.Distributor.PushConfig, p.overrides, pusher, logger, p.reg,
+		receive.WithDiscardedSamples(p.discardedSamples()), receive.WithDistributorCount(distributors.Get)))
 	// Method-less patterns: the handler answers other methods 405 with Allow: POST itself. "POST /api/v1/push"
 	// would leave GET /api/v1/push to the querier's "/api/v1/" in `strata all` (a 404).
 	p.srv.Handle("/api/v1/push", h)
 	p.srv.Handle("/api/v1/receive", h)
 	p.srv.AddLinks("Distributor", server.Link{Path: "/api/v1/push", Desc: "POST: Prometheus remote write (1.0 and 2.0)"})
-	addContextActor(g, func(ctx context.Context) error {
+	addContextActor(p.g, func(ctx context.Context) error {
 		<-ctx.Done()
 		return pusher.Close()
 	})
@@ -53,7 +51,8 @@ func setupDistributor(g *run.Group, p *process, r *ingesterRing, local map[strin
 
 // joinDistributorRing registers this distributor in the distributor ring and counts the healthy distributors
 // (every 5s), so each admits 1/N of a tenant's ingestion rate. Page: /distributor/ring.
-func joinDistributorRing(g *run.Group, p *process, r *ingesterRing, cfg *Config, logger log.Logger, reg prometheus.Registerer) (*ring.HealthyCount, error) {
+func joinDistributorRing(p *process, logger log.Logger) (*ring.HealthyCount, error) {
+	g, r, cfg, reg := p.g, p.ingesterRing, p.cfg, p.reg
 	addr, err := ring.AdvertiseAddr(p.srv.GRPCAddr(), hostAddr())
 	if err != nil {
 		return nil, errSetup(err, "distributor address")

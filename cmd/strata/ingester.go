@@ -10,7 +10,6 @@ import (
 	"github.com/go-kit/log/level"
 	dskitring "github.com/grafana/dskit/ring"
 	"github.com/grafana/dskit/services"
-	"github.com/oklog/run"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/thanos-io/objstore"
@@ -27,34 +26,22 @@ import (
 
 // runIngester runs `strata ingester`: per-tenant TSDBs fed by distributors, served over the StoreAPI, shipped
 // to the bucket, in the ingester ring.
-func runIngester(g *run.Group, logger log.Logger, reg *prometheus.Registry, cfg *Config) error {
-	p, err := newProcess(g, logger, reg, cfg)
-	if err != nil {
-		return err
-	}
-	bkt, err := newBucket(g, p, cfg, logger, reg)
-	if err != nil {
-		return err
-	}
-	r, err := newIngesterRing(g, p, cfg, logger, reg)
-	if err != nil {
-		return err
-	}
-	_, _, err = setupIngester(g, p, r, bkt, receive.NewDiscardedSamples(reg), cfg, logger, reg)
-	return err
+func runIngester(p *process) error {
+	return setupAll(p, setupServers, setupBucket, setupIngesterRing, setupIngester)
 }
 
-// setupIngester adds an ingester to the process and returns it with its address in the ring.
+// setupIngester adds an ingester to the process (in p.ingesterRing.local, by its address in the ring).
 //
 // Shutdown order (SIGTERM): LEAVING in the ring, so distributors write to the other replicas; no new writes;
 // heads flushed into blocks and shipped; the ring left; TSDBs closed.
-func setupIngester(g *run.Group, p *process, r *ingesterRing, bkt objstore.Bucket, discarded *receive.DiscardedSamples, cfg *Config, logger log.Logger, reg prometheus.Registerer) (*receive.Ingester, string, error) {
-	logger = log.With(logger, "component", "ingester")
+func setupIngester(p *process) error {
+	g, r, bkt, discarded, cfg, reg := p.g, p.ingesterRing, p.bkt, p.discardedSamples(), p.cfg, p.reg
+	logger := log.With(p.logger, "component", "ingester")
 	inst := cfg.Ingester.Instance
 	if inst.Addr == "" {
 		addr, err := ring.AdvertiseAddr(p.srv.GRPCAddr(), hostAddr())
 		if err != nil {
-			return nil, "", errSetup(err, "ingester address")
+			return errSetup(err, "ingester address")
 		}
 		inst.Addr = addr
 	}
@@ -65,7 +52,7 @@ func setupIngester(g *run.Group, p *process, r *ingesterRing, bkt objstore.Bucke
 		receive.WithLimitShare(r.limitShare(cfg)), receive.WithShippers(newShipperFactory(bkt, logger)))
 	lc, err := ring.NewLifecycler(cfg.IngesterRing, inst, r.kv, "ingester", ring.IngesterRingKey, logger, reg)
 	if err != nil {
-		return nil, "", errSetup(err, "ingester ring membership")
+		return errSetup(err, "ingester ring membership")
 	}
 	st := store.NewTSDBStore(ing, logger, store.WithExternalLabels(ing.ExternalLabels()), store.WithComponentType(store.ComponentReceive))
 	if p.storeAPI != nil {
@@ -120,7 +107,7 @@ func setupIngester(g *run.Group, p *process, r *ingesterRing, bkt objstore.Bucke
 		}
 		return ing.Close()
 	}, func(error) { cancel() })
-	return ing, inst.Addr, nil
+	return nil
 }
 
 func flushHandler(ing *receive.Ingester, logger log.Logger) http.Handler {

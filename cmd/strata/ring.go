@@ -9,8 +9,6 @@ import (
 	"github.com/go-kit/log"
 	"github.com/go-kit/log/level"
 	dskitring "github.com/grafana/dskit/ring"
-	"github.com/oklog/run"
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/stratametrics/strata/pkg/receive"
 	"github.com/stratametrics/strata/pkg/ring"
@@ -27,30 +25,47 @@ type ingesterRing struct {
 	local map[string]*receive.Ingester
 }
 
-// newIngesterRing joins the KV store (memberlist gossip or in-memory) and watches the ingester ring; the ring
+// setupIngesterRing joins the KV store (memberlist gossip or in-memory) and watches the ingester ring; the ring
 // page is served at /ingester/ring (HTML, or JSON with Accept: application/json; with a forget button).
-func newIngesterRing(g *run.Group, p *process, cfg *Config, logger log.Logger, reg prometheus.Registerer) (*ingesterRing, error) {
-	kv, err := ring.NewKV(cfg.Memberlist, logger, reg)
+func setupIngesterRing(p *process) error {
+	cfg, logger := p.cfg, p.logger
+	kv, err := ring.NewKV(cfg.Memberlist, logger, p.reg)
 	if err != nil {
-		return nil, errSetup(err, "ring KV store")
+		return errSetup(err, "ring KV store")
 	}
 	r := &ingesterRing{kv: kv}
 	if svc := kv.Service(); svc != nil {
 		ready := p.srv.Ready.Register("memberlist")
-		addContextActor(g, func(ctx context.Context) error {
+		addContextActor(p.g, func(ctx context.Context) error {
 			return ring.RunService(ctx, svc, ready, func() { kv.Stopping(); r.waitUsers(logger) })
 		})
 	}
-	client, err := ring.NewClient(cfg.IngesterRing, kv, "ingester", ring.IngesterRingKey, logger, reg)
+	client, err := ring.NewClient(cfg.IngesterRing, kv, "ingester", ring.IngesterRingKey, logger, p.reg)
 	if err != nil {
-		return nil, errSetup(err, "ingester ring client")
+		return errSetup(err, "ingester ring client")
 	}
 	r.client = client
 	ready := p.srv.Ready.Register("ingester-ring")
-	addContextActor(g, func(ctx context.Context) error { return ring.RunService(ctx, client, ready, nil) })
+	addContextActor(p.g, func(ctx context.Context) error { return ring.RunService(ctx, client, ready, nil) })
 	p.srv.Handle("/ingester/ring", client)
 	p.srv.AddLinks("Ingester ring", server.Link{Path: "/ingester/ring", Desc: "Ingesters in the ring (JSON with Accept: application/json)"})
-	return r, nil
+	p.ingesterRing = r
+	return nil
+}
+
+// setupGatewayRing watches the store-gateway ring (in the KV store of the ingester ring); its page is
+// /store-gateway/ring.
+func setupGatewayRing(p *process) error {
+	client, err := ring.NewGatewayClient(p.cfg.StoreGatewayRing, p.ingesterRing.kv, p.logger, p.reg)
+	if err != nil {
+		return errSetup(err, "store-gateway ring client")
+	}
+	ready := p.srv.Ready.Register("store-gateway-ring")
+	addContextActor(p.g, func(ctx context.Context) error { return ring.RunService(ctx, client, ready, nil) })
+	p.srv.Handle("/store-gateway/ring", client)
+	p.srv.AddLinks("Store-gateway ring", server.Link{Path: "/store-gateway/ring", Desc: "Store-gateways in the ring (JSON with Accept: application/json)"})
+	p.gatewayRing = client
+	return nil
 }
 
 // waitUsers waits (at most 2 minutes) for the parts that need the ring while they shut down.
