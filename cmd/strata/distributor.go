@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/alecthomas/kingpin/v2"
 	"github.com/go-kit/log"
 	"github.com/grafana/dskit/services"
 
@@ -11,6 +12,15 @@ import (
 	"github.com/stratametrics/strata/pkg/ring"
 	"github.com/stratametrics/strata/pkg/server"
 )
+
+// registerDistributorFlags registers the flags of the distributor (strata distributor, strata all).
+func registerDistributorFlags(cmd *kingpin.CmdClause, b *binder, cfg *Config) {
+	b.String(cmd.Flag("distributor.id", "This distributor's ID in the distributor ring, which shares each tenant's ingestion rate among the distributors (default: the hostname)."), &cfg.Distributor.InstanceID)
+	b.Int(cmd.Flag("distributor.max-recv-msg-size", "Largest remote-write request body accepted, in bytes (413 beyond)."), &cfg.Distributor.MaxRecvMsgSize)
+	b.Duration(cmd.Flag("distributor.remote-timeout", "Timeout of one write to one ingester."), &cfg.Distributor.RemoteTimeout)
+	b.Int(cmd.Flag("distributor.instance-limits.max-inflight-push-requests", "Push requests this distributor handles at once; 503 beyond (0: no limit)."), &cfg.Distributor.InstanceLimits.MaxInflightPushRequests)
+	b.Int(cmd.Flag("distributor.instance-limits.max-inflight-push-requests-bytes", "Memory the push requests this distributor handles at once may hold: bodies as received and decompressed, and what they decode into (estimated before decoding); 503 beyond (0: no limit)."), &cfg.Distributor.InstanceLimits.MaxInflightPushRequestsBytes)
+}
 
 // runDistributor runs `strata distributor`: remote write in, validated, limited, sharded and replicated over
 // the ingester ring.

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/alecthomas/kingpin/v2"
 	"github.com/go-kit/log"
 	"github.com/go-kit/log/level"
 	dskitring "github.com/grafana/dskit/ring"
@@ -24,6 +25,19 @@ import (
 	"github.com/stratametrics/strata/pkg/store/storepb"
 )
 
+// registerIngesterFlags registers the flags of the ingester (strata ingester, strata all).
+func registerIngesterFlags(cmd *kingpin.CmdClause, b *binder, cfg *Config) {
+	b.String(cmd.Flag("ingester.id", "This ingester's ID in the ring (default: the hostname)."), &cfg.Ingester.Instance.ID)
+	b.String(cmd.Flag("ingester.availability-zone", "This ingester's availability zone."), &cfg.Ingester.Instance.Zone)
+	b.String(cmd.Flag("ingester.instance-addr", "host:port distributors reach this ingester's gRPC at (default: the gRPC address, 0.0.0.0 replaced by this host's address)."), &cfg.Ingester.Instance.Addr)
+	b.Duration(cmd.Flag("tsdb.block-duration", "Time range of one block; blocks are cut and shipped at this pace (≥ 1m)."), &cfg.Ingester.BlockDuration)
+	b.Duration(cmd.Flag("tsdb.retention", "How long blocks stay on local disk (only shipped blocks are deleted)."), &cfg.Ingester.Retention)
+	b.Duration(cmd.Flag("tsdb.ship-interval", "How often new blocks are shipped to the bucket."), &cfg.Ingester.ShipInterval)
+	b.Duration(cmd.Flag("ingester.close-idle-tsdb-timeout", "Close (and remove) a tenant's TSDB with no write for this long, once everything is shipped; 0 disables."), &cfg.Ingester.CloseIdleTSDBTimeout)
+	b.Duration(cmd.Flag("ingester.metadata-retain-period", "How long remote-written metric metadata is kept after it was last received."), &cfg.Ingester.MetadataRetainPeriod)
+	b.StringMap(cmd.Flag("ingester.external-label", "name=value added to every series and block of this ingester (repeatable)."), &cfg.Ingester.ExternalLabels)
+}
+
 // runIngester runs `strata ingester`: per-tenant TSDBs fed by distributors, served over the StoreAPI, shipped
 // to the bucket, in the ingester ring.
 func runIngester(p *process) error {
@@ -37,16 +51,9 @@ func runIngester(p *process) error {
 func setupIngester(p *process) error {
 	g, r, bkt, discarded, cfg, reg := p.g, p.ingesterRing, p.bkt, p.discardedSamples(), p.cfg, p.reg
 	logger := log.With(p.logger, "component", "ingester")
-	inst := cfg.Ingester.Instance
-	if inst.Addr == "" {
-		addr, err := ring.AdvertiseAddr(p.srv.GRPCAddr(), hostAddr())
-		if err != nil {
-			return errSetup(err, "ingester address")
-		}
-		inst.Addr = addr
-	}
-	if inst.TokensFile == "" {
-		inst.TokensFile = filepath.Join(cfg.DataDir, "ingester-tokens.json")
+	inst, err := ringInstance(p, cfg.Ingester.Instance, "ingester")
+	if err != nil {
+		return err
 	}
 	ing := receive.NewIngester(cfg.Ingester.IngesterConfig, filepath.Join(cfg.DataDir, "tsdb"), p.overrides, discarded, logger, reg,
 		receive.WithLimitShare(r.limitShare(cfg)), receive.WithShippers(newShipperFactory(bkt, logger)))

@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"net"
+	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -45,10 +47,7 @@ func setupIngesterRing(p *process) error {
 		return errSetup(err, "ingester ring client")
 	}
 	r.client = client
-	ready := p.srv.Ready.Register("ingester-ring")
-	addContextActor(p.g, func(ctx context.Context) error { return ring.RunService(ctx, client, ready, nil) })
-	p.srv.Handle("/ingester/ring", client)
-	p.srv.AddLinks("Ingester ring", server.Link{Path: "/ingester/ring", Desc: "Ingesters in the ring (JSON with Accept: application/json)"})
+	watchRing(p, client, "ingester", "Ingesters")
 	p.ingesterRing = r
 	return nil
 }
@@ -60,12 +59,35 @@ func setupGatewayRing(p *process) error {
 	if err != nil {
 		return errSetup(err, "store-gateway ring client")
 	}
-	ready := p.srv.Ready.Register("store-gateway-ring")
-	addContextActor(p.g, func(ctx context.Context) error { return ring.RunService(ctx, client, ready, nil) })
-	p.srv.Handle("/store-gateway/ring", client)
-	p.srv.AddLinks("Store-gateway ring", server.Link{Path: "/store-gateway/ring", Desc: "Store-gateways in the ring (JSON with Accept: application/json)"})
+	watchRing(p, client, "store-gateway", "Store-gateways")
 	p.gatewayRing = client
 	return nil
+}
+
+// watchRing runs the client of the ring of a component (ready once it has read the ring) and serves its page at
+// /<component>/ring.
+func watchRing(p *process, client *dskitring.Ring, component, members string) {
+	ready := p.srv.Ready.Register(component + "-ring")
+	addContextActor(p.g, func(ctx context.Context) error { return ring.RunService(ctx, client, ready, nil) })
+	path := "/" + component + "/ring"
+	p.srv.Handle(path, client)
+	p.srv.AddLinks(strings.ToUpper(component[:1])+component[1:]+" ring", server.Link{Path: path, Desc: members + " in the ring (JSON with Accept: application/json)"})
+}
+
+// ringInstance is inst with its address (default: the gRPC server's, 0.0.0.0 replaced by this host's address)
+// and tokens file (default: <data-dir>/<component>-tokens.json) filled in.
+func ringInstance(p *process, inst ring.InstanceConfig, component string) (ring.InstanceConfig, error) {
+	if inst.Addr == "" {
+		addr, err := ring.AdvertiseAddr(p.srv.GRPCAddr(), hostAddr())
+		if err != nil {
+			return inst, errSetup(err, component+" address")
+		}
+		inst.Addr = addr
+	}
+	if inst.TokensFile == "" {
+		inst.TokensFile = filepath.Join(p.cfg.DataDir, component+"-tokens.json")
+	}
+	return inst, nil
 }
 
 // waitUsers waits (at most 2 minutes) for the parts that need the ring while they shut down.

@@ -8,7 +8,6 @@ import (
 	"github.com/go-kit/log"
 	"google.golang.org/grpc"
 
-	"github.com/stratametrics/strata/pkg/ring"
 	"github.com/stratametrics/strata/pkg/server"
 	"github.com/stratametrics/strata/pkg/store/gateway"
 )
@@ -50,18 +49,11 @@ func runStoreGateway(p *process) error {
 func setupStoreGateway(p *process) error {
 	cfg := p.cfg
 	logger := log.With(p.logger, "component", "store-gateway")
-	inst := cfg.StoreGateway.Instance
-	if inst.Addr == "" {
-		addr, err := ring.AdvertiseAddr(p.srv.GRPCAddr(), hostAddr())
-		if err != nil {
-			return errSetup(err, "store-gateway address")
-		}
-		inst.Addr = addr
-	}
-	if inst.TokensFile == "" {
-		inst.TokensFile = filepath.Join(cfg.DataDir, "store-gateway-tokens.json")
-	}
 	sgCfg := cfg.StoreGateway
+	inst, err := ringInstance(p, sgCfg.Instance, "store-gateway")
+	if err != nil {
+		return err
+	}
 	sgCfg.Instance = inst
 	gw, err := gateway.New(sgCfg, filepath.Join(cfg.DataDir, "store-gateway"), p.bkt, cfg.StoreGatewayRing, p.ingesterRing.kv, p.gatewayRing, p.overrides, logger, p.reg)
 	if err != nil {
