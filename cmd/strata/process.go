@@ -40,13 +40,13 @@ type process struct {
 	// gRPC port; nil: each component registers its own store there.
 	storeAPI *allStoreAPI
 
-	bkt          objstore.Bucket  // setupBucket
-	ingesterRing *ingesterRing    // setupIngesterRing
-	gatewayRing  *dskitring.Ring  // setupGatewayRing
-	gateway      *gateway.Gateway // setupStoreGateway
-	localGateway *gateway.Local   // setupStoreGateway with storeAPI set: the gateway served in process
-	proxy        *store.Proxy     // setupQuerier: the merged view of the querier's stores
-	discarded    *receive.DiscardedSamples
+	bkt          objstore.Bucket           // setupBucket
+	ingesterRing *ingesterRing             // setupIngesterRing
+	gatewayRing  *dskitring.Ring           // setupGatewayRing
+	gateway      *gateway.Gateway          // setupStoreGateway
+	localGateway *gateway.Local            // setupStoreGateway with storeAPI set: the gateway served in process
+	proxy        *store.Proxy              // setupQuerier: the merged view of the querier's stores
+	discarded    *receive.DiscardedSamples // discardedSamples(), on first use
 }
 
 // newProcess returns the process of a component: nothing runs until its setups add to g.
