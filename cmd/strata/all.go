@@ -3,13 +3,7 @@ package main
 import (
 	"context"
 	"math"
-	"os"
 
-	"github.com/go-kit/log"
-	"github.com/oklog/run"
-	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/stratametrics/strata/pkg/receive"
 	"github.com/stratametrics/strata/pkg/store"
 	"github.com/stratametrics/strata/pkg/store/infopb"
 	"github.com/stratametrics/strata/pkg/store/storepb"
@@ -41,50 +35,20 @@ func (i soleInstanceInfo) Info(ctx context.Context, r *infopb.InfoRequest) (*inf
 // bucket is configured. The distributor writes to the in-process ingester directly. The gRPC port serves the
 // ingester's writes, and a StoreAPI that a Thanos querier (or a Strata querier's --endpoint) sees as the merged
 // view of the recent data and the bucket's blocks.
-func runAll(g *run.Group, logger log.Logger, reg *prometheus.Registry, cfg *Config) error {
-	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
-		return errSetup(err, "data directory "+cfg.DataDir)
-	}
-	p, err := newProcess(g, logger, reg, cfg)
-	if err != nil {
-		return err
-	}
+func runAll(p *process) error {
 	p.storeAPI = &allStoreAPI{}
-	bkt, err := newBucket(g, p, cfg, logger, reg)
-	if err != nil {
-		return err
-	}
-	r, err := newIngesterRing(g, p, cfg, logger, reg)
-	if err != nil {
-		return err
-	}
-	discarded := receive.NewDiscardedSamples(reg)
-	ing, addr, err := setupIngester(g, p, r, bkt, discarded, cfg, logger, reg)
-	if err != nil {
-		return err
-	}
-	if err := setupDistributor(g, p, r, map[string]receive.Pusher{addr: ing}, discarded, cfg, logger, reg); err != nil {
-		return err
-	}
-	gw, err := newGatewayRing(g, p, r, cfg, logger, reg)
-	if err != nil {
-		return err
-	}
-	local, err := setupStoreGateway(g, p, r, gw, bkt, true, cfg, logger, reg)
-	if err != nil {
-		return err
-	}
-	proxy, err := setupQuerier(g, p, r, gw, bkt, local, cfg, logger, reg)
+	err := setupAll(p, (*process).mkDataDir, setupServers, setupBucket, setupIngesterRing,
+		setupIngester, setupDistributor, setupGatewayRing, setupStoreGateway, setupQuerier)
 	if err != nil {
 		return err
 	}
 	// The merged Info is this process's ingester and store-gateway: the proxy's own Info cannot tell the bucket's
 	// time range and label sets (it asks the store-gateways per request).
-	infos := []infopb.InfoServer{soleInstanceInfo{local: p.storeAPI.ingester, ring: r.client}}
-	if local != nil {
-		infos = append(infos, soleInstanceInfo{local: local.info, ring: gw})
+	infos := []infopb.InfoServer{soleInstanceInfo{local: p.storeAPI.ingester, ring: p.ingesterRing.client}}
+	if p.localGateway != nil {
+		infos = append(infos, soleInstanceInfo{local: p.gateway.Store(), ring: p.gatewayRing})
 	}
-	scoped := store.NewScopedServer(p.storeAPI.ingester, proxy, infos...)
+	scoped := store.NewScopedServer(p.storeAPI.ingester, p.proxy, infos...)
 	storepb.RegisterStoreServer(p.srv.GRPC(), scoped)
 	infopb.RegisterInfoServer(p.srv.GRPC(), metadataInfo{scoped})
 	return nil

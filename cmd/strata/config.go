@@ -11,9 +11,11 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/stratametrics/strata/pkg/block"
+	"github.com/stratametrics/strata/pkg/query"
 	"github.com/stratametrics/strata/pkg/receive"
 	"github.com/stratametrics/strata/pkg/ring"
 	"github.com/stratametrics/strata/pkg/server"
+	"github.com/stratametrics/strata/pkg/store/gateway"
 	"github.com/stratametrics/strata/pkg/tenancy"
 )
 
@@ -32,12 +34,15 @@ type Config struct {
 	IngesterRing ring.Config           `yaml:"ingester_ring"`
 	Ingester     ingesterConfig        `yaml:"ingester"`
 	Distributor  distributorConfig     `yaml:"distributor"`
-	Querier      querierConfig         `yaml:"querier"`
+	Querier      query.Config          `yaml:"querier"`
 
-	StoreGatewayRing ring.Config        `yaml:"store_gateway_ring"`
-	StoreGateway     storeGatewayConfig `yaml:"store_gateway"`
+	StoreGatewayRing ring.Config    `yaml:"store_gateway_ring"`
+	StoreGateway     gateway.Config `yaml:"store_gateway"`
 }
 
+// ingesterConfig and distributorConfig add the ring membership, instance ID and remote timeout to the configs of
+// pkg/receive. They are the exception to the layout rule (README "Layout"): their fields belong in
+// receive.IngesterConfig and receive.PushConfig, and move there with the split of pkg/receive.
 type ingesterConfig struct {
 	receive.IngesterConfig `yaml:",inline"`
 	Instance               ring.InstanceConfig `yaml:"ring"`
@@ -68,10 +73,10 @@ func defaultConfig() Config {
 		IngesterRing:  ring.DefaultConfig(),
 		Ingester:      ingesterConfig{IngesterConfig: receive.DefaultIngesterConfig(), Instance: ring.InstanceConfig{ID: ring.DefaultInstanceID()}},
 		Distributor:   distributorConfig{PushConfig: receive.DefaultPushConfig(), RemoteTimeout: 5 * time.Second, InstanceID: ring.DefaultInstanceID()},
-		Querier:       defaultQuerierConfig(),
+		Querier:       query.DefaultConfig(),
 
 		StoreGatewayRing: ring.DefaultConfig(),
-		StoreGateway:     defaultStoreGatewayConfig(),
+		StoreGateway:     gateway.DefaultConfig(),
 	}
 }
 
@@ -121,28 +126,6 @@ func registerCommonFlags(app *kingpin.Application, b *binder, cfg *Config) {
 	b.Duration(app.Flag("ingester.ring.heartbeat-period", "How often an ingester heartbeats into the ring."), &cfg.IngesterRing.HeartbeatPeriod)
 	b.Duration(app.Flag("ingester.ring.heartbeat-timeout", "After this long without a heartbeat an ingester is unhealthy."), &cfg.IngesterRing.HeartbeatTimeout)
 	b.Duration(app.Flag("ingester.ring.auto-forget-period", "An ingester unhealthy for this long is removed from the ring."), &cfg.IngesterRing.AutoForgetPeriod)
-}
-
-// registerIngesterFlags registers the flags of the ingester (strata ingester, strata all).
-func registerIngesterFlags(cmd *kingpin.CmdClause, b *binder, cfg *Config) {
-	b.String(cmd.Flag("ingester.id", "This ingester's ID in the ring (default: the hostname)."), &cfg.Ingester.Instance.ID)
-	b.String(cmd.Flag("ingester.availability-zone", "This ingester's availability zone."), &cfg.Ingester.Instance.Zone)
-	b.String(cmd.Flag("ingester.instance-addr", "host:port distributors reach this ingester's gRPC at (default: the gRPC address, 0.0.0.0 replaced by this host's address)."), &cfg.Ingester.Instance.Addr)
-	b.Duration(cmd.Flag("tsdb.block-duration", "Time range of one block; blocks are cut and shipped at this pace (≥ 1m)."), &cfg.Ingester.BlockDuration)
-	b.Duration(cmd.Flag("tsdb.retention", "How long blocks stay on local disk (only shipped blocks are deleted)."), &cfg.Ingester.Retention)
-	b.Duration(cmd.Flag("tsdb.ship-interval", "How often new blocks are shipped to the bucket."), &cfg.Ingester.ShipInterval)
-	b.Duration(cmd.Flag("ingester.close-idle-tsdb-timeout", "Close (and remove) a tenant's TSDB with no write for this long, once everything is shipped; 0 disables."), &cfg.Ingester.CloseIdleTSDBTimeout)
-	b.Duration(cmd.Flag("ingester.metadata-retain-period", "How long remote-written metric metadata is kept after it was last received."), &cfg.Ingester.MetadataRetainPeriod)
-	b.StringMap(cmd.Flag("ingester.external-label", "name=value added to every series and block of this ingester (repeatable)."), &cfg.Ingester.ExternalLabels)
-}
-
-// registerDistributorFlags registers the flags of the distributor (strata distributor, strata all).
-func registerDistributorFlags(cmd *kingpin.CmdClause, b *binder, cfg *Config) {
-	b.String(cmd.Flag("distributor.id", "This distributor's ID in the distributor ring, which shares each tenant's ingestion rate among the distributors (default: the hostname)."), &cfg.Distributor.InstanceID)
-	b.Int(cmd.Flag("distributor.max-recv-msg-size", "Largest remote-write request body accepted, in bytes (413 beyond)."), &cfg.Distributor.MaxRecvMsgSize)
-	b.Duration(cmd.Flag("distributor.remote-timeout", "Timeout of one write to one ingester."), &cfg.Distributor.RemoteTimeout)
-	b.Int(cmd.Flag("distributor.instance-limits.max-inflight-push-requests", "Push requests this distributor handles at once; 503 beyond (0: no limit)."), &cfg.Distributor.InstanceLimits.MaxInflightPushRequests)
-	b.Int(cmd.Flag("distributor.instance-limits.max-inflight-push-requests-bytes", "Memory the push requests this distributor handles at once may hold: bodies as received and decompressed, and what they decode into (estimated before decoding); 503 beyond (0: no limit)."), &cfg.Distributor.InstanceLimits.MaxInflightPushRequestsBytes)
 }
 
 // loadConfig reads the config file (if any) over the defaults in cfg, then applies the flags the user set.

@@ -4,47 +4,55 @@ import (
 	"context"
 	"time"
 
+	"github.com/alecthomas/kingpin/v2"
 	"github.com/go-kit/log"
 	"github.com/grafana/dskit/services"
-	"github.com/oklog/run"
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/stratametrics/strata/pkg/receive"
 	"github.com/stratametrics/strata/pkg/ring"
 	"github.com/stratametrics/strata/pkg/server"
 )
 
-// runDistributor runs `strata distributor`: remote write in, validated, limited, sharded and replicated over
-// the ingester ring.
-func runDistributor(g *run.Group, logger log.Logger, reg *prometheus.Registry, cfg *Config) error {
-	p, err := newProcess(g, logger, reg, cfg)
-	if err != nil {
-		return err
-	}
-	r, err := newIngesterRing(g, p, cfg, logger, reg)
-	if err != nil {
-		return err
-	}
-	return setupDistributor(g, p, r, nil, receive.NewDiscardedSamples(reg), cfg, logger, reg)
+// registerDistributorFlags registers the flags of the distributor (strata distributor, strata all).
+func registerDistributorFlags(cmd *kingpin.CmdClause, b *binder, cfg *Config) {
+	b.String(cmd.Flag("distributor.id", "This distributor's ID in the distributor ring, which shares each tenant's ingestion rate among the distributors (default: the hostname)."), &cfg.Distributor.InstanceID)
+	b.Int(cmd.Flag("distributor.max-recv-msg-size", "Largest remote-write request body accepted, in bytes (413 beyond)."), &cfg.Distributor.MaxRecvMsgSize)
+	b.Duration(cmd.Flag("distributor.remote-timeout", "Timeout of one write to one ingester."), &cfg.Distributor.RemoteTimeout)
+	b.Int(cmd.Flag("distributor.instance-limits.max-inflight-push-requests", "Push requests this distributor handles at once; 503 beyond (0: no limit)."), &cfg.Distributor.InstanceLimits.MaxInflightPushRequests)
+	b.Int(cmd.Flag("distributor.instance-limits.max-inflight-push-requests-bytes", "Memory the push requests this distributor handles at once may hold: bodies as received and decompressed, and what they decode into (estimated before decoding); 503 beyond (0: no limit)."), &cfg.Distributor.InstanceLimits.MaxInflightPushRequestsBytes)
 }
 
-// setupDistributor serves POST /api/v1/push and /api/v1/receive (remote write 1.0 and 2.0). local maps ring
-// addresses of ingesters in this process to them, so writes to those skip the network.
-func setupDistributor(g *run.Group, p *process, r *ingesterRing, local map[string]receive.Pusher, discarded *receive.DiscardedSamples, cfg *Config, logger log.Logger, reg prometheus.Registerer) error {
-	logger = log.With(logger, "component", "distributor")
-	distributors, err := joinDistributorRing(g, p, r, cfg, logger, reg)
+// runDistributor runs `strata distributor`: remote write in, validated, limited, sharded and replicated over
+// the ingester ring.
+func runDistributor(p *process) error {
+	return setupAll(p, setupServers, setupIngesterRing, setupDistributor)
+}
+
+// setupDistributor serves POST /api/v1/push and /api/v1/receive (remote write 1.0 and 2.0). Writes to the
+// ingesters of this process (p.ingesterRing.local, strata all) skip the network.
+func setupDistributor(p *process) error {
+	cfg := p.cfg
+	logger := log.With(p.logger, "component", "distributor")
+	distributors, err := joinDistributorRing(p, logger)
 	if err != nil {
 		return err
 	}
-	pusher := receive.NewRingPusher(r.client, cfg.Distributor.RemoteTimeout, local, logger, reg)
-	h := cfg.Auth.HTTPMiddleware(false)(receive.NewPushHandler(receive.NewDistributor(cfg.Distributor.PushConfig, p.overrides, pusher, logger, reg,
-		receive.WithDiscardedSamples(discarded), receive.WithDistributorCount(distributors.Get))))
+	var local map[string]receive.Pusher
+	for addr, ing := range p.ingesterRing.local {
+		if local == nil {
+			local = map[string]receive.Pusher{}
+		}
+		local[addr] = ing
+	}
+	pusher := receive.NewRingPusher(p.ingesterRing.client, cfg.Distributor.RemoteTimeout, local, logger, p.reg)
+	h := cfg.Auth.HTTPMiddleware(false)(receive.NewPushHandler(receive.NewDistributor(cfg.Distributor.PushConfig, p.overrides, pusher, logger, p.reg,
+		receive.WithDiscardedSamples(p.discardedSamples()), receive.WithDistributorCount(distributors.Get))))
 	// Method-less patterns: the handler answers other methods 405 with Allow: POST itself. "POST /api/v1/push"
 	// would leave GET /api/v1/push to the querier's "/api/v1/" in `strata all` (a 404).
 	p.srv.Handle("/api/v1/push", h)
 	p.srv.Handle("/api/v1/receive", h)
 	p.srv.AddLinks("Distributor", server.Link{Path: "/api/v1/push", Desc: "POST: Prometheus remote write (1.0 and 2.0)"})
-	addContextActor(g, func(ctx context.Context) error {
+	addContextActor(p.g, func(ctx context.Context) error {
 		<-ctx.Done()
 		return pusher.Close()
 	})
@@ -53,7 +61,8 @@ func setupDistributor(g *run.Group, p *process, r *ingesterRing, local map[strin
 
 // joinDistributorRing registers this distributor in the distributor ring and counts the healthy distributors
 // (every 5s), so each admits 1/N of a tenant's ingestion rate. Page: /distributor/ring.
-func joinDistributorRing(g *run.Group, p *process, r *ingesterRing, cfg *Config, logger log.Logger, reg prometheus.Registerer) (*ring.HealthyCount, error) {
+func joinDistributorRing(p *process, logger log.Logger) (*ring.HealthyCount, error) {
+	g, r, cfg, reg := p.g, p.ingesterRing, p.cfg, p.reg
 	addr, err := ring.AdvertiseAddr(p.srv.GRPCAddr(), hostAddr())
 	if err != nil {
 		return nil, errSetup(err, "distributor address")

@@ -6,9 +6,9 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/alecthomas/kingpin/v2"
 	"github.com/go-kit/log"
 	"github.com/go-kit/log/level"
-	"github.com/oklog/run"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/thanos-io/objstore"
@@ -23,45 +23,39 @@ import (
 	"github.com/stratametrics/strata/pkg/store/storepb"
 )
 
-// runIngester runs `strata ingester`: per-tenant TSDBs fed by distributors, served over the StoreAPI, shipped
-// to the bucket, in the ingester ring.
-func runIngester(g *run.Group, logger log.Logger, reg *prometheus.Registry, cfg *Config) error {
-	p, err := newProcess(g, logger, reg, cfg)
-	if err != nil {
-		return err
-	}
-	bkt, err := newBucket(g, p, cfg, logger, reg)
-	if err != nil {
-		return err
-	}
-	r, err := newIngesterRing(g, p, cfg, logger, reg)
-	if err != nil {
-		return err
-	}
-	_, _, err = setupIngester(g, p, r, bkt, receive.NewDiscardedSamples(reg), cfg, logger, reg)
-	return err
+// registerIngesterFlags registers the flags of the ingester (strata ingester, strata all).
+func registerIngesterFlags(cmd *kingpin.CmdClause, b *binder, cfg *Config) {
+	b.String(cmd.Flag("ingester.id", "This ingester's ID in the ring (default: the hostname)."), &cfg.Ingester.Instance.ID)
+	b.String(cmd.Flag("ingester.availability-zone", "This ingester's availability zone."), &cfg.Ingester.Instance.Zone)
+	b.String(cmd.Flag("ingester.instance-addr", "host:port distributors reach this ingester's gRPC at (default: the gRPC address, 0.0.0.0 replaced by this host's address)."), &cfg.Ingester.Instance.Addr)
+	b.Duration(cmd.Flag("tsdb.block-duration", "Time range of one block; blocks are cut and shipped at this pace (≥ 1m)."), &cfg.Ingester.BlockDuration)
+	b.Duration(cmd.Flag("tsdb.retention", "How long blocks stay on local disk (only shipped blocks are deleted)."), &cfg.Ingester.Retention)
+	b.Duration(cmd.Flag("tsdb.ship-interval", "How often new blocks are shipped to the bucket."), &cfg.Ingester.ShipInterval)
+	b.Duration(cmd.Flag("ingester.close-idle-tsdb-timeout", "Close (and remove) a tenant's TSDB with no write for this long, once everything is shipped; 0 disables."), &cfg.Ingester.CloseIdleTSDBTimeout)
+	b.Duration(cmd.Flag("ingester.metadata-retain-period", "How long remote-written metric metadata is kept after it was last received."), &cfg.Ingester.MetadataRetainPeriod)
+	b.StringMap(cmd.Flag("ingester.external-label", "name=value added to every series and block of this ingester (repeatable)."), &cfg.Ingester.ExternalLabels)
 }
 
-// setupIngester adds an ingester to the process and returns it with its address in the ring.
+// runIngester runs `strata ingester`: per-tenant TSDBs fed by distributors, served over the StoreAPI, shipped
+// to the bucket, in the ingester ring.
+func runIngester(p *process) error {
+	return setupAll(p, setupServers, setupBucket, setupIngesterRing, setupIngester)
+}
+
+// setupIngester adds an ingester to the process (in p.ingesterRing.local, by its address in the ring).
 // On SIGTERM it stops shipping, then receive.Ingester.Stop leaves the ring after flushing.
-func setupIngester(g *run.Group, p *process, r *ingesterRing, bkt objstore.Bucket, discarded *receive.DiscardedSamples, cfg *Config, logger log.Logger, reg prometheus.Registerer) (*receive.Ingester, string, error) {
-	logger = log.With(logger, "component", "ingester")
-	inst := cfg.Ingester.Instance
-	if inst.Addr == "" {
-		addr, err := ring.AdvertiseAddr(p.srv.GRPCAddr(), hostAddr())
-		if err != nil {
-			return nil, "", errSetup(err, "ingester address")
-		}
-		inst.Addr = addr
-	}
-	if inst.TokensFile == "" {
-		inst.TokensFile = filepath.Join(cfg.DataDir, "ingester-tokens.json")
+func setupIngester(p *process) error {
+	g, r, bkt, discarded, cfg, reg := p.g, p.ingesterRing, p.bkt, p.discardedSamples(), p.cfg, p.reg
+	logger := log.With(p.logger, "component", "ingester")
+	inst, err := ringInstance(p, cfg.Ingester.Instance, "ingester")
+	if err != nil {
+		return err
 	}
 	ing := receive.NewIngester(cfg.Ingester.IngesterConfig, filepath.Join(cfg.DataDir, "tsdb"), p.overrides, discarded, logger, reg,
 		receive.WithLimitShare(r.limitShare(cfg)), receive.WithShippers(newShipperFactory(bkt, logger)))
 	lc, err := ring.NewLifecycler(cfg.IngesterRing, inst, r.kv, "ingester", ring.IngesterRingKey, logger, reg)
 	if err != nil {
-		return nil, "", errSetup(err, "ingester ring membership")
+		return errSetup(err, "ingester ring membership")
 	}
 	st := store.NewTSDBStore(ing, logger, store.WithExternalLabels(ing.ExternalLabels()), store.WithComponentType(store.ComponentReceive))
 	if p.storeAPI != nil {
@@ -103,7 +97,7 @@ func setupIngester(g *run.Group, p *process, r *ingesterRing, bkt objstore.Bucke
 		<-shippingDone
 		return ing.Stop(lc)
 	}, func(error) { cancel() })
-	return ing, inst.Addr, nil
+	return nil
 }
 
 func flushHandler(ing *receive.Ingester, logger log.Logger) http.Handler {

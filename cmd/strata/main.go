@@ -20,8 +20,8 @@ import (
 	"github.com/stratametrics/strata/pkg/server"
 )
 
-// component runs one component (or several, for `all`) in g.
-type component func(g *run.Group, logger log.Logger, reg *prometheus.Registry, cfg *Config) error
+// component sets up one component (or several, for `all`) in the process's run group.
+type component func(p *process) error
 
 // components maps each subcommand to the function that runs it; registerComponents adds their flags.
 func registerComponents(app *kingpin.Application, b *binder, cfg *Config) map[string]component {
@@ -89,7 +89,7 @@ func main() {
 
 	var g run.Group
 	addSignalHandler(&g, logger)
-	if err := runComponent(&g, logger, reg, cfg); err != nil {
+	if err := runComponent(newProcess(&g, logger, reg, cfg)); err != nil {
 		level.Error(logger).Log("msg", "failed to set up "+cmd, "err", err)
 		os.Exit(1)
 	}

@@ -6,11 +6,9 @@ import (
 
 	"github.com/efficientgo/core/errors"
 	dskitring "github.com/grafana/dskit/ring"
-	"github.com/oklog/run"
 	"google.golang.org/grpc"
 
 	"github.com/stratametrics/strata/pkg/query"
-	"github.com/stratametrics/strata/pkg/ring"
 	"github.com/stratametrics/strata/pkg/store"
 	"github.com/stratametrics/strata/pkg/store/infopb"
 	"github.com/stratametrics/strata/pkg/store/metadatapb"
@@ -18,7 +16,8 @@ import (
 
 // newMetadataQuerier returns the querier of the metric metadata the ring's ingesters hold: each asked over its
 // thanos.Metadata gRPC service, or directly for an ingester of this process (strata all).
-func newMetadataQuerier(g *run.Group, r *ingesterRing, rfg ring.Config) *query.MetadataQuerier {
+func newMetadataQuerier(p *process) *query.MetadataQuerier {
+	g, r, rfg := p.g, p.ingesterRing, p.cfg.IngesterRing
 	if r == nil {
 		return nil
 	}

@@ -2,16 +2,21 @@ package main
 
 import (
 	"context"
+	"os"
 
 	"github.com/go-kit/log"
 	"github.com/go-kit/log/level"
+	dskitring "github.com/grafana/dskit/ring"
 	"github.com/oklog/run"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/thanos-io/objstore"
 	"google.golang.org/grpc"
 
 	"github.com/stratametrics/strata/pkg/block"
+	"github.com/stratametrics/strata/pkg/receive"
 	"github.com/stratametrics/strata/pkg/server"
+	"github.com/stratametrics/strata/pkg/store"
+	"github.com/stratametrics/strata/pkg/store/gateway"
 	"github.com/stratametrics/strata/pkg/tenancy"
 )
 
@@ -20,27 +25,64 @@ import (
 // RemoteWrite carries its tenant in the request (Thanos's forward RPC), which the ingester validates.
 var grpcTenantExempt = tenancy.GRPCExempt{"/grpc.health.v1.Health/", "/thanos.info.Info/", "/thanos.WriteableStore/RemoteWrite"}
 
-// process is what every component shares in one process: the servers, the config pages and the limits.
+// process is what the components of one process share. main fills the first block; each setupX(p) adds a
+// part, and the parts a later setup needs are set by an earlier one (the runX functions call them in order).
 type process struct {
+	g      *run.Group
+	logger log.Logger
+	reg    *prometheus.Registry
+	cfg    *Config
+
+	// Set by setupServers: the HTTP and gRPC servers and the per-tenant overrides.
 	srv       *server.Server
 	overrides *tenancy.Overrides
 	// storeAPI, set by runAll, collects the stores of the process's components for the merged StoreAPI of the
 	// gRPC port; nil: each component registers its own store there.
 	storeAPI *allStoreAPI
+
+	bkt          objstore.Bucket           // setupBucket
+	ingesterRing *ingesterRing             // setupIngesterRing
+	gatewayRing  *dskitring.Ring           // setupGatewayRing
+	gateway      *gateway.Gateway          // setupStoreGateway
+	localGateway *gateway.Local            // setupStoreGateway with storeAPI set: the gateway served in process
+	proxy        *store.Proxy              // setupQuerier: the merged view of the querier's stores
+	discarded    *receive.DiscardedSamples // discardedSamples(), on first use
 }
 
-// newProcess builds the servers and the per-tenant overrides for cfg, and adds them to g.
-func newProcess(g *run.Group, logger log.Logger, reg prometheus.Registerer, cfg *Config) (*process, error) {
-	srv, err := server.New(cfg.Server, logger, reg,
+// newProcess returns the process of a component: nothing runs until its setups add to g.
+func newProcess(g *run.Group, logger log.Logger, reg *prometheus.Registry, cfg *Config) *process {
+	return &process{g: g, logger: logger, reg: reg, cfg: cfg}
+}
+
+// mkDataDir creates the data directory.
+func (p *process) mkDataDir() error {
+	if err := os.MkdirAll(p.cfg.DataDir, 0o750); err != nil {
+		return errSetup(err, "data directory "+p.cfg.DataDir)
+	}
+	return nil
+}
+
+// discardedSamples is the process's counter of discarded samples, shared by its ingester and distributor.
+func (p *process) discardedSamples() *receive.DiscardedSamples {
+	if p.discarded == nil {
+		p.discarded = receive.NewDiscardedSamples(p.reg)
+	}
+	return p.discarded
+}
+
+// setupServers builds the servers and the per-tenant overrides, and adds them to the group.
+func setupServers(p *process) error {
+	cfg, logger := p.cfg, p.logger
+	srv, err := server.New(cfg.Server, logger, p.reg,
 		grpc.ChainUnaryInterceptor(cfg.Auth.UnaryServerInterceptor(grpcTenantExempt)),
 		grpc.ChainStreamInterceptor(cfg.Auth.StreamServerInterceptor(grpcTenantExempt)),
 	)
 	if err != nil {
-		return nil, errSetup(err, "servers")
+		return errSetup(err, "servers")
 	}
-	rtm, err := tenancy.NewRuntimeOverridesManager(cfg.RuntimeConfig, cfg.Limits, logger, reg)
+	rtm, err := tenancy.NewRuntimeOverridesManager(cfg.RuntimeConfig, cfg.Limits, logger, p.reg)
 	if err != nil {
-		return nil, errSetup(err, "runtime config")
+		return errSetup(err, "runtime config")
 	}
 	overrides := tenancy.NewOverrides(cfg.Limits, rtm)
 
@@ -52,26 +94,38 @@ func newProcess(g *run.Group, logger log.Logger, reg prometheus.Registerer, cfg 
 		server.Link{Path: "/api/v1/user_limits", Desc: "Limits of the requesting tenant (needs X-Scope-OrgID)"})
 
 	runtimeReady := srv.Ready.Register("runtime-config")
-	addContextActor(g, func(ctx context.Context) error { return rtm.Run(ctx, runtimeReady) })
-	srv.Run(g)
-	return &process{srv: srv, overrides: overrides}, nil
+	addContextActor(p.g, func(ctx context.Context) error { return rtm.Run(ctx, runtimeReady) })
+	srv.Run(p.g)
+	p.srv, p.overrides = srv, overrides
+	return nil
 }
 
-// newBucket builds the bucket (filesystem under <data-dir>/bucket by default) and closes it on shutdown.
-func newBucket(g *run.Group, p *process, cfg *Config, logger log.Logger, reg prometheus.Registerer) (objstore.Bucket, error) {
-	bkt, err := block.NewBucket(cfg.Objstore, cfg.DataDir, logger, reg)
+// setupBucket builds the bucket (filesystem under <data-dir>/bucket by default) and closes it on shutdown.
+func setupBucket(p *process) error {
+	bkt, err := block.NewBucket(p.cfg.Objstore, p.cfg.DataDir, p.logger, p.reg)
 	if err != nil {
-		return nil, errSetup(err, "bucket")
+		return errSetup(err, "bucket")
 	}
 	p.srv.AddLinks("Bucket", server.Link{Path: "/metrics", Desc: bkt.Name() + " (strata_objstore_bucket_* metrics)"})
 	bucketReady := p.srv.Ready.Register("bucket")
-	addContextActor(g, func(ctx context.Context) error {
+	addContextActor(p.g, func(ctx context.Context) error {
 		bucketReady()
 		<-ctx.Done()
 		if err := bkt.Close(); err != nil {
-			level.Warn(logger).Log("msg", "closing the bucket client", "err", err)
+			level.Warn(p.logger).Log("msg", "closing the bucket client", "err", err)
 		}
 		return nil
 	})
-	return bkt, nil
+	p.bkt = bkt
+	return nil
+}
+
+// setupAll runs the setups in order, stopping at the first error.
+func setupAll(p *process, setups ...func(*process) error) error {
+	for _, s := range setups {
+		if err := s(p); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -3,14 +3,14 @@ package main
 import (
 	"context"
 	"net"
+	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/go-kit/log"
 	"github.com/go-kit/log/level"
 	dskitring "github.com/grafana/dskit/ring"
-	"github.com/oklog/run"
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/stratametrics/strata/pkg/receive"
 	"github.com/stratametrics/strata/pkg/ring"
@@ -27,30 +27,67 @@ type ingesterRing struct {
 	local map[string]*receive.Ingester
 }
 
-// newIngesterRing joins the KV store (memberlist gossip or in-memory) and watches the ingester ring; the ring
+// setupIngesterRing joins the KV store (memberlist gossip or in-memory) and watches the ingester ring; the ring
 // page is served at /ingester/ring (HTML, or JSON with Accept: application/json; with a forget button).
-func newIngesterRing(g *run.Group, p *process, cfg *Config, logger log.Logger, reg prometheus.Registerer) (*ingesterRing, error) {
-	kv, err := ring.NewKV(cfg.Memberlist, logger, reg)
+func setupIngesterRing(p *process) error {
+	cfg, logger := p.cfg, p.logger
+	kv, err := ring.NewKV(cfg.Memberlist, logger, p.reg)
 	if err != nil {
-		return nil, errSetup(err, "ring KV store")
+		return errSetup(err, "ring KV store")
 	}
 	r := &ingesterRing{kv: kv}
 	if svc := kv.Service(); svc != nil {
 		ready := p.srv.Ready.Register("memberlist")
-		addContextActor(g, func(ctx context.Context) error {
+		addContextActor(p.g, func(ctx context.Context) error {
 			return ring.RunService(ctx, svc, ready, func() { kv.Stopping(); r.waitUsers(logger) })
 		})
 	}
-	client, err := ring.NewClient(cfg.IngesterRing, kv, "ingester", ring.IngesterRingKey, logger, reg)
+	client, err := ring.NewClient(cfg.IngesterRing, kv, "ingester", ring.IngesterRingKey, logger, p.reg)
 	if err != nil {
-		return nil, errSetup(err, "ingester ring client")
+		return errSetup(err, "ingester ring client")
 	}
 	r.client = client
-	ready := p.srv.Ready.Register("ingester-ring")
-	addContextActor(g, func(ctx context.Context) error { return ring.RunService(ctx, client, ready, nil) })
-	p.srv.Handle("/ingester/ring", client)
-	p.srv.AddLinks("Ingester ring", server.Link{Path: "/ingester/ring", Desc: "Ingesters in the ring (JSON with Accept: application/json)"})
-	return r, nil
+	watchRing(p, client, "ingester", "Ingesters")
+	p.ingesterRing = r
+	return nil
+}
+
+// setupGatewayRing watches the store-gateway ring (in the KV store of the ingester ring); its page is
+// /store-gateway/ring.
+func setupGatewayRing(p *process) error {
+	client, err := ring.NewGatewayClient(p.cfg.StoreGatewayRing, p.ingesterRing.kv, p.logger, p.reg)
+	if err != nil {
+		return errSetup(err, "store-gateway ring client")
+	}
+	watchRing(p, client, "store-gateway", "Store-gateways")
+	p.gatewayRing = client
+	return nil
+}
+
+// watchRing runs the client of the ring of a component (ready once it has read the ring) and serves its page at
+// /<component>/ring.
+func watchRing(p *process, client *dskitring.Ring, component, members string) {
+	ready := p.srv.Ready.Register(component + "-ring")
+	addContextActor(p.g, func(ctx context.Context) error { return ring.RunService(ctx, client, ready, nil) })
+	path := "/" + component + "/ring"
+	p.srv.Handle(path, client)
+	p.srv.AddLinks(strings.ToUpper(component[:1])+component[1:]+" ring", server.Link{Path: path, Desc: members + " in the ring (JSON with Accept: application/json)"})
+}
+
+// ringInstance is inst with its address (default: the gRPC server's, 0.0.0.0 replaced by this host's address)
+// and tokens file (default: <data-dir>/<component>-tokens.json) filled in.
+func ringInstance(p *process, inst ring.InstanceConfig, component string) (ring.InstanceConfig, error) {
+	if inst.Addr == "" {
+		addr, err := ring.AdvertiseAddr(p.srv.GRPCAddr(), hostAddr())
+		if err != nil {
+			return inst, errSetup(err, component+" address")
+		}
+		inst.Addr = addr
+	}
+	if inst.TokensFile == "" {
+		inst.TokensFile = filepath.Join(p.cfg.DataDir, component+"-tokens.json")
+	}
+	return inst, nil
 }
 
 // waitUsers waits (at most 2 minutes) for the parts that need the ring while they shut down.

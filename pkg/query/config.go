@@ -1,0 +1,55 @@
+package query
+
+import (
+	"time"
+
+	"github.com/efficientgo/core/errors"
+)
+
+// Config is the querier's config (the querier section of the config file).
+type Config struct {
+	Engine EngineConfig `yaml:"engine"`
+	// Endpoints are static StoreAPI endpoints: "addr" (asked for every tenant) or "tenant=addr".
+	Endpoints     []string `yaml:"endpoints"`
+	ReplicaLabels []string `yaml:"replica_labels"`
+	// QueryIngestersWithin: requests that end earlier than this before now do not ask the ingesters.
+	QueryIngestersWithin time.Duration `yaml:"query_ingesters_within"`
+	PartialResponse      bool          `yaml:"partial_response"`
+	StoreTimeout         time.Duration `yaml:"store_timeout"`
+	InfoRefreshInterval  time.Duration `yaml:"info_refresh_interval"`
+	// BlocksRefreshInterval is how often a tenant's block list is read again from the bucket (and at once when a
+	// query finds blocks no store-gateway has).
+	BlocksRefreshInterval time.Duration `yaml:"blocks_refresh_interval"`
+	// BlocksUploadGracePeriod: blocks uploaded less than this ago are not asked of the store-gateways, which may
+	// not have synced them (their data is still in the ingesters). 0: twice the store-gateway sync interval.
+	BlocksUploadGracePeriod time.Duration `yaml:"blocks_upload_grace_period"`
+}
+
+// DefaultConfig returns the querier's defaults.
+func DefaultConfig() Config {
+	return Config{
+		Engine:               DefaultEngineConfig(),
+		QueryIngestersWithin: 13 * time.Hour,
+		PartialResponse:      true,
+		StoreTimeout:         0,
+		InfoRefreshInterval:  30 * time.Second,
+
+		BlocksRefreshInterval: time.Minute,
+	}
+}
+
+// Validate checks the querier's config.
+func (c Config) Validate() error {
+	for _, e := range c.Endpoints {
+		if _, err := ParseEndpoint(e); err != nil {
+			return err
+		}
+	}
+	if c.Engine.LookbackDelta <= 0 || c.Engine.Timeout <= 0 || c.InfoRefreshInterval <= 0 {
+		return errors.New("querier: lookback delta, timeout and info refresh interval must be positive")
+	}
+	if c.Engine.Expression.MaxDepth <= 0 || c.Engine.Expression.MaxTokens <= 0 {
+		return errors.New("querier: max_expression_depth and max_expression_tokens must be positive (they keep a query from crashing the process)")
+	}
+	return nil
+}
