@@ -68,3 +68,32 @@ func TestChunksIterator(t *testing.T) {
 	testutil.Equals(t, chunkenc.ValNone, it.Seek(46))
 	testutil.Ok(t, it.Err())
 }
+
+// TestCopiesIteratorOverlappingChunks: one store's series whose chunks overlap — a store-gateway sends the
+// chunks of the RF replicas' blocks of one range, each of which may miss a sample the others have — yields every
+// sample once, whichever chunk has it, also when several stores send such series.
+func TestCopiesIteratorOverlappingChunks(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		copies [][]chunks.Meta
+		want   []int64
+	}{
+		{name: "in order, no overlap", copies: [][]chunks.Meta{{xorChunk(t, 10, 20), xorChunk(t, 30, 40)}}, want: []int64{10, 20, 30, 40}},
+		{name: "replica blocks, the first misses a sample", copies: [][]chunks.Meta{{xorChunk(t, 10, 20, 40), xorChunk(t, 10, 20, 30, 40)}},
+			want: []int64{10, 20, 30, 40}},
+		{name: "three replicas, each misses another", copies: [][]chunks.Meta{{xorChunk(t, 20, 30, 40), xorChunk(t, 10, 30, 40), xorChunk(t, 10, 20, 40), xorChunk(t, 50, 60)}},
+			want: []int64{10, 20, 30, 40, 50, 60}},
+		{name: "a later chunk inside an earlier one", copies: [][]chunks.Meta{{xorChunk(t, 10, 50), xorChunk(t, 20, 30), xorChunk(t, 60)}},
+			want: []int64{10, 20, 30, 50, 60}},
+		{name: "two stores, one with overlapping chunks", copies: [][]chunks.Meta{{xorChunk(t, 10, 30), xorChunk(t, 10, 20, 30)}, {xorChunk(t, 40, 50)}},
+			want: []int64{10, 20, 30, 40, 50}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var copies []fetchedSeries
+			for _, metas := range tc.copies {
+				copies = append(copies, fetchedSeries{metas: metas})
+			}
+			testutil.Equals(t, tc.want, drain(copiesIterator(copies, math.MinInt64, math.MaxInt64)))
+		})
+	}
+}

@@ -404,14 +404,48 @@ func (s *mergedSeries) Iterator(chunkenc.Iterator) chunkenc.Iterator {
 	return newDedupIterator(replicas)
 }
 
-// copiesIterator iterates the samples of one label set sent by one or several stores.
+// copiesIterator iterates the samples of one label set sent by one or several stores. A store's series may
+// hold chunks that overlap in time — a store-gateway sends the chunks of every block that has the series, and
+// the RF replicas' blocks of one range overlap, each possibly missing a sample another has — so each copy is
+// split into lanes of chunks that do not overlap, and the lanes are chain-merged (duplicate timestamps once).
 func copiesIterator(copies []fetchedSeries, mint, maxt int64) chunkenc.Iterator {
 	if len(copies) == 1 {
-		return newChunksIterator(copies[0].metas, mint, maxt)
+		if lanes := nonOverlappingLanes(copies[0].metas); len(lanes) == 1 {
+			return newChunksIterator(lanes[0], mint, maxt)
+		}
 	}
-	its := make([]chunkenc.Iterator, 0, len(copies))
+	var its []chunkenc.Iterator
 	for _, c := range copies {
-		its = append(its, newChunksIterator(c.metas, mint, maxt))
+		for _, lane := range nonOverlappingLanes(c.metas) {
+			its = append(its, newChunksIterator(lane, mint, maxt))
+		}
 	}
 	return storage.ChainSampleIteratorFromIterators(nil, its)
+}
+
+// nonOverlappingLanes splits chunks into lanes, each a run of chunks in time order that do not overlap (the
+// first lane that can take a chunk gets it). Chunks already in order without overlap are one lane: metas itself.
+func nonOverlappingLanes(metas []chunks.Meta) [][]chunks.Meta {
+	overlap := false
+	for k := 1; k < len(metas); k++ {
+		if metas[k].MinTime <= metas[k-1].MaxTime {
+			overlap = true
+			break
+		}
+	}
+	if !overlap {
+		return [][]chunks.Meta{metas}
+	}
+	var lanes [][]chunks.Meta
+next:
+	for _, m := range metas {
+		for l, lane := range lanes {
+			if lane[len(lane)-1].MaxTime < m.MinTime {
+				lanes[l] = append(lane, m)
+				continue next
+			}
+		}
+		lanes = append(lanes, []chunks.Meta{m})
+	}
+	return lanes
 }
