@@ -30,30 +30,14 @@ type Config struct {
 	Limits        tenancy.Limits        `yaml:"limits"`
 	RuntimeConfig tenancy.RuntimeConfig `yaml:"runtime_config"`
 
-	Memberlist   ring.MemberlistConfig `yaml:"memberlist"`
-	IngesterRing ring.Config           `yaml:"ingester_ring"`
-	Ingester     ingesterConfig        `yaml:"ingester"`
-	Distributor  distributorConfig     `yaml:"distributor"`
-	Querier      query.Config          `yaml:"querier"`
+	Memberlist   ring.MemberlistConfig  `yaml:"memberlist"`
+	IngesterRing ring.Config            `yaml:"ingester_ring"`
+	Ingester     receive.IngesterConfig `yaml:"ingester"`
+	Distributor  receive.PushConfig     `yaml:"distributor"`
+	Querier      query.Config           `yaml:"querier"`
 
 	StoreGatewayRing ring.Config    `yaml:"store_gateway_ring"`
 	StoreGateway     gateway.Config `yaml:"store_gateway"`
-}
-
-// ingesterConfig and distributorConfig add the ring membership, instance ID and remote timeout to the configs of
-// pkg/receive. They are the exception to the layout rule (README "Layout"): their fields belong in
-// receive.IngesterConfig and receive.PushConfig, and move there with the split of pkg/receive.
-type ingesterConfig struct {
-	receive.IngesterConfig `yaml:",inline"`
-	Instance               ring.InstanceConfig `yaml:"ring"`
-}
-
-type distributorConfig struct {
-	receive.PushConfig `yaml:",inline"`
-	// InstanceID is this distributor's ID in the distributor ring (default: the hostname).
-	InstanceID string `yaml:"instance_id"`
-	// RemoteTimeout bounds one write to one ingester.
-	RemoteTimeout time.Duration `yaml:"remote_timeout"`
 }
 
 type logConfig struct {
@@ -71,8 +55,8 @@ func defaultConfig() Config {
 		RuntimeConfig: tenancy.DefaultRuntimeConfig(),
 		Memberlist:    ring.DefaultMemberlistConfig(),
 		IngesterRing:  ring.DefaultConfig(),
-		Ingester:      ingesterConfig{IngesterConfig: receive.DefaultIngesterConfig(), Instance: ring.InstanceConfig{ID: ring.DefaultInstanceID()}},
-		Distributor:   distributorConfig{PushConfig: receive.DefaultPushConfig(), RemoteTimeout: 5 * time.Second, InstanceID: ring.DefaultInstanceID()},
+		Ingester:      receive.DefaultIngesterConfig(),
+		Distributor:   receive.DefaultPushConfig(),
 		Querier:       query.DefaultConfig(),
 
 		StoreGatewayRing: ring.DefaultConfig(),
@@ -95,7 +79,7 @@ func (c *Config) Validate() error {
 	if c.DataDir == "" {
 		return errors.New("data_dir must be set")
 	}
-	for _, v := range []interface{ Validate() error }{c.Server, c.Objstore, c.Limits, c.RuntimeConfig, c.IngesterRing, c.Ingester.IngesterConfig, c.Distributor.PushConfig, c.Querier, c.StoreGatewayRing, c.StoreGateway} {
+	for _, v := range []interface{ Validate() error }{c.Server, c.Objstore, c.Limits, c.RuntimeConfig, c.IngesterRing, c.Ingester, c.Distributor, c.Querier, c.StoreGatewayRing, c.StoreGateway} {
 		if err := v.Validate(); err != nil {
 			return err
 		}

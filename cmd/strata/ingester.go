@@ -51,7 +51,7 @@ func setupIngester(p *process) error {
 	if err != nil {
 		return err
 	}
-	ing := receive.NewIngester(cfg.Ingester.IngesterConfig, filepath.Join(cfg.DataDir, "tsdb"), p.overrides, discarded, logger, reg,
+	ing := receive.NewIngester(cfg.Ingester, filepath.Join(cfg.DataDir, "tsdb"), p.overrides, discarded, logger, reg,
 		receive.WithLimitShare(r.limitShare(cfg)), receive.WithShippers(newShipperFactory(bkt, logger)))
 	lc, err := ring.NewLifecycler(cfg.IngesterRing, inst, r.kv, "ingester", ring.IngesterRingKey, logger, reg)
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"github.com/grafana/dskit/limiter"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/stratametrics/strata/pkg/ring"
 	"github.com/stratametrics/strata/pkg/store/storepb"
 	"github.com/stratametrics/strata/pkg/store/storepb/prompb"
 	"github.com/stratametrics/strata/pkg/tenancy"
@@ -42,6 +43,10 @@ type PushConfig struct {
 	// InstanceLimits bound what this distributor handles at once, over all tenants (Mimir's
 	// distributor.instance_limits).
 	InstanceLimits InstanceLimits `yaml:"instance_limits"`
+	// InstanceID is this distributor's ID in the distributor ring (default: the hostname).
+	InstanceID string `yaml:"instance_id"`
+	// RemoteTimeout bounds one write to one ingester.
+	RemoteTimeout time.Duration `yaml:"remote_timeout"`
 }
 
 // InstanceLimits are a distributor's limits over all tenants; beyond them requests are answered 503, which
@@ -62,6 +67,8 @@ type InstanceLimits struct {
 func DefaultPushConfig() PushConfig {
 	return PushConfig{
 		MaxRecvMsgSize: 10 << 20,
+		InstanceID:     ring.DefaultInstanceID(),
+		RemoteTimeout:  5 * time.Second,
 		InstanceLimits: InstanceLimits{MaxInflightPushRequests: 2000, MaxInflightPushRequestsBytes: 1 << 30},
 	}
 }

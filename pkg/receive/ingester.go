@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/prometheus/config"
 	"github.com/prometheus/prometheus/model/labels"
 
+	"github.com/stratametrics/strata/pkg/ring"
 	"github.com/stratametrics/strata/pkg/store"
 	"github.com/stratametrics/strata/pkg/store/storepb"
 	"github.com/stratametrics/strata/pkg/tenancy"
@@ -39,12 +40,14 @@ type IngesterConfig struct {
 	// MetadataRetainPeriod is how long remote-written metric metadata is kept after it was last received
 	// (Mimir's metadata_retain_period; 0: DefaultMetadataRetainPeriod).
 	MetadataRetainPeriod time.Duration `yaml:"metadata_retain_period"`
+	// Instance is this ingester's membership in the ingester ring (ID, zone, address, tokens file).
+	Instance ring.InstanceConfig `yaml:"ring"`
 }
 
 // DefaultIngesterConfig is Mimir's: 2h blocks, kept 13h locally, shipped every minute.
 func DefaultIngesterConfig() IngesterConfig {
 	return IngesterConfig{BlockDuration: 2 * time.Hour, Retention: 13 * time.Hour, ShipInterval: time.Minute, CloseIdleTSDBTimeout: 13 * time.Hour,
-		MetadataRetainPeriod: DefaultMetadataRetainPeriod}
+		MetadataRetainPeriod: DefaultMetadataRetainPeriod, Instance: ring.InstanceConfig{ID: ring.DefaultInstanceID()}}
 }
 
 // Validate checks the config.
