@@ -1,0 +1,472 @@
+package block
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"hash"
+	"io"
+	"maps"
+	"path"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/efficientgo/core/errcapture"
+	"github.com/efficientgo/core/errors"
+	"github.com/go-kit/log"
+	"github.com/go-kit/log/level"
+	"github.com/oklog/ulid/v2"
+	"github.com/thanos-io/objstore"
+
+	"github.com/stratametrics/strata/pkg/tenancy"
+)
+
+// Resolutions of downsampled blocks, in milliseconds ("thanos.downsample.resolution").
+const (
+	ResolutionRaw int64 = 0
+	Resolution5m  int64 = 5 * 60 * 1000
+	Resolution1h  int64 = 60 * 60 * 1000
+)
+
+// ImportConfig says what `strata tools import-thanos` copies.
+type ImportConfig struct {
+	// Tenant is the tenant the blocks are copied to (<Tenant>/<ULID>/); tenant_id=<Tenant> is added to their
+	// thanos.labels.
+	Tenant string
+	// MatchLabels selects the blocks whose thanos.labels have every one of these label values; empty: all.
+	MatchLabels map[string]string
+	// Resolution selects the blocks by resolution: raw, 5m, 1h or all ("" is all).
+	Resolution string
+	// DryRun plans the import and copies nothing.
+	DryRun bool
+	// Concurrency is how many blocks are copied at a time (at least 1).
+	Concurrency int
+	// ProgressInterval is how often a progress line is logged (0: never).
+	ProgressInterval time.Duration
+}
+
+// resolutionFilter returns whether a block of the resolution res (milliseconds) is selected by r.
+func resolutionFilter(r string) (func(res int64) bool, error) {
+	switch r {
+	case "", "all":
+		return func(int64) bool { return true }, nil
+	case "raw":
+		return func(res int64) bool { return res == ResolutionRaw }, nil
+	case "5m":
+		return func(res int64) bool { return res == Resolution5m }, nil
+	case "1h":
+		return func(res int64) bool { return res == Resolution1h }, nil
+	}
+	return nil, errors.Newf("--resolution must be one of raw, 5m, 1h, all; got %q", r)
+}
+
+// ImportBlock is a source block the import copies (or found already copied).
+type ImportBlock struct {
+	Meta *Meta
+	// Files are the block's objects other than meta.json and its markers, with their sizes, sorted by RelPath.
+	Files []File
+	// Bytes is the total size of Files.
+	Bytes int64
+	// Present says the destination has the block already, complete with the same file sizes: it is skipped.
+	Present bool
+}
+
+// ImportPlan is what an import found in the source bucket.
+type ImportPlan struct {
+	// Blocks selected, sorted by ULID (those Present included).
+	Blocks []*ImportBlock
+	// Bytes of the blocks to copy (Present ones left out); MinTime and MaxTime span every selected block.
+	Bytes            int64
+	MinTime, MaxTime int64
+	// Partial (no meta.json), Deleted (marked for deletion), Corrupted (invalid meta.json) and Unselected
+	// (filtered out by labels or resolution) source blocks.
+	Partial, Deleted, Corrupted, Unselected []ulid.ULID
+}
+
+// ToCopy returns the number of blocks to copy (not present already).
+func (p *ImportPlan) ToCopy() int {
+	n := 0
+	for _, b := range p.Blocks {
+		if !b.Present {
+			n++
+		}
+	}
+	return n
+}
+
+// Importer copies the blocks of a Thanos bucket (blocks at its root) into a tenant of a Strata bucket.
+type Importer struct {
+	logger   log.Logger
+	src, dst objstore.Bucket
+	cfg      ImportConfig
+	now      func() time.Time
+
+	mtx         sync.Mutex
+	doneBlocks  int
+	doneBytes   int64
+	start       time.Time
+	totalBlocks int
+	totalBytes  int64
+}
+
+// NewImporter returns an importer from src (a Thanos bucket) into dst (the whole Strata bucket). now (time.Now
+// when nil) stamps the upload time and computes the ETA. The config is checked here.
+func NewImporter(logger log.Logger, src, dst objstore.Bucket, cfg ImportConfig, now func() time.Time) (*Importer, error) {
+	if err := tenancy.ValidateTenantID(cfg.Tenant); err != nil {
+		return nil, errors.Wrap(err, "--tenant")
+	}
+	if _, err := resolutionFilter(cfg.Resolution); err != nil {
+		return nil, err
+	}
+	if _, ok := cfg.MatchLabels[tenancy.TenantIDLabel]; ok {
+		return nil, errors.Newf("--match-label cannot select on %s: Thanos blocks have none; the import adds it", tenancy.TenantIDLabel)
+	}
+	if now == nil {
+		now = time.Now
+	}
+	cfg.Concurrency = max(1, cfg.Concurrency)
+	return &Importer{logger: logger, src: src, dst: dst, cfg: cfg, now: now}, nil
+}
+
+// Plan lists the source blocks, selects those to import and finds which the destination has already.
+func (im *Importer) Plan(ctx context.Context) (*ImportPlan, error) {
+	accept, _ := resolutionFilter(im.cfg.Resolution)
+	ids, err := listBlocks(ctx, im.src)
+	if err != nil {
+		return nil, errors.Wrap(err, "list blocks of the source bucket")
+	}
+	sort.Slice(ids, func(i, j int) bool { return ids[i].Compare(ids[j]) < 0 })
+	marked, err := im.globalDeletionMarks(ctx)
+	if err != nil {
+		return nil, err
+	}
+	tdst := objstore.NewPrefixedBucket(im.dst, im.cfg.Tenant)
+	plan := &ImportPlan{}
+	for _, id := range ids {
+		if marked[id] {
+			plan.Deleted = append(plan.Deleted, id)
+			continue
+		}
+		ok, err := im.src.Exists(ctx, path.Join(id.String(), DeletionMarkFilename))
+		if err != nil {
+			return nil, errors.Wrapf(err, "check the deletion mark of source block %s", id)
+		}
+		if ok {
+			plan.Deleted = append(plan.Deleted, id)
+			continue
+		}
+		m, err := ReadMetaFromBucket(ctx, im.src, id)
+		switch {
+		case errors.Is(err, ErrMetaNotFound):
+			plan.Partial = append(plan.Partial, id)
+			continue
+		case errors.Is(err, ErrMetaCorrupted):
+			level.Warn(im.logger).Log("msg", "skipping source block with a corrupted meta.json", "block", id, "err", err)
+			plan.Corrupted = append(plan.Corrupted, id)
+			continue
+		case err != nil:
+			return nil, errors.Wrap(err, "read the source bucket")
+		}
+		if !accept(m.Thanos.Downsample.Resolution) || !matches(m.Thanos.Labels, im.cfg.MatchLabels) {
+			plan.Unselected = append(plan.Unselected, id)
+			continue
+		}
+		b := &ImportBlock{Meta: m}
+		if b.Files, err = listFiles(ctx, im.src, id); err != nil {
+			return nil, errors.Wrapf(err, "list the files of source block %s", id)
+		}
+		for _, f := range b.Files {
+			b.Bytes += f.SizeBytes
+		}
+		if b.Present, err = present(ctx, tdst, id, b.Files); err != nil {
+			return nil, errors.Wrapf(err, "check destination block %s", id)
+		}
+		if len(plan.Blocks) == 0 || m.MinTime < plan.MinTime {
+			plan.MinTime = m.MinTime
+		}
+		if len(plan.Blocks) == 0 || m.MaxTime > plan.MaxTime {
+			plan.MaxTime = m.MaxTime
+		}
+		if !b.Present {
+			plan.Bytes += b.Bytes
+		}
+		plan.Blocks = append(plan.Blocks, b)
+	}
+	return plan, nil
+}
+
+// globalDeletionMarks returns the blocks with a mirrored deletion mark under markers/ of the source bucket.
+func (im *Importer) globalDeletionMarks(ctx context.Context) (map[ulid.ULID]bool, error) {
+	marked := map[ulid.ULID]bool{}
+	suffix := "-" + DeletionMarkFilename
+	err := im.src.Iter(ctx, MarkersDirname+objstore.DirDelim, func(name string) error {
+		if id, err := ulid.Parse(strings.TrimSuffix(path.Base(name), suffix)); err == nil && strings.HasSuffix(name, suffix) {
+			marked[id] = true
+		}
+		return nil
+	})
+	return marked, errors.Wrap(err, "list the deletion marks of the source bucket")
+}
+
+func matches(lset, match map[string]string) bool {
+	for k, v := range match {
+		if got, ok := lset[k]; !ok || got != v {
+			return false
+		}
+	}
+	return true
+}
+
+// isMarker says whether rel (relative to a block directory) is a block marker, which the import does not copy.
+func isMarker(rel string) bool {
+	return rel == DeletionMarkFilename || rel == NoCompactMarkFilename
+}
+
+// listFiles lists the objects of block id of bkt, meta.json and markers left out, with their sizes.
+func listFiles(ctx context.Context, bkt objstore.Bucket, id ulid.ULID) ([]File, error) {
+	var files []File
+	prefix := id.String() + objstore.DirDelim
+	err := bkt.Iter(ctx, prefix, func(name string) error {
+		rel := strings.TrimPrefix(name, prefix)
+		if strings.HasSuffix(name, objstore.DirDelim) || rel == MetaFilename || isMarker(rel) {
+			return nil
+		}
+		attrs, err := bkt.Attributes(ctx, name)
+		if err != nil {
+			return errors.Wrapf(err, "attributes of %s", name)
+		}
+		files = append(files, File{RelPath: rel, SizeBytes: attrs.Size})
+		return nil
+	}, objstore.WithRecursiveIter())
+	if err != nil {
+		return nil, err
+	}
+	sort.Slice(files, func(i, j int) bool { return files[i].RelPath < files[j].RelPath })
+	return files, nil
+}
+
+// present says whether the tenant's bucket tdst has block id complete (meta.json) with files of these sizes.
+func present(ctx context.Context, tdst objstore.Bucket, id ulid.ULID, files []File) (bool, error) {
+	ok, err := tdst.Exists(ctx, path.Join(id.String(), MetaFilename))
+	if err != nil || !ok {
+		return false, err
+	}
+	for _, f := range files {
+		attrs, err := tdst.Attributes(ctx, path.Join(id.String(), f.RelPath))
+		if tdst.IsObjNotFoundErr(err) {
+			return false, nil
+		}
+		if err != nil {
+			return false, err
+		}
+		if attrs.Size != f.SizeBytes {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+// Run copies the blocks of plan that the destination does not have. It stops at the first block that fails
+// (that block is left without meta.json, so invisible; a re-run copies it again) and returns that error.
+func (im *Importer) Run(ctx context.Context, plan *ImportPlan) error {
+	var todo []*ImportBlock
+	im.mtx.Lock()
+	im.start, im.totalBlocks, im.totalBytes = im.now(), plan.ToCopy(), plan.Bytes
+	im.mtx.Unlock()
+	for _, b := range plan.Blocks {
+		if !b.Present {
+			todo = append(todo, b)
+		}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stopProgress := im.logProgress(ctx)
+	defer stopProgress()
+
+	var (
+		wg    sync.WaitGroup
+		mtx   sync.Mutex
+		first error
+		work  = make(chan *ImportBlock)
+	)
+	for range min(im.cfg.Concurrency, max(1, len(todo))) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for b := range work {
+				if err := im.copyBlock(ctx, b); err != nil {
+					mtx.Lock()
+					if first == nil {
+						first = err
+					}
+					mtx.Unlock()
+					cancel()
+				}
+			}
+		}()
+	}
+feed:
+	for _, b := range todo {
+		select {
+		case work <- b:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(work)
+	wg.Wait()
+	if first != nil {
+		return first
+	}
+	if err := ctx.Err(); err != nil {
+		return errors.Wrap(err, "import")
+	}
+	im.progressLine("import done")
+	return nil
+}
+
+// logProgress logs a progress line every ProgressInterval until the returned function is called.
+func (im *Importer) logProgress(ctx context.Context) func() {
+	if im.cfg.ProgressInterval <= 0 {
+		return func() {}
+	}
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(im.cfg.ProgressInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+				im.progressLine("import progress")
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return func() { close(done); wg.Wait() }
+}
+
+// progressLine logs blocks and bytes done of the total, and the time left at the rate so far.
+func (im *Importer) progressLine(msg string) {
+	im.mtx.Lock()
+	defer im.mtx.Unlock()
+	eta := "unknown"
+	if elapsed := im.now().Sub(im.start); im.doneBytes > 0 && elapsed > 0 {
+		left := time.Duration(float64(elapsed) * float64(im.totalBytes-im.doneBytes) / float64(im.doneBytes))
+		eta = left.Round(time.Second).String()
+	}
+	level.Info(im.logger).Log("msg", msg, "blocks_done", im.doneBlocks, "blocks_total", im.totalBlocks,
+		"bytes_done", im.doneBytes, "bytes_total", im.totalBytes, "eta", eta)
+}
+
+// copyBlock copies one block: its files, each checked against the source (size and SHA-256) after the copy,
+// then its meta.json with tenant_id added to the labels, last.
+func (im *Importer) copyBlock(ctx context.Context, b *ImportBlock) error {
+	id := b.Meta.ULID
+	tdst := objstore.NewPrefixedBucket(im.dst, im.cfg.Tenant)
+	metaName := path.Join(id.String(), MetaFilename)
+	// A block present with other files is copied again: hide it first, so that it is never visible half-copied.
+	// (Only when there is one: the filesystem bucket's Delete of a missing object removes empty parent
+	// directories, racing with the other blocks' uploads.)
+	if ok, err := tdst.Exists(ctx, metaName); err != nil || ok {
+		if err == nil {
+			err = deleteObject(ctx, tdst, metaName)
+		}
+		if err != nil {
+			return errors.Wrapf(err, "import block %s: hide the destination copy", id)
+		}
+	}
+	files := make([]File, 0, len(b.Files)+1)
+	for _, f := range b.Files {
+		name := path.Join(id.String(), f.RelPath)
+		sum, size, err := im.copyFile(ctx, tdst, name)
+		if err != nil {
+			return errors.Wrapf(err, "import block %s", id)
+		}
+		gotSum, gotSize, err := hashObject(ctx, tdst, name)
+		if err != nil {
+			return errors.Wrapf(err, "import block %s: read back %s", id, name)
+		}
+		if gotSize != size || gotSum != sum {
+			return errors.Newf("import block %s: copy of %s does not match the source (size %d, sha256 %s; source: size %d, sha256 %s); meta.json not written",
+				id, name, gotSize, gotSum, size, sum)
+		}
+		files = append(files, File{RelPath: f.RelPath, SizeBytes: size, Hash: &ObjectHash{Func: "SHA256", Value: sum}})
+		im.mtx.Lock()
+		im.doneBytes += size
+		im.mtx.Unlock()
+	}
+	files = append(files, File{RelPath: MetaFilename})
+	sort.Slice(files, func(i, j int) bool { return files[i].RelPath < files[j].RelPath })
+
+	meta := *b.Meta
+	meta.Thanos.Labels = maps.Clone(b.Meta.Thanos.Labels)
+	meta.Thanos.Labels[tenancy.TenantIDLabel] = im.cfg.Tenant
+	meta.Thanos.Version = ThanosVersion1
+	meta.Thanos.Files = files
+	meta.Thanos.UploadTime = im.now().UTC()
+	var buf bytes.Buffer
+	if err := meta.Write(&buf); err != nil {
+		return errors.Wrapf(err, "import block %s: encode meta.json", id)
+	}
+	if err := tdst.Upload(ctx, metaName, &buf); err != nil {
+		return errors.Wrapf(err, "import block %s: upload meta.json", id)
+	}
+	im.mtx.Lock()
+	im.doneBlocks++
+	im.mtx.Unlock()
+	level.Debug(im.logger).Log("msg", "imported block", "block", id, "files", len(files), "tenant", im.cfg.Tenant)
+	return nil
+}
+
+// copyFile streams the source object name into tdst under the same name and returns the SHA-256 (hex) and size
+// of what was read from the source.
+func (im *Importer) copyFile(ctx context.Context, tdst objstore.Bucket, name string) (_ string, _ int64, err error) {
+	rc, err := im.src.Get(ctx, name)
+	if err != nil {
+		return "", 0, errors.Wrapf(err, "read source %s", name)
+	}
+	defer errcapture.ExhaustClose(&err, rc, "close source %s", name)
+	h := &hashingReader{r: rc, h: sha256.New()}
+	if err := tdst.Upload(ctx, name, h); err != nil {
+		return "", 0, errors.Wrapf(err, "upload %s", name)
+	}
+	return hex.EncodeToString(h.h.Sum(nil)), h.n, nil
+}
+
+// hashObject streams an object and returns its SHA-256 (hex) and size.
+func hashObject(ctx context.Context, bkt objstore.BucketReader, name string) (_ string, _ int64, err error) {
+	rc, err := bkt.Get(ctx, name)
+	if err != nil {
+		return "", 0, err
+	}
+	defer errcapture.ExhaustClose(&err, rc, "close %s", name)
+	h := sha256.New()
+	n, err := io.Copy(h, rc)
+	if err != nil {
+		return "", 0, err
+	}
+	return hex.EncodeToString(h.Sum(nil)), n, nil
+}
+
+// hashingReader hashes and counts what is read through it.
+type hashingReader struct {
+	r io.Reader
+	h hash.Hash
+	n int64
+}
+
+func (r *hashingReader) Read(p []byte) (int, error) {
+	n, err := r.r.Read(p)
+	r.h.Write(p[:n])
+	r.n += int64(n)
+	return n, err
+}
