@@ -48,6 +48,10 @@ func registerComponents(app *kingpin.Application, b *binder, cfg *Config) map[st
 	gatewayCmd := app.Command("store-gateway", "Serve the bucket's blocks over the StoreAPI, sharded over the store-gateway ring.")
 	registerStoreGatewayFlags(gatewayCmd, b, cfg)
 	components[gatewayCmd.FullCommand()] = runStoreGateway
+
+	toolsCmd := app.Command("tools", "One-off tools; each runs and exits.")
+	name, run := registerImportThanos(toolsCmd)
+	components[name] = run
 	return components
 }
 
