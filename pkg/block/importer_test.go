@@ -3,6 +3,7 @@ package block
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"maps"
 	"path"
@@ -190,7 +191,7 @@ func TestImport_DryRunAndRerun(t *testing.T) {
 func TestImport_KilledAndResumed(t *testing.T) {
 	s := newThanosSource(t)
 	dst := newFilesystemBucket(t)
-	for _, failAt := range []int64{1, 3, 6} {
+	for _, failAt := range []int64{1, 3, 7} {
 		var (
 			n      atomic.Int64
 			failed string
@@ -209,18 +210,28 @@ func TestImport_KilledAndResumed(t *testing.T) {
 		testutil.Ok(t, err)
 		testutil.Assert(t, !ok, "failed block %s has a meta.json", failed)
 	}
+	complete := map[string]bool{}
+	for _, o := range objects(t, dst, "team-a") {
+		if strings.HasSuffix(o, "/"+MetaFilename) {
+			complete[strings.Split(o, "/")[1]] = true
+		}
+	}
+	testutil.Assert(t, len(complete) > 0 && len(complete) < 4, "the killed runs should have completed some blocks, not all: %v", complete)
+
 	rec := &recordingBucket{Bucket: dst}
 	_, err := runImport(t, s.bkt, rec, ImportConfig{Tenant: "team-a", Concurrency: 3})
 	testutil.Ok(t, err)
 	checkImported(t, s, dst, "team-a", s.rawA, s.rawB, s.down5m, s.down1h)
-	// Each meta.json is uploaded at most once over the re-run: no block is copied twice.
-	seen := map[string]bool{}
+	// The re-run copies each block left incomplete once, and nothing of the blocks completed before.
+	metas := 0
 	for _, u := range rec.names("upload") {
+		id := strings.Split(u, "/")[1]
+		testutil.Assert(t, !complete[id], "re-run uploaded %s of a block complete already", u)
 		if strings.HasSuffix(u, "/"+MetaFilename) {
-			testutil.Assert(t, !seen[u], "meta.json %s uploaded twice", u)
-			seen[u] = true
+			metas++
 		}
 	}
+	testutil.Equals(t, 4-len(complete), metas)
 }
 
 // flippingBucket flips a byte of every uploaded object whose name ends with suffix.
@@ -263,4 +274,27 @@ func TestNewImporter_BadConfig(t *testing.T) {
 		_, err := NewImporter(log.NewNopLogger(), bkt, bkt, cfg, nil)
 		testutil.NotOk(t, err, "config %+v", cfg)
 	}
+}
+
+// A destination block whose files differ in size from the source's is copied again; the final progress line
+// counts every block and byte.
+func TestImport_RecopiesDifferentAndLogsProgress(t *testing.T) {
+	s := newThanosSource(t)
+	dst := newFilesystemBucket(t)
+	cfg := ImportConfig{Tenant: "team-a", Resolution: "raw"}
+	_, err := runImport(t, s.bkt, dst, cfg)
+	testutil.Ok(t, err)
+	index := path.Join("team-a", s.rawB.String(), IndexFilename)
+	testutil.Ok(t, dst.Upload(context.Background(), index, strings.NewReader("truncated")))
+
+	var buf bytes.Buffer
+	im, err := NewImporter(log.NewLogfmtLogger(&buf), s.bkt, dst, cfg, func() time.Time { return time.Unix(1000, 0) })
+	testutil.Ok(t, err)
+	plan, err := im.Plan(context.Background())
+	testutil.Ok(t, err)
+	testutil.Equals(t, 1, plan.ToCopy())
+	testutil.Ok(t, im.Run(context.Background(), plan))
+	checkImported(t, s, dst, "team-a", s.rawA, s.rawB)
+	want := fmt.Sprintf("msg=\"import done\" blocks_done=1 blocks_total=1 bytes_done=%d bytes_total=%d", plan.Bytes, plan.Bytes)
+	testutil.Assert(t, strings.Contains(buf.String(), want), "log %q lacks %q", buf.String(), want)
 }
