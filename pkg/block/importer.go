@@ -143,59 +143,101 @@ func (im *Importer) Plan(ctx context.Context) (*ImportPlan, error) {
 	if err != nil {
 		return nil, err
 	}
-	tdst := objstore.NewPrefixedBucket(im.dst, im.cfg.Tenant)
+	// Each block is examined by one of Concurrency workers (a few requests each); the plan is assembled in
+	// ULID order afterwards.
+	type outcome struct {
+		kind  string // "deleted", "partial", "corrupted", "unselected", "block"
+		block *ImportBlock
+		err   error
+	}
+	outcomes := make([]outcome, len(ids))
+	var wg sync.WaitGroup
+	next := make(chan int)
+	for range min(im.cfg.Concurrency, max(1, len(ids))) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				kind, b, err := im.examine(ctx, ids[i], marked[ids[i]], accept)
+				outcomes[i] = outcome{kind: kind, block: b, err: err}
+			}
+		}()
+	}
+	for i := range ids {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+
 	plan := &ImportPlan{}
-	for _, id := range ids {
-		if marked[id] {
-			plan.Deleted = append(plan.Deleted, id)
-			continue
-		}
-		ok, err := im.src.Exists(ctx, path.Join(id.String(), DeletionMarkFilename))
-		if err != nil {
-			return nil, errors.Wrapf(err, "check the deletion mark of source block %s", id)
-		}
-		if ok {
-			plan.Deleted = append(plan.Deleted, id)
-			continue
-		}
-		m, err := ReadMetaFromBucket(ctx, im.src, id)
+	for i, o := range outcomes {
+		id := ids[i]
 		switch {
-		case errors.Is(err, ErrMetaNotFound):
+		case o.err != nil:
+			return nil, o.err
+		case o.kind == "deleted":
+			plan.Deleted = append(plan.Deleted, id)
+		case o.kind == "partial":
 			plan.Partial = append(plan.Partial, id)
-			continue
-		case errors.Is(err, ErrMetaCorrupted):
-			level.Warn(im.logger).Log("msg", "skipping source block with a corrupted meta.json", "block", id, "err", err)
+		case o.kind == "corrupted":
 			plan.Corrupted = append(plan.Corrupted, id)
-			continue
-		case err != nil:
-			return nil, errors.Wrap(err, "read the source bucket")
-		}
-		if !accept(m.Thanos.Downsample.Resolution) || !matches(m.Thanos.Labels, im.cfg.MatchLabels) {
+		case o.kind == "unselected":
 			plan.Unselected = append(plan.Unselected, id)
-			continue
+		default:
+			b, m := o.block, o.block.Meta
+			if len(plan.Blocks) == 0 || m.MinTime < plan.MinTime {
+				plan.MinTime = m.MinTime
+			}
+			if len(plan.Blocks) == 0 || m.MaxTime > plan.MaxTime {
+				plan.MaxTime = m.MaxTime
+			}
+			if !b.Present {
+				plan.Bytes += b.Bytes
+			}
+			plan.Blocks = append(plan.Blocks, b)
 		}
-		b := &ImportBlock{Meta: m}
-		if b.Files, err = listFiles(ctx, im.src, id); err != nil {
-			return nil, errors.Wrapf(err, "list the files of source block %s", id)
-		}
-		for _, f := range b.Files {
-			b.Bytes += f.SizeBytes
-		}
-		if b.Present, err = present(ctx, tdst, id, b.Files); err != nil {
-			return nil, errors.Wrapf(err, "check destination block %s", id)
-		}
-		if len(plan.Blocks) == 0 || m.MinTime < plan.MinTime {
-			plan.MinTime = m.MinTime
-		}
-		if len(plan.Blocks) == 0 || m.MaxTime > plan.MaxTime {
-			plan.MaxTime = m.MaxTime
-		}
-		if !b.Present {
-			plan.Bytes += b.Bytes
-		}
-		plan.Blocks = append(plan.Blocks, b)
 	}
 	return plan, nil
+}
+
+// examine says what the import does with source block id: skip it as "deleted" (markedGlobally, or its own
+// deletion mark), "partial", "corrupted" or "unselected", or import it ("block", with its files and whether
+// the destination has it already).
+func (im *Importer) examine(ctx context.Context, id ulid.ULID, markedGlobally bool, accept func(int64) bool) (string, *ImportBlock, error) {
+	if markedGlobally {
+		return "deleted", nil, nil
+	}
+	ok, err := im.src.Exists(ctx, path.Join(id.String(), DeletionMarkFilename))
+	if err != nil {
+		return "", nil, errors.Wrapf(err, "check the deletion mark of source block %s", id)
+	}
+	if ok {
+		return "deleted", nil, nil
+	}
+	m, err := ReadMetaFromBucket(ctx, im.src, id)
+	switch {
+	case errors.Is(err, ErrMetaNotFound):
+		return "partial", nil, nil
+	case errors.Is(err, ErrMetaCorrupted):
+		level.Warn(im.logger).Log("msg", "skipping source block with a corrupted meta.json", "block", id, "err", err)
+		return "corrupted", nil, nil
+	case err != nil:
+		return "", nil, errors.Wrap(err, "read the source bucket")
+	}
+	if !accept(m.Thanos.Downsample.Resolution) || !matches(m.Thanos.Labels, im.cfg.MatchLabels) {
+		return "unselected", nil, nil
+	}
+	b := &ImportBlock{Meta: m}
+	if b.Files, err = listFiles(ctx, im.src, id); err != nil {
+		return "", nil, errors.Wrapf(err, "list the files of source block %s", id)
+	}
+	for _, f := range b.Files {
+		b.Bytes += f.SizeBytes
+	}
+	if b.Present, err = present(ctx, objstore.NewPrefixedBucket(im.dst, im.cfg.Tenant), id, b.Files); err != nil {
+		return "", nil, errors.Wrapf(err, "check destination block %s", id)
+	}
+	return "block", b, nil
 }
 
 // globalDeletionMarks returns the blocks with a mirrored deletion mark under markers/ of the source bucket.
