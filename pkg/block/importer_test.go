@@ -101,11 +101,7 @@ func checkImported(t *testing.T, s *thanosSource, dst objstore.Bucket, tenant st
 		testutil.Equals(t, s.metas[id].Thanos.Downsample, m.Thanos.Downsample)
 		testutil.Equals(t, s.metas[id].MinTime, m.MinTime)
 		srcObjs := objects(t, s.bkt, id.String())
-		var dstObjs []string
-		for _, o := range objects(t, tdst, id.String()) {
-			dstObjs = append(dstObjs, o)
-		}
-		testutil.Equals(t, srcObjs, dstObjs)
+		testutil.Equals(t, srcObjs, objects(t, tdst, id.String()))
 		for _, f := range m.Thanos.Files {
 			if f.RelPath == MetaFilename {
 				continue
