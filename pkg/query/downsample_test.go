@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -307,4 +309,58 @@ func TestDownsampledReads_AgreeWithRaw(t *testing.T) {
 			testutil.Assert(t, p.F > 30 && p.F < 85, "ds_gauge at %d: %v is not an average of the raw samples' range", p.T, p.F)
 		}
 	})
+}
+
+// The HTTP API reads max_source_resolution (Thanos's 0s|5m|1h|auto) and --query.auto-downsampling into the
+// stores' max_resolution_window.
+func TestAPIMaxSourceResolution(t *testing.T) {
+	ds := newDownsampledStore(t, downsampleTestSeries())
+	client := harnessServeStore(t, ds, ds)
+	rangeParams := func(res string) url.Values {
+		v := url.Values{"query": {"avg_over_time(ds_gauge[1h])"}, "start": {"43199.999"}, "end": {"57599.999"}, "step": {"3600"}}
+		if res != "" {
+			v.Set("max_source_resolution", res)
+		}
+		return v
+	}
+	for _, tc := range []struct {
+		name       string
+		auto       bool
+		path       string
+		params     url.Values
+		wantCode   int
+		wantWindow int64
+		wantBody   string
+	}{
+		{name: "raw by default", path: "/api/v1/query_range", params: rangeParams(""), wantCode: 200, wantWindow: 0, wantBody: `"result":[]`},
+		{name: "0s", path: "/api/v1/query_range", params: rangeParams("0s"), wantCode: 200, wantWindow: 0, wantBody: `"result":[]`},
+		{name: "5m", path: "/api/v1/query_range", params: rangeParams("5m"), wantCode: 200, wantWindow: res5m, wantBody: `"job":"a"`},
+		{name: "1h as seconds", path: "/api/v1/query_range", params: rangeParams("3600"), wantCode: 200, wantWindow: res1h, wantBody: `"job":"a"`},
+		{name: "auto: step/5", path: "/api/v1/query_range", params: rangeParams("auto"), wantCode: 200, wantWindow: res1h / 5, wantBody: `"job":"a"`},
+		{name: "--query.auto-downsampling", auto: true, path: "/api/v1/query_range", params: rangeParams(""), wantCode: 200, wantWindow: res1h / 5, wantBody: `"job":"a"`},
+		{name: "--query.auto-downsampling, 0s asked", auto: true, path: "/api/v1/query_range", params: rangeParams("0s"), wantCode: 200, wantWindow: 0, wantBody: `"result":[]`},
+		{name: "instant query at 1h", path: "/api/v1/query", params: url.Values{"query": {"max_over_time(ds_gauge[1h])"}, "time": {"43199.999"}, "max_source_resolution": {"1h"}},
+			wantCode: 200, wantWindow: res1h, wantBody: `"job":"a"`},
+		{name: "not a duration", path: "/api/v1/query_range", params: rangeParams("5x"), wantCode: 400, wantWindow: -1, wantBody: "max_source_resolution"},
+		{name: "negative", path: "/api/v1/query_range", params: rangeParams("-5m"), wantCode: 400, wantWindow: -1, wantBody: "max_source_resolution"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ds.mtx.Lock()
+			ds.reqs = nil
+			ds.mtx.Unlock()
+			h := newTestAPI(t, APIConfig{Engine: DefaultEngineConfig(), AutoDownsampling: tc.auto}, nil, client)
+			rec := serveWithin(t, h, apiRequest(context.Background(), http.MethodGet, tc.path, tc.params), time.Minute)
+			body := rec.Body.String()
+			testutil.Equals(t, tc.wantCode, rec.Code, "body: %s", body)
+			testutil.Assert(t, strings.Contains(body, tc.wantBody), "body %q does not contain %q", body, tc.wantBody)
+			ds.mtx.Lock()
+			defer ds.mtx.Unlock()
+			if tc.wantWindow < 0 {
+				testutil.Equals(t, 0, len(ds.reqs))
+				return
+			}
+			testutil.Equals(t, 1, len(ds.reqs))
+			testutil.Equals(t, tc.wantWindow, ds.reqs[0].GetMaxResolutionWindow())
+		})
+	}
 }
