@@ -26,7 +26,7 @@ func (c *AggrChunk) Size() int {
 	return n
 }
 
-// aggrChunkFromPB decodes the aggregates of a wire chunk without raw data.
+// aggrChunkFromPB decodes the aggregates of a wire chunk without raw data; nil when it has none.
 func aggrChunkFromPB(c *storepb.AggrChunk) (*AggrChunk, error) {
 	out := &AggrChunk{}
 	for _, a := range []struct {
@@ -54,7 +54,7 @@ func aggrChunkFromPB(c *storepb.AggrChunk) (*AggrChunk, error) {
 		}
 	}
 	if out.Chunk == nil {
-		return nil, errors.New("a chunk with neither raw data nor aggregates")
+		return nil, nil // none of the aggregates asked for: a store-gateway's downsampled chunk may lack the counter
 	}
 	return out, nil
 }

@@ -369,7 +369,9 @@ func seriesFromPB(s *storepb.Series) (storage.ChunkSeries, error) {
 			if err != nil {
 				return nil, errors.Wrapf(err, "series %s", lset)
 			}
-			metas = append(metas, chunks.Meta{MinTime: c.GetMinTime(), MaxTime: c.GetMaxTime(), Chunk: a})
+			if a != nil {
+				metas = append(metas, chunks.Meta{MinTime: c.GetMinTime(), MaxTime: c.GetMaxTime(), Chunk: a})
+			}
 			continue
 		}
 		enc, ok := EncodingFromPB(raw.GetType())
