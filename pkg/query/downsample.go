@@ -1,7 +1,9 @@
 package query
 
 import (
+	"cmp"
 	"math"
+	"slices"
 	"strings"
 
 	"github.com/prometheus/prometheus/model/histogram"
@@ -242,17 +244,22 @@ func (it *counterIterator) AtST() int64 { return 0 }
 func (it *counterIterator) Err() error  { return it.err }
 
 // downsampledIterator iterates the samples of one label set whose chunks include downsampled ones, reading
-// the aggregate the query's function needs (aggrs). Overlapping chunks are split into lanes and chain-merged,
-// as raw ones are.
+// the aggregate the query's function needs (aggrs). For other aggregates than the counter, overlapping chunks
+// are split into lanes and chain-merged, as raw ones are.
 func downsampledIterator(copies []fetchedSeries, aggrs []storepb.Aggr, mint, maxt int64) chunkenc.Iterator {
-	counter := len(aggrs) == 1 && aggrs[0] == storepb.Aggr_COUNTER
+	if len(aggrs) == 1 && aggrs[0] == storepb.Aggr_COUNTER {
+		// One counter over every copy's chunks in time order, so that resets are applied once across them (a
+		// store-gateway's downsampled range then the ingesters' raw one); a sample not after the last is skipped.
+		var all []chunks.Meta
+		for _, c := range copies {
+			all = append(all, c.metas...)
+		}
+		slices.SortStableFunc(all, func(a, b chunks.Meta) int { return cmp.Compare(a.MinTime, b.MinTime) })
+		return newCounterIterator(all, mint, maxt)
+	}
 	var its []chunkenc.Iterator
 	for _, c := range copies {
 		for _, lane := range nonOverlappingLanes(c.metas) {
-			if counter {
-				its = append(its, newCounterIterator(lane, mint, maxt))
-				continue
-			}
 			it := newChunksIterator(lane, mint, maxt)
 			it.aggrs = aggrs
 			its = append(its, it)

@@ -185,7 +185,7 @@ func downsampleTestSeries() []harnessSeries {
 	for i := 0; i < 16*240; i++ {
 		ts := int64(i) * 15_000
 		v += float64(1 + i%7)
-		if i == 3000 || i == 3360 || i == 3600 { // resets: inside a chunk (12h30m), at chunks' starts (14h, 15h)
+		if i == 2000 || i == 3000 || i == 3360 || i == 3600 { // resets: inside chunks (8h20m, 12h30m), at chunks' starts (14h, 15h)
 			v = 3
 		}
 		counter = append(counter, harnessSample{t: ts, f: v})
@@ -361,6 +361,63 @@ func TestAPIMaxSourceResolution(t *testing.T) {
 			}
 			testutil.Equals(t, 1, len(ds.reqs))
 			testutil.Equals(t, tc.wantWindow, ds.reqs[0].GetMaxResolutionWindow())
+		})
+	}
+}
+
+// Recent data raw in the ingesters, older data downsampled in a store-gateway: a counter reads as one across
+// both, its resets (one in the downsampled range) applied once, so rate and increase over the boundary agree
+// with the raw data's.
+func TestDownsampledReads_CounterAcrossRawAndDownsampled(t *testing.T) {
+	series := downsampleTestSeries()
+	const cut = 12 * res1h
+	var old []harnessSeries
+	for _, hs := range series {
+		var ss []harnessSample
+		for _, s := range hs.samples {
+			if s.t < cut {
+				ss = append(ss, s)
+			}
+		}
+		old = append(old, harnessSeries{lset: hs.lset, samples: ss})
+	}
+	refDB := harnessOpenDB(t, series, func(int64) bool { return true })
+	ds := newDownsampledStore(t, old)
+	recent := harnessServe(t, harnessOpenDB(t, series, func(ts int64) bool { return ts >= cut }))
+	logger := log.NewNopLogger()
+	client := harnessServeStore(t, ds, ds)
+	proxy := store.NewProxy(func() []store.StoreClient { return []store.StoreClient{client, recent} }, 0, logger, nil)
+	q := NewQueryable(proxy, tenancy.NewOverrides(tenancy.DefaultLimits(), nil), nil, nil)
+	eng := promql.NewEngine(EngineOpts(DefaultEngineConfig(), logger, nil))
+	ctx := tenancy.WithTenants(context.Background(), []string{harnessTenant})
+	matrix := func(ctx context.Context, q storage.Queryable, qs string) promql.Matrix {
+		t.Helper()
+		qry, err := eng.NewRangeQuery(ctx, q, nil, qs, time.UnixMilli(12*res1h-1), time.UnixMilli(16*res1h-1), time.Hour)
+		testutil.Ok(t, err)
+		defer qry.Close()
+		res := qry.Exec(ctx)
+		testutil.Ok(t, res.Err)
+		m, err := res.Matrix()
+		testutil.Ok(t, err)
+		out := make(promql.Matrix, 0, len(m))
+		for _, s := range m {
+			out = append(out, promql.Series{Metric: s.Metric, Floats: slices.Clone(s.Floats)})
+		}
+		return out
+	}
+	for _, qs := range []string{"rate(ds_counter[3h])", "increase(ds_counter[6h])"} {
+		t.Run(qs, func(t *testing.T) {
+			raw := matrix(ctx, refDB, qs)
+			got := matrix(WithRequestOptions(ctx, RequestOptions{Dedup: true, PartialResponse: true, MaxSourceResolution: 5 * time.Minute}), q, qs)
+			testutil.Equals(t, 1, len(raw))
+			testutil.Equals(t, 1, len(got))
+			testutil.Equals(t, 5, len(raw[0].Floats))
+			testutil.Equals(t, len(raw[0].Floats), len(got[0].Floats))
+			for i, p := range raw[0].Floats {
+				g := got[0].Floats[i]
+				testutil.Equals(t, p.T, g.T)
+				testutil.Assert(t, relDiff(p.F, g.F) <= 0.1, "at %d: raw %v, downsampled+raw %v", p.T, p.F, g.F)
+			}
 		})
 	}
 }
