@@ -26,6 +26,7 @@ func registerQuerierFlags(cmd *kingpin.CmdClause, b *binder, cfg *Config) {
 	b.Strings(cmd.Flag("query.replica-label", "Label whose values name replicas of the same series (HA pairs); series differing only in these are deduplicated. Repeatable; a tenant's query_replica_labels override it."), &q.ReplicaLabels)
 	b.Duration(cmd.Flag("querier.query-ingesters-within", "Ask the ingesters only for queries that reach into this last period (0: always)."), &q.QueryIngestersWithin)
 	b.Bool(cmd.Flag("query.partial-response", "Default of the partial_response parameter: a failing store becomes a warning instead of an error."), &q.PartialResponse)
+	b.Bool(cmd.Flag("query.auto-downsampling", "Requests without max_source_resolution read downsampled data as if they said auto: the coarsest resolution not above a fifth of the step (Thanos)."), &q.AutoDownsampling)
 	b.Duration(cmd.Flag("query.lookback-delta", "PromQL lookback delta."), &q.Engine.LookbackDelta)
 	b.Int(cmd.Flag("query.max-samples", "Most samples one query may hold in memory (a tenant's max_samples overrides it)."), &q.Engine.MaxSamples)
 	b.Duration(cmd.Flag("query.timeout", "Longest a query may run."), &q.Engine.Timeout)
@@ -85,7 +86,7 @@ func setupQuerier(p *process) error {
 	proxy := store.NewSelectingProxy(selector, cfg.Querier.StoreTimeout, logger, p.reg)
 	queryable := query.NewQueryable(proxy, p.overrides, cfg.Querier.ReplicaLabels, p.reg)
 	api := cfg.Auth.HTTPMiddleware(false)(query.NewAPI(queryable, p.overrides,
-		query.APIConfig{Engine: cfg.Querier.Engine, PartialResponse: cfg.Querier.PartialResponse, Metadata: newMetadataQuerier(p)}, logger, p.reg))
+		query.APIConfig{Engine: cfg.Querier.Engine, PartialResponse: cfg.Querier.PartialResponse, AutoDownsampling: cfg.Querier.AutoDownsampling, Metadata: newMetadataQuerier(p)}, logger, p.reg))
 	p.srv.Handle("/api/v1/", api)
 	p.srv.Handle("/prometheus/api/v1/", api)
 	p.srv.AddLinks("Querier",

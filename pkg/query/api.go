@@ -15,6 +15,7 @@ import (
 	"github.com/go-kit/log"
 	"github.com/grafana/regexp"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/common/route"
 	"github.com/prometheus/common/version"
 	"github.com/prometheus/prometheus/config"
@@ -143,6 +144,9 @@ type APIConfig struct {
 	Engine EngineConfig
 	// PartialResponse is the default of the `partial_response` parameter.
 	PartialResponse bool
+	// AutoDownsampling makes a request without `max_source_resolution` choose it from the step (Thanos's
+	// --query.auto-downsampling).
+	AutoDownsampling bool
 	// Metadata answers /metadata (metadata.go); without it the answer is empty.
 	Metadata *MetadataQuerier
 }
@@ -180,7 +184,7 @@ func NewAPI(q *Queryable, overrides *tenancy.Overrides, cfg APIConfig, logger lo
 		r := route.New()
 		api.Register(r.WithPrefix(prefix))
 		h := &apiHandler{prefix: prefix, router: r, overrides: overrides, partialResponse: cfg.PartialResponse, expression: cfg.Engine.Expression,
-			metadata: cfg.Metadata}
+			metadata: cfg.Metadata, autoDownsampling: cfg.AutoDownsampling}
 		mux.Handle(prefix+"/", h)
 	}
 	return mux
@@ -191,8 +195,10 @@ type apiHandler struct {
 	router          http.Handler
 	overrides       *tenancy.Overrides
 	partialResponse bool
-	expression      ExpressionLimits
-	metadata        *MetadataQuerier
+	// autoDownsampling is the default of max_source_resolution: auto rather than raw.
+	autoDownsampling bool
+	expression       ExpressionLimits
+	metadata         *MetadataQuerier
 }
 
 func (h *apiHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -252,7 +258,7 @@ func (h *apiHandler) checkExpressions(r *http.Request, tenant string) *tenancy.E
 	return nil
 }
 
-// options reads Thanos's query parameters: dedup, partial_response and replicaLabels[].
+// options reads Thanos's query parameters: dedup, partial_response, replicaLabels[] and max_source_resolution.
 func (h *apiHandler) options(r *http.Request) (RequestOptions, error) {
 	o := RequestOptions{Dedup: true, PartialResponse: h.partialResponse, ReplicaLabels: r.Form["replicaLabels[]"]}
 	for name, dst := range map[string]*bool{"dedup": &o.Dedup, "partial_response": &o.PartialResponse} {
@@ -264,7 +270,30 @@ func (h *apiHandler) options(r *http.Request) (RequestOptions, error) {
 			*dst = b
 		}
 	}
+	v := r.FormValue("max_source_resolution")
+	switch {
+	case v == "auto" || v == "" && h.autoDownsampling:
+		o.AutoDownsampling = true
+	case v != "":
+		d, err := parseDuration(v)
+		if err != nil || d < 0 {
+			return o, errors.Newf("invalid parameter \"max_source_resolution\": %q is not a duration (0s, 5m, 1h) nor auto", v)
+		}
+		o.MaxSourceResolution = d
+	}
 	return o, nil
+}
+
+// parseDuration reads a duration as Prometheus's API does: seconds as a float, or a PromQL duration.
+func parseDuration(s string) (time.Duration, error) {
+	if f, err := strconv.ParseFloat(s, 64); err == nil {
+		if math.IsNaN(f) || math.IsInf(f, 0) || f > float64(math.MaxInt64/int64(time.Second)) {
+			return 0, errors.Newf("%q is out of range", s)
+		}
+		return time.Duration(f * float64(time.Second)), nil
+	}
+	d, err := model.ParseDuration(s)
+	return time.Duration(d), err
 }
 
 // checkQueryLength refuses a range query longer than the tenant's max_query_length.

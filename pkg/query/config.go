@@ -15,8 +15,10 @@ type Config struct {
 	// QueryIngestersWithin: requests that end earlier than this before now do not ask the ingesters.
 	QueryIngestersWithin time.Duration `yaml:"query_ingesters_within"`
 	PartialResponse      bool          `yaml:"partial_response"`
-	StoreTimeout         time.Duration `yaml:"store_timeout"`
-	InfoRefreshInterval  time.Duration `yaml:"info_refresh_interval"`
+	// AutoDownsampling: a request without max_source_resolution reads as `auto` (--query.auto-downsampling).
+	AutoDownsampling    bool          `yaml:"auto_downsampling"`
+	StoreTimeout        time.Duration `yaml:"store_timeout"`
+	InfoRefreshInterval time.Duration `yaml:"info_refresh_interval"`
 	// BlocksRefreshInterval is how often a tenant's block list is read again from the bucket (and at once when a
 	// query finds blocks no store-gateway has).
 	BlocksRefreshInterval time.Duration `yaml:"blocks_refresh_interval"`

@@ -4,6 +4,8 @@ import (
 	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/tsdb/chunkenc"
 	"github.com/prometheus/prometheus/tsdb/chunks"
+
+	"github.com/stratametrics/strata/pkg/store/storepb"
 )
 
 // chunksIterator iterates the samples of one store's series — its chunks, in time order — within [mint, maxt],
@@ -12,6 +14,8 @@ import (
 type chunksIterator struct {
 	metas      []chunks.Meta
 	mint, maxt int64
+	// aggrs, when set, is the aggregate read of downsampled chunks (see aggrChunkIterator).
+	aggrs []storepb.Aggr
 
 	cur     chunkenc.Iterator
 	reuse   chunkenc.Iterator
@@ -39,6 +43,17 @@ func (it *chunksIterator) nextChunk(t int64) bool {
 		it.metas = it.metas[1:]
 	}
 	if len(it.metas) == 0 || it.metas[0].MinTime > it.maxt {
+		it.metas = nil
+		return false
+	}
+	if it.aggrs != nil {
+		for len(it.metas) > 0 && it.metas[0].MinTime <= it.maxt {
+			it.cur = aggrChunkIterator(it.metas[0].Chunk, it.aggrs)
+			it.metas = it.metas[1:]
+			if it.cur != nil {
+				return true
+			}
+		}
 		it.metas = nil
 		return false
 	}

@@ -7,6 +7,7 @@ import (
 	"math"
 	"slices"
 	"sort"
+	"time"
 
 	"github.com/efficientgo/core/errors"
 	"github.com/prometheus/client_golang/prometheus"
@@ -32,6 +33,22 @@ type RequestOptions struct {
 	PartialResponse bool
 	// ReplicaLabels, when set, replace the querier's replica labels for this request.
 	ReplicaLabels []string
+	// MaxSourceResolution is the coarsest downsampling resolution the stores may answer from (Thanos's
+	// `max_source_resolution`; 0: raw data only).
+	MaxSourceResolution time.Duration
+	// AutoDownsampling chooses MaxSourceResolution from the query's step: step/5 (Thanos's `auto`).
+	AutoDownsampling bool
+}
+
+// maxResolution is the request's max_resolution_window in milliseconds.
+func (o RequestOptions) maxResolution(hints *storage.SelectHints) int64 {
+	if o.AutoDownsampling {
+		if hints == nil {
+			return 0
+		}
+		return max(hints.Step/5, 0)
+	}
+	return o.MaxSourceResolution.Milliseconds()
 }
 
 type optionsKey struct{}
@@ -151,6 +168,16 @@ func (q *querier) Select(ctx context.Context, sortSeries bool, hints *storage.Se
 		}
 	}
 	req.Matchers = store.MatchersToPB(ms...)
+	// Downsampled chunks are read through the aggregate the query's function needs.
+	var fn string
+	if hints != nil {
+		fn = hints.Func
+	}
+	aggrs := aggrsFromFunc(fn)
+	if res := o.maxResolution(hints); res > 0 {
+		req.MaxResolutionWindow = res
+		req.Aggregates = aggrs
+	}
 	// Replica labels are dropped here, after the stores answered: without_replica_labels is not sent, since a
 	// store that honoured it would hand back replicas already merged under one label set, and the penalty
 	// algorithm below could no longer tell them apart.
@@ -169,7 +196,7 @@ func (q *querier) Select(ctx context.Context, sortSeries bool, hints *storage.Se
 	if err != nil {
 		return storage.ErrSeriesSet(err)
 	}
-	return newMergedSeriesSet(entries, len(drop) > 0, req.SkipChunks, hints, warnings)
+	return newMergedSeriesSet(entries, len(drop) > 0, req.SkipChunks, hints, aggrs, warnings)
 }
 
 // withoutTenantMatchers handles matchers on tenant_id as on a label the series do not have (users never see it):
@@ -224,7 +251,11 @@ func (q *querier) fetch(tenant string, sets []storage.ChunkSeriesSet, replicaLab
 			it := cs.Iterator(nil)
 			for it.Next() {
 				m := it.At()
-				q.fetchedBytes += len(m.Chunk.Bytes())
+				if a, ok := m.Chunk.(*store.AggrChunk); ok {
+					q.fetchedBytes += a.Size()
+				} else {
+					q.fetchedBytes += len(m.Chunk.Bytes())
+				}
 				metas = append(metas, m)
 			}
 			if err := it.Err(); err != nil {
@@ -344,12 +375,13 @@ type mergedSeriesSet struct {
 	noChunks bool
 	mint     int64
 	maxt     int64
+	aggrs    []storepb.Aggr // read of downsampled chunks
 	cur      storage.Series
 	warnings annotations.Annotations
 }
 
-func newMergedSeriesSet(entries []fetchedSeries, dedup, noChunks bool, hints *storage.SelectHints, warnings annotations.Annotations) *mergedSeriesSet {
-	s := &mergedSeriesSet{entries: entries, dedup: dedup, noChunks: noChunks, mint: math.MinInt64, maxt: math.MaxInt64, warnings: warnings}
+func newMergedSeriesSet(entries []fetchedSeries, dedup, noChunks bool, hints *storage.SelectHints, aggrs []storepb.Aggr, warnings annotations.Annotations) *mergedSeriesSet {
+	s := &mergedSeriesSet{entries: entries, dedup: dedup, noChunks: noChunks, mint: math.MinInt64, maxt: math.MaxInt64, aggrs: aggrs, warnings: warnings}
 	if hints != nil && !hints.DisableTrimming {
 		s.mint, s.maxt = hints.Start, hints.End
 	}
@@ -366,7 +398,7 @@ func (s *mergedSeriesSet) Next() bool {
 	}
 	group := s.entries[:n]
 	s.entries = s.entries[n:]
-	s.cur = &mergedSeries{lset: group[0].lset, group: group, noChunks: s.noChunks, mint: s.mint, maxt: s.maxt}
+	s.cur = &mergedSeries{lset: group[0].lset, group: group, noChunks: s.noChunks, mint: s.mint, maxt: s.maxt, aggrs: s.aggrs}
 	return true
 }
 
@@ -380,6 +412,7 @@ type mergedSeries struct {
 	noChunks bool
 	mint     int64
 	maxt     int64
+	aggrs    []storepb.Aggr
 }
 
 func (s *mergedSeries) Labels() labels.Labels { return s.lset }
@@ -395,7 +428,12 @@ func (s *mergedSeries) Iterator(chunkenc.Iterator) chunkenc.Iterator {
 		for end < len(s.group) && labels.Equal(s.group[end].full, s.group[start].full) {
 			end++
 		}
-		replicas = append(replicas, copiesIterator(s.group[start:end], s.mint, s.maxt))
+		copies := s.group[start:end]
+		if hasAggrChunks(copies) {
+			replicas = append(replicas, downsampledIterator(copies, s.aggrs, s.mint, s.maxt))
+		} else {
+			replicas = append(replicas, copiesIterator(copies, s.mint, s.maxt))
+		}
 		start = end
 	}
 	if len(replicas) == 1 {

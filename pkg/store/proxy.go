@@ -357,14 +357,22 @@ func (s *streamSeriesSet) At() storage.ChunkSeries           { return s.cur }
 func (s *streamSeriesSet) Err() error                        { return s.err }
 func (s *streamSeriesSet) Warnings() annotations.Annotations { return s.warnings }
 
-// seriesFromPB decodes a wire series into a ChunkSeries over its raw chunks.
+// seriesFromPB decodes a wire series into a ChunkSeries over its chunks (raw, or *AggrChunk for aggregates).
 func seriesFromPB(s *storepb.Series) (storage.ChunkSeries, error) {
 	lset := LabelsFromPB(s.GetLabels())
 	metas := make([]chunks.Meta, 0, len(s.GetChunks()))
 	for _, c := range s.GetChunks() {
 		raw := c.GetRaw()
 		if raw == nil {
-			return nil, errors.Newf("series %s: a chunk without raw data (downsampled aggregates are not merged by the proxy)", lset)
+			// A downsampled chunk: its aggregates, for a reader that knows them (the querier).
+			a, err := aggrChunkFromPB(c)
+			if err != nil {
+				return nil, errors.Wrapf(err, "series %s", lset)
+			}
+			if a != nil {
+				metas = append(metas, chunks.Meta{MinTime: c.GetMinTime(), MaxTime: c.GetMaxTime(), Chunk: a})
+			}
+			continue
 		}
 		enc, ok := EncodingFromPB(raw.GetType())
 		if !ok {
@@ -392,6 +400,14 @@ func seriesToPB(cs storage.ChunkSeries, skipChunks bool) (*storepb.Series, error
 	it := cs.Iterator(nil)
 	for it.Next() {
 		m := it.At()
+		if a, ok := m.Chunk.(*AggrChunk); ok {
+			c, err := a.toPB(m.MinTime, m.MaxTime)
+			if err != nil {
+				return nil, errors.Wrapf(err, "series %s", cs.Labels())
+			}
+			out.Chunks = append(out.Chunks, c)
+			continue
+		}
 		enc, ok := EncodingToPB(m.Chunk.Encoding())
 		if !ok {
 			return nil, errors.Newf("series %s: chunk encoding %s has no StoreAPI name", cs.Labels(), m.Chunk.Encoding())
