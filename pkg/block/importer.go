@@ -384,7 +384,7 @@ func (im *Importer) copyBlock(ctx context.Context, b *ImportBlock) error {
 	files := make([]File, 0, len(b.Files)+1)
 	for _, f := range b.Files {
 		name := path.Join(id.String(), f.RelPath)
-		sum, size, err := im.copyFile(ctx, tdst, name)
+		sum, size, err := im.copyFile(ctx, tdst, name, f.SizeBytes)
 		if err != nil {
 			return errors.Wrapf(err, "import block %s", id)
 		}
@@ -419,16 +419,24 @@ func (im *Importer) copyBlock(ctx context.Context, b *ImportBlock) error {
 }
 
 // copyFile streams the source object name into tdst under the same name and returns the SHA-256 (hex) and size
-// of what was read from the source.
-func (im *Importer) copyFile(ctx context.Context, tdst objstore.Bucket, name string) (_ string, _ int64, err error) {
+// of what was read from the source. The upload is told the object's size (the source's, else planned): an S3
+// client otherwise buffers a whole part to find it out.
+func (im *Importer) copyFile(ctx context.Context, tdst objstore.Bucket, name string, planned int64) (_ string, _ int64, err error) {
 	rc, err := im.src.Get(ctx, name)
 	if err != nil {
 		return "", 0, errors.Wrapf(err, "read source %s", name)
 	}
 	defer errcapture.ExhaustClose(&err, rc, "close source %s", name)
-	h := &hashingReader{r: rc, h: sha256.New(), copied: im.progress.Copied}
+	size, err := objstore.TryToGetSize(rc)
+	if err != nil {
+		size = planned
+	}
+	h := &hashingReader{r: rc, h: sha256.New(), size: size, copied: im.progress.Copied}
 	if err := tdst.Upload(ctx, name, h); err != nil {
 		return "", 0, errors.Wrapf(err, "upload %s", name)
+	}
+	if h.n != size {
+		return "", 0, errors.Newf("upload %s: %d bytes copied, the source has %d", name, h.n, size)
 	}
 	return hex.EncodeToString(h.h.Sum(nil)), h.n, nil
 }
@@ -453,9 +461,14 @@ type hashingReader struct {
 	r io.Reader
 	h hash.Hash
 	n int64
+	// size is the size of what r reads, told to the upload (objstore.ObjectSizer).
+	size int64
 	// copied, when set, is told of every read.
 	copied func(n int64)
 }
+
+// ObjectSize implements objstore.ObjectSizer.
+func (r *hashingReader) ObjectSize() (int64, error) { return r.size, nil }
 
 func (r *hashingReader) Read(p []byte) (int, error) {
 	n, err := r.r.Read(p)
