@@ -155,7 +155,6 @@ func (p *barProgress) Start(blocks int, bytes int64) {
 		progressbar.OptionSetWidth(30),
 		progressbar.OptionThrottle(p.throttle),
 		progressbar.OptionSetRenderBlankState(true),
-		progressbar.OptionOnCompletion(func() { _, _ = fmt.Fprintln(p.w) }),
 	)
 }
 
@@ -189,10 +188,15 @@ func (p *barProgress) Finish(err error) {
 	p.mtx.Lock()
 	bar := p.bar
 	p.mtx.Unlock()
-	if bar != nil && err == nil {
-		_ = bar.Finish()
-	} else if bar != nil {
-		_ = bar.Exit()
+	// The bar is full once the bytes are read, maybe before the last block is verified and done; it ends its
+	// line only here, so that the last "blocks n/n" redraws it in place.
+	if bar != nil {
+		if err == nil {
+			_ = bar.Finish()
+		} else {
+			_ = bar.Exit()
+		}
+		_, _ = fmt.Fprintln(p.w)
 	}
 	p.mtx.Lock()
 	defer p.mtx.Unlock()

@@ -49,7 +49,9 @@ func TestBarProgress_Updates(t *testing.T) {
 	}{
 		{copied: 500, want: []string{"blocks 0/2", "25%", "500 B/2.0 kB"}},
 		{copied: 500, blockDone: true, want: []string{"blocks 1/2", "50%", "1.0/2.0 kB"}},
-		{copied: 1000, blockDone: true, want: []string{"blocks 2/2", "100%", "2.0/2.0 kB"}},
+		// Every byte read, the last block not yet verified: full bar, one block to go.
+		{copied: 1000, want: []string{"blocks 1/2", "100%", "2.0/2.0 kB"}},
+		{blockDone: true, want: []string{"blocks 2/2", "100%", "2.0/2.0 kB"}},
 	}
 	eta := regexp.MustCompile(`\[\d+s:\d+s\]`) // [elapsed:left]
 	elapsed := regexp.MustCompile(`\[\d+s\]$`) // done: [elapsed]
@@ -65,7 +67,8 @@ func TestBarProgress_Updates(t *testing.T) {
 		for _, w := range s.want {
 			testutil.Assert(t, strings.Contains(last, w), "step %d: bar %q lacks %q", i, last, w)
 		}
-		if !s.blockDone || i < len(steps)-1 {
+		testutil.Assert(t, !strings.Contains(out, "\n"), "step %d: the bar left its line: %q", i, out)
+		if i < 2 {
 			testutil.Assert(t, eta.MatchString(last), "step %d: bar %q has no [elapsed:left]", i, last)
 		} else {
 			testutil.Assert(t, elapsed.MatchString(last), "step %d: bar %q has no [elapsed]", i, last)
@@ -73,7 +76,7 @@ func TestBarProgress_Updates(t *testing.T) {
 	}
 	buf.Reset()
 	p.Finish(nil)
-	testutil.Assert(t, !strings.Contains(buf.String(), "blocks 1/2"), "finish went back: %q", buf.String())
+	testutil.Assert(t, !strings.Contains(buf.String(), "blocks 1/2") && strings.HasSuffix(buf.String(), "\n"), "finish: %q", buf.String())
 }
 
 // Nothing to copy: no bar is drawn, and nothing fails.
