@@ -279,6 +279,13 @@ func TestImportThanos_S3KilledAndResumed(t *testing.T) {
 			}
 		}
 		testutil.Equals(t, want, got, "%+v", q)
+		if !q.dedup {
+			replicas := map[string]bool{}
+			for _, s := range got {
+				replicas[s.Metric["replica"]] = true
+			}
+			testutil.Equals(t, map[string]bool{"a": true, "b": true}, replicas, "replicas without dedup")
+		}
 	}
 	// The first 4h are held only in the 5m and 1h blocks: they are answered from them.
 	early, _ := promQuery(t, s.url("/prometheus"), "team-a", `max_over_time(`+sgGauge+`[1h])`, start.Add(time.Hour), start.Add(4*time.Hour), time.Hour,
