@@ -176,11 +176,11 @@ func TestImportThanos_S3KilledAndResumed(t *testing.T) {
 		"--tenant=team-a", "--concurrency=1", "--progress-interval=0"}
 	imp := startProc(t, t.TempDir(), "import-thanos", strataBin, append(args, "--data-dir="+filepath.Join(t.TempDir(), "data"))...)
 	waitOutput(t, imp, `msg="imported block"`, 40*time.Second)
-	// Kill while a block is half there: files copied, no meta.json yet.
+	// Kill while a block is half there: its chunks copied, not its index (a slow read away) nor its meta.json.
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		if blocks, _ := tenantBlocks(t, dst, "team-a"); slices.ContainsFunc(slices.Collect(maps.Values(blocks)), func(files []string) bool {
-			return !slices.Contains(files, block.MetaFilename)
+			return len(files) > 0 && !slices.Contains(files, block.IndexFilename) && !slices.Contains(files, block.MetaFilename)
 		}) {
 			break
 		}
