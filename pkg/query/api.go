@@ -66,6 +66,9 @@ func EngineOpts(cfg EngineConfig, logger log.Logger, reg prometheus.Registerer) 
 		EnableNegativeOffset:     true,
 		EnablePerStepStats:       true,
 		EnableDelayedNameRemoval: false,
+		// count_over_time counts raw samples over downsampled data too (see countSamplesLabel); an engine with
+		// this parser must query a Queryable of this package.
+		Parser: newCountOverTimeParser(),
 	}
 }
 

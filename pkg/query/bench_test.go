@@ -76,7 +76,7 @@ func BenchmarkRangeQuery(b *testing.B) {
 	h := &promqlHarness{
 		ctx:          tenancy.WithTenants(context.Background(), []string{harnessTenant}),
 		refDB:        db,
-		refEngine:    promql.NewEngine(EngineOpts(DefaultEngineConfig(), logger, nil)),
+		refEngine:    promql.NewEngine(refEngineOpts(logger)),
 		strata:       strata,
 		strataEngine: promql.NewEngine(EngineOpts(DefaultEngineConfig(), logger, nil)),
 	}

@@ -7,6 +7,9 @@ import (
 	"strings"
 
 	"github.com/prometheus/prometheus/model/histogram"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/model/value"
+	"github.com/prometheus/prometheus/promql/parser"
 	"github.com/prometheus/prometheus/storage"
 	"github.com/prometheus/prometheus/tsdb/chunkenc"
 	"github.com/prometheus/prometheus/tsdb/chunks"
@@ -16,7 +19,7 @@ import (
 )
 
 // aggrsFromFunc is the aggregates of downsampled chunks a PromQL function reads (Thanos's choice): min/max for
-// min/max functions, count for count functions, sum for sum_over_time, the counter for rate, increase, irate and
+// min/max functions, count for count functions (count_over_time reads it differently: see countSamplesLabel), sum for sum_over_time, the counter for rate, increase, irate and
 // resets, and count and sum (read as their average) otherwise.
 func aggrsFromFunc(f string) []storepb.Aggr {
 	switch {
@@ -270,3 +273,136 @@ func downsampledIterator(copies []fetchedSeries, aggrs []storepb.Aggr, mint, max
 	}
 	return storage.ChainSampleIteratorFromIterators(nil, its)
 }
+
+// count_over_time over downsampled data. A downsampled chunk holds one point per window, so counting points (as
+// Thanos does) answers far below the raw data's count; the COUNT aggregate holds how many raw samples each
+// window had. The querier's engine therefore evaluates count_over_time(sel[r]) as sum_over_time over a selection
+// that yields, per sample, how many raw samples it stands for: the COUNT aggregate's value for a downsampled
+// chunk, 1 for a raw sample (stale markers, which count_over_time skips, yield nothing). Over raw data alone the
+// answer is count_over_time's, exactly; over downsampled data it is exact for ranges that cover whole windows.
+//
+// The rewrite is done on the parsed expression (countOverTimeParser, the engine's parser); the selection is
+// marked with a matcher on countSamplesLabel, which Select removes. A queryable that does not know the marker
+// matches no series with it (no series has the label), so a misrouted query answers nothing rather than sums.
+
+// countSamplesLabel names the marker matcher (countSamplesLabel="1") of a selection read as sample counts.
+const countSamplesLabel = "__strata_count_samples__"
+
+// countOverTimeParser is Prometheus's parser with count_over_time over a range selector rewritten as described
+// above. Other count_over_time arguments (subqueries) count the points the engine computes and are left alone.
+type countOverTimeParser struct{ parser.Parser }
+
+func newCountOverTimeParser() parser.Parser {
+	return countOverTimeParser{parser.NewParser(parser.Options{})}
+}
+
+func (p countOverTimeParser) ParseExpr(qs string) (parser.Expr, error) {
+	expr, err := p.Parser.ParseExpr(qs)
+	if err != nil {
+		return nil, err
+	}
+	parser.Inspect(expr, func(n parser.Node, _ []parser.Node) error {
+		call, ok := n.(*parser.Call)
+		if !ok || call.Func.Name != "count_over_time" || len(call.Args) != 1 {
+			return nil
+		}
+		ms, ok := call.Args[0].(*parser.MatrixSelector)
+		if !ok {
+			return nil
+		}
+		vs, ok := ms.VectorSelector.(*parser.VectorSelector)
+		if !ok {
+			return nil
+		}
+		vs.LabelMatchers = append(vs.LabelMatchers, labels.MustNewMatcher(labels.MatchEqual, countSamplesLabel, "1"))
+		call.Func = parser.Functions["sum_over_time"]
+		return nil
+	})
+	return expr, nil
+}
+
+// withoutCountMarker removes the count_over_time marker from a selection's matchers and says whether it was there.
+func withoutCountMarker(ms []*labels.Matcher) ([]*labels.Matcher, bool) {
+	i := slices.IndexFunc(ms, func(m *labels.Matcher) bool { return m.Name == countSamplesLabel })
+	if i < 0 {
+		return ms, false
+	}
+	return slices.Delete(slices.Clone(ms), i, i+1), true
+}
+
+// countEachSample makes the raw chunks of the series yield 1 per sample; downsampled chunks are read through
+// their COUNT aggregate (the request asked for it alone).
+func countEachSample(entries []fetchedSeries) {
+	for i := range entries {
+		for j, m := range entries[i].metas {
+			if _, ok := m.Chunk.(*store.AggrChunk); !ok {
+				entries[i].metas[j].Chunk = onesChunk{m.Chunk}
+			}
+		}
+	}
+}
+
+// onesChunk is a raw chunk whose samples read as the float 1.
+type onesChunk struct{ chunkenc.Chunk }
+
+func (c onesChunk) Iterator(reuse chunkenc.Iterator) chunkenc.Iterator {
+	if o, ok := reuse.(*onesIterator); ok {
+		o.it = c.Chunk.Iterator(o.it)
+		return o
+	}
+	return &onesIterator{it: c.Chunk.Iterator(nil)}
+}
+
+// onesIterator yields the float 1 at each sample of it (float or histogram), skipping stale markers.
+type onesIterator struct {
+	it chunkenc.Iterator
+	fh *histogram.FloatHistogram
+}
+
+// stale tells whether the sample it is on is a stale marker.
+func (o *onesIterator) stale(typ chunkenc.ValueType) bool {
+	switch typ {
+	case chunkenc.ValFloat:
+		_, v := o.it.At()
+		return value.IsStaleNaN(v)
+	case chunkenc.ValHistogram, chunkenc.ValFloatHistogram:
+		_, o.fh = o.it.AtFloatHistogram(o.fh)
+		return value.IsStaleNaN(o.fh.Sum)
+	}
+	return false
+}
+
+func (o *onesIterator) Next() chunkenc.ValueType {
+	for {
+		typ := o.it.Next()
+		if typ == chunkenc.ValNone {
+			return chunkenc.ValNone
+		}
+		if !o.stale(typ) {
+			return chunkenc.ValFloat
+		}
+	}
+}
+
+func (o *onesIterator) Seek(t int64) chunkenc.ValueType {
+	typ := o.it.Seek(t)
+	if typ == chunkenc.ValNone {
+		return chunkenc.ValNone
+	}
+	if o.stale(typ) {
+		return o.Next()
+	}
+	return chunkenc.ValFloat
+}
+
+func (o *onesIterator) At() (int64, float64) { return o.it.AtT(), 1 }
+func (o *onesIterator) AtHistogram(*histogram.Histogram) (int64, *histogram.Histogram) {
+	return o.it.AtT(), nil
+}
+
+func (o *onesIterator) AtFloatHistogram(*histogram.FloatHistogram) (int64, *histogram.FloatHistogram) {
+	return o.it.AtT(), nil
+}
+func (o *onesIterator) AtT() int64  { return o.it.AtT() }
+func (o *onesIterator) AtST() int64 { return o.it.AtST() }
+func (o *onesIterator) Err() error  { return o.it.Err() }

@@ -259,6 +259,7 @@ func eqQueries() []eqQuery {
 		{name: "native-count-raw", query: `histogram_count(rpc_latency_seconds)`},
 		{name: "native-max-count", query: `max by (instance) (histogram_count(rate(rpc_latency_seconds[2m])))`},
 		{name: "native-last-over-time", query: `last_over_time(rpc_latency_seconds[5m])`},
+		{name: "native-count-over-time", query: `count_over_time(rpc_latency_seconds[5m])`},
 		{name: "native-increase-neg-offset", query: `increase(rpc_latency_seconds[10m] offset -5m)`},
 		{name: "native-gauge-raw", query: `queue_size_distribution`},
 		{name: "native-gauge-quantile", query: `histogram_quantile(0.5, queue_size_distribution)`},

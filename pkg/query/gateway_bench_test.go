@@ -462,12 +462,12 @@ func BenchmarkGatewayStartup(b *testing.B) {
 	b.Logf("fixture: %d blocks × %d series × %d samples written and uploaded in %v", f.blocks, gwSmallSeries, gwSmallSamples, time.Since(start).Round(time.Millisecond))
 
 	logger := log.NewNopLogger()
-	eng := promql.NewEngine(EngineOpts(DefaultEngineConfig(), logger, nil))
+	eng, refEng := promql.NewEngine(EngineOpts(DefaultEngineConfig(), logger, nil)), promql.NewEngine(refEngineOpts(logger))
 	const qs = `sum by (job) (count_over_time(small_metric[10m]))`
 	qStart, qEnd, step := time.UnixMilli(f.mint), time.UnixMilli(f.maxt), 10*time.Minute
 
 	// The answer both must give, and a check that each sees every block.
-	ref := gwRun(b, eng, readOnlyQueryable{f.localDir}, qs, qStart, qEnd, step)
+	ref := gwRun(b, refEng, readOnlyQueryable{f.localDir}, qs, qStart, qEnd, step)
 	{
 		g := newGateway(b, f)
 		g.sync(b)
@@ -494,7 +494,7 @@ func BenchmarkGatewayStartup(b *testing.B) {
 					testutil.Equals(b, f.blocks, len(blocks))
 					m1 := takeMemSnapshot()
 					t1 := time.Now()
-					res := gwRun(b, eng, blocksQueryable(blocks), qs, qStart, qEnd, step)
+					res := gwRun(b, refEng, blocksQueryable(blocks), qs, qStart, qEnd, step)
 					fig.warm = time.Since(t1)
 					m2 := takeMemSnapshot()
 					if n == 0 {
@@ -565,7 +565,7 @@ func BenchmarkGateway7DayRange(b *testing.B) {
 	b.Logf("fixture: %d series × %v at %v in %d blocks written and uploaded in %v", gwSeries, gwSpan, gwInterval, f.blocks, time.Since(start).Round(time.Millisecond))
 
 	logger := log.NewNopLogger()
-	promEng := promql.NewEngine(EngineOpts(DefaultEngineConfig(), logger, nil))
+	promEng := promql.NewEngine(refEngineOpts(logger))
 	strataEng := promql.NewEngine(EngineOpts(DefaultEngineConfig(), logger, nil))
 	qStart, qEnd := time.UnixMilli(f.mint), time.UnixMilli(f.maxt)
 	samplesPerSeries := int(gwSpan / gwInterval)

@@ -127,10 +127,18 @@ func newPromQLHarness(t testing.TB, series []harnessSeries, layout harnessLayout
 	return &promqlHarness{
 		ctx:          tenancy.WithTenants(context.Background(), []string{harnessTenant}),
 		refDB:        ref,
-		refEngine:    promql.NewEngine(EngineOpts(DefaultEngineConfig(), logger, nil)),
+		refEngine:    promql.NewEngine(refEngineOpts(logger)),
 		strata:       NewQueryable(proxy, tenancy.NewOverrides(tenancy.DefaultLimits(), nil), nil, nil),
 		strataEngine: promql.NewEngine(EngineOpts(DefaultEngineConfig(), logger, nil)),
 	}
+}
+
+// refEngineOpts are the querier's engine options with Prometheus's own parser, for engines that query a plain
+// TSDB as the reference (the querier's parser marks count_over_time selections for this package's Queryable).
+func refEngineOpts(logger log.Logger) promql.EngineOpts {
+	opts := EngineOpts(DefaultEngineConfig(), logger, nil)
+	opts.Parser = nil
+	return opts
 }
 
 func harnessTimeRange(series []harnessSeries) (int64, int64) {

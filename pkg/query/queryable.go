@@ -153,6 +153,7 @@ func (q *querier) Select(ctx context.Context, sortSeries bool, hints *storage.Se
 	if err != nil {
 		return storage.ErrSeriesSet(err)
 	}
+	ms, countSamples := withoutCountMarker(ms)
 	ms, ok := withoutTenantMatchers(ms)
 	if !ok {
 		return storage.EmptySeriesSet()
@@ -174,6 +175,9 @@ func (q *querier) Select(ctx context.Context, sortSeries bool, hints *storage.Se
 		fn = hints.Func
 	}
 	aggrs := aggrsFromFunc(fn)
+	if countSamples { // count_over_time, evaluated as sum_over_time of each sample's raw count
+		aggrs = []storepb.Aggr{storepb.Aggr_COUNT}
+	}
 	if res := o.maxResolution(hints); res > 0 {
 		req.MaxResolutionWindow = res
 		req.Aggregates = aggrs
@@ -195,6 +199,9 @@ func (q *querier) Select(ctx context.Context, sortSeries bool, hints *storage.Se
 	entries, warnings, err := q.fetch(tenants[0], sets, drop)
 	if err != nil {
 		return storage.ErrSeriesSet(err)
+	}
+	if countSamples {
+		countEachSample(entries)
 	}
 	return newMergedSeriesSet(entries, len(drop) > 0, req.SkipChunks, hints, aggrs, warnings)
 }
