@@ -101,7 +101,8 @@ func TestImportThanos(t *testing.T) {
 // a block marked for deletion (cluster=deleted) and a partial block (cluster=partial, no meta.json).
 //
 // The import into tenant team-a of S3 bucket "strata" runs with --concurrency=1 and slow object reads from the
-// source (s3server -get-delay), and is SIGKILLed while a block is half-copied (files there, no meta.json). Then no
+// source (s3server -get-delay, 150ms per object GET), and is SIGKILLed after its first "imported block" line, as
+// soon as a block has its chunks but neither its index nor its meta.json (a slow read still ahead). Then no
 // meta.json is there whose files are not all there (size and SHA-256 as it lists), and the store-gateway of a
 // `strata all` over the destination serves exactly the blocks with a meta.json. A re-run copies the rest; then
 // the tenant holds every selected source block exactly once, each file byte-identical (SHA-256) to the source's,
