@@ -39,7 +39,7 @@ func registerImportThanos(tools *kingpin.CmdClause) (string, component) {
 		resolution:       cmd.Flag("resolution", "Import only blocks of this resolution: raw, 5m, 1h or all.").Default("all").Enum("raw", "5m", "1h", "all"),
 		dryRun:           cmd.Flag("dry-run", "Print the plan (blocks, bytes, time range) and copy nothing.").Bool(),
 		concurrency:      cmd.Flag("concurrency", "Blocks copied at a time.").Default("4").Int(),
-		progressInterval: cmd.Flag("progress-interval", "How often a progress line (blocks, bytes, ETA) is logged; 0: never.").Default("10s").Duration(),
+		progressInterval: cmd.Flag("progress-interval", "When stderr is not a terminal, how often a progress line (blocks, bytes, ETA) is logged, besides one per block copied; 0: never. On a terminal a progress bar is drawn instead.").Default("10s").Duration(),
 	}
 	return cmd.FullCommand(), func(p *process) error { return runImportThanos(p, f) }
 }
@@ -73,7 +73,7 @@ func runImportThanos(p *process, f *importThanosFlags) error {
 	}
 	im, err := block.NewImporter(p.logger, src, dst, block.ImportConfig{
 		Tenant: *f.tenant, MatchLabels: match, Resolution: *f.resolution, DryRun: *f.dryRun,
-		Concurrency: *f.concurrency, ProgressInterval: *f.progressInterval,
+		Concurrency: *f.concurrency, Progress: block.NewImportProgressFor(p.logger, os.Stderr, *f.progressInterval),
 	}, nil)
 	if err != nil {
 		return errors.Wrap(err, "invalid import-thanos flags")

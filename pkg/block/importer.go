@@ -44,8 +44,10 @@ type ImportConfig struct {
 	DryRun bool
 	// Concurrency is how many blocks are copied at a time (at least 1).
 	Concurrency int
-	// ProgressInterval is how often a progress line is logged (0: never).
+	// ProgressInterval is how often a progress line is logged when Progress is nil (0: never).
 	ProgressInterval time.Duration
+	// Progress is told how the copy advances; nil: log lines (every ProgressInterval and one per block).
+	Progress ImportProgress
 }
 
 // resolutionFilter returns whether a block of the resolution res (milliseconds) is selected by r.
@@ -103,13 +105,7 @@ type Importer struct {
 	src, dst objstore.Bucket
 	cfg      ImportConfig
 	now      func() time.Time
-
-	mtx         sync.Mutex
-	doneBlocks  int
-	doneBytes   int64
-	start       time.Time
-	totalBlocks int
-	totalBytes  int64
+	progress ImportProgress
 }
 
 // NewImporter returns an importer from src (a Thanos bucket) into dst (the whole Strata bucket). now (time.Now
@@ -128,7 +124,11 @@ func NewImporter(logger log.Logger, src, dst objstore.Bucket, cfg ImportConfig, 
 		now = time.Now
 	}
 	cfg.Concurrency = max(1, cfg.Concurrency)
-	return &Importer{logger: logger, src: src, dst: dst, cfg: cfg, now: now}, nil
+	progress := cfg.Progress
+	if progress == nil {
+		progress = NewImportProgress(logger, nil, false, cfg.ProgressInterval, now)
+	}
+	return &Importer{logger: logger, src: src, dst: dst, cfg: cfg, now: now, progress: progress}, nil
 }
 
 // Plan lists the source blocks, selects those to import and finds which the destination has already.
@@ -315,9 +315,6 @@ func present(ctx context.Context, tdst objstore.Bucket, id ulid.ULID, files []Fi
 // (that block is left without meta.json, so invisible; a re-run copies it again) and returns that error.
 func (im *Importer) Run(ctx context.Context, plan *ImportPlan) error {
 	var todo []*ImportBlock
-	im.mtx.Lock()
-	im.start, im.totalBlocks, im.totalBytes = im.now(), plan.ToCopy(), plan.Bytes
-	im.mtx.Unlock()
 	for _, b := range plan.Blocks {
 		if !b.Present {
 			todo = append(todo, b)
@@ -325,8 +322,7 @@ func (im *Importer) Run(ctx context.Context, plan *ImportPlan) error {
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stopProgress := im.logProgress(ctx)
-	defer stopProgress()
+	im.progress.Start(len(todo), plan.Bytes)
 
 	var (
 		wg    sync.WaitGroup
@@ -360,53 +356,12 @@ feed:
 	}
 	close(work)
 	wg.Wait()
-	if first != nil {
-		return first
+	err := first
+	if err == nil && ctx.Err() != nil {
+		err = errors.Wrap(ctx.Err(), "import")
 	}
-	if err := ctx.Err(); err != nil {
-		return errors.Wrap(err, "import")
-	}
-	im.progressLine("import done")
-	return nil
-}
-
-// logProgress logs a progress line every ProgressInterval until the returned function is called.
-func (im *Importer) logProgress(ctx context.Context) func() {
-	if im.cfg.ProgressInterval <= 0 {
-		return func() {}
-	}
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		t := time.NewTicker(im.cfg.ProgressInterval)
-		defer t.Stop()
-		for {
-			select {
-			case <-t.C:
-				im.progressLine("import progress")
-			case <-done:
-				return
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
-	return func() { close(done); wg.Wait() }
-}
-
-// progressLine logs blocks and bytes done of the total, and the time left at the rate so far.
-func (im *Importer) progressLine(msg string) {
-	im.mtx.Lock()
-	defer im.mtx.Unlock()
-	eta := "unknown"
-	if elapsed := im.now().Sub(im.start); im.doneBytes > 0 && elapsed > 0 {
-		left := time.Duration(float64(elapsed) * float64(im.totalBytes-im.doneBytes) / float64(im.doneBytes))
-		eta = left.Round(time.Second).String()
-	}
-	level.Info(im.logger).Log("msg", msg, "blocks_done", im.doneBlocks, "blocks_total", im.totalBlocks,
-		"bytes_done", im.doneBytes, "bytes_total", im.totalBytes, "eta", eta)
+	im.progress.Finish(err)
+	return err
 }
 
 // copyBlock copies one block: its files, each checked against the source (size and SHA-256) after the copy,
@@ -429,7 +384,7 @@ func (im *Importer) copyBlock(ctx context.Context, b *ImportBlock) error {
 	files := make([]File, 0, len(b.Files)+1)
 	for _, f := range b.Files {
 		name := path.Join(id.String(), f.RelPath)
-		sum, size, err := im.copyFile(ctx, tdst, name)
+		sum, size, err := im.copyFile(ctx, tdst, name, f.SizeBytes)
 		if err != nil {
 			return errors.Wrapf(err, "import block %s", id)
 		}
@@ -442,9 +397,6 @@ func (im *Importer) copyBlock(ctx context.Context, b *ImportBlock) error {
 				id, name, gotSize, gotSum, size, sum)
 		}
 		files = append(files, File{RelPath: f.RelPath, SizeBytes: size, Hash: &ObjectHash{Func: "SHA256", Value: sum}})
-		im.mtx.Lock()
-		im.doneBytes += size
-		im.mtx.Unlock()
 	}
 	files = append(files, File{RelPath: MetaFilename})
 	sort.Slice(files, func(i, j int) bool { return files[i].RelPath < files[j].RelPath })
@@ -462,24 +414,29 @@ func (im *Importer) copyBlock(ctx context.Context, b *ImportBlock) error {
 	if err := tdst.Upload(ctx, metaName, &buf); err != nil {
 		return errors.Wrapf(err, "import block %s: upload meta.json", id)
 	}
-	im.mtx.Lock()
-	im.doneBlocks++
-	im.mtx.Unlock()
-	level.Debug(im.logger).Log("msg", "imported block", "block", id, "files", len(files), "tenant", im.cfg.Tenant)
+	im.progress.BlockDone(id)
 	return nil
 }
 
 // copyFile streams the source object name into tdst under the same name and returns the SHA-256 (hex) and size
-// of what was read from the source.
-func (im *Importer) copyFile(ctx context.Context, tdst objstore.Bucket, name string) (_ string, _ int64, err error) {
+// of what was read from the source. The upload is told the object's size (the source's, else planned): an S3
+// client otherwise buffers a whole part to find it out.
+func (im *Importer) copyFile(ctx context.Context, tdst objstore.Bucket, name string, planned int64) (_ string, _ int64, err error) {
 	rc, err := im.src.Get(ctx, name)
 	if err != nil {
 		return "", 0, errors.Wrapf(err, "read source %s", name)
 	}
 	defer errcapture.ExhaustClose(&err, rc, "close source %s", name)
-	h := &hashingReader{r: rc, h: sha256.New()}
+	size, err := objstore.TryToGetSize(rc)
+	if err != nil {
+		size = planned
+	}
+	h := &hashingReader{r: rc, h: sha256.New(), size: size, copied: im.progress.Copied}
 	if err := tdst.Upload(ctx, name, h); err != nil {
 		return "", 0, errors.Wrapf(err, "upload %s", name)
+	}
+	if h.n != size {
+		return "", 0, errors.Newf("upload %s: %d bytes copied, the source has %d", name, h.n, size)
 	}
 	return hex.EncodeToString(h.h.Sum(nil)), h.n, nil
 }
@@ -504,11 +461,21 @@ type hashingReader struct {
 	r io.Reader
 	h hash.Hash
 	n int64
+	// size is the size of what r reads, told to the upload (objstore.ObjectSizer).
+	size int64
+	// copied, when set, is told of every read.
+	copied func(n int64)
 }
+
+// ObjectSize implements objstore.ObjectSizer.
+func (r *hashingReader) ObjectSize() (int64, error) { return r.size, nil }
 
 func (r *hashingReader) Read(p []byte) (int, error) {
 	n, err := r.r.Read(p)
 	r.h.Write(p[:n])
 	r.n += int64(n)
+	if r.copied != nil && n > 0 {
+		r.copied(int64(n))
+	}
 	return n, err
 }
