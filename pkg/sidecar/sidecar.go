@@ -112,6 +112,8 @@ type Sidecar struct {
 	metrics    *sidecarMetrics
 	httpClient *http.Client
 	now        func() time.Time
+	// retryInterval is the wait between two reads of the external labels at start (Thanos: 2s).
+	retryInterval time.Duration
 
 	client  *Client
 	store   *store.TSDBStore
@@ -127,7 +129,7 @@ func New(cfg Config, bkt objstore.Bucket, logger log.Logger, reg prometheus.Regi
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	s := &Sidecar{cfg: cfg, logger: logger, metrics: newSidecarMetrics(reg), now: time.Now, minTime: math.MaxInt64}
+	s := &Sidecar{cfg: cfg, logger: logger, metrics: newSidecarMetrics(reg), now: time.Now, minTime: math.MaxInt64, retryInterval: 2 * time.Second}
 	for _, o := range opts {
 		o(s)
 	}
@@ -230,11 +232,11 @@ func (s *Sidecar) Run(ctx context.Context, ready func()) error {
 	}
 }
 
-// waitForPrometheus reads the external labels, retrying every 2s for at most PrometheusReadyTimeout.
+// waitForPrometheus reads the external labels, retrying every retryInterval for at most PrometheusReadyTimeout.
 func (s *Sidecar) waitForPrometheus(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.PrometheusReadyTimeout)
 	defer cancel()
-	retry := time.NewTicker(2 * time.Second)
+	retry := time.NewTicker(s.retryInterval)
 	defer retry.Stop()
 	for {
 		reqCtx, reqCancel := context.WithTimeout(ctx, 5*time.Second)
