@@ -166,7 +166,7 @@ func parseExternalLabels(configYAML string) (labels.Labels, error) {
 	}
 	b := labels.NewScratchBuilder(len(cfg.Global.ExternalLabels))
 	for n, v := range cfg.Global.ExternalLabels {
-		if !model.LabelName(n).IsValid() || v == "" {
+		if !model.UTF8Validation.IsValidLabelName(n) || v == "" {
 			return labels.EmptyLabels(), errors.Newf("Prometheus's external label %q=%q is not a valid label", n, v)
 		}
 		b.Add(n, v)

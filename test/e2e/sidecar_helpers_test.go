@@ -34,7 +34,10 @@ func (p *promProc) baseURL() string { return "http://" + p.addr }
 func startPrometheus(t *testing.T, dir string, extLabels map[string]string, blockDuration time.Duration, targets ...string) *promProc {
 	t.Helper()
 	var cfg strings.Builder
-	cfg.WriteString("global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  external_labels:\n")
+	cfg.WriteString("global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n")
+	if len(extLabels) > 0 {
+		cfg.WriteString("  external_labels:\n")
+	}
 	for _, k := range sortedKeys(extLabels) {
 		fmt.Fprintf(&cfg, "    %s: %q\n", k, extLabels[k])
 	}

@@ -185,3 +185,23 @@ func TestSidecar(t *testing.T) {
 	testutil.Equals(t, len(inBucket), len(rec.Uploaded), "thanos.shipper.json records every shipped block")
 	t.Logf("%d blocks shipped (%d before the restart, %d after); test took %.1fs", len(all), len(firstRun), len(secondRun), time.Since(begin).Seconds())
 }
+
+// TestSidecar_RefusesWithoutExternalLabels: next to a Prometheus without external labels the sidecar exits with
+// Thanos's message, uploading nothing and never ready.
+func TestSidecar_RefusesWithoutExternalLabels(t *testing.T) {
+	dir := t.TempDir()
+	bucketDir := filepath.Join(dir, "bucket")
+	testutil.Ok(t, os.MkdirAll(bucketDir, 0o750))
+	prom := startPrometheus(t, dir, nil, 10*time.Second, startMetricsTarget(t))
+	sc := startStrata(t, dir, sidecarArgs(prom, "team-a", writeFilesystemBucketConfig(t, dir, bucketDir))...)
+	select {
+	case <-sc.exited:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("the sidecar did not exit within 30s\n%s", sc.out.String())
+	}
+	testutil.Equals(t, 1, sc.cmd.ProcessState.ExitCode())
+	mustContain(t, sc.out.String(), "no external labels configured on Prometheus server, uniquely identifying external labels must be configured; see https://thanos.io/tip/thanos/storage.md#external-labels")
+	entries, err := os.ReadDir(bucketDir)
+	testutil.Ok(t, err)
+	testutil.Equals(t, 0, len(entries))
+}
