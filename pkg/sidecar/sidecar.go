@@ -247,6 +247,9 @@ func (s *Sidecar) waitForPrometheus(ctx context.Context) error {
 			if lset.IsEmpty() {
 				return ErrNoExternalLabels
 			}
+			if err := s.checkTenantLabel(lset); err != nil {
+				return err
+			}
 			s.mtx.Lock()
 			s.extLabels = lset
 			s.mtx.Unlock()
@@ -283,6 +286,10 @@ func (s *Sidecar) refresh(ctx context.Context) {
 		level.Error(s.logger).Log("msg", "Prometheus reports no external labels now; keeping the last ones", "err", ErrNoExternalLabels)
 		return
 	}
+	if err := s.checkTenantLabel(lset); err != nil {
+		level.Error(s.logger).Log("msg", "keeping the last external labels", "err", err)
+		return
+	}
 	s.mtx.Lock()
 	old := s.extLabels
 	s.extLabels = lset
@@ -290,6 +297,15 @@ func (s *Sidecar) refresh(ctx context.Context) {
 	if !labels.Equal(old, lset) {
 		level.Warn(s.logger).Log("msg", "Prometheus's external labels changed", "old", old.String(), "new", lset.String())
 	}
+}
+
+// checkTenantLabel refuses external labels naming another tenant in tenant_id: the data would be served and
+// uploaded as --tenant's, labelled as another's.
+func (s *Sidecar) checkTenantLabel(lset labels.Labels) error {
+	if v := lset.Get(tenancy.TenantIDLabel); v != "" && v != s.cfg.Tenant {
+		return errors.Newf("Prometheus's external label %s=%q names another tenant than --tenant=%s", tenancy.TenantIDLabel, v, s.cfg.Tenant)
+	}
+	return nil
 }
 
 func (s *Sidecar) setHeartbeat(ok bool) {

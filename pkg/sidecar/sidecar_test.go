@@ -98,6 +98,8 @@ func TestSidecar_ExternalLabelsAtStart(t *testing.T) {
 		{name: "labels", ext: promExt},
 		{name: "Prometheus starting: retried until it answers", ext: promExt, failConfig: 3},
 		{name: "no external labels: refused with Thanos's message", ext: labels.EmptyLabels(), wantErr: "no external labels configured on Prometheus server, uniquely identifying external labels must be configured; see https://thanos.io/tip/thanos/storage.md#external-labels"},
+		{name: "tenant_id of the same tenant", ext: labels.FromStrings("cluster", "eu1", "tenant_id", "team-a")},
+		{name: "tenant_id of another tenant: refused", ext: labels.FromStrings("cluster", "eu1", "tenant_id", "team-b"), wantErr: `external label tenant_id="team-b" names another tenant than --tenant=team-a`},
 		{name: "Prometheus never answers: bounded wait", ext: promExt, failConfig: 1 << 30, timeout: 300 * time.Millisecond, wantErr: "did not answer with its external labels within 300ms"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -116,7 +118,9 @@ func TestSidecar_ExternalLabelsAtStart(t *testing.T) {
 			}
 			testutil.Ok(t, err)
 			testutil.Equals(t, tc.ext, s.ExternalLabels())
-			testutil.Equals(t, labels.FromStrings("cluster", "eu1", "replica", "a", "tenant_id", "team-a"), s.blockLabels())
+			want := labels.NewBuilder(tc.ext)
+			want.Set("tenant_id", "team-a")
+			testutil.Equals(t, want.Labels(), s.blockLabels())
 		})
 	}
 }
