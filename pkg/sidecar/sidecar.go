@@ -5,6 +5,7 @@ import (
 	"math"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/efficientgo/core/errors"
@@ -116,12 +117,15 @@ type Sidecar struct {
 	retryInterval time.Duration
 
 	client  *Client
-	store   *store.TSDBStore
+	store   *Store
 	shipper *block.Shipper
 
 	mtx       sync.Mutex
 	extLabels labels.Labels // Prometheus's, without tenant_id; empty until read
-	minTime   int64         // Prometheus's lowest timestamp (ms); math.MaxInt64 until known
+	minTime   int64         // Prometheus's lowest timestamp (ms), when minTimeKnown; math.MaxInt64: it is empty
+	// minTimeKnown: minTime was read at least once.
+	minTimeKnown bool
+	ready        atomic.Bool // the external labels were read: the StoreAPI answers
 }
 
 // New returns the sidecar of cfg (validated) shipping into <tenant>/ of bkt. Nothing runs until Run.
@@ -139,8 +143,8 @@ func New(cfg Config, bkt objstore.Bucket, logger log.Logger, reg prometheus.Regi
 	}
 	s.client = c
 	db := &promDB{client: c, startTime: s.startTime}
-	s.store = store.NewTSDBStore(store.SingleTenant(cfg.Tenant, db), logger,
-		store.WithExternalLabelsFunc(s.ExternalLabels), store.WithComponentType(store.ComponentSidecar))
+	s.store = &Store{TSDBStore: store.NewTSDBStore(store.SingleTenant(cfg.Tenant, db), logger,
+		store.WithExternalLabelsFunc(s.ExternalLabels), store.WithComponentType(store.ComponentSidecar)), ready: s.ready.Load}
 	var shipOpts []block.ShipperOption
 	if cfg.UploadCompacted {
 		shipOpts = append(shipOpts, block.WithUploadCompacted())
@@ -153,7 +157,7 @@ func New(cfg Config, bkt objstore.Bucket, logger log.Logger, reg prometheus.Regi
 // Store is the sidecar's StoreAPI (thanos.Store and thanos.info.Info): Prometheus's live data with its external
 // labels and tenant_id=<tenant>, for requests of that tenant only (another tenant's request gets no series, as
 // from every Strata store). External-label matchers are decided by the sidecar, never sent to Prometheus.
-func (s *Sidecar) Store() *store.TSDBStore { return s.store }
+func (s *Sidecar) Store() *Store { return s.store }
 
 // ExternalLabels returns Prometheus's external labels as last read (empty before Run has read them).
 func (s *Sidecar) ExternalLabels() labels.Labels {
@@ -169,21 +173,26 @@ func (s *Sidecar) blockLabels() labels.Labels {
 	return b.Labels()
 }
 
-// startTime returns Prometheus's lowest timestamp, asking Prometheus again while it is not known (an empty or
-// unreachable Prometheus), so a querier does not skip the sidecar for a whole refresh interval.
+// startTime is the min time of the sidecar's Info: Prometheus's lowest timestamp, but never later than now (an
+// empty TSDB reports a time far in the future, and a querier caching that would skip the sidecar until its next
+// Info, while samples arrive); MinInt64 (no bound) while it could not be read. It is asked again while unknown
+// or empty.
 func (s *Sidecar) startTime() (int64, error) {
 	s.mtx.Lock()
-	minT := s.minTime
+	minT, known := s.minTime, s.minTimeKnown
 	s.mtx.Unlock()
-	if minT != math.MaxInt64 {
-		return minT, nil
+	if !known || minT == math.MaxInt64 {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		s.refreshMinTime(ctx)
+		s.mtx.Lock()
+		minT, known = s.minTime, s.minTimeKnown
+		s.mtx.Unlock()
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	s.refreshMinTime(ctx)
-	s.mtx.Lock()
-	defer s.mtx.Unlock()
-	return s.minTime, nil
+	if !known {
+		return math.MinInt64, nil
+	}
+	return min(minT, s.now().UnixMilli()), nil
 }
 
 // refreshMinTime reads Prometheus's lowest timestamp; a failure keeps the last value.
@@ -194,7 +203,7 @@ func (s *Sidecar) refreshMinTime(ctx context.Context) {
 		return
 	}
 	s.mtx.Lock()
-	s.minTime = minT
+	s.minTime, s.minTimeKnown = minT, true
 	s.mtx.Unlock()
 }
 
@@ -257,6 +266,7 @@ func (s *Sidecar) waitForPrometheus(ctx context.Context) error {
 			minCtx, minCancel := context.WithTimeout(ctx, 5*time.Second)
 			s.refreshMinTime(minCtx)
 			minCancel()
+			s.ready.Store(true)
 			return nil
 		}
 		s.setHeartbeat(false)
