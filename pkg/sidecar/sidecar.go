@@ -101,6 +101,10 @@ type Option func(*Sidecar)
 // are bounded by their contexts).
 func WithHTTPClient(hc *http.Client) Option { return func(s *Sidecar) { s.httpClient = hc } }
 
+// WithOverrides bounds each read of the tenant's data by its max_fetched_series_per_query and
+// max_fetched_chunk_bytes_per_query, as the store-gateway does (default: no bounds).
+func WithOverrides(o *tenancy.Overrides) Option { return func(s *Sidecar) { s.overrides = o } }
+
 // WithClock replaces time.Now (tests).
 func WithClock(now func() time.Time) Option { return func(s *Sidecar) { s.now = now } }
 
@@ -112,6 +116,7 @@ type Sidecar struct {
 	logger     log.Logger
 	metrics    *sidecarMetrics
 	httpClient *http.Client
+	overrides  *tenancy.Overrides
 	now        func() time.Time
 	// retryInterval is the wait between two reads of the external labels at start (Thanos: 2s).
 	retryInterval time.Duration
@@ -142,7 +147,7 @@ func New(cfg Config, bkt objstore.Bucket, logger log.Logger, reg prometheus.Regi
 		return nil, err
 	}
 	s.client = c
-	db := &promDB{client: c, startTime: s.startTime}
+	db := &promDB{client: c, startTime: s.startTime, limits: s.readLimits}
 	s.store = &Store{TSDBStore: store.NewTSDBStore(store.SingleTenant(cfg.Tenant, db), logger,
 		store.WithExternalLabelsFunc(s.ExternalLabels), store.WithComponentType(store.ComponentSidecar)), ready: s.ready.Load}
 	var shipOpts []block.ShipperOption
@@ -164,6 +169,14 @@ func (s *Sidecar) ExternalLabels() labels.Labels {
 	s.mtx.Lock()
 	defer s.mtx.Unlock()
 	return s.extLabels
+}
+
+// readLimits are the tenant's per-query fetch limits, now (runtime overrides apply at once).
+func (s *Sidecar) readLimits() ReadLimits {
+	if s.overrides == nil {
+		return ReadLimits{}
+	}
+	return ReadLimits{MaxSeries: s.overrides.MaxFetchedSeriesPerQuery(s.cfg.Tenant), MaxChunkBytes: s.overrides.MaxFetchedChunkBytesPerQuery(s.cfg.Tenant)}
 }
 
 // blockLabels are the thanos.labels of an uploaded block: the external labels and tenant_id.

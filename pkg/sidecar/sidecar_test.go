@@ -540,3 +540,45 @@ func TestConfigValidate(t *testing.T) {
 		})
 	}
 }
+
+func TestStore_Limits(t *testing.T) {
+	// The tenant's max_fetched_series_per_query and max_fetched_chunk_bytes_per_query bound one read, as in the
+	// store-gateway: ResourceExhausted with the limit's message, whichever answer type Prometheus sends.
+	for _, tc := range []struct {
+		name      string
+		maxSeries int
+		maxBytes  int
+		wantErr   string
+	}{
+		{name: "no limits"},
+		{name: "within the limits", maxSeries: 2, maxBytes: 1 << 20},
+		{name: "series over the limit", maxSeries: 1, wantErr: "the query exceeded the maximum number of series (limit: 1 series)"},
+		{name: "chunk bytes over the limit", maxBytes: 100, wantErr: "the query exceeded the aggregated chunks size limit (limit: 100 bytes)"},
+	} {
+		for _, samplesOnly := range []bool{false, true} {
+			t.Run(tc.name+map[bool]string{false: "/streamed", true: "/samples"}[samplesOnly], func(t *testing.T) {
+				f := newFakeProm(t, promExt, testSeries()...)
+				f.samplesOnly = samplesOnly
+				limits := tenancy.DefaultLimits()
+				limits.MaxFetchedSeriesPerQuery, limits.MaxFetchedChunkBytesPerQuery = tc.maxSeries, tc.maxBytes
+				cfg := DefaultConfig()
+				cfg.PrometheusURL, cfg.Tenant, cfg.TSDBPath = f.srv.URL, "team-a", t.TempDir()
+				s, err := New(cfg, objstore.NewInMemBucket(), log.NewNopLogger(), prometheus.NewRegistry(),
+					WithOverrides(tenancy.NewOverrides(limits, nil)), WithClock(func() time.Time { return testNow }))
+				testutil.Ok(t, err)
+				_, err = runSidecar(t, s)
+				testutil.Ok(t, err)
+				got, err := seriesOf(t, s, "team-a", &storepb.SeriesRequest{MinTime: math.MinInt64, MaxTime: math.MaxInt64,
+					Matchers: []*storepb.LabelMatcher{{Type: storepb.LabelMatcher_EQ, Name: "__name__", Value: "up"}}})
+				if tc.wantErr == "" {
+					testutil.Ok(t, err)
+					testutil.Equals(t, 2, len(got))
+					return
+				}
+				testutil.NotOk(t, err)
+				testutil.Equals(t, codes.ResourceExhausted, status.Code(err))
+				testutil.Assert(t, strings.Contains(err.Error(), tc.wantErr), "error %q does not contain %q", err, tc.wantErr)
+			})
+		}
+	}
+}
