@@ -1,7 +1,9 @@
 package e2e
 
 import (
+	"context"
 	"maps"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -10,8 +12,13 @@ import (
 	"time"
 
 	"github.com/efficientgo/core/testutil"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/stratametrics/strata/pkg/block"
+	"github.com/stratametrics/strata/pkg/store"
+	"github.com/stratametrics/strata/pkg/store/storepb"
+	"github.com/stratametrics/strata/pkg/store/storetest"
 )
 
 // sidecarQueries are compared between Prometheus's own API and a Strata querier over the sidecar (live data)
@@ -192,6 +199,23 @@ func TestSidecar(t *testing.T) {
 	})
 	compareOverBlocksAndHead(t, prom, querier.url(""), bucketDir, tenant, ext, start, blockMid)
 	testutil.Assert(t, len(shippedBlocks(sc2.out.String())) > 0, "the restarted sidecar uploaded the new blocks")
+	// Over gRPC, as a stock Thanos querier asks: the tenant's series carry the external labels and tenant_id;
+	// another tenant gets none; no tenant is refused.
+	own := readStore(t, sc2.grpcAddr, tenant)
+	testutil.Assert(t, len(own) > 0, "the sidecar serves the tenant's series")
+	for lset := range own {
+		for _, l := range []string{`cluster="eu1"`, `replica="a"`, `tenant_id="team-a"`} {
+			testutil.Assert(t, strings.Contains(lset, l), "series %s lacks %s", lset, l)
+		}
+	}
+	testutil.Equals(t, 0, len(readStore(t, sc2.grpcAddr, "team-b")))
+	c, conn, err := store.Dial(sc2.grpcAddr)
+	testutil.Ok(t, err)
+	_, err = storetest.Series(context.Background(), c, &storepb.SeriesRequest{MinTime: 0, MaxTime: math.MaxInt64,
+		Matchers: []*storepb.LabelMatcher{{Type: storepb.LabelMatcher_EQ, Name: "__name__", Value: "up"}}})
+	testutil.Equals(t, codes.Unauthenticated, status.Code(err))
+	testutil.Ok(t, conn.Close())
+
 	testutil.Equals(t, 0, sc2.stop(t))
 	secondRun := shippedBlocks(sc2.out.String())
 	testutil.Assert(t, !strings.Contains(sc2.out.String(), "already in the bucket"), "the restarted sidecar found blocks shipped but not recorded:\n%s", sc2.out.String())
