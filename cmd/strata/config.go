@@ -15,8 +15,8 @@ import (
 	"github.com/stratametrics/strata/pkg/receive"
 	"github.com/stratametrics/strata/pkg/ring"
 	"github.com/stratametrics/strata/pkg/server"
-	"github.com/stratametrics/strata/pkg/sidecar"
 	"github.com/stratametrics/strata/pkg/store/gateway"
+	"github.com/stratametrics/strata/pkg/store/sidecar"
 	"github.com/stratametrics/strata/pkg/tenancy"
 )
 

@@ -8,8 +8,8 @@ import (
 	"github.com/go-kit/log"
 
 	"github.com/stratametrics/strata/pkg/server"
-	"github.com/stratametrics/strata/pkg/sidecar"
 	"github.com/stratametrics/strata/pkg/store/infopb"
+	"github.com/stratametrics/strata/pkg/store/sidecar"
 	"github.com/stratametrics/strata/pkg/store/storepb"
 )
 
