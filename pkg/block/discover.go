@@ -118,8 +118,8 @@ func ListTenants(ctx context.Context, bkt objstore.BucketReader) ([]string, erro
 	return tenants, nil
 }
 
-// MetaFetcher discovers the blocks of tenants: from the tenant's bucket index when there is one, else by
-// listing. A block without meta.json (a partial upload or delete) is left out; so is a block marked for deletion
+// MetaFetcher discovers the blocks of tenants: from the tenant's bucket index when there is one (and the blocks
+// listed but not yet in it), else by listing. A block without meta.json (a partial upload or delete) is left out; so is a block marked for deletion
 // longer ago than the ignore-deletion-mark delay (Mimir's ignore_deletion_mark_delay): until then it is still
 // served, so that readers that planned a query with it find it, and the compactor (which deletes it only after
 // its own, longer, deletion delay) leaves time for every reader to stop using it. Metas and deletion marks are
@@ -181,13 +181,28 @@ func (f *MetaFetcher) Fetch(ctx context.Context, tenant string) (*Discovered, er
 	if err != nil {
 		return nil, errors.Wrapf(err, "tenant %s", tenant)
 	}
+	indexed := map[ulid.ULID]bool{} // blocks the index lists: their deletion marks come from it
 	if idx != nil {
 		d.FromIndex = true
 		for _, b := range idx.Blocks {
 			ids = append(ids, b.ID)
+			indexed[b.ID] = true
 		}
 		for _, m := range idx.BlockDeletionMarks {
 			marks[m.ID] = time.Unix(m.DeletionTime, 0)
+		}
+		// The compactor rewrites the index once a cycle, but sidecars, imports and ingesters upload blocks at any
+		// time: the blocks listed but not (yet) in the index are discovered as a listing would, so a new block is
+		// served at the next sync rather than after the next index rewrite. A block in the index but not listed is
+		// kept (a listing may lag behind the index on an eventually consistent store).
+		listed, err := listBlocks(ctx, tbkt)
+		if err != nil {
+			return nil, errors.Wrapf(err, "list blocks of tenant %s", tenant)
+		}
+		for _, id := range listed {
+			if !indexed[id] {
+				ids = append(ids, id)
+			}
 		}
 	} else {
 		ids, err = listBlocks(ctx, tbkt)
@@ -223,7 +238,8 @@ func (f *MetaFetcher) Fetch(ctx context.Context, tenant string) (*Discovered, er
 			continue
 		}
 		m, ok := known[id]
-		if ok && idx != nil {
+		inIndex := indexed[id]
+		if ok && inIndex {
 			mtx.Lock()
 			serve(id, m) // the bucket index lists the deletion marks
 			mtx.Unlock()
@@ -241,11 +257,11 @@ func (f *MetaFetcher) Fetch(ctx context.Context, tenant string) (*Discovered, er
 			)
 			if m == nil {
 				m, err = f.read(ctx, tbkt, id, tenant)
-			} else if idx == nil {
+			} else if !inIndex {
 				// A block seen before loses its meta.json first when it is deleted: from then on it is partial.
 				err = checkMeta(ctx, tbkt, id, tenant)
 			}
-			if err == nil && idx == nil && !marked {
+			if err == nil && !inIndex && !marked {
 				// Listing: a Thanos compactor marks a block with its own deletion-mark.json only, possibly after
 				// the block was first seen.
 				markTime, newMark, err = f.readDeletionMark(ctx, tbkt, path.Join(id.String(), DeletionMarkFilename))

@@ -848,8 +848,8 @@ func TestBucketStore_Discovery(t *testing.T) {
 	testutil.Ok(t, st.SyncBlocks(ctx))
 	testutil.Equals(t, idStrings(ids[0]), servedIDs(st, "a"))
 
-	// The bucket index, when present, is the source: a block only in the index (here: its directory exists,
-	// the index lists it) is served; one in the bucket but not in the index is not; index deletion marks count.
+	// The bucket index, when present, is the source of the blocks it lists and of their deletion marks; a block
+	// in the bucket but not (yet) in the index is found by listing (uploaded since the index was written).
 	bdir6 := createTestBlock(t, dir, map[string][]sample{`m{blk="6"}`: floats(6, 12*hour, 13*hour, 15_000)})
 	id6 := uploadTestBlock(t, bkt, "a", bdir6, nil, 0).ULID
 	testutil.Ok(t, block.WriteBucketIndex(ctx, tbkt, &block.BucketIndex{
@@ -860,12 +860,17 @@ func TestBucketStore_Discovery(t *testing.T) {
 	testutil.Ok(t, st.SyncBlocks(ctx))
 	// id5 is marked in the bucket (not in the index): the index is trusted, as in Mimir.
 	testutil.Equals(t, idStrings(ids[0], id5), servedIDs(st, "a"))
+	// id6's mark is gone from the index: served. ids[0] is not in the index but listed: served. id5 is not in the
+	// index either: listed, its own deletion mark read, not served.
 	testutil.Ok(t, block.WriteBucketIndex(ctx, tbkt, &block.BucketIndex{Version: block.BucketIndexVersion1, Blocks: []block.BucketIndexBlock{{ID: id6}}}))
 	testutil.Ok(t, st.SyncBlocks(ctx))
-	testutil.Equals(t, idStrings(id6), servedIDs(st, "a"))
-	testutil.Equals(t, []string{`{__name__="m", blk="6", tenant_id="a"}`}, query())
+	testutil.Equals(t, idStrings(ids[0], id6), servedIDs(st, "a"))
+	testutil.Equals(t, []string{`{__name__="m", blk="0", tenant_id="a"}`, `{__name__="m", blk="6", tenant_id="a"}`}, query())
 
 	// Every block of the tenant gone: the tenant is no longer served.
+	for _, id := range []ulid.ULID{ids[0], id6} {
+		testutil.Ok(t, block.Delete(ctx, log.NewNopLogger(), tbkt, id))
+	}
 	testutil.Ok(t, block.WriteBucketIndex(ctx, tbkt, &block.BucketIndex{Version: block.BucketIndexVersion1}))
 	testutil.Ok(t, st.SyncBlocks(ctx))
 	testutil.Equals(t, []string{}, servedIDs(st, "a"))
