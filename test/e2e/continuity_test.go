@@ -1,0 +1,297 @@
+package e2e
+
+import (
+	"fmt"
+	"math"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/efficientgo/core/testutil"
+
+	"github.com/stratametrics/strata/pkg/block"
+)
+
+// contTarget serves /metrics for Prometheus to scrape: counters that grow by a fixed amount every scrape and a
+// gauge, so that every sample of a series differs from its neighbours (a missing or doubled one shows).
+func contTarget(t *testing.T) string {
+	t.Helper()
+	var scrapes atomic.Int64
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	testutil.Ok(t, err)
+	srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		n := scrapes.Add(1)
+		var sb strings.Builder
+		sb.WriteString("# TYPE cont_requests_total counter\n")
+		for i, path := range []string{"/", "/api", "/login", "/static"} {
+			fmt.Fprintf(&sb, "cont_requests_total{path=%q} %d\n", path, n*int64(i+1)*3)
+		}
+		sb.WriteString("# TYPE cont_temperature_celsius gauge\n")
+		for i, room := range []string{"a", "b"} {
+			fmt.Fprintf(&sb, "cont_temperature_celsius{room=%q} %s\n", room, strconv.FormatFloat(20+math.Sin(float64(n)/7+float64(i)), 'g', -1, 64))
+		}
+		_, _ = w.Write([]byte(sb.String()))
+	})}
+	go func() { _ = srv.Serve(l) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	return l.Addr().String()
+}
+
+// contPromConfig is the Prometheus config of the continuity test: one scrape job every second, external labels
+// cluster and replica, and, once switched, remote write into Strata's distributor.
+func contPromConfig(target, pushURL string) string {
+	cfg := fmt.Sprintf(`global:
+  scrape_interval: 1s
+  external_labels:
+    cluster: eu1
+    replica: "0"
+scrape_configs:
+  - job_name: cont
+    static_configs:
+      - targets: [%q]
+`, target)
+	if pushURL != "" {
+		cfg += fmt.Sprintf(`remote_write:
+  - url: %s
+    headers:
+      X-Scope-OrgID: team-a
+    queue_config:
+      batch_send_deadline: 1s
+`, pushURL)
+	}
+	return cfg
+}
+
+// sidecarBlocks returns the metas of the blocks the sidecar uploaded into tenant's prefix of a filesystem bucket.
+func sidecarBlocks(t *testing.T, bucketDir, tenant string) []*block.Meta {
+	t.Helper()
+	entries, err := os.ReadDir(filepath.Join(bucketDir, tenant))
+	if os.IsNotExist(err) {
+		return nil
+	}
+	testutil.Ok(t, err)
+	var out []*block.Meta
+	for _, e := range entries {
+		if !e.IsDir() {
+			continue
+		}
+		m, err := block.ReadMetaFromDir(filepath.Join(bucketDir, tenant, e.Name()))
+		if err != nil || m.Thanos.Source != block.SidecarSource {
+			continue // partial, or not the sidecar's
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+// TestSidecarToRemoteWriteContinuity is the migration of one Prometheus (external labels cluster, replica) from
+// a sidecar to remote write, as an operator does it: Prometheus runs with `strata sidecar` (its blocks uploaded
+// into team-a/, its live data served to the querier through --endpoint=team-a=<sidecar>); then its config gets
+// a remote_write into the distributor and is reloaded; the sidecar runs until it has uploaded the block that
+// holds the switch, then stops, and the querier is restarted without it. Twice — right after the switch
+// (sidecar blocks, sidecar live, ingesters: everything overlaps) and after the sidecar is gone (sidecar blocks,
+// ingester blocks flushed on restart, ingesters) — one range query over the whole period, at the scrape
+// interval, answers exactly as Prometheus's own API does over its TSDB (each series once, the external labels
+// added), and so does a range selector over the whole period (every scraped sample once: none missing at the
+// cut-over, none doubled), with replica deduplication and without.
+func TestSidecarToRemoteWriteContinuity(t *testing.T) {
+	if testing.Short() {
+		t.Skip("about 90 s of real scraping")
+	}
+	began := time.Now()
+	prom := promTool(t, "prometheus")
+	target := contTarget(t)
+	work := t.TempDir()
+	bucketDir := filepath.Join(work, "bucket")
+	bucketConf := fsBucketConfig(t, bucketDir)
+	promAddr, promData, promConf := freeAddr(t), filepath.Join(work, "prometheus"), filepath.Join(work, "prometheus.yml")
+	sidecarGRPC := freeAddr(t)
+
+	// Strata: every component in one process, the sidecar as a tenant-bound endpoint.
+	strataHTTP, strataGRPC, strataData := freeAddr(t), freeAddr(t), filepath.Join(work, "strata")
+	startAll := func(extra ...string) *proc {
+		args := append([]string{"all", "--objstore.config-file=" + bucketConf, "--query.replica-label=replica",
+			"--http-address=" + strataHTTP, "--grpc-address=" + strataGRPC, "--data-dir=" + strataData}, sgFlags...)
+		p := startProc(t, "", "strata", strataBin, append(args, extra...)...)
+		p.httpAddr, p.grpcAddr, p.dataDir = strataHTTP, strataGRPC, strataData
+		p.waitReady(t, 30*time.Second)
+		return p
+	}
+	s := startAll("--endpoint=team-a=" + sidecarGRPC)
+
+	// Phase 1: Prometheus (blocks of 10s, so that they are cut while the test runs) and its sidecar.
+	promStart := time.Now().Truncate(time.Second)
+	testutil.Ok(t, os.WriteFile(promConf, []byte(contPromConfig(target, "")), 0o600))
+	startProc(t, "", "prometheus", prom, "--config.file="+promConf, "--storage.tsdb.path="+promData, "--web.listen-address="+promAddr,
+		"--web.enable-lifecycle", "--storage.tsdb.min-block-duration=10s", "--storage.tsdb.max-block-duration=10s")
+	waitUntil(t, 60*time.Second, "prometheus ready", func() bool {
+		code, _ := httpGet("http://"+promAddr+"/-/ready", nil)
+		return code == 200
+	})
+	sidecar := startProc(t, "", "sidecar", strataBin, "sidecar", "--prometheus.url=http://"+promAddr, "--tsdb.path="+promData,
+		"--objstore.config-file="+bucketConf, "--tenant=team-a", "--shipper.sync-interval=1s",
+		"--grpc-address="+sidecarGRPC, "--http-address="+freeAddr(t), "--data-dir="+filepath.Join(work, "sidecar"))
+	waitUntil(t, 60*time.Second, "the sidecar uploads two blocks", func() bool { return len(sidecarBlocks(t, bucketDir, "team-a")) >= 2 })
+
+	// Phase 2: the switch to remote write, by a config reload.
+	switchT := time.Now()
+	testutil.Ok(t, os.WriteFile(promConf, []byte(contPromConfig(target, s.url("/api/v1/push"))), 0o600))
+	resp, err := http.Post("http://"+promAddr+"/-/reload", "", nil)
+	testutil.Ok(t, err)
+	_ = resp.Body.Close()
+	testutil.Equals(t, 200, resp.StatusCode, "reload")
+	// The sidecar runs on until the block that holds the switch is uploaded: from then on the bucket has
+	// everything up to the switch, and remote write everything after it.
+	var lastUpload int64
+	waitUntil(t, 60*time.Second, "the sidecar uploads the block holding the switch", func() bool {
+		for _, m := range sidecarBlocks(t, bucketDir, "team-a") {
+			lastUpload = max(lastUpload, m.MaxTime)
+		}
+		return lastUpload > switchT.UnixMilli()
+	})
+	t.Logf("switched at %s; the sidecar's uploads reach %s", switchT.Format(time.RFC3339Nano), time.UnixMilli(lastUpload).Format(time.RFC3339Nano))
+
+	check := func(phase string, end time.Time) {
+		t.Helper()
+		contCompare(t, phase, promAddr, s.url("/prometheus"), promStart, end)
+	}
+	check("sidecar running", time.Now().Add(-3*time.Second).Truncate(time.Second))
+
+	// Phase 3: the sidecar stops (after a last upload); the querier is restarted without it (its ingester
+	// flushes and ships its blocks as it stops, and replays its WAL as it starts).
+	testutil.Equals(t, 0, sidecar.stop(t), "sidecar exit code")
+	testutil.Equals(t, 0, s.stop(t), "strata exit code")
+	s = startAll()
+	for _, m := range sidecarBlocks(t, bucketDir, "team-a") {
+		lastUpload = max(lastUpload, m.MaxTime)
+	}
+	time.Sleep(3 * time.Second) // Prometheus retries the samples it could not send during the restart
+	end := time.Now().Add(-3 * time.Second).Truncate(time.Second)
+	testutil.Assert(t, end.UnixMilli() > lastUpload+3000, "the query must reach past the sidecar's last upload (%d), into what only remote write has", lastUpload)
+	check("sidecar stopped", end)
+	t.Logf("whole test: %s", time.Since(began).Round(time.Second))
+}
+
+// contCompare waits (bounded) until Strata answers for team-a over [start, end] as Prometheus does over its own
+// TSDB: a range query at the scrape interval, and the raw samples of a range selector at end, with dedup on the
+// replica label (the answer has the external label cluster) and without (cluster and replica).
+func contCompare(t *testing.T, phase, promAddr, strataBase string, start, end time.Time) {
+	t.Helper()
+	const sel = `{job="cont"}`
+	window := fmt.Sprintf("%ds", int(end.Sub(start).Seconds())+1)
+	for _, c := range []struct {
+		name  string
+		extra url.Values
+		ext   map[string]string
+	}{
+		{"dedup", nil, map[string]string{"cluster": "eu1"}},
+		{"no dedup", url.Values{"dedup": {"false"}}, map[string]string{"cluster": "eu1", "replica": "0"}},
+	} {
+		withExt := func(s []promSample) []promSample {
+			for i := range s {
+				for k, v := range c.ext {
+					s[i].Metric[k] = v
+				}
+			}
+			sortSamples(s)
+			return s
+		}
+		wantRange, _ := promQuery(t, "http://"+promAddr, "", sel, start, end, time.Second, nil)
+		wantRange = withExt(wantRange)
+		wantRaw, _ := promQuery(t, "http://"+promAddr, "", sel+"["+window+"]", end, end, 0, nil)
+		wantRaw = withExt(wantRaw)
+		testutil.Assert(t, len(wantRange) >= 6 && len(wantRaw) == len(wantRange), "prometheus: %d series", len(wantRange))
+		points := 0
+		for _, s := range wantRaw {
+			points += len(s.Values)
+		}
+		testutil.Assert(t, points > len(wantRaw)*int(end.Sub(start).Seconds())/2, "prometheus holds only %d samples", points)
+
+		var gotRange, gotRaw []promSample
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			var warnings []string
+			gotRange, warnings = promQuery(t, strataBase, "team-a", sel, start, end, time.Second, c.extra)
+			gotRaw, _ = promQuery(t, strataBase, "team-a", sel+"["+window+"]", end, end, 0, c.extra)
+			if fmt.Sprint(gotRange) == fmt.Sprint(wantRange) && fmt.Sprint(gotRaw) == fmt.Sprint(wantRaw) {
+				testutil.Equals(t, 0, len(warnings), "%s, %s: warnings %v", phase, c.name, warnings)
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s, %s: strata differs from prometheus over [%s, %s]:\nrange: %s\nraw: %s", phase, c.name,
+					start.Format(time.TimeOnly), end.Format(time.TimeOnly), contDiff(wantRange, gotRange), contDiff(wantRaw, gotRaw))
+			}
+			time.Sleep(500 * time.Millisecond)
+		}
+		t.Logf("%s, %s: %d series, %d samples over %s, as prometheus", phase, c.name, len(gotRaw), points, end.Sub(start))
+	}
+}
+
+// contDiff describes how got differs from want: series missing or extra, and per series the timestamps one has
+// and the other lacks, or differing values.
+func contDiff(want, got []promSample) string {
+	index := func(s []promSample) map[string]map[string]string {
+		out := map[string]map[string]string{}
+		for _, x := range s {
+			pts := map[string]string{}
+			for _, v := range x.Values {
+				ts := fmt.Sprint(v[0])
+				if prev, dup := pts[ts]; dup {
+					pts[ts] = prev + " AND " + fmt.Sprint(v[1]) // a doubled sample
+				} else {
+					pts[ts] = fmt.Sprint(v[1])
+				}
+			}
+			key := labelsString(x.Metric)
+			if _, twice := out[key]; twice {
+				key += " (again)"
+			}
+			out[key] = pts
+		}
+		return out
+	}
+	w, g := index(want), index(got)
+	var lines []string
+	for _, k := range sortedKeys(w) {
+		gp, ok := g[k]
+		if !ok {
+			lines = append(lines, "missing series "+k)
+			continue
+		}
+		var diffs []string
+		for _, ts := range sortedKeys(w[k]) {
+			if gv, ok := gp[ts]; !ok {
+				diffs = append(diffs, "missing @"+ts)
+			} else if gv != w[k][ts] {
+				diffs = append(diffs, fmt.Sprintf("@%s %s want %s", ts, gv, w[k][ts]))
+			}
+		}
+		for _, ts := range sortedKeys(gp) {
+			if _, ok := w[k][ts]; !ok {
+				diffs = append(diffs, "extra @"+ts)
+			}
+		}
+		if len(diffs) > 8 {
+			diffs = append(diffs[:8], fmt.Sprintf("… %d more", len(diffs)-8))
+		}
+		if len(diffs) > 0 {
+			lines = append(lines, k+": "+strings.Join(diffs, ", "))
+		}
+	}
+	for _, k := range sortedKeys(g) {
+		if _, ok := w[k]; !ok {
+			lines = append(lines, "extra series "+k)
+		}
+	}
+	if len(lines) == 0 {
+		return "(same points, different formatting)"
+	}
+	return strings.Join(lines, "\n")
+}
