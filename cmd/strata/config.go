@@ -15,6 +15,7 @@ import (
 	"github.com/stratametrics/strata/pkg/receive"
 	"github.com/stratametrics/strata/pkg/ring"
 	"github.com/stratametrics/strata/pkg/server"
+	"github.com/stratametrics/strata/pkg/sidecar"
 	"github.com/stratametrics/strata/pkg/store/gateway"
 	"github.com/stratametrics/strata/pkg/tenancy"
 )
@@ -38,6 +39,9 @@ type Config struct {
 
 	StoreGatewayRing ring.Config    `yaml:"store_gateway_ring"`
 	StoreGateway     gateway.Config `yaml:"store_gateway"`
+
+	// Sidecar is validated only by `strata sidecar`, which needs its tenant and TSDB path.
+	Sidecar sidecar.Config `yaml:"sidecar"`
 }
 
 type logConfig struct {
@@ -61,6 +65,7 @@ func defaultConfig() Config {
 
 		StoreGatewayRing: ring.DefaultConfig(),
 		StoreGateway:     gateway.DefaultConfig(),
+		Sidecar:          sidecar.DefaultConfig(),
 	}
 }
 

@@ -49,6 +49,10 @@ func registerComponents(app *kingpin.Application, b *binder, cfg *Config) map[st
 	registerStoreGatewayFlags(gatewayCmd, b, cfg)
 	components[gatewayCmd.FullCommand()] = runStoreGateway
 
+	sidecarCmd := app.Command("sidecar", "Run next to a Prometheus: serve its live data over the StoreAPI (remote read) and upload its blocks into <tenant>/ of the bucket.")
+	registerSidecarFlags(sidecarCmd, b, cfg)
+	components[sidecarCmd.FullCommand()] = runSidecar
+
 	toolsCmd := app.Command("tools", "One-off tools; each runs and exits.")
 	name, run := registerImportThanos(toolsCmd)
 	components[name] = run

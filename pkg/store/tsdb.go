@@ -75,7 +75,7 @@ type TSDBStore struct {
 
 	logger    log.Logger
 	dbs       TenantDBs
-	extLabels labels.Labels
+	extLabels func() labels.Labels
 	component string
 }
 
@@ -84,7 +84,13 @@ type TSDBStoreOption func(*TSDBStore)
 
 // WithExternalLabels adds labels to every series besides tenant_id (e.g. an ingester's configured labels).
 func WithExternalLabels(l labels.Labels) TSDBStoreOption {
-	return func(s *TSDBStore) { s.extLabels = l }
+	return func(s *TSDBStore) { s.extLabels = func() labels.Labels { return l } }
+}
+
+// WithExternalLabelsFunc is WithExternalLabels for labels that may change (a sidecar re-reads its Prometheus's):
+// f is called once per request and must be safe for concurrent use.
+func WithExternalLabelsFunc(f func() labels.Labels) TSDBStoreOption {
+	return func(s *TSDBStore) { s.extLabels = f }
 }
 
 // WithComponentType sets the component type Info reports (default "store").
@@ -92,7 +98,7 @@ func WithComponentType(c string) TSDBStoreOption { return func(s *TSDBStore) { s
 
 // NewTSDBStore returns a store over dbs.
 func NewTSDBStore(dbs TenantDBs, logger log.Logger, opts ...TSDBStoreOption) *TSDBStore {
-	s := &TSDBStore{logger: logger, dbs: dbs, component: ComponentStore}
+	s := &TSDBStore{logger: logger, dbs: dbs, component: ComponentStore, extLabels: labels.EmptyLabels}
 	for _, o := range opts {
 		o(s)
 	}
@@ -101,7 +107,7 @@ func NewTSDBStore(dbs TenantDBs, logger log.Logger, opts ...TSDBStoreOption) *TS
 
 // externalLabels returns the external labels of a tenant's series: tenant_id plus the configured ones.
 func (s *TSDBStore) externalLabels(tenant string) labels.Labels {
-	b := labels.NewBuilder(s.extLabels)
+	b := labels.NewBuilder(s.extLabels())
 	b.Set(tenancy.TenantIDLabel, tenant)
 	return b.Labels()
 }
