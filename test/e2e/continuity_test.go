@@ -72,21 +72,11 @@ scrape_configs:
 // sidecarBlocks returns the metas of the blocks the sidecar uploaded into tenant's prefix of a filesystem bucket.
 func sidecarBlocks(t *testing.T, bucketDir, tenant string) []*block.Meta {
 	t.Helper()
-	entries, err := os.ReadDir(filepath.Join(bucketDir, tenant))
-	if os.IsNotExist(err) {
-		return nil
-	}
-	testutil.Ok(t, err)
 	var out []*block.Meta
-	for _, e := range entries {
-		if !e.IsDir() {
-			continue
+	for _, m := range bucketBlocks(t, bucketDir, tenant) {
+		if m.Thanos.Source == block.SidecarSource {
+			out = append(out, m)
 		}
-		m, err := block.ReadMetaFromDir(filepath.Join(bucketDir, tenant, e.Name()))
-		if err != nil || m.Thanos.Source != block.SidecarSource {
-			continue // partial, or not the sidecar's
-		}
-		out = append(out, m)
 	}
 	return out
 }
