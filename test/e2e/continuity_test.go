@@ -134,12 +134,13 @@ func TestSidecarToRemoteWriteContinuity(t *testing.T) {
 	waitUntil(t, 60*time.Second, "the sidecar uploads two blocks", func() bool { return len(sidecarBlocks(t, bucketDir, "team-a")) >= 2 })
 
 	// Phase 2: the switch to remote write, by a config reload.
-	switchT := time.Now()
 	testutil.Ok(t, os.WriteFile(promConf, []byte(contPromConfig(target, s.url("/api/v1/push"))), 0o600))
 	resp, err := http.Post("http://"+promAddr+"/-/reload", "", nil)
 	testutil.Ok(t, err)
 	_ = resp.Body.Close()
 	testutil.Equals(t, 200, resp.StatusCode, "reload")
+	// Remote write sends the samples scraped after its WAL watcher started, a moment after the reload returned.
+	switchT := time.Now().Add(time.Second)
 	// The sidecar runs on until the block that holds the switch is uploaded: from then on the bucket has
 	// everything up to the switch, and remote write everything after it.
 	var (
