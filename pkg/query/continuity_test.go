@@ -137,3 +137,116 @@ func continuityQueries(t *testing.T) []eqQuery {
 		eqQuery{name: "count-series", query: `count by (__name__) ({__name__=~".+"})`},
 	)
 }
+
+// TestCutOverContinuityHAPair is an HA pair of Prometheus servers (external label replica 0 and 1, scraping the
+// same targets 400ms apart, each with a stretch it missed) moving from sidecars to remote write at different
+// times. Deduplicated on replica, the querier must answer over the cut-over layouts exactly as it does over the
+// two replicas' data held once each (no migration): the cut-over changes neither replica's samples, so the
+// penalty algorithm picks the same samples.
+func TestCutOverContinuityHAPair(t *testing.T) {
+	at := func(d time.Duration) int64 { return eqBase.Add(d).UnixMilli() }
+	type replica struct {
+		ext                      labels.Labels
+		shift                    int64 // ms added to every timestamp
+		holeFrom, holeTo         int64 // samples missed (a restart)
+		switchT, uploaded, head0 int64
+	}
+	replicas := []replica{
+		{ext: labels.FromStrings("cluster", "eu1", "replica", "0"), holeFrom: at(3 * time.Hour), holeTo: at(3*time.Hour + 10*time.Minute),
+			switchT: at(3*time.Hour + 7*time.Second), uploaded: at(4 * time.Hour), head0: at(2 * time.Hour)},
+		{ext: labels.FromStrings("cluster", "eu1", "replica", "1"), shift: 400, holeFrom: at(time.Hour), holeTo: at(time.Hour + 20*time.Minute),
+			switchT: at(3*time.Hour + 40*time.Minute), uploaded: at(4 * time.Hour), head0: at(2 * time.Hour)},
+	}
+	var (
+		reference, running, stopped []store.StoreClient
+		remoteWritten               []harnessSeries // both replicas' series as remote write sends them, one ingester
+	)
+	for _, r := range replicas {
+		var data, full []harnessSeries
+		for _, s := range eqDataset() {
+			var samples []harnessSample
+			for _, smp := range s.samples {
+				smp.t += r.shift
+				if smp.t < r.holeFrom || smp.t >= r.holeTo {
+					samples = append(samples, smp)
+				}
+			}
+			b := labels.NewBuilder(s.lset)
+			r.ext.Range(func(l labels.Label) { b.Set(l.Name, l.Value) })
+			data = append(data, harnessSeries{lset: s.lset, samples: samples})
+			full = append(full, harnessSeries{lset: b.Labels(), samples: samples})
+		}
+		all := func(int64) bool { return true }
+		reference = append(reference, harnessServe(t, harnessOpenDB(t, full, all)))
+		blocks := harnessServeBucketExt(t, harnessOpenDB(t, data, func(ts int64) bool { return ts < r.uploaded }), r.ext, block.SidecarSource)
+		live := harnessServe(t, harnessOpenDB(t, data, func(ts int64) bool { return ts >= r.head0 }), store.WithExternalLabels(r.ext))
+		running = append(running, blocks, live)
+		stopped = append(stopped, blocks)
+		for _, s := range full {
+			var samples []harnessSample
+			for _, smp := range s.samples {
+				if smp.t > r.switchT {
+					samples = append(samples, smp)
+				}
+			}
+			remoteWritten = append(remoteWritten, harnessSeries{lset: s.lset, samples: samples})
+		}
+	}
+	ingester := harnessServe(t, harnessOpenDB(t, remoteWritten, func(int64) bool { return true }))
+	running, stopped = append(running, ingester), append(stopped, ingester)
+
+	logger := log.NewNopLogger()
+	queryable := func(stores []store.StoreClient) *Queryable {
+		proxy := store.NewProxy(func() []store.StoreClient { return stores }, 0, logger, nil)
+		return NewQueryable(proxy, tenancy.NewOverrides(tenancy.DefaultLimits(), nil), []string{"replica"}, nil)
+	}
+	ctx := tenancy.WithTenants(context.Background(), []string{harnessTenant})
+	eng := promql.NewEngine(EngineOpts(DefaultEngineConfig(), logger, nil))
+	h := &promqlHarness{ctx: ctx}
+	ref := queryable(reference)
+	queries := continuityQueries(t)
+	evals := append(eqEvals(), harnessEval{name: "range-around-switches-15s", start: eqBase.Add(2*time.Hour + 50*time.Minute), end: eqBase.Add(3*time.Hour + 50*time.Minute), step: eqInterval})
+	for _, phase := range []struct {
+		name   string
+		stores []store.StoreClient
+	}{{"sidecars-running", running}, {"sidecars-stopped", stopped}} {
+		t.Run(phase.name, func(t *testing.T) {
+			got := queryable(phase.stores)
+			points := 0
+			for _, q := range queries {
+				for _, ev := range evals {
+					if !ev.instant && strings.HasSuffix(q.query, "]") {
+						continue
+					}
+					refQ, refRes := h.run(eng, ref, q.query, ev)
+					gotQ, gotRes := h.run(eng, got, q.query, ev)
+					testutil.Ok(t, refRes.Err, "%s: the reference failed on %s", ev.name, q.query)
+					if d := diffResults(refRes, gotRes, strings.HasPrefix(q.query, "sort("), &histogramCompare{}); d != "" {
+						t.Errorf("%s (%s): %s\n  query: %s", ev.name, evalString(ev), d, q.query)
+					}
+					points += resultPoints(refRes)
+					refQ.Close()
+					gotQ.Close()
+				}
+			}
+			testutil.Assert(t, points > 10000, "the queries returned only %d points", points)
+
+			// Deduplicated: in replica 0's hole (and at replica 1's switch) the up series are there, once each, with no
+			// replica label left.
+			ups := 0
+			for _, s := range eqDataset() {
+				if s.lset.Get("__name__") == "up" {
+					ups++
+				}
+			}
+			for _, ts := range []time.Duration{3*time.Hour + 5*time.Minute, 3*time.Hour + 40*time.Minute} {
+				q, res := h.run(eng, got, `count(up) by (replica)`, harnessEval{instant: true, start: eqBase.Add(ts)})
+				testutil.Ok(t, res.Err)
+				v := res.Value.(promql.Vector)
+				testutil.Equals(t, 1, len(v), "one group: no replica label left")
+				testutil.Assert(t, v[0].F > float64(ups)/2 && v[0].F <= float64(ups), "%v up series at %s, of %d", v[0].F, ts, ups)
+				q.Close()
+			}
+		})
+	}
+}
