@@ -37,7 +37,7 @@ func runSidecar(p *process) error {
 // its loop (external labels, shipping) in the run group. It is ready once Prometheus's external labels are read.
 func setupSidecar(p *process) error {
 	logger := log.With(p.logger, "component", "sidecar")
-	sc, err := sidecar.New(p.cfg.Sidecar, p.bkt, logger, p.reg)
+	sc, err := sidecar.New(p.cfg.Sidecar, p.bkt, logger, p.reg, sidecar.WithOverrides(p.overrides))
 	if err != nil {
 		return errSetup(err, "sidecar")
 	}

@@ -107,6 +107,10 @@ func (f *fakeProm) config(w http.ResponseWriter, _ *http.Request) {
 func (f *fakeProm) metrics(w http.ResponseWriter, _ *http.Request) {
 	f.mtx.Lock()
 	defer f.mtx.Unlock()
+	if f.lowest == "" {
+		http.Error(w, "metrics disabled", http.StatusForbidden)
+		return
+	}
 	fmt.Fprintf(w, "# HELP prometheus_tsdb_lowest_timestamp Lowest timestamp value stored in the database. (not this one)\n")
 	fmt.Fprintf(w, "prometheus_tsdb_lowest_timestamp 1\n")
 	fmt.Fprintf(w, "# HELP %s Lowest timestamp value stored in the database.\n# TYPE %s gauge\n%s %s\n", lowestTimestampMetric, lowestTimestampMetric, lowestTimestampMetric, f.lowest)

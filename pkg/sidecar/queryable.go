@@ -15,13 +15,14 @@ import (
 type promDB struct {
 	client    *Client
 	startTime func() (int64, error)
+	limits    func() ReadLimits
 }
 
 var _ store.TenantDB = (*promDB)(nil)
 
 // ChunkQuerier returns a querier of [mint, maxt]; nothing is asked of Prometheus until it is used.
 func (d *promDB) ChunkQuerier(mint, maxt int64) (storage.ChunkQuerier, error) {
-	return &promQuerier{client: d.client, mint: mint, maxt: maxt}, nil
+	return &promQuerier{client: d.client, mint: mint, maxt: maxt, limits: d.limits()}, nil
 }
 
 // StartTime is the oldest timestamp Prometheus holds (math.MaxInt64 while it holds nothing).
@@ -30,6 +31,7 @@ func (d *promDB) StartTime() (int64, error) { return d.startTime() }
 type promQuerier struct {
 	client     *Client
 	mint, maxt int64
+	limits     ReadLimits
 }
 
 // Select reads the matching series of [mint, maxt] through remote read (sorted by labels, whatever sortSeries
@@ -47,7 +49,7 @@ func (q *promQuerier) Select(ctx context.Context, _ bool, hints *storage.SelectH
 		}
 		return newSeriesSet(series, warningsToAnnotations(warns))
 	}
-	res, err := q.client.Read(ctx, q.mint, q.maxt, hints, ms...)
+	res, err := q.client.Read(ctx, q.mint, q.maxt, hints, q.limits, ms...)
 	if err != nil {
 		return storage.ErrChunkSeriesSet(err)
 	}

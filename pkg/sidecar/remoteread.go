@@ -18,9 +18,12 @@ import (
 	"github.com/prometheus/prometheus/tsdb/chunkenc"
 	"github.com/prometheus/prometheus/tsdb/chunks"
 	"github.com/prometheus/prometheus/util/annotations"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/stratametrics/strata/pkg/store/labelpb"
 	"github.com/stratametrics/strata/pkg/store/storepb/prompb"
+	"github.com/stratametrics/strata/pkg/tenancy"
 )
 
 const (
@@ -40,6 +43,36 @@ const (
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
+// ReadLimits bound what one remote read may fetch: distinct series and chunk bytes (0: no bound). They are the
+// tenant's max_fetched_series_per_query and max_fetched_chunk_bytes_per_query, enforced as the store-gateway
+// does, while the answer is read (so memory stays bounded too).
+type ReadLimits struct {
+	MaxSeries     int
+	MaxChunkBytes int
+}
+
+// counter counts what a read fetched against its limits.
+type counter struct {
+	lim           ReadLimits
+	series, bytes int
+}
+
+func (c *counter) addSeries() error {
+	c.series++
+	if c.lim.MaxSeries > 0 && c.series > c.lim.MaxSeries {
+		return status.Error(codes.ResourceExhausted, tenancy.NewMaxSeriesPerQueryError(c.lim.MaxSeries).Error())
+	}
+	return nil
+}
+
+func (c *counter) addBytes(n int) error {
+	c.bytes += n
+	if c.lim.MaxChunkBytes > 0 && c.bytes > c.lim.MaxChunkBytes {
+		return status.Error(codes.ResourceExhausted, tenancy.NewMaxChunkBytesPerQueryError(c.lim.MaxChunkBytes).Error())
+	}
+	return nil
+}
+
 // ReadResult is the answer of one remote-read query: its series sorted by labels, each once, with chunks in time
 // order; and the warnings met.
 type ReadResult struct {
@@ -51,8 +84,9 @@ type ReadResult struct {
 
 // Read asks Prometheus's remote-read endpoint (/api/v1/read) for the series matching ms in [mint, maxt],
 // preferring streamed XOR chunks (passed on as they are) and accepting samples (encoded into XOR chunks of up
-// to 120 samples). Series labels are Prometheus's, its external labels included.
-func (c *Client) Read(ctx context.Context, mint, maxt int64, hints *storage.SelectHints, ms ...*labels.Matcher) (*ReadResult, error) {
+// to 120 samples), within lim (a gRPC ResourceExhausted error beyond). Series labels are Prometheus's, its
+// external labels included.
+func (c *Client) Read(ctx context.Context, mint, maxt int64, hints *storage.SelectHints, lim ReadLimits, ms ...*labels.Matcher) (*ReadResult, error) {
 	q := &prompb.Query{StartTimestampMs: mint, EndTimestampMs: maxt}
 	for _, m := range ms {
 		pm, err := matcherToPB(m)
@@ -96,9 +130,9 @@ func (c *Client) Read(ctx context.Context, mint, maxt int64, hints *storage.Sele
 		if params["proto"] != streamedProto {
 			return nil, errors.Newf("remote read: streamed answer of unexpected type %q", resp.Header.Get("Content-Type"))
 		}
-		return readStreamed(resp.Body)
+		return readStreamed(resp.Body, &counter{lim: lim})
 	}
-	return readSamples(resp.Body)
+	return readSamples(resp.Body, &counter{lim: lim})
 }
 
 func matcherToPB(m *labels.Matcher) (*prompb.LabelMatcher, error) {
@@ -121,7 +155,7 @@ func matcherToPB(m *labels.Matcher) (*prompb.LabelMatcher, error) {
 // readStreamed decodes a STREAMED_XOR_CHUNKS answer: frames of uvarint length, big-endian CRC-32 (Castagnoli)
 // and a ChunkedReadResponse each. Prometheus sends series sorted, one per frame, a long series over consecutive
 // frames: those are joined.
-func readStreamed(r io.Reader) (*ReadResult, error) {
+func readStreamed(r io.Reader, cnt *counter) (*ReadResult, error) {
 	br := bufio.NewReader(r)
 	res := &ReadResult{Streamed: true}
 	var (
@@ -147,10 +181,16 @@ func readStreamed(r io.Reader) (*ReadResult, error) {
 		for _, cs := range msg.ChunkedSeries {
 			lset := labelsFromPB(cs.Labels)
 			if last == nil || labels.Compare(last.lset, lset) != 0 {
+				if err := cnt.addSeries(); err != nil {
+					return nil, err
+				}
 				last = &chunkSeries{lset: lset}
 				res.Series = append(res.Series, last)
 			}
 			for _, c := range cs.Chunks {
+				if err := cnt.addBytes(len(c.Data)); err != nil {
+					return nil, err
+				}
 				enc, ok := encodingFromPB(c.Type)
 				if !ok {
 					return nil, errors.Newf("series %s: chunk of unknown encoding %s", lset, c.Type)
@@ -207,7 +247,7 @@ func noEOF(err error) error {
 
 // readSamples decodes a SAMPLES answer (a snappy-compressed ReadResponse) and encodes the float samples of each
 // series into XOR chunks. Native histogram samples are left out with a warning.
-func readSamples(r io.Reader) (*ReadResult, error) {
+func readSamples(r io.Reader, cnt *counter) (*ReadResult, error) {
 	compressed, err := readLimited(r, maxSamplesResponseBytes)
 	if err != nil {
 		return nil, errors.Wrap(err, "read remote-read answer")
@@ -239,9 +279,17 @@ func readSamples(r io.Reader) (*ReadResult, error) {
 		if len(ts.Samples) == 0 {
 			continue
 		}
+		if err := cnt.addSeries(); err != nil {
+			return nil, err
+		}
 		metas, err := samplesToChunks(ts.Samples)
 		if err != nil {
 			return nil, errors.Wrapf(err, "series %s", lset)
+		}
+		for _, m := range metas {
+			if err := cnt.addBytes(len(m.Chunk.Bytes())); err != nil {
+				return nil, err
+			}
 		}
 		res.Series = append(res.Series, &chunkSeries{lset: lset, metas: metas})
 	}

@@ -5,6 +5,7 @@ import (
 	"math"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/efficientgo/core/errors"
@@ -100,6 +101,10 @@ type Option func(*Sidecar)
 // are bounded by their contexts).
 func WithHTTPClient(hc *http.Client) Option { return func(s *Sidecar) { s.httpClient = hc } }
 
+// WithOverrides bounds each read of the tenant's data by its max_fetched_series_per_query and
+// max_fetched_chunk_bytes_per_query, as the store-gateway does (default: no bounds).
+func WithOverrides(o *tenancy.Overrides) Option { return func(s *Sidecar) { s.overrides = o } }
+
 // WithClock replaces time.Now (tests).
 func WithClock(now func() time.Time) Option { return func(s *Sidecar) { s.now = now } }
 
@@ -111,17 +116,21 @@ type Sidecar struct {
 	logger     log.Logger
 	metrics    *sidecarMetrics
 	httpClient *http.Client
+	overrides  *tenancy.Overrides
 	now        func() time.Time
 	// retryInterval is the wait between two reads of the external labels at start (Thanos: 2s).
 	retryInterval time.Duration
 
 	client  *Client
-	store   *store.TSDBStore
+	store   *Store
 	shipper *block.Shipper
 
 	mtx       sync.Mutex
 	extLabels labels.Labels // Prometheus's, without tenant_id; empty until read
-	minTime   int64         // Prometheus's lowest timestamp (ms); math.MaxInt64 until known
+	minTime   int64         // Prometheus's lowest timestamp (ms), when minTimeKnown; math.MaxInt64: it is empty
+	// minTimeKnown: minTime was read at least once.
+	minTimeKnown bool
+	ready        atomic.Bool // the external labels were read: the StoreAPI answers
 }
 
 // New returns the sidecar of cfg (validated) shipping into <tenant>/ of bkt. Nothing runs until Run.
@@ -138,9 +147,9 @@ func New(cfg Config, bkt objstore.Bucket, logger log.Logger, reg prometheus.Regi
 		return nil, err
 	}
 	s.client = c
-	db := &promDB{client: c, startTime: s.startTime}
-	s.store = store.NewTSDBStore(store.SingleTenant(cfg.Tenant, db), logger,
-		store.WithExternalLabelsFunc(s.ExternalLabels), store.WithComponentType(store.ComponentSidecar))
+	db := &promDB{client: c, startTime: s.startTime, limits: s.readLimits}
+	s.store = &Store{TSDBStore: store.NewTSDBStore(store.SingleTenant(cfg.Tenant, db), logger,
+		store.WithExternalLabelsFunc(s.ExternalLabels), store.WithComponentType(store.ComponentSidecar)), ready: s.ready.Load}
 	var shipOpts []block.ShipperOption
 	if cfg.UploadCompacted {
 		shipOpts = append(shipOpts, block.WithUploadCompacted())
@@ -153,13 +162,21 @@ func New(cfg Config, bkt objstore.Bucket, logger log.Logger, reg prometheus.Regi
 // Store is the sidecar's StoreAPI (thanos.Store and thanos.info.Info): Prometheus's live data with its external
 // labels and tenant_id=<tenant>, for requests of that tenant only (another tenant's request gets no series, as
 // from every Strata store). External-label matchers are decided by the sidecar, never sent to Prometheus.
-func (s *Sidecar) Store() *store.TSDBStore { return s.store }
+func (s *Sidecar) Store() *Store { return s.store }
 
 // ExternalLabels returns Prometheus's external labels as last read (empty before Run has read them).
 func (s *Sidecar) ExternalLabels() labels.Labels {
 	s.mtx.Lock()
 	defer s.mtx.Unlock()
 	return s.extLabels
+}
+
+// readLimits are the tenant's per-query fetch limits, now (runtime overrides apply at once).
+func (s *Sidecar) readLimits() ReadLimits {
+	if s.overrides == nil {
+		return ReadLimits{}
+	}
+	return ReadLimits{MaxSeries: s.overrides.MaxFetchedSeriesPerQuery(s.cfg.Tenant), MaxChunkBytes: s.overrides.MaxFetchedChunkBytesPerQuery(s.cfg.Tenant)}
 }
 
 // blockLabels are the thanos.labels of an uploaded block: the external labels and tenant_id.
@@ -169,21 +186,26 @@ func (s *Sidecar) blockLabels() labels.Labels {
 	return b.Labels()
 }
 
-// startTime returns Prometheus's lowest timestamp, asking Prometheus again while it is not known (an empty or
-// unreachable Prometheus), so a querier does not skip the sidecar for a whole refresh interval.
+// startTime is the min time of the sidecar's Info: Prometheus's lowest timestamp, but never later than now (an
+// empty TSDB reports a time far in the future, and a querier caching that would skip the sidecar until its next
+// Info, while samples arrive); MinInt64 (no bound) while it could not be read. It is asked again while unknown
+// or empty.
 func (s *Sidecar) startTime() (int64, error) {
 	s.mtx.Lock()
-	minT := s.minTime
+	minT, known := s.minTime, s.minTimeKnown
 	s.mtx.Unlock()
-	if minT != math.MaxInt64 {
-		return minT, nil
+	if !known || minT == math.MaxInt64 {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		s.refreshMinTime(ctx)
+		s.mtx.Lock()
+		minT, known = s.minTime, s.minTimeKnown
+		s.mtx.Unlock()
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	s.refreshMinTime(ctx)
-	s.mtx.Lock()
-	defer s.mtx.Unlock()
-	return s.minTime, nil
+	if !known {
+		return math.MinInt64, nil
+	}
+	return min(minT, s.now().UnixMilli()), nil
 }
 
 // refreshMinTime reads Prometheus's lowest timestamp; a failure keeps the last value.
@@ -194,7 +216,7 @@ func (s *Sidecar) refreshMinTime(ctx context.Context) {
 		return
 	}
 	s.mtx.Lock()
-	s.minTime = minT
+	s.minTime, s.minTimeKnown = minT, true
 	s.mtx.Unlock()
 }
 
@@ -257,6 +279,7 @@ func (s *Sidecar) waitForPrometheus(ctx context.Context) error {
 			minCtx, minCancel := context.WithTimeout(ctx, 5*time.Second)
 			s.refreshMinTime(minCtx)
 			minCancel()
+			s.ready.Store(true)
 			return nil
 		}
 		s.setHeartbeat(false)

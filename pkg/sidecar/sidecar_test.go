@@ -24,6 +24,9 @@ import (
 
 var promExt = labels.FromStrings("cluster", "eu1", "replica", "a")
 
+// testNow is the sidecars' clock in tests.
+var testNow = time.UnixMilli(1_800_000_000_000)
+
 // testSeries are two series of 130 samples 15s apart (so three chunks of 50 in streamed answers, two of 120
 // and 10 in encoded sample answers), values a function of series and time.
 func testSeries() []fakeSeries {
@@ -52,7 +55,7 @@ func newTestSidecar(t *testing.T, f *fakeProm, bkt objstore.Bucket, mod func(*Co
 	if bkt == nil {
 		bkt = objstore.NewInMemBucket()
 	}
-	s, err := New(cfg, bkt, log.NewNopLogger(), prometheus.NewRegistry())
+	s, err := New(cfg, bkt, log.NewNopLogger(), prometheus.NewRegistry(), WithClock(func() time.Time { return testNow }))
 	testutil.Ok(t, err)
 	s.retryInterval = 10 * time.Millisecond
 	return s
@@ -348,11 +351,13 @@ func TestStore_Labels(t *testing.T) {
 func TestStore_Info(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
-		lowest  string // prometheus_tsdb_lowest_timestamp_seconds
+		lowest  string // prometheus_tsdb_lowest_timestamp_seconds; "": /metrics fails
 		wantMin int64
 	}{
 		{name: "data since", lowest: "1.796592018e+09", wantMin: 1796592018000},
-		{name: "empty TSDB (MaxInt64/1000 s)", lowest: "9.223372036854776e+15", wantMin: math.MaxInt64},
+		{name: "empty TSDB (MaxInt64/1000 s): now, not the future", lowest: "9.223372036854776e+15", wantMin: testNow.UnixMilli()},
+		{name: "lowest timestamp in the future: now", lowest: "1.9e+09", wantMin: testNow.UnixMilli()},
+		{name: "unknown: unbounded", lowest: "", wantMin: math.MinInt64},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFakeProm(t, promExt, testSeries()...)
@@ -380,13 +385,35 @@ func TestSidecar_StartTimeReadAgainWhileUnknown(t *testing.T) {
 	testutil.Ok(t, err)
 	minT, err := s.startTime()
 	testutil.Ok(t, err)
-	testutil.Equals(t, int64(math.MaxInt64), minT)
+	testutil.Equals(t, testNow.UnixMilli(), minT)
 	f.mtx.Lock()
 	f.lowest = "1.5e+09"
 	f.mtx.Unlock()
 	minT, err = s.startTime()
 	testutil.Ok(t, err)
 	testutil.Equals(t, int64(1_500_000_000_000), minT)
+}
+
+func TestStore_UnavailableUntilReady(t *testing.T) {
+	// Before Prometheus's external labels are read, the StoreAPI answers Unavailable: its series would lack them.
+	f := newFakeProm(t, promExt, testSeries()...)
+	s := newTestSidecar(t, f, nil, nil)
+	ctx := tenancy.WithTenants(context.Background(), []string{"team-a"})
+	_, err := s.Store().Info(ctx, &infopb.InfoRequest{})
+	testutil.Equals(t, codes.Unavailable, status.Code(err))
+	_, err = seriesOf(t, s, "team-a", &storepb.SeriesRequest{MinTime: 0, MaxTime: math.MaxInt64,
+		Matchers: []*storepb.LabelMatcher{{Type: storepb.LabelMatcher_EQ, Name: "__name__", Value: "up"}}})
+	testutil.Equals(t, codes.Unavailable, status.Code(err))
+	_, err = s.Store().LabelNames(ctx, &storepb.LabelNamesRequest{})
+	testutil.Equals(t, codes.Unavailable, status.Code(err))
+	_, err = s.Store().LabelValues(ctx, &storepb.LabelValuesRequest{Label: "job"})
+	testutil.Equals(t, codes.Unavailable, status.Code(err))
+	testutil.Equals(t, 0, len(f.readRequests()))
+
+	_, err = runSidecar(t, s)
+	testutil.Ok(t, err)
+	_, err = s.Store().Info(ctx, &infopb.InfoRequest{})
+	testutil.Ok(t, err)
 }
 
 func TestSamplesToChunks(t *testing.T) {
@@ -511,5 +538,47 @@ func TestConfigValidate(t *testing.T) {
 			testutil.NotOk(t, err)
 			testutil.Assert(t, strings.Contains(err.Error(), tc.wantErr), "error %q does not contain %q", err, tc.wantErr)
 		})
+	}
+}
+
+func TestStore_Limits(t *testing.T) {
+	// The tenant's max_fetched_series_per_query and max_fetched_chunk_bytes_per_query bound one read, as in the
+	// store-gateway: ResourceExhausted with the limit's message, whichever answer type Prometheus sends.
+	for _, tc := range []struct {
+		name      string
+		maxSeries int
+		maxBytes  int
+		wantErr   string
+	}{
+		{name: "no limits"},
+		{name: "within the limits", maxSeries: 2, maxBytes: 1 << 20},
+		{name: "series over the limit", maxSeries: 1, wantErr: "the query exceeded the maximum number of series (limit: 1 series)"},
+		{name: "chunk bytes over the limit", maxBytes: 100, wantErr: "the query exceeded the aggregated chunks size limit (limit: 100 bytes)"},
+	} {
+		for _, samplesOnly := range []bool{false, true} {
+			t.Run(tc.name+map[bool]string{false: "/streamed", true: "/samples"}[samplesOnly], func(t *testing.T) {
+				f := newFakeProm(t, promExt, testSeries()...)
+				f.samplesOnly = samplesOnly
+				limits := tenancy.DefaultLimits()
+				limits.MaxFetchedSeriesPerQuery, limits.MaxFetchedChunkBytesPerQuery = tc.maxSeries, tc.maxBytes
+				cfg := DefaultConfig()
+				cfg.PrometheusURL, cfg.Tenant, cfg.TSDBPath = f.srv.URL, "team-a", t.TempDir()
+				s, err := New(cfg, objstore.NewInMemBucket(), log.NewNopLogger(), prometheus.NewRegistry(),
+					WithOverrides(tenancy.NewOverrides(limits, nil)), WithClock(func() time.Time { return testNow }))
+				testutil.Ok(t, err)
+				_, err = runSidecar(t, s)
+				testutil.Ok(t, err)
+				got, err := seriesOf(t, s, "team-a", &storepb.SeriesRequest{MinTime: math.MinInt64, MaxTime: math.MaxInt64,
+					Matchers: []*storepb.LabelMatcher{{Type: storepb.LabelMatcher_EQ, Name: "__name__", Value: "up"}}})
+				if tc.wantErr == "" {
+					testutil.Ok(t, err)
+					testutil.Equals(t, 2, len(got))
+					return
+				}
+				testutil.NotOk(t, err)
+				testutil.Equals(t, codes.ResourceExhausted, status.Code(err))
+				testutil.Assert(t, strings.Contains(err.Error(), tc.wantErr), "error %q does not contain %q", err, tc.wantErr)
+			})
+		}
 	}
 }

@@ -253,6 +253,9 @@ func (s *TSDBStore) selectTenant(ctx context.Context, db TenantDB, r *storepb.Se
 		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 			return nil, nil, status.FromContextError(err).Err()
 		}
+		if st, ok := status.FromError(err); ok {
+			return nil, nil, st.Err() // the storage's own gRPC status (a limit: ResourceExhausted), kept
+		}
 		return nil, nil, status.Errorf(codes.Internal, "select series: %v", err)
 	}
 	var warnings []string

@@ -33,6 +33,16 @@ func (p *promProc) baseURL() string { return "http://" + p.addr }
 // every blockDuration (min = max block duration, as a sidecar wants: no compaction), and waits until it is ready.
 func startPrometheus(t *testing.T, dir string, extLabels map[string]string, blockDuration time.Duration, targets ...string) *promProc {
 	t.Helper()
+	cfgFile := filepath.Join(dir, "prometheus.yml")
+	writePrometheusConfig(t, cfgFile, extLabels, "", targets...)
+	return startPrometheusWithConfig(t, dir, cfgFile, blockDuration)
+}
+
+// writePrometheusConfig writes a Prometheus config: a 1s scrape of targets (job "e2e") with the given external
+// labels, and extraYAML (top-level sections, e.g. remote_write) at its end. Rewrite it and POST /-/reload
+// (Prometheus runs with --web.enable-lifecycle) to change a running Prometheus's configuration.
+func writePrometheusConfig(t *testing.T, path string, extLabels map[string]string, extraYAML string, targets ...string) {
+	t.Helper()
 	var cfg strings.Builder
 	cfg.WriteString("global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n")
 	if len(extLabels) > 0 {
@@ -49,14 +59,19 @@ func startPrometheus(t *testing.T, dir string, extLabels map[string]string, bloc
 		fmt.Fprintf(&cfg, "%q", tg)
 	}
 	cfg.WriteString("]\n")
-	cfgFile := filepath.Join(dir, "prometheus.yml")
-	testutil.Ok(t, os.WriteFile(cfgFile, []byte(cfg.String()), 0o600))
+	cfg.WriteString(extraYAML)
+	testutil.Ok(t, os.WriteFile(path, []byte(cfg.String()), 0o600))
+}
 
+// startPrometheusWithConfig starts Prometheus with a config file, its blocks cut every blockDuration, its data
+// under <dir>/prometheus-data, and waits until it is ready.
+func startPrometheusWithConfig(t *testing.T, dir, cfgFile string, blockDuration time.Duration) *promProc {
+	t.Helper()
 	p := &promProc{addr: freeAddr(t), tsdbDir: filepath.Join(dir, "prometheus-data")}
 	p.proc = startProc(t, dir, "prometheus", promTool(t, "prometheus"),
 		"--config.file="+cfgFile, "--storage.tsdb.path="+p.tsdbDir, "--web.listen-address="+p.addr,
 		"--storage.tsdb.min-block-duration="+blockDuration.String(), "--storage.tsdb.max-block-duration="+blockDuration.String(),
-		"--storage.tsdb.retention.time=1d")
+		"--storage.tsdb.retention.time=1d", "--web.enable-lifecycle")
 	waitUntil(t, 30*time.Second, "Prometheus ready", func() bool {
 		code, _ := httpGet(p.baseURL()+"/-/ready", nil)
 		return code == 200
