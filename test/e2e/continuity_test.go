@@ -52,7 +52,7 @@ func sidecarBlocks(t *testing.T, bucketDir, tenant string) []*block.Meta {
 // cut-over, none doubled), with replica deduplication and without.
 func TestSidecarToRemoteWriteContinuity(t *testing.T) {
 	if testing.Short() {
-		t.Skip("about 90 s of real scraping")
+		t.Skip("about a minute of real scraping")
 	}
 	began := time.Now()
 	target := startMetricsTarget(t)
