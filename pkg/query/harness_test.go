@@ -199,14 +199,23 @@ func harnessOpenDB(t testing.TB, series []harnessSeries, keep func(int64) bool) 
 // loopback gRPC.
 func harnessServeBucket(t testing.TB, db *tsdb.DB) *store.Client {
 	t.Helper()
+	return harnessServeBucketExt(t, db, labels.EmptyLabels(), block.ReceiveSource)
+}
+
+// harnessServeBucketExt is harnessServeBucket with the blocks' external labels (thanos.labels) being ext plus
+// tenant_id, and their source, as a sidecar's uploads have them.
+func harnessServeBucketExt(t testing.TB, db *tsdb.DB, ext labels.Labels, source block.SourceType) *store.Client {
+	t.Helper()
 	head := db.Head()
 	if head.NumSeries() > 0 {
 		testutil.Ok(t, db.CompactHead(tsdb.NewRangeHead(head, head.MinTime(), head.MaxTime())))
 	}
 	bkt, err := filesystem.NewBucket(t.TempDir())
 	testutil.Ok(t, err)
-	tenantLabels := labels.FromStrings(tenancy.TenantIDLabel, harnessTenant)
-	shipper := block.NewShipper(nil, nil, db.Dir(), objstore.NewPrefixedBucket(bkt, harnessTenant), func() labels.Labels { return tenantLabels }, block.ReceiveSource)
+	lb := labels.NewBuilder(ext)
+	lb.Set(tenancy.TenantIDLabel, harnessTenant)
+	blockLabels := lb.Labels()
+	shipper := block.NewShipper(nil, nil, db.Dir(), objstore.NewPrefixedBucket(bkt, harnessTenant), func() labels.Labels { return blockLabels }, source)
 	n, err := shipper.Sync(context.Background())
 	testutil.Ok(t, err)
 	testutil.Assert(t, n > 0, "nothing shipped")
@@ -225,9 +234,9 @@ func harnessServeBucket(t testing.TB, db *tsdb.DB) *store.Client {
 
 // harnessServe serves db as a TSDBStore on a loopback gRPC server with the tenancy interceptors a Strata
 // process uses, and returns a client of it with its Info loaded.
-func harnessServe(t testing.TB, db *tsdb.DB) *store.Client {
+func harnessServe(t testing.TB, db *tsdb.DB, opts ...store.TSDBStoreOption) *store.Client {
 	t.Helper()
-	st := store.NewTSDBStore(store.SingleTenant(harnessTenant, db), log.NewNopLogger())
+	st := store.NewTSDBStore(store.SingleTenant(harnessTenant, db), log.NewNopLogger(), opts...)
 	return harnessServeStore(t, st, st)
 }
 

@@ -41,9 +41,11 @@ func shellBlocks(t *testing.T, path string) []string {
 }
 
 // TestTutorials runs every tutorial's shell blocks as written, in one bash, from the repository root, with
-// GOBIN pointed at a temp dir on PATH. They use the default ports 8080 and 9095, so those must be free.
+// GOBIN pointed at a temp dir on PATH, and Prometheus's prometheus and promtool (built as in the other tests) on
+// PATH too. They use fixed ports (Strata's defaults 8080 and 9095; Prometheus's 9090; a sidecar's 10901 and
+// 10902), so those must be free.
 func TestTutorials(t *testing.T) {
-	for _, port := range []string{"8080", "9095"} {
+	for _, port := range []string{"8080", "9095", "9090", "10901", "10902"} {
 		l, err := net.Listen("tcp", "127.0.0.1:"+port)
 		if err != nil {
 			t.Fatalf("the tutorials use port %s, which is in use here: %v", port, err)
@@ -53,6 +55,7 @@ func TestTutorials(t *testing.T) {
 	files, err := filepath.Glob(filepath.Join(repoRoot(), "tutorials", "*.md"))
 	testutil.Ok(t, err)
 	testutil.Assert(t, len(files) > 0, "no tutorials found")
+	promDir := filepath.Dir(promTool(t, "prometheus"))
 
 	for _, file := range files {
 		t.Run(filepath.Base(file), func(t *testing.T) {
@@ -66,7 +69,7 @@ func TestTutorials(t *testing.T) {
 			defer cancel()
 			cmd := exec.CommandContext(ctx, "bash", "-c", script)
 			cmd.Dir = repoRoot()
-			cmd.Env = append(os.Environ(), "GOBIN="+gobin, "PATH="+gobin+string(os.PathListSeparator)+os.Getenv("PATH"))
+			cmd.Env = append(os.Environ(), "GOBIN="+gobin, "PATH="+strings.Join([]string{gobin, promDir, os.Getenv("PATH")}, string(os.PathListSeparator)))
 			cmd.WaitDelay = 10 * time.Second
 			out, err := cmd.CombinedOutput()
 			testutil.Ok(t, err, "tutorial %s failed:\n%s", filepath.Base(file), out)
