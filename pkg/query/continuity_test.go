@@ -87,7 +87,7 @@ func TestCutOverContinuity(t *testing.T) {
 				h := &promqlHarness{
 					ctx:          tenancy.WithTenants(context.Background(), []string{harnessTenant}),
 					refDB:        ref,
-					refEngine:    promql.NewEngine(EngineOpts(DefaultEngineConfig(), logger, nil)),
+					refEngine:    promql.NewEngine(refEngineOpts(logger)),
 					strata:       NewQueryable(proxy, tenancy.NewOverrides(tenancy.DefaultLimits(), nil), dedup.replicaLabels, nil),
 					strataEngine: promql.NewEngine(EngineOpts(DefaultEngineConfig(), logger, nil)),
 				}
