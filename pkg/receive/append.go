@@ -2,6 +2,7 @@ package receive
 
 import (
 	"context"
+	"math"
 
 	"github.com/efficientgo/core/errors"
 	"github.com/prometheus/common/model"
@@ -86,6 +87,7 @@ func (i *Ingester) appendRequest(ctx context.Context, tenant string, u *userTSDB
 		getRef   = app.(storage.GetRef)
 		errs     appendErrors
 		appended int
+		minT     = int64(math.MaxInt64) // oldest sample appended
 		b        = labels.NewScratchBuilder(16)
 	)
 	tss := req.GetTimeseries()
@@ -117,6 +119,7 @@ func (i *Ingester) appendRequest(ctx context.Context, tenant string, u *userTSDB
 			}
 			if err == nil {
 				appended++
+				minT = min(minT, s.GetTimestamp())
 				continue
 			}
 			if skipSeries = i.handleAppendErr(tenant, lset, s.GetTimestamp(), err, &errs); skipSeries {
@@ -133,6 +136,7 @@ func (i *Ingester) appendRequest(ctx context.Context, tenant string, u *userTSDB
 			}
 			if err == nil {
 				appended++
+				minT = min(minT, h.GetTimestamp())
 				continue
 			}
 			if i.handleAppendErr(tenant, lset, h.GetTimestamp(), err, &errs) {
@@ -146,6 +150,10 @@ func (i *Ingester) appendRequest(ctx context.Context, tenant string, u *userTSDB
 	u.commitMtx.Lock()
 	err = app.Commit()
 	u.commitMtx.Unlock()
+	if appended > 0 {
+		// After the commit, whether it failed or not (conservative): see lateWrites.record.
+		i.lateWrites.record(tenant, minT)
+	}
 	if err != nil {
 		return false, status.Errorf(codes.Internal, "commit samples of tenant %s: %v", tenant, err)
 	}

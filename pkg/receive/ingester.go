@@ -124,6 +124,7 @@ type Ingester struct {
 	reg        prometheus.Registerer
 	metrics    *ingesterMetrics
 	metadata   *ingesterMetadata // metric metadata (ingester_metadata.go)
+	lateWrites *lateWrites       // pushes older than the tenant's cache boundary (late_writes.go)
 
 	mtx      sync.RWMutex
 	tsdbs    map[string]*userTSDB
@@ -160,6 +161,7 @@ func NewIngester(cfg IngesterConfig, dir string, overrides *tenancy.Overrides, d
 		o(i)
 	}
 	i.metadata = newIngesterMetadata(i, NewDiscardedMetadata(reg), reg)
+	i.lateWrites = newLateWrites(overrides, i.now)
 	return i
 }
 
