@@ -165,7 +165,9 @@ type IngesterGeneration struct {
 }
 
 // NewIngesterGeneration returns the ingester side over logs.
-func NewIngesterGeneration(logs IngesterLogs) *IngesterGeneration { return &IngesterGeneration{logs: logs} }
+func NewIngesterGeneration(logs IngesterLogs) *IngesterGeneration {
+	return &IngesterGeneration{logs: logs}
+}
 
 // Name implements GenerationSource.
 func (*IngesterGeneration) Name() string { return "ingesters" }
