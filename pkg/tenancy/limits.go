@@ -56,6 +56,9 @@ type Limits struct {
 	// MaxQueryExpressionSizeBytes is the longest query expression accepted, in bytes (0 = no limit; the
 	// querier's expression depth and token limits apply regardless).
 	MaxQueryExpressionSizeBytes int `yaml:"max_query_expression_size_bytes" json:"max_query_expression_size_bytes"`
+	// MaxQueryParallelism is how many sub-queries (split by the query-frontend) of one request run at once
+	// (0 counts as 1).
+	MaxQueryParallelism int `yaml:"max_query_parallelism" json:"max_query_parallelism"`
 	// QueryReplicaLabels replace the querier's --query.replica-label for this tenant.
 	QueryReplicaLabels []string `yaml:"query_replica_labels" json:"query_replica_labels"`
 }
@@ -83,6 +86,7 @@ func DefaultLimits() Limits {
 		MaxFetchedChunkBytesPerQuery:   0,
 		MaxSamples:                     0,
 		MaxQueryExpressionSizeBytes:    0,
+		MaxQueryParallelism:            14,
 	}
 }
 
@@ -103,6 +107,8 @@ func (l Limits) Validate() error {
 		return errors.New("max_query_length, max_fetched_series_per_query, max_fetched_chunk_bytes_per_query, max_samples and max_query_expression_size_bytes must not be negative")
 	case l.MaxMetadataLength < 0, l.MaxGlobalMetadataPerUser < 0, l.MaxGlobalMetadataPerMetric < 0:
 		return errors.New("max_metadata_length, max_global_metadata_per_user and max_global_metadata_per_metric must not be negative")
+	case l.MaxQueryParallelism < 0:
+		return errors.Newf("max_query_parallelism must not be negative, got %d", l.MaxQueryParallelism)
 	case l.IngestionTenantShardSize < 0:
 		return errors.Newf("ingestion_tenant_shard_size must not be negative, got %d", l.IngestionTenantShardSize)
 	}

@@ -103,6 +103,9 @@ func (o *Overrides) MaxSamples(tenant string) int { return o.ForTenant(tenant).M
 func (o *Overrides) MaxQueryExpressionSizeBytes(tenant string) int {
 	return o.ForTenant(tenant).MaxQueryExpressionSizeBytes
 }
+func (o *Overrides) MaxQueryParallelism(tenant string) int {
+	return o.ForTenant(tenant).MaxQueryParallelism
+}
 func (o *Overrides) QueryReplicaLabels(tenant string) []string {
 	return o.ForTenant(tenant).QueryReplicaLabels
 }
