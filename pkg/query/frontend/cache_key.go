@@ -87,10 +87,7 @@ func newCacheKey(r *Request, splitInterval time.Duration, overrides *tenancy.Ove
 		}
 	}
 	for _, t := range r.Tenants {
-		var replicaLabels []string
-		if overrides != nil {
-			replicaLabels = overrides.QueryReplicaLabels(t)
-		}
+		replicaLabels := overrides.QueryReplicaLabels(t)
 		num(int64(len(replicaLabels)))
 		for _, l := range replicaLabels {
 			str(l)
@@ -102,15 +99,7 @@ func newCacheKey(r *Request, splitInterval time.Duration, overrides *tenancy.Ove
 	return cacheKey{key: "qfrc:" + hex.EncodeToString(sum[:]), canonical: sum}
 }
 
-// floorDiv and floorMod divide rounding towards minus infinity (times before 1970 included).
-func floorDiv(a, b int64) int64 {
-	q := a / b
-	if (a%b != 0) && ((a < 0) != (b < 0)) {
-		q--
-	}
-	return q
-}
-
+// floorMod is the remainder of floorDiv (split.go): never negative for b > 0, times before 1970 included.
 func floorMod(a, b int64) int64 {
 	if b == 0 {
 		return 0

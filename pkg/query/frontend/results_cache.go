@@ -146,7 +146,7 @@ func NewResultsCache(c cache.Cache, sources []GenerationSource, overrides *tenan
 	}
 	m := newResultsCacheMetrics(reg)
 	return func(next Handler) Handler {
-		if c == nil || len(sources) == 0 {
+		if c == nil || len(sources) == 0 || overrides == nil {
 			return next
 		}
 		return &resultsCache{next: next, cache: c, sources: sources, overrides: overrides, opts: opts,
@@ -301,9 +301,14 @@ func (c *resultsCache) plan(r *Request) (plan, bool) {
 	if v, ok := r.Params["stats"]; ok && len(v) > 0 {
 		return p, false // per-request statistics: not an answer to cache
 	}
+	if unsplittable(r, c.overrides) {
+		// What the split sends whole (a series limit, too many points, longer than max_query_length, @
+		// start()/end(), a query that does not parse) is not the sum of its steps: no extents either.
+		return p, false
+	}
 	expr, err := c.parser.ParseExpr(r.Query)
-	if err != nil || usesStartOrEnd(expr) {
-		return p, false // the querier answers the error; @ start()/end() depend on the request's own range
+	if err != nil {
+		return p, false
 	}
 	p.expr = expr
 	p.lookback = c.opts.LookbackDelta
@@ -319,9 +324,7 @@ func (c *resultsCache) plan(r *Request) (plan, bool) {
 	}
 	var freshness time.Duration
 	for _, t := range r.Tenants {
-		if c.overrides != nil {
-			freshness = max(freshness, c.overrides.MaxCacheFreshness(t))
-		}
+		freshness = max(freshness, c.overrides.MaxCacheFreshness(t))
 	}
 	boundary := c.opts.Now().Add(-freshness).UnixMilli()
 	// The last step k (0..n) whose step time and data range end before the boundary; the data range's end only
@@ -349,22 +352,6 @@ func (p plan) dataRange(start, end, step int64) DataRange {
 	mint, maxt := promql.FindMinMaxTime(&parser.EvalStmt{Expr: p.expr, Start: time.UnixMilli(start), End: time.UnixMilli(end),
 		Interval: time.Duration(step) * time.Millisecond, LookbackDelta: p.lookback})
 	return DataRange{MinT: mint, MaxT: maxt}
-}
-
-// usesStartOrEnd reports whether expr has an @ start() or @ end() modifier, whose time is the request's own
-// start or end: a split or partly cached request would evaluate it at other times.
-func usesStartOrEnd(expr parser.Expr) bool {
-	found := false
-	parser.Inspect(expr, func(node parser.Node, _ []parser.Node) error {
-		switch n := node.(type) {
-		case *parser.VectorSelector:
-			found = found || n.StartOrEnd != 0
-		case *parser.SubqueryExpr:
-			found = found || n.StartOrEnd != 0
-		}
-		return nil
-	})
-	return found
 }
 
 // fetch reads the extents of key; a missing, corrupt or foreign entry is no extents.
