@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 
 	"github.com/stratametrics/strata/pkg/cache"
+	"github.com/stratametrics/strata/pkg/cache/cachetest"
 	"github.com/stratametrics/strata/pkg/query/frontend"
 )
 
@@ -245,4 +246,103 @@ func counterValue(t testing.TB, reg *prometheus.Registry, name string, lv ...str
 		}
 	}
 	return sum
+}
+
+// TestResultsCache_TenantIsolation: the same query text from two tenants gets each tenant only its own data,
+// cold and warm, with the in-memory and the memcached backend.
+func TestResultsCache_TenantIsolation(t *testing.T) {
+	for _, backend := range []string{cache.BackendInMemory, cache.BackendMemcached} {
+		t.Run(backend, func(t *testing.T) {
+			cfg := cache.Config{Backend: backend}
+			if backend == cache.BackendMemcached {
+				cfg.Memcached.Addresses = []string{cachetest.StartMemcached(t)}
+			}
+			c, err := cache.New("results", cfg, nil, nil)
+			testutil.Ok(t, err)
+			t.Cleanup(func() { cache.Close(c) })
+
+			h := newCacheHarness(t, harnessNow, "team-a", "team-b")
+			fillHarness(h, "team-a", 3)
+			fillHarness(h, "team-b", 3)
+			reg := prometheus.NewRegistry()
+			fe := h.frontend(c, h.generations(), reg)
+			qs := []rangeQuery{
+				{q: "m_gauge", start: harnessNow.Add(-50 * time.Hour).UnixMilli(), end: harnessNow.UnixMilli(), step: 60_000},
+				{q: "sum by (owner) (m_total)", start: harnessNow.Add(-70 * time.Hour).UnixMilli(), end: harnessNow.Add(-time.Hour).UnixMilli(), step: 300_000},
+			}
+			check := func(phase string) {
+				for _, q := range qs {
+					for _, tenant := range []string{"team-a", "team-b"} {
+						_, want := do(t, h.querier, tenant, q)
+						code, got := do(t, fe, tenant, q)
+						testutil.Equals(t, http.StatusOK, code)
+						testutil.Equals(t, want, got, "%s: tenant %s: %s", phase, tenant, q)
+						other := map[string]string{"team-a": "team-b", "team-b": "team-a"}[tenant]
+						testutil.Assert(t, strings.Contains(got, `"owner":"`+tenant+`"`), "%s: %s has no series of its own", phase, tenant)
+						testutil.Assert(t, !strings.Contains(got, `"owner":"`+other+`"`), "%s: %s got %s's series", phase, tenant, other)
+					}
+				}
+			}
+			check("cold")
+			// memcached stores asynchronously: wait (bounded) until both tenants' entries are readable.
+			for i := 0; i < 200; i++ {
+				if backend == cache.BackendInMemory {
+					break
+				}
+				found := 0
+				for _, tenant := range []string{"team-a", "team-b"} {
+					before := counterValue(t, reg, "strata_query_frontend_results_cache_hits_total", "tenant", tenant)
+					do(t, fe, tenant, qs[1])
+					if counterValue(t, reg, "strata_query_frontend_results_cache_hits_total", "tenant", tenant) > before {
+						found++
+					}
+				}
+				if found == 2 {
+					break
+				}
+				time.Sleep(25 * time.Millisecond)
+			}
+			hitsBefore := counterValue(t, reg, "strata_query_frontend_results_cache_hits_total")
+			check("warm")
+			for _, tenant := range []string{"team-a", "team-b"} {
+				testutil.Assert(t, counterValue(t, reg, "strata_query_frontend_results_cache_hits_total", "tenant", tenant) > 0, "no hit for %s", tenant)
+			}
+			testutil.Assert(t, counterValue(t, reg, "strata_query_frontend_results_cache_hits_total") > hitsBefore, "warm run had no hits")
+		})
+	}
+}
+
+// TestResultsCache_ThirtyDays: a 30-day query repeated is served ≥ 90% from the cache (the steps metric) with
+// the querier's answer; also when the dashboard refreshes 5 minutes later, one step further.
+func TestResultsCache_ThirtyDays(t *testing.T) {
+	const tenant = "team-a"
+	h := newCacheHarness(t, harnessNow, tenant)
+	fillHarness(h, tenant, 31)
+	reg := prometheus.NewRegistry()
+	fe := h.frontend(cache.NewInMemory("results", cache.InMemoryConfig{}, nil, nil), h.generations(), reg)
+	steps := func(source string) float64 {
+		return counterValue(t, reg, "strata_query_frontend_results_cache_steps_total", "tenant", tenant, "source", source)
+	}
+	q := rangeQuery{q: "sum by (job) (rate(m_total[15m]))", start: harnessNow.Add(-30 * 24 * time.Hour).UnixMilli(), end: harnessNow.UnixMilli(), step: 300_000}
+	for _, run := range []struct {
+		name    string
+		advance time.Duration
+	}{{"first", 0}, {"repeated", 0}, {"refreshed 5m later", 5 * time.Minute}} {
+		if run.advance > 0 {
+			h.clock.Advance(run.advance)
+			h.push(tenant, samplesOf(harnessSeries(tenant), h.clock.Now().Add(-run.advance+time.Minute), h.clock.Now(), time.Minute, 0))
+			q.start, q.end = q.start+run.advance.Milliseconds(), q.end+run.advance.Milliseconds()
+		}
+		cached0, down0 := steps("cache"), steps("downstream")
+		_, want := do(t, h.querier, tenant, q)
+		code, got := do(t, fe, tenant, q)
+		testutil.Equals(t, http.StatusOK, code)
+		testutil.Equals(t, want, got, run.name)
+		cached, down := steps("cache")-cached0, steps("downstream")-down0
+		ratio := cached / (cached + down)
+		t.Logf("%s: %.0f steps from the cache, %.0f downstream: %.2f%% cached", run.name, cached, down, 100*ratio)
+		if run.name != "first" {
+			testutil.Assert(t, ratio >= 0.9, "%s: only %.2f%% from the cache", run.name, 100*ratio)
+		}
+	}
 }
