@@ -13,8 +13,8 @@ import (
 	"time"
 
 	"github.com/efficientgo/core/testutil"
-	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 	promtestutil "github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 	dto "github.com/prometheus/client_model/go"
 )
 

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/efficientgo/core/testutil"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/model/labels"
@@ -18,7 +19,6 @@ import (
 	"github.com/prometheus/prometheus/storage"
 	"github.com/prometheus/prometheus/util/teststorage"
 	v1 "github.com/prometheus/prometheus/web/api/v1"
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/stratametrics/strata/pkg/tenancy"
 )
@@ -140,8 +140,8 @@ type staticLimits struct {
 	maxLength   time.Duration
 }
 
-func (l staticLimits) MaxQueryParallelism(string) int            { return l.parallelism }
-func (l staticLimits) MaxQueryLength(string) time.Duration       { return l.maxLength }
+func (l staticLimits) MaxQueryParallelism(string) int      { return l.parallelism }
+func (l staticLimits) MaxQueryLength(string) time.Duration { return l.maxLength }
 
 // newTestFrontend returns a frontend over downstream with cfg's defaults changed by mod.
 func newTestFrontend(t *testing.T, downstream func(m *Metrics) Handler, mod func(*Config)) (*Frontend, *prometheus.Registry) {
