@@ -4,6 +4,7 @@ import (
 	"context"
 	"math"
 
+	"github.com/stratametrics/strata/pkg/query/frontend"
 	"github.com/stratametrics/strata/pkg/store"
 	"github.com/stratametrics/strata/pkg/store/infopb"
 	"github.com/stratametrics/strata/pkg/store/storepb"
@@ -36,9 +37,9 @@ func (i soleInstanceInfo) Info(ctx context.Context, r *infopb.InfoRequest) (*inf
 // ingester's writes, and a StoreAPI that a Thanos querier (or a Strata querier's --endpoint) sees as the merged
 // view of the recent data and the bucket's blocks.
 func runAll(p *process) error {
-	p.storeAPI = &allStoreAPI{}
+	p.storeAPI, p.frontInProcess = &allStoreAPI{}, true
 	err := setupAll(p, (*process).mkDataDir, setupServers, setupBucket, setupIngesterRing,
-		setupIngester, setupDistributor, setupGatewayRing, setupStoreGateway, setupQuerier)
+		setupIngester, setupDistributor, setupGatewayRing, setupStoreGateway, setupQuerier, setupAllQueryFrontend)
 	if err != nil {
 		return err
 	}
@@ -52,4 +53,11 @@ func runAll(p *process) error {
 	storepb.RegisterStoreServer(p.srv.GRPC(), scoped)
 	infopb.RegisterInfoServer(p.srv.GRPC(), metadataInfo{scoped})
 	return nil
+}
+
+// setupAllQueryFrontend puts the query-frontend on the public HTTP API, in front of the in-process querier, which
+// it calls without a connection (the same HTTP request as to a remote querier).
+func setupAllQueryFrontend(p *process) error {
+	m := frontend.NewMetrics(p.reg)
+	return setupQueryFrontend(p, frontend.NewInProcessDownstream(p.querierAPI, m), m)
 }

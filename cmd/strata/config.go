@@ -12,6 +12,7 @@ import (
 
 	"github.com/stratametrics/strata/pkg/block"
 	"github.com/stratametrics/strata/pkg/query"
+	"github.com/stratametrics/strata/pkg/query/frontend"
 	"github.com/stratametrics/strata/pkg/receive"
 	"github.com/stratametrics/strata/pkg/ring"
 	"github.com/stratametrics/strata/pkg/server"
@@ -36,6 +37,8 @@ type Config struct {
 	Ingester     receive.IngesterConfig `yaml:"ingester"`
 	Distributor  receive.PushConfig     `yaml:"distributor"`
 	Querier      query.Config           `yaml:"querier"`
+	// QueryFrontend is `strata query-frontend`'s, and the frontend's of `strata all` (without downstream URLs).
+	QueryFrontend frontend.Config `yaml:"query_frontend"`
 
 	StoreGatewayRing ring.Config    `yaml:"store_gateway_ring"`
 	StoreGateway     gateway.Config `yaml:"store_gateway"`
@@ -62,6 +65,7 @@ func defaultConfig() Config {
 		Ingester:      receive.DefaultIngesterConfig(),
 		Distributor:   receive.DefaultPushConfig(),
 		Querier:       query.DefaultConfig(),
+		QueryFrontend: frontend.DefaultConfig(),
 
 		StoreGatewayRing: ring.DefaultConfig(),
 		StoreGateway:     gateway.DefaultConfig(),
@@ -84,7 +88,7 @@ func (c *Config) Validate() error {
 	if c.DataDir == "" {
 		return errors.New("data_dir must be set")
 	}
-	for _, v := range []interface{ Validate() error }{c.Server, c.Objstore, c.Limits, c.RuntimeConfig, c.IngesterRing, c.Ingester, c.Distributor, c.Querier, c.StoreGatewayRing, c.StoreGateway} {
+	for _, v := range []interface{ Validate() error }{c.Server, c.Objstore, c.Limits, c.RuntimeConfig, c.IngesterRing, c.Ingester, c.Distributor, c.Querier, c.QueryFrontend, c.StoreGatewayRing, c.StoreGateway} {
 		if err := v.Validate(); err != nil {
 			return err
 		}

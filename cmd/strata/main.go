@@ -30,6 +30,7 @@ func registerComponents(app *kingpin.Application, b *binder, cfg *Config) map[st
 	registerIngesterFlags(allCmd, b, cfg)
 	registerDistributorFlags(allCmd, b, cfg)
 	registerQuerierFlags(allCmd, b, cfg)
+	registerQueryFrontendFlags(allCmd, b, cfg, false)
 	registerStoreGatewayFlags(allCmd, b, cfg)
 	components[allCmd.FullCommand()] = runAll
 
@@ -44,6 +45,10 @@ func registerComponents(app *kingpin.Application, b *binder, cfg *Config) map[st
 	querierCmd := app.Command("querier", "Evaluate PromQL over the ingesters and StoreAPI endpoints, with replica deduplication; Prometheus HTTP API.")
 	registerQuerierFlags(querierCmd, b, cfg)
 	components[querierCmd.FullCommand()] = runQuerier
+
+	frontendCmd := app.Command("query-frontend", "Serve the queriers' HTTP API in front of them: per-tenant fair queue, range queries split by day and run in parallel, retries.")
+	registerQueryFrontendFlags(frontendCmd, b, cfg, true)
+	components[frontendCmd.FullCommand()] = runQueryFrontend
 
 	gatewayCmd := app.Command("store-gateway", "Serve the bucket's blocks over the StoreAPI, sharded over the store-gateway ring.")
 	registerStoreGatewayFlags(gatewayCmd, b, cfg)

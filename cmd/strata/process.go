@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"net/http"
 	"os"
 
 	"github.com/go-kit/log"
@@ -40,13 +41,17 @@ type process struct {
 	// gRPC port; nil: each component registers its own store there.
 	storeAPI *allStoreAPI
 
-	bkt          objstore.Bucket           // setupBucket
-	ingesterRing *ingesterRing             // setupIngesterRing
-	gatewayRing  *dskitring.Ring           // setupGatewayRing
-	gateway      *gateway.Gateway          // setupStoreGateway
-	localGateway *gateway.Local            // setupStoreGateway with storeAPI set: the gateway served in process
-	proxy        *store.Proxy              // setupQuerier: the merged view of the querier's stores
-	discarded    *receive.DiscardedSamples // discardedSamples(), on first use
+	bkt          objstore.Bucket  // setupBucket
+	ingesterRing *ingesterRing    // setupIngesterRing
+	gatewayRing  *dskitring.Ring  // setupGatewayRing
+	gateway      *gateway.Gateway // setupStoreGateway
+	localGateway *gateway.Local   // setupStoreGateway with storeAPI set: the gateway served in process
+	proxy        *store.Proxy     // setupQuerier: the merged view of the querier's stores
+	// querierAPI is the querier's HTTP API (setupQuerier). With frontInProcess (set by runAll) it is not served on
+	// the HTTP port: the in-process query-frontend is, and calls it.
+	querierAPI     http.Handler
+	frontInProcess bool
+	discarded      *receive.DiscardedSamples // discardedSamples(), on first use
 }
 
 // newProcess returns the process of a component: nothing runs until its setups add to g.

@@ -87,12 +87,15 @@ func setupQuerier(p *process) error {
 	queryable := query.NewQueryable(proxy, p.overrides, cfg.Querier.ReplicaLabels, p.reg)
 	api := cfg.Auth.HTTPMiddleware(false)(query.NewAPI(queryable, p.overrides,
 		query.APIConfig{Engine: cfg.Querier.Engine, PartialResponse: cfg.Querier.PartialResponse, AutoDownsampling: cfg.Querier.AutoDownsampling, Metadata: newMetadataQuerier(p)}, logger, p.reg))
+	p.querierAPI, p.proxy = api, proxy
+	if p.frontInProcess {
+		return nil
+	}
 	p.srv.Handle("/api/v1/", api)
 	p.srv.Handle("/prometheus/api/v1/", api)
 	p.srv.AddLinks("Querier",
 		server.Link{Path: "/prometheus/api/v1/query?query=up", Desc: "Prometheus HTTP API (also under /api/v1/); needs X-Scope-OrgID"},
 		server.Link{Path: "/prometheus/api/v1/status/buildinfo", Desc: "Build information"})
-	p.proxy = proxy
 	return nil
 }
 

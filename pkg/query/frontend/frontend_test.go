@@ -1,0 +1,269 @@
+package frontend
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/efficientgo/core/testutil"
+	promtestutil "github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
+	dto "github.com/prometheus/client_model/go"
+)
+
+// blockingDownstream answers each request once the test releases it, recording the order requests started in.
+type blockingDownstream struct {
+	mtx     sync.Mutex
+	started []string
+	release chan struct{}
+}
+
+func (d *blockingDownstream) Do(ctx context.Context, r *Request) (*Response, error) {
+	d.mtx.Lock()
+	d.started = append(d.started, r.TenantHeader()+":"+r.Query)
+	d.mtx.Unlock()
+	select {
+	case <-d.release:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	return NewErrorResponse(http.StatusOK, "", "ok"), nil
+}
+
+func (d *blockingDownstream) startedList() []string {
+	d.mtx.Lock()
+	defer d.mtx.Unlock()
+	return append([]string(nil), d.started...)
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestQueueFairnessAndLimit: with one request running at a time, tenant a queues 3 (its limit) behind its
+// running one and gets 429 for a 5th; tenant b's request, queued after them, runs after at most one more of a's.
+func TestQueueFairnessAndLimit(t *testing.T) {
+	d := &blockingDownstream{release: make(chan struct{})}
+	f, reg := newTestFrontend(t, func(*Metrics) Handler { return d }, func(c *Config) {
+		c.MaxConcurrent, c.MaxOutstandingRequestsPerTenant = 1, 3
+	})
+	codes := make(chan string, 10)
+	send := func(tenant, query string) {
+		go func() {
+			w := serve(t, f, http.MethodGet, "/api/v1/query", url.Values{"query": {query}}, tenant)
+			codes <- fmt.Sprintf("%s:%s:%d", tenant, query, w.Code)
+		}()
+	}
+	send("a", "1")
+	waitFor(t, "a:1 to run", func() bool { return len(d.startedList()) == 1 })
+	for i, qs := range []string{"2", "3", "4"} {
+		send("a", qs)
+		waitFor(t, "a's queue", func() bool {
+			return promtestutil.ToFloat64(f.metrics.queueLength.WithLabelValues("a")) == float64(i+1)
+		})
+	}
+	w := serve(t, f, http.MethodGet, "/api/v1/query", url.Values{"query": {"5"}}, "a")
+	testutil.Equals(t, http.StatusTooManyRequests, w.Code)
+	testutil.Assert(t, strings.Contains(w.Body.String(), "too many outstanding requests") &&
+		strings.Contains(w.Body.String(), "max_outstanding_requests_per_tenant) is 3"), w.Body.String())
+	send("b", "1")
+	waitFor(t, "b's queue", func() bool { return promtestutil.ToFloat64(f.metrics.queueLength.WithLabelValues("b")) == 1 })
+
+	for i := range 5 {
+		d.release <- struct{}{}
+		<-codes
+		if i < 4 {
+			waitFor(t, "the next request", func() bool { return len(d.startedList()) == i+2 })
+		}
+	}
+	testutil.Equals(t, []string{"a:1", "a:2", "b:1", "a:3", "a:4"}, d.startedList())
+	testutil.Equals(t, 1.0, promtestutil.ToFloat64(f.metrics.discarded.WithLabelValues("a")))
+	testutil.Equals(t, 1.0, promtestutil.ToFloat64(f.metrics.requests.WithLabelValues("a", "query", "429")))
+	testutil.Equals(t, 4.0, promtestutil.ToFloat64(f.metrics.requests.WithLabelValues("a", "query", "200")))
+	problems, err := promlint.NewWithMetricFamilies(mustGather(t, reg)).Lint()
+	testutil.Ok(t, err)
+	testutil.Equals(t, 0, len(problems), "%v", problems)
+}
+
+// TestQueueCanceledWhileWaiting: a request whose client goes away leaves the queue and frees its place.
+func TestQueueCanceledWhileWaiting(t *testing.T) {
+	d := &blockingDownstream{release: make(chan struct{})}
+	f, _ := newTestFrontend(t, func(*Metrics) Handler { return d }, func(c *Config) { c.MaxConcurrent, c.MaxOutstandingRequestsPerTenant = 1, 1 })
+	done := make(chan int, 2)
+	go func() { done <- serve(t, f, http.MethodGet, "/api/v1/query", url.Values{"query": {"1"}}, "a").Code }()
+	waitFor(t, "a:1 to run", func() bool { return len(d.startedList()) == 1 })
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		r := httptest.NewRequest(http.MethodGet, "/api/v1/query?query=2", nil).WithContext(ctx)
+		r.Header.Set("X-Scope-OrgID", "a")
+		w := httptest.NewRecorder()
+		f.ServeHTTP(w, r)
+		done <- w.Code
+	}()
+	waitFor(t, "a:2 queued", func() bool { return promtestutil.ToFloat64(f.metrics.queueLength.WithLabelValues("a")) == 1 })
+	cancel()
+	testutil.Equals(t, statusClientClosed, <-done)
+	// Its place is free: a third request queues instead of getting 429.
+	go func() { done <- serve(t, f, http.MethodGet, "/api/v1/query", url.Values{"query": {"3"}}, "a").Code }()
+	waitFor(t, "a:3 queued", func() bool { return promtestutil.ToFloat64(f.metrics.queueLength.WithLabelValues("a")) == 1 })
+	d.release <- struct{}{}
+	d.release <- struct{}{}
+	testutil.Equals(t, 200, <-done)
+	testutil.Equals(t, 200, <-done)
+	testutil.Equals(t, []string{"a:1", "a:3"}, d.startedList())
+}
+
+// TestRetries: 5xx and network errors are tried again up to max_retries times, 4xx never.
+func TestRetries(t *testing.T) {
+	netErr := errors.New("connection refused")
+	for _, tc := range []struct {
+		name       string
+		answers    []any // int status or error, the last repeated
+		maxRetries int
+		wantCalls  int
+		wantStatus int
+	}{
+		{name: "success", answers: []any{200}, maxRetries: 5, wantCalls: 1, wantStatus: 200},
+		{name: "4xx is not retried", answers: []any{422}, maxRetries: 5, wantCalls: 1, wantStatus: 422},
+		{name: "429 is not retried", answers: []any{429}, maxRetries: 5, wantCalls: 1, wantStatus: 429},
+		{name: "5xx then success", answers: []any{503, 500, 200}, maxRetries: 5, wantCalls: 3, wantStatus: 200},
+		{name: "network error then success", answers: []any{netErr, 200}, maxRetries: 5, wantCalls: 2, wantStatus: 200},
+		{name: "5xx forever", answers: []any{503}, maxRetries: 5, wantCalls: 6, wantStatus: 503},
+		{name: "network error forever", answers: []any{netErr}, maxRetries: 2, wantCalls: 3, wantStatus: http.StatusBadGateway},
+		{name: "no retries", answers: []any{500}, maxRetries: 0, wantCalls: 1, wantStatus: 500},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			calls := 0
+			down := HandlerFunc(func(context.Context, *Request) (*Response, error) {
+				a := tc.answers[min(calls, len(tc.answers)-1)]
+				calls++
+				if err, ok := a.(error); ok {
+					return nil, err
+				}
+				return NewErrorResponse(a.(int), "x", "answer"), nil
+			})
+			f, _ := newTestFrontend(t, func(*Metrics) Handler { return down }, func(c *Config) { c.MaxRetries = tc.maxRetries })
+			w := serve(t, f, http.MethodGet, "/api/v1/labels", nil, "t")
+			testutil.Equals(t, tc.wantStatus, w.Code)
+			testutil.Equals(t, tc.wantCalls, calls)
+			testutil.Equals(t, float64(tc.wantCalls-1), promtestutil.ToFloat64(f.metrics.retries))
+		})
+	}
+}
+
+// TestPassThrough: instant queries and metadata reach the querier with their method, prefix, tenant and every
+// parameter as sent, and its answer (status, headers, body) comes back unchanged.
+func TestPassThrough(t *testing.T) {
+	var got *http.Request
+	querier := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		testutil.Ok(t, r.ParseForm())
+		got = r
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("X-Answer", "1")
+		w.WriteHeader(http.StatusAccepted)
+		_, _ = w.Write([]byte(`{ "status" : "success", "data": [1.50, "x"] }`))
+	})
+	f, _ := newTestFrontend(t, func(m *Metrics) Handler { return NewInProcessDownstream(querier, m) }, nil)
+	for _, tc := range []struct {
+		method, path string
+		form         url.Values
+	}{
+		{http.MethodGet, "/api/v1/query", url.Values{"query": {"up"}, "time": {"1.5"}, "dedup": {"false"}, "stats": {"all"}}},
+		{http.MethodPost, "/prometheus/api/v1/query", url.Values{"query": {"up"}, "replicaLabels[]": {"a", "b"}, "lookback_delta": {"1m"}}},
+		{http.MethodGet, "/prometheus/api/v1/labels", url.Values{"match[]": {"up", "down"}, "start": {"1"}}},
+		{http.MethodPost, "/api/v1/series", url.Values{"match[]": {"up"}}},
+		{http.MethodGet, "/api/v1/label/job/values", url.Values{}},
+		{http.MethodGet, "/api/v1/status/buildinfo", url.Values{}},
+		{http.MethodGet, "/api/v1/query_range", url.Values{"query": {"up"}, "start": {"x"}, "end": {"2"}, "step": {"1"}}},
+	} {
+		t.Run(tc.method+tc.path, func(t *testing.T) {
+			w := serve(t, f, tc.method, tc.path, tc.form, "team-a")
+			testutil.Equals(t, tc.method, got.Method)
+			testutil.Equals(t, tc.path, got.URL.Path)
+			testutil.Equals(t, "team-a", got.Header.Get("X-Scope-OrgID"))
+			testutil.Equals(t, tc.form, got.Form)
+			testutil.Equals(t, http.StatusAccepted, w.Code)
+			testutil.Equals(t, "1", w.Header().Get("X-Answer"))
+			testutil.Equals(t, `{ "status" : "success", "data": [1.50, "x"] }`, w.Body.String())
+		})
+	}
+}
+
+// TestSubQueryErrorIsTheAnswer: when one day of a split query fails, its status and body are the answer.
+func TestSubQueryErrorIsTheAnswer(t *testing.T) {
+	base := int64(1_767_225_600_000)
+	q := newEngineQuerier(t, testSeries(base-day, base+day))
+	querier := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s := r.FormValue("start"); s >= time.UnixMilli(base).UTC().Format(time.RFC3339) {
+			writeRaw(w, http.StatusUnprocessableEntity, `{"status":"error","errorType":"execution","error":"day two failed"}`)
+			return
+		}
+		q.ServeHTTP(w, r)
+	})
+	f, _ := newTestFrontend(t, func(m *Metrics) Handler { return NewInProcessDownstream(querier, m) }, func(c *Config) { c.MaxRetries = 0 })
+	w := serve(t, f, http.MethodGet, "/api/v1/query_range", url.Values{
+		"query": {"m"}, "start": {fmt.Sprint((base - day/2) / 1000)}, "end": {fmt.Sprint((base + day/2) / 1000)}, "step": {"60"},
+	}, "t")
+	testutil.Equals(t, http.StatusUnprocessableEntity, w.Code)
+	testutil.Equals(t, `{"status":"error","errorType":"execution","error":"day two failed"}`, w.Body.String())
+}
+
+// TestTenantEdge: the tenant is checked once, as the querier checks it.
+func TestTenantEdge(t *testing.T) {
+	calls := 0
+	down := HandlerFunc(func(context.Context, *Request) (*Response, error) {
+		calls++
+		return NewErrorResponse(200, "", ""), nil
+	})
+	f, _ := newTestFrontend(t, func(*Metrics) Handler { return down }, func(c *Config) { c.MaxBodyBytes = 100 })
+	testutil.Equals(t, http.StatusUnauthorized, serve(t, f, http.MethodGet, "/api/v1/query", url.Values{"query": {"up"}}, "").Code)
+	testutil.Equals(t, http.StatusBadRequest, serve(t, f, http.MethodGet, "/api/v1/query", url.Values{"query": {"up"}}, "a|b").Code)
+	testutil.Equals(t, http.StatusBadRequest, serve(t, f, http.MethodGet, "/api/v1/query", url.Values{"query": {"up"}}, "../x").Code)
+	testutil.Equals(t, http.StatusRequestEntityTooLarge, serve(t, f, http.MethodPost, "/api/v1/query", url.Values{"query": {strings.Repeat("x", 200)}}, "a").Code)
+	testutil.Equals(t, 0, calls)
+	testutil.Equals(t, http.StatusOK, serve(t, f, http.MethodPost, "/api/v1/query", url.Values{"query": {"up"}}, "a").Code)
+	testutil.Equals(t, 1, calls)
+}
+
+// TestAlignQueriesWithStep: with align_queries_with_step the querier is asked for start and end rounded down to
+// the step; without it, for the times as sent.
+func TestAlignQueriesWithStep(t *testing.T) {
+	for _, align := range []bool{false, true} {
+		var got []*Request
+		down := HandlerFunc(func(_ context.Context, r *Request) (*Response, error) {
+			got = append(got, r)
+			return &Response{StatusCode: 200, Status: "success", ResultType: "matrix"}, nil
+		})
+		f, _ := newTestFrontend(t, func(*Metrics) Handler { return down }, func(c *Config) { c.AlignQueriesWithStep = align })
+		w := serve(t, f, http.MethodGet, "/api/v1/query_range", url.Values{"query": {"up"}, "start": {"1000.5"}, "end": {"1999"}, "step": {"60"}}, "a")
+		testutil.Equals(t, 200, w.Code)
+		testutil.Equals(t, 1, len(got))
+		if align {
+			testutil.Equals(t, []int64{960_000, 1_980_000}, []int64{got[0].Start, got[0].End})
+		} else {
+			testutil.Equals(t, []int64{1_000_500, 1_999_000}, []int64{got[0].Start, got[0].End})
+		}
+	}
+}
+
+func mustGather(t *testing.T, g interface {
+	Gather() ([]*dto.MetricFamily, error)
+}) []*dto.MetricFamily {
+	mfs, err := g.Gather()
+	testutil.Ok(t, err)
+	return mfs
+}
