@@ -32,6 +32,9 @@ func runQueryFrontend(p *process) error {
 	if err := setupServers(p); err != nil {
 		return err
 	}
+	if err := setupResultsCacheBucket(p); err != nil {
+		return err
+	}
 	if len(p.cfg.QueryFrontend.DownstreamURLs) == 0 {
 		return errSetup(errors.New("--query-frontend.downstream-url is required"), "query-frontend")
 	}
@@ -49,8 +52,12 @@ func runQueryFrontend(p *process) error {
 // setupQueryFrontend serves the Prometheus HTTP API under /api/v1/ and /prometheus/api/v1/ through the frontend,
 // in front of down.
 func setupQueryFrontend(p *process, down frontend.Handler, m *frontend.Metrics) error {
+	rc, err := newResultsCache(p, log.With(p.logger, "component", "query-frontend"))
+	if err != nil {
+		return errSetup(err, "query-frontend")
+	}
 	f, err := frontend.New(p.cfg.QueryFrontend, frontend.Options{
-		Auth: p.cfg.Auth, Limits: p.overrides, Downstream: down, Metrics: m,
+		Auth: p.cfg.Auth, Limits: p.overrides, Downstream: down, Metrics: m, ResultsCache: rc,
 		Logger: log.With(p.logger, "component", "query-frontend"), Now: time.Now,
 	})
 	if err != nil {

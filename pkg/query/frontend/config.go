@@ -31,6 +31,8 @@ type Config struct {
 	MaxBodyBytes int64 `yaml:"max_body_bytes"`
 	// DownstreamTimeout bounds one downstream request (0: none beyond the client's).
 	DownstreamTimeout time.Duration `yaml:"downstream_timeout"`
+	// ResultsCache is the results cache of range queries' split parts (results_cache.go).
+	ResultsCache ResultsCacheConfig `yaml:"results_cache"`
 }
 
 // DefaultConfig returns Mimir's defaults where Mimir has the setting.
@@ -42,6 +44,7 @@ func DefaultConfig() Config {
 		MaxConcurrent:                   16,
 		MaxBodyBytes:                    10 << 20,
 		DownstreamTimeout:               5 * time.Minute,
+		ResultsCache:                    DefaultResultsCacheConfig(),
 	}
 }
 
@@ -52,6 +55,9 @@ func (c Config) Validate() error {
 		if err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" {
 			return errors.Newf("query_frontend.downstream_urls: %q is not an http(s)://host:port URL", u)
 		}
+	}
+	if err := c.ResultsCache.Validate(); err != nil {
+		return errors.Wrap(err, "query_frontend")
 	}
 	switch {
 	case c.MaxRetries < 0:

@@ -60,6 +60,10 @@ type ResultsCacheConfig struct {
 	// TTL is how long an entry is kept at most (0: until evicted). Extents are checked on every read anyway;
 	// the TTL only bounds the space.
 	TTL time.Duration `yaml:"ttl"`
+	// IngesterURLs are the HTTP base URLs of every ingester (their /ingester/late_writes), for a standalone
+	// query-frontend: without them (and without in-process ingesters, as in `strata all`) nothing is cached,
+	// since late writes could not be seen.
+	IngesterURLs []string `yaml:"ingester_urls"`
 }
 
 // DefaultResultsCacheConfig is an in-memory cache of 256MiB, entries kept a week at most.

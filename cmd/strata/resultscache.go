@@ -1,0 +1,108 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"net/http"
+	"time"
+
+	"github.com/efficientgo/core/errors"
+	"github.com/go-kit/log"
+	"github.com/go-kit/log/level"
+
+	"github.com/stratametrics/strata/pkg/cache"
+	"github.com/stratametrics/strata/pkg/query"
+	"github.com/stratametrics/strata/pkg/query/frontend"
+)
+
+// newResultsCache returns the query-frontend's results cache middleware, or nil (no results cache) when the
+// backend is none or when the frontend cannot see every change of the data: it needs the bucket (setupBucket)
+// and every ingester's late writes (the ingesters of this process in `strata all`, else
+// query_frontend.results_cache.ingester_urls).
+func newResultsCache(p *process, logger log.Logger) (frontend.Middleware, error) {
+	cfg := p.cfg.QueryFrontend.ResultsCache
+	if cfg.Backend == cache.BackendNone {
+		return nil, nil
+	}
+	logs := ingesterLogs(p)
+	if logs == nil || p.bkt == nil {
+		level.Warn(logger).Log("msg", "results cache disabled: set query_frontend.results_cache.ingester_urls (every ingester's HTTP URL) and the bucket, so that late writes and block changes invalidate cached answers")
+		return nil, nil
+	}
+	c, err := cache.New("query-frontend-results", cfg.Config, logger, p.reg)
+	if err != nil {
+		return nil, errors.Wrap(err, "results cache")
+	}
+	addContextActor(p.g, func(ctx context.Context) error { <-ctx.Done(); cache.Close(c); return nil })
+	qc := p.cfg.Querier
+	grace := qc.BlocksUploadGracePeriod
+	if grace <= 0 {
+		grace = 2 * p.cfg.StoreGateway.SyncInterval
+	}
+	// The queriers' own view of the bucket: same refresh, upload grace period and deletion-mark delay.
+	finder := query.NewBucketBlocksFinder(p.bkt, qc.BlocksRefreshInterval, grace, p.cfg.StoreGateway.IgnoreDeletionMarkDelay, time.Now)
+	// The querier settings that change answers are part of every key: changing them starts a new cache.
+	salt, err := json.Marshal(struct {
+		Engine                       query.EngineConfig
+		PartialResponse, AutoDownsmp bool
+		ReplicaLabels                []string
+	}{qc.Engine, qc.PartialResponse, qc.AutoDownsampling, qc.ReplicaLabels})
+	if err != nil {
+		return nil, errors.Wrap(err, "results cache key salt")
+	}
+	sum := sha256.Sum256(salt)
+	return frontend.NewResultsCache(c, []frontend.GenerationSource{frontend.NewBucketGeneration(finder), frontend.NewIngesterGeneration(logs)},
+		p.overrides, frontend.ResultsCacheOptions{
+			SplitInterval: p.cfg.QueryFrontend.SplitQueriesByInterval, LookbackDelta: qc.Engine.LookbackDelta, Salt: sum[:], TTL: cfg.TTL,
+		}, logger, p.reg), nil
+}
+
+// ingesterLogs reads the late-write logs of every ingester: over HTTP from the configured URLs, or, in
+// `strata all`, from the ingesters of this process, provided the ring holds no other (else an error: the cache
+// is then bypassed). nil when neither is available.
+func ingesterLogs(p *process) frontend.IngesterLogs {
+	if urls := p.cfg.QueryFrontend.ResultsCache.IngesterURLs; len(urls) > 0 {
+		byID := make(map[string]string, len(urls))
+		for _, u := range urls {
+			byID[u] = u
+		}
+		return frontend.IngesterLogsOverHTTP(&http.Client{Timeout: 10 * time.Second}, func() (map[string]string, error) { return byID, nil })
+	}
+	r := p.ingesterRing
+	if r == nil || len(r.local) == 0 {
+		return nil
+	}
+	return func(_ context.Context, tenant string) (map[string]frontend.IngesterLog, error) {
+		addrs, err := ingesterAddrs(r.client)
+		if err != nil {
+			return nil, errors.Wrap(err, "list the ingesters")
+		}
+		out := make(map[string]frontend.IngesterLog, len(addrs))
+		for _, a := range addrs {
+			ing, ok := r.local[a]
+			if !ok {
+				return nil, errors.Newf("ingester %s is not in this process: set query_frontend.results_cache.ingester_urls", a)
+			}
+			b, err := json.Marshal(ing.LateWrites(tenant))
+			if err != nil {
+				return nil, errors.Wrap(err, "encode late writes")
+			}
+			var l frontend.IngesterLog
+			if err := json.Unmarshal(b, &l); err != nil {
+				return nil, errors.Wrap(err, "decode late writes")
+			}
+			out[a] = l
+		}
+		return out, nil
+	}
+}
+
+// setupResultsCacheBucket opens the bucket for a standalone query-frontend whose results cache is configured
+// (ingester_urls set): the cache hashes the blocks under each cached range.
+func setupResultsCacheBucket(p *process) error {
+	if rc := p.cfg.QueryFrontend.ResultsCache; rc.Backend == cache.BackendNone || len(rc.IngesterURLs) == 0 {
+		return nil
+	}
+	return setupBucket(p)
+}
