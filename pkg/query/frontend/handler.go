@@ -108,7 +108,7 @@ func (f *Frontend) serve(w http.ResponseWriter, r *http.Request) {
 		f.finish(w, &Request{Path: r.URL.Path, Tenants: tenants}, NewErrorResponse(status, "bad_data", err.Error()), start)
 		return
 	}
-	resp, err := f.handler.Do(r.Context(), req)
+	resp, err := f.handler.Do(WithSnapshotScope(r.Context()), req) // one data generation per request (results cache)
 	if err != nil {
 		switch {
 		case errors.Is(err, context.Canceled) && r.Context().Err() != nil:

@@ -37,6 +37,7 @@ import (
 	"context"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/efficientgo/core/errors"
@@ -179,7 +180,7 @@ func (c *resultsCache) Do(ctx context.Context, r *Request) (*Response, error) {
 		return c.next.Do(ctx, r)
 	}
 	tenant := tenantLabel(r.Tenants)
-	snaps, err := takeSnapshots(ctx, c.sources, r.Tenants)
+	snaps, err := c.snapshots(ctx, r.Tenants)
 	if err != nil {
 		c.metrics.failures.WithLabelValues(tenant, "generation").Inc()
 		level.Warn(c.logger).Log("msg", "data generation unavailable: answering without the results cache", "tenant", tenant, "err", err)
@@ -288,6 +289,46 @@ func (c *resultsCache) Do(ctx context.Context, r *Request) (*Response, error) {
 		c.store(key, tenant, r, p, snaps, valid, fetched)
 	}
 	return out, nil
+}
+
+type snapshotScopeKey struct{}
+
+// snapshotScope holds the snapshots of one client request, shared by its split parts.
+type snapshotScope struct {
+	mtx   sync.Mutex
+	snaps map[string]snapshots
+	errs  map[string]error
+}
+
+// WithSnapshotScope returns a context in which the results cache takes the data generations once per request
+// and tenant set, for all the parts the split makes of it (the frontend wraps each client request with it). It is
+// safe: the snapshot is still taken before any part is sent downstream, since every part waits for it.
+func WithSnapshotScope(ctx context.Context) context.Context {
+	return context.WithValue(ctx, snapshotScopeKey{}, &snapshotScope{snaps: map[string]snapshots{}, errs: map[string]error{}})
+}
+
+// snapshots returns the request's snapshots of the tenants' data generations (shared within a snapshot scope).
+func (c *resultsCache) snapshots(ctx context.Context, tenants []string) (snapshots, error) {
+	scope, ok := ctx.Value(snapshotScopeKey{}).(*snapshotScope)
+	if !ok {
+		return takeSnapshots(ctx, c.sources, tenants)
+	}
+	key := tenantLabel(tenants)
+	scope.mtx.Lock()
+	defer scope.mtx.Unlock()
+	if s, ok := scope.snaps[key]; ok {
+		return s, nil
+	}
+	if err, ok := scope.errs[key]; ok {
+		return nil, err
+	}
+	s, err := takeSnapshots(ctx, c.sources, tenants)
+	if err != nil {
+		scope.errs[key] = err
+		return nil, err
+	}
+	scope.snaps[key] = s
+	return s, nil
 }
 
 // cacheable reports whether an answer may be stored: a success without warnings (a partial answer) or infos.

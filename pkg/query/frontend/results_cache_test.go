@@ -59,7 +59,11 @@ func samplesOf(series []labels.Labels, from, to time.Time, every time.Duration, 
 // fillHarness writes days of bucket data (blocks of 2 days, 5m resolution) before ingesterFrom and 1m data in
 // the ingester from there to now. It returns the blocks uploaded, oldest first.
 func fillHarness(h *cacheHarness, tenant string, days int) [][]ulid.ULID {
-	series := harnessSeries(tenant)
+	return fillWith(h, tenant, days, harnessSeries(tenant))
+}
+
+// fillWith is fillHarness with the given series.
+func fillWith(h *cacheHarness, tenant string, days int, series []labels.Labels) [][]ulid.ULID {
 	var blocks [][]ulid.ULID
 	from := ingesterFrom.Add(-time.Duration(days) * 24 * time.Hour)
 	for t := from; t.Before(ingesterFrom); t = t.Add(48 * time.Hour) {
