@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # Starts a Strata cluster on this host, in the background, with all state under DIR:
 #   3 ingesters in zones a, b, c (replication factor 3, zone-aware), 1 distributor, 3 store-gateways in zones
-#   a, b, c (each block served by 3 of them, one per zone), 1 querier, one filesystem bucket.
+#   a, b, c (each block served by 3 of them, one per zone), 1 querier behind 1 query-frontend, one filesystem
+#   bucket.
 # Usage: start.sh DIR [component ...]   (components: distributor ingester-a ingester-b ingester-c
-#   store-gateway-a store-gateway-b store-gateway-c querier; default: all)
+#   store-gateway-a store-gateway-b store-gateway-c querier query-frontend; default: all)
 # Returns once every started process is ready, the distributor sees 3 ingesters in the ring and the querier sees
 # every running store-gateway ACTIVE in the store-gateway ring.
 # PIDs go to DIR/<component>.pid, logs to DIR/<component>.log. Stop with stop.sh DIR.
 # Ports (all on 127.0.0.1; STRATA_PORT_OFFSET shifts them all): distributor HTTP 8080, gRPC 9095, gossip 7946;
-# ingester-a/b/c HTTP 8081-8083, gRPC 9096-9098, gossip 7947-7949; querier HTTP 8090, gRPC 9090, gossip 7950;
-# store-gateway-a/b/c HTTP 8084-8086, gRPC 9084-9086, gossip 7951-7953.
+# ingester-a/b/c HTTP 8081-8083, gRPC 9096-9098, gossip 7947-7949; querier HTTP 8087, gRPC 9090, gossip 7950;
+# store-gateway-a/b/c HTTP 8084-8086, gRPC 9084-9086, gossip 7951-7953; query-frontend HTTP 8090 (the public
+# query API, in front of the querier), gRPC 9091 (unused).
 # Environment: STRATA_BIN, STRATA_PORT_OFFSET, STRATA_BLOCK_DURATION (default 2h), STRATA_SYNC_INTERVAL (how often
 # the store-gateways scan the bucket, default 15m), STRATA_BLOCKS_REFRESH_INTERVAL (how often the querier reads the
 # bucket's block list, default 1m), STRATA_UPLOAD_GRACE_PERIOD (blocks younger than this are not asked of the
@@ -90,7 +92,7 @@ store_gateway() { # zone index
 }
 
 WANT=("$@")
-[[ ${#WANT[@]} -eq 0 ]] && WANT=(ingester-a ingester-b ingester-c distributor store-gateway-a store-gateway-b store-gateway-c querier)
+[[ ${#WANT[@]} -eq 0 ]] && WANT=(ingester-a ingester-b ingester-c distributor store-gateway-a store-gateway-b store-gateway-c querier query-frontend)
 STARTED=()
 for c in "${WANT[@]}"; do
   case "$c" in
@@ -101,8 +103,10 @@ for c in "${WANT[@]}"; do
     store-gateway-a) store_gateway a 0 ;;
     store-gateway-b) store_gateway b 1 ;;
     store-gateway-c) store_gateway c 2 ;;
-    querier) start querier 8090 9090 7950 querier --querier.blocks-refresh-interval="$BLOCKS_REFRESH_INTERVAL" \
+    querier) start querier 8087 9090 7950 querier --querier.blocks-refresh-interval="$BLOCKS_REFRESH_INTERVAL" \
       --querier.blocks-upload-grace-period="$UPLOAD_GRACE_PERIOD" ;;
+    query-frontend) start query-frontend 8090 9091 7954 query-frontend \
+      --query-frontend.downstream-url="http://127.0.0.1:$(port 8087)" ;;
     *) echo "unknown component $c" >&2; exit 2 ;;
   esac
 done
@@ -130,7 +134,7 @@ fi
 # querier, as the first running store-gateway sees it). The ring page answers JSON with Accept: application/json:
 # {"shards":[{"id":"store-gateway-a","state":"ACTIVE",…},…]} (UNHEALTHY once heartbeats stop).
 RING_HTTP=
-for c in querier:8090 store-gateway-a:8084 store-gateway-b:8085 store-gateway-c:8086; do
+for c in querier:8087 store-gateway-a:8084 store-gateway-b:8085 store-gateway-c:8086; do
   if [[ -f "$DIR/${c%%:*}.pid" ]] && alive "$(cat "$DIR/${c%%:*}.pid")"; then RING_HTTP=$(port "${c##*:}"); break; fi
 done
 for z in a b c; do

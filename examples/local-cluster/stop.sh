@@ -5,7 +5,7 @@ set -euo pipefail
 DIR=${1:?usage: stop.sh DIR [component ...]}
 shift || true
 WANT=("$@")
-[[ ${#WANT[@]} -eq 0 ]] && WANT=(querier distributor ingester-a ingester-b ingester-c store-gateway-a store-gateway-b store-gateway-c)
+[[ ${#WANT[@]} -eq 0 ]] && WANT=(query-frontend querier distributor ingester-a ingester-b ingester-c store-gateway-a store-gateway-b store-gateway-c)
 # alive PID: the process exists and is not a zombie (a killed process whose parent is gone may stay one). A zombie
 # whose other threads still run is alive: a Go process's main thread is a zombie before the last thread has exited
 # and released the process's files, its listening sockets among them.

@@ -33,7 +33,7 @@ func startCluster(t *testing.T) *cluster {
 	c.run(t, "start.sh")
 	t.Cleanup(func() {
 		if t.Failed() {
-			for _, n := range []string{"distributor", "ingester-a", "ingester-b", "ingester-c", "store-gateway-a", "store-gateway-b", "store-gateway-c", "querier"} {
+			for _, n := range []string{"distributor", "ingester-a", "ingester-b", "ingester-c", "store-gateway-a", "store-gateway-b", "store-gateway-c", "querier", "query-frontend"} {
 				b, _ := os.ReadFile(filepath.Join(c.dir, n+".log"))
 				t.Logf("%s.log (tail):\n%s", n, tail(string(b), 40))
 			}
@@ -87,7 +87,7 @@ var (
 func TestLocalCluster(t *testing.T) {
 	c := startCluster(t)
 	// start.sh returned once the querier saw the 3 store-gateways ACTIVE in their ring, one per zone.
-	ring := sgcRing(t, c.url(8090, "/store-gateway/ring"))
+	ring := sgcRing(t, c.url(8087, "/store-gateway/ring"))
 	testutil.Equals(t, map[string]sgcMember{
 		"store-gateway-a": {State: "ACTIVE", Zone: "a", Address: c.grpc(9084)},
 		"store-gateway-b": {State: "ACTIVE", Zone: "b", Address: c.grpc(9085)},
@@ -250,7 +250,7 @@ func TestLocalCluster(t *testing.T) {
 		served += sgMetric(t, c.url(port, "/metrics"), "strata_bucket_store_series_blocks_queried_total") - queriedBefore[name]
 	}
 	testutil.Assert(t, served > 0, "no store-gateway read a block")
-	testutil.Equals(t, 0.0, sgMetric(t, c.url(8090, "/metrics"), "strata_querier_blocks_unqueried_total"))
+	testutil.Equals(t, 0.0, sgMetric(t, c.url(8087, "/metrics"), "strata_querier_blocks_unqueried_total"))
 }
 
 // seriesIndex is the i of genSeries's instance="host-<i>" in a series' labels.

@@ -31,7 +31,7 @@ func frontendData(t *testing.T) (*proc, time.Time, time.Time) {
 		ids := uploadBlocks(t, filepath.Join(s.dataDir, "bucket"), tenant, nil, dirs)
 		waitBlocks(t, s.url(""), tenant, ids, syncWait)
 	}
-	probe := `count(app_temperature_celsius)`
+	probe := `count(app_requests_total)`
 	waitUntil(t, 20*time.Second, "the querier to see the blocks", func() bool {
 		code, body := rawQueryRange(t, s.url("/prometheus"), "team-a", url.Values{"query": {probe},
 			"start": {unixS(start)}, "end": {unixS(end)}, "step": {"3600"}})
@@ -39,6 +39,8 @@ func frontendData(t *testing.T) (*proc, time.Time, time.Time) {
 	})
 	return s, start, end
 }
+
+const feDay = int64(24 * time.Hour / time.Millisecond)
 
 func unixS(tm time.Time) string { return strconv.FormatInt(tm.Unix(), 10) }
 
@@ -49,9 +51,10 @@ func rawQueryRange(t *testing.T, base, tenant string, params url.Values) (int, s
 }
 
 // TestQueryFrontendSplitEqualsQuerier: range queries across day boundaries through `strata query-frontend`
-// (split by UTC day, parts in parallel, merged) answer byte for byte as the querier answers them whole: 60
-// random start/end/step over three days of blocks (steps that do not divide the day, times on and off the
-// step grid, ranges within a day and over all three), plus queries the frontend must not split (@ end()).
+// (split by UTC day, parts in parallel, merged) answer byte for byte as the querier answers them whole: 80
+// random start/end/step over three days of blocks, at least 50 of them across a midnight (steps that do not
+// divide the day, times on and off the step grid, ranges within a day and over all three), plus queries the
+// frontend must not split (@ start(), @ end()).
 func TestQueryFrontendSplitEqualsQuerier(t *testing.T) {
 	s, start, end := frontendData(t)
 	fe := startStrata(t, t.TempDir(), "query-frontend", "--query-frontend.downstream-url=http://"+s.httpAddr)
@@ -75,10 +78,18 @@ func TestQueryFrontendSplitEqualsQuerier(t *testing.T) {
 	rng := rand.New(rand.NewSource(time.Now().UnixNano()))
 	span := end.Sub(start).Milliseconds()
 	var multiDay int
-	for i := range 60 {
+	firstMidnight := start.Truncate(24 * time.Hour).Add(24 * time.Hour).UnixMilli()
+	const n = 80
+	for i := range n {
+		// Three in four cross a midnight (one to three of them); the others anywhere, a fifth over all the data.
 		from := start.UnixMilli() + rng.Int63n(span)
 		to := from + rng.Int63n(span-(from-start.UnixMilli())+1)
-		if i%5 == 0 {
+		switch {
+		case i%4 != 3:
+			midnight := firstMidnight + rng.Int63n(3)*feDay
+			from = max(start.UnixMilli(), midnight-1-rng.Int63n(feDay))
+			to = min(end.UnixMilli(), midnight+rng.Int63n(2*feDay))
+		case i%8 == 3:
 			from, to = start.UnixMilli(), end.UnixMilli()
 		}
 		fmtT := func(ms int64) string {
@@ -98,8 +109,8 @@ func TestQueryFrontendSplitEqualsQuerier(t *testing.T) {
 		testutil.Equals(t, want, got, "case %d %v", i, params)
 		testutil.Equals(t, 200, gotCode, "case %d %v: %s", i, params, got)
 	}
-	t.Logf("%d of 60 queries crossed a UTC midnight", multiDay)
-	testutil.Assert(t, multiDay >= 30, "only %d queries crossed a day boundary", multiDay)
+	t.Logf("%d of %d queries crossed a UTC midnight", multiDay, n)
+	testutil.Assert(t, multiDay >= 50, "only %d queries crossed a day boundary", multiDay)
 	splits := sgMetric(t, fe.url("/metrics"), "strata_query_frontend_split_queries_total", `tenant="team-a"`)
 	testutil.Assert(t, splits > float64(multiDay), "split queries: %v", splits)
 
@@ -114,7 +125,9 @@ func TestQueryFrontendSplitEqualsQuerier(t *testing.T) {
 
 // TestQueryFrontendFairQueue: one tenant flooding 10× its max_outstanding_requests_per_tenant gets 429s while
 // another tenant's queries keep answering, promptly and correctly. The querier is reached through a proxy that
-// holds every request 300ms, so that the flood really queues.
+// holds each of team-a's requests 1s, so that the flood really queues: with 2 requests running at once, a FIFO
+// queue would keep team-b behind team-a's 5 waiting requests (≥ 2.5s); the fair queue lets it in at the next
+// free slot (≤ 1s).
 func TestQueryFrontendFairQueue(t *testing.T) {
 	s, start, end := frontendData(t)
 	target, err := url.Parse("http://" + s.httpAddr)
@@ -122,7 +135,9 @@ func TestQueryFrontendFairQueue(t *testing.T) {
 	slow := httputil.NewSingleHostReverseProxy(target)
 	proxyAddr := freeAddr(t)
 	srv := &http.Server{Addr: proxyAddr, ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		time.Sleep(300 * time.Millisecond)
+		if r.Header.Get("X-Scope-OrgID") == "team-a" {
+			time.Sleep(time.Second)
+		}
 		slow.ServeHTTP(w, r)
 	})}
 	go func() { _ = srv.ListenAndServe() }()
@@ -179,9 +194,9 @@ func TestQueryFrontendFairQueue(t *testing.T) {
 	testutil.Equals(t, int64(0), bad.Load(), "unexpected answers to team-a, e.g. %v", badBody.Load())
 	testutil.Assert(t, limited.Load() >= int64(10*maxOutstanding), "team-a got only %d 429s", limited.Load())
 	testutil.Assert(t, ok.Load() > 0, "team-a got no answer at all")
-	// Each split part of team-b's query waits behind at most one of team-a's requests per slot (300ms + query),
-	// never behind team-a's queue.
-	testutil.Assert(t, slowest < 5*time.Second, "team-b's slowest query took %s", slowest)
+	// team-b's request waits for the next free slot (team-a's running requests end every 0.5s on average, 1s at
+	// most), never behind team-a's queue.
+	testutil.Assert(t, slowest < 2*time.Second, "team-b's slowest query took %s", slowest)
 	testutil.Assert(t, sgMetric(t, fe.url("/metrics"), "strata_query_frontend_discarded_requests_total", `tenant="team-a"`) >= float64(10*maxOutstanding), "discarded metric")
 	testutil.Equals(t, 0.0, sgMetric(t, fe.url("/metrics"), "strata_query_frontend_discarded_requests_total", `tenant="team-b"`))
 }

@@ -124,12 +124,12 @@ func readStore(t *testing.T, addr, tenant string, opts ...grpc.DialOption) map[s
 	return out
 }
 
-// freePortOffset finds an offset for the local cluster's ports (gossip 7946-7953, HTTP 8080-8086 and 8090, gRPC
-// 9084-9086, 9090 and 9095-9098) at which all twenty-four are free.
+// freePortOffset finds an offset for the local cluster's ports (gossip 7946-7953, HTTP 8080-8087 and 8090, gRPC
+// 9084-9086, 9090, 9091 and 9095-9098) at which all twenty-six are free.
 func freePortOffset(t *testing.T) int {
 	t.Helper()
-	ports := []int{7946, 7947, 7948, 7949, 7950, 7951, 7952, 7953, 8080, 8081, 8082, 8083, 8084, 8085, 8086, 8090,
-		9084, 9085, 9086, 9090, 9095, 9096, 9097, 9098}
+	ports := []int{7946, 7947, 7948, 7949, 7950, 7951, 7952, 7953, 8080, 8081, 8082, 8083, 8084, 8085, 8086, 8087, 8090,
+		9084, 9085, 9086, 9090, 9091, 9095, 9096, 9097, 9098}
 	for off := 30000; off < 50000; off += 1000 {
 		ok := true
 		for _, p := range ports {
