@@ -24,6 +24,7 @@ func registerQueryFrontendFlags(cmd *kingpin.CmdClause, b *binder, cfg *Config, 
 	b.Int(cmd.Flag("query-frontend.max-outstanding-requests-per-tenant", "Requests of one tenant that may wait in the queue; beyond, 429."), &f.MaxOutstandingRequestsPerTenant)
 	b.Int(cmd.Flag("query-frontend.max-concurrent", "Requests (all tenants) taken from the queue and run at once; tenants take turns."), &f.MaxConcurrent)
 	b.Duration(cmd.Flag("query-frontend.log-queries-longer-than", "Log requests that took longer than this, with tenant, query, range and step (0: none)."), &f.LogQueriesLongerThan)
+	registerResultsCacheFlags(cmd, b, cfg, standalone)
 }
 
 // runQueryFrontend runs `strata query-frontend`: the queriers' HTTP API in front of the queriers at

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/alecthomas/kingpin/v2"
 	"github.com/efficientgo/core/errors"
 	"github.com/go-kit/log"
 	"github.com/go-kit/log/level"
@@ -105,4 +106,14 @@ func setupResultsCacheBucket(p *process) error {
 		return nil
 	}
 	return setupBucket(p)
+}
+
+// registerResultsCacheFlags registers the results cache's flags (strata query-frontend, strata all).
+func registerResultsCacheFlags(cmd *kingpin.CmdClause, b *binder, cfg *Config, standalone bool) {
+	rc := &cfg.QueryFrontend.ResultsCache
+	b.String(cmd.Flag("query-frontend.results-cache.backend", "Results cache backend: inmemory, memcached (with --query-frontend.results-cache.memcached-address) or none."), &rc.Backend)
+	b.Strings(cmd.Flag("query-frontend.results-cache.memcached-address", "memcached host:port of the results cache; repeatable."), &rc.Memcached.Addresses)
+	if standalone {
+		b.Strings(cmd.Flag("query-frontend.results-cache.ingester-url", "HTTP base URL of an ingester (its /ingester/late_writes); repeatable, and it must list every ingester: without any, a standalone frontend caches nothing."), &rc.IngesterURLs)
+	}
 }
