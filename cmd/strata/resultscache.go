@@ -53,7 +53,18 @@ func newResultsCache(p *process, logger log.Logger) (frontend.Middleware, error)
 		return nil, errors.Wrap(err, "results cache key salt")
 	}
 	sum := sha256.Sum256(salt)
-	return frontend.NewResultsCache(c, []frontend.GenerationSource{frontend.NewBucketGeneration(finder), frontend.NewIngesterGeneration(logs)},
+	// The querier's static endpoints (sidecars, external stores) change in ways the cache cannot see: their
+	// tenants are not cached.
+	var endpointTenants []string
+	for _, e := range qc.Endpoints {
+		spec, err := query.ParseEndpoint(e)
+		if err != nil {
+			return nil, errors.Wrap(err, "results cache: querier endpoints")
+		}
+		endpointTenants = append(endpointTenants, spec.Tenant)
+	}
+	sources := []frontend.GenerationSource{frontend.NewExternalStores(endpointTenants), frontend.NewBucketGeneration(finder), frontend.NewIngesterGeneration(logs)}
+	return frontend.NewResultsCache(c, sources,
 		p.overrides, frontend.ResultsCacheOptions{
 			SplitInterval: p.cfg.QueryFrontend.SplitQueriesByInterval, LookbackDelta: qc.Engine.LookbackDelta, Salt: sum[:], TTL: cfg.TTL,
 		}, logger, p.reg), nil

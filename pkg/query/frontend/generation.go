@@ -282,3 +282,45 @@ func fetchIngesterLog(ctx context.Context, client *http.Client, base, tenant str
 	}
 	return l, nil
 }
+
+// ErrNotCovered is a Snapshot error for a tenant whose data the frontend cannot watch: its requests bypass the
+// cache (counted, not logged as a failure).
+var ErrNotCovered = errors.New("the tenant's data has sources the results cache cannot watch")
+
+// ExternalStores is a GenerationSource for the data the frontend cannot watch: the queriers' static StoreAPI
+// endpoints (sidecars in front of a Prometheus, external Thanos stores), whose data can change in any range
+// without a block in the bucket or a write through an ingester. Its Snapshot fails with ErrNotCovered for the
+// tenants they serve (all tenants for an endpoint not bound to one), so those tenants are never cached.
+type ExternalStores struct {
+	all     bool
+	tenants map[string]bool
+}
+
+// NewExternalStores covers the endpoints given as query.EndpointSpec tenants: "" for an endpoint asked on behalf
+// of every tenant.
+func NewExternalStores(endpointTenants []string) *ExternalStores {
+	s := &ExternalStores{tenants: map[string]bool{}}
+	for _, t := range endpointTenants {
+		if t == "" {
+			s.all = true
+		}
+		s.tenants[t] = true
+	}
+	return s
+}
+
+// Name implements GenerationSource.
+func (*ExternalStores) Name() string { return "external-stores" }
+
+// Snapshot implements GenerationSource.
+func (s *ExternalStores) Snapshot(_ context.Context, tenant string) (Snapshot, error) {
+	if s.all || s.tenants[tenant] {
+		return nil, errors.Wrapf(ErrNotCovered, "tenant %s is served by static StoreAPI endpoints", tenant)
+	}
+	return noChange{}, nil
+}
+
+type noChange struct{}
+
+func (noChange) Token(DataRange) []byte           { return nil }
+func (noChange) Valid(t []byte, _ DataRange) bool { return len(t) == 0 }

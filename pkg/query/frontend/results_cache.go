@@ -181,6 +181,10 @@ func (c *resultsCache) Do(ctx context.Context, r *Request) (*Response, error) {
 	}
 	tenant := tenantLabel(r.Tenants)
 	snaps, err := c.snapshots(ctx, r.Tenants)
+	if errors.Is(err, ErrNotCovered) {
+		c.metrics.failures.WithLabelValues(tenant, "not_covered").Inc()
+		return c.next.Do(ctx, r)
+	}
 	if err != nil {
 		c.metrics.failures.WithLabelValues(tenant, "generation").Inc()
 		level.Warn(c.logger).Log("msg", "data generation unavailable: answering without the results cache", "tenant", tenant, "err", err)

@@ -247,6 +247,25 @@ func TestResultsCache_Behaviour(t *testing.T) {
 		testutil.Equals(t, int64(2), down.calls.Load())
 		testutil.Equals(t, 2.0, promtestutil.ToFloat64(failuresCounter(t, reg, "generation")))
 	})
+	t.Run("tenants of static endpoints are not cached", func(t *testing.T) {
+		reg := prometheus.NewRegistry()
+		down := &fakeDownstream{}
+		h := NewResultsCache(cache.NewInMemory("t", cache.InMemoryConfig{}, nil, nil), []GenerationSource{NewExternalStores([]string{"team-s"}), &staticSource{}},
+			overrides, ResultsCacheOptions{SplitInterval: 24 * time.Hour, Now: func() time.Time { return now }}, nil, reg)(down)
+		sidecar := *r
+		sidecar.Tenants = []string{"team-s"}
+		for range 2 {
+			_, _ = h.Do(ctx, &sidecar)
+		}
+		testutil.Equals(t, int64(2), down.calls.Load(), "team-s: every request downstream")
+		testutil.Equals(t, 2.0, promtestutil.ToFloat64(failuresCounter(t, reg, "not_covered")))
+		for range 2 {
+			_, _ = h.Do(ctx, r)
+		}
+		testutil.Equals(t, float64((r.End-r.Start)/r.Step+1+11), promtestutil.ToFloat64(stepsCounter(t, reg, "downstream")), "team-a: cached (cold, then the last 10m)")
+		_, err := NewExternalStores([]string{""}).Snapshot(ctx, "anyone")
+		testutil.Assert(t, errors.Is(err, ErrNotCovered), "an endpoint of every tenant covers every tenant")
+	})
 	t.Run("corrupt entries are misses", func(t *testing.T) {
 		h, down, reg := setup(garbageCache{}, &staticSource{})
 		got, err := h.Do(ctx, r)
