@@ -31,24 +31,40 @@ func newResultsCache(p *process, logger log.Logger) (frontend.Middleware, error)
 		level.Warn(logger).Log("msg", "results cache disabled: set query_frontend.results_cache.ingester_urls (every ingester's HTTP URL) and the bucket, so that late writes and block changes invalidate cached answers")
 		return nil, nil
 	}
-	c, err := cache.New("query-frontend-results", cfg.Config, logger, p.reg)
-	if err != nil {
-		return nil, errors.Wrap(err, "results cache")
-	}
-	addContextActor(p.g, func(ctx context.Context) error { <-ctx.Done(); cache.Close(c); return nil })
 	qc := p.cfg.Querier
 	grace := qc.BlocksUploadGracePeriod
 	if grace <= 0 {
 		grace = 2 * p.cfg.StoreGateway.SyncInterval
 	}
-	// The queriers' own view of the bucket: same refresh, upload grace period and deletion-mark delay.
-	finder := query.NewBucketBlocksFinder(p.bkt, qc.BlocksRefreshInterval, grace, p.cfg.StoreGateway.IgnoreDeletionMarkDelay, time.Now)
+	// The queriers' own view of the bucket: same refresh, upload grace period and deletion-mark delay. Views are
+	// equal only while a block list is always fresher than the grace period and the delay (a block or a mark is
+	// then in every list by the time it counts); otherwise the cache could store an answer of an older view.
+	markDelay := p.cfg.StoreGateway.IgnoreDeletionMarkDelay
+	if qc.BlocksRefreshInterval >= grace || qc.BlocksRefreshInterval >= markDelay {
+		level.Warn(logger).Log("msg", "results cache disabled: querier.blocks_refresh_interval must be below the blocks upload grace period and store_gateway.ignore_deletion_mark_delay",
+			"refresh", qc.BlocksRefreshInterval, "grace", grace, "mark_delay", markDelay)
+		return nil, nil
+	}
+	// A frontend on another host may have a clock ahead of the queriers': it would see a block (or a mark)
+	// count before they do and store their older answer under the newer view. It looks a minute back instead;
+	// lagging only keeps an extent up to that minute (plus the skew) after a new block's grace period ends.
+	now := time.Now
+	if !p.frontInProcess {
+		now = func() time.Time { return time.Now().Add(-time.Minute) }
+	}
+	finder := query.NewBucketBlocksFinder(p.bkt, qc.BlocksRefreshInterval, grace, markDelay, now)
+	c, err := cache.New("query-frontend-results", cfg.Config, logger, p.reg)
+	if err != nil {
+		return nil, errors.Wrap(err, "results cache")
+	}
+	addContextActor(p.g, func(ctx context.Context) error { <-ctx.Done(); cache.Close(c); return nil })
 	// The querier settings that change answers are part of every key: changing them starts a new cache.
 	salt, err := json.Marshal(struct {
-		Engine                       query.EngineConfig
-		PartialResponse, AutoDownsmp bool
-		ReplicaLabels                []string
-	}{qc.Engine, qc.PartialResponse, qc.AutoDownsampling, qc.ReplicaLabels})
+		Engine                            query.EngineConfig
+		PartialResponse, AutoDownsampling bool
+		ReplicaLabels                     []string
+		QueryIngestersWithin              time.Duration
+	}{qc.Engine, qc.PartialResponse, qc.AutoDownsampling, qc.ReplicaLabels, qc.QueryIngestersWithin})
 	if err != nil {
 		return nil, errors.Wrap(err, "results cache key salt")
 	}

@@ -28,10 +28,29 @@ package frontend
 //     sample is not after the extent's data range. Writes newer than that boundary cannot reach a cached
 //     extent: its data ends before the boundary of the moment it was stored.
 //
-// The snapshot precedes the downstream request, and both logs are updated after the data is queryable, so a
-// change is either seen by the query or invalidates its extent. See the package README/report for the
-// remaining assumptions (the querier's block-list refresh below the upload grace period and deletion-mark
-// delay; clocks within the 2m margin).
+// The snapshot precedes the downstream request (one per client request, shared by its parts), and both logs
+// change only after the data is queryable, so a change is either seen by the query or invalidates its extent.
+// Tenants served by the queriers' static StoreAPI endpoints (sidecars, external stores) are never cached: no
+// generation watches them (ExternalStores).
+//
+// What this rests on, and the windows left:
+//   - The frontend's view of the bucket equals the queriers': same finder rules (upload grace period,
+//     deletion-mark delay) on lists refreshed more often than both (strata checks this, else no cache). A
+//     frontend whose clock is ahead of the queriers' would see a block count first and store an older answer
+//     under the newer view, without bound; so a standalone frontend looks one minute back, and an extent may
+//     then outlive a new block's grace period by that minute plus the skew (TestResultsCache_ViewLagWindow
+//     shows such a window and its end). Blocks the ingesters ship hold data the queriers already read, so
+//     only imported or backfilled blocks change answers there.
+//   - A block deleted without a deletion mark (by hand; Strata's compactor always marks first) can still be
+//     served by a store-gateway until its next sync while the frontend no longer lists it.
+//   - Ingesters decide what is late with their own clock and overrides: clocks within 2m of the frontend's, and
+//     a max_cache_freshness lowered at run time reaching the ingesters within the runtime-config reload
+//     period, during which a late write may go unlogged.
+//   - The querier settings that change answers are in the key (the caller's salt): queriers configured
+//     otherwise than the frontend believes would be cached under the wrong salt.
+//   - Limits decide between an answer and an error, and errors are not cached; but a request the cache
+//     answers partly from extents asks the queriers less, so it may succeed where the querier alone would
+//     exceed max_samples or max_fetched_* (the split does the same).
 
 import (
 	"context"

@@ -7,6 +7,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 
 	"github.com/stratametrics/strata/pkg/cache"
 	"github.com/stratametrics/strata/pkg/cache/cachetest"
+	"github.com/stratametrics/strata/pkg/query"
 	"github.com/stratametrics/strata/pkg/query/frontend"
 )
 
@@ -349,4 +351,42 @@ func TestResultsCache_ThirtyDays(t *testing.T) {
 			testutil.Assert(t, ratio >= 0.9, "%s: only %.2f%% from the cache", run.name, 100*ratio)
 		}
 	}
+}
+
+// TestResultsCache_ViewLagWindow documents the one window left on the bucket side: while the frontend's view of
+// the bucket lags the queriers' (its clock behind theirs, so a block's upload grace period ends later for it), an
+// extent computed before a block became visible to the queriers is still served, stale, until the frontend's
+// view catches up; then it is dropped. Equal views (same rules, same clock: `strata all`) have no such window.
+func TestResultsCache_ViewLagWindow(t *testing.T) {
+	const tenant = "team-a"
+	h := newCacheHarness(t, harnessNow, tenant)
+	fillHarness(h, tenant, 4)
+	// The frontend's block list: a 10m upload grace period, on a clock either 20m ahead (every block visible) or
+	// stopped just past the grace period of the blocks uploaded so far (a block uploaded later is not visible
+	// to it yet). The querier here (a BucketStore the test syncs) serves every block at once.
+	uploaded := time.Now()
+	time.Sleep(10 * time.Millisecond)
+	var ahead atomic.Bool
+	h.finder = query.NewBucketBlocksFinder(h.bkt, 0, 10*time.Minute, 0, func() time.Time {
+		if ahead.Load() {
+			return time.Now().Add(20 * time.Minute)
+		}
+		return uploaded.Add(10*time.Minute + time.Millisecond)
+	})
+	ahead.Store(true) // every block uploaded so far is visible to both
+	fe := h.frontend(cache.NewInMemory("results", cache.InMemoryConfig{}, nil, nil), h.generations(), nil)
+	q := rangeQuery{q: "count by (job) (m_gauge)", start: ingesterFrom.Add(-72 * time.Hour).UnixMilli(), end: ingesterFrom.Add(-time.Hour).UnixMilli(), step: 300_000}
+	_, before := do(t, fe, tenant, q)
+
+	ahead.Store(false) // the frontend now lags: a new block is in its grace period for it, not for the querier
+	imported := labels.FromStrings("__name__", "m_gauge", "job", "imported", "instance", "1", "owner", tenant)
+	h.upload(tenant, samplesOf([]labels.Labels{imported}, ingesterFrom.Add(-60*time.Hour), ingesterFrom.Add(-2*time.Hour), 5*time.Minute, 0))
+	_, want := do(t, h.querier, tenant, q)
+	testutil.Assert(t, want != before, "the upload changed nothing")
+	_, got := do(t, fe, tenant, q)
+	testutil.Equals(t, before, got, "within the lag: the old answer")
+
+	ahead.Store(true) // the frontend's view caught up: the extent is dropped
+	_, got = do(t, fe, tenant, q)
+	testutil.Equals(t, want, got)
 }
