@@ -150,14 +150,14 @@ func TestLocalClusterMetadata(t *testing.T) {
 	c.env = append(os.Environ(), "STRATA_BIN="+strataBin, fmt.Sprintf("STRATA_PORT_OFFSET=%d", c.off))
 	t.Cleanup(func() {
 		if t.Failed() {
-			for _, n := range []string{"distributor", "ingester-a", "ingester-b", "ingester-c", "querier"} {
+			for _, n := range []string{"distributor", "ingester-a", "ingester-b", "ingester-c", "querier", "query-frontend"} {
 				b, _ := os.ReadFile(filepath.Join(c.dir, n+".log"))
 				t.Logf("%s.log (tail):\n%s", n, tail(string(b), 30))
 			}
 		}
 		_ = exec.Command("bash", filepath.Join(repoRoot(), "examples/local-cluster/stop.sh"), c.dir).Run()
 	})
-	c.run(t, "start.sh", "ingester-a", "ingester-b", "ingester-c", "distributor", "querier")
+	c.run(t, "start.sh", "ingester-a", "ingester-b", "ingester-c", "distributor", "querier", "query-frontend")
 
 	pushMeta := func(families ...string) {
 		t.Helper()

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"io"
 	"math/rand"
 	"net/http"
 	"net/http/httputil"
@@ -158,12 +159,29 @@ func TestQueryFrontendFairQueue(t *testing.T) {
 		ok, limited, bad atomic.Int64
 		badBody          atomic.Value
 	)
+	// One client with a connection per flooding goroutine kept alive: thousands of requests, not of connections.
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 10 * maxOutstanding}}
+	defer client.CloseIdleConnections()
+	flood := func() (int, string) {
+		req, err := http.NewRequest(http.MethodGet, fe.url("/prometheus/api/v1/query_range?"+params.Encode()), nil)
+		if err != nil {
+			return 0, err.Error()
+		}
+		req.Header.Set("X-Scope-OrgID", "team-a")
+		resp, err := client.Do(req)
+		if err != nil {
+			return 0, err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
 	for range 10 * maxOutstanding {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for !stop.Load() {
-				code, body := rawQueryRange(t, fe.url("/prometheus"), "team-a", params)
+				code, body := flood()
 				switch {
 				case code == 200:
 					ok.Add(1)

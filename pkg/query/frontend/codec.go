@@ -21,6 +21,9 @@ import (
 	"github.com/stratametrics/strata/pkg/tenancy"
 )
 
+// maxMultipartMemory is the part of a multipart form kept in memory (the body is bounded before, by the caller).
+const maxMultipartMemory = 10 << 20
+
 // rangeParams are the parameters a range Request holds in fields rather than in Params.
 var rangeParams = []string{"query", "start", "end", "step"}
 
@@ -29,7 +32,13 @@ var rangeParams = []string{"query", "start", "end", "step"}
 // parses them becomes a range Request (IsRange); anything else keeps all its parameters in Params and is
 // forwarded unchanged. The error is a client error (400): the form could not be read.
 func ParseRequest(r *http.Request, tenants []string) (*Request, error) {
-	if err := r.ParseForm(); err != nil {
+	var err error
+	if strings.HasPrefix(r.Header.Get("Content-Type"), "multipart/form-data") {
+		err = r.ParseMultipartForm(maxMultipartMemory) // as Prometheus's FormValue does; forwarded url-encoded
+	} else {
+		err = r.ParseForm()
+	}
+	if err != nil {
 		return nil, errors.Wrap(err, "read the request's parameters")
 	}
 	prefix, path := "", r.URL.Path
@@ -82,7 +91,7 @@ func (r *Request) Form() url.Values {
 }
 
 // HTTPRequest encodes r for a downstream querier at base (scheme, host and an optional path prefix): same
-// method, same API path, the tenant header, and Form in the URL (GET) or the body (POST).
+// method, same API path, the tenant header, and Form in the body (POST) or the URL (any other method).
 func (r *Request) HTTPRequest(ctx context.Context, base *url.URL) (*http.Request, error) {
 	u := *base
 	u.Path = strings.TrimSuffix(base.Path, "/") + r.Prefix + r.Path
@@ -100,7 +109,7 @@ func (r *Request) HTTPRequest(ctx context.Context, base *url.URL) (*http.Request
 		}
 	} else {
 		u.RawQuery = form
-		hr, err = http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+		hr, err = http.NewRequestWithContext(ctx, r.Method, u.String(), nil) // "" is GET
 	}
 	if err != nil {
 		return nil, errors.Wrapf(err, "build the downstream request for %s", r.Path)

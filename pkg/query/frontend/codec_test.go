@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"math"
+	"mime/multipart"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -152,4 +153,18 @@ func TestParseJSONTimestamp(t *testing.T) {
 		testutil.Ok(t, err)
 		testutil.Equals(t, want, got, in)
 	}
+}
+
+// TestParseRequestMultipart: a multipart form (Prometheus's API accepts one) keeps every parameter.
+func TestParseRequestMultipart(t *testing.T) {
+	var body strings.Builder
+	mw := multipart.NewWriter(&body)
+	testutil.Ok(t, mw.WriteField("query", "up"))
+	testutil.Ok(t, mw.WriteField("time", "5"))
+	testutil.Ok(t, mw.Close())
+	hr := httptest.NewRequest(http.MethodPost, "/api/v1/query?dedup=false", strings.NewReader(body.String()))
+	hr.Header.Set("Content-Type", mw.FormDataContentType())
+	req, err := ParseRequest(hr, []string{"t"})
+	testutil.Ok(t, err)
+	testutil.Equals(t, url.Values{"query": {"up"}, "time": {"5"}, "dedup": {"false"}}, req.Form())
 }

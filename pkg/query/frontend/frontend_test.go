@@ -13,9 +13,13 @@ import (
 	"time"
 
 	"github.com/efficientgo/core/testutil"
+	"github.com/go-kit/log"
+	"github.com/prometheus/client_golang/prometheus"
 	promtestutil "github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 	dto "github.com/prometheus/client_model/go"
+
+	"github.com/stratametrics/strata/pkg/tenancy"
 )
 
 // blockingDownstream answers each request once the test releases it, recording the order requests started in.
@@ -266,4 +270,95 @@ func mustGather(t *testing.T, g interface {
 	mfs, err := g.Gather()
 	testutil.Ok(t, err)
 	return mfs
+}
+
+// TestSlowQueryLog: a request slower than log_queries_longer_than is logged with its tenant, query, range and
+// step; a faster one is not.
+func TestSlowQueryLog(t *testing.T) {
+	for _, tc := range []struct {
+		took    time.Duration
+		logged  bool
+		minimum time.Duration
+	}{{took: 3 * time.Second, logged: true, minimum: 2 * time.Second}, {took: time.Second, minimum: 2 * time.Second}, {took: time.Hour, minimum: 0}} {
+		var buf strings.Builder
+		var mtx sync.Mutex
+		now := time.Unix(1_700_000_000, 0)
+		clock := func() time.Time {
+			mtx.Lock()
+			defer mtx.Unlock()
+			return now
+		}
+		down := HandlerFunc(func(context.Context, *Request) (*Response, error) {
+			mtx.Lock()
+			now = now.Add(tc.took)
+			mtx.Unlock()
+			return &Response{StatusCode: 200, Status: "success", ResultType: "matrix"}, nil
+		})
+		cfg := DefaultConfig()
+		cfg.LogQueriesLongerThan = tc.minimum
+		m := NewMetrics(prometheus.NewRegistry())
+		f, err := New(cfg, Options{Auth: tenancy.DefaultConfig(), Limits: staticLimits{parallelism: 1}, Downstream: down, Metrics: m,
+			Logger: log.NewLogfmtLogger(log.NewSyncWriter(&buf)), Now: clock})
+		testutil.Ok(t, err)
+		w := serve(t, f, http.MethodGet, "/api/v1/query_range", url.Values{"query": {`sum(up)`}, "start": {"1700000000"}, "end": {"1700003600"}, "step": {"30"}}, "team-a")
+		testutil.Equals(t, 200, w.Code)
+		if !tc.logged {
+			testutil.Equals(t, "", buf.String())
+			continue
+		}
+		for _, want := range []string{`msg="slow query"`, "tenant=team-a", `query=sum(up)`, "range=1h0m0s", "step=30s", "duration=" + tc.took.String(), "start=2023-11-14T22:13:20Z"} {
+			testutil.Assert(t, strings.Contains(buf.String(), want), "%q not in %q", want, buf.String())
+		}
+	}
+}
+
+// TestDownstreamLeastOutstanding: requests go to the querier with the fewest in flight, round-robin among equals,
+// with the tenant header and the API path.
+func TestDownstreamLeastOutstanding(t *testing.T) {
+	release := make(chan struct{})
+	var mtx sync.Mutex
+	hits := map[string]int{}
+	handler := func(name string, block bool) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			mtx.Lock()
+			hits[name+" "+r.URL.Path+" "+r.Header.Get("X-Scope-OrgID")]++
+			mtx.Unlock()
+			if block {
+				<-release
+			}
+			writeRaw(w, 200, `{"status":"success","data":[]}`)
+		})
+	}
+	a, b := httptest.NewServer(handler("a", true)), httptest.NewServer(handler("b", false))
+	defer a.Close()
+	defer b.Close()
+	d, err := NewDownstream([]string{a.URL, b.URL + "/base"}, &http.Client{Timeout: 10 * time.Second}, NewMetrics(prometheus.NewRegistry()))
+	testutil.Ok(t, err)
+	req := &Request{Method: http.MethodGet, Path: "/api/v1/labels", Tenants: []string{"t"}, Params: url.Values{}}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		resp, err := d.Do(context.Background(), req) // round-robin starts with a, which holds it
+		testutil.Ok(t, err)
+		testutil.Equals(t, 200, resp.StatusCode)
+	}()
+	waitFor(t, "a to hold a request", func() bool {
+		mtx.Lock()
+		defer mtx.Unlock()
+		return hits["a /api/v1/labels t"] == 1
+	})
+	for range 3 {
+		resp, err := d.Do(context.Background(), req)
+		testutil.Ok(t, err)
+		testutil.Equals(t, `{"status":"success","data":[]}`, string(resp.Raw))
+	}
+	close(release)
+	<-done
+	testutil.Equals(t, map[string]int{"a /api/v1/labels t": 1, "b /base/api/v1/labels t": 3}, hits)
+	// Idle again: round-robin between the two.
+	for range 4 {
+		_, err := d.Do(context.Background(), req)
+		testutil.Ok(t, err)
+	}
+	testutil.Equals(t, map[string]int{"a /api/v1/labels t": 3, "b /base/api/v1/labels t": 5}, hits)
 }

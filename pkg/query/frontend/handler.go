@@ -21,7 +21,7 @@ const statusClientClosed = 499
 // Frontend is the query-frontend's HTTP handler: the querier's API paths, in front of a chain of Middlewares.
 type Frontend struct {
 	cfg     Config
-	auth    tenancy.Config
+	edge    http.Handler // the tenant check, then serve
 	handler Handler
 	logger  log.Logger
 	now     func() time.Time
@@ -84,14 +84,14 @@ func New(cfg Config, o Options) (*Frontend, error) {
 		ms = append(ms, o.ResultsCache)
 	}
 	ms = append(ms, retryMiddleware(cfg.MaxRetries, m, o.Logger))
-	return &Frontend{
-		cfg: cfg, auth: o.Auth, handler: Chain(o.Downstream, ms...), logger: o.Logger, now: o.Now, metrics: m,
-	}, nil
+	f := &Frontend{cfg: cfg, handler: Chain(o.Downstream, ms...), logger: o.Logger, now: o.Now, metrics: m}
+	f.edge = o.Auth.HTTPMiddleware(false)(http.HandlerFunc(f.serve))
+	return f, nil
 }
 
 // ServeHTTP serves /api/v1/… and /prometheus/api/v1/… as the querier does.
 func (f *Frontend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	f.auth.HTTPMiddleware(false)(http.HandlerFunc(f.serve)).ServeHTTP(w, r)
+	f.edge.ServeHTTP(w, r)
 }
 
 func (f *Frontend) serve(w http.ResponseWriter, r *http.Request) {

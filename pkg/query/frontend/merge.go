@@ -11,15 +11,10 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 )
 
-// mergeResponses merges the successful answers to consecutive, non-overlapping parts of one range query, in
+// MergeResponses merges the successful answers to consecutive, non-overlapping parts of one range query, in
 // time order, into the answer to the whole: series merged by label set (samples concatenated in order), sorted
 // by labels as Prometheus's engine sorts a matrix; warnings and infos de-duplicated in order of first appearance;
 // stats summed (peaks: the largest). Exported for the results cache, which merges extents the same way.
-func mergeResponses(resps []*Response) (*Response, error) {
-	return MergeResponses(resps)
-}
-
-// MergeResponses is mergeResponses (see there).
 func MergeResponses(resps []*Response) (*Response, error) {
 	out := &Response{StatusCode: http.StatusOK, Status: "success", ResultType: "matrix"}
 	index := map[string]int{}

@@ -169,13 +169,3 @@ func (q *queue) removeIfEmptyLocked(tenant string) {
 		q.metrics.queueLength.DeleteLabelValues(tenant)
 	}
 }
-
-// length returns how many requests of tenant are waiting (for tests).
-func (q *queue) length(tenant string) int {
-	q.mtx.Lock()
-	defer q.mtx.Unlock()
-	if tq := q.tenants[tenant]; tq != nil {
-		return len(tq.waiting)
-	}
-	return 0
-}

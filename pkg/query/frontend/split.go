@@ -64,7 +64,7 @@ func splitMiddleware(interval time.Duration, limits Limits, m *frontendMetrics) 
 			if err != nil || failed != nil {
 				return failed, err
 			}
-			return mergeResponses(resps)
+			return MergeResponses(resps)
 		})
 	}
 }
