@@ -141,6 +141,10 @@ func registerResultsCacheFlags(cmd *kingpin.CmdClause, b *binder, cfg *Config, s
 	b.String(cmd.Flag("query-frontend.results-cache.backend", "Results cache backend: inmemory, memcached (with --query-frontend.results-cache.memcached-address) or none."), &rc.Backend)
 	b.Strings(cmd.Flag("query-frontend.results-cache.memcached-address", "memcached host:port of the results cache; repeatable."), &rc.Memcached.Addresses)
 	if standalone {
+		// The frontend's view of the bucket must be the queriers': the same settings as theirs.
+		q := &cfg.Querier
+		b.Duration(cmd.Flag("querier.blocks-refresh-interval", "The queriers' setting (the results cache reads the block list as they do)."), &q.BlocksRefreshInterval)
+		b.Duration(cmd.Flag("querier.blocks-upload-grace-period", "The queriers' setting (the results cache reads the block list as they do)."), &q.BlocksUploadGracePeriod)
 		b.Strings(cmd.Flag("query-frontend.results-cache.ingester-url", "HTTP base URL of an ingester (its /ingester/late_writes); repeatable, and it must list every ingester: without any, a standalone frontend caches nothing."), &rc.IngesterURLs)
 	}
 }

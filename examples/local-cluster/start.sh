@@ -107,6 +107,7 @@ for c in "${WANT[@]}"; do
       --querier.blocks-upload-grace-period="$UPLOAD_GRACE_PERIOD" ;;
     query-frontend) start query-frontend 8090 9091 7954 query-frontend \
       --query-frontend.downstream-url="http://127.0.0.1:$(port 8087)" \
+      --querier.blocks-refresh-interval="$BLOCKS_REFRESH_INTERVAL" --querier.blocks-upload-grace-period="$UPLOAD_GRACE_PERIOD" \
       --query-frontend.results-cache.ingester-url="http://127.0.0.1:$(port 8081)" \
       --query-frontend.results-cache.ingester-url="http://127.0.0.1:$(port 8082)" \
       --query-frontend.results-cache.ingester-url="http://127.0.0.1:$(port 8083)" ;;
