@@ -336,6 +336,7 @@ var errBlockMarked = errors.New("block marked no-compact")
 func (c *Compactor) compactGroup(ctx context.Context, tenant string, tbkt objstore.Bucket, st *tenantState, g *Group) error {
 	live := append([]*block.Meta(nil), g.Metas...)
 	for range len(g.Metas) + 1 { // each round removes at least one block from live
+		live = liveOf(st, live)
 		for _, m := range Redundant(live) {
 			if err := c.markDeleted(ctx, tbkt, st, m.ULID, "made redundant by a compacted block holding all its sources"); err != nil {
 				return err
