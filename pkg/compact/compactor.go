@@ -422,7 +422,7 @@ func (c *Compactor) compactPlan(ctx context.Context, tenant string, tbkt objstor
 	)
 	for _, m := range plan {
 		bd := filepath.Join(dir, m.ULID.String())
-		n, err := downloadBlock(ctx, tbkt, m.ULID, bd)
+		n, err := fetchBlock(ctx, tbkt, m.ULID, bd)
 		c.metrics.bytesDownloaded.Add(float64(n))
 		if err != nil {
 			return nil, errors.Wrapf(err, "download block %s", m.ULID)
@@ -477,9 +477,9 @@ func (c *Compactor) compactPlan(ctx context.Context, tenant string, tbkt objstor
 	return res, nil
 }
 
-// downloadBlock downloads the files of block id of tbkt (a tenant's bucket), markers excluded, into dir and
+// fetchBlock downloads the files of block id of tbkt (a tenant's bucket), markers excluded, into dir and
 // returns the bytes downloaded.
-func downloadBlock(ctx context.Context, tbkt objstore.Bucket, id ulid.ULID, dir string) (int64, error) {
+func fetchBlock(ctx context.Context, tbkt objstore.Bucket, id ulid.ULID, dir string) (int64, error) {
 	var total int64
 	prefix := id.String() + objstore.DirDelim
 	err := tbkt.Iter(ctx, prefix, func(name string) error {
@@ -487,14 +487,14 @@ func downloadBlock(ctx context.Context, tbkt objstore.Bucket, id ulid.ULID, dir 
 		if rel == block.DeletionMarkFilename || rel == block.NoCompactMarkFilename {
 			return nil
 		}
-		n, err := downloadFile(ctx, tbkt, name, filepath.Join(dir, filepath.FromSlash(rel)))
+		n, err := fetchFile(ctx, tbkt, name, filepath.Join(dir, filepath.FromSlash(rel)))
 		total += n
 		return err
 	}, objstore.WithRecursiveIter())
 	return total, err
 }
 
-func downloadFile(ctx context.Context, bkt objstore.Bucket, name, dst string) (_ int64, err error) {
+func fetchFile(ctx context.Context, bkt objstore.Bucket, name, dst string) (_ int64, err error) {
 	if err := os.MkdirAll(filepath.Dir(dst), 0o750); err != nil {
 		return 0, errors.Wrapf(err, "create dir of %s", dst)
 	}

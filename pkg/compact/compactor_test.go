@@ -252,7 +252,7 @@ func TestCompactorGroupFailureDoesNotStopOthers(t *testing.T) {
 			shipBlock(t, inmem, tenant, map[string]string{"tenant_id": tenant}, 1, 0, hourMs)
 		}
 	}
-	bkt := &failingBucket{Bucket: inmem, failPrefix: "t1/", failing: true}
+	bkt := &failingGetBucket{Bucket: inmem, failPrefix: "t1/", failing: true}
 	c := newTestCompactor(t, bkt, nil, time.Hour, 2*time.Hour)
 	testutil.NotOk(t, c.RunOnce(ctx))
 	testutil.Equals(t, 2, len(liveBlocks(t, inmem, "t1")))
@@ -264,14 +264,14 @@ func TestCompactorGroupFailureDoesNotStopOthers(t *testing.T) {
 	testutil.Equals(t, 1, len(liveBlocks(t, inmem, "t1")))
 }
 
-// failingBucket fails the reads of block files (not meta.json) under failPrefix while failing is set.
-type failingBucket struct {
+// failingGetBucket fails the reads of block files (not meta.json) under failPrefix while failing is set.
+type failingGetBucket struct {
 	objstore.Bucket
 	failPrefix string
 	failing    bool
 }
 
-func (b *failingBucket) Get(ctx context.Context, name string) (_ io.ReadCloser, err error) {
+func (b *failingGetBucket) Get(ctx context.Context, name string) (_ io.ReadCloser, err error) {
 	if b.failing && strings.HasPrefix(name, b.failPrefix) && !strings.HasSuffix(name, block.MetaFilename) {
 		return nil, errors.New("injected bucket error")
 	}

@@ -47,13 +47,3 @@ func Groups(metas []*block.Meta) []*Group {
 	sort.Slice(groups, func(i, j int) bool { return groups[i].Key < groups[j].Key })
 	return groups
 }
-
-// sortMetas sorts metas by MinTime, then ULID.
-func sortMetas(metas []*block.Meta) {
-	sort.Slice(metas, func(i, j int) bool {
-		if metas[i].MinTime != metas[j].MinTime {
-			return metas[i].MinTime < metas[j].MinTime
-		}
-		return metas[i].ULID.Compare(metas[j].ULID) < 0
-	})
-}
