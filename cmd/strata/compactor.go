@@ -7,8 +7,8 @@ import (
 	"time"
 
 	"github.com/alecthomas/kingpin/v2"
-	"github.com/efficientgo/core/errors"
 	"github.com/go-kit/log"
+	"github.com/prometheus/common/model"
 
 	"github.com/stratametrics/strata/pkg/compact"
 	"github.com/stratametrics/strata/pkg/server"
@@ -48,38 +48,37 @@ func registerCompactorFlags(cmd *kingpin.CmdClause, b *binder, cfg *Config, stan
 
 // durations binds a flag of comma-separated durations.
 func (b *binder) durations(f *kingpin.FlagClause, dst *[]time.Duration) {
-	strs := make([]string, len(*dst))
-	for i, d := range *dst {
-		strs[i] = d.String()
-	}
-	bindFlag(b, f, dst, strings.Join(strs, ","), func(f *kingpin.FlagClause) *[]time.Duration {
-		v := &parsedValue[[]time.Duration]{flag: f.Model().Name, parse: parseDurations, format: func(ds []time.Duration) string {
-			s := make([]string, len(ds))
-			for i, d := range ds {
-				s[i] = d.String()
-			}
-			return strings.Join(s, ",")
-		}}
+	bindFlag(b, f, dst, formatDurations(*dst), func(f *kingpin.FlagClause) *[]time.Duration {
+		v := &parsedValue[[]time.Duration]{flag: f.Model().Name, parse: parseDurations, format: formatDurations}
 		f.SetValue(v)
 		return &v.v
 	})
 }
 
+// formatDurations formats durations as Prometheus does (2h, not 2h0m0s), comma-separated.
+func formatDurations(ds []time.Duration) string {
+	s := make([]string, len(ds))
+	for i, d := range ds {
+		s[i] = model.Duration(d).String()
+	}
+	return strings.Join(s, ",")
+}
+
 func parseDurations(s string) ([]time.Duration, error) {
 	var out []time.Duration
 	for _, p := range strings.Split(s, ",") {
-		d, err := time.ParseDuration(strings.TrimSpace(p))
+		d, err := model.ParseDuration(strings.TrimSpace(p))
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, d)
+		out = append(out, time.Duration(d))
 	}
 	return out, nil
 }
 
 // validateCompactor checks the compactor section against the readers' ignore-deletion-marks delay.
 func (c *Config) validateCompactor() error {
-	return errors.Wrap(c.Compactor.Validate(c.StoreGateway.IgnoreDeletionMarkDelay), "compactor")
+	return c.Compactor.Validate(c.StoreGateway.IgnoreDeletionMarkDelay)
 }
 
 // runCompactor runs `strata compactor`: the compaction cycle over the bucket, every interval or --once.
