@@ -8,6 +8,8 @@ import (
 	"github.com/go-kit/log"
 	"github.com/go-kit/log/level"
 	"github.com/oklog/ulid/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/thanos-io/objstore"
 
 	"github.com/stratametrics/strata/pkg/block"
@@ -37,7 +39,9 @@ type MaintenanceResult struct {
 	// RetentionMarked are the blocks marked for deletion for being past retention.
 	RetentionMarked int
 	Clean           CleanResult
-	// IndexBlocks and IndexDeletionMarks are the blocks and deletion marks of the bucket index written.
+	// IndexWritten says whether the bucket index was written; IndexBlocks and IndexDeletionMarks are its blocks
+	// and deletion marks.
+	IndexWritten                    bool
 	IndexBlocks, IndexDeletionMarks int
 }
 
@@ -113,11 +117,96 @@ func (mt *Maintenance) RunTenant(ctx context.Context, tenant string, tbkt objsto
 	idx, err := WriteTenantBucketIndex(ctx, tbkt, tb, mt.now)
 	step("bucket index", err)
 	if idx != nil {
-		res.IndexBlocks, res.IndexDeletionMarks = len(idx.Blocks), len(idx.BlockDeletionMarks)
+		res.IndexWritten, res.IndexBlocks, res.IndexDeletionMarks = true, len(idx.Blocks), len(idx.BlockDeletionMarks)
 	}
 
 	mt.mtx.Lock()
 	mt.metas[tenant] = tb.Metas
 	mt.mtx.Unlock()
 	return res, firstErr
+}
+
+// Step returns RunTenant as a step of the compaction cycle (Compactor's after steps), recording each run's counts
+// in the strata_compactor_* metrics of maintenanceMetrics, registered with reg.
+func (mt *Maintenance) Step(reg prometheus.Registerer) TenantStep {
+	m := newMaintenanceMetrics(reg)
+	return TenantStep{Name: "maintenance", Run: func(ctx context.Context, tenant string, tbkt objstore.Bucket) error {
+		res, err := mt.RunTenant(ctx, tenant, tbkt)
+		m.record(tenant, res)
+		return err
+	}}
+}
+
+// maintenanceMetrics are the metrics of Maintenance.
+type maintenanceMetrics struct {
+	downsampled        *prometheus.CounterVec
+	downsampleFailed   *prometheus.CounterVec
+	retentionMarked    prometheus.Counter
+	deleted            *prometheus.CounterVec
+	partialMarked      prometheus.Counter
+	orphanMarkers      prometheus.Counter
+	cleanFailed        prometheus.Counter
+	indexBlocks        *prometheus.GaugeVec
+	indexDeletionMarks *prometheus.GaugeVec
+}
+
+func newMaintenanceMetrics(reg prometheus.Registerer) *maintenanceMetrics {
+	f := promauto.With(reg)
+	m := &maintenanceMetrics{
+		downsampled: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "strata_compactor_blocks_downsampled_total", Help: "Downsampled blocks written, by resolution.",
+		}, []string{"resolution"}),
+		downsampleFailed: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "strata_compactor_downsample_failures_total",
+			Help: "Blocks not downsampled: marked (unreadable, marked no-compact, not tried again) or retried (download or upload failed).",
+		}, []string{"outcome"}),
+		retentionMarked: f.NewCounter(prometheus.CounterOpts{
+			Name: "strata_compactor_blocks_marked_for_retention_total", Help: "Blocks marked for deletion for being past their retention.",
+		}),
+		deleted: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "strata_compactor_blocks_cleaned_total", Help: "Blocks deleted from the bucket by the cleaner, by kind (complete or partial).",
+		}, []string{"kind"}),
+		partialMarked: f.NewCounter(prometheus.CounterOpts{
+			Name: "strata_compactor_partial_blocks_marked_total", Help: "Abandoned partial blocks marked for deletion.",
+		}),
+		orphanMarkers: f.NewCounter(prometheus.CounterOpts{
+			Name: "strata_compactor_orphan_markers_deleted_total", Help: "Mirrored markers deleted because their block was gone.",
+		}),
+		cleanFailed: f.NewCounter(prometheus.CounterOpts{
+			Name: "strata_compactor_block_cleanup_failures_total", Help: "Deletions or markings of blocks by the cleaner that failed (retried next cycle).",
+		}),
+		indexBlocks: f.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "strata_compactor_bucket_index_blocks", Help: "Blocks in the tenant's bucket index last written.",
+		}, []string{"tenant"}),
+		indexDeletionMarks: f.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "strata_compactor_bucket_index_deletion_marks", Help: "Deletion marks in the tenant's bucket index last written.",
+		}, []string{"tenant"}),
+	}
+	for _, r := range []string{"5m", "1h"} {
+		m.downsampled.WithLabelValues(r)
+	}
+	for _, o := range []string{"marked", "retried"} {
+		m.downsampleFailed.WithLabelValues(o)
+	}
+	for _, k := range []string{"complete", "partial"} {
+		m.deleted.WithLabelValues(k)
+	}
+	return m
+}
+
+func (m *maintenanceMetrics) record(tenant string, res MaintenanceResult) {
+	m.downsampled.WithLabelValues("5m").Add(float64(res.Downsample.Downsampled5m))
+	m.downsampled.WithLabelValues("1h").Add(float64(res.Downsample.Downsampled1h))
+	m.downsampleFailed.WithLabelValues("marked").Add(float64(res.Downsample.Marked))
+	m.downsampleFailed.WithLabelValues("retried").Add(float64(res.Downsample.Failed))
+	m.retentionMarked.Add(float64(res.RetentionMarked))
+	m.deleted.WithLabelValues("complete").Add(float64(res.Clean.Deleted - res.Clean.PartialDeleted))
+	m.deleted.WithLabelValues("partial").Add(float64(res.Clean.PartialDeleted))
+	m.partialMarked.Add(float64(res.Clean.PartialMarked))
+	m.orphanMarkers.Add(float64(res.Clean.OrphanMarkers))
+	m.cleanFailed.Add(float64(res.Clean.Failed))
+	if res.IndexWritten {
+		m.indexBlocks.WithLabelValues(tenant).Set(float64(res.IndexBlocks))
+		m.indexDeletionMarks.WithLabelValues(tenant).Set(float64(res.IndexDeletionMarks))
+	}
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/efficientgo/core/testutil"
 	"github.com/go-kit/log"
 	"github.com/oklog/ulid/v2"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/thanos-io/objstore"
 
 	"github.com/stratametrics/strata/pkg/block"
@@ -69,22 +70,22 @@ func TestMaintenance_RunTenant(t *testing.T) {
 		want map[string]tenantWant
 	}{
 		{testNow, map[string]tenantWant{
-			"a": {MaintenanceResult{Downsample: DownsampleResult{Downsampled5m: 1}, RetentionMarked: 1, IndexBlocks: 3, IndexDeletionMarks: 1},
+			"a": {MaintenanceResult{Downsample: DownsampleResult{Downsampled5m: 1}, RetentionMarked: 1, IndexWritten: true, IndexBlocks: 3, IndexDeletionMarks: 1},
 				// Two metas read by the scan, one downloaded with the block to downsample.
 				func(ds ulid.ULID) []ulid.ULID { return []ulid.ULID{oldRaw.ULID, recent.ULID, ds} }, 3},
-			"b": {MaintenanceResult{RetentionMarked: 1, IndexBlocks: 2, IndexDeletionMarks: 1},
+			"b": {MaintenanceResult{RetentionMarked: 1, IndexWritten: true, IndexBlocks: 2, IndexDeletionMarks: 1},
 				func(ulid.ULID) []ulid.ULID { return []ulid.ULID{bOld.ULID, bNew.ULID} }, 2},
 		}},
 		{testNow.Add(6 * time.Hour), map[string]tenantWant{
-			"a": {MaintenanceResult{IndexBlocks: 3, IndexDeletionMarks: 1},
+			"a": {MaintenanceResult{IndexWritten: true, IndexBlocks: 3, IndexDeletionMarks: 1},
 				func(ds ulid.ULID) []ulid.ULID { return []ulid.ULID{recent.ULID, ds} }, 0},
-			"b": {MaintenanceResult{IndexBlocks: 2, IndexDeletionMarks: 1},
+			"b": {MaintenanceResult{IndexWritten: true, IndexBlocks: 2, IndexDeletionMarks: 1},
 				func(ulid.ULID) []ulid.ULID { return []ulid.ULID{bNew.ULID} }, 0},
 		}},
 		{testNow.Add(13 * time.Hour), map[string]tenantWant{
-			"a": {MaintenanceResult{Clean: CleanResult{Deleted: 1}, IndexBlocks: 2},
+			"a": {MaintenanceResult{Clean: CleanResult{Deleted: 1}, IndexWritten: true, IndexBlocks: 2},
 				func(ds ulid.ULID) []ulid.ULID { return []ulid.ULID{recent.ULID, ds} }, 0},
-			"b": {MaintenanceResult{Clean: CleanResult{Deleted: 1}, IndexBlocks: 1},
+			"b": {MaintenanceResult{Clean: CleanResult{Deleted: 1}, IndexWritten: true, IndexBlocks: 1},
 				func(ulid.ULID) []ulid.ULID { return []ulid.ULID{bNew.ULID} }, 0},
 		}},
 	} {
@@ -116,4 +117,48 @@ func TestMaintenance_RunTenant(t *testing.T) {
 			testutil.Equals(t, wantServed, keys(d.Metas), "served, cycle %d tenant %s", i, tenant)
 		}
 	}
+}
+
+// TestMaintenance_Step runs the maintenance as a cycle step and checks that its counts reach the metrics.
+func TestMaintenance_Step(t *testing.T) {
+	ctx := context.Background()
+	hour := int64(time.Hour / time.Millisecond)
+	bkt, _ := fsBucket(t)
+	tbkt := objstore.NewPrefixedBucket(bkt, "a")
+	maxt := testNow.Add(-10 * 24 * time.Hour).UnixMilli()
+	uploadTestBlock(t, tbkt, "a", maxt-41*hour, maxt, 30*60_000, nil)
+
+	reg := prometheus.NewRegistry()
+	cfg := MaintenanceConfig{Retention: RetentionConfig{Raw: 24 * time.Hour}, Cleaner: DefaultCleanerConfig()}
+	step := NewMaintenance(cfg, nil, t.TempDir(), log.NewNopLogger(), fixedNow(testNow)).Step(reg)
+	testutil.Ok(t, step.Run(ctx, "a", tbkt))
+
+	for name, want := range map[string]float64{
+		"strata_compactor_blocks_downsampled_total":          1, // the 5m block
+		"strata_compactor_blocks_marked_for_retention_total": 1, // the raw block
+		"strata_compactor_bucket_index_blocks":               2,
+		"strata_compactor_bucket_index_deletion_marks":       1,
+		"strata_compactor_blocks_cleaned_total":              0,
+	} {
+		testutil.Equals(t, want, gatheredSum(t, reg, name), name)
+	}
+}
+
+// gatheredSum sums the samples of the metric family name gathered from reg.
+func gatheredSum(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	testutil.Ok(t, err)
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		sum := 0.0
+		for _, m := range mf.GetMetric() {
+			sum += m.GetCounter().GetValue() + m.GetGauge().GetValue()
+		}
+		return sum
+	}
+	t.Fatalf("metric %s not registered", name)
+	return 0
 }
