@@ -63,12 +63,13 @@ func sortMetas(ms []*block.Meta) {
 // directory's meta.json and markers, and the mirrored markers under markers/. It reads up to concurrency blocks
 // at a time. An unreadable marker (bad JSON) is logged and treated as absent; a bucket error fails the scan.
 func ScanTenant(ctx context.Context, logger log.Logger, tbkt objstore.Bucket, concurrency int) (*TenantBlocks, error) {
-	return scanTenant(ctx, logger, tbkt, concurrency, nil)
+	return ScanTenantCached(ctx, logger, tbkt, concurrency, nil)
 }
 
-// scanTenant is ScanTenant reusing the metas of known (metas are immutable): of a known block it only checks
-// that its meta.json is still there.
-func scanTenant(ctx context.Context, logger log.Logger, tbkt objstore.Bucket, concurrency int, known map[ulid.ULID]*block.Meta) (*TenantBlocks, error) {
+// ScanTenantCached is ScanTenant reusing the metas of known, e.g. the Metas of the tenant's previous scan (metas
+// are immutable): of a known block it only checks that its meta.json is still there (a deletion removes it
+// first), so a cycle reads only new blocks' meta.json. known is only read.
+func ScanTenantCached(ctx context.Context, logger log.Logger, tbkt objstore.Bucket, concurrency int, known map[ulid.ULID]*block.Meta) (*TenantBlocks, error) {
 	tb := &TenantBlocks{
 		Metas:          map[ulid.ULID]*block.Meta{},
 		DeletionMarks:  map[ulid.ULID]*block.DeletionMark{},
