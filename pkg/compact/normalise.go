@@ -417,6 +417,67 @@ func NormaliseTenant(ctx context.Context, logger log.Logger, bkt objstore.Bucket
 	return res, nil
 }
 
+// NormaliseStep returns NormaliseTenant as a per-tenant step of a compaction cycle: given the tenant's bucket
+// (scoped to <tenant>/), it lists the tenant's blocks (those without meta.json, partial, left out) and their
+// deletion marks (the markers/ mirror), reads their metas and normalises, working in dir. Blocks that fail are
+// logged and tried again next cycle; the step then returns an error naming how many failed (after doing the
+// others).
+func NormaliseStep(logger log.Logger, dir string, now func() time.Time) func(ctx context.Context, tenant string, tbkt objstore.Bucket) error {
+	return func(ctx context.Context, tenant string, tbkt objstore.Bucket) error {
+		metas, marked, err := listTenantBlocks(ctx, logger, tbkt)
+		if err != nil {
+			return errors.Wrapf(err, "list blocks of tenant %s", tenant)
+		}
+		res, err := NormaliseTenant(ctx, log.With(logger, "tenant", tenant), tbkt, metas, marked, dir, now)
+		if err != nil {
+			return err
+		}
+		if len(res.Failed) > 0 {
+			return errors.Newf("tenant %s: %d blocks not normalised (see the log), %d normalised", tenant, len(res.Failed), len(res.Replaced))
+		}
+		return nil
+	}
+}
+
+// listTenantBlocks reads the metas of the blocks of a tenant's bucket (blocks whose meta.json cannot be read left
+// out) and lists those marked for deletion.
+func listTenantBlocks(ctx context.Context, logger log.Logger, tbkt objstore.Bucket) (map[ulid.ULID]*block.Meta, map[ulid.ULID]time.Time, error) {
+	var ids []ulid.ULID
+	err := tbkt.Iter(ctx, "", func(name string) error {
+		if id, err := ulid.Parse(strings.TrimSuffix(name, objstore.DirDelim)); err == nil && strings.HasSuffix(name, objstore.DirDelim) {
+			ids = append(ids, id)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, nil, errors.Wrap(err, "list blocks")
+	}
+	metas := make(map[ulid.ULID]*block.Meta, len(ids))
+	for _, id := range ids {
+		m, err := block.ReadMetaFromBucket(ctx, tbkt, id)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, nil, ctx.Err()
+			}
+			if !errors.Is(err, block.ErrMetaNotFound) { // partial blocks are the cleaner's; others are logged
+				level.Warn(logger).Log("msg", "block left out of normalising", "block", id, "err", err)
+			}
+			continue
+		}
+		metas[id] = m
+	}
+	marked := map[ulid.ULID]time.Time{}
+	suffix := "-" + block.DeletionMarkFilename
+	err = tbkt.Iter(ctx, block.MarkersDirname+objstore.DirDelim, func(name string) error {
+		base := path.Base(name)
+		if id, err := ulid.Parse(strings.TrimSuffix(base, suffix)); err == nil && strings.HasSuffix(base, suffix) {
+			marked[id] = time.Time{}
+		}
+		return nil
+	})
+	return metas, marked, errors.Wrap(err, "list deletion marks")
+}
+
 // normalisedCopy finds a block at m's resolution, without labels beyond tenant_id and with m's tenant, whose
 // sources include all of m's.
 func normalisedCopy(m *block.Meta, sets ...map[ulid.ULID]*block.Meta) (ulid.ULID, bool) {

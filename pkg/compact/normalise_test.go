@@ -322,9 +322,13 @@ func TestNormaliseTenant(t *testing.T) {
 		name string
 		// interrupted: an earlier run uploaded the normalised copy and died before marking the original.
 		interrupted bool
+		// step: the first run is NormaliseStep (the compaction cycle's step) rather than NormaliseTenant.
+		step bool
 	}{
 		{name: "first run, then a re-run"},
 		{name: "after a run killed between upload and deletion mark", interrupted: true},
+		{name: "as a cycle's step", step: true},
+		{name: "as a cycle's step, after a killed run", interrupted: true, step: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			root, err := filesystem.NewBucket(t.TempDir())
@@ -348,8 +352,25 @@ func TestNormaliseTenant(t *testing.T) {
 				testutil.Ok(t, block.Upload(ctx, logger, bkt, filepath.Join(out, nm.ULID.String()), nm))
 			}
 
-			d := fetchTenant(t, root, now)
-			res, err := NormaliseTenant(ctx, logger, bkt, d.Metas, d.DeletionMarks, t.TempDir(), now)
+			var res NormaliseResult
+			if tc.step {
+				testutil.Ok(t, NormaliseStep(logger, t.TempDir(), now)(ctx, "a", bkt))
+				// What the step did, as NormaliseTenant would report it: the original is marked.
+				d := fetchTenant(t, root, now)
+				res.Replaced = slices.Collect(maps.Keys(d.DeletionMarks))
+				res.New = map[ulid.ULID]*block.Meta{}
+				if !tc.interrupted {
+					for id, m := range d.Metas {
+						if id != sm.ULID && id != pm.ULID {
+							res.New[id] = m
+						}
+					}
+				}
+			} else {
+				d := fetchTenant(t, root, now)
+				res, err = NormaliseTenant(ctx, logger, bkt, d.Metas, d.DeletionMarks, t.TempDir(), now)
+				testutil.Ok(t, err)
+			}
 			testutil.Ok(t, err)
 			testutil.Equals(t, 0, len(res.Failed))
 			testutil.Equals(t, []ulid.ULID{sm.ULID}, res.Replaced)
@@ -382,7 +403,7 @@ func TestNormaliseTenant(t *testing.T) {
 			check()
 
 			// A re-run (metas fetched again: the original marked) does nothing.
-			d = fetchTenant(t, root, now)
+			d := fetchTenant(t, root, now)
 			res, err = NormaliseTenant(ctx, logger, bkt, d.Metas, d.DeletionMarks, t.TempDir(), now)
 			testutil.Ok(t, err)
 			testutil.Equals(t, 0, len(res.New)+len(res.Replaced)+len(res.Failed))
@@ -390,6 +411,8 @@ func TestNormaliseTenant(t *testing.T) {
 			res, err = NormaliseTenant(ctx, logger, bkt, d.Metas, nil, t.TempDir(), now)
 			testutil.Ok(t, err)
 			testutil.Equals(t, 0, len(res.New)+len(res.Failed))
+			// Nor the step of a compaction cycle, which lists the bucket itself.
+			testutil.Ok(t, NormaliseStep(logger, t.TempDir(), now)(ctx, "a", bkt))
 			check()
 		})
 	}
