@@ -518,7 +518,7 @@ func normaliseOne(ctx context.Context, logger log.Logger, bkt objstore.Bucket, m
 		}
 	}()
 	srcDir := filepath.Join(work, m.ULID.String())
-	if err := download(ctx, bkt, m.ULID, srcDir); err != nil {
+	if err := normDownload(ctx, bkt, m.ULID, srcDir); err != nil {
 		return nil, err
 	}
 	id, err := ulid.New(ulid.Timestamp(now()), rand.Reader)
@@ -535,19 +535,19 @@ func normaliseOne(ctx context.Context, logger log.Logger, bkt objstore.Bucket, m
 	return nm, nil
 }
 
-// download copies block id's files (markers left out) from bkt to dst.
-func download(ctx context.Context, bkt objstore.Bucket, id ulid.ULID, dst string) error {
+// normDownload copies block id's files (markers left out) from bkt to dst.
+func normDownload(ctx context.Context, bkt objstore.Bucket, id ulid.ULID, dst string) error {
 	prefix := id.String() + "/"
 	return errors.Wrapf(bkt.Iter(ctx, prefix, func(name string) error {
 		rel := strings.TrimPrefix(name, prefix)
 		if rel == block.DeletionMarkFilename || rel == block.NoCompactMarkFilename {
 			return nil
 		}
-		return downloadFile(ctx, bkt, name, filepath.Join(dst, filepath.FromSlash(path.Clean(rel))))
+		return normDownloadFile(ctx, bkt, name, filepath.Join(dst, filepath.FromSlash(path.Clean(rel))))
 	}, objstore.WithRecursiveIter()), "download block %s", id)
 }
 
-func downloadFile(ctx context.Context, bkt objstore.Bucket, name, dst string) (err error) {
+func normDownloadFile(ctx context.Context, bkt objstore.Bucket, name, dst string) (err error) {
 	if err := os.MkdirAll(filepath.Dir(dst), 0o750); err != nil {
 		return errors.Wrap(err, "create dir")
 	}

@@ -397,7 +397,7 @@ func TestNormaliseTenant(t *testing.T) {
 				testutil.Equals(t, pm.Thanos.Downsample.Resolution, norm.Thanos.Downsample.Resolution)
 				// And the same series, with the same samples.
 				nd := filepath.Join(t.TempDir(), norm.ULID.String())
-				testutil.Ok(t, download(ctx, bkt, norm.ULID, nd))
+				testutil.Ok(t, normDownload(ctx, bkt, norm.ULID, nd))
 				testutil.Equals(t, blockSamples(t, pushed), blockSamples(t, nd))
 			}
 			check()
