@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
-	"io"
 	"os"
 	"path"
 	"path/filepath"
@@ -543,26 +542,6 @@ func normDownload(ctx context.Context, bkt objstore.Bucket, id ulid.ULID, dst st
 		if rel == block.DeletionMarkFilename || rel == block.NoCompactMarkFilename {
 			return nil
 		}
-		return normDownloadFile(ctx, bkt, name, filepath.Join(dst, filepath.FromSlash(path.Clean(rel))))
+		return downloadFile(ctx, bkt, name, filepath.Join(dst, filepath.FromSlash(path.Clean(rel))))
 	}, objstore.WithRecursiveIter()), "download block %s", id)
-}
-
-func normDownloadFile(ctx context.Context, bkt objstore.Bucket, name, dst string) (err error) {
-	if err := os.MkdirAll(filepath.Dir(dst), 0o750); err != nil {
-		return errors.Wrap(err, "create dir")
-	}
-	r, err := bkt.Get(ctx, name)
-	if err != nil {
-		return errors.Wrapf(err, "get %s", name)
-	}
-	defer errcapture.Do(&err, r.Close, "close object reader")
-	f, err := os.Create(dst)
-	if err != nil {
-		return errors.Wrap(err, "create file")
-	}
-	defer errcapture.Do(&err, f.Close, "close file")
-	if _, err := io.Copy(f, r); err != nil {
-		return errors.Wrapf(err, "copy %s", name)
-	}
-	return nil
 }

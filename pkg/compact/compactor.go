@@ -1,0 +1,513 @@
+package compact
+
+import (
+	"context"
+	"io"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/efficientgo/core/errcapture"
+	"github.com/efficientgo/core/errors"
+	"github.com/go-kit/log"
+	"github.com/go-kit/log/level"
+	"github.com/oklog/ulid/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/thanos-io/objstore"
+
+	"github.com/stratametrics/strata/pkg/block"
+)
+
+// Config is the compactor's configuration (the compactor section of the config file).
+type Config struct {
+	// CompactionInterval is the time between the starts of two cycles.
+	CompactionInterval time.Duration `yaml:"compaction_interval"`
+	// BlockRanges are the compaction levels (DefaultBlockRanges).
+	BlockRanges []time.Duration `yaml:"block_ranges"`
+	// DeletionDelay is how long a block marked for deletion stays in the bucket; it must be longer than the
+	// readers' ignore-deletion-mark delay.
+	DeletionDelay time.Duration `yaml:"deletion_delay"`
+	// ConsistencyDelay: a block uploaded (by its ULID's time) less than this ago is not compacted yet, except
+	// the compactor's own (Thanos's consistency delay): a block that just appeared may be followed by its
+	// replicas, and on an eventually consistent bucket its files may not all be visible yet.
+	ConsistencyDelay time.Duration `yaml:"consistency_delay"`
+}
+
+// DefaultConfig returns the defaults: a cycle every hour, 2h/12h/24h ranges, deletion after 12h, 30m
+// consistency delay.
+func DefaultConfig() Config {
+	return Config{
+		CompactionInterval: time.Hour,
+		BlockRanges:        append([]time.Duration(nil), DefaultBlockRanges...),
+		DeletionDelay:      12 * time.Hour,
+		ConsistencyDelay:   30 * time.Minute,
+	}
+}
+
+// Validate checks the configuration.
+func (c Config) Validate() error {
+	if c.CompactionInterval <= 0 {
+		return errors.New("compactor: compaction_interval must be positive")
+	}
+	if _, err := RangesMillis(c.BlockRanges); err != nil {
+		return errors.Wrap(err, "compactor: block_ranges")
+	}
+	if c.DeletionDelay < 0 || c.ConsistencyDelay < 0 {
+		return errors.New("compactor: deletion_delay and consistency_delay must not be negative")
+	}
+	return nil
+}
+
+// TenantStep is a per-tenant step of a cycle other than compaction (normalising, downsampling, retention,
+// cleaning, the bucket index). It gets the tenant's bucket (scoped to <tenant>/).
+type TenantStep struct {
+	Name string
+	Run  func(ctx context.Context, tenant string, tbkt objstore.Bucket) error
+}
+
+// Compactor compacts the blocks of every tenant of a bucket: per tenant, per group (external labels and
+// resolution), overlapping blocks are merged vertically (one copy of each sample) and adjacent ones leveled
+// into the configured ranges. It never halts: a block that cannot be read is marked no-compact and its group
+// goes on without it; a group that fails otherwise is retried next cycle while the others go on.
+type Compactor struct {
+	cfg     Config
+	ranges  []int64
+	bkt     objstore.Bucket
+	workDir string
+	logger  log.Logger
+	metrics *compactorMetrics
+	now     func() time.Time
+
+	// Before and After are the steps run for each tenant before and after its compaction.
+	before, after []TenantStep
+
+	metas map[string]map[ulid.ULID]*block.Meta // tenant → block → meta (immutable, read once)
+}
+
+// New returns a compactor of bkt (the whole bucket, tenants as top-level prefixes) working in workDir, which it
+// owns: its content is removed at each cycle's start. before and after are the per-tenant steps run before and
+// after compaction, in order.
+func New(cfg Config, bkt objstore.Bucket, workDir string, before, after []TenantStep, logger log.Logger, reg prometheus.Registerer, now func() time.Time) (*Compactor, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	ranges, err := RangesMillis(cfg.BlockRanges)
+	if err != nil {
+		return nil, err
+	}
+	if now == nil {
+		now = time.Now
+	}
+	return &Compactor{
+		cfg: cfg, ranges: ranges, bkt: bkt, workDir: workDir, logger: logger, metrics: newCompactorMetrics(reg), now: now,
+		before: before, after: after, metas: map[string]map[ulid.ULID]*block.Meta{},
+	}, nil
+}
+
+// Run runs a cycle at once, then every CompactionInterval, until ctx is done. Failed cycles are logged and
+// counted; Run never stops for them.
+func (c *Compactor) Run(ctx context.Context) error {
+	t := time.NewTicker(c.cfg.CompactionInterval)
+	defer t.Stop()
+	for {
+		if err := c.RunOnce(ctx); err != nil && ctx.Err() == nil {
+			level.Error(c.logger).Log("msg", "compaction cycle had failures; retrying next cycle", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// RunOnce runs one cycle over every tenant. A failure of a tenant, group or step does not stop the others; the
+// error returned (after all of them) says how many failed.
+func (c *Compactor) RunOnce(ctx context.Context) error {
+	c.metrics.runs.Inc()
+	start := c.now()
+	if err := c.cleanWorkDir(); err != nil {
+		c.metrics.runsFailed.Inc()
+		return err
+	}
+	tenants, err := block.ListTenants(ctx, c.bkt)
+	if err != nil {
+		c.metrics.runsFailed.Inc()
+		return err
+	}
+	c.metrics.tenants.Set(float64(len(tenants)))
+	var failed []string
+	for _, tenant := range tenants {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if err := c.runTenant(ctx, tenant); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			level.Error(c.logger).Log("msg", "tenant had failures; retrying next cycle", "tenant", tenant, "err", err)
+			failed = append(failed, tenant)
+		}
+	}
+	if err := c.cleanWorkDir(); err != nil {
+		level.Warn(c.logger).Log("msg", "clean work dir", "err", err)
+	}
+	if len(failed) > 0 {
+		c.metrics.runsFailed.Inc()
+		return errors.Newf("compaction cycle: %d of %d tenants had failures: %s", len(failed), len(tenants), strings.Join(failed, ", "))
+	}
+	c.metrics.lastSuccess.Set(float64(c.now().UnixNano()) / 1e9)
+	level.Info(c.logger).Log("msg", "compaction cycle done", "tenants", len(tenants), "elapsed", c.now().Sub(start))
+	return nil
+}
+
+func (c *Compactor) cleanWorkDir() error {
+	if err := os.RemoveAll(c.workDir); err != nil {
+		return errors.Wrapf(err, "clean work dir %s", c.workDir)
+	}
+	return errors.Wrapf(os.MkdirAll(c.workDir, 0o750), "create work dir %s", c.workDir)
+}
+
+// runTenant runs the before steps, the compaction of every group, and the after steps of one tenant; each goes
+// on when an earlier one failed, and the first error is returned.
+func (c *Compactor) runTenant(ctx context.Context, tenant string) error {
+	tbkt := objstore.NewPrefixedBucket(c.bkt, tenant)
+	var errs []error
+	run := func(s TenantStep) {
+		if err := s.Run(ctx, tenant, tbkt); err != nil {
+			c.metrics.stepsFailed.WithLabelValues(s.Name).Inc()
+			level.Error(c.logger).Log("msg", "tenant step failed", "tenant", tenant, "step", s.Name, "err", err)
+			errs = append(errs, errors.Wrapf(err, "%s", s.Name))
+		}
+	}
+	for _, s := range c.before {
+		run(s)
+	}
+	run(TenantStep{Name: "compact", Run: c.compactTenant})
+	for _, s := range c.after {
+		run(s)
+	}
+	if len(errs) > 0 {
+		return errors.Wrapf(errs[0], "tenant %s (%d failed steps)", tenant, len(errs))
+	}
+	return nil
+}
+
+// tenantState is what a sync found of a tenant's blocks.
+type tenantState struct {
+	// live are the blocks with a meta.json and no deletion mark.
+	live map[ulid.ULID]*block.Meta
+	// noCompact are the blocks with a no-compact mark.
+	noCompact map[ulid.ULID]bool
+}
+
+// sync lists the blocks and markers of a tenant (tbkt scoped to it) and reads the metas not read before. Blocks
+// without meta.json (partial uploads or deletions) and with a corrupted meta.json are left out. Marks are read
+// from the markers/ mirror, which Strata's marks always write (Thanos's own compactor writes only the block's
+// copy: such a block is seen as unmarked).
+func (c *Compactor) sync(ctx context.Context, tenant string, tbkt objstore.Bucket) (*tenantState, error) {
+	var ids []ulid.ULID
+	err := tbkt.Iter(ctx, "", func(name string) error {
+		if id, err := ulid.Parse(strings.TrimSuffix(name, objstore.DirDelim)); err == nil && strings.HasSuffix(name, objstore.DirDelim) {
+			ids = append(ids, id)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, errors.Wrapf(err, "list blocks of tenant %s", tenant)
+	}
+	deleted, noCompact := map[ulid.ULID]bool{}, map[ulid.ULID]bool{}
+	err = tbkt.Iter(ctx, block.MarkersDirname+objstore.DirDelim, func(name string) error {
+		base := path.Base(name)
+		for suffix, set := range map[string]map[ulid.ULID]bool{"-" + block.DeletionMarkFilename: deleted, "-" + block.NoCompactMarkFilename: noCompact} {
+			if id, err := ulid.Parse(strings.TrimSuffix(base, suffix)); err == nil && strings.HasSuffix(base, suffix) {
+				set[id] = true
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, errors.Wrapf(err, "list markers of tenant %s", tenant)
+	}
+	known := c.metas[tenant]
+	fresh := map[ulid.ULID]*block.Meta{}
+	st := &tenantState{live: map[ulid.ULID]*block.Meta{}, noCompact: noCompact}
+	for _, id := range ids {
+		m, ok := known[id]
+		if !ok {
+			m, err = block.ReadMetaFromBucket(ctx, tbkt, id)
+			switch {
+			case errors.Is(err, block.ErrMetaNotFound):
+				continue // partial: the cleaner's business
+			case errors.Is(err, block.ErrMetaCorrupted):
+				level.Warn(c.logger).Log("msg", "skipping block with corrupted meta.json", "tenant", tenant, "block", id, "err", err)
+				continue
+			case err != nil:
+				return nil, err
+			}
+		}
+		fresh[id] = m
+		if !deleted[id] {
+			st.live[id] = m
+		}
+	}
+	c.metas[tenant] = fresh
+	return st, nil
+}
+
+// eligible says whether a live block may be planned now.
+func (c *Compactor) eligible(st *tenantState, m *block.Meta) bool {
+	if st.noCompact[m.ULID] {
+		return false
+	}
+	if m.Thanos.Source == block.CompactorSource {
+		return true
+	}
+	return c.now().Sub(ulid.Time(m.ULID.Time())) >= c.cfg.ConsistencyDelay
+}
+
+// compactTenant compacts every group of a tenant (tbkt scoped to it). A failed group does not stop the others.
+func (c *Compactor) compactTenant(ctx context.Context, tenant string, tbkt objstore.Bucket) error {
+	st, err := c.sync(ctx, tenant, tbkt)
+	if err != nil {
+		return err
+	}
+	c.setBacklog(tenant, st)
+	var errs []error
+	for _, g := range Groups(mapValues(st.live)) {
+		if err := c.compactGroup(ctx, tenant, tbkt, st, g); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			c.metrics.groupsFailed.Inc()
+			level.Error(c.logger).Log("msg", "group compaction failed; retrying next cycle", "tenant", tenant, "group", g.Key, "err", err)
+			errs = append(errs, err)
+		}
+	}
+	c.setBacklog(tenant, st)
+	if len(errs) > 0 {
+		return errors.Wrapf(errs[0], "%d groups failed", len(errs))
+	}
+	return nil
+}
+
+// setBacklog sets how far behind the compactor is with a tenant: the age of the oldest block in a plan.
+func (c *Compactor) setBacklog(tenant string, st *tenantState) {
+	var oldest time.Time
+	for _, g := range Groups(mapValues(st.live)) {
+		for _, m := range Plan(c.eligibleOf(st, g.Metas), c.ranges) {
+			if t := ulid.Time(m.ULID.Time()); oldest.IsZero() || t.Before(oldest) {
+				oldest = t
+			}
+		}
+	}
+	age := 0.0
+	if !oldest.IsZero() {
+		age = c.now().Sub(oldest).Seconds()
+	}
+	c.metrics.oldestUncompacted.WithLabelValues(tenant).Set(age)
+}
+
+func (c *Compactor) eligibleOf(st *tenantState, metas []*block.Meta) []*block.Meta {
+	var out []*block.Meta
+	for _, m := range metas {
+		if c.eligible(st, m) {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+func mapValues(m map[ulid.ULID]*block.Meta) []*block.Meta {
+	out := make([]*block.Meta, 0, len(m))
+	for _, v := range m {
+		out = append(out, v)
+	}
+	return out
+}
+
+// errBlockMarked says that a block of the plan was marked no-compact: the group goes on without it.
+var errBlockMarked = errors.New("block marked no-compact")
+
+// compactGroup compacts a group until its plan is empty: first the blocks made redundant by another (an
+// interrupted earlier compaction) are marked for deletion, then the plan is compacted, and again.
+func (c *Compactor) compactGroup(ctx context.Context, tenant string, tbkt objstore.Bucket, st *tenantState, g *Group) error {
+	live := append([]*block.Meta(nil), g.Metas...)
+	for range len(g.Metas) + 1 { // each round removes at least one block from live
+		live = liveOf(st, live)
+		for _, m := range Redundant(live) {
+			if err := c.markDeleted(ctx, tbkt, st, m.ULID, "made redundant by a compacted block holding all its sources"); err != nil {
+				return err
+			}
+			level.Info(c.logger).Log("msg", "marked redundant block for deletion", "tenant", tenant, "group", g.Key, "block", m.ULID)
+		}
+		live = liveOf(st, live)
+		plan := Plan(c.eligibleOf(st, live), c.ranges)
+		if len(plan) == 0 {
+			return nil
+		}
+		if g.Resolution != ResolutionRaw && len(overlapping(plan)) > 0 {
+			for _, m := range plan {
+				if err := c.markNoCompact(ctx, tbkt, st, tenant, m.ULID, block.DownsampleVerticalCompactionNoCompactReason, "overlapping downsampled blocks cannot be merged"); err != nil {
+					return err
+				}
+			}
+			continue
+		}
+		res, err := c.compactPlan(ctx, tenant, tbkt, st, g, plan)
+		if errors.Is(err, errBlockMarked) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if res != nil {
+			st.live[res.ULID] = res
+			c.metas[tenant][res.ULID] = res
+			live = append(live, res)
+		}
+	}
+	return nil
+}
+
+// liveOf keeps the metas not marked for deletion since.
+func liveOf(st *tenantState, metas []*block.Meta) []*block.Meta {
+	var out []*block.Meta
+	for _, m := range metas {
+		if _, ok := st.live[m.ULID]; ok {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+func (c *Compactor) markDeleted(ctx context.Context, tbkt objstore.Bucket, st *tenantState, id ulid.ULID, details string) error {
+	if err := block.MarkForDeletion(ctx, c.logger, tbkt, id, details, c.now); err != nil {
+		return err
+	}
+	delete(st.live, id)
+	c.metrics.blocksMarkedDel.Inc()
+	return nil
+}
+
+func (c *Compactor) markNoCompact(ctx context.Context, tbkt objstore.Bucket, st *tenantState, tenant string, id ulid.ULID, reason block.NoCompactReason, details string) error {
+	if err := block.MarkForNoCompaction(ctx, c.logger, tbkt, id, reason, details, c.now); err != nil {
+		return err
+	}
+	st.noCompact[id] = true
+	c.metrics.blocksNoCompact.WithLabelValues(string(reason)).Inc()
+	level.Warn(c.logger).Log("msg", "marked block no-compact; its group goes on without it", "tenant", tenant, "block", id, "reason", reason, "details", details)
+	return nil
+}
+
+// compactPlan downloads the planned blocks, checks them, compacts them into one block, uploads it (meta.json
+// last) and marks the sources for deletion. It returns the new block's meta, nil when the result was empty. A
+// block that cannot be read is marked no-compact and errBlockMarked returned.
+func (c *Compactor) compactPlan(ctx context.Context, tenant string, tbkt objstore.Bucket, st *tenantState, g *Group, plan []*block.Meta) (*block.Meta, error) {
+	start := c.now()
+	dir := filepath.Join(c.workDir, tenant+"-"+strings.ReplaceAll(g.Key, "@", "-"))
+	if err := os.RemoveAll(dir); err != nil {
+		return nil, errors.Wrapf(err, "clean %s", dir)
+	}
+	defer func() {
+		if err := os.RemoveAll(dir); err != nil {
+			level.Warn(c.logger).Log("msg", "clean group work dir", "dir", dir, "err", err)
+		}
+	}()
+	var (
+		dirs  []string
+		bytes int64
+	)
+	for _, m := range plan {
+		bd := filepath.Join(dir, m.ULID.String())
+		n, err := fetchBlock(ctx, tbkt, m.ULID, bd)
+		c.metrics.bytesDownloaded.Add(float64(n))
+		if err != nil {
+			return nil, errors.Wrapf(err, "download block %s", m.ULID)
+		}
+		bytes += n
+		if reason, err := verifyBlock(bd, g.Resolution); err != nil {
+			if merr := c.markNoCompact(ctx, tbkt, st, tenant, m.ULID, reason, err.Error()); merr != nil {
+				return nil, merr
+			}
+			return nil, errBlockMarked
+		}
+		dirs = append(dirs, bd)
+	}
+	id, err := compactDirs(ctx, dir, dirs, c.ranges, g.Resolution)
+	if err != nil {
+		return nil, errors.Wrapf(err, "compact %d blocks", len(plan))
+	}
+	var res *block.Meta
+	if id != (ulid.ULID{}) {
+		res, err = block.ReadMetaFromDir(filepath.Join(dir, id.String()))
+		if err != nil {
+			return nil, err
+		}
+		res.Thanos = block.ThanosMeta{
+			Labels: g.Labels, Downsample: block.ThanosDownsample{Resolution: g.Resolution}, Source: block.CompactorSource,
+		}
+		if err := block.Upload(ctx, c.logger, tbkt, filepath.Join(dir, id.String()), res); err != nil {
+			return nil, err
+		}
+	}
+	details := "compacted into " + id.String()
+	if res == nil {
+		details = "compacted into an empty block (nothing left)"
+	}
+	for _, m := range plan {
+		if err := c.markDeleted(ctx, tbkt, st, m.ULID, details); err != nil {
+			return nil, err
+		}
+	}
+	c.metrics.groupsCompacted.Inc()
+	c.metrics.blocksCompacted.Add(float64(len(plan)))
+	ids := make([]string, len(plan))
+	for i, m := range plan {
+		ids[i] = m.ULID.String()
+	}
+	kv := []any{"msg", "compacted group", "tenant", tenant, "group", g.Key, "blocks", len(plan), "bytes", bytes,
+		"elapsed", c.now().Sub(start), "sources", strings.Join(ids, ","), "result", id}
+	if res != nil {
+		kv = append(kv, "mint", res.MinTime, "maxt", res.MaxTime, "samples", res.Stats.NumSamples)
+	}
+	level.Info(c.logger).Log(kv...)
+	return res, nil
+}
+
+// fetchBlock downloads the files of block id of tbkt (a tenant's bucket), markers excluded, into dir and
+// returns the bytes downloaded.
+func fetchBlock(ctx context.Context, tbkt objstore.Bucket, id ulid.ULID, dir string) (int64, error) {
+	var total int64
+	prefix := id.String() + objstore.DirDelim
+	err := tbkt.Iter(ctx, prefix, func(name string) error {
+		rel := strings.TrimPrefix(name, prefix)
+		if rel == block.DeletionMarkFilename || rel == block.NoCompactMarkFilename {
+			return nil
+		}
+		n, err := fetchFile(ctx, tbkt, name, filepath.Join(dir, filepath.FromSlash(rel)))
+		total += n
+		return err
+	}, objstore.WithRecursiveIter())
+	return total, err
+}
+
+func fetchFile(ctx context.Context, bkt objstore.Bucket, name, dst string) (_ int64, err error) {
+	if err := os.MkdirAll(filepath.Dir(dst), 0o750); err != nil {
+		return 0, errors.Wrapf(err, "create dir of %s", dst)
+	}
+	rc, err := bkt.Get(ctx, name)
+	if err != nil {
+		return 0, errors.Wrapf(err, "get %s", name)
+	}
+	defer errcapture.ExhaustClose(&err, rc, "close %s", name)
+	f, err := os.Create(dst)
+	if err != nil {
+		return 0, errors.Wrapf(err, "create %s", dst)
+	}
+	defer errcapture.Do(&err, f.Close, "close %s", dst)
+	n, err := io.Copy(f, rc)
+	return n, errors.Wrapf(err, "download %s", name)
+}
