@@ -61,7 +61,7 @@ func rf3Blocks(b *testing.B, dir string, series int) ([][]string, int64) {
 			samples += int64(len(cs))
 			ss = append(ss, storage.NewListSeries(lset, cs))
 		}
-		src, err := tsdb.CreateBlock(ss, filepath.Join(dir, "0"), 2*Resolution1h, logger)
+		src, err := tsdb.CreateBlock(ss, filepath.Join(dir, "0"), 1000*Resolution1h, logger)
 		testutil.Ok(b, err)
 		m, err := block.ReadMetaFromDir(src)
 		testutil.Ok(b, err)
@@ -103,8 +103,9 @@ func copyDir(b *testing.B, src, dst string) {
 	}))
 }
 
-// memPeak measures, around a function, the peak resident set (VmHWM, reset through /proc/self/clear_refs; 0
-// when the kernel does not allow it) and the peak of live heap objects (sampled every 5ms).
+// memPeak measures, around a function, the peak resident set of the process (VmHWM, reset through
+// /proc/self/clear_refs after a GC that returns freed memory; 0 when the kernel does not allow it) and the peak
+// of live heap objects above what was live before (sampled every 5ms).
 func memPeak(f func()) (rssBytes, heapBytes uint64) {
 	runtime.GC()
 	debug.FreeOSMemory()
@@ -116,6 +117,8 @@ func memPeak(f func()) (rssBytes, heapBytes uint64) {
 		stop = make(chan struct{})
 	)
 	sample := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
+	metrics.Read(sample)
+	base := sample[0].Value.Uint64()
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -137,7 +140,10 @@ func memPeak(f func()) (rssBytes, heapBytes uint64) {
 	if resetOK {
 		rssBytes = vmHWM()
 	}
-	return rssBytes, peak
+	if peak < base {
+		return rssBytes, 0
+	}
+	return rssBytes, peak - base
 }
 
 func vmHWM() uint64 {
@@ -176,7 +182,8 @@ func liveSamples(b *testing.B, bkt objstore.Bucket) (samples uint64, blocks int)
 // vertical merge of the replicas, upload, deletion marks) and, as the baseline, with Prometheus's
 // LeveledCompactor in process over the same block directories, one Compact per 2h range (the same merges
 // Strata's planner makes). Reported: input samples per second of each, their ratio (Strata / Prometheus), and
-// each one's peak RSS and peak live heap. Both must end with each sample once.
+// each one's peak RSS (of the whole test process) and peak live heap above what the benchmark itself holds. Both
+// must end with each sample once.
 func BenchmarkCompact_RF3(b *testing.B) {
 	series := benchSeries
 	if testing.Short() {

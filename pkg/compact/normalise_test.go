@@ -47,7 +47,7 @@ func labelledBlock(t testing.TB, dir string, series []tseries, ext map[string]st
 		}
 		ss = append(ss, storage.NewListSeries(s.lset, cs))
 	}
-	blk, err := tsdb.CreateBlock(ss, dir, 2*Resolution1h, slog.New(slog.DiscardHandler))
+	blk, err := tsdb.CreateBlock(ss, dir, 1000*Resolution1h, slog.New(slog.DiscardHandler))
 	testutil.Ok(t, err)
 	m, err := block.ReadMetaFromDir(blk)
 	testutil.Ok(t, err)
@@ -395,6 +395,8 @@ func TestNormaliseTenant(t *testing.T) {
 				// One compaction group: same external labels and resolution as the pushed block.
 				testutil.Equals(t, pm.Thanos.Labels, norm.Thanos.Labels)
 				testutil.Equals(t, pm.Thanos.Downsample.Resolution, norm.Thanos.Downsample.Resolution)
+				testutil.Equals(t, GroupKey(pm.Thanos.Labels, pm.Thanos.Downsample.Resolution), GroupKey(norm.Thanos.Labels, norm.Thanos.Downsample.Resolution))
+				testutil.Assert(t, GroupKey(sm.Thanos.Labels, 0) != GroupKey(norm.Thanos.Labels, 0), "before, the sidecar block was a group of its own")
 				// And the same series, with the same samples.
 				nd := filepath.Join(t.TempDir(), norm.ULID.String())
 				testutil.Ok(t, normDownload(ctx, bkt, norm.ULID, nd))
