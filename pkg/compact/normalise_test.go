@@ -2,6 +2,7 @@ package compact
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -282,7 +283,7 @@ func TestNormalise_SeriesThatBecomeOne(t *testing.T) {
 			id := ulid.MustNew(9, nil)
 			_, stats, err := Normalise(context.Background(), log.NewNopLogger(), src, out, id)
 			if tc.wantErr {
-				testutil.NotOk(t, err)
+				testutil.Assert(t, errors.Is(err, ErrNotNormalisable), "error %v", err)
 				_, serr := block.ReadMetaFromDir(filepath.Join(out, id.String()))
 				testutil.NotOk(t, serr, "a refused block leaves nothing behind")
 				return
@@ -451,4 +452,40 @@ func TestNormalise_QuerierAnswersTheSame(t *testing.T) {
 			testutil.Equals(t, want, answer(filepath.Join(tmp, id.String()), ms...))
 		})
 	}
+}
+
+// Blocks that cannot be normalised (a no-compact mark; series that would merge with overlapping chunks) are
+// skipped, not failed: the step carries on and reports no error, and they stay as they are.
+func TestNormaliseTenant_Skips(t *testing.T) {
+	ctx, logger := context.Background(), log.NewNopLogger()
+	now := func() time.Time { return time.Unix(1_800_000_000, 0) }
+	root, err := filesystem.NewBucket(t.TempDir())
+	testutil.Ok(t, err)
+	bkt := objstore.NewPrefixedBucket(root, "a")
+	tmp := t.TempDir()
+	noCompact := labelledBlock(t, filepath.Join(tmp, "n"), sidecarSeries(), sidecarExt, block.SidecarSource)
+	overlap := labelledBlock(t, filepath.Join(tmp, "o"), []tseries{
+		{labels.FromStrings("__name__", "m", "cluster", "old"), floats(0, Resolution1h, 60_000, 1)},
+		{labels.FromStrings("__name__", "m"), floats(30*60_000, 90*60_000, 60_000, 100)},
+	}, map[string]string{tenancy.TenantIDLabel: "a", "cluster": "us"}, block.SidecarSource)
+	var ids []ulid.ULID
+	for _, dir := range []string{noCompact, overlap} {
+		m, err := block.ReadMetaFromDir(dir)
+		testutil.Ok(t, err)
+		testutil.Ok(t, block.Upload(ctx, logger, bkt, dir, m))
+		ids = append(ids, m.ULID)
+	}
+	testutil.Ok(t, block.MarkForNoCompaction(ctx, logger, bkt, ids[0], block.ManualNoCompactReason, "test", now))
+
+	testutil.Ok(t, NormaliseStep(logger, t.TempDir(), now)(ctx, "a", bkt))
+	d := fetchTenant(t, root, now)
+	res, err := NormaliseTenant(ctx, logger, bkt, d.Metas, d.DeletionMarks, t.TempDir(), now)
+	testutil.Ok(t, err)
+	testutil.Equals(t, 0, len(res.New)+len(res.Replaced)+len(res.Failed))
+	testutil.Equals(t, 2, len(res.Skipped))
+	for _, id := range ids {
+		testutil.Assert(t, errors.Is(res.Skipped[id], ErrNotNormalisable), "block %s: %v", id, res.Skipped[id])
+	}
+	testutil.Equals(t, 2, len(d.Metas))
+	testutil.Equals(t, 0, len(d.DeletionMarks))
 }
