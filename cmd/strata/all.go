@@ -38,7 +38,7 @@ func (i soleInstanceInfo) Info(ctx context.Context, r *infopb.InfoRequest) (*inf
 func runAll(p *process) error {
 	p.storeAPI = &allStoreAPI{}
 	err := setupAll(p, (*process).mkDataDir, setupServers, setupBucket, setupIngesterRing,
-		setupIngester, setupDistributor, setupGatewayRing, setupStoreGateway, setupQuerier)
+		setupIngester, setupDistributor, setupGatewayRing, setupStoreGateway, setupQuerier, setupCompactor)
 	if err != nil {
 		return err
 	}

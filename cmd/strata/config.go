@@ -38,6 +38,8 @@ type Config struct {
 
 	StoreGatewayRing ring.Config    `yaml:"store_gateway_ring"`
 	StoreGateway     gateway.Config `yaml:"store_gateway"`
+
+	Compactor compactorConfig `yaml:"compactor"`
 }
 
 type logConfig struct {
@@ -61,6 +63,7 @@ func defaultConfig() Config {
 
 		StoreGatewayRing: ring.DefaultConfig(),
 		StoreGateway:     gateway.DefaultConfig(),
+		Compactor:        defaultCompactorConfig(),
 	}
 }
 
@@ -84,7 +87,7 @@ func (c *Config) Validate() error {
 			return err
 		}
 	}
-	return nil
+	return c.validateCompactor()
 }
 
 // registerCommonFlags registers the flags every component shares, bound to cfg through b.

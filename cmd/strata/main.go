@@ -31,6 +31,7 @@ func registerComponents(app *kingpin.Application, b *binder, cfg *Config) map[st
 	registerDistributorFlags(allCmd, b, cfg)
 	registerQuerierFlags(allCmd, b, cfg)
 	registerStoreGatewayFlags(allCmd, b, cfg)
+	registerCompactorFlags(allCmd, b, cfg, false)
 	components[allCmd.FullCommand()] = runAll
 
 	distributorCmd := app.Command("distributor", "Accept remote write, validate, apply limits, and replicate over the ingester ring.")
@@ -48,6 +49,10 @@ func registerComponents(app *kingpin.Application, b *binder, cfg *Config) map[st
 	gatewayCmd := app.Command("store-gateway", "Serve the bucket's blocks over the StoreAPI, sharded over the store-gateway ring.")
 	registerStoreGatewayFlags(gatewayCmd, b, cfg)
 	components[gatewayCmd.FullCommand()] = runStoreGateway
+
+	compactorCmd := app.Command("compactor", "Compact each tenant's blocks in the bucket (one copy of each sample, larger blocks), downsample, apply retention, delete marked blocks, write the bucket index.")
+	registerCompactorFlags(compactorCmd, b, cfg, true)
+	components[compactorCmd.FullCommand()] = runCompactor
 
 	toolsCmd := app.Command("tools", "One-off tools; each runs and exits.")
 	name, run := registerImportThanos(toolsCmd)

@@ -26,73 +26,71 @@ type Config struct {
 	CompactionInterval time.Duration `yaml:"compaction_interval"`
 	// BlockRanges are the compaction levels (DefaultBlockRanges).
 	BlockRanges []time.Duration `yaml:"block_ranges"`
-	// DeletionDelay is how long a block marked for deletion stays in the bucket; it must be longer than the
-	// readers' ignore-deletion-mark delay.
-	DeletionDelay time.Duration `yaml:"deletion_delay"`
 	// ConsistencyDelay: a block uploaded (by its ULID's time) less than this ago is not compacted yet, except
 	// the compactor's own (Thanos's consistency delay): a block that just appeared may be followed by its
 	// replicas, and on an eventually consistent bucket its files may not all be visible yet.
 	ConsistencyDelay time.Duration `yaml:"consistency_delay"`
+	// DownsamplingEnabled runs DownsamplePass after compaction.
+	DownsamplingEnabled bool `yaml:"downsampling_enabled"`
+
+	Normalise NormaliseConfig `yaml:",inline"`
+	Cleaner   CleanerConfig   `yaml:",inline"`
+	Retention RetentionConfig `yaml:",inline"`
 }
 
-// DefaultConfig returns the defaults: a cycle every hour, 2h/12h/24h ranges, deletion after 12h, 30m
-// consistency delay.
+// DefaultConfig returns the defaults: a cycle every hour, 2h/12h/24h ranges, 30m consistency delay,
+// downsampling and normalising on, the cleaner's defaults (deletion after 12h), no per-resolution retention.
 func DefaultConfig() Config {
 	return Config{
-		CompactionInterval: time.Hour,
-		BlockRanges:        append([]time.Duration(nil), DefaultBlockRanges...),
-		DeletionDelay:      12 * time.Hour,
-		ConsistencyDelay:   30 * time.Minute,
+		CompactionInterval:  time.Hour,
+		BlockRanges:         append([]time.Duration(nil), DefaultBlockRanges...),
+		ConsistencyDelay:    30 * time.Minute,
+		DownsamplingEnabled: true,
+		Normalise:           DefaultNormaliseConfig(),
+		Cleaner:             DefaultCleanerConfig(),
 	}
 }
 
-// Validate checks the configuration.
-func (c Config) Validate() error {
+// Validate checks the configuration; ignoreDeletionMarkDelay is the readers' (store-gateway's and querier's)
+// delay, which the deletion delay must exceed.
+func (c Config) Validate(ignoreDeletionMarkDelay time.Duration) error {
 	if c.CompactionInterval <= 0 {
 		return errors.New("compactor: compaction_interval must be positive")
 	}
 	if _, err := RangesMillis(c.BlockRanges); err != nil {
 		return errors.Wrap(err, "compactor: block_ranges")
 	}
-	if c.DeletionDelay < 0 || c.ConsistencyDelay < 0 {
-		return errors.New("compactor: deletion_delay and consistency_delay must not be negative")
+	if c.ConsistencyDelay < 0 {
+		return errors.New("compactor: consistency_delay must not be negative")
 	}
-	return nil
+	if err := c.Cleaner.Validate(ignoreDeletionMarkDelay); err != nil {
+		return err
+	}
+	return c.Retention.Validate()
 }
 
-// TenantStep is a per-tenant step of a cycle other than compaction (normalising, downsampling, retention,
-// cleaning, the bucket index). It gets the tenant's bucket (scoped to <tenant>/).
-type TenantStep struct {
-	Name string
-	Run  func(ctx context.Context, tenant string, tbkt objstore.Bucket) error
-}
-
-// Compactor compacts the blocks of every tenant of a bucket: per tenant, per group (external labels and
-// resolution), overlapping blocks are merged vertically (one copy of each sample) and adjacent ones leveled
-// into the configured ranges. It never halts: a block that cannot be read is marked no-compact and its group
-// goes on without it; a group that fails otherwise is retried next cycle while the others go on.
+// Compactor runs the compactor's cycle over every tenant of a bucket: per tenant, normalise (when enabled) →
+// compact → downsample (when enabled) → retention → clean → bucket index. Compaction works per group (external
+// labels and resolution): overlapping blocks are merged vertically (one copy of each sample) and adjacent ones
+// leveled into the configured ranges. It never halts: a block that cannot be read is marked no-compact and its
+// group goes on without it; a group or step that fails otherwise is retried next cycle while the others go on.
 type Compactor struct {
-	cfg     Config
-	ranges  []int64
-	bkt     objstore.Bucket
-	workDir string
-	logger  log.Logger
-	metrics *compactorMetrics
-	now     func() time.Time
-
-	// Before and After are the steps run for each tenant before and after its compaction.
-	before, after []TenantStep
+	cfg       Config
+	ranges    []int64
+	bkt       objstore.Bucket
+	workDir   string
+	retention func(tenant string) time.Duration
+	logger    log.Logger
+	metrics   *compactorMetrics
+	now       func() time.Time
 
 	metas map[string]map[ulid.ULID]*block.Meta // tenant → block → meta (immutable, read once)
 }
 
 // New returns a compactor of bkt (the whole bucket, tenants as top-level prefixes) working in workDir, which it
-// owns: its content is removed at each cycle's start. before and after are the per-tenant steps run before and
-// after compaction, in order.
-func New(cfg Config, bkt objstore.Bucket, workDir string, before, after []TenantStep, logger log.Logger, reg prometheus.Registerer, now func() time.Time) (*Compactor, error) {
-	if err := cfg.Validate(); err != nil {
-		return nil, err
-	}
+// owns: its content is removed at each cycle's start. retention gives a tenant's
+// compactor_blocks_retention_period (0: forever; nil: no per-tenant retention). cfg must have been validated.
+func New(cfg Config, bkt objstore.Bucket, workDir string, retention func(tenant string) time.Duration, logger log.Logger, reg prometheus.Registerer, now func() time.Time) (*Compactor, error) {
 	ranges, err := RangesMillis(cfg.BlockRanges)
 	if err != nil {
 		return nil, err
@@ -100,9 +98,12 @@ func New(cfg Config, bkt objstore.Bucket, workDir string, before, after []Tenant
 	if now == nil {
 		now = time.Now
 	}
+	if retention == nil {
+		retention = func(string) time.Duration { return 0 }
+	}
 	return &Compactor{
-		cfg: cfg, ranges: ranges, bkt: bkt, workDir: workDir, logger: logger, metrics: newCompactorMetrics(reg), now: now,
-		before: before, after: after, metas: map[string]map[ulid.ULID]*block.Meta{},
+		cfg: cfg, ranges: ranges, bkt: bkt, workDir: workDir, retention: retention, logger: logger,
+		metrics: newCompactorMetrics(reg), now: now, metas: map[string]map[ulid.ULID]*block.Meta{},
 	}, nil
 }
 
@@ -170,29 +171,106 @@ func (c *Compactor) cleanWorkDir() error {
 	return errors.Wrapf(os.MkdirAll(c.workDir, 0o750), "create work dir %s", c.workDir)
 }
 
-// runTenant runs the before steps, the compaction of every group, and the after steps of one tenant; each goes
-// on when an earlier one failed, and the first error is returned.
+// runTenant runs the steps of one tenant's cycle in order; each goes on when an earlier one failed, and the
+// first error is returned.
 func (c *Compactor) runTenant(ctx context.Context, tenant string) error {
 	tbkt := objstore.NewPrefixedBucket(c.bkt, tenant)
 	var errs []error
-	run := func(s TenantStep) {
-		if err := s.Run(ctx, tenant, tbkt); err != nil {
-			c.metrics.stepsFailed.WithLabelValues(s.Name).Inc()
-			level.Error(c.logger).Log("msg", "tenant step failed", "tenant", tenant, "step", s.Name, "err", err)
-			errs = append(errs, errors.Wrapf(err, "%s", s.Name))
+	step := func(name string, f func() error) {
+		if ctx.Err() != nil {
+			return
+		}
+		if err := f(); err != nil {
+			c.metrics.stepsFailed.WithLabelValues(name).Inc()
+			level.Error(c.logger).Log("msg", "tenant step failed; retrying next cycle", "tenant", tenant, "step", name, "err", err)
+			errs = append(errs, errors.Wrapf(err, "%s", name))
 		}
 	}
-	for _, s := range c.before {
-		run(s)
+	if c.cfg.Normalise.Enabled {
+		step("normalise", func() error { return c.normaliseTenant(ctx, tenant, tbkt) })
 	}
-	run(TenantStep{Name: "compact", Run: c.compactTenant})
-	for _, s := range c.after {
-		run(s)
+	step("compact", func() error { return c.compactTenant(ctx, tenant, tbkt) })
+
+	var tb *TenantBlocks
+	step("scan", func() (err error) {
+		tb, err = ScanTenant(ctx, c.logger, tbkt, 8)
+		return err
+	})
+	if tb != nil {
+		if c.cfg.DownsamplingEnabled {
+			step("downsample", func() error { return c.downsampleTenant(ctx, tenant, tbkt, tb) })
+		}
+		step("retention", func() error {
+			n, err := ApplyRetention(ctx, c.logger, tbkt, tb, c.retention(tenant), c.cfg.Retention, c.now)
+			c.metrics.blocksMarkedDel.Add(float64(n))
+			logIf(c.logger, n > 0, "msg", "marked blocks past retention for deletion", "tenant", tenant, "blocks", n)
+			return err
+		})
+		step("clean", func() error {
+			res, err := CleanTenant(ctx, c.logger, tbkt, tb, c.cfg.Cleaner, c.now)
+			c.metrics.blocksDeleted.Add(float64(res.Deleted))
+			logIf(c.logger, res.Deleted+res.PartialMarked+res.OrphanMarkers+res.Failed > 0, "msg", "cleaned", "tenant", tenant,
+				"deleted", res.Deleted, "partial_deleted", res.PartialDeleted, "partial_marked", res.PartialMarked,
+				"orphan_markers", res.OrphanMarkers, "failed", res.Failed)
+			return err
+		})
+		step("bucket-index", func() error {
+			_, err := WriteTenantBucketIndex(ctx, tbkt, tb, c.now)
+			return err
+		})
 	}
 	if len(errs) > 0 {
 		return errors.Wrapf(errs[0], "tenant %s (%d failed steps)", tenant, len(errs))
 	}
 	return nil
+}
+
+// logIf logs kv at info level when cond holds.
+func logIf(logger log.Logger, cond bool, kv ...any) {
+	if cond {
+		level.Info(logger).Log(kv...)
+	}
+}
+
+// downsampleTenant runs DownsamplePass over the tenant's scan tb.
+func (c *Compactor) downsampleTenant(ctx context.Context, tenant string, tbkt objstore.Bucket, tb *TenantBlocks) error {
+	dir := filepath.Join(c.workDir, tenant+"-downsample")
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return errors.Wrapf(err, "create %s", dir)
+	}
+	defer func() { _ = os.RemoveAll(dir) }()
+	res, err := DownsamplePass(ctx, c.logger, tbkt, tb, dir, c.now)
+	c.metrics.blocksNoCompact.WithLabelValues(string(DownsampleFailedNoCompactReason)).Add(float64(res.Marked))
+	logIf(c.logger, res.Downsampled5m+res.Downsampled1h+res.Marked+res.Failed > 0, "msg", "downsampled", "tenant", tenant,
+		"to_5m", res.Downsampled5m, "to_1h", res.Downsampled1h, "marked_no_compact", res.Marked, "failed", res.Failed)
+	return err
+}
+
+// normaliseTenant rewrites the tenant's blocks with external labels beyond tenant_id (NormaliseTenant).
+func (c *Compactor) normaliseTenant(ctx context.Context, tenant string, tbkt objstore.Bucket) error {
+	tb, err := ScanTenant(ctx, c.logger, tbkt, 8)
+	if err != nil {
+		return err
+	}
+	marked := map[ulid.ULID]time.Time{}
+	for id, m := range tb.DeletionMarks {
+		marked[id] = time.Unix(m.DeletionTime, 0)
+	}
+	dir := filepath.Join(c.workDir, tenant+"-normalise")
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return errors.Wrapf(err, "create %s", dir)
+	}
+	defer func() { _ = os.RemoveAll(dir) }()
+	res, err := NormaliseTenant(ctx, c.logger, tbkt, tb.Metas, marked, dir, c.now)
+	c.metrics.blocksMarkedDel.Add(float64(len(res.Replaced)))
+	logIf(c.logger, len(res.New)+len(res.Replaced)+len(res.Failed) > 0, "msg", "normalised blocks", "tenant", tenant,
+		"new", len(res.New), "replaced", len(res.Replaced), "failed", len(res.Failed))
+	if err == nil {
+		for id, ferr := range res.Failed {
+			return errors.Wrapf(ferr, "normalise block %s (%d failed)", id, len(res.Failed))
+		}
+	}
+	return err
 }
 
 // tenantState is what a sync found of a tenant's blocks.

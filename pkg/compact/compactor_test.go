@@ -31,13 +31,23 @@ import (
 // tenant's bucket as an ingester does, with external labels lset.
 func shipBlock(t *testing.T, bkt objstore.Bucket, tenant string, lset map[string]string, nSeries int, mint, maxt int64) *block.Meta {
 	t.Helper()
+	return shipBlockSeries(t, bkt, tenant, lset, nil, nSeries, mint, maxt)
+}
+
+// shipBlockSeries is shipBlock with extra labels in every series.
+func shipBlockSeries(t *testing.T, bkt objstore.Bucket, tenant string, lset, extra map[string]string, nSeries int, mint, maxt int64) *block.Meta {
+	t.Helper()
 	var ss []storage.Series
 	for i := range nSeries {
 		var smpls []chunks.Sample
 		for ts := mint; ts < maxt; ts += 15000 {
 			smpls = append(smpls, tsample{t: ts, f: float64(ts/1000 + int64(i))})
 		}
-		ss = append(ss, storage.NewListSeries(labels.FromStrings("__name__", "m", "i", string(rune('a'+i))), smpls))
+		b := labels.NewBuilder(labels.FromStrings("__name__", "m", "i", string(rune('a'+i))))
+		for k, v := range extra {
+			b.Set(k, v)
+		}
+		ss = append(ss, storage.NewListSeries(b.Labels(), smpls))
 	}
 	dir, err := tsdb.CreateBlock(ss, t.TempDir(), 0, slog.New(slog.DiscardHandler))
 	testutil.Ok(t, err)
@@ -48,12 +58,16 @@ func shipBlock(t *testing.T, bkt objstore.Bucket, tenant string, lset map[string
 	return m
 }
 
-// liveBlocks reads the bucket as a reader does: the blocks with meta.json not marked for deletion.
+// liveBlocks lists the bucket's live blocks: with meta.json, not marked for deletion.
 func liveBlocks(t *testing.T, bkt objstore.Bucket, tenant string) map[ulid.ULID]*block.Meta {
 	t.Helper()
-	d, err := block.NewMetaFetcher(bkt, 4, 0, nil).Fetch(context.Background(), tenant)
+	tb, err := ScanTenant(context.Background(), log.NewNopLogger(), objstore.NewPrefixedBucket(bkt, tenant), 4)
 	testutil.Ok(t, err)
-	return d.Metas
+	out := map[ulid.ULID]*block.Meta{}
+	for _, m := range tb.Live() {
+		out[m.ULID] = m
+	}
+	return out
 }
 
 func sumSamples(metas map[ulid.ULID]*block.Meta) uint64 {
@@ -68,7 +82,8 @@ func newTestCompactor(t *testing.T, bkt objstore.Bucket, reg prometheus.Register
 	t.Helper()
 	cfg := DefaultConfig()
 	cfg.BlockRanges = ranges
-	c, err := New(cfg, bkt, t.TempDir(), nil, nil, log.NewNopLogger(), reg, func() time.Time { return time.Now().Add(time.Hour) })
+	cfg.Normalise.Enabled = false // TestCompactorNormalisesFirst covers it
+	c, err := New(cfg, bkt, t.TempDir(), nil, log.NewNopLogger(), reg, func() time.Time { return time.Now().Add(time.Hour) })
 	testutil.Ok(t, err)
 	return c
 }
@@ -276,4 +291,39 @@ func (b *failingGetBucket) Get(ctx context.Context, name string) (_ io.ReadClose
 		return nil, errors.New("injected bucket error")
 	}
 	return b.Bucket.Get(ctx, name)
+}
+
+// TestCompactorNormalisesFirst: a sidecar block (cluster=eu as an external label) and the pushed replicas of the
+// same series (cluster=eu in the series) end up as one block holding each sample once.
+func TestCompactorNormalisesFirst(t *testing.T) {
+	ctx := context.Background()
+	bkt := objstore.NewInMemBucket()
+	for range 2 {
+		shipBlockSeries(t, bkt, "t1", map[string]string{"tenant_id": "t1"}, map[string]string{"cluster": "eu"}, 2, 0, hourMs)
+	}
+	shipBlock(t, bkt, "t1", map[string]string{"tenant_id": "t1", "cluster": "eu"}, 2, 0, hourMs)
+	cfg := DefaultConfig()
+	cfg.BlockRanges = []time.Duration{time.Hour, 2 * time.Hour}
+	cfg.ConsistencyDelay = 0
+	c, err := New(cfg, bkt, t.TempDir(), nil, log.NewNopLogger(), nil, func() time.Time { return time.Now().Add(time.Hour) })
+	testutil.Ok(t, err)
+	testutil.Ok(t, c.RunOnce(ctx))
+	live := liveBlocks(t, bkt, "t1")
+	testutil.Equals(t, 1, len(live))
+	testutil.Equals(t, uint64(2*240), sumSamples(live))
+	for _, m := range live {
+		testutil.Equals(t, map[string]string{"tenant_id": "t1"}, m.Thanos.Labels)
+		testutil.Equals(t, 3, len(m.Compaction.Sources)) // two pushed and the sidecar's (its normalised copy keeps its sources)
+	}
+	// The cycle wrote the bucket index, which lists the result.
+	idx, err := block.ReadBucketIndex(ctx, objstore.NewPrefixedBucket(bkt, "t1"))
+	testutil.Ok(t, err)
+	testutil.Assert(t, idx != nil)
+	var indexed int
+	for _, b := range idx.Blocks {
+		if _, ok := live[b.ID]; ok {
+			indexed++
+		}
+	}
+	testutil.Equals(t, 1, indexed)
 }

@@ -30,7 +30,9 @@ func TestDownsamplePass(t *testing.T) {
 
 	type setup func(t *testing.T, tbkt objstore.Bucket)
 	raw := func(span int64, mutate func(*block.Meta)) setup {
-		return func(t *testing.T, tbkt objstore.Bucket) { uploadTestBlock(t, tbkt, tenant, base, base+span, step, mutate) }
+		return func(t *testing.T, tbkt objstore.Bucket) {
+			uploadTestBlock(t, tbkt, tenant, base, base+span, step, mutate)
+		}
 	}
 	for _, tc := range []struct {
 		name   string

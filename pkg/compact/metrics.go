@@ -17,6 +17,7 @@ type compactorMetrics struct {
 	blocksMarkedDel   prometheus.Counter
 	blocksNoCompact   *prometheus.CounterVec
 	bytesDownloaded   prometheus.Counter
+	blocksDeleted     prometheus.Counter
 	oldestUncompacted *prometheus.GaugeVec
 	tenants           prometheus.Gauge
 }
@@ -53,6 +54,9 @@ func newCompactorMetrics(reg prometheus.Registerer) *compactorMetrics {
 		}, []string{"reason"}),
 		bytesDownloaded: f.NewCounter(prometheus.CounterOpts{
 			Name: "strata_compactor_downloaded_bytes_total", Help: "Bytes of blocks downloaded for compaction.",
+		}),
+		blocksDeleted: f.NewCounter(prometheus.CounterOpts{
+			Name: "strata_compactor_blocks_deleted_total", Help: "Blocks deleted by the cleaner (deletion mark older than the deletion delay, or partial).",
 		}),
 		oldestUncompacted: f.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "strata_compactor_tenant_oldest_uncompacted_block_age_seconds",
