@@ -63,6 +63,13 @@ func sortMetas(ms []*block.Meta) {
 // directory's meta.json and markers, and the mirrored markers under markers/. It reads up to concurrency blocks
 // at a time. An unreadable marker (bad JSON) is logged and treated as absent; a bucket error fails the scan.
 func ScanTenant(ctx context.Context, logger log.Logger, tbkt objstore.Bucket, concurrency int) (*TenantBlocks, error) {
+	return ScanTenantCached(ctx, logger, tbkt, concurrency, nil)
+}
+
+// ScanTenantCached is ScanTenant reusing the metas of known, e.g. the Metas of the tenant's previous scan (metas
+// are immutable): of a known block it only checks that its meta.json is still there (a deletion removes it
+// first), so a cycle reads only new blocks' meta.json. known is only read.
+func ScanTenantCached(ctx context.Context, logger log.Logger, tbkt objstore.Bucket, concurrency int, known map[ulid.ULID]*block.Meta) (*TenantBlocks, error) {
 	tb := &TenantBlocks{
 		Metas:          map[ulid.ULID]*block.Meta{},
 		DeletionMarks:  map[ulid.ULID]*block.DeletionMark{},
@@ -107,7 +114,7 @@ func ScanTenant(ctx context.Context, logger log.Logger, tbkt objstore.Bucket, co
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			err := scanBlock(ctx, logger, tbkt, id, tb, &mtx)
+			err := scanBlock(ctx, logger, tbkt, id, known[id], tb, &mtx)
 			if err != nil {
 				mtx.Lock()
 				errs = append(errs, err)
@@ -122,12 +129,27 @@ func ScanTenant(ctx context.Context, logger log.Logger, tbkt objstore.Bucket, co
 	return tb, nil
 }
 
-// scanBlock reads one block's meta.json and markers into tb (under mtx).
-func scanBlock(ctx context.Context, logger log.Logger, tbkt objstore.Bucket, id ulid.ULID, tb *TenantBlocks, mtx *sync.Mutex) error {
-	m, err := block.ReadMetaFromBucket(ctx, tbkt, id)
-	partial, corrupted := errors.Is(err, block.ErrMetaNotFound), errors.Is(err, block.ErrMetaCorrupted)
-	if err != nil && !partial && !corrupted {
-		return err
+// scanBlock reads one block's meta.json (unless known, the meta read before) and markers into tb (under mtx).
+func scanBlock(ctx context.Context, logger log.Logger, tbkt objstore.Bucket, id ulid.ULID, known *block.Meta, tb *TenantBlocks, mtx *sync.Mutex) error {
+	var (
+		m                  = known
+		err                error
+		partial, corrupted bool
+	)
+	if m == nil {
+		m, err = block.ReadMetaFromBucket(ctx, tbkt, id)
+		partial, corrupted = errors.Is(err, block.ErrMetaNotFound), errors.Is(err, block.ErrMetaCorrupted)
+		if err != nil && !partial && !corrupted {
+			return err
+		}
+	} else {
+		ok, err := tbkt.Exists(ctx, path.Join(id.String(), block.MetaFilename))
+		if err != nil {
+			return errors.Wrapf(err, "check meta.json of block %s", id)
+		}
+		if !ok { // a deletion under way: meta.json goes first
+			m, partial = nil, true
+		}
 	}
 	dm, err := block.ReadDeletionMark(ctx, tbkt, id)
 	if err != nil && !errors.Is(err, block.ErrMarkerNotFound) {

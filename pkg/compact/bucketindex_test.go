@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -184,4 +186,65 @@ func TestBucketIndex_ReadBackThroughMetaFetcher(t *testing.T) {
 
 func sortIDs(ids []ulid.ULID) {
 	sort.Slice(ids, func(i, j int) bool { return ids[i].Compare(ids[j]) < 0 })
+}
+
+// countingBucket counts the reads of meta.json.
+type countingBucket struct {
+	objstore.Bucket
+	metaGets *atomic.Int64
+}
+
+func (b countingBucket) Get(ctx context.Context, name string) (io.ReadCloser, error) {
+	if strings.HasSuffix(name, "/"+block.MetaFilename) {
+		b.metaGets.Add(1)
+	}
+	return b.Bucket.Get(ctx, name)
+}
+
+// TestScanTenantCached checks that a scan given the previous scan's metas reads only new blocks' meta.json, and
+// still sees a known block whose meta.json is gone (a deletion under way) as partial.
+func TestScanTenantCached(t *testing.T) {
+	ctx := context.Background()
+	logger := log.NewNopLogger()
+	hour := int64(time.Hour / time.Millisecond)
+	bkt, _ := fsBucket(t)
+	var gets atomic.Int64
+	tbkt := countingBucket{Bucket: objstore.NewPrefixedBucket(bkt, "a"), metaGets: &gets}
+	base := testNow.Add(-72 * time.Hour).UnixMilli()
+	first := uploadTestBlock(t, tbkt, "a", base, base+2*hour, 30*60_000, nil)
+	second := uploadTestBlock(t, tbkt, "a", base+2*hour, base+4*hour, 30*60_000, nil)
+
+	var known map[ulid.ULID]*block.Meta
+	for i, step := range []struct {
+		change         func()
+		reads          int64
+		metas, partial []ulid.ULID
+	}{
+		{func() {}, 2, []ulid.ULID{first.ULID, second.ULID}, nil},
+		{func() {}, 0, []ulid.ULID{first.ULID, second.ULID}, nil},
+		{func() {
+			testutil.Ok(t, tbkt.Delete(ctx, second.ULID.String()+"/"+block.MetaFilename))
+		}, 0, []ulid.ULID{first.ULID}, []ulid.ULID{second.ULID}},
+		{func() {
+			uploadTestBlock(t, tbkt, "a", base+4*hour, base+6*hour, 30*60_000, nil)
+		}, 2, nil, []ulid.ULID{second.ULID}}, // the new block's, and the partial block's attempt
+	} {
+		step.change()
+		gets.Store(0)
+		tb, err := ScanTenantCached(ctx, logger, tbkt, 2, known)
+		testutil.Ok(t, err)
+		testutil.Equals(t, step.reads, gets.Load(), "meta.json reads, scan %d", i)
+		if step.metas != nil {
+			sortIDs(step.metas)
+			testutil.Equals(t, step.metas, keys(tb.Metas), "scan %d", i)
+		} else {
+			testutil.Equals(t, 2, len(tb.Metas), "scan %d", i)
+		}
+		testutil.Equals(t, len(step.partial), len(tb.Partial), "scan %d", i)
+		for _, id := range step.partial {
+			_, ok := tb.Partial[id]
+			testutil.Assert(t, ok, "scan %d: %s not partial", i, id)
+		}
+		known = tb.Metas
+	}
 }

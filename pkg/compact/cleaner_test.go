@@ -91,9 +91,8 @@ func TestCleanTenant(t *testing.T) {
 		"partial-marked":  partialBlock(t, tbkt, root, tenant, testNow.Add(-time.Hour), testNow.Add(-time.Hour)),
 		"corrupted":       ulid.MustNew(ulid.Timestamp(testNow.Add(-48*time.Hour)), rand.Reader),
 		"orphan-marker":   ulid.MustNew(ulid.Timestamp(testNow.Add(-48*time.Hour)), rand.Reader),
-		"other-marked-2d": ulid.ULID{},
+		"other-marked-2d": mk(other, "b", 1),
 	}
-	ids["other-marked-2d"] = mk(other, "b", 1)
 	testutil.Ok(t, block.MarkForDeletion(ctx, logger, other, ids["other-marked-2d"], "test", fixedNow(testNow.Add(-48*time.Hour))))
 	testutil.Ok(t, block.MarkForDeletion(ctx, logger, tbkt, ids["marked-13h"], "test", fixedNow(testNow.Add(-13*time.Hour))))
 	testutil.Ok(t, block.MarkForNoCompaction(ctx, logger, tbkt, ids["marked-13h"], block.ManualNoCompactReason, "test", fixedNow(testNow)))

@@ -193,7 +193,7 @@ func (c *Compactor) runTenant(ctx context.Context, tenant string) error {
 
 	var tb *TenantBlocks
 	step("scan", func() (err error) {
-		tb, err = ScanTenant(ctx, c.logger, tbkt, 8)
+		tb, err = ScanTenantCached(ctx, c.logger, tbkt, 8, c.metas[tenant])
 		return err
 	})
 	if tb != nil {
@@ -248,7 +248,7 @@ func (c *Compactor) downsampleTenant(ctx context.Context, tenant string, tbkt ob
 
 // normaliseTenant rewrites the tenant's blocks with external labels beyond tenant_id (NormaliseTenant).
 func (c *Compactor) normaliseTenant(ctx context.Context, tenant string, tbkt objstore.Bucket) error {
-	tb, err := ScanTenant(ctx, c.logger, tbkt, 8)
+	tb, err := ScanTenantCached(ctx, c.logger, tbkt, 8, c.metas[tenant])
 	if err != nil {
 		return err
 	}
@@ -263,8 +263,8 @@ func (c *Compactor) normaliseTenant(ctx context.Context, tenant string, tbkt obj
 	defer func() { _ = os.RemoveAll(dir) }()
 	res, err := NormaliseTenant(ctx, c.logger, tbkt, tb.Metas, marked, dir, c.now)
 	c.metrics.blocksMarkedDel.Add(float64(len(res.Replaced)))
-	logIf(c.logger, len(res.New)+len(res.Replaced)+len(res.Failed) > 0, "msg", "normalised blocks", "tenant", tenant,
-		"new", len(res.New), "replaced", len(res.Replaced), "failed", len(res.Failed))
+	logIf(c.logger, len(res.New)+len(res.Replaced)+len(res.Failed)+len(res.Skipped) > 0, "msg", "normalised blocks", "tenant", tenant,
+		"new", len(res.New), "replaced", len(res.Replaced), "failed", len(res.Failed), "skipped", len(res.Skipped))
 	if err == nil {
 		for id, ferr := range res.Failed {
 			return errors.Wrapf(ferr, "normalise block %s (%d failed)", id, len(res.Failed))

@@ -24,6 +24,7 @@ import (
 	"github.com/prometheus/prometheus/tsdb/chunks"
 	"github.com/prometheus/prometheus/tsdb/fileutil"
 	"github.com/prometheus/prometheus/tsdb/index"
+	"github.com/prometheus/prometheus/tsdb/tombstones"
 	"github.com/thanos-io/objstore"
 
 	"github.com/stratametrics/strata/pkg/block"
@@ -63,6 +64,10 @@ func NeedsNormalising(m *block.Meta) bool {
 	}
 	return false
 }
+
+// ErrNotNormalisable is wrapped by the errors of blocks that cannot be normalised as they are: series that would
+// merge with overlapping chunks, tombstones, a no-compact mark.
+var ErrNotNormalisable = errors.New("block cannot be normalised")
 
 // NormaliseStats counts what Normalise wrote.
 type NormaliseStats struct {
@@ -110,9 +115,10 @@ func Normalise(ctx context.Context, logger log.Logger, srcDir, dstDir string, id
 	if ext.IsEmpty() {
 		return nil, stats, errors.Newf("block %s has no external labels besides %s: nothing to normalise", src.ULID, tenancy.TenantIDLabel)
 	}
-	if fi, err := os.Stat(filepath.Join(srcDir, "tombstones")); err == nil && fi.Size() > 16 {
-		// An empty tombstones file (magic, version, CRC) is under 16 bytes.
-		return nil, stats, errors.Newf("block %s has tombstones; not normalised", src.ULID)
+	if ts, _, err := tombstones.ReadTombstones(srcDir); err != nil {
+		return nil, stats, errors.Wrapf(err, "read tombstones of block %s", src.ULID)
+	} else if ts.Total() > 0 {
+		return nil, stats, errors.Wrapf(ErrNotNormalisable, "block %s has tombstones", src.ULID)
 	}
 
 	ir, err := index.NewFileReader(filepath.Join(srcDir, block.IndexFilename), index.DecodePostingsRaw)
@@ -212,7 +218,7 @@ func Normalise(ctx context.Context, logger log.Logger, srcDir, dstDir string, id
 			slices.SortStableFunc(metas, func(a, b chunks.Meta) int { return compareInt64(a.MinTime, b.MinTime) })
 			for k := 1; k < len(metas); k++ {
 				if metas[k-1].MaxTime >= metas[k].MinTime {
-					return nil, stats, errors.Newf("series %s: %d series of block %s become it and their chunks overlap ([%d, %d] and [%d, %d]); not normalised",
+					return nil, stats, errors.Wrapf(ErrNotNormalisable, "series %s: %d series of block %s become it and their chunks overlap ([%d, %d] and [%d, %d])",
 						entries[i].lset, j-i, src.ULID, metas[k-1].MinTime, metas[k-1].MaxTime, metas[k].MinTime, metas[k].MaxTime)
 				}
 			}
@@ -352,8 +358,11 @@ type NormaliseResult struct {
 	// deletion), including those normalised by an earlier, interrupted run (found, not uploaded again).
 	New      map[ulid.ULID]*block.Meta
 	Replaced []ulid.ULID
-	// Failed are blocks that could not be normalised (logged; left as they are, to be tried again next run).
+	// Failed are blocks that could not be normalised this time (logged; left as they are, tried again next run).
 	Failed map[ulid.ULID]error
+	// Skipped are blocks left as they are for good (logged): marked no-compact, or refused by Normalise
+	// (ErrNotNormalisable); tried again each run, since a no-compact mark can be removed by an operator.
+	Skipped map[ulid.ULID]error
 }
 
 // NormaliseTenant normalises the blocks of one tenant: bkt is the tenant's bucket (already scoped to the
@@ -367,13 +376,13 @@ type NormaliseResult struct {
 //     uploaded (meta.json last: a crash before leaves a partial block, which is never served and is cleaned
 //     up), and then marked for deletion (a crash before that is the first case on the next run).
 //
-// A block that fails is logged and reported in Failed; the others carry on. Only a cancelled ctx stops it.
+// A block that fails is logged and reported in Failed (or Skipped, see there); the others carry on. Only a cancelled ctx stops it.
 // Local copies are removed as it goes.
 func NormaliseTenant(ctx context.Context, logger log.Logger, bkt objstore.Bucket, metas map[ulid.ULID]*block.Meta, marked map[ulid.ULID]time.Time, dir string, now func() time.Time) (NormaliseResult, error) {
 	if now == nil {
 		now = time.Now
 	}
-	res := NormaliseResult{New: map[ulid.ULID]*block.Meta{}, Failed: map[ulid.ULID]error{}}
+	res := NormaliseResult{New: map[ulid.ULID]*block.Meta{}, Failed: map[ulid.ULID]error{}, Skipped: map[ulid.ULID]error{}}
 	ids := make([]ulid.ULID, 0, len(metas))
 	for id, m := range metas {
 		if _, ok := marked[id]; !ok && NeedsNormalising(m) {
@@ -401,8 +410,13 @@ func NormaliseTenant(ctx context.Context, logger log.Logger, bkt objstore.Bucket
 			if ctx.Err() != nil {
 				return res, ctx.Err()
 			}
+			if errors.Is(err, ErrNotNormalisable) {
+				res.Skipped[id] = err
+				level.Warn(logger).Log("msg", "block cannot be normalised; left as it is", "block", id, "err", err)
+				continue
+			}
 			res.Failed[id] = err
-			level.Warn(logger).Log("msg", "block not normalised; left as it is", "block", id, "err", err)
+			level.Warn(logger).Log("msg", "block not normalised; left as it is, to be tried again", "block", id, "err", err)
 			continue
 		}
 		res.New[nm.ULID] = nm
@@ -414,6 +428,67 @@ func NormaliseTenant(ctx context.Context, logger log.Logger, bkt objstore.Bucket
 		res.Replaced = append(res.Replaced, id)
 	}
 	return res, nil
+}
+
+// NormaliseStep returns NormaliseTenant as a per-tenant step of a compaction cycle: given the tenant's bucket
+// (scoped to <tenant>/), it lists the tenant's blocks (those without meta.json, partial, left out) and their
+// deletion marks (the markers/ mirror), reads their metas and normalises, working in dir. Blocks that fail are
+// logged and tried again next cycle; the step then returns an error naming how many failed (after doing the
+// others). Blocks that cannot be normalised (NormaliseResult.Skipped) are logged only.
+func NormaliseStep(logger log.Logger, dir string, now func() time.Time) func(ctx context.Context, tenant string, tbkt objstore.Bucket) error {
+	return func(ctx context.Context, tenant string, tbkt objstore.Bucket) error {
+		metas, marked, err := listTenantBlocks(ctx, logger, tbkt)
+		if err != nil {
+			return errors.Wrapf(err, "list blocks of tenant %s", tenant)
+		}
+		res, err := NormaliseTenant(ctx, log.With(logger, "tenant", tenant), tbkt, metas, marked, dir, now)
+		if err != nil {
+			return err
+		}
+		if len(res.Failed) > 0 {
+			return errors.Newf("tenant %s: %d blocks not normalised (see the log), %d normalised", tenant, len(res.Failed), len(res.Replaced))
+		}
+		return nil
+	}
+}
+
+// listTenantBlocks reads the metas of the blocks of a tenant's bucket (blocks whose meta.json cannot be read left
+// out) and lists those marked for deletion.
+func listTenantBlocks(ctx context.Context, logger log.Logger, tbkt objstore.Bucket) (map[ulid.ULID]*block.Meta, map[ulid.ULID]time.Time, error) {
+	var ids []ulid.ULID
+	err := tbkt.Iter(ctx, "", func(name string) error {
+		if id, err := ulid.Parse(strings.TrimSuffix(name, objstore.DirDelim)); err == nil && strings.HasSuffix(name, objstore.DirDelim) {
+			ids = append(ids, id)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, nil, errors.Wrap(err, "list blocks")
+	}
+	metas := make(map[ulid.ULID]*block.Meta, len(ids))
+	for _, id := range ids {
+		m, err := block.ReadMetaFromBucket(ctx, tbkt, id)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, nil, ctx.Err()
+			}
+			if !errors.Is(err, block.ErrMetaNotFound) { // partial blocks are the cleaner's; others are logged
+				level.Warn(logger).Log("msg", "block left out of normalising", "block", id, "err", err)
+			}
+			continue
+		}
+		metas[id] = m
+	}
+	marked := map[ulid.ULID]time.Time{}
+	suffix := "-" + block.DeletionMarkFilename
+	err = tbkt.Iter(ctx, block.MarkersDirname+objstore.DirDelim, func(name string) error {
+		base := path.Base(name)
+		if id, err := ulid.Parse(strings.TrimSuffix(base, suffix)); err == nil && strings.HasSuffix(base, suffix) {
+			marked[id] = time.Time{}
+		}
+		return nil
+	})
+	return metas, marked, errors.Wrap(err, "list deletion marks")
 }
 
 // normalisedCopy finds a block at m's resolution, without labels beyond tenant_id and with m's tenant, whose
@@ -442,7 +517,7 @@ func normalisedCopy(m *block.Meta, sets ...map[ulid.ULID]*block.Meta) (ulid.ULID
 
 func normaliseOne(ctx context.Context, logger log.Logger, bkt objstore.Bucket, m *block.Meta, dir string, now func() time.Time) (_ *block.Meta, err error) {
 	if _, err := block.ReadNoCompactMark(ctx, bkt, m.ULID); err == nil {
-		return nil, errors.Newf("block %s is marked no-compact", m.ULID)
+		return nil, errors.Wrapf(ErrNotNormalisable, "block %s is marked no-compact", m.ULID)
 	} else if !errors.Is(err, block.ErrMarkerNotFound) {
 		return nil, errors.Wrapf(err, "read no-compact mark of %s", m.ULID)
 	}
@@ -456,7 +531,7 @@ func normaliseOne(ctx context.Context, logger log.Logger, bkt objstore.Bucket, m
 		}
 	}()
 	srcDir := filepath.Join(work, m.ULID.String())
-	if err := download(ctx, bkt, m.ULID, srcDir); err != nil {
+	if err := normDownload(ctx, bkt, m.ULID, srcDir); err != nil {
 		return nil, err
 	}
 	id, err := ulid.New(ulid.Timestamp(now()), rand.Reader)
@@ -473,8 +548,8 @@ func normaliseOne(ctx context.Context, logger log.Logger, bkt objstore.Bucket, m
 	return nm, nil
 }
 
-// download copies block id's files (markers left out) from bkt to dst.
-func download(ctx context.Context, bkt objstore.Bucket, id ulid.ULID, dst string) error {
+// normDownload copies block id's files (markers left out) from bkt to dst.
+func normDownload(ctx context.Context, bkt objstore.Bucket, id ulid.ULID, dst string) error {
 	prefix := id.String() + "/"
 	return errors.Wrapf(bkt.Iter(ctx, prefix, func(name string) error {
 		rel := strings.TrimPrefix(name, prefix)

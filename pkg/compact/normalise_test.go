@@ -2,6 +2,7 @@ package compact
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -47,7 +48,7 @@ func labelledBlock(t testing.TB, dir string, series []tseries, ext map[string]st
 		}
 		ss = append(ss, storage.NewListSeries(s.lset, cs))
 	}
-	blk, err := tsdb.CreateBlock(ss, dir, 2*Resolution1h, slog.New(slog.DiscardHandler))
+	blk, err := tsdb.CreateBlock(ss, dir, 1000*Resolution1h, slog.New(slog.DiscardHandler))
 	testutil.Ok(t, err)
 	m, err := block.ReadMetaFromDir(blk)
 	testutil.Ok(t, err)
@@ -282,7 +283,7 @@ func TestNormalise_SeriesThatBecomeOne(t *testing.T) {
 			id := ulid.MustNew(9, nil)
 			_, stats, err := Normalise(context.Background(), log.NewNopLogger(), src, out, id)
 			if tc.wantErr {
-				testutil.NotOk(t, err)
+				testutil.Assert(t, errors.Is(err, ErrNotNormalisable), "error %v", err)
 				_, serr := block.ReadMetaFromDir(filepath.Join(out, id.String()))
 				testutil.NotOk(t, serr, "a refused block leaves nothing behind")
 				return
@@ -322,9 +323,13 @@ func TestNormaliseTenant(t *testing.T) {
 		name string
 		// interrupted: an earlier run uploaded the normalised copy and died before marking the original.
 		interrupted bool
+		// step: the first run is NormaliseStep (the compaction cycle's step) rather than NormaliseTenant.
+		step bool
 	}{
 		{name: "first run, then a re-run"},
 		{name: "after a run killed between upload and deletion mark", interrupted: true},
+		{name: "as a cycle's step", step: true},
+		{name: "as a cycle's step, after a killed run", interrupted: true, step: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			root, err := filesystem.NewBucket(t.TempDir())
@@ -348,8 +353,25 @@ func TestNormaliseTenant(t *testing.T) {
 				testutil.Ok(t, block.Upload(ctx, logger, bkt, filepath.Join(out, nm.ULID.String()), nm))
 			}
 
-			d := fetchTenant(t, root, now)
-			res, err := NormaliseTenant(ctx, logger, bkt, d.Metas, d.DeletionMarks, t.TempDir(), now)
+			var res NormaliseResult
+			if tc.step {
+				testutil.Ok(t, NormaliseStep(logger, t.TempDir(), now)(ctx, "a", bkt))
+				// What the step did, as NormaliseTenant would report it: the original is marked.
+				d := fetchTenant(t, root, now)
+				res.Replaced = slices.Collect(maps.Keys(d.DeletionMarks))
+				res.New = map[ulid.ULID]*block.Meta{}
+				if !tc.interrupted {
+					for id, m := range d.Metas {
+						if id != sm.ULID && id != pm.ULID {
+							res.New[id] = m
+						}
+					}
+				}
+			} else {
+				d := fetchTenant(t, root, now)
+				res, err = NormaliseTenant(ctx, logger, bkt, d.Metas, d.DeletionMarks, t.TempDir(), now)
+				testutil.Ok(t, err)
+			}
 			testutil.Ok(t, err)
 			testutil.Equals(t, 0, len(res.Failed))
 			testutil.Equals(t, []ulid.ULID{sm.ULID}, res.Replaced)
@@ -374,15 +396,17 @@ func TestNormaliseTenant(t *testing.T) {
 				// One compaction group: same external labels and resolution as the pushed block.
 				testutil.Equals(t, pm.Thanos.Labels, norm.Thanos.Labels)
 				testutil.Equals(t, pm.Thanos.Downsample.Resolution, norm.Thanos.Downsample.Resolution)
+				testutil.Equals(t, GroupKey(pm.Thanos.Labels, pm.Thanos.Downsample.Resolution), GroupKey(norm.Thanos.Labels, norm.Thanos.Downsample.Resolution))
+				testutil.Assert(t, GroupKey(sm.Thanos.Labels, 0) != GroupKey(norm.Thanos.Labels, 0), "before, the sidecar block was a group of its own")
 				// And the same series, with the same samples.
 				nd := filepath.Join(t.TempDir(), norm.ULID.String())
-				testutil.Ok(t, download(ctx, bkt, norm.ULID, nd))
+				testutil.Ok(t, normDownload(ctx, bkt, norm.ULID, nd))
 				testutil.Equals(t, blockSamples(t, pushed), blockSamples(t, nd))
 			}
 			check()
 
 			// A re-run (metas fetched again: the original marked) does nothing.
-			d = fetchTenant(t, root, now)
+			d := fetchTenant(t, root, now)
 			res, err = NormaliseTenant(ctx, logger, bkt, d.Metas, d.DeletionMarks, t.TempDir(), now)
 			testutil.Ok(t, err)
 			testutil.Equals(t, 0, len(res.New)+len(res.Replaced)+len(res.Failed))
@@ -390,6 +414,8 @@ func TestNormaliseTenant(t *testing.T) {
 			res, err = NormaliseTenant(ctx, logger, bkt, d.Metas, nil, t.TempDir(), now)
 			testutil.Ok(t, err)
 			testutil.Equals(t, 0, len(res.New)+len(res.Failed))
+			// Nor the step of a compaction cycle, which lists the bucket itself.
+			testutil.Ok(t, NormaliseStep(logger, t.TempDir(), now)(ctx, "a", bkt))
 			check()
 		})
 	}
@@ -426,4 +452,40 @@ func TestNormalise_QuerierAnswersTheSame(t *testing.T) {
 			testutil.Equals(t, want, answer(filepath.Join(tmp, id.String()), ms...))
 		})
 	}
+}
+
+// Blocks that cannot be normalised (a no-compact mark; series that would merge with overlapping chunks) are
+// skipped, not failed: the step carries on and reports no error, and they stay as they are.
+func TestNormaliseTenant_Skips(t *testing.T) {
+	ctx, logger := context.Background(), log.NewNopLogger()
+	now := func() time.Time { return time.Unix(1_800_000_000, 0) }
+	root, err := filesystem.NewBucket(t.TempDir())
+	testutil.Ok(t, err)
+	bkt := objstore.NewPrefixedBucket(root, "a")
+	tmp := t.TempDir()
+	noCompact := labelledBlock(t, filepath.Join(tmp, "n"), sidecarSeries(), sidecarExt, block.SidecarSource)
+	overlap := labelledBlock(t, filepath.Join(tmp, "o"), []tseries{
+		{labels.FromStrings("__name__", "m", "cluster", "old"), floats(0, Resolution1h, 60_000, 1)},
+		{labels.FromStrings("__name__", "m"), floats(30*60_000, 90*60_000, 60_000, 100)},
+	}, map[string]string{tenancy.TenantIDLabel: "a", "cluster": "us"}, block.SidecarSource)
+	var ids []ulid.ULID
+	for _, dir := range []string{noCompact, overlap} {
+		m, err := block.ReadMetaFromDir(dir)
+		testutil.Ok(t, err)
+		testutil.Ok(t, block.Upload(ctx, logger, bkt, dir, m))
+		ids = append(ids, m.ULID)
+	}
+	testutil.Ok(t, block.MarkForNoCompaction(ctx, logger, bkt, ids[0], block.ManualNoCompactReason, "test", now))
+
+	testutil.Ok(t, NormaliseStep(logger, t.TempDir(), now)(ctx, "a", bkt))
+	d := fetchTenant(t, root, now)
+	res, err := NormaliseTenant(ctx, logger, bkt, d.Metas, d.DeletionMarks, t.TempDir(), now)
+	testutil.Ok(t, err)
+	testutil.Equals(t, 0, len(res.New)+len(res.Replaced)+len(res.Failed))
+	testutil.Equals(t, 2, len(res.Skipped))
+	for _, id := range ids {
+		testutil.Assert(t, errors.Is(res.Skipped[id], ErrNotNormalisable), "block %s: %v", id, res.Skipped[id])
+	}
+	testutil.Equals(t, 2, len(d.Metas))
+	testutil.Equals(t, 0, len(d.DeletionMarks))
 }
