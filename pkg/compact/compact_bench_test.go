@@ -211,7 +211,7 @@ func BenchmarkCompact_RF3(b *testing.B) {
 		}
 		cfg := DefaultConfig()
 		cfg.ConsistencyDelay = 0
-		c, err := New(cfg, root, b.TempDir(), nil, nil, log.NewNopLogger(), nil, nil)
+		c, err := New(cfg, root, b.TempDir(), func(string) time.Duration { return 0 }, log.NewNopLogger(), nil, nil)
 		testutil.Ok(b, err)
 		b.StartTimer()
 		var runErr error
