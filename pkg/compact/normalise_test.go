@@ -489,3 +489,55 @@ func TestNormaliseTenant_Skips(t *testing.T) {
 	testutil.Equals(t, 2, len(d.Metas))
 	testutil.Equals(t, 0, len(d.DeletionMarks))
 }
+
+// The point of normalising: a sidecar's block and the pushed block of the same series (the overlap of a migration)
+// end, after one compaction cycle, as one block holding each sample once.
+func TestNormalise_MigratedAndPushedStoredOnce(t *testing.T) {
+	ctx, logger := context.Background(), log.NewNopLogger()
+	for _, tc := range []struct {
+		name      string
+		normalise bool
+		wantLive  int
+	}{
+		{name: "normalising on: one block", normalise: true, wantLive: 1},
+		{name: "normalising off: two groups, two copies", normalise: false, wantLive: 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			root, err := filesystem.NewBucket(t.TempDir())
+			testutil.Ok(t, err)
+			bkt := objstore.NewPrefixedBucket(root, "a")
+			tmp := t.TempDir()
+			pushed := labelledBlock(t, filepath.Join(tmp, "p"), pushedSeries(), map[string]string{tenancy.TenantIDLabel: "a"}, block.ReceiveSource)
+			sidecar := labelledBlock(t, filepath.Join(tmp, "s"), sidecarSeries(), sidecarExt, block.SidecarSource)
+			var perCopy uint64
+			for _, dir := range []string{pushed, sidecar} {
+				m, err := block.ReadMetaFromDir(dir)
+				testutil.Ok(t, err)
+				perCopy = m.Stats.NumSamples
+				testutil.Ok(t, block.Upload(ctx, logger, bkt, dir, m))
+			}
+			cfg := DefaultConfig()
+			cfg.ConsistencyDelay = 0
+			cfg.Normalise.Enabled = tc.normalise
+			c, err := New(cfg, root, t.TempDir(), func(string) time.Duration { return 0 }, logger, nil, nil)
+			testutil.Ok(t, err)
+			testutil.Ok(t, c.RunOnce(ctx))
+
+			d, err := block.NewMetaFetcher(root, 2, 0, nil).Fetch(ctx, "a") // marked blocks left out
+			testutil.Ok(t, err)
+			testutil.Equals(t, tc.wantLive, len(d.Metas))
+			var total uint64
+			for _, m := range d.Metas {
+				total += m.Stats.NumSamples
+			}
+			testutil.Equals(t, uint64(tc.wantLive)*perCopy, total)
+			if tc.normalise {
+				for id := range d.Metas {
+					got := filepath.Join(t.TempDir(), id.String())
+					testutil.Ok(t, normDownload(ctx, bkt, id, got))
+					testutil.Equals(t, blockSamples(t, pushed), blockSamples(t, got))
+				}
+			}
+		})
+	}
+}
