@@ -87,7 +87,10 @@ func runCompactor(p *process) error {
 }
 
 // setupCompactor adds the compactor (compact.Compactor) to the process. With --once its actor ends after one
-// cycle, ending the process (status 1 when the cycle had failures).
+// cycle, ending the process (status 1 when the cycle had failures). In `strata all` (p.storeAPI set) the first
+// cycle starts one interval after the process: the cycle writes the bucket index, which the process's own
+// store-gateway and querier then read instead of listing the bucket (blocks shipped since are seen at the next
+// cycle; the ingester keeps them meanwhile), and a short-lived `all` should see its bucket as it is.
 func setupCompactor(p *process) error {
 	cfg := p.cfg.Compactor
 	logger := log.With(p.logger, "component", "compactor")
@@ -108,9 +111,13 @@ func setupCompactor(p *process) error {
 		})
 		return nil
 	}
+	var firstDelay time.Duration
+	if p.storeAPI != nil {
+		firstDelay = cfg.CompactionInterval
+	}
 	addContextActor(p.g, func(ctx context.Context) error {
 		ready()
-		return c.Run(ctx)
+		return c.Run(ctx, firstDelay)
 	})
 	return nil
 }

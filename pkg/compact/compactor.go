@@ -107,9 +107,16 @@ func New(cfg Config, bkt objstore.Bucket, workDir string, retention func(tenant 
 	}, nil
 }
 
-// Run runs a cycle at once, then every CompactionInterval, until ctx is done. Failed cycles are logged and
-// counted; Run never stops for them.
-func (c *Compactor) Run(ctx context.Context) error {
+// Run runs a cycle after firstDelay (at once when 0), then every CompactionInterval, until ctx is done. Failed
+// cycles are logged and counted; Run never stops for them.
+func (c *Compactor) Run(ctx context.Context, firstDelay time.Duration) error {
+	if firstDelay > 0 {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(firstDelay):
+		}
+	}
 	t := time.NewTicker(c.cfg.CompactionInterval)
 	defer t.Stop()
 	for {

@@ -327,3 +327,25 @@ func TestCompactorNormalisesFirst(t *testing.T) {
 	}
 	testutil.Equals(t, 1, indexed)
 }
+
+// TestCompactorRunFirstDelay: Run waits firstDelay before its first cycle, and runs it at once without one.
+func TestCompactorRunFirstDelay(t *testing.T) {
+	for _, tc := range []struct {
+		delay      time.Duration
+		wantCycles float64
+	}{{delay: 0, wantCycles: 1}, {delay: time.Hour, wantCycles: 0}} {
+		bkt := objstore.NewInMemBucket()
+		c := newTestCompactor(t, bkt, nil, time.Hour, 2*time.Hour)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error)
+		go func() { done <- c.Run(ctx, tc.delay) }()
+		deadline := time.Now().Add(5 * time.Second)
+		for tc.wantCycles > 0 && promtestutil.ToFloat64(c.metrics.runs) < tc.wantCycles && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		time.Sleep(50 * time.Millisecond)
+		cancel()
+		testutil.Ok(t, <-done)
+		testutil.Equals(t, tc.wantCycles, promtestutil.ToFloat64(c.metrics.runs), "delay %s", tc.delay)
+	}
+}
