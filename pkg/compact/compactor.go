@@ -4,7 +4,6 @@ import (
 	"context"
 	"io"
 	"os"
-	"path"
 	"path/filepath"
 	"strings"
 	"time"
@@ -288,57 +287,22 @@ type tenantState struct {
 	noCompact map[ulid.ULID]bool
 }
 
-// sync lists the blocks and markers of a tenant (tbkt scoped to it) and reads the metas not read before. Blocks
-// without meta.json (partial uploads or deletions) and with a corrupted meta.json are left out. Marks are read
-// from the markers/ mirror, which Strata's marks always write (Thanos's own compactor writes only the block's
-// copy: such a block is seen as unmarked).
+// sync scans a tenant (tbkt scoped to it; ScanTenantCached, reading only new blocks' meta.json). Blocks without
+// meta.json (partial uploads or deletions) and with a corrupted meta.json are left out; marks are read from the
+// block's own directory, so those written by Thanos's tools (without the markers/ mirror) count too.
 func (c *Compactor) sync(ctx context.Context, tenant string, tbkt objstore.Bucket) (*tenantState, error) {
-	var ids []ulid.ULID
-	err := tbkt.Iter(ctx, "", func(name string) error {
-		if id, err := ulid.Parse(strings.TrimSuffix(name, objstore.DirDelim)); err == nil && strings.HasSuffix(name, objstore.DirDelim) {
-			ids = append(ids, id)
-		}
-		return nil
-	})
+	tb, err := ScanTenantCached(ctx, c.logger, tbkt, 8, c.metas[tenant])
 	if err != nil {
-		return nil, errors.Wrapf(err, "list blocks of tenant %s", tenant)
+		return nil, errors.Wrapf(err, "scan tenant %s", tenant)
 	}
-	deleted, noCompact := map[ulid.ULID]bool{}, map[ulid.ULID]bool{}
-	err = tbkt.Iter(ctx, block.MarkersDirname+objstore.DirDelim, func(name string) error {
-		base := path.Base(name)
-		for suffix, set := range map[string]map[ulid.ULID]bool{"-" + block.DeletionMarkFilename: deleted, "-" + block.NoCompactMarkFilename: noCompact} {
-			if id, err := ulid.Parse(strings.TrimSuffix(base, suffix)); err == nil && strings.HasSuffix(base, suffix) {
-				set[id] = true
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, errors.Wrapf(err, "list markers of tenant %s", tenant)
+	c.metas[tenant] = tb.Metas
+	st := &tenantState{live: map[ulid.ULID]*block.Meta{}, noCompact: map[ulid.ULID]bool{}}
+	for _, m := range tb.Live() {
+		st.live[m.ULID] = m
 	}
-	known := c.metas[tenant]
-	fresh := map[ulid.ULID]*block.Meta{}
-	st := &tenantState{live: map[ulid.ULID]*block.Meta{}, noCompact: noCompact}
-	for _, id := range ids {
-		m, ok := known[id]
-		if !ok {
-			m, err = block.ReadMetaFromBucket(ctx, tbkt, id)
-			switch {
-			case errors.Is(err, block.ErrMetaNotFound):
-				continue // partial: the cleaner's business
-			case errors.Is(err, block.ErrMetaCorrupted):
-				level.Warn(c.logger).Log("msg", "skipping block with corrupted meta.json", "tenant", tenant, "block", id, "err", err)
-				continue
-			case err != nil:
-				return nil, err
-			}
-		}
-		fresh[id] = m
-		if !deleted[id] {
-			st.live[id] = m
-		}
+	for id := range tb.NoCompactMarks {
+		st.noCompact[id] = true
 	}
-	c.metas[tenant] = fresh
 	return st, nil
 }
 

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -279,7 +280,7 @@ func TestCompactorGroupFailureDoesNotStopOthers(t *testing.T) {
 	testutil.Equals(t, 1, len(liveBlocks(t, inmem, "t1")))
 }
 
-// failingGetBucket fails the reads of block files (not meta.json) under failPrefix while failing is set.
+// failingGetBucket fails the reads of blocks' index and chunks under failPrefix while failing is set.
 type failingGetBucket struct {
 	objstore.Bucket
 	failPrefix string
@@ -287,7 +288,7 @@ type failingGetBucket struct {
 }
 
 func (b *failingGetBucket) Get(ctx context.Context, name string) (_ io.ReadCloser, err error) {
-	if b.failing && strings.HasPrefix(name, b.failPrefix) && !strings.HasSuffix(name, block.MetaFilename) {
+	if b.failing && strings.HasPrefix(name, b.failPrefix) && (strings.Contains(name, "/chunks/") || strings.HasSuffix(name, "/index")) {
 		return nil, errors.New("injected bucket error")
 	}
 	return b.Bucket.Get(ctx, name)
@@ -347,5 +348,33 @@ func TestCompactorRunFirstDelay(t *testing.T) {
 		cancel()
 		testutil.Ok(t, <-done)
 		testutil.Equals(t, tc.wantCycles, promtestutil.ToFloat64(c.metrics.runs), "delay %s", tc.delay)
+	}
+}
+
+// TestCompactorThanosMarks: marks written the way Thanos's tools write them (in the block's directory only, no
+// markers/ mirror) are honoured: a no-compact-marked block stays out, a deletion-marked one is not compacted.
+func TestCompactorThanosMarks(t *testing.T) {
+	ctx := context.Background()
+	bkt := objstore.NewInMemBucket()
+	lset := map[string]string{"tenant_id": "t1"}
+	var metas []*block.Meta
+	for range 4 {
+		metas = append(metas, shipBlock(t, bkt, "t1", lset, 1, 0, hourMs))
+	}
+	noCompact, deleted := metas[0].ULID, metas[1].ULID
+	testutil.Ok(t, bkt.Upload(ctx, "t1/"+noCompact.String()+"/"+block.NoCompactMarkFilename,
+		strings.NewReader(`{"id":"`+noCompact.String()+`","version":1,"reason":"manual","no_compact_time":1}`)))
+	testutil.Ok(t, bkt.Upload(ctx, "t1/"+deleted.String()+"/"+block.DeletionMarkFilename,
+		strings.NewReader(`{"id":"`+deleted.String()+`","version":1,"deletion_time":`+strconv.FormatInt(time.Now().Unix(), 10)+`}`)))
+	c := newTestCompactor(t, bkt, nil, time.Hour, 2*time.Hour)
+	testutil.Ok(t, c.RunOnce(ctx))
+	live := liveBlocks(t, bkt, "t1")
+	testutil.Equals(t, 2, len(live)) // the no-compact block and the merge of the two unmarked ones
+	_, ok := live[noCompact]
+	testutil.Assert(t, ok, "no-compact block compacted")
+	for id, m := range live {
+		if id != noCompact {
+			testutil.Equals(t, 2, len(m.Compaction.Sources))
+		}
 	}
 }
