@@ -102,7 +102,9 @@ func setupCompactor(p *process) error {
 	if err != nil {
 		return errSetup(err, "compactor")
 	}
-	p.srv.AddLinks("Compactor", server.Link{Path: "/metrics", Desc: "strata_compactor_* metrics"})
+	p.srv.Handle("GET /compactor/tenants", c.TenantsHandler())
+	p.srv.AddLinks("Compactor", server.Link{Path: "/compactor/tenants", Desc: "Per tenant: planned, running and failed groups, oldest uncompacted block, no-compact blocks"},
+		server.Link{Path: "/metrics", Desc: "strata_compactor_* metrics"})
 	ready := p.srv.Ready.Register("compactor")
 	if cfg.Once {
 		addContextActor(p.g, func(ctx context.Context) error {

@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"time"
 
@@ -83,7 +84,8 @@ type Compactor struct {
 	metrics   *compactorMetrics
 	now       func() time.Time
 
-	metas map[string]map[ulid.ULID]*block.Meta // tenant → block → meta (immutable, read once)
+	metas  map[string]map[ulid.ULID]*block.Meta // tenant → block → meta (immutable, read once)
+	status *statusBoard
 }
 
 // New returns a compactor of bkt (the whole bucket, tenants as top-level prefixes) working in workDir, which it
@@ -102,7 +104,7 @@ func New(cfg Config, bkt objstore.Bucket, workDir string, retention func(tenant 
 	}
 	return &Compactor{
 		cfg: cfg, ranges: ranges, bkt: bkt, workDir: workDir, retention: retention, logger: logger,
-		metrics: newCompactorMetrics(reg), now: now, metas: map[string]map[ulid.ULID]*block.Meta{},
+		metrics: newCompactorMetrics(reg), now: now, metas: map[string]map[ulid.ULID]*block.Meta{}, status: newStatusBoard(),
 	}, nil
 }
 
@@ -182,11 +184,18 @@ func (c *Compactor) cleanWorkDir() error {
 func (c *Compactor) runTenant(ctx context.Context, tenant string) error {
 	tbkt := objstore.NewPrefixedBucket(c.bkt, tenant)
 	var errs []error
+	failedSteps := map[string]string{}
+	start := c.now()
+	defer func() {
+		c.status.update(tenant, func(s *TenantStatus) { s.LastRun, s.FailedSteps, s.Running = start.UTC(), failedSteps, "" })
+	}()
 	step := func(name string, f func() error) {
 		if ctx.Err() != nil {
 			return
 		}
+		c.status.update(tenant, func(s *TenantStatus) { s.Running = name })
 		if err := f(); err != nil {
+			failedSteps[name] = err.Error()
 			c.metrics.stepsFailed.WithLabelValues(name).Inc()
 			level.Error(c.logger).Log("msg", "tenant step failed; retrying next cycle", "tenant", tenant, "step", name, "err", err)
 			errs = append(errs, errors.Wrapf(err, "%s", name))
@@ -284,7 +293,7 @@ type tenantState struct {
 	// live are the blocks with a meta.json and no deletion mark.
 	live map[ulid.ULID]*block.Meta
 	// noCompact are the blocks with a no-compact mark.
-	noCompact map[ulid.ULID]bool
+	noCompact map[ulid.ULID]*block.NoCompactMark
 }
 
 // sync scans a tenant (tbkt scoped to it; ScanTenantCached, reading only new blocks' meta.json). Blocks without
@@ -296,19 +305,19 @@ func (c *Compactor) sync(ctx context.Context, tenant string, tbkt objstore.Bucke
 		return nil, errors.Wrapf(err, "scan tenant %s", tenant)
 	}
 	c.metas[tenant] = tb.Metas
-	st := &tenantState{live: map[ulid.ULID]*block.Meta{}, noCompact: map[ulid.ULID]bool{}}
+	st := &tenantState{live: map[ulid.ULID]*block.Meta{}, noCompact: map[ulid.ULID]*block.NoCompactMark{}}
 	for _, m := range tb.Live() {
 		st.live[m.ULID] = m
 	}
-	for id := range tb.NoCompactMarks {
-		st.noCompact[id] = true
+	for id, m := range tb.NoCompactMarks {
+		st.noCompact[id] = m
 	}
 	return st, nil
 }
 
 // eligible says whether a live block may be planned now.
 func (c *Compactor) eligible(st *tenantState, m *block.Meta) bool {
-	if st.noCompact[m.ULID] {
+	if _, ok := st.noCompact[m.ULID]; ok {
 		return false
 	}
 	if m.Thanos.Source == block.CompactorSource {
@@ -324,8 +333,12 @@ func (c *Compactor) compactTenant(ctx context.Context, tenant string, tbkt objst
 		return err
 	}
 	c.setBacklog(tenant, st)
-	var errs []error
+	var (
+		errs   []error
+		failed = map[string]string{}
+	)
 	for _, g := range Groups(mapValues(st.live)) {
+		c.status.update(tenant, func(s *TenantStatus) { s.Running = g.Key })
 		if err := c.compactGroup(ctx, tenant, tbkt, st, g); err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
@@ -333,8 +346,10 @@ func (c *Compactor) compactTenant(ctx context.Context, tenant string, tbkt objst
 			c.metrics.groupsFailed.Inc()
 			level.Error(c.logger).Log("msg", "group compaction failed; retrying next cycle", "tenant", tenant, "group", g.Key, "err", err)
 			errs = append(errs, err)
+			failed[g.Key] = err.Error()
 		}
 	}
+	c.status.update(tenant, func(s *TenantStatus) { s.Running, s.FailedGroups = "", failed })
 	c.setBacklog(tenant, st)
 	if len(errs) > 0 {
 		return errors.Wrapf(errs[0], "%d groups failed", len(errs))
@@ -342,11 +357,17 @@ func (c *Compactor) compactTenant(ctx context.Context, tenant string, tbkt objst
 	return nil
 }
 
-// setBacklog sets how far behind the compactor is with a tenant: the age of the oldest block in a plan.
+// setBacklog sets how far behind the compactor is with a tenant (the age of the oldest block in a plan), and the
+// tenant's planned groups and no-compact blocks on the status page.
 func (c *Compactor) setBacklog(tenant string, st *tenantState) {
 	var oldest time.Time
+	planned := map[string]int{}
 	for _, g := range Groups(mapValues(st.live)) {
-		for _, m := range Plan(c.eligibleOf(st, g.Metas), c.ranges) {
+		plan := Plan(c.eligibleOf(st, g.Metas), c.ranges)
+		if len(plan) > 0 {
+			planned[g.Key] = len(plan)
+		}
+		for _, m := range plan {
 			if t := ulid.Time(m.ULID.Time()); oldest.IsZero() || t.Before(oldest) {
 				oldest = t
 			}
@@ -357,6 +378,19 @@ func (c *Compactor) setBacklog(tenant string, st *tenantState) {
 		age = c.now().Sub(oldest).Seconds()
 	}
 	c.metrics.oldestUncompacted.WithLabelValues(tenant).Set(age)
+	var marks []NoCompactRow
+	for id, m := range st.noCompact {
+		if _, live := st.live[id]; live {
+			marks = append(marks, NoCompactRow{Block: id.String(), Reason: string(m.Reason), Details: m.Details, Time: time.Unix(m.NoCompactTime, 0).UTC()})
+		}
+	}
+	sort.Slice(marks, func(i, j int) bool { return marks[i].Block < marks[j].Block })
+	c.status.update(tenant, func(s *TenantStatus) {
+		s.LiveBlocks, s.PlannedGroups, s.NoCompact, s.OldestUncompacted = len(st.live), planned, marks, time.Time{}
+		if !oldest.IsZero() {
+			s.OldestUncompacted = oldest.UTC()
+		}
+	})
 }
 
 func (c *Compactor) eligibleOf(st *tenantState, metas []*block.Meta) []*block.Meta {
@@ -445,7 +479,7 @@ func (c *Compactor) markNoCompact(ctx context.Context, tbkt objstore.Bucket, st 
 	if err := block.MarkForNoCompaction(ctx, c.logger, tbkt, id, reason, details, c.now); err != nil {
 		return err
 	}
-	st.noCompact[id] = true
+	st.noCompact[id] = &block.NoCompactMark{ID: id, Version: block.NoCompactMarkVersion1, Reason: reason, Details: details, NoCompactTime: c.now().Unix()}
 	c.metrics.blocksNoCompact.WithLabelValues(string(reason)).Inc()
 	level.Warn(c.logger).Log("msg", "marked block no-compact; its group goes on without it", "tenant", tenant, "block", id, "reason", reason, "details", details)
 	return nil
@@ -513,6 +547,7 @@ func (c *Compactor) compactPlan(ctx context.Context, tenant string, tbkt objstor
 	}
 	c.metrics.groupsCompacted.Inc()
 	c.metrics.blocksCompacted.Add(float64(len(plan)))
+	c.metrics.groupDuration.Observe(c.now().Sub(start).Seconds())
 	ids := make([]string, len(plan))
 	for i, m := range plan {
 		ids[i] = m.ULID.String()

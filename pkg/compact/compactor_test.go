@@ -3,8 +3,10 @@ package compact
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"io"
 	"log/slog"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
@@ -256,6 +258,23 @@ func TestCompactorCorruptedBlock(t *testing.T) {
 	// The next run leaves the marked block alone.
 	testutil.Ok(t, c.RunOnce(ctx))
 	testutil.Equals(t, live, liveBlocks(t, bkt, "t1"))
+
+	// The status page shows the block and why, nothing planned, nothing failed.
+	rec := httptest.NewRecorder()
+	c.TenantsHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/compactor/tenants?format=json", nil))
+	var status []TenantStatus
+	testutil.Ok(t, json.Unmarshal(rec.Body.Bytes(), &status))
+	testutil.Equals(t, 2, len(status))
+	testutil.Equals(t, "t1", status[0].Tenant)
+	testutil.Equals(t, 1, len(status[0].NoCompact))
+	testutil.Equals(t, bad.String(), status[0].NoCompact[0].Block)
+	testutil.Equals(t, string(CorruptedNoCompactReason), status[0].NoCompact[0].Reason)
+	testutil.Equals(t, 0, len(status[0].PlannedGroups))
+	testutil.Equals(t, 0, len(status[0].FailedGroups)+len(status[0].FailedSteps))
+	testutil.Equals(t, 2, status[0].LiveBlocks)
+	rec = httptest.NewRecorder()
+	c.TenantsHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/compactor/tenants", nil))
+	testutil.Assert(t, strings.Contains(rec.Body.String(), bad.String()+": "+string(CorruptedNoCompactReason)), rec.Body.String())
 }
 
 // TestCompactorGroupFailureDoesNotStopOthers: a bucket error in one tenant's group is reported and retried
@@ -274,10 +293,16 @@ func TestCompactorGroupFailureDoesNotStopOthers(t *testing.T) {
 	testutil.Equals(t, 2, len(liveBlocks(t, inmem, "t1")))
 	testutil.Equals(t, 1, len(liveBlocks(t, inmem, "t2")))
 	testutil.Equals(t, 1.0, promtestutil.ToFloat64(c.metrics.groupsFailed))
+	status := c.Status()
+	testutil.Equals(t, 1, len(status[0].FailedGroups), "%+v", status[0])
+	testutil.Equals(t, 1, len(status[0].PlannedGroups), "%+v", status[0])
+	testutil.Assert(t, !status[0].OldestUncompacted.IsZero())
+	testutil.Equals(t, 0, len(status[1].FailedGroups)+len(status[1].PlannedGroups), "%+v", status[1])
 
 	bkt.failing = false
 	testutil.Ok(t, c.RunOnce(ctx))
 	testutil.Equals(t, 1, len(liveBlocks(t, inmem, "t1")))
+	testutil.Equals(t, 0, len(c.Status()[0].FailedGroups))
 }
 
 // failingGetBucket fails the reads of blocks' index and chunks under failPrefix while failing is set.

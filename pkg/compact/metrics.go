@@ -18,6 +18,7 @@ type compactorMetrics struct {
 	blocksNoCompact   *prometheus.CounterVec
 	bytesDownloaded   prometheus.Counter
 	blocksDeleted     prometheus.Counter
+	groupDuration     prometheus.Histogram
 	oldestUncompacted *prometheus.GaugeVec
 	tenants           prometheus.Gauge
 }
@@ -54,6 +55,11 @@ func newCompactorMetrics(reg prometheus.Registerer) *compactorMetrics {
 		}, []string{"reason"}),
 		bytesDownloaded: f.NewCounter(prometheus.CounterOpts{
 			Name: "strata_compactor_downloaded_bytes_total", Help: "Bytes of blocks downloaded for compaction.",
+		}),
+		groupDuration: f.NewHistogram(prometheus.HistogramOpts{
+			Name:    "strata_compactor_group_compaction_duration_seconds",
+			Help:    "Time of one group compaction: download, check, merge, upload, marks.",
+			Buckets: prometheus.ExponentialBuckets(0.1, 4, 8),
 		}),
 		blocksDeleted: f.NewCounter(prometheus.CounterOpts{
 			Name: "strata_compactor_blocks_deleted_total", Help: "Blocks deleted by the cleaner (deletion mark older than the deletion delay, or partial).",

@@ -195,6 +195,31 @@ func TestCompactorLocalCluster(t *testing.T) {
 	testutil.Assert(t, servedMarked > 0, "no marked block served right after the compaction")
 	testutil.Equals(t, before, answers(), "answers during")
 
+	// A compactor started now finds nothing left to do: /compactor/tenants shows no planned group, none failed,
+	// and it compacts nothing.
+	again := startStrata(t, "", compactorArgs("--compactor.compaction-interval=1h")...)
+	again.waitReady(t, 30*time.Second)
+	var status []struct {
+		Tenant        string            `json:"tenant"`
+		LastRun       time.Time         `json:"last_run"`
+		PlannedGroups map[string]int    `json:"planned_groups"`
+		FailedGroups  map[string]string `json:"failed_groups"`
+		LiveBlocks    int               `json:"live_blocks"`
+	}
+	waitUntil(t, 30*time.Second, "the compactor's pass over "+tenant, func() bool {
+		code, body := httpGet(again.url("/compactor/tenants"), map[string]string{"Accept": "application/json"})
+		testutil.Equals(t, 200, code, body)
+		testutil.Ok(t, json.Unmarshal([]byte(body), &status))
+		return len(status) == 1 && !status[0].LastRun.IsZero()
+	})
+	testutil.Equals(t, tenant, status[0].Tenant)
+	testutil.Equals(t, 0, len(status[0].PlannedGroups), "planned: %v", status[0].PlannedGroups)
+	testutil.Equals(t, 0, len(status[0].FailedGroups), "failed: %v", status[0].FailedGroups)
+	testutil.Equals(t, len(liveIDs), status[0].LiveBlocks)
+	testutil.Equals(t, 0.0, sgMetric(t, again.url("/metrics"), "strata_compactor_groups_compacted_total"))
+	testutil.Equals(t, 0.0, sgMetric(t, again.url("/metrics"), "strata_compactor_tenant_oldest_uncompacted_block_age_seconds", `tenant="`+tenant+`"`))
+	testutil.Equals(t, 0, again.stop(t))
+
 	// After: the gateways serve the compacted blocks only.
 	for _, port := range gatewayHTTP {
 		waitBlocks(t, c.url(port, ""), tenant, liveIDs, ignoreDelay+20*time.Second)
