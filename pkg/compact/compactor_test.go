@@ -403,3 +403,26 @@ func TestCompactorThanosMarks(t *testing.T) {
 		}
 	}
 }
+
+// TestCompactorConsistencyDelay: blocks uploaded less than the consistency delay ago wait for a later cycle.
+func TestCompactorConsistencyDelay(t *testing.T) {
+	ctx := context.Background()
+	bkt := objstore.NewInMemBucket()
+	for range 3 {
+		shipBlock(t, bkt, "t1", map[string]string{"tenant_id": "t1"}, 1, 0, hourMs)
+	}
+	shipped := time.Now()
+	for _, tc := range []struct {
+		after     time.Duration
+		wantLive  int
+		wantGroup float64
+	}{{after: 10 * time.Minute, wantLive: 3}, {after: 31 * time.Minute, wantLive: 1, wantGroup: 1}} {
+		cfg := DefaultConfig()
+		cfg.BlockRanges = []time.Duration{time.Hour, 2 * time.Hour}
+		c, err := New(cfg, bkt, t.TempDir(), nil, log.NewNopLogger(), nil, func() time.Time { return shipped.Add(tc.after) })
+		testutil.Ok(t, err)
+		testutil.Ok(t, c.RunOnce(ctx))
+		testutil.Equals(t, tc.wantLive, len(liveBlocks(t, bkt, "t1")), "after %s", tc.after)
+		testutil.Equals(t, tc.wantGroup, promtestutil.ToFloat64(c.metrics.groupsCompacted), "after %s", tc.after)
+	}
+}
