@@ -1,6 +1,7 @@
 package main
 
 import (
+	"os"
 	"testing"
 	"time"
 
@@ -37,4 +38,26 @@ func TestCompactorFlags(t *testing.T) {
 			testutil.Equals(t, tc.wantOnce, cfg.Compactor.Once)
 		})
 	}
+}
+
+func TestCompactorConfigFile(t *testing.T) {
+	file := t.TempDir() + "/config.yaml"
+	testutil.Ok(t, os.WriteFile(file, []byte(`compactor:
+  compaction_interval: 5m
+  block_ranges: [1m, 2m]
+  deletion_delay: 2h
+  retention_resolution_raw: 720h
+  normalise_external_labels: false
+  work_dir: /somewhere
+`), 0o600))
+	_, _, cfg, err := parseArgs([]string{"compactor", "--config.file=" + file, "--compactor.deletion-delay=3h"})
+	testutil.Ok(t, err)
+	c := cfg.Compactor
+	testutil.Equals(t, 5*time.Minute, c.CompactionInterval)
+	testutil.Equals(t, []time.Duration{time.Minute, 2 * time.Minute}, c.BlockRanges)
+	testutil.Equals(t, 3*time.Hour, c.Cleaner.DeletionDelay, "the flag wins")
+	testutil.Equals(t, 720*time.Hour, c.Retention.Raw)
+	testutil.Equals(t, false, c.Normalise.Enabled)
+	testutil.Equals(t, true, c.DownsamplingEnabled, "default kept")
+	testutil.Equals(t, "/somewhere", c.WorkDir)
 }
