@@ -46,7 +46,13 @@ bench: ## Run the benchmarks (not part of `make test`), then the store-gateway's
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCH_TIME) ./...
 	# The line above runs pkg/query's BenchmarkGatewayStartup and BenchmarkGateway7DayRange (gateway vs Prometheus,
 	# in process); this one the same against the real binaries: strata store-gateway vs prometheus over 1,000 blocks.
+	# It also runs pkg/compact's BenchmarkCompact_RF3 (Strata's compaction cycle vs Prometheus's LeveledCompactor
+	# over the blocks of 3 ingesters; `make bench-compact` runs it alone) and BenchmarkNormalise.
 	bash scripts/bench-gateway.sh
+
+.PHONY: bench-compact
+bench-compact: ## Compaction benchmark alone: RF-3 blocks compacted by Strata's cycle vs Prometheus's tsdb compactor (samples/s, ratio, peak RSS).
+	$(GO) test -run '^$$' -bench '^Benchmark(Compact_RF3|Normalise)$$' -benchtime $(BENCH_TIME) ./pkg/compact/
 
 lint: ## go vet, then golangci-lint (bans github.com/pkg/errors, prometheus.DefaultRegisterer, fmt.Print* in pkg/).
 	# -stdmethods=false: Prometheus's chunkenc.Iterator has Seek(int64) ValueType, which is not io.Seeker.

@@ -39,7 +39,7 @@ func (i soleInstanceInfo) Info(ctx context.Context, r *infopb.InfoRequest) (*inf
 func runAll(p *process) error {
 	p.storeAPI, p.frontInProcess = &allStoreAPI{}, true
 	err := setupAll(p, (*process).mkDataDir, setupServers, setupBucket, setupIngesterRing,
-		setupIngester, setupDistributor, setupGatewayRing, setupStoreGateway, setupQuerier, setupAllQueryFrontend)
+		setupIngester, setupDistributor, setupGatewayRing, setupStoreGateway, setupQuerier, setupAllQueryFrontend, setupCompactor)
 	if err != nil {
 		return err
 	}

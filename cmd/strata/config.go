@@ -44,7 +44,8 @@ type Config struct {
 	StoreGateway     gateway.Config `yaml:"store_gateway"`
 
 	// Sidecar is validated only by `strata sidecar`, which needs its tenant and TSDB path.
-	Sidecar sidecar.Config `yaml:"sidecar"`
+	Sidecar   sidecar.Config  `yaml:"sidecar"`
+	Compactor compactorConfig `yaml:"compactor"`
 }
 
 type logConfig struct {
@@ -70,6 +71,7 @@ func defaultConfig() Config {
 		StoreGatewayRing: ring.DefaultConfig(),
 		StoreGateway:     gateway.DefaultConfig(),
 		Sidecar:          sidecar.DefaultConfig(),
+		Compactor:        defaultCompactorConfig(),
 	}
 }
 
@@ -93,7 +95,7 @@ func (c *Config) Validate() error {
 			return err
 		}
 	}
-	return nil
+	return c.validateCompactor()
 }
 
 // registerCommonFlags registers the flags every component shares, bound to cfg through b.

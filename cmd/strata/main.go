@@ -32,6 +32,7 @@ func registerComponents(app *kingpin.Application, b *binder, cfg *Config) map[st
 	registerQuerierFlags(allCmd, b, cfg)
 	registerQueryFrontendFlags(allCmd, b, cfg, false)
 	registerStoreGatewayFlags(allCmd, b, cfg)
+	registerCompactorFlags(allCmd, b, cfg, false)
 	components[allCmd.FullCommand()] = runAll
 
 	distributorCmd := app.Command("distributor", "Accept remote write, validate, apply limits, and replicate over the ingester ring.")
@@ -57,6 +58,10 @@ func registerComponents(app *kingpin.Application, b *binder, cfg *Config) map[st
 	sidecarCmd := app.Command("sidecar", "Run next to a Prometheus: serve its live data over the StoreAPI (remote read) and upload its blocks into <tenant>/ of the bucket.")
 	registerSidecarFlags(sidecarCmd, b, cfg)
 	components[sidecarCmd.FullCommand()] = runSidecar
+
+	compactorCmd := app.Command("compactor", "Compact each tenant's blocks in the bucket (one copy of each sample, larger blocks), downsample, apply retention, delete marked blocks, write the bucket index.")
+	registerCompactorFlags(compactorCmd, b, cfg, true)
+	components[compactorCmd.FullCommand()] = runCompactor
 
 	toolsCmd := app.Command("tools", "One-off tools; each runs and exits.")
 	name, run := registerImportThanos(toolsCmd)

@@ -15,7 +15,8 @@
 # Environment: STRATA_BIN, STRATA_PORT_OFFSET, STRATA_BLOCK_DURATION (default 2h), STRATA_SYNC_INTERVAL (how often
 # the store-gateways scan the bucket, default 15m), STRATA_BLOCKS_REFRESH_INTERVAL (how often the querier reads the
 # bucket's block list, default 1m), STRATA_UPLOAD_GRACE_PERIOD (blocks younger than this are not asked of the
-# store-gateways, default 30m; keep it ≥ 2 × STRATA_SYNC_INTERVAL).
+# store-gateways, default 30m; keep it ≥ 2 × STRATA_SYNC_INTERVAL), STRATA_IGNORE_DELETION_MARKS_DELAY (how long the
+# store-gateways and the querier keep serving blocks marked for deletion; default the flag's).
 set -euo pipefail
 
 DIR=${1:?usage: start.sh DIR [component ...]}
@@ -65,7 +66,8 @@ COMMON=(--memberlist.bind-addr=127.0.0.1 "${JOIN[@]}" --objstore.config-file="$D
   --ingester.ring.replication-factor=3 --distributor.zone-awareness-enabled
   --ingester.ring.heartbeat-period=1s --ingester.ring.heartbeat-timeout=10s --auth.multitenancy-enabled
   --store-gateway.ring.replication-factor=3 --store-gateway.zone-awareness-enabled
-  --store-gateway.ring.heartbeat-period=1s --store-gateway.ring.heartbeat-timeout=10s)
+  --store-gateway.ring.heartbeat-period=1s --store-gateway.ring.heartbeat-timeout=10s
+  ${STRATA_IGNORE_DELETION_MARKS_DELAY:+--store-gateway.ignore-deletion-marks-delay=$STRATA_IGNORE_DELETION_MARKS_DELAY})
 
 start() { # name http grpc gossip args...
   local name=$1 http=$(port "$2") grpc=$(port "$3") gossip=$(port "$4"); shift 4
