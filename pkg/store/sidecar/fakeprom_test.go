@@ -52,6 +52,9 @@ type fakeProm struct {
 	chunkSize   int // samples per chunk in streamed answers; each chunk is sent in a frame of its own
 	reads       []*prompb.Query
 	flags       map[string]string
+	// down, when set, is how every request fails: "503" (Prometheus starting or stopping) or "reset" (the
+	// connection closed without an answer: Prometheus killed).
+	down string
 }
 
 func newFakeProm(t *testing.T, ext labels.Labels, series ...fakeSeries) *fakeProm {
@@ -73,7 +76,22 @@ func newFakeProm(t *testing.T, ext labels.Labels, series ...fakeSeries) *fakePro
 	mux.HandleFunc("GET /api/v1/labels", f.labelNames)
 	mux.HandleFunc("GET /api/v1/label/{name}/values", f.labelValues)
 	mux.HandleFunc("GET /api/v1/series", f.seriesAPI)
-	f.srv = httptest.NewServer(mux)
+	f.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		f.mtx.Lock()
+		down := f.down
+		f.mtx.Unlock()
+		switch down {
+		case "503":
+			http.Error(w, "Service Unavailable", http.StatusServiceUnavailable)
+		case "reset":
+			conn, _, err := http.NewResponseController(w).Hijack()
+			if err == nil {
+				_ = conn.Close()
+			}
+		default:
+			mux.ServeHTTP(w, r)
+		}
+	}))
 	t.Cleanup(f.srv.Close)
 	return f
 }

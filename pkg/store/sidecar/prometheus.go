@@ -20,6 +20,8 @@ import (
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 	"go.yaml.in/yaml/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // Bounds of what the sidecar reads from Prometheus's HTTP API: a larger answer is an error, not an allocation.
@@ -71,7 +73,7 @@ func (c *Client) get(ctx context.Context, p string, q url.Values, limit int64) (
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return nil, errors.Wrapf(err, "GET %s", c.URL(p, nil))
+		return nil, unreachable(ctx, errors.Wrapf(err, "GET %s", c.URL(p, nil)))
 	}
 	defer func() { _ = resp.Body.Close() }()
 	body, err := readLimited(resp.Body, limit)
@@ -79,9 +81,29 @@ func (c *Client) get(ctx context.Context, p string, q url.Values, limit int64) (
 		return nil, errors.Wrapf(err, "read the answer of GET %s", c.URL(p, nil))
 	}
 	if resp.StatusCode != http.StatusOK {
-		return nil, errors.Newf("GET %s: %s: %s", c.URL(p, nil), resp.Status, truncate(string(body), 512))
+		err := errors.Newf("GET %s: %s: %s", c.URL(p, nil), resp.Status, truncate(string(body), 512))
+		if unavailableStatus(resp.StatusCode) {
+			return nil, unreachable(ctx, err)
+		}
+		return nil, err
 	}
 	return body, nil
+}
+
+// unreachable makes the error of a request Prometheus did not serve (down, restarting, not ready) a gRPC
+// Unavailable, which the StoreAPI answers as it is: a querier then reports the sidecar unavailable, or goes on
+// without it with partial responses. An error of ctx (the caller's deadline or cancellation) is kept as it is.
+func unreachable(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return err
+	}
+	return status.Error(codes.Unavailable, "Prometheus unavailable: "+err.Error())
+}
+
+// unavailableStatus says whether an HTTP status means Prometheus cannot serve now: 503 while it starts (WAL
+// replay) or shuts down, 502 and 504 from a proxy in front of it.
+func unavailableStatus(code int) bool {
+	return code == http.StatusServiceUnavailable || code == http.StatusBadGateway || code == http.StatusGatewayTimeout
 }
 
 // readLimited reads r to its end, failing when it holds more than limit bytes.

@@ -115,7 +115,7 @@ func (c *Client) Read(ctx context.Context, mint, maxt int64, hints *storage.Sele
 	req.Header.Set("X-Prometheus-Remote-Read-Version", "0.1.0")
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return nil, errors.Wrapf(err, "remote read from %s", c.URL("/api/v1/read", nil))
+		return nil, unreachable(ctx, errors.Wrapf(err, "remote read from %s", c.URL("/api/v1/read", nil)))
 	}
 	defer func() {
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
@@ -123,7 +123,11 @@ func (c *Client) Read(ctx context.Context, mint, maxt int64, hints *storage.Sele
 	}()
 	if resp.StatusCode != http.StatusOK {
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		return nil, errors.Newf("remote read from %s: %s: %s", c.URL("/api/v1/read", nil), resp.Status, truncate(string(bytes.TrimSpace(body)), 512))
+		err := errors.Newf("remote read from %s: %s: %s", c.URL("/api/v1/read", nil), resp.Status, truncate(string(bytes.TrimSpace(body)), 512))
+		if unavailableStatus(resp.StatusCode) {
+			return nil, unreachable(ctx, err)
+		}
+		return nil, err
 	}
 	mt, params, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
 	if mt == streamedContentType {

@@ -582,3 +582,45 @@ func TestStore_Limits(t *testing.T) {
 		}
 	}
 }
+
+func TestStore_PrometheusDown(t *testing.T) {
+	// Prometheus restarting (503) or killed (connection closed) while the sidecar runs: every StoreAPI read
+	// answers Unavailable (a querier with partial responses goes on without the sidecar), Info still answers
+	// from what was read, and the reads work again once Prometheus is back.
+	ctx := tenancy.WithTenants(context.Background(), []string{"team-a"})
+	upReq := &storepb.SeriesRequest{MinTime: math.MinInt64, MaxTime: math.MaxInt64,
+		Matchers: []*storepb.LabelMatcher{{Type: storepb.LabelMatcher_EQ, Name: "__name__", Value: "up"}}}
+	for _, down := range []string{"503", "reset"} {
+		t.Run(down, func(t *testing.T) {
+			f := newFakeProm(t, promExt, testSeries()...)
+			s := newTestSidecar(t, f, nil, nil)
+			_, err := runSidecar(t, s)
+			testutil.Ok(t, err)
+
+			f.mtx.Lock()
+			f.down = down
+			f.mtx.Unlock()
+			_, err = seriesOf(t, s, "team-a", upReq)
+			testutil.Equals(t, codes.Unavailable, status.Code(err), "series: %v", err)
+			skip := *upReq
+			skip.SkipChunks = true
+			_, err = seriesOf(t, s, "team-a", &skip)
+			testutil.Equals(t, codes.Unavailable, status.Code(err), "series without chunks: %v", err)
+			_, err = s.Store().LabelNames(ctx, &storepb.LabelNamesRequest{Start: math.MinInt64, End: math.MaxInt64})
+			testutil.Equals(t, codes.Unavailable, status.Code(err), "label names: %v", err)
+			_, err = s.Store().LabelValues(ctx, &storepb.LabelValuesRequest{Label: "job", Start: math.MinInt64, End: math.MaxInt64})
+			testutil.Equals(t, codes.Unavailable, status.Code(err), "label values: %v", err)
+			_, err = s.Store().LabelValues(ctx, &storepb.LabelValuesRequest{Label: "cluster", Start: math.MinInt64, End: math.MaxInt64})
+			testutil.Equals(t, codes.Unavailable, status.Code(err), "external label values: %v", err)
+			_, err = s.Store().Info(ctx, &infopb.InfoRequest{})
+			testutil.Ok(t, err)
+
+			f.mtx.Lock()
+			f.down = ""
+			f.mtx.Unlock()
+			got, err := seriesOf(t, s, "team-a", upReq)
+			testutil.Ok(t, err)
+			testutil.Equals(t, 2, len(got))
+		})
+	}
+}
