@@ -74,6 +74,8 @@ func newFakeProm(t *testing.T, ext labels.Labels, series ...fakeSeries) *fakePro
 	mux.HandleFunc("GET /metrics", f.metrics)
 	mux.HandleFunc("POST /api/v1/read", f.read)
 	mux.HandleFunc("GET /api/v1/labels", f.labelNames)
+	mux.HandleFunc("POST /api/v1/labels", f.labelNames)
+	mux.HandleFunc("POST /api/v1/series", f.seriesAPI)
 	mux.HandleFunc("GET /api/v1/label/{name}/values", f.labelValues)
 	mux.HandleFunc("GET /api/v1/series", f.seriesAPI)
 	f.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -249,7 +251,10 @@ func labelsToPB(l labels.Labels) []*labelpb.Label {
 
 // apiMatchers parses the match[] selectors of an HTTP API request (one here).
 func (f *fakeProm) apiMatchers(r *http.Request) ([]*labels.Matcher, error) {
-	sel := r.URL.Query()["match[]"]
+	if err := r.ParseForm(); err != nil {
+		return nil, err
+	}
+	sel := r.Form["match[]"] // the URL's, or a POST form's, as Prometheus reads them
 	if len(sel) == 0 {
 		return nil, nil
 	}

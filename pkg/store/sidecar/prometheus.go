@@ -65,9 +65,31 @@ func (c *Client) URL(p string, q url.Values) string {
 	return u.String()
 }
 
+// maxGETQueryBytes is the longest query string sent in a GET to the endpoints that take POST forms as well
+// (/api/v1/labels, /api/v1/series); a longer one (many matchers, a long regex) is sent as a POST form, since
+// Prometheus's server refuses a request line and headers over 1 MiB, and proxies far less.
+const maxGETQueryBytes = 8 << 10
+
 // get GETs a path and returns its body (at most limit bytes) when the status is 200.
 func (c *Client) get(ctx context.Context, p string, q url.Values, limit int64) ([]byte, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.URL(p, q), nil)
+	return c.do(ctx, http.MethodGet, p, q, limit)
+}
+
+// do sends a request to a path of the HTTP API, its parameters q in the URL (GET) or as a form (POST), and
+// returns the body (at most limit bytes) when the status is 200.
+func (c *Client) do(ctx context.Context, method, p string, q url.Values, limit int64) ([]byte, error) {
+	var (
+		req *http.Request
+		err error
+	)
+	if method == http.MethodPost {
+		req, err = http.NewRequestWithContext(ctx, method, c.URL(p, nil), strings.NewReader(q.Encode()))
+		if req != nil {
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		}
+	} else {
+		req, err = http.NewRequestWithContext(ctx, method, c.URL(p, q), nil)
+	}
 	if err != nil {
 		return nil, errors.Wrapf(err, "build request for %s", p)
 	}
@@ -82,8 +104,11 @@ func (c *Client) get(ctx context.Context, p string, q url.Values, limit int64) (
 	}
 	if resp.StatusCode != http.StatusOK {
 		err := errors.Newf("GET %s: %s: %s", c.URL(p, nil), resp.Status, truncate(string(body), 512))
-		if unavailableStatus(resp.StatusCode) {
+		switch {
+		case unavailableStatus(resp.StatusCode):
 			return nil, unreachable(ctx, err)
+		case resp.StatusCode == http.StatusRequestHeaderFieldsTooLarge || resp.StatusCode == http.StatusRequestURITooLong || resp.StatusCode == http.StatusRequestEntityTooLarge:
+			return nil, status.Error(codes.InvalidArgument, "request too large for Prometheus's HTTP API (too many or too long matchers): "+err.Error())
 		}
 		return nil, err
 	}
@@ -136,7 +161,20 @@ type apiResponse struct {
 
 // getAPI GETs an HTTP API path and decodes its data into out; it returns the API's warnings.
 func (c *Client) getAPI(ctx context.Context, p string, q url.Values, out any) ([]string, error) {
-	body, err := c.get(ctx, p, q, maxAPIBytes)
+	return c.callAPI(ctx, http.MethodGet, p, q, out)
+}
+
+// getOrPostAPI is getAPI for a path that takes POST forms as well: a query string longer than
+// maxGETQueryBytes is sent as a form.
+func (c *Client) getOrPostAPI(ctx context.Context, p string, q url.Values, out any) ([]string, error) {
+	if len(q.Encode()) > maxGETQueryBytes {
+		return c.callAPI(ctx, http.MethodPost, p, q, out)
+	}
+	return c.callAPI(ctx, http.MethodGet, p, q, out)
+}
+
+func (c *Client) callAPI(ctx context.Context, method, p string, q url.Values, out any) ([]string, error) {
+	body, err := c.do(ctx, method, p, q, maxAPIBytes)
 	if err != nil {
 		return nil, err
 	}
@@ -312,7 +350,7 @@ func (c *Client) LabelNames(ctx context.Context, start, end int64, limit int, ms
 		q.Set("limit", strconv.Itoa(limit))
 	}
 	var names []string
-	warns, err := c.getAPI(ctx, "/api/v1/labels", q, &names)
+	warns, err := c.getOrPostAPI(ctx, "/api/v1/labels", q, &names)
 	return names, warns, err
 }
 
@@ -362,7 +400,7 @@ func (c *Client) Series(ctx context.Context, start, end int64, limit int, ms ...
 		q.Set("limit", strconv.Itoa(limit))
 	}
 	var sets []map[string]string
-	warns, err := c.getAPI(ctx, "/api/v1/series", q, &sets)
+	warns, err := c.getOrPostAPI(ctx, "/api/v1/series", q, &sets)
 	if err != nil {
 		return nil, nil, err
 	}
