@@ -39,6 +39,8 @@ const lowestTimestampMetric = "prometheus_tsdb_lowest_timestamp_seconds"
 type Client struct {
 	base *url.URL
 	http *http.Client
+	// maxReadChunkBytes bounds the chunk bytes of one remote read (defaultMaxReadChunkBytes; tests lower it).
+	maxReadChunkBytes int
 }
 
 // NewClient returns a client of the Prometheus at baseURL (e.g. http://localhost:9090, or with a path prefix
@@ -54,7 +56,7 @@ func NewClient(baseURL string, hc *http.Client) (*Client, error) {
 	if hc == nil {
 		hc = &http.Client{}
 	}
-	return &Client{base: u, http: hc}, nil
+	return &Client{base: u, http: hc, maxReadChunkBytes: defaultMaxReadChunkBytes}, nil
 }
 
 // URL returns the URL of a path under the Prometheus base URL, with query parameters q (may be nil).

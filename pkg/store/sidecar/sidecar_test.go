@@ -674,3 +674,27 @@ func TestStore_HostileRequests(t *testing.T) {
 	testutil.Equals(t, codes.InvalidArgument, status.Code(err), "%v", err)
 	testutil.Assert(t, strings.Contains(err.Error(), "too many or too long matchers"), "%v", err)
 }
+
+func TestStore_ReadBoundedWithoutLimits(t *testing.T) {
+	// With no per-tenant fetch limits, one read still holds at most maxReadChunkBytes of chunks (1 GiB; lowered
+	// here): a giant answer of Prometheus is ResourceExhausted, whichever answer type, not an unbounded allocation.
+	for _, samplesOnly := range []bool{false, true} {
+		t.Run(map[bool]string{false: "streamed", true: "samples"}[samplesOnly], func(t *testing.T) {
+			f := newFakeProm(t, promExt, testSeries()...)
+			f.samplesOnly = samplesOnly
+			s := newTestSidecar(t, f, nil, nil)
+			_, err := runSidecar(t, s)
+			testutil.Ok(t, err)
+			req := &storepb.SeriesRequest{MinTime: math.MinInt64, MaxTime: math.MaxInt64,
+				Matchers: []*storepb.LabelMatcher{{Type: storepb.LabelMatcher_EQ, Name: "__name__", Value: "up"}}}
+			got, err := seriesOf(t, s, "team-a", req)
+			testutil.Ok(t, err)
+			testutil.Equals(t, 2, len(got))
+
+			s.client.maxReadChunkBytes = 100
+			_, err = seriesOf(t, s, "team-a", req)
+			testutil.Equals(t, codes.ResourceExhausted, status.Code(err), "%v", err)
+			testutil.Assert(t, strings.Contains(err.Error(), "more than 100 bytes of chunks"), "%v", err)
+		})
+	}
+}
