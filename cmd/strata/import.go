@@ -78,6 +78,7 @@ func runImportThanos(p *process, f *importThanosFlags) error {
 	if err != nil {
 		return errors.Wrap(err, "invalid import-thanos flags")
 	}
+	p.oneShot = true // Ctrl-C mid-copy exits non-zero: the import is not complete (a re-run resumes it)
 	addContextActor(p.g, func(ctx context.Context) error {
 		defer closeBuckets(p, src, dst)
 		plan, err := im.Plan(ctx)

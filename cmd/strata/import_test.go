@@ -1,8 +1,10 @@
 package main
 
 import (
+	"syscall"
 	"testing"
 
+	"github.com/efficientgo/core/errors"
 	"github.com/efficientgo/core/testutil"
 )
 
@@ -41,5 +43,26 @@ func TestParseArgs_ImportThanos(t *testing.T) {
 	} {
 		_, _, _, err := parseArgs(args)
 		testutil.NotOk(t, err, "%v", args)
+	}
+}
+
+func TestExitCode(t *testing.T) {
+	sig := errors.Wrap(signalError{sig: syscall.SIGINT}, "run group")
+	for _, tc := range []struct {
+		name    string
+		err     error
+		oneShot bool
+		want    int
+	}{
+		{name: "server ended", want: 0},
+		{name: "server stopped by a signal", err: sig, want: 0},
+		{name: "server failed", err: errors.New("boom"), want: 1},
+		{name: "tool finished", oneShot: true, want: 0},
+		{name: "tool interrupted mid-work", err: sig, oneShot: true, want: 130},
+		{name: "tool failed", err: errors.New("boom"), oneShot: true, want: 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			testutil.Equals(t, tc.want, exitCode(tc.err, tc.oneShot))
+		})
 	}
 }

@@ -107,15 +107,43 @@ func main() {
 
 	var g run.Group
 	addSignalHandler(&g, logger)
-	if err := runComponent(newProcess(&g, logger, reg, cfg)); err != nil {
+	p := newProcess(&g, logger, reg, cfg)
+	if err := runComponent(p); err != nil {
 		level.Error(logger).Log("msg", "failed to set up "+cmd, "err", err)
 		os.Exit(1)
 	}
-	if err := g.Run(); err != nil {
+	err = g.Run()
+	code := exitCode(err, p.oneShot)
+	switch {
+	case code != 0 && errors.As(err, new(signalError)):
+		level.Error(logger).Log("msg", cmd+" interrupted before it finished; run it again to resume", "err", err)
+	case code != 0:
 		level.Error(logger).Log("msg", cmd+" stopped with an error", "err", err)
-		os.Exit(1)
+	default:
+		level.Info(logger).Log("msg", "exiting")
 	}
-	level.Info(logger).Log("msg", "exiting")
+	os.Exit(code)
+}
+
+// signalError is what the signal handler's actor returns: the group ended on a signal.
+type signalError struct{ sig os.Signal }
+
+func (e signalError) Error() string { return "received signal " + e.sig.String() }
+
+// exitCode is the exit code of a process whose group ended with err: 0 for a server stopped by a signal, 130
+// (a shell's code for SIGINT) for a one-shot tool stopped by one before it finished, 1 for another error.
+func exitCode(err error, oneShot bool) int {
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, new(signalError)):
+		if oneShot {
+			return 130
+		}
+		return 0
+	default:
+		return 1
+	}
 }
 
 func newLogger(cfg logConfig) log.Logger {
@@ -129,7 +157,7 @@ func newLogger(cfg logConfig) log.Logger {
 	return log.With(l, "ts", log.DefaultTimestampUTC, "caller", log.DefaultCaller)
 }
 
-// addSignalHandler ends the group (and so the process, with exit code 0) on SIGINT or SIGTERM.
+// addSignalHandler ends the group on SIGINT or SIGTERM with a signalError (see exitCode).
 func addSignalHandler(g *run.Group, logger log.Logger) {
 	ctx, cancel := context.WithCancel(context.Background())
 	g.Add(func() error {
@@ -139,6 +167,7 @@ func addSignalHandler(g *run.Group, logger log.Logger) {
 		select {
 		case s := <-c:
 			level.Info(logger).Log("msg", "received signal, shutting down", "signal", s)
+			return signalError{sig: s}
 		case <-ctx.Done():
 		}
 		return nil

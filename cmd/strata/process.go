@@ -52,6 +52,8 @@ type process struct {
 	querierAPI     http.Handler
 	frontInProcess bool
 	discarded      *receive.DiscardedSamples // discardedSamples(), on first use
+	// oneShot: the component is a tool that runs to an end; stopped by a signal before, it exits non-zero.
+	oneShot bool
 }
 
 // newProcess returns the process of a component: nothing runs until its setups add to g.

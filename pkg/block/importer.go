@@ -83,8 +83,8 @@ type ImportPlan struct {
 	// Bytes of the blocks to copy (Present ones left out); MinTime and MaxTime span every selected block.
 	Bytes            int64
 	MinTime, MaxTime int64
-	// Partial (no meta.json), Deleted (marked for deletion), Corrupted (invalid meta.json) and Unselected
-	// (filtered out by labels or resolution) source blocks.
+	// Partial (no meta.json), Deleted (marked for deletion), Corrupted (invalid meta.json, or files missing or
+	// damaged: see checkSourceFiles) and Unselected (filtered out by labels or resolution) source blocks.
 	Partial, Deleted, Corrupted, Unselected []ulid.ULID
 }
 
@@ -231,6 +231,10 @@ func (im *Importer) examine(ctx context.Context, id ulid.ULID, markedGlobally bo
 	if b.Files, err = listFiles(ctx, im.src, id); err != nil {
 		return "", nil, errors.Wrapf(err, "list the files of source block %s", id)
 	}
+	if err := checkSourceFiles(m, b.Files); err != nil {
+		level.Warn(im.logger).Log("msg", "skipping source block with missing or damaged files", "block", id, "err", err)
+		return "corrupted", nil, nil
+	}
 	for _, f := range b.Files {
 		b.Bytes += f.SizeBytes
 	}
@@ -238,6 +242,36 @@ func (im *Importer) examine(ctx context.Context, id ulid.ULID, markedGlobally bo
 		return "", nil, errors.Wrapf(err, "check destination block %s", id)
 	}
 	return "block", b, nil
+}
+
+// checkSourceFiles says why the objects of a source block (files, meta.json and markers left out) do not make
+// a whole block, copied as it is it would break every reader of the tenant: no index, an empty index or chunk
+// segment file (a real one has a header), or a file meta.json lists (thanos.files) that is missing or of
+// another size.
+func checkSourceFiles(m *Meta, files []File) error {
+	have := make(map[string]int64, len(files))
+	for _, f := range files {
+		have[f.RelPath] = f.SizeBytes
+		if f.SizeBytes == 0 && (f.RelPath == IndexFilename || strings.HasPrefix(f.RelPath, ChunksDirname+"/")) {
+			return errors.Newf("%s is empty", f.RelPath)
+		}
+	}
+	if _, ok := have[IndexFilename]; !ok {
+		return errors.Newf("no %s", IndexFilename)
+	}
+	for _, f := range m.Thanos.Files {
+		if f.RelPath == MetaFilename || isMarker(f.RelPath) {
+			continue
+		}
+		size, ok := have[f.RelPath]
+		if !ok {
+			return errors.Newf("%s, listed in meta.json, is missing", f.RelPath)
+		}
+		if f.SizeBytes > 0 && size != f.SizeBytes {
+			return errors.Newf("%s has %d bytes, meta.json says %d", f.RelPath, size, f.SizeBytes)
+		}
+	}
+	return nil
 }
 
 // globalDeletionMarks returns the blocks with a mirrored deletion mark under markers/ of the source bucket.

@@ -331,3 +331,41 @@ func TestImport_TellsUploadSizes(t *testing.T) {
 	}
 	testutil.Assert(t, n >= 4, "only %d files checked", n)
 }
+
+func TestImport_DamagedSourceBlock(t *testing.T) {
+	// A damaged source block is skipped as corrupted (never copied into the tenant, where it would break its
+	// readers); the other blocks are imported.
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name   string
+		damage func(t *testing.T, bkt objstore.Bucket, id ulid.ULID)
+	}{
+		{name: "meta.json not JSON", damage: func(t *testing.T, bkt objstore.Bucket, id ulid.ULID) {
+			testutil.Ok(t, bkt.Upload(ctx, path.Join(id.String(), MetaFilename), strings.NewReader("{not json")))
+		}},
+		{name: "chunk file listed but missing", damage: func(t *testing.T, bkt objstore.Bucket, id ulid.ULID) {
+			testutil.Ok(t, bkt.Delete(ctx, path.Join(id.String(), "chunks", "000001")))
+		}},
+		{name: "index missing", damage: func(t *testing.T, bkt objstore.Bucket, id ulid.ULID) {
+			testutil.Ok(t, bkt.Delete(ctx, path.Join(id.String(), IndexFilename)))
+		}},
+		{name: "zero-byte chunk file", damage: func(t *testing.T, bkt objstore.Bucket, id ulid.ULID) {
+			testutil.Ok(t, bkt.Upload(ctx, path.Join(id.String(), "chunks", "000001"), strings.NewReader("")))
+		}},
+		{name: "chunk file cut", damage: func(t *testing.T, bkt objstore.Bucket, id ulid.ULID) {
+			name := path.Join(id.String(), "chunks", "000001")
+			b := readAll(t, bkt, name)
+			testutil.Ok(t, bkt.Upload(ctx, name, bytes.NewReader(b[:len(b)/2])))
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newThanosSource(t)
+			tc.damage(t, s.bkt, s.rawB)
+			dst := newFilesystemBucket(t)
+			plan, err := runImport(t, s.bkt, dst, ImportConfig{Tenant: "team-a", Concurrency: 8})
+			testutil.Ok(t, err)
+			testutil.Equals(t, []ulid.ULID{s.rawB}, plan.Corrupted)
+			checkImported(t, s, dst, "team-a", s.rawA, s.down5m, s.down1h)
+		})
+	}
+}

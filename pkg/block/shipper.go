@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"io/fs"
 	"os"
-	"path"
 	"path/filepath"
 	"sort"
 	"sync"
@@ -232,9 +231,9 @@ func (s *Shipper) Sync(ctx context.Context) (uploaded int, err error) {
 			level.Debug(s.logger).Log("msg", "not shipping compacted block", "block", id, "level", m.Compaction.Level)
 			continue
 		}
-		ok, err := s.bkt.Exists(ctx, path.Join(id.String(), MetaFilename))
+		ok, err := s.inBucket(ctx, id)
 		if err != nil {
-			return uploaded, errors.Wrapf(err, "check whether block %s is in the bucket", id)
+			return uploaded, err
 		}
 		if ok {
 			level.Info(s.logger).Log("msg", "block already in the bucket; recording it as shipped", "block", id)
@@ -261,6 +260,23 @@ func (s *Shipper) Sync(ctx context.Context) (uploaded int, err error) {
 		return uploaded, errors.Newf("read meta.json of blocks %v", corrupted)
 	}
 	return uploaded, nil
+}
+
+// inBucket says whether block id is complete in the bucket: its meta.json is there, readable and names it. A
+// meta.json that is not (a process killed while writing it to a bucket without atomic writes, e.g. the
+// filesystem one, leaves it empty or cut) makes the block one to upload again, over what is there.
+func (s *Shipper) inBucket(ctx context.Context, id ulid.ULID) (bool, error) {
+	_, err := ReadMetaFromBucket(ctx, s.bkt, id)
+	switch {
+	case errors.Is(err, ErrMetaNotFound):
+		return false, nil
+	case errors.Is(err, ErrMetaCorrupted):
+		level.Warn(s.logger).Log("msg", "block in the bucket has an unreadable meta.json; uploading it again", "block", id, "err", err)
+		return false, nil
+	case err != nil:
+		return false, errors.Wrapf(err, "check whether block %s is in the bucket", id)
+	}
+	return true, nil
 }
 
 // readShipped returns the blocks recorded in thanos.shipper.json and whether the file must be (re)written: it

@@ -421,3 +421,37 @@ func analyze(t *testing.T, bkt objstore.BucketReader, id ulid.ULID) string {
 	testutil.Ok(t, err, "promtool tsdb analyze:\n%s", out)
 	return string(out)
 }
+
+func TestShipper_TornMetaInBucket(t *testing.T) {
+	// The process was killed while writing meta.json to a bucket without atomic writes (the filesystem one):
+	// the bucket holds the block's files and an empty or cut meta.json. The block is uploaded again, not
+	// recorded as shipped.
+	for _, tc := range []struct {
+		name string
+		meta string
+	}{
+		{name: "empty", meta: ""},
+		{name: "cut", meta: `{"ulid": "`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			s := newShipperSetup(t)
+			ids := createBlocks(t, s.dir, blockRanges[:1]...)
+			m, err := ReadMetaFromDir(filepath.Join(s.dir, ids[0].String()))
+			testutil.Ok(t, err)
+			m.Thanos.Labels = tenantLabels().Map()
+			testutil.Ok(t, Upload(ctx, log.NewNopLogger(), s.bkt, filepath.Join(s.dir, ids[0].String()), m))
+			testutil.Ok(t, s.bkt.Upload(ctx, path.Join(ids[0].String(), MetaFilename), strings.NewReader(tc.meta)))
+			s.bkt.ops = nil
+
+			n, err := s.shipper().Sync(ctx)
+			testutil.Ok(t, err)
+			testutil.Equals(t, 1, n)
+			testutil.Equals(t, []string{ids[0].String()}, s.metaUploads())
+			testutil.Equals(t, ids, s.shippedRecord(t))
+			got, err := ReadMetaFromBucket(ctx, s.bkt, ids[0])
+			testutil.Ok(t, err)
+			testutil.Equals(t, ids[0], got.ULID)
+		})
+	}
+}

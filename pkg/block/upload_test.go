@@ -78,7 +78,7 @@ type recordingBucket struct {
 	ops []op
 	// failUpload, when set, is asked before each upload; an error fails it.
 	failUpload func(name string) error
-	// beforeExists, when set, is called before each Exists.
+	// beforeExists, when set, is called before each Exists and Get (the shipper's look for a block in the bucket).
 	beforeExists func(name string)
 }
 
@@ -105,6 +105,13 @@ func (b *recordingBucket) Exists(ctx context.Context, name string) (bool, error)
 		b.beforeExists(name)
 	}
 	return b.Bucket.Exists(ctx, name)
+}
+
+func (b *recordingBucket) Get(ctx context.Context, name string) (io.ReadCloser, error) {
+	if b.beforeExists != nil {
+		b.beforeExists(name)
+	}
+	return b.Bucket.Get(ctx, name)
 }
 
 func (b *recordingBucket) record(kind, name string) {

@@ -367,6 +367,9 @@ func labelQuery(db TenantDB, start, end int64, f func(storage.ChunkQuerier) ([]s
 	defer func() { _ = q.Close() }()
 	vals, warns, err := f(q)
 	if err != nil {
+		if st, ok := status.FromError(err); ok {
+			return nil, nil, st.Err() // the storage's own gRPC status (a sidecar's Prometheus down: Unavailable), kept
+		}
 		return nil, nil, status.Errorf(codes.Internal, "label query: %v", err)
 	}
 	return vals, warns, nil

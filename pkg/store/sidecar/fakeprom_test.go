@@ -52,6 +52,9 @@ type fakeProm struct {
 	chunkSize   int // samples per chunk in streamed answers; each chunk is sent in a frame of its own
 	reads       []*prompb.Query
 	flags       map[string]string
+	// down, when set, is how every request fails: "503" (Prometheus starting or stopping) or "reset" (the
+	// connection closed without an answer: Prometheus killed).
+	down string
 }
 
 func newFakeProm(t *testing.T, ext labels.Labels, series ...fakeSeries) *fakeProm {
@@ -71,9 +74,26 @@ func newFakeProm(t *testing.T, ext labels.Labels, series ...fakeSeries) *fakePro
 	mux.HandleFunc("GET /metrics", f.metrics)
 	mux.HandleFunc("POST /api/v1/read", f.read)
 	mux.HandleFunc("GET /api/v1/labels", f.labelNames)
+	mux.HandleFunc("POST /api/v1/labels", f.labelNames)
+	mux.HandleFunc("POST /api/v1/series", f.seriesAPI)
 	mux.HandleFunc("GET /api/v1/label/{name}/values", f.labelValues)
 	mux.HandleFunc("GET /api/v1/series", f.seriesAPI)
-	f.srv = httptest.NewServer(mux)
+	f.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		f.mtx.Lock()
+		down := f.down
+		f.mtx.Unlock()
+		switch down {
+		case "503":
+			http.Error(w, "Service Unavailable", http.StatusServiceUnavailable)
+		case "reset":
+			conn, _, err := http.NewResponseController(w).Hijack()
+			if err == nil {
+				_ = conn.Close()
+			}
+		default:
+			mux.ServeHTTP(w, r)
+		}
+	}))
 	t.Cleanup(f.srv.Close)
 	return f
 }
@@ -231,7 +251,10 @@ func labelsToPB(l labels.Labels) []*labelpb.Label {
 
 // apiMatchers parses the match[] selectors of an HTTP API request (one here).
 func (f *fakeProm) apiMatchers(r *http.Request) ([]*labels.Matcher, error) {
-	sel := r.URL.Query()["match[]"]
+	if err := r.ParseForm(); err != nil {
+		return nil, err
+	}
+	sel := r.Form["match[]"] // the URL's, or a POST form's, as Prometheus reads them
 	if len(sel) == 0 {
 		return nil, nil
 	}

@@ -20,6 +20,8 @@ import (
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 	"go.yaml.in/yaml/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // Bounds of what the sidecar reads from Prometheus's HTTP API: a larger answer is an error, not an allocation.
@@ -37,6 +39,8 @@ const lowestTimestampMetric = "prometheus_tsdb_lowest_timestamp_seconds"
 type Client struct {
 	base *url.URL
 	http *http.Client
+	// maxReadChunkBytes bounds the chunk bytes of one remote read (defaultMaxReadChunkBytes; tests lower it).
+	maxReadChunkBytes int
 }
 
 // NewClient returns a client of the Prometheus at baseURL (e.g. http://localhost:9090, or with a path prefix
@@ -52,7 +56,7 @@ func NewClient(baseURL string, hc *http.Client) (*Client, error) {
 	if hc == nil {
 		hc = &http.Client{}
 	}
-	return &Client{base: u, http: hc}, nil
+	return &Client{base: u, http: hc, maxReadChunkBytes: defaultMaxReadChunkBytes}, nil
 }
 
 // URL returns the URL of a path under the Prometheus base URL, with query parameters q (may be nil).
@@ -63,15 +67,37 @@ func (c *Client) URL(p string, q url.Values) string {
 	return u.String()
 }
 
+// maxGETQueryBytes is the longest query string sent in a GET to the endpoints that take POST forms as well
+// (/api/v1/labels, /api/v1/series); a longer one (many matchers, a long regex) is sent as a POST form, since
+// Prometheus's server refuses a request line and headers over 1 MiB, and proxies far less.
+const maxGETQueryBytes = 8 << 10
+
 // get GETs a path and returns its body (at most limit bytes) when the status is 200.
 func (c *Client) get(ctx context.Context, p string, q url.Values, limit int64) ([]byte, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.URL(p, q), nil)
+	return c.do(ctx, http.MethodGet, p, q, limit)
+}
+
+// do sends a request to a path of the HTTP API, its parameters q in the URL (GET) or as a form (POST), and
+// returns the body (at most limit bytes) when the status is 200.
+func (c *Client) do(ctx context.Context, method, p string, q url.Values, limit int64) ([]byte, error) {
+	var (
+		req *http.Request
+		err error
+	)
+	if method == http.MethodPost {
+		req, err = http.NewRequestWithContext(ctx, method, c.URL(p, nil), strings.NewReader(q.Encode()))
+		if req != nil {
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		}
+	} else {
+		req, err = http.NewRequestWithContext(ctx, method, c.URL(p, q), nil)
+	}
 	if err != nil {
 		return nil, errors.Wrapf(err, "build request for %s", p)
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return nil, errors.Wrapf(err, "GET %s", c.URL(p, nil))
+		return nil, unreachable(ctx, errors.Wrapf(err, "GET %s", c.URL(p, nil)))
 	}
 	defer func() { _ = resp.Body.Close() }()
 	body, err := readLimited(resp.Body, limit)
@@ -79,9 +105,32 @@ func (c *Client) get(ctx context.Context, p string, q url.Values, limit int64) (
 		return nil, errors.Wrapf(err, "read the answer of GET %s", c.URL(p, nil))
 	}
 	if resp.StatusCode != http.StatusOK {
-		return nil, errors.Newf("GET %s: %s: %s", c.URL(p, nil), resp.Status, truncate(string(body), 512))
+		err := errors.Newf("GET %s: %s: %s", c.URL(p, nil), resp.Status, truncate(string(body), 512))
+		switch {
+		case unavailableStatus(resp.StatusCode):
+			return nil, unreachable(ctx, err)
+		case resp.StatusCode == http.StatusRequestHeaderFieldsTooLarge || resp.StatusCode == http.StatusRequestURITooLong || resp.StatusCode == http.StatusRequestEntityTooLarge:
+			return nil, status.Error(codes.InvalidArgument, "request too large for Prometheus's HTTP API (too many or too long matchers): "+err.Error())
+		}
+		return nil, err
 	}
 	return body, nil
+}
+
+// unreachable makes the error of a request Prometheus did not serve (down, restarting, not ready) a gRPC
+// Unavailable, which the StoreAPI answers as it is: a querier then reports the sidecar unavailable, or goes on
+// without it with partial responses. An error of ctx (the caller's deadline or cancellation) is kept as it is.
+func unreachable(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return err
+	}
+	return status.Error(codes.Unavailable, "Prometheus unavailable: "+err.Error())
+}
+
+// unavailableStatus says whether an HTTP status means Prometheus cannot serve now: 503 while it starts (WAL
+// replay) or shuts down, 502 and 504 from a proxy in front of it.
+func unavailableStatus(code int) bool {
+	return code == http.StatusServiceUnavailable || code == http.StatusBadGateway || code == http.StatusGatewayTimeout
 }
 
 // readLimited reads r to its end, failing when it holds more than limit bytes.
@@ -114,7 +163,20 @@ type apiResponse struct {
 
 // getAPI GETs an HTTP API path and decodes its data into out; it returns the API's warnings.
 func (c *Client) getAPI(ctx context.Context, p string, q url.Values, out any) ([]string, error) {
-	body, err := c.get(ctx, p, q, maxAPIBytes)
+	return c.callAPI(ctx, http.MethodGet, p, q, out)
+}
+
+// getOrPostAPI is getAPI for a path that takes POST forms as well: a query string longer than
+// maxGETQueryBytes is sent as a form.
+func (c *Client) getOrPostAPI(ctx context.Context, p string, q url.Values, out any) ([]string, error) {
+	if len(q.Encode()) > maxGETQueryBytes {
+		return c.callAPI(ctx, http.MethodPost, p, q, out)
+	}
+	return c.callAPI(ctx, http.MethodGet, p, q, out)
+}
+
+func (c *Client) callAPI(ctx context.Context, method, p string, q url.Values, out any) ([]string, error) {
+	body, err := c.do(ctx, method, p, q, maxAPIBytes)
 	if err != nil {
 		return nil, err
 	}
@@ -290,7 +352,7 @@ func (c *Client) LabelNames(ctx context.Context, start, end int64, limit int, ms
 		q.Set("limit", strconv.Itoa(limit))
 	}
 	var names []string
-	warns, err := c.getAPI(ctx, "/api/v1/labels", q, &names)
+	warns, err := c.getOrPostAPI(ctx, "/api/v1/labels", q, &names)
 	return names, warns, err
 }
 
@@ -340,7 +402,7 @@ func (c *Client) Series(ctx context.Context, start, end int64, limit int, ms ...
 		q.Set("limit", strconv.Itoa(limit))
 	}
 	var sets []map[string]string
-	warns, err := c.getAPI(ctx, "/api/v1/series", q, &sets)
+	warns, err := c.getOrPostAPI(ctx, "/api/v1/series", q, &sets)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -37,6 +37,10 @@ const (
 	// maxSamplesResponseBytes bounds a SAMPLES answer, compressed and decoded.
 	maxSamplesResponseBytes = 1 << 30
 
+	// defaultMaxReadChunkBytes bounds the chunk bytes one remote read holds in memory when the tenant sets no
+	// max_fetched_chunk_bytes_per_query (the answer is decoded whole before it is sent on).
+	defaultMaxReadChunkBytes = 1 << 30
+
 	// samplesPerChunk is where sample answers are cut into chunks: TSDB's own size of a full XOR chunk.
 	samplesPerChunk = 120
 )
@@ -51,9 +55,11 @@ type ReadLimits struct {
 	MaxChunkBytes int
 }
 
-// counter counts what a read fetched against its limits.
+// counter counts what a read fetched against its limits, and its chunk bytes against hardMaxBytes whatever
+// the limits: memory stays bounded.
 type counter struct {
 	lim           ReadLimits
+	hardMaxBytes  int
 	series, bytes int
 }
 
@@ -69,6 +75,9 @@ func (c *counter) addBytes(n int) error {
 	c.bytes += n
 	if c.lim.MaxChunkBytes > 0 && c.bytes > c.lim.MaxChunkBytes {
 		return status.Error(codes.ResourceExhausted, tenancy.NewMaxChunkBytesPerQueryError(c.lim.MaxChunkBytes).Error())
+	}
+	if c.hardMaxBytes > 0 && c.bytes > c.hardMaxBytes {
+		return status.Errorf(codes.ResourceExhausted, "the query fetched more than %d bytes of chunks from Prometheus, the most one read of the sidecar holds; narrow it (time range, matchers)", c.hardMaxBytes)
 	}
 	return nil
 }
@@ -115,7 +124,7 @@ func (c *Client) Read(ctx context.Context, mint, maxt int64, hints *storage.Sele
 	req.Header.Set("X-Prometheus-Remote-Read-Version", "0.1.0")
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return nil, errors.Wrapf(err, "remote read from %s", c.URL("/api/v1/read", nil))
+		return nil, unreachable(ctx, errors.Wrapf(err, "remote read from %s", c.URL("/api/v1/read", nil)))
 	}
 	defer func() {
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
@@ -123,16 +132,20 @@ func (c *Client) Read(ctx context.Context, mint, maxt int64, hints *storage.Sele
 	}()
 	if resp.StatusCode != http.StatusOK {
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		return nil, errors.Newf("remote read from %s: %s: %s", c.URL("/api/v1/read", nil), resp.Status, truncate(string(bytes.TrimSpace(body)), 512))
+		err := errors.Newf("remote read from %s: %s: %s", c.URL("/api/v1/read", nil), resp.Status, truncate(string(bytes.TrimSpace(body)), 512))
+		if unavailableStatus(resp.StatusCode) {
+			return nil, unreachable(ctx, err)
+		}
+		return nil, err
 	}
 	mt, params, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
 	if mt == streamedContentType {
 		if params["proto"] != streamedProto {
 			return nil, errors.Newf("remote read: streamed answer of unexpected type %q", resp.Header.Get("Content-Type"))
 		}
-		return readStreamed(resp.Body, &counter{lim: lim})
+		return readStreamed(resp.Body, &counter{lim: lim, hardMaxBytes: c.maxReadChunkBytes})
 	}
-	return readSamples(resp.Body, &counter{lim: lim})
+	return readSamples(resp.Body, &counter{lim: lim, hardMaxBytes: c.maxReadChunkBytes})
 }
 
 func matcherToPB(m *labels.Matcher) (*prompb.LabelMatcher, error) {

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/efficientgo/core/testutil"
 	"github.com/oklog/ulid/v2"
@@ -118,4 +119,28 @@ func TestSidecar_ShipsBlocks(t *testing.T) {
 			testutil.Equals(t, before, len(after))
 		})
 	}
+}
+
+func TestSidecar_ShipsWithLabelsAfterReload(t *testing.T) {
+	// Prometheus is reloaded with other external labels; a block cut after that is uploaded with the new ones,
+	// even before the next periodic refresh of the labels.
+	dir := t.TempDir()
+	bkt := objstore.NewInMemBucket()
+	f := newFakeProm(t, promExt)
+	s := newTestSidecar(t, f, bkt, func(c *Config) {
+		c.TSDBPath = dir
+		c.RefreshInterval, c.ShipInterval = time.Hour, time.Hour
+	})
+	_, err := runSidecar(t, s)
+	testutil.Ok(t, err)
+
+	f.mtx.Lock()
+	f.configYAML = "global:\n  external_labels:\n    cluster: eu2\n    replica: a\n"
+	f.mtx.Unlock()
+	id := createPromBlock(t, dir, 0, 1)
+	s.ship(context.Background())
+	m, err := block.ReadMetaFromBucket(context.Background(), objstore.NewPrefixedBucket(bkt, "team-a"), id)
+	testutil.Ok(t, err)
+	testutil.Equals(t, map[string]string{"cluster": "eu2", "replica": "a", "tenant_id": "team-a"}, m.Thanos.Labels)
+	testutil.Equals(t, labels.FromStrings("cluster", "eu2", "replica", "a"), s.ExternalLabels())
 }

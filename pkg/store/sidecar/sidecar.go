@@ -340,8 +340,12 @@ func (s *Sidecar) setHeartbeat(ok bool) {
 	s.metrics.lastHeartbeat.Set(float64(s.now().UnixNano()) / 1e9)
 }
 
-// ship uploads the blocks not uploaded yet; failures are logged and retried at the next sync.
+// ship uploads the blocks not uploaded yet; failures are logged and retried at the next sync. The external
+// labels are read first, so that a block uploaded after Prometheus's labels changed (a reload) carries the new
+// ones, as the StoreAPI does from then on, not those of up to RefreshInterval ago; when Prometheus cannot be
+// asked, the last ones read are used.
 func (s *Sidecar) ship(ctx context.Context) {
+	s.refresh(ctx)
 	uploaded, err := s.shipper.Sync(ctx)
 	if err != nil {
 		level.Warn(s.logger).Log("msg", "shipping blocks", "uploaded", uploaded, "err", err)

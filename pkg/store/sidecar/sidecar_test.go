@@ -582,3 +582,118 @@ func TestStore_Limits(t *testing.T) {
 		}
 	}
 }
+
+func TestStore_PrometheusDown(t *testing.T) {
+	// Prometheus restarting (503) or killed (connection closed) while the sidecar runs: every StoreAPI read
+	// answers Unavailable (a querier with partial responses goes on without the sidecar), Info still answers
+	// from what was read, and the reads work again once Prometheus is back.
+	ctx := tenancy.WithTenants(context.Background(), []string{"team-a"})
+	upReq := &storepb.SeriesRequest{MinTime: math.MinInt64, MaxTime: math.MaxInt64,
+		Matchers: []*storepb.LabelMatcher{{Type: storepb.LabelMatcher_EQ, Name: "__name__", Value: "up"}}}
+	for _, down := range []string{"503", "reset"} {
+		t.Run(down, func(t *testing.T) {
+			f := newFakeProm(t, promExt, testSeries()...)
+			s := newTestSidecar(t, f, nil, nil)
+			_, err := runSidecar(t, s)
+			testutil.Ok(t, err)
+
+			f.mtx.Lock()
+			f.down = down
+			f.mtx.Unlock()
+			_, err = seriesOf(t, s, "team-a", upReq)
+			testutil.Equals(t, codes.Unavailable, status.Code(err), "series: %v", err)
+			skip := &storepb.SeriesRequest{MinTime: upReq.MinTime, MaxTime: upReq.MaxTime, Matchers: upReq.Matchers, SkipChunks: true}
+			_, err = seriesOf(t, s, "team-a", skip)
+			testutil.Equals(t, codes.Unavailable, status.Code(err), "series without chunks: %v", err)
+			_, err = s.Store().LabelNames(ctx, &storepb.LabelNamesRequest{Start: math.MinInt64, End: math.MaxInt64})
+			testutil.Equals(t, codes.Unavailable, status.Code(err), "label names: %v", err)
+			_, err = s.Store().LabelValues(ctx, &storepb.LabelValuesRequest{Label: "job", Start: math.MinInt64, End: math.MaxInt64})
+			testutil.Equals(t, codes.Unavailable, status.Code(err), "label values: %v", err)
+			_, err = s.Store().LabelValues(ctx, &storepb.LabelValuesRequest{Label: "cluster", Start: math.MinInt64, End: math.MaxInt64})
+			testutil.Equals(t, codes.Unavailable, status.Code(err), "external label values: %v", err)
+			_, err = s.Store().Info(ctx, &infopb.InfoRequest{})
+			testutil.Ok(t, err)
+
+			f.mtx.Lock()
+			f.down = ""
+			f.mtx.Unlock()
+			got, err := seriesOf(t, s, "team-a", upReq)
+			testutil.Ok(t, err)
+			testutil.Equals(t, 2, len(got))
+		})
+	}
+}
+
+func TestStore_HostileRequests(t *testing.T) {
+	// Requests a client may send on purpose or by mistake get an answer or a clear status, never a panic nor
+	// an opaque Internal error. Many or long matchers: Prometheus's server refuses a GET over 1 MiB (431), so
+	// label names and series go as POST forms; label values (GET only) is refused as InvalidArgument.
+	f := newFakeProm(t, promExt, testSeries()...)
+	s := newTestSidecar(t, f, nil, nil)
+	_, err := runSidecar(t, s)
+	testutil.Ok(t, err)
+	ctx := tenancy.WithTenants(context.Background(), []string{"team-a"})
+	m := func(typ storepb.LabelMatcher_Type, n, v string) *storepb.LabelMatcher {
+		return &storepb.LabelMatcher{Type: typ, Name: n, Value: v}
+	}
+	many := []*storepb.LabelMatcher{m(storepb.LabelMatcher_EQ, "__name__", "up")}
+	for i := range 100_000 {
+		many = append(many, m(storepb.LabelMatcher_NEQ, "job", "not-"+itoa(i)))
+	}
+	longRegex := []*storepb.LabelMatcher{m(storepb.LabelMatcher_RE, "job", strings.Repeat("nope|", 300_000)+"api")}
+	up := []*storepb.LabelMatcher{m(storepb.LabelMatcher_EQ, "__name__", "up")}
+	for _, tc := range []struct {
+		name       string
+		tenant     string
+		req        *storepb.SeriesRequest
+		wantSeries int
+		wantCode   codes.Code
+	}{
+		{name: "many matchers", tenant: "team-a", req: &storepb.SeriesRequest{MinTime: math.MinInt64, MaxTime: math.MaxInt64, Matchers: many}, wantSeries: 2},
+		{name: "many matchers, no chunks", tenant: "team-a", req: &storepb.SeriesRequest{MinTime: math.MinInt64, MaxTime: math.MaxInt64, Matchers: many, SkipChunks: true}, wantSeries: 2},
+		{name: "long regex, no chunks", tenant: "team-a", req: &storepb.SeriesRequest{MinTime: math.MinInt64, MaxTime: math.MaxInt64, Matchers: longRegex, SkipChunks: true}, wantSeries: 1},
+		{name: "invalid regex", tenant: "team-a", req: &storepb.SeriesRequest{MaxTime: math.MaxInt64, Matchers: []*storepb.LabelMatcher{m(storepb.LabelMatcher_RE, "job", "(")}}, wantCode: codes.InvalidArgument},
+		{name: "unknown matcher type", tenant: "team-a", req: &storepb.SeriesRequest{MaxTime: math.MaxInt64, Matchers: []*storepb.LabelMatcher{m(17, "job", "api")}}, wantCode: codes.InvalidArgument},
+		{name: "no matchers", tenant: "team-a", req: &storepb.SeriesRequest{MaxTime: math.MaxInt64}, wantCode: codes.InvalidArgument},
+		{name: "min time after max time", tenant: "team-a", req: &storepb.SeriesRequest{MinTime: 1000, MaxTime: 10, Matchers: up}},
+		{name: "no tenant", req: &storepb.SeriesRequest{MaxTime: math.MaxInt64, Matchers: up}, wantCode: codes.Unauthenticated},
+		{name: "another tenant", tenant: "team-b", req: &storepb.SeriesRequest{MaxTime: math.MaxInt64, Matchers: up}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := seriesOf(t, s, tc.tenant, tc.req)
+			testutil.Equals(t, tc.wantCode, status.Code(err), "%v", err)
+			testutil.Equals(t, tc.wantSeries, len(got))
+		})
+	}
+
+	names, err := s.Store().LabelNames(ctx, &storepb.LabelNamesRequest{Start: math.MinInt64, End: math.MaxInt64, Matchers: many})
+	testutil.Ok(t, err)
+	testutil.Equals(t, []string{"__name__", "cluster", "job", "replica", "tenant_id"}, names.Names)
+	_, err = s.Store().LabelValues(ctx, &storepb.LabelValuesRequest{Label: "job", Start: math.MinInt64, End: math.MaxInt64, Matchers: many})
+	testutil.Equals(t, codes.InvalidArgument, status.Code(err), "%v", err)
+	testutil.Assert(t, strings.Contains(err.Error(), "too many or too long matchers"), "%v", err)
+}
+
+func TestStore_ReadBoundedWithoutLimits(t *testing.T) {
+	// With no per-tenant fetch limits, one read still holds at most maxReadChunkBytes of chunks (1 GiB; lowered
+	// here): a giant answer of Prometheus is ResourceExhausted, whichever answer type, not an unbounded allocation.
+	for _, samplesOnly := range []bool{false, true} {
+		t.Run(map[bool]string{false: "streamed", true: "samples"}[samplesOnly], func(t *testing.T) {
+			f := newFakeProm(t, promExt, testSeries()...)
+			f.samplesOnly = samplesOnly
+			s := newTestSidecar(t, f, nil, nil)
+			_, err := runSidecar(t, s)
+			testutil.Ok(t, err)
+			req := &storepb.SeriesRequest{MinTime: math.MinInt64, MaxTime: math.MaxInt64,
+				Matchers: []*storepb.LabelMatcher{{Type: storepb.LabelMatcher_EQ, Name: "__name__", Value: "up"}}}
+			got, err := seriesOf(t, s, "team-a", req)
+			testutil.Ok(t, err)
+			testutil.Equals(t, 2, len(got))
+
+			s.client.maxReadChunkBytes = 100
+			_, err = seriesOf(t, s, "team-a", req)
+			testutil.Equals(t, codes.ResourceExhausted, status.Code(err), "%v", err)
+			testutil.Assert(t, strings.Contains(err.Error(), "more than 100 bytes of chunks"), "%v", err)
+		})
+	}
+}
