@@ -7,10 +7,13 @@ import (
 	"time"
 
 	"github.com/alecthomas/kingpin/v2"
+	"github.com/efficientgo/core/errors"
 	"github.com/go-kit/log"
+	"github.com/go-kit/log/level"
 	"github.com/prometheus/common/model"
 
 	"github.com/stratametrics/strata/pkg/compact"
+	"github.com/stratametrics/strata/pkg/ring"
 	"github.com/stratametrics/strata/pkg/server"
 )
 
@@ -19,12 +22,21 @@ type compactorConfig struct {
 	compact.Config `yaml:",inline"`
 	// WorkDir is where blocks are downloaded and compacted (default <data-dir>/compactor); emptied each cycle.
 	WorkDir string `yaml:"work_dir"`
+	// Instance is this compactor in the compactor ring (used with memberlist, and in strata all).
+	Instance ring.InstanceConfig `yaml:"ring"`
 	// Once runs one cycle and exits (the flag --once; not in the file).
 	Once bool `yaml:"-"`
 }
 
 func defaultCompactorConfig() compactorConfig {
-	return compactorConfig{Config: compact.DefaultConfig()}
+	return compactorConfig{Config: compact.DefaultConfig(), Instance: ring.InstanceConfig{ID: ring.DefaultInstanceID()}}
+}
+
+// defaultCompactorRingConfig is the ingester ring's defaults with replication factor 1: one owner per tenant.
+func defaultCompactorRingConfig() ring.Config {
+	c := ring.DefaultConfig()
+	c.ReplicationFactor = 1
+	return c
 }
 
 // registerCompactorFlags registers the flags of the compactor (strata compactor, strata all).
@@ -41,6 +53,10 @@ func registerCompactorFlags(cmd *kingpin.CmdClause, b *binder, cfg *Config, stan
 	b.Duration(cmd.Flag("compactor.retention-resolution-5m", "Delete 5m-downsampled blocks older than this (0: keep)."), &c.Retention.FiveMin)
 	b.Duration(cmd.Flag("compactor.retention-resolution-1h", "Delete 1h-downsampled blocks older than this (0: keep)."), &c.Retention.OneHour)
 	b.String(cmd.Flag("compactor.work-dir", "Directory blocks are downloaded to and compacted in; emptied each cycle (default: <data-dir>/compactor)."), &c.WorkDir)
+	b.String(cmd.Flag("compactor.id", "This compactor's ID in the compactor ring (default: the hostname)."), &c.Instance.ID)
+	b.String(cmd.Flag("compactor.instance-addr", "This compactor's address in the compactor ring (default: the gRPC address, 0.0.0.0 replaced by this host's address)."), &c.Instance.Addr)
+	b.Duration(cmd.Flag("compactor.ring.heartbeat-period", "How often a compactor heartbeats into the compactor ring."), &cfg.CompactorRing.HeartbeatPeriod)
+	b.Duration(cmd.Flag("compactor.ring.heartbeat-timeout", "After this long without a heartbeat a compactor is unhealthy and its tenants move to the others."), &cfg.CompactorRing.HeartbeatTimeout)
 	if standalone {
 		b.Bool(cmd.Flag("once", "Run one compaction cycle and exit (status 1 when a tenant, group or step failed)."), &c.Once)
 	}
@@ -78,10 +94,14 @@ func parseDurations(s string) ([]time.Duration, error) {
 
 // validateCompactor checks the compactor section against the readers' ignore-deletion-marks delay.
 func (c *Config) validateCompactor() error {
+	if c.CompactorRing.ReplicationFactor != 1 {
+		return errors.Newf("compactor_ring: replication_factor must be 1 (each tenant has one compactor), got %d", c.CompactorRing.ReplicationFactor)
+	}
 	return c.Compactor.Validate(c.StoreGateway.IgnoreDeletionMarkDelay)
 }
 
-// runCompactor runs `strata compactor`: the compaction cycle over the bucket, every interval or --once.
+// runCompactor runs `strata compactor`: the compaction cycle over the bucket, every interval or --once. With
+// memberlist (and without --once) the compactors split the tenants through the compactor ring.
 func runCompactor(p *process) error {
 	return setupAll(p, (*process).mkDataDir, setupServers, setupBucket, setupCompactor)
 }
@@ -117,9 +137,59 @@ func setupCompactor(p *process) error {
 	if p.storeAPI != nil {
 		firstDelay = cfg.CompactionInterval
 	}
-	addContextActor(p.g, func(ctx context.Context) error {
+	if p.ingesterRing == nil && !p.cfg.Memberlist.Enabled() {
+		// A single compactor: it owns every tenant.
+		addContextActor(p.g, func(ctx context.Context) error {
+			ready()
+			return c.Run(ctx, firstDelay)
+		})
+		return nil
+	}
+	return setupCompactorRing(p, c, logger, func(ctx context.Context) error {
 		ready()
 		return c.Run(ctx, firstDelay)
 	})
+}
+
+// setupCompactorRing makes c one of the compactors of the compactor ring (in the process's KV store: memberlist,
+// or in memory in strata all), owning the tenants the ring gives it, with the ring's page at /compactor/ring.
+// run runs once this compactor is in the ring; it leaves the ring when run ends.
+func setupCompactorRing(p *process, c *compact.Compactor, logger log.Logger, run func(context.Context) error) error {
+	r, err := setupKV(p)
+	if err != nil {
+		return err
+	}
+	inst, err := ringInstance(p, p.cfg.Compactor.Instance, "compactor")
+	if err != nil {
+		return err
+	}
+	client, err := ring.NewCompactorClient(p.cfg.CompactorRing, r.kv, logger, p.reg)
+	if err != nil {
+		return errSetup(err, "compactor ring client")
+	}
+	watchRing(p, client, "compactor", "Compactors")
+	lc, err := ring.NewLifecycler(p.cfg.CompactorRing, inst, r.kv, "compactor", ring.CompactorRingKey, logger, p.reg)
+	if err != nil {
+		return errSetup(err, "compactor ring membership")
+	}
+	c.SetTenantOwner(ring.OwnsTenant(client, inst.Addr))
+	r.users.Add(1) // leaving the ring needs gossip
+	ctx, cancel := context.WithCancel(context.Background())
+	p.g.Add(func() error {
+		defer r.users.Done()
+		if err := ring.StartService(ctx, lc); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return errors.Wrap(err, "join the compactor ring")
+		}
+		defer func() {
+			if err := ring.Leave(lc, logger); err != nil {
+				level.Warn(logger).Log("msg", "leaving the compactor ring", "err", err)
+			}
+		}()
+		ring.WaitForInstance(ctx, client, inst.Addr, 10*time.Second)
+		return run(ctx)
+	}, func(error) { cancel() })
 	return nil
 }

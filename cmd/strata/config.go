@@ -46,6 +46,8 @@ type Config struct {
 	// Sidecar is validated only by `strata sidecar`, which needs its tenant and TSDB path.
 	Sidecar   sidecar.Config  `yaml:"sidecar"`
 	Compactor compactorConfig `yaml:"compactor"`
+	// CompactorRing splits the tenants between compactors (replication factor 1: one owner per tenant).
+	CompactorRing ring.Config `yaml:"compactor_ring"`
 }
 
 type logConfig struct {
@@ -72,6 +74,7 @@ func defaultConfig() Config {
 		StoreGateway:     gateway.DefaultConfig(),
 		Sidecar:          sidecar.DefaultConfig(),
 		Compactor:        defaultCompactorConfig(),
+		CompactorRing:    defaultCompactorRingConfig(),
 	}
 }
 
@@ -90,7 +93,7 @@ func (c *Config) Validate() error {
 	if c.DataDir == "" {
 		return errors.New("data_dir must be set")
 	}
-	for _, v := range []interface{ Validate() error }{c.Server, c.Objstore, c.Limits, c.RuntimeConfig, c.IngesterRing, c.Ingester, c.Distributor, c.Querier, c.QueryFrontend, c.StoreGatewayRing, c.StoreGateway} {
+	for _, v := range []interface{ Validate() error }{c.Server, c.Objstore, c.Limits, c.RuntimeConfig, c.IngesterRing, c.Ingester, c.Distributor, c.Querier, c.QueryFrontend, c.StoreGatewayRing, c.StoreGateway, c.CompactorRing} {
 		if err := v.Validate(); err != nil {
 			return err
 		}

@@ -30,10 +30,29 @@ type ingesterRing struct {
 // setupIngesterRing joins the KV store (memberlist gossip or in-memory) and watches the ingester ring; the ring
 // page is served at /ingester/ring (HTML, or JSON with Accept: application/json; with a forget button).
 func setupIngesterRing(p *process) error {
-	cfg, logger := p.cfg, p.logger
-	kv, err := ring.NewKV(cfg.Memberlist, logger, p.reg)
+	r, err := setupKV(p)
 	if err != nil {
-		return errSetup(err, "ring KV store")
+		return err
+	}
+	client, err := ring.NewClient(p.cfg.IngesterRing, r.kv, "ingester", ring.IngesterRingKey, p.logger, p.reg)
+	if err != nil {
+		return errSetup(err, "ingester ring client")
+	}
+	r.client = client
+	watchRing(p, client, "ingester", "Ingesters")
+	return nil
+}
+
+// setupKV joins the KV store the process's rings live in (memberlist gossip or in-memory), once per process
+// (p.ingesterRing, whose client is set only by setupIngesterRing).
+func setupKV(p *process) (*ingesterRing, error) {
+	if p.ingesterRing != nil {
+		return p.ingesterRing, nil
+	}
+	logger := p.logger
+	kv, err := ring.NewKV(p.cfg.Memberlist, logger, p.reg)
+	if err != nil {
+		return nil, errSetup(err, "ring KV store")
 	}
 	r := &ingesterRing{kv: kv}
 	if svc := kv.Service(); svc != nil {
@@ -42,14 +61,8 @@ func setupIngesterRing(p *process) error {
 			return ring.RunService(ctx, svc, ready, func() { kv.Stopping(); r.waitUsers(logger) })
 		})
 	}
-	client, err := ring.NewClient(cfg.IngesterRing, kv, "ingester", ring.IngesterRingKey, logger, p.reg)
-	if err != nil {
-		return errSetup(err, "ingester ring client")
-	}
-	r.client = client
-	watchRing(p, client, "ingester", "Ingesters")
 	p.ingesterRing = r
-	return nil
+	return r, nil
 }
 
 // setupGatewayRing watches the store-gateway ring (in the KV store of the ingester ring); its page is

@@ -86,6 +86,47 @@ type Compactor struct {
 
 	metas  map[string]map[ulid.ULID]*block.Meta // tenant → block → meta (immutable, read once)
 	status *statusBoard
+	// owns says whether this compactor owns a tenant (a compactor ring); nil: every tenant.
+	owns func(tenant string) (bool, error)
+}
+
+// SetTenantOwner makes the compactor work only on the tenants owns gives it (checked at each cycle's start and
+// again before each tenant, so ownership moved by a ring change takes effect at once). A tenant whose ownership
+// cannot be told is skipped this cycle. Without it (a single compactor, --once) the compactor owns every tenant.
+// Call before Run.
+func (c *Compactor) SetTenantOwner(owns func(tenant string) (bool, error)) { c.owns = owns }
+
+// ownsTenant applies the owner check (true without one); an error counts as not owned, with a warning.
+func (c *Compactor) ownsTenant(tenant string) bool {
+	if c.owns == nil {
+		return true
+	}
+	ok, err := c.owns(tenant)
+	if err != nil {
+		level.Warn(c.logger).Log("msg", "cannot tell whether this compactor owns the tenant; skipping it this cycle", "tenant", tenant, "err", err)
+		return false
+	}
+	return ok
+}
+
+// ownedTenants keeps the tenants this compactor owns and drops the others from the status page and metrics.
+func (c *Compactor) ownedTenants(tenants []string) []string {
+	var out []string
+	for _, tenant := range tenants {
+		if c.ownsTenant(tenant) {
+			out = append(out, tenant)
+			continue
+		}
+		c.forgetTenant(tenant)
+	}
+	return out
+}
+
+// forgetTenant drops a tenant this compactor no longer owns from its page, metrics and meta cache.
+func (c *Compactor) forgetTenant(tenant string) {
+	delete(c.metas, tenant)
+	c.metrics.oldestUncompacted.DeleteLabelValues(tenant)
+	c.status.remove(tenant)
 }
 
 // New returns a compactor of bkt (the whole bucket, tenants as top-level prefixes) working in workDir, which it
@@ -147,10 +188,18 @@ func (c *Compactor) RunOnce(ctx context.Context) error {
 		return err
 	}
 	c.metrics.tenants.Set(float64(len(tenants)))
+	all := len(tenants)
+	tenants = c.ownedTenants(tenants)
+	c.metrics.tenantsOwned.Set(float64(len(tenants)))
 	var failed []string
 	for _, tenant := range tenants {
 		if ctx.Err() != nil {
 			return ctx.Err()
+		}
+		if !c.ownsTenant(tenant) {
+			level.Info(c.logger).Log("msg", "tenant moved to another compactor during the cycle; skipping it", "tenant", tenant)
+			c.forgetTenant(tenant)
+			continue
 		}
 		if err := c.runTenant(ctx, tenant); err != nil {
 			if ctx.Err() != nil {
@@ -168,7 +217,7 @@ func (c *Compactor) RunOnce(ctx context.Context) error {
 		return errors.Newf("compaction cycle: %d of %d tenants had failures: %s", len(failed), len(tenants), strings.Join(failed, ", "))
 	}
 	c.metrics.lastSuccess.Set(float64(c.now().UnixNano()) / 1e9)
-	level.Info(c.logger).Log("msg", "compaction cycle done", "tenants", len(tenants), "elapsed", c.now().Sub(start))
+	level.Info(c.logger).Log("msg", "compaction cycle done", "tenants", all, "owned", len(tenants), "elapsed", c.now().Sub(start))
 	return nil
 }
 

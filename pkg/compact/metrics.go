@@ -21,6 +21,7 @@ type compactorMetrics struct {
 	groupDuration     prometheus.Histogram
 	oldestUncompacted *prometheus.GaugeVec
 	tenants           prometheus.Gauge
+	tenantsOwned      prometheus.Gauge
 }
 
 func newCompactorMetrics(reg prometheus.Registerer) *compactorMetrics {
@@ -70,6 +71,9 @@ func newCompactorMetrics(reg prometheus.Registerer) *compactorMetrics {
 		}, []string{"tenant"}),
 		tenants: f.NewGauge(prometheus.GaugeOpts{
 			Name: "strata_compactor_tenants", Help: "Tenants found in the bucket by the last cycle.",
+		}),
+		tenantsOwned: f.NewGauge(prometheus.GaugeOpts{
+			Name: "strata_compactor_tenants_owned", Help: "Tenants of the last cycle this compactor owns (all of them without a compactor ring).",
 		}),
 	}
 }

@@ -59,6 +59,12 @@ func (b *statusBoard) update(tenant string, f func(*TenantStatus)) {
 	f(s)
 }
 
+func (b *statusBoard) remove(tenant string) {
+	b.mtx.Lock()
+	defer b.mtx.Unlock()
+	delete(b.tenants, tenant)
+}
+
 // Status returns the status of every tenant seen, sorted by tenant.
 func (c *Compactor) Status() []TenantStatus {
 	c.status.mtx.Lock()
