@@ -88,6 +88,8 @@ type Compactor struct {
 	status *statusBoard
 	// owns says whether this compactor owns a tenant (a compactor ring); nil: every tenant.
 	owns func(tenant string) (bool, error)
+	// progress is the cycle's progress (blocks, bytes, elapsed, ETA).
+	progress *progress
 }
 
 // SetTenantOwner makes the compactor work only on the tenants owns gives it (checked at each cycle's start and
@@ -146,6 +148,7 @@ func New(cfg Config, bkt objstore.Bucket, workDir string, retention func(tenant 
 	return &Compactor{
 		cfg: cfg, ranges: ranges, bkt: bkt, workDir: workDir, retention: retention, logger: logger,
 		metrics: newCompactorMetrics(reg), now: now, metas: map[string]map[ulid.ULID]*block.Meta{}, status: newStatusBoard(),
+		progress: &progress{metrics: newProgressMetrics(reg)},
 	}, nil
 }
 
@@ -191,6 +194,12 @@ func (c *Compactor) RunOnce(ctx context.Context) error {
 	all := len(tenants)
 	tenants = c.ownedTenants(tenants)
 	c.metrics.tenantsOwned.Set(float64(len(tenants)))
+	c.progress.start(start)
+	defer func() { c.progress.end(c.now()) }()
+	c.planCycle(ctx, tenants)
+	if p := c.progress.get(); p.PlannedGroups > 0 {
+		level.Info(c.logger).Log("msg", "compaction cycle planned", "tenants", len(tenants), "groups", p.PlannedGroups, "blocks", p.PlannedBlocks, "bytes", p.PlannedBytes)
+	}
 	var failed []string
 	for _, tenant := range tenants {
 		if ctx.Err() != nil {
@@ -221,6 +230,11 @@ func (c *Compactor) RunOnce(ctx context.Context) error {
 	return nil
 }
 
+// tenantBucket is the bucket scoped to a tenant.
+func (c *Compactor) tenantBucket(tenant string) objstore.Bucket {
+	return objstore.NewPrefixedBucket(c.bkt, tenant)
+}
+
 func (c *Compactor) cleanWorkDir() error {
 	if err := os.RemoveAll(c.workDir); err != nil {
 		return errors.Wrapf(err, "clean work dir %s", c.workDir)
@@ -231,7 +245,7 @@ func (c *Compactor) cleanWorkDir() error {
 // runTenant runs the steps of one tenant's cycle in order; each goes on when an earlier one failed, and the
 // first error is returned.
 func (c *Compactor) runTenant(ctx context.Context, tenant string) error {
-	tbkt := objstore.NewPrefixedBucket(c.bkt, tenant)
+	tbkt := c.tenantBucket(tenant)
 	var errs []error
 	failedSteps := map[string]string{}
 	start := c.now()
@@ -601,8 +615,11 @@ func (c *Compactor) compactPlan(ctx context.Context, tenant string, tbkt objstor
 	for i, m := range plan {
 		ids[i] = m.ULID.String()
 	}
+	p := c.progress.done(len(plan), bytes, c.now())
 	kv := []any{"msg", "compacted group", "tenant", tenant, "group", g.Key, "blocks", len(plan), "bytes", bytes,
-		"elapsed", c.now().Sub(start), "sources", strings.Join(ids, ","), "result", id}
+		"elapsed", c.now().Sub(start), "sources", strings.Join(ids, ","), "result", id,
+		"cycle_blocks_done", p.DoneBlocks, "cycle_blocks_planned", p.PlannedBlocks, "cycle_bytes_done", p.DoneBytes,
+		"cycle_bytes_planned", p.PlannedBytes, "cycle_elapsed", p.Elapsed.Round(time.Millisecond), "eta", p.ETA.Round(time.Second)}
 	if res != nil {
 		kv = append(kv, "mint", res.MinTime, "maxt", res.MaxTime, "samples", res.Stats.NumSamples)
 	}

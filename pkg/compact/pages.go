@@ -5,6 +5,7 @@ import (
 	"html/template"
 	"net/http"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -82,12 +83,14 @@ var tenantsPage = template.Must(template.New("tenants").Funcs(template.FuncMap{"
 		return ""
 	}
 	return t.Format(time.RFC3339)
-}}).Parse(`<!DOCTYPE html>
+}, "mib": func(n int64) string { return strconv.FormatFloat(float64(n)/(1<<20), 'f', 1, 64) }}).Parse(`<!DOCTYPE html>
 <html><head><title>Compactor tenants</title></head><body>
 <h1>Compactor: tenants</h1>
+{{with .Progress}}{{if not .Start.IsZero}}<p>Cycle started {{ts .Start}}{{if .Running}} (running){{end}}: {{.DoneGroups}}/{{.PlannedGroups}} group compactions,
+{{.DoneBlocks}}/{{.PlannedBlocks}} blocks, {{mib .DoneBytes}}/{{mib .PlannedBytes}} MiB, elapsed {{.Elapsed}}{{if .Running}}, ETA {{.ETA}}{{end}}.</p>{{end}}{{end}}
 <p>As of each tenant's last pass. Planned groups: blocks still to compact (none when up to date).</p>
 <table border="1" cellpadding="4"><tr><th>Tenant</th><th>Last pass</th><th>Running</th><th>Live blocks</th><th>Planned groups (blocks)</th><th>Failed groups</th><th>Failed steps</th><th>Oldest uncompacted block</th><th>No-compact blocks</th></tr>
-{{range .}}<tr><td>{{.Tenant}}</td><td>{{ts .LastRun}}</td><td>{{.Running}}</td><td>{{.LiveBlocks}}</td>
+{{range .Tenants}}<tr><td>{{.Tenant}}</td><td>{{ts .LastRun}}</td><td>{{.Running}}</td><td>{{.LiveBlocks}}</td>
 <td>{{range $k, $v := .PlannedGroups}}{{$k}} ({{$v}})<br>{{end}}</td>
 <td>{{range $k, $v := .FailedGroups}}{{$k}}: {{$v}}<br>{{end}}</td>
 <td>{{range $k, $v := .FailedSteps}}{{$k}}: {{$v}}<br>{{end}}</td>
@@ -107,7 +110,11 @@ func (c *Compactor) TenantsHandler() http.Handler {
 			return
 		}
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		if err := tenantsPage.Execute(w, rows); err != nil {
+		data := struct {
+			Progress CycleProgress
+			Tenants  []TenantStatus
+		}{c.Progress(), rows}
+		if err := tenantsPage.Execute(w, data); err != nil {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
 		}
 	})
