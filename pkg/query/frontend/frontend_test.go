@@ -362,3 +362,59 @@ func TestDownstreamLeastOutstanding(t *testing.T) {
 	}
 	testutil.Equals(t, map[string]int{"a /api/v1/labels t": 3, "b /base/api/v1/labels t": 5}, hits)
 }
+
+// TestDownstreamDeadQuerierUnderLoad: a querier that refuses connections has no requests in flight, so "fewest in
+// flight" would pick it for every try while the live one is busy; after a network error it is passed over for a
+// while, and the retry lands on the live querier.
+func TestDownstreamDeadQuerierUnderLoad(t *testing.T) {
+	release := make(chan struct{})
+	var mtx sync.Mutex
+	live := 0
+	b := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mtx.Lock()
+		live++
+		n := live
+		mtx.Unlock()
+		if n == 1 {
+			<-release // the load: one request held on the live querier
+		}
+		writeRaw(w, 200, `{"status":"success","data":[]}`)
+	}))
+	defer b.Close()
+	var once sync.Once
+	unblock := func() { once.Do(func() { close(release) }) }
+	defer unblock() // before b.Close, which waits for the held request
+	dead := httptest.NewServer(http.NotFoundHandler())
+	deadURL := dead.URL
+	dead.Close() // connection refused from now on
+
+	now := time.Unix(1000, 0)
+	d, err := NewDownstream([]string{b.URL, deadURL}, &http.Client{Timeout: 10 * time.Second}, NewMetrics(prometheus.NewRegistry()))
+	testutil.Ok(t, err)
+	d.now = func() time.Time { return now }
+	req := &Request{Method: http.MethodGet, Path: "/api/v1/labels", Tenants: []string{"t"}, Params: url.Values{}}
+	held := make(chan struct{})
+	go func() {
+		defer close(held)
+		resp, err := d.Do(context.Background(), req) // round-robin starts with b, which holds it
+		testutil.Ok(t, err)
+		testutil.Equals(t, 200, resp.StatusCode)
+	}()
+	waitFor(t, "the live querier to hold a request", func() bool {
+		mtx.Lock()
+		defer mtx.Unlock()
+		return live == 1
+	})
+	h := retryMiddleware(2, NewMetrics(prometheus.NewRegistry()).m, log.NewNopLogger())(d)
+	for i := range 5 {
+		resp, err := h.Do(context.Background(), req)
+		testutil.Ok(t, err, "request %d", i)
+		testutil.Equals(t, 200, resp.StatusCode)
+	}
+	// Once the pause is over the dead querier is tried again (it may have come back).
+	now = now.Add(time.Minute)
+	_, err = d.Do(context.Background(), req)
+	testutil.NotOk(t, err)
+	unblock()
+	<-held
+}
