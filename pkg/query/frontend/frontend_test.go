@@ -418,3 +418,31 @@ func TestDownstreamDeadQuerierUnderLoad(t *testing.T) {
 	unblock()
 	<-held
 }
+
+// TestHungQueriersTimeOut: queriers that never answer (hung, or a host gone with its SYNs dropped) get a 504
+// after downstream_timeout for the whole request, retries included, not a wait of (max_retries+1) timeouts or,
+// in-process, forever; a request waiting in the queue behind them gets its 504 too.
+func TestHungQueriersTimeOut(t *testing.T) {
+	down := HandlerFunc(func(ctx context.Context, _ *Request) (*Response, error) {
+		<-ctx.Done()
+		return nil, errors.Join(errors.New("request to querier: i/o timeout"), ctx.Err())
+	})
+	f, _ := newTestFrontend(t, func(*Metrics) Handler { return down }, func(c *Config) {
+		c.DownstreamTimeout = 200 * time.Millisecond
+		c.MaxConcurrent = 1
+	})
+	codes := make(chan int, 2)
+	for range 2 {
+		go func() {
+			codes <- serve(t, f, http.MethodGet, "/api/v1/query", url.Values{"query": {"up"}}, "t").Code
+		}()
+	}
+	for range 2 {
+		select {
+		case code := <-codes:
+			testutil.Equals(t, http.StatusGatewayTimeout, code)
+		case <-time.After(5 * time.Second):
+			t.Fatal("no answer 5s after a 200ms downstream_timeout")
+		}
+	}
+}

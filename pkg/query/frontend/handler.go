@@ -108,7 +108,14 @@ func (f *Frontend) serve(w http.ResponseWriter, r *http.Request) {
 		f.finish(w, &Request{Path: r.URL.Path, Tenants: tenants}, NewErrorResponse(status, "bad_data", err.Error()), start)
 		return
 	}
-	resp, err := f.handler.Do(WithSnapshotScope(r.Context()), req) // one data generation per request (results cache)
+	ctx := WithSnapshotScope(r.Context()) // one data generation per request (results cache)
+	if f.cfg.DownstreamTimeout > 0 {
+		// The whole request (queue, parts, retries) is bounded: hung queriers give a 504, not (retries+1) waits.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, f.cfg.DownstreamTimeout)
+		defer cancel()
+	}
+	resp, err := f.handler.Do(ctx, req)
 	if err != nil {
 		switch {
 		case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
