@@ -446,3 +446,24 @@ func TestHungQueriersTimeOut(t *testing.T) {
 		}
 	}
 }
+
+// TestAllQueriersDown: with every querier refusing connections the client gets a 502 naming the failure within
+// the retries' backoff (well under a second), not a hang.
+func TestAllQueriersDown(t *testing.T) {
+	var urls []string
+	for range 2 {
+		s := httptest.NewServer(http.NotFoundHandler())
+		urls = append(urls, s.URL)
+		s.Close()
+	}
+	f, _ := newTestFrontend(t, func(m *Metrics) Handler {
+		d, err := NewDownstream(urls, &http.Client{Timeout: 10 * time.Second}, m)
+		testutil.Ok(t, err)
+		return d
+	}, nil)
+	start := time.Now()
+	w := serve(t, f, http.MethodGet, "/api/v1/query", url.Values{"query": {"up"}}, "t")
+	testutil.Equals(t, http.StatusBadGateway, w.Code)
+	testutil.Assert(t, strings.Contains(w.Body.String(), "connection refused"), w.Body.String())
+	testutil.Assert(t, time.Since(start) < 3*time.Second, "took %s", time.Since(start))
+}
