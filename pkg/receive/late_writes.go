@@ -83,9 +83,11 @@ func (l *lateWrites) record(tenant string, minT int64) {
 		s.Events[n-1] = LateWrite{Seq: s.Seq, MinTime: s.Events[n-1].MinTime}
 		return
 	}
-	if len(s.Events) == maxLateWriteEvents {
+	if n := len(s.Events); n == maxLateWriteEvents {
+		// Forget the oldest in place: no new array per late write (state copies the events out).
 		s.Since = s.Events[0].Seq
-		s.Events = append(s.Events[:0:0], s.Events[1:]...)
+		copy(s.Events, s.Events[1:])
+		s.Events = s.Events[:n-1]
 	}
 	s.Events = append(s.Events, LateWrite{Seq: s.Seq, MinTime: minT})
 }
