@@ -29,7 +29,7 @@ type LateWrite struct {
 }
 
 // LateWritesState is what a query-frontend needs from one ingester to know whether a cached extent of a tenant
-// is still what a query would answer: every sample committed older than now - max_cache_freshness - margin,
+// is still what a query would answer: every sample committed older than now - max_cache_freshness + margin (margin: LateWriteMargin),
 // as a numbered log. It is served as JSON at /ingester/late_writes?tenant=<t>.
 type LateWritesState struct {
 	// Epoch identifies this ingester process: it changes on every start (the log starts again from 0).
