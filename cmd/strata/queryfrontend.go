@@ -68,6 +68,7 @@ func setupQueryFrontend(p *process, down frontend.Handler, m *frontend.Metrics) 
 	if err != nil {
 		return errSetup(err, "query-frontend")
 	}
+	p.srv.OnShutdown(f.Stop) // queued requests get a 503 when the process begins to stop
 	p.srv.Handle("/api/v1/", f)
 	p.srv.Handle("/prometheus/api/v1/", f)
 	p.srv.AddLinks("Query-frontend",

@@ -467,3 +467,33 @@ func TestAllQueriersDown(t *testing.T) {
 	testutil.Assert(t, strings.Contains(w.Body.String(), "connection refused"), w.Body.String())
 	testutil.Assert(t, time.Since(start) < 3*time.Second, "took %s", time.Since(start))
 }
+
+// TestStopAnswersQueued: when the process begins to shut down, requests waiting in the queue and new ones get a
+// 503 at once; the running one finishes with its answer.
+func TestStopAnswersQueued(t *testing.T) {
+	down := &blockingDownstream{release: make(chan struct{})}
+	f, _ := newTestFrontend(t, func(*Metrics) Handler { return down }, func(c *Config) { c.MaxConcurrent = 1 })
+	codes := make(chan int, 3)
+	for i := range 3 {
+		go func() {
+			codes <- serve(t, f, http.MethodGet, "/api/v1/query", url.Values{"query": {fmt.Sprint(i)}}, "t").Code
+		}()
+		if i == 0 {
+			waitFor(t, "the first request to run", func() bool { return len(down.startedList()) == 1 })
+		}
+	}
+	waitFor(t, "two requests queued", func() bool { return promtestutil.ToFloat64(f.metrics.queueLength.WithLabelValues("t")) == 2 })
+	f.Stop()
+	for range 2 {
+		select {
+		case code := <-codes:
+			testutil.Equals(t, http.StatusServiceUnavailable, code)
+		case <-time.After(5 * time.Second):
+			t.Fatal("a queued request was not answered at shutdown")
+		}
+	}
+	testutil.Equals(t, http.StatusServiceUnavailable, serve(t, f, http.MethodGet, "/api/v1/query", url.Values{"query": {"up"}}, "t").Code)
+	close(down.release)
+	testutil.Equals(t, http.StatusOK, <-codes)
+	testutil.Equals(t, 1, len(down.startedList()))
+}
