@@ -1,6 +1,7 @@
 package main
 
 import (
+	"net"
 	"net/http"
 	"time"
 
@@ -40,8 +41,11 @@ func runQueryFrontend(p *process) error {
 		return errSetup(errors.New("--query-frontend.downstream-url is required"), "query-frontend")
 	}
 	m := frontend.NewMetrics(p.reg)
+	// A bounded dial: a querier whose host is gone (SYNs dropped) fails in seconds and the retry goes to another.
+	dialer := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
 	client := &http.Client{Timeout: p.cfg.QueryFrontend.DownstreamTimeout, Transport: &http.Transport{
-		MaxIdleConnsPerHost: 64, IdleConnTimeout: 90 * time.Second, ResponseHeaderTimeout: p.cfg.QueryFrontend.DownstreamTimeout,
+		DialContext: dialer.DialContext, MaxIdleConnsPerHost: 64, IdleConnTimeout: 90 * time.Second,
+		ResponseHeaderTimeout: p.cfg.QueryFrontend.DownstreamTimeout,
 	}}
 	down, err := frontend.NewDownstream(p.cfg.QueryFrontend.DownstreamURLs, client, m)
 	if err != nil {
@@ -64,6 +68,7 @@ func setupQueryFrontend(p *process, down frontend.Handler, m *frontend.Metrics) 
 	if err != nil {
 		return errSetup(err, "query-frontend")
 	}
+	p.srv.OnShutdown(f.Stop) // queued requests get a 503 when the process begins to stop
 	p.srv.Handle("/api/v1/", f)
 	p.srv.Handle("/prometheus/api/v1/", f)
 	p.srv.AddLinks("Query-frontend",

@@ -29,7 +29,7 @@ type LateWrite struct {
 }
 
 // LateWritesState is what a query-frontend needs from one ingester to know whether a cached extent of a tenant
-// is still what a query would answer: every sample committed older than now - max_cache_freshness - margin,
+// is still what a query would answer: every sample committed older than now - max_cache_freshness + margin (margin: LateWriteMargin),
 // as a numbered log. It is served as JSON at /ingester/late_writes?tenant=<t>.
 type LateWritesState struct {
 	// Epoch identifies this ingester process: it changes on every start (the log starts again from 0).
@@ -83,9 +83,11 @@ func (l *lateWrites) record(tenant string, minT int64) {
 		s.Events[n-1] = LateWrite{Seq: s.Seq, MinTime: s.Events[n-1].MinTime}
 		return
 	}
-	if len(s.Events) == maxLateWriteEvents {
+	if n := len(s.Events); n == maxLateWriteEvents {
+		// Forget the oldest in place: no new array per late write (state copies the events out).
 		s.Since = s.Events[0].Seq
-		s.Events = append(s.Events[:0:0], s.Events[1:]...)
+		copy(s.Events, s.Events[1:])
+		s.Events = s.Events[:n-1]
 	}
 	s.Events = append(s.Events, LateWrite{Seq: s.Seq, MinTime: minT})
 }

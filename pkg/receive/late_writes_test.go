@@ -72,3 +72,28 @@ func TestLateWrites(t *testing.T) {
 	ing.LateWritesHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/ingester/late_writes?tenant=..", nil))
 	testutil.Equals(t, http.StatusBadRequest, rec.Code)
 }
+
+// TestLateWritesFullLogNoGarbage: once a tenant's log is full, each further late write (each older than the
+// last, so never coalesced) forgets the oldest in place: no new 1024-event array per push, under the lock every
+// tenant's pushes share; the log stays bounded and in order.
+func TestLateWritesFullLogNoGarbage(t *testing.T) {
+	now := time.Date(2026, 1, 15, 12, 0, 0, 0, time.UTC)
+	l := newLateWrites(tenancy.NewOverrides(tenancy.DefaultLimits(), nil), func() time.Time { return now })
+	minT := now.Add(-time.Hour).UnixMilli()
+	for range maxLateWriteEvents {
+		minT--
+		l.record("a", minT)
+	}
+	allocs := testing.AllocsPerRun(200, func() {
+		minT--
+		l.record("a", minT)
+	})
+	testutil.Equals(t, 0.0, allocs)
+	s := l.state("a")
+	testutil.Equals(t, maxLateWriteEvents, len(s.Events))
+	testutil.Equals(t, s.Seq, s.Events[len(s.Events)-1].Seq)
+	testutil.Equals(t, s.Since+1, s.Events[0].Seq)
+	for i := 1; i < len(s.Events); i++ {
+		testutil.Assert(t, s.Events[i].Seq == s.Events[i-1].Seq+1 && s.Events[i].MinTime < s.Events[i-1].MinTime, "event %d out of order", i)
+	}
+}

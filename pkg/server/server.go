@@ -174,6 +174,10 @@ func (s *Server) Handle(pattern string, h http.Handler) {
 	s.mux.Handle(pattern, h)
 }
 
+// OnShutdown registers f to be called (in its own goroutine) as soon as the HTTP server begins its graceful
+// shutdown, e.g. to answer queued requests instead of letting them wait for the shutdown timeout.
+func (s *Server) OnShutdown(f func()) { s.httpServer.RegisterOnShutdown(f) }
+
 // AddLinks lists pages of a component on the index page.
 func (s *Server) AddLinks(component string, links ...Link) { s.index.add(component, links...) }
 

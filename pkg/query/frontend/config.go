@@ -29,7 +29,8 @@ type Config struct {
 	LogQueriesLongerThan time.Duration `yaml:"log_queries_longer_than"`
 	// MaxBodyBytes bounds a request's body (its form); larger ones are refused with 413.
 	MaxBodyBytes int64 `yaml:"max_body_bytes"`
-	// DownstreamTimeout bounds one downstream request (0: none beyond the client's).
+	// DownstreamTimeout bounds a client's request from its arrival to its answer: the wait in the queue, its
+	// parts and their retries (504 beyond; 0: no bound). A remote querier's HTTP client has the same timeout.
 	DownstreamTimeout time.Duration `yaml:"downstream_timeout"`
 	// ResultsCache is the results cache of range queries' split parts (results_cache.go).
 	ResultsCache ResultsCacheConfig `yaml:"results_cache"`

@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/efficientgo/core/errors"
 )
@@ -15,12 +16,18 @@ import (
 // maxResponseBytes bounds a querier's answer read by the frontend.
 const maxResponseBytes = 1 << 30
 
+// failedPause is how long a querier that could not be reached (network error) is passed over while another one
+// is reachable. Without it a dead querier, with nothing in flight, would be "the one with the fewest in flight"
+// for every request and every retry.
+const failedPause = time.Second
+
 // Downstream sends requests to the queriers: each to the one with the fewest requests in flight, ties broken
-// round-robin. A querier's HTTP answer, error statuses included, is a Response; a failure to get one is an error.
+// round-robin; a querier that could not be reached is passed over for failedPause unless all are. A querier's HTTP answer, error statuses included, is a Response; a failure to get one is an error.
 type Downstream struct {
 	targets []*target
 	client  *http.Client
 	metrics *frontendMetrics
+	now     func() time.Time
 
 	mtx  sync.Mutex
 	next int
@@ -31,6 +38,7 @@ type target struct {
 	base     *url.URL
 	handler  http.Handler // in-process querier, instead of base
 	inflight int
+	failedAt time.Time // last network error; zero when the last request got an answer
 }
 
 // NewDownstream returns the round-tripper to the queriers at urls (http(s)://host:port[/prefix]).
@@ -38,7 +46,7 @@ func NewDownstream(urls []string, client *http.Client, m *Metrics) (*Downstream,
 	if len(urls) == 0 {
 		return nil, errors.New("query-frontend: no downstream querier URL")
 	}
-	d := &Downstream{client: client, metrics: m.m}
+	d := &Downstream{client: client, metrics: m.m, now: time.Now}
 	for _, u := range urls {
 		pu, err := url.Parse(u)
 		if err != nil {
@@ -52,13 +60,14 @@ func NewDownstream(urls []string, client *http.Client, m *Metrics) (*Downstream,
 // NewInProcessDownstream returns the round-tripper to a querier's handler in the same process: the same HTTP
 // request as to a remote querier, served without a connection.
 func NewInProcessDownstream(h http.Handler, m *Metrics) *Downstream {
-	return &Downstream{metrics: m.m, targets: []*target{{name: "in-process", base: &url.URL{Scheme: "http", Host: "in-process"}, handler: h}}}
+	return &Downstream{metrics: m.m, now: time.Now, targets: []*target{{name: "in-process", base: &url.URL{Scheme: "http", Host: "in-process"}, handler: h}}}
 }
 
 // Do implements Handler.
 func (d *Downstream) Do(ctx context.Context, r *Request) (*Response, error) {
 	t := d.pick()
-	defer d.done(t)
+	failed := false
+	defer func() { d.done(t, failed) }()
 	hr, err := r.HTTPRequest(ctx, t.base)
 	if err != nil {
 		return nil, err
@@ -76,12 +85,14 @@ func (d *Downstream) Do(ctx context.Context, r *Request) (*Response, error) {
 		resp, err := d.client.Do(hr)
 		if err != nil {
 			d.metrics.downstream.WithLabelValues(t.name, "error").Inc()
+			failed = ctx.Err() == nil // the client giving up says nothing about the querier
 			return nil, errors.Wrapf(err, "request to querier %s", t.name)
 		}
 		body, err = io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes))
 		_ = resp.Body.Close()
 		if err != nil {
 			d.metrics.downstream.WithLabelValues(t.name, "error").Inc()
+			failed = ctx.Err() == nil
 			return nil, errors.Wrapf(err, "read the answer of querier %s", t.name)
 		}
 		code, header = resp.StatusCode, resp.Header
@@ -93,10 +104,12 @@ func (d *Downstream) Do(ctx context.Context, r *Request) (*Response, error) {
 func (d *Downstream) pick() *target {
 	d.mtx.Lock()
 	defer d.mtx.Unlock()
+	now := d.now()
+	paused := func(t *target) bool { return !t.failedAt.IsZero() && now.Sub(t.failedAt) < failedPause }
 	var best *target
 	for i := range d.targets {
 		t := d.targets[(d.next+i)%len(d.targets)]
-		if best == nil || t.inflight < best.inflight {
+		if best == nil || paused(best) && !paused(t) || paused(best) == paused(t) && t.inflight < best.inflight {
 			best = t
 		}
 	}
@@ -106,10 +119,15 @@ func (d *Downstream) pick() *target {
 	return best
 }
 
-func (d *Downstream) done(t *target) {
+func (d *Downstream) done(t *target, failed bool) {
 	d.mtx.Lock()
 	defer d.mtx.Unlock()
 	t.inflight--
+	if failed {
+		t.failedAt = d.now()
+	} else {
+		t.failedAt = time.Time{}
+	}
 	d.metrics.downstreamRunning.WithLabelValues(t.name).Set(float64(t.inflight))
 }
 

@@ -362,3 +362,138 @@ func TestDownstreamLeastOutstanding(t *testing.T) {
 	}
 	testutil.Equals(t, map[string]int{"a /api/v1/labels t": 3, "b /base/api/v1/labels t": 5}, hits)
 }
+
+// TestDownstreamDeadQuerierUnderLoad: a querier that refuses connections has no requests in flight, so "fewest in
+// flight" would pick it for every try while the live one is busy; after a network error it is passed over for a
+// while, and the retry lands on the live querier.
+func TestDownstreamDeadQuerierUnderLoad(t *testing.T) {
+	release := make(chan struct{})
+	var mtx sync.Mutex
+	live := 0
+	b := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mtx.Lock()
+		live++
+		n := live
+		mtx.Unlock()
+		if n == 1 {
+			<-release // the load: one request held on the live querier
+		}
+		writeRaw(w, 200, `{"status":"success","data":[]}`)
+	}))
+	defer b.Close()
+	var once sync.Once
+	unblock := func() { once.Do(func() { close(release) }) }
+	defer unblock() // before b.Close, which waits for the held request
+	dead := httptest.NewServer(http.NotFoundHandler())
+	deadURL := dead.URL
+	dead.Close() // connection refused from now on
+
+	now := time.Unix(1000, 0)
+	d, err := NewDownstream([]string{b.URL, deadURL}, &http.Client{Timeout: 10 * time.Second}, NewMetrics(prometheus.NewRegistry()))
+	testutil.Ok(t, err)
+	d.now = func() time.Time { return now }
+	req := &Request{Method: http.MethodGet, Path: "/api/v1/labels", Tenants: []string{"t"}, Params: url.Values{}}
+	held := make(chan struct{})
+	go func() {
+		defer close(held)
+		resp, err := d.Do(context.Background(), req) // round-robin starts with b, which holds it
+		testutil.Ok(t, err)
+		testutil.Equals(t, 200, resp.StatusCode)
+	}()
+	waitFor(t, "the live querier to hold a request", func() bool {
+		mtx.Lock()
+		defer mtx.Unlock()
+		return live == 1
+	})
+	h := retryMiddleware(2, NewMetrics(prometheus.NewRegistry()).m, log.NewNopLogger())(d)
+	for i := range 5 {
+		resp, err := h.Do(context.Background(), req)
+		testutil.Ok(t, err, "request %d", i)
+		testutil.Equals(t, 200, resp.StatusCode)
+	}
+	// Once the pause is over the dead querier is tried again (it may have come back).
+	now = now.Add(time.Minute)
+	_, err = d.Do(context.Background(), req)
+	testutil.NotOk(t, err)
+	unblock()
+	<-held
+}
+
+// TestHungQueriersTimeOut: queriers that never answer (hung, or a host gone with its SYNs dropped) get a 504
+// after downstream_timeout for the whole request, retries included, not a wait of (max_retries+1) timeouts or,
+// in-process, forever; a request waiting in the queue behind them gets its 504 too.
+func TestHungQueriersTimeOut(t *testing.T) {
+	down := HandlerFunc(func(ctx context.Context, _ *Request) (*Response, error) {
+		<-ctx.Done()
+		return nil, errors.Join(errors.New("request to querier: i/o timeout"), ctx.Err())
+	})
+	f, _ := newTestFrontend(t, func(*Metrics) Handler { return down }, func(c *Config) {
+		c.DownstreamTimeout = 200 * time.Millisecond
+		c.MaxConcurrent = 1
+	})
+	codes := make(chan int, 2)
+	for range 2 {
+		go func() {
+			codes <- serve(t, f, http.MethodGet, "/api/v1/query", url.Values{"query": {"up"}}, "t").Code
+		}()
+	}
+	for range 2 {
+		select {
+		case code := <-codes:
+			testutil.Equals(t, http.StatusGatewayTimeout, code)
+		case <-time.After(5 * time.Second):
+			t.Fatal("no answer 5s after a 200ms downstream_timeout")
+		}
+	}
+}
+
+// TestAllQueriersDown: with every querier refusing connections the client gets a 502 naming the failure within
+// the retries' backoff (well under a second), not a hang.
+func TestAllQueriersDown(t *testing.T) {
+	var urls []string
+	for range 2 {
+		s := httptest.NewServer(http.NotFoundHandler())
+		urls = append(urls, s.URL)
+		s.Close()
+	}
+	f, _ := newTestFrontend(t, func(m *Metrics) Handler {
+		d, err := NewDownstream(urls, &http.Client{Timeout: 10 * time.Second}, m)
+		testutil.Ok(t, err)
+		return d
+	}, nil)
+	start := time.Now()
+	w := serve(t, f, http.MethodGet, "/api/v1/query", url.Values{"query": {"up"}}, "t")
+	testutil.Equals(t, http.StatusBadGateway, w.Code)
+	testutil.Assert(t, strings.Contains(w.Body.String(), "connection refused"), w.Body.String())
+	testutil.Assert(t, time.Since(start) < 3*time.Second, "took %s", time.Since(start))
+}
+
+// TestStopAnswersQueued: when the process begins to shut down, requests waiting in the queue and new ones get a
+// 503 at once; the running one finishes with its answer.
+func TestStopAnswersQueued(t *testing.T) {
+	down := &blockingDownstream{release: make(chan struct{})}
+	f, _ := newTestFrontend(t, func(*Metrics) Handler { return down }, func(c *Config) { c.MaxConcurrent = 1 })
+	codes := make(chan int, 3)
+	for i := range 3 {
+		go func() {
+			codes <- serve(t, f, http.MethodGet, "/api/v1/query", url.Values{"query": {fmt.Sprint(i)}}, "t").Code
+		}()
+		if i == 0 {
+			waitFor(t, "the first request to run", func() bool { return len(down.startedList()) == 1 })
+		}
+	}
+	waitFor(t, "two requests queued", func() bool { return promtestutil.ToFloat64(f.metrics.queueLength.WithLabelValues("t")) == 2 })
+	f.Stop()
+	for range 2 {
+		select {
+		case code := <-codes:
+			testutil.Equals(t, http.StatusServiceUnavailable, code)
+		case <-time.After(5 * time.Second):
+			t.Fatal("a queued request was not answered at shutdown")
+		}
+	}
+	testutil.Equals(t, http.StatusServiceUnavailable, serve(t, f, http.MethodGet, "/api/v1/query", url.Values{"query": {"up"}}, "t").Code)
+	close(down.release)
+	testutil.Equals(t, http.StatusOK, <-codes)
+	testutil.Equals(t, 1, len(down.startedList()))
+}

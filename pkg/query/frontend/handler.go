@@ -23,6 +23,7 @@ type Frontend struct {
 	cfg     Config
 	edge    http.Handler // the tenant check, then serve
 	handler Handler
+	queue   *queue
 	logger  log.Logger
 	now     func() time.Time
 	metrics *frontendMetrics
@@ -84,10 +85,15 @@ func New(cfg Config, o Options) (*Frontend, error) {
 		ms = append(ms, o.ResultsCache)
 	}
 	ms = append(ms, retryMiddleware(cfg.MaxRetries, m, o.Logger))
-	f := &Frontend{cfg: cfg, handler: Chain(o.Downstream, ms...), logger: o.Logger, now: o.Now, metrics: m}
+	f := &Frontend{cfg: cfg, handler: Chain(o.Downstream, ms...), queue: q, logger: o.Logger, now: o.Now, metrics: m}
 	f.edge = o.Auth.HTTPMiddleware(false)(http.HandlerFunc(f.serve))
 	return f, nil
 }
+
+// Stop is called when the process begins to shut down: requests waiting in the queue, and any arriving later,
+// are answered 503 at once (not cut off with their connection when the graceful shutdown times out); running
+// requests finish.
+func (f *Frontend) Stop() { f.queue.stop() }
 
 // ServeHTTP serves /api/v1/… and /prometheus/api/v1/… as the querier does.
 func (f *Frontend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -108,7 +114,14 @@ func (f *Frontend) serve(w http.ResponseWriter, r *http.Request) {
 		f.finish(w, &Request{Path: r.URL.Path, Tenants: tenants}, NewErrorResponse(status, "bad_data", err.Error()), start)
 		return
 	}
-	resp, err := f.handler.Do(WithSnapshotScope(r.Context()), req) // one data generation per request (results cache)
+	ctx := WithSnapshotScope(r.Context()) // one data generation per request (results cache)
+	if f.cfg.DownstreamTimeout > 0 {
+		// The whole request (queue, parts, retries) is bounded: hung queriers give a 504, not (retries+1) waits.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, f.cfg.DownstreamTimeout)
+		defer cancel()
+	}
+	resp, err := f.handler.Do(ctx, req)
 	if err != nil {
 		switch {
 		case errors.Is(err, context.Canceled) && r.Context().Err() != nil:

@@ -20,9 +20,10 @@ type queue struct {
 	now           func() time.Time
 	metrics       *frontendMetrics
 
-	mtx     sync.Mutex
-	running int
-	tenants map[string]*tenantQueue
+	mtx      sync.Mutex
+	stopping bool
+	running  int
+	tenants  map[string]*tenantQueue
 	// order holds the tenants with requests waiting, in round-robin order; next is the index of the next turn.
 	order []string
 	next  int
@@ -36,6 +37,8 @@ type queued struct {
 	granted chan struct{}
 	// done is set under the queue's lock when granted (then the request owns a slot).
 	done bool
+	// refused is set with done by stop: the frontend is shutting down, the request is answered 503 (no slot).
+	refused bool
 }
 
 func newQueue(maxPerTenant, maxConcurrent int, now func() time.Time, m *frontendMetrics) *queue {
@@ -62,6 +65,10 @@ func (q *queue) wait(ctx context.Context, tenant string) (func(), *Response, err
 	item := &queued{granted: make(chan struct{})}
 
 	q.mtx.Lock()
+	if q.stopping {
+		q.mtx.Unlock()
+		return nil, errShuttingDown(), nil
+	}
 	tq := q.tenants[tenant]
 	if tq == nil {
 		tq = &tenantQueue{}
@@ -86,6 +93,9 @@ func (q *queue) wait(ctx context.Context, tenant string) (func(), *Response, err
 
 	select {
 	case <-item.granted:
+		if item.refused {
+			return nil, errShuttingDown(), nil
+		}
 	case <-ctx.Done():
 		q.mtx.Lock()
 		if !item.done {
@@ -93,9 +103,12 @@ func (q *queue) wait(ctx context.Context, tenant string) (func(), *Response, err
 			q.mtx.Unlock()
 			return nil, nil, ctx.Err()
 		}
+		refused := item.refused
 		q.mtx.Unlock()
-		// Granted meanwhile: the slot is ours; give it back.
-		q.release()
+		if !refused {
+			// Granted meanwhile: the slot is ours; give it back.
+			q.release()
+		}
 		return nil, nil, ctx.Err()
 	}
 	q.metrics.queueDuration.Observe(q.now().Sub(enqueued).Seconds())
@@ -168,4 +181,25 @@ func (q *queue) removeIfEmptyLocked(tenant string) {
 		delete(q.tenants, tenant)
 		q.metrics.queueLength.DeleteLabelValues(tenant)
 	}
+}
+
+// stop answers every waiting request, and every later one, with 503 (the frontend is shutting down: the client
+// may retry on another); running requests go on.
+func (q *queue) stop() {
+	q.mtx.Lock()
+	defer q.mtx.Unlock()
+	q.stopping = true
+	for tenant, tq := range q.tenants {
+		for _, item := range tq.waiting {
+			item.done, item.refused = true, true
+			close(item.granted)
+		}
+		delete(q.tenants, tenant)
+		q.metrics.queueLength.DeleteLabelValues(tenant)
+	}
+	q.order, q.next = nil, 0
+}
+
+func errShuttingDown() *Response {
+	return NewErrorResponse(http.StatusServiceUnavailable, "unavailable", "the query-frontend is shutting down")
 }

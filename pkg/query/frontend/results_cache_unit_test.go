@@ -12,6 +12,7 @@ import (
 
 	"github.com/efficientgo/core/errors"
 	"github.com/efficientgo/core/testutil"
+	"github.com/go-kit/log"
 	"github.com/prometheus/client_golang/prometheus"
 	promtestutil "github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/prometheus/common/model"
@@ -19,6 +20,7 @@ import (
 	"github.com/prometheus/prometheus/model/value"
 
 	"github.com/stratametrics/strata/pkg/cache"
+	"github.com/stratametrics/strata/pkg/cache/cachetest"
 	"github.com/stratametrics/strata/pkg/tenancy"
 )
 
@@ -236,6 +238,25 @@ func TestResultsCache_Behaviour(t *testing.T) {
 		got, err = h.Do(ctx, r)
 		testutil.Ok(t, err)
 		testutil.Equals(t, wantNew.Matrix, got.Matrix)
+	})
+	t.Run("memcached killed mid-run or never up: answers stay right", func(t *testing.T) {
+		mc := cachetest.RunMemcached(t)
+		for _, addr := range []string{mc.Addr, "127.0.0.1:1"} {
+			c, err := cache.NewMemcached("results", cache.MemcachedConfig{Addresses: []string{addr}}, log.NewNopLogger(), prometheus.NewRegistry())
+			testutil.Ok(t, err)
+			h, _, _ := setup(c, &staticSource{})
+			for i := range 4 {
+				if i == 2 {
+					mc.Stop() // kill -9
+				}
+				start := time.Now()
+				got, err := h.Do(ctx, r)
+				testutil.Ok(t, err)
+				testutil.Equals(t, want.Matrix, got.Matrix)
+				testutil.Assert(t, time.Since(start) < 5*time.Second, "a dead memcached must not stall the query")
+			}
+			c.Stop()
+		}
 	})
 	t.Run("generation unavailable: answered without the cache", func(t *testing.T) {
 		h, down, reg := setup(cache.NewInMemory("t", cache.InMemoryConfig{}, nil, nil), &staticSource{err: errors.New("bucket down")})
