@@ -21,6 +21,7 @@ import (
 	"github.com/thanos-io/objstore"
 
 	"github.com/stratametrics/strata/pkg/block"
+	"github.com/stratametrics/strata/pkg/compact"
 )
 
 // bucketBlock is what the test reads of a block directory of the filesystem bucket.
@@ -401,4 +402,79 @@ func TestCompactorKilledMidUploadAndDeletion(t *testing.T) {
 	d = fetch()
 	testutil.Equals(t, written, d.Metas[compacted[0]].Stats.NumSamples)
 	testutil.Equals(t, 1, len(d.Metas), "live blocks after the deletion")
+}
+
+// TestCompactorRetention is issue 14's retention Must show through the binary: tenant A has
+// compactor_blocks_retention_period 5d in the runtime overrides, tenant B none, and the per-resolution retention
+// is 15d for raw blocks and 30d for 5m ones. After a `--once` run and a second one (the cleaner, deletion delay
+// 1s): A's 10-day-old block is deleted and its recent one kept, B's blocks of the same ages are untouched, and
+// tenant C's 20-day-old raw block is deleted while its 5m-downsampled copy of the same data is kept.
+func TestCompactorRetention(t *testing.T) {
+	dir := t.TempDir()
+	bucketDir := filepath.Join(dir, "bucket")
+	testutil.Ok(t, os.MkdirAll(bucketDir, 0o750))
+	conf := fsBucketConfig(t, bucketDir)
+	bkt := openBucket(t, conf)
+	rt := filepath.Join(dir, "runtime.yaml")
+	testutil.Ok(t, os.WriteFile(rt, []byte("overrides:\n  team-a:\n    compactor_blocks_retention_period: 5d\n"), 0o600))
+
+	const twoHours = int64(2 * time.Hour / time.Millisecond)
+	blockAt := func(age time.Duration) string {
+		start := time.UnixMilli(time.Now().Add(-age).UnixMilli() / twoHours * twoHours)
+		dirs := promtoolBlocks(t, start, start.Add(2*time.Hour), time.Minute, 5)
+		testutil.Equals(t, 1, len(dirs))
+		return dirs[0]
+	}
+	day := 24 * time.Hour
+	recent, old, older := blockAt(day), blockAt(10*day), blockAt(20*day)
+	aOld, aRecent := uploadCopy(t, bkt, "team-a", old), uploadCopy(t, bkt, "team-a", recent)
+	bOld, bRecent := uploadCopy(t, bkt, "team-b", old), uploadCopy(t, bkt, "team-b", recent)
+	cRaw := uploadCopy(t, bkt, "team-c", older)
+	// C's 5m block: the same data downsampled by Strata's own downsampling, in its own directory.
+	dsDir := t.TempDir()
+	dsID, err := compact.DownsampleDir(log.NewNopLogger(), older, dsDir, compact.Resolution5m)
+	testutil.Ok(t, err)
+	ds, err := block.ReadMetaFromDir(filepath.Join(dsDir, dsID.String()))
+	testutil.Ok(t, err)
+	ds.Thanos.Labels = map[string]string{"tenant_id": "team-c"}
+	ds.Thanos.Source = "compactor"
+	testutil.Equals(t, compact.Resolution5m, ds.Thanos.Downsample.Resolution)
+	testutil.Ok(t, block.Upload(context.Background(), log.NewNopLogger(), objstore.NewPrefixedBucket(bkt, "team-c"), filepath.Join(dsDir, dsID.String()), ds))
+
+	run := func() {
+		t.Helper()
+		p := startStrata(t, "", "compactor", "--once", "--objstore.config-file="+conf, "--runtime-config.file="+rt,
+			"--compactor.consistency-delay=0s", "--compactor.deletion-delay=1s", "--store-gateway.ignore-deletion-marks-delay=0s",
+			"--compactor.retention-resolution-raw=360h", "--compactor.retention-resolution-5m=720h")
+		<-p.exited
+		testutil.Ok(t, p.err, p.out.String())
+	}
+	type want struct {
+		tenant string
+		id     ulid.ULID
+		kept   bool
+	}
+	wants := []want{
+		{"team-a", aOld.ULID, false}, {"team-a", aRecent.ULID, true},
+		{"team-b", bOld.ULID, true}, {"team-b", bRecent.ULID, true},
+		{"team-c", cRaw.ULID, false}, {"team-c", dsID, true},
+	}
+
+	run()
+	for _, w := range wants {
+		b := readBucket(t, bucketDir, w.tenant)[w.id.String()]
+		testutil.Assert(t, b.complete, "%s block %s not complete after the first run", w.tenant, w.id)
+		testutil.Equals(t, !w.kept, b.marked, "%s block %s marked for deletion", w.tenant, w.id)
+	}
+	time.Sleep(2 * time.Second) // the marks are past the deletion delay
+	run()
+	for _, w := range wants {
+		blocks, _ := tenantBlocks(t, bkt, w.tenant)
+		b := readBucket(t, bucketDir, w.tenant)[w.id.String()]
+		if w.kept {
+			testutil.Assert(t, b.complete && !b.marked, "%s block %s: want kept, got %+v", w.tenant, w.id, b)
+		} else {
+			testutil.Equals(t, 0, len(blocks[w.id]), "%s block %s: objects left %v", w.tenant, w.id, blocks[w.id])
+		}
+	}
 }
