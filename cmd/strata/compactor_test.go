@@ -15,6 +15,7 @@ func TestCompactorFlags(t *testing.T) {
 		wantErr    bool
 		wantRanges []time.Duration
 		wantOnce   bool
+		wantRaw    time.Duration
 	}{
 		{name: "defaults", args: []string{"compactor"}, wantRanges: []time.Duration{2 * time.Hour, 12 * time.Hour, 24 * time.Hour}},
 		{name: "short ranges, once", args: []string{"compactor", "--compactor.block-ranges=1m,2m,1d", "--once"},
@@ -22,6 +23,9 @@ func TestCompactorFlags(t *testing.T) {
 		{name: "in all", args: []string{"all", "--compactor.block-ranges=1m,4m"}, wantRanges: []time.Duration{time.Minute, 4 * time.Minute}},
 		{name: "ranges must increase", args: []string{"compactor", "--compactor.block-ranges=2h,1h"}, wantErr: true},
 		{name: "bad range", args: []string{"compactor", "--compactor.block-ranges=1m,x"}, wantErr: true},
+		{name: "retention in days, as Thanos's flags", args: []string{"compactor", "--compactor.retention-resolution-raw=15d"},
+			wantRanges: []time.Duration{2 * time.Hour, 12 * time.Hour, 24 * time.Hour}, wantRaw: 15 * 24 * time.Hour},
+		{name: "bad retention", args: []string{"compactor", "--compactor.retention-resolution-raw=15x"}, wantErr: true},
 		{name: "deletion delay not above the ignore delay", args: []string{"compactor", "--compactor.deletion-delay=30m", "--store-gateway.ignore-deletion-marks-delay=1h"}, wantErr: true},
 		{name: "deletion delay above the ignore delay", args: []string{"compactor", "--compactor.deletion-delay=2m", "--store-gateway.ignore-deletion-marks-delay=1m"},
 			wantRanges: []time.Duration{2 * time.Hour, 12 * time.Hour, 24 * time.Hour}},
@@ -36,6 +40,7 @@ func TestCompactorFlags(t *testing.T) {
 			testutil.Assert(t, run != nil)
 			testutil.Equals(t, tc.wantRanges, cfg.Compactor.BlockRanges)
 			testutil.Equals(t, tc.wantOnce, cfg.Compactor.Once)
+			testutil.Equals(t, tc.wantRaw, cfg.Compactor.Retention.Raw)
 		})
 	}
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/alecthomas/kingpin/v2"
 	"github.com/efficientgo/core/errors"
+	"github.com/prometheus/common/model"
 	"go.yaml.in/yaml/v3"
 
 	"github.com/stratametrics/strata/pkg/block"
@@ -169,10 +170,23 @@ func (b *binder) String(f *kingpin.FlagClause, dst *string) {
 
 func (b *binder) Duration(f *kingpin.FlagClause, dst *time.Duration) {
 	bindFlag(b, f, dst, dst.String(), func(f *kingpin.FlagClause) *time.Duration {
-		v := &parsedValue[time.Duration]{flag: f.Model().Name, parse: time.ParseDuration, format: time.Duration.String}
+		v := &parsedValue[time.Duration]{flag: f.Model().Name, parse: parseFlagDuration, format: time.Duration.String}
 		f.SetValue(v)
 		return &v.v
 	})
+}
+
+// parseFlagDuration parses a Go duration ("90m", "1h30m") or a Prometheus one ("15d", "2w"), as Thanos's and
+// Prometheus's duration flags accept.
+func parseFlagDuration(s string) (time.Duration, error) {
+	d, err := time.ParseDuration(s)
+	if err == nil {
+		return d, nil
+	}
+	if md, merr := model.ParseDuration(s); merr == nil {
+		return time.Duration(md), nil
+	}
+	return 0, err
 }
 
 func (b *binder) Int(f *kingpin.FlagClause, dst *int) {
