@@ -224,7 +224,10 @@ func readStreamed(r io.Reader, cnt *counter) (*ReadResult, error) {
 	return res, nil
 }
 
-// nextFrame reads one frame of a streamed answer into buf (grown as needed) and returns its data.
+// nextFrame reads one frame of a streamed answer into buf (grown as needed) and returns its data. It is
+// Prometheus's remote.ChunkedReader.Next but for one thing: a stream that ends inside a frame (after its length,
+// or after its checksum with no data) is io.ErrUnexpectedEOF here, where ChunkedReader returns io.EOF and a cut
+// answer would pass for a complete one (TestReadStreamed_TruncatedOrCorrupted).
 func nextFrame(r *bufio.Reader, buf []byte) ([]byte, error) {
 	size, err := binary.ReadUvarint(r)
 	if err != nil {
