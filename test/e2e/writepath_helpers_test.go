@@ -130,7 +130,11 @@ func freePortOffset(t *testing.T) int {
 	t.Helper()
 	ports := []int{7946, 7947, 7948, 7949, 7950, 7951, 7952, 7953, 8080, 8081, 8082, 8083, 8084, 8085, 8086, 8087, 8090,
 		9084, 9085, 9086, 9090, 9091, 9095, 9096, 9097, 9098}
-	for off := 30000; off < 50000; off += 1000 {
+	// Below the kernel's ephemeral range (32768-60999 by default): a port of the cluster left free while its process
+	// restarts must not be handed out as the local port of some outgoing connection (a rolling-restart test failed
+	// with "bind: address already in use" that way).
+	lo, _ := ephemeralPortRange()
+	for off := 10000; off+9098 < lo; off += 1000 {
 		ok := true
 		for _, p := range ports {
 			l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p+off))
@@ -146,6 +150,18 @@ func freePortOffset(t *testing.T) int {
 	}
 	t.Fatal("no free port range for the local cluster")
 	return 0
+}
+
+// ephemeralPortRange returns the kernel's range of local ports for outgoing connections (Linux's default when
+// it cannot be read).
+func ephemeralPortRange() (lo, hi int) {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err == nil {
+		if _, err := fmt.Sscan(string(b), &lo, &hi); err == nil {
+			return lo, hi
+		}
+	}
+	return 32768, 60999
 }
 
 func sortedKeys[V any](m map[string]V) []string { return slices.Sorted(maps.Keys(m)) }
