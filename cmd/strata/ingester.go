@@ -64,7 +64,7 @@ func setupIngester(p *process) error {
 		storepb.RegisterStoreServer(p.srv.GRPC(), st)
 		infopb.RegisterInfoServer(p.srv.GRPC(), metadataInfo{st})
 	}
-	storepb.RegisterWriteableStoreServer(p.srv.GRPC(), ing)
+	receive.RegisterWriteableStore(p.srv.GRPC(), ing)
 	metadatapb.RegisterMetadataServer(p.srv.GRPC(), ing.MetadataServer())
 	r.local = map[string]*receive.Ingester{inst.Addr: ing}
 	p.srv.Handle("POST /ingester/flush", flushHandler(ing, logger))

@@ -3,6 +3,7 @@ package receive
 import (
 	"context"
 	"math"
+	"sync"
 
 	"github.com/efficientgo/core/errors"
 	"github.com/prometheus/common/model"
@@ -91,24 +92,32 @@ func (i *Ingester) appendRequest(ctx context.Context, tenant string, u *userTSDB
 		b        = labels.NewScratchBuilder(16)
 	)
 	tss := req.GetTimeseries()
-	lsets := make([]labels.Labels, len(tss))
-	refs := make([]storage.SeriesRef, len(tss))
+	sc := i.appendScratch.get(len(tss))
+	defer i.appendScratch.put(sc)
+	lsets, refs := sc.lsets, sc.refs
+	// Every series is looked up before anything is appended: a push that finds a new series with onlyExisting
+	// is then redone exclusively with nothing counted twice. The lookup label set is built into one reused
+	// buffer (Overwrite); a series that exists is then appended with the TSDB's own labels (GetRef returns
+	// them), and only a new one gets a copy of its own, which the TSDB keeps: no allocation per known series.
+	var scratch labels.Labels
 	for k, ts := range tss {
 		b.Reset()
 		for _, l := range ts.GetLabels() {
 			b.Add(l.GetName(), l.GetValue())
 		}
 		b.Sort()
-		lsets[k] = b.Labels()
-		if onlyExisting {
-			// Before any append, so that nothing is counted twice when the push is redone exclusively.
-			if refs[k], _ = getRef.GetRef(lsets[k], lsets[k].Hash()); refs[k] == 0 {
+		b.Overwrite(&scratch)
+		ref, lset := getRef.GetRef(scratch, scratch.Hash())
+		if ref == 0 {
+			if onlyExisting {
 				if err := app.Rollback(); err != nil {
 					return false, status.Errorf(codes.Internal, "roll back samples of tenant %s: %v", tenant, err)
 				}
 				return true, nil
 			}
+			lset = scratch.Copy()
 		}
+		lsets[k], refs[k] = lset, ref
 	}
 	for k, ts := range tss {
 		lset, ref := lsets[k], refs[k]
@@ -217,4 +226,35 @@ func (i *Ingester) pushError(tenant string, errs *appendErrors) error {
 		return tenancy.NewMaxSeriesPerUserError(i.overrides.MaxGlobalSeriesPerUser(tenant), top)
 	}
 	return errs.first[reason]
+}
+
+// appendScratch is one push's per-series lookup results, pooled.
+type appendScratch struct {
+	lsets []labels.Labels
+	refs  []storage.SeriesRef
+}
+
+// appendScratchPool pools appendScratch; slices longer than maxPooledScratch series are not kept.
+type appendScratchPool struct{ p sync.Pool }
+
+const maxPooledScratch = 100_000
+
+func (p *appendScratchPool) get(n int) *appendScratch {
+	sc, ok := p.p.Get().(*appendScratch)
+	if !ok {
+		sc = &appendScratch{}
+	}
+	if cap(sc.lsets) < n {
+		sc.lsets, sc.refs = make([]labels.Labels, n), make([]storage.SeriesRef, n)
+	}
+	sc.lsets, sc.refs = sc.lsets[:n], sc.refs[:n]
+	return sc
+}
+
+func (p *appendScratchPool) put(sc *appendScratch) {
+	if cap(sc.lsets) > maxPooledScratch {
+		return
+	}
+	clear(sc.lsets) // the TSDB's labels: not kept alive by the pool
+	p.p.Put(sc)
 }

@@ -220,6 +220,30 @@ func checkDecodeV1MatchesProto(t testing.TB, body []byte) {
 	}
 	testutil.Ok(t, err, "proto.Unmarshal accepted the body")
 	equalSeries(t, want.Timeseries, got)
+
+	// Decoding into reused slabs, dirtied by another request first, gives the same: nothing of that one shows.
+	slabs := &remotewrite.Slabs{}
+	_, err = remotewrite.DecodeV1(dirtySlabsBody(t), &remotewrite.Options{Slabs: slabs})
+	testutil.Ok(t, err)
+	got, err = remotewrite.DecodeV1(body, &remotewrite.Options{Slabs: slabs})
+	testutil.Ok(t, err, "decoding into reused slabs")
+	equalSeries(t, want.Timeseries, got)
+}
+
+// dirtySlabsBody is a request whose every field is set, to fill reused slabs before another decode.
+func dirtySlabsBody(t testing.TB) []byte {
+	t.Helper()
+	var req promprompb.WriteRequest
+	for i := range 20 {
+		ts := series1(int64(i), "__name__", "dirty", "a", "x", "b", "y", "c", "z")
+		ts.Samples = append(ts.Samples, promprompb.Sample{Value: 7, Timestamp: 8})
+		ts.Exemplars = []promprompb.Exemplar{{Labels: []promprompb.Label{{Name: "trace_id", Value: "t"}}, Value: 1, Timestamp: 2}}
+		ts.Histograms = []promprompb.Histogram{{Count: &promprompb.Histogram_CountInt{CountInt: 3}, Sum: 1, Timestamp: 5}}
+		req.Timeseries = append(req.Timeseries, ts)
+	}
+	b, err := gogoproto.Marshal(&req)
+	testutil.Ok(t, err)
+	return b
 }
 
 func TestDecodeV1MatchesProtoUnmarshal(t *testing.T) {

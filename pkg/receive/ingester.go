@@ -125,6 +125,9 @@ type Ingester struct {
 	metrics    *ingesterMetrics
 	metadata   *ingesterMetadata // metric metadata (ingester_metadata.go)
 	lateWrites *lateWrites       // pushes older than the tenant's cache boundary (late_writes.go)
+	forwards   forwardPool       // decoded forward requests (ingester_forward.go)
+	// appendScratch pools appendRequest's per-series lookups.
+	appendScratch appendScratchPool
 
 	mtx      sync.RWMutex
 	tsdbs    map[string]*userTSDB

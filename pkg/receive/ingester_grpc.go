@@ -43,8 +43,7 @@ func checkNotAncient(tMs int64) error {
 // remoteWriteTenant returns the tenant of a forwarded write: the request's, or the one gRPC metadata names (the
 // edge validated it, see tenancy.Config.UnaryServerInterceptor); when both name one they must agree. Without any
 // it is Unauthenticated ("no org id", as Mimir answers), and InvalidArgument when one is invalid or they disagree.
-func remoteWriteTenant(ctx context.Context, req *storepb.WriteRequest) (string, error) {
-	tenant := req.GetTenant()
+func remoteWriteTenant(ctx context.Context, tenant string, tenantData bool) (string, error) {
 	fromMD, ok := tenancy.TenantsFromContext(ctx)
 	if !ok {
 		// RemoteWrite is exempt from the interceptor's check: metadata naming a tenant that did not pass it is
@@ -67,7 +66,7 @@ func remoteWriteTenant(ctx context.Context, req *storepb.WriteRequest) (string, 
 	if err := tenancy.ValidateTenantID(tenant); err != nil {
 		return "", status.Error(codes.InvalidArgument, err.Error())
 	}
-	if len(req.GetTimeseriesTenantData()) > 0 {
+	if tenantData {
 		return "", status.Error(codes.InvalidArgument, "timeseriesTenantData (series of several tenants in one request) is not supported: send one request per tenant")
 	}
 	return tenant, nil
@@ -145,8 +144,16 @@ func labelValueInvalidError(ts *prompb.TimeSeries, k int) *tenancy.Error {
 // metadata, agreeing when both are), and every series passes the distributor's validation. Invalid series are
 // discarded and the first error is answered (InvalidArgument, Mimir's message) once the valid ones are appended,
 // as the distributor does. req is modified.
+//
+// The gRPC server does not call it: RegisterWriteableStore decodes the request its own way and calls remoteWrite.
 func (i *Ingester) RemoteWrite(ctx context.Context, req *storepb.WriteRequest) (*storepb.WriteResponse, error) {
-	tenant, err := remoteWriteTenant(ctx, req)
+	return i.remoteWrite(ctx, req.GetTenant(), len(req.GetTimeseriesTenantData()) > 0, req)
+}
+
+// remoteWrite is RemoteWrite of a request whose tenant field is reqTenant, and which has timeseriesTenantData
+// when tenantData.
+func (i *Ingester) remoteWrite(ctx context.Context, reqTenant string, tenantData bool, req *storepb.WriteRequest) (*storepb.WriteResponse, error) {
+	tenant, err := remoteWriteTenant(ctx, reqTenant, tenantData)
 	if err != nil {
 		return nil, err
 	}

@@ -26,7 +26,27 @@ import (
 // caller. Each hostile request gets its gRPC code, nothing of its bad series reaches the TSDB (valid series of
 // the same request do), the discarded samples are counted with their reason, and afterwards writes stamped now
 // are still accepted: no far-future sample got into the head to make them "too old".
+//
+// It runs twice: calling RemoteWrite, and through the wire (the request marshalled and handed to the gRPC method
+// handler RegisterWriteableStore registers, which decodes it its own way).
 func TestIngesterRemoteWriteRefusesWhatTheDistributorRefuses(t *testing.T) {
+	for _, wire := range []bool{false, true} {
+		t.Run(fmt.Sprintf("wire=%v", wire), func(t *testing.T) { testIngesterRemoteWriteRefuses(t, wire) })
+	}
+}
+
+// remoteWriteWire sends req through the gRPC method handler RegisterWriteableStore registers: as its wire bytes,
+// decoded by forwardedWrite, as from a distributor (the interceptor aside).
+func remoteWriteWire(ctx context.Context, ing *Ingester, req *storepb.WriteRequest) error {
+	b, err := req.MarshalVT()
+	if err != nil {
+		return err
+	}
+	_, err = remoteWriteHandler(ing, ctx, func(v any) error { return v.(*forwardedWrite).UnmarshalVT(b) }, nil)
+	return err
+}
+
+func testIngesterRemoteWriteRefuses(t *testing.T, wire bool) {
 	reg := prometheus.NewRegistry()
 	now := time.Unix(1_750_000_000, 0)
 	ing := newTestIngester(t, t.TempDir(), nil, reg, WithIngesterClock(func() time.Time { return now }))
@@ -35,7 +55,11 @@ func TestIngesterRemoteWriteRefusesWhatTheDistributorRefuses(t *testing.T) {
 	bg := context.Background()
 
 	write := func(ctx context.Context, tenant string, tss ...*prompb.TimeSeries) error {
-		_, err := ing.RemoteWrite(ctx, &storepb.WriteRequest{Tenant: tenant, Timeseries: tss})
+		req := &storepb.WriteRequest{Tenant: tenant, Timeseries: tss}
+		if wire {
+			return remoteWriteWire(ctx, ing, req)
+		}
+		_, err := ing.RemoteWrite(ctx, req)
 		return err
 	}
 	testutil.Ok(t, write(bg, "a", ts(series("good"), nowMs-1000)))

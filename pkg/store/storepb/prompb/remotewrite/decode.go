@@ -3,6 +3,7 @@ package remotewrite
 import (
 	"math"
 	"unicode/utf8"
+	"unsafe"
 
 	"github.com/efficientgo/core/errors"
 	"github.com/prometheus/common/model"
@@ -50,8 +51,59 @@ type Options struct {
 	// returned as is.
 	Reserve func(int) error
 
+	// Slabs, when not nil, are reused for the messages of a 1.0 request instead of allocating them (strings are
+	// still copies). The caller must not use anything decoded into them once it decodes another request with
+	// the same Slabs. For a caller that drops every message of a request before the next (an ingester appending
+	// a forwarded write), it takes the garbage of decoding from ~1 KiB per series to the strings alone.
+	Slabs *Slabs
+	// AllowInvalidUTF8 decodes labels without checking that they are valid UTF-8, for a caller that checks each
+	// series itself (an ingester, which drops such a series alone rather than the whole request).
+	AllowInvalidUTF8 bool
+	// ThanosWriteRequest: the body is a Thanos storepb.WriteRequest (the forward RPC), whose series are 1.0's
+	// (field 1) but whose field 3 is the replica number, not 1.0's metadata: it is not checked as metadata.
+	ThanosWriteRequest bool
+
 	// truncated lists the series decoded with only some of their labels (output).
 	truncated []truncatedSeries
+}
+
+// Slabs are reusable memory for DecodeV1's messages (Options.Slabs). The zero value is ready to use; it is not
+// safe for concurrent use (pool it).
+type Slabs struct {
+	series     []prompb.TimeSeries
+	seriesPtrs []*prompb.TimeSeries
+	labels     []labelpb.Label
+	labelPtrs  []*labelpb.Label
+	samples    []prompb.Sample
+	samplePtrs []*prompb.Sample
+}
+
+// Size is the bytes the slabs hold, for a pool that drops large ones.
+func (s *Slabs) Size() int {
+	const ptr = 8
+	return cap(s.series)*int(unsafe.Sizeof(prompb.TimeSeries{})) + cap(s.labels)*int(unsafe.Sizeof(labelpb.Label{})) +
+		cap(s.samples)*int(unsafe.Sizeof(prompb.Sample{})) + (cap(s.seriesPtrs)+cap(s.labelPtrs)+cap(s.samplePtrs))*ptr
+}
+
+// Reset clears what the slabs refer to (strings, exemplars, histograms), so that a pooled Slabs keeps none of
+// a decoded request alive.
+func (s *Slabs) Reset() {
+	clear(s.series[:cap(s.series)])
+	clear(s.seriesPtrs[:cap(s.seriesPtrs)])
+	clear(s.labels[:cap(s.labels)])
+	clear(s.labelPtrs[:cap(s.labelPtrs)])
+	clear(s.samplePtrs[:cap(s.samplePtrs)])
+}
+
+// slab returns a zeroed slice of n elements, reusing *buf when it is large enough.
+func slab[T any](buf *[]T, n int) []T {
+	if cap(*buf) < n {
+		*buf = make([]T, n, n+n/4)
+		return (*buf)[:n]
+	}
+	out := (*buf)[:n]
+	clear(out)
+	return out
 }
 
 // truncatedSeries is a series of which only the first MaxLabels+1 labels were decoded.
@@ -75,6 +127,13 @@ func (o *Options) maxKept() int {
 		return 0
 	}
 	return o.MaxLabels + 1
+}
+
+func (o *Options) slabs() *Slabs {
+	if o == nil {
+		return nil
+	}
+	return o.Slabs
 }
 
 func (o *Options) reserveFunc() func(int) error {
@@ -143,15 +202,20 @@ func DecodeV1(buf []byte, o *Options) ([]*prompb.TimeSeries, error) {
 	if err := cost.admit(V1, len(buf), o.reserveFunc()); err != nil {
 		return nil, err
 	}
-	d := v1Decoder{
-		maxKept:    o.maxKept(),
-		labels:     make([]labelpb.Label, c.labels),
-		labelPtrs:  make([]*labelpb.Label, c.labels),
-		samples:    make([]prompb.Sample, c.samples),
-		samplePtrs: make([]*prompb.Sample, c.samples),
+	d := v1Decoder{maxKept: o.maxKept(), checkUTF8: o == nil || !o.AllowInvalidUTF8}
+	var (
+		series []prompb.TimeSeries
+		out    []*prompb.TimeSeries
+	)
+	if sl := o.slabs(); sl != nil {
+		d.labels, d.labelPtrs = slab(&sl.labels, c.labels), slab(&sl.labelPtrs, c.labels)
+		d.samples, d.samplePtrs = slab(&sl.samples, c.samples), slab(&sl.samplePtrs, c.samples)
+		series, out = slab(&sl.series, c.series), slab(&sl.seriesPtrs, c.series)[:0]
+	} else {
+		d.labels, d.labelPtrs = make([]labelpb.Label, c.labels), make([]*labelpb.Label, c.labels)
+		d.samples, d.samplePtrs = make([]prompb.Sample, c.samples), make([]*prompb.Sample, c.samples)
+		series, out = make([]prompb.TimeSeries, c.series), make([]*prompb.TimeSeries, 0, c.series)
 	}
-	series := make([]prompb.TimeSeries, c.series)
-	out := make([]*prompb.TimeSeries, 0, c.series)
 	// Strings are substrings of string copies of windows of buf: one copy per window of consecutive series of
 	// at least stringWindow bytes, never less than one whole series. A kept string so holds on to at most its
 	// series or the window, never the request; and there are tens of allocations per request, not one per
@@ -191,7 +255,7 @@ func DecodeV1(buf []byte, o *Options) ([]*prompb.TimeSeries, error) {
 				o.truncated = append(o.truncated, truncatedSeries{ts: ts, labels: n})
 			}
 			out = append(out, ts)
-		case num == 3 && typ == protowire.BytesType:
+		case num == 3 && typ == protowire.BytesType && (o == nil || !o.ThanosWriteRequest):
 			v, n := protowire.ConsumeBytes(b)
 			if n < 0 {
 				return nil, WireError(n, "remote write 1.0 request")
@@ -308,6 +372,7 @@ func countWriteV1(b []byte, maxKept int) (v1Counts, error) {
 // v1Decoder hands out labels and samples from the slabs sized by countWriteV1.
 type v1Decoder struct {
 	maxKept    int // Options.MaxLabels+1, 0: keep all
+	checkUTF8  bool
 	labels     []labelpb.Label
 	labelPtrs  []*labelpb.Label
 	nextLabel  int
@@ -326,7 +391,7 @@ func (d *v1Decoder) series(b []byte, str string, ts *prompb.TimeSeries) (int, er
 	label := func(b []byte, s string) error {
 		if d.maxKept > 0 && d.nextLabel-firstLabel == d.maxKept {
 			var l labelpb.Label
-			if err := decodeLabel(b, s, &l); err != nil {
+			if err := decodeLabel(b, s, &l, d.checkUTF8); err != nil {
 				return errors.Wrapf(err, "label %d", nLabels)
 			}
 			if l.Value != "" {
@@ -343,7 +408,7 @@ func (d *v1Decoder) series(b []byte, str string, ts *prompb.TimeSeries) (int, er
 			return errors.New("label count changed between passes")
 		}
 		l := &d.labels[d.nextLabel]
-		if err := decodeLabel(b, s, l); err != nil {
+		if err := decodeLabel(b, s, l, d.checkUTF8); err != nil {
 			return errors.Wrapf(err, "label %d", nLabels)
 		}
 		if d.maxKept > 0 && l.Value == "" {
@@ -425,13 +490,13 @@ func (d *v1Decoder) series(b []byte, str string, ts *prompb.TimeSeries) (int, er
 
 // decodeLabel decodes a thanos.Label from b; s holds the same bytes as b, as a string, so that name and value
 // are substrings of it. proto3 strings must be valid UTF-8 (proto.Unmarshal refuses them otherwise).
-func decodeLabel(b []byte, s string, l *labelpb.Label) error {
+func decodeLabel(b []byte, s string, l *labelpb.Label, checkUTF8 bool) error {
 	// Fast path: the layout every encoder writes for short strings, name (field 1) then value (field 2), each
 	// with a one-byte length. Its framing bytes are ASCII, so the whole message is valid UTF-8 exactly when both
 	// strings are: one check instead of two.
 	if len(b) >= 4 && b[0] == 0x0a && b[1] < 0x80 {
 		if n1 := int(b[1]); len(b) > n1+3 && b[n1+2] == 0x12 && b[n1+3] < 0x80 && len(b) == n1+4+int(b[n1+3]) {
-			if utf8.Valid(b) {
+			if !checkUTF8 || utf8.Valid(b) {
 				l.Name, l.Value = s[2:2+n1], s[n1+4:]
 				return nil
 			}
@@ -451,7 +516,7 @@ func decodeLabel(b []byte, s string, l *labelpb.Label) error {
 			start := i + n - len(v)
 			i += n
 			str := s[start : start+len(v)]
-			if !utf8.ValidString(str) {
+			if checkUTF8 && !utf8.ValidString(str) {
 				return errors.Newf("label %s is not valid UTF-8", labelFieldName(num))
 			}
 			if num == 1 {
@@ -522,7 +587,7 @@ func decodeExemplar(b []byte, s string) (*prompb.Exemplar, error) {
 			}
 			start := i + m - len(v)
 			l := &labelpb.Label{}
-			if err := decodeLabel(v, s[start:start+len(v)], l); err != nil {
+			if err := decodeLabel(v, s[start:start+len(v)], l, true); err != nil {
 				return nil, errors.Wrapf(err, "label %d", len(e.Labels))
 			}
 			e.Labels = append(e.Labels, l)

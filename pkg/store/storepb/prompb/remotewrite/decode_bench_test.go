@@ -44,6 +44,17 @@ func BenchmarkDecodeV1(b *testing.B) {
 			}
 		}
 	})
+	b.Run("hand-written-reused-slabs", func(b *testing.B) {
+		b.SetBytes(int64(len(buf)))
+		b.ReportAllocs()
+		o := &Options{Slabs: &Slabs{}}
+		for b.Loop() {
+			series, err := DecodeV1(buf, o)
+			if err != nil || len(series) != 2000 {
+				b.Fatalf("decode: %d series, %v", len(series), err)
+			}
+		}
+	})
 	b.Run("vtproto", func(b *testing.B) {
 		b.SetBytes(int64(len(buf)))
 		b.ReportAllocs()

@@ -1,0 +1,159 @@
+package receive
+
+import (
+	"context"
+	"sync"
+
+	"github.com/efficientgo/core/errors"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/stratametrics/strata/pkg/store/storepb"
+	"github.com/stratametrics/strata/pkg/store/storepb/prompb"
+	"github.com/stratametrics/strata/pkg/store/storepb/prompb/remotewrite"
+)
+
+// RegisterWriteableStore registers ing as the thanos.WriteableStore gRPC service (the forward RPC from
+// distributors and from a stock Thanos receive router) on s. It is storepb.RegisterWriteableStoreServer with
+// the request decoded by forwardedWrite instead of the generated UnmarshalVT: the same wire format, the same
+// answers, but decoded into pooled slabs (remotewrite.DecodeV1 with Options.Slabs), where UnmarshalVT allocated
+// a message and two strings per label — most of an ingester's CPU per sample went to that and its garbage.
+func RegisterWriteableStore(s grpc.ServiceRegistrar, ing *Ingester) {
+	desc := storepb.WriteableStore_ServiceDesc // for its names; its handler is not used
+	s.RegisterService(&grpc.ServiceDesc{
+		ServiceName: desc.ServiceName,
+		HandlerType: desc.HandlerType,
+		Methods:     []grpc.MethodDesc{{MethodName: "RemoteWrite", Handler: remoteWriteHandler}},
+		Streams:     desc.Streams,
+		Metadata:    desc.Metadata,
+	}, ing)
+}
+
+// remoteWriteHandler is the gRPC method handler of RemoteWrite. The decoded request goes back to the pool when
+// the handler returns: Push keeps nothing of it (the TSDB copies the labels of a new series; metadata are
+// decoded into their own messages; strings are copies of the request, never of the pooled slabs).
+func remoteWriteHandler(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
+	ing := srv.(*Ingester)
+	w := ing.forwards.get()
+	defer ing.forwards.put(w)
+	if err := dec(w); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return ing.remoteWriteForwarded(ctx, w)
+	}
+	info := &grpc.UnaryServerInfo{Server: srv, FullMethod: storepb.WriteableStore_RemoteWrite_FullMethodName}
+	return interceptor(ctx, w, info, func(ctx context.Context, req any) (any, error) {
+		return ing.remoteWriteForwarded(ctx, req.(*forwardedWrite))
+	})
+}
+
+func (i *Ingester) remoteWriteForwarded(ctx context.Context, w *forwardedWrite) (*storepb.WriteResponse, error) {
+	return i.remoteWrite(ctx, w.tenant, w.tenantData, &storepb.WriteRequest{Timeseries: w.series, Metadata: w.metadata})
+}
+
+// forwardedWrite is a storepb.WriteRequest as the ingester decodes it (see RegisterWriteableStore). It
+// implements the storepb codec's message methods, so gRPC decodes into it; it is never sent.
+type forwardedWrite struct {
+	tenant     string
+	tenantData bool // timeseriesTenantData (field 4) is present: refused by remoteWriteTenant
+	series     []*prompb.TimeSeries
+	metadata   []*prompb.MetricMetadata
+	slabs      remotewrite.Slabs
+}
+
+// The storepb.WriteRequest fields the ingester reads (rpc.proto).
+const (
+	fwdFieldTimeseries = 1
+	fwdFieldTenant     = 2
+	fwdFieldReplica    = 3 // not used
+	fwdFieldTenantData = 4
+	fwdFieldMetadata   = 5
+)
+
+// UnmarshalVT decodes a storepb.WriteRequest. It accepts what proto.Unmarshal accepts (unknown fields
+// ignored), except that a request decoding into far more memory than its size (empty series or labels by the
+// million) is refused, as the distributor refuses such a remote write, and that label values are not checked
+// for UTF-8 here: the ingester drops a series with an invalid one on its own (validateForwarded), as before.
+func (w *forwardedWrite) UnmarshalVT(b []byte) error {
+	series := false
+	for rest := b; len(rest) > 0; {
+		num, typ, n := remotewrite.ConsumeTag(rest)
+		if n < 0 {
+			return remotewrite.WireError(n, "forwarded write request")
+		}
+		rest = rest[n:]
+		// As proto.Unmarshal: a known field with another wire type is an unknown field (the replica, a varint,
+		// is not used).
+		if typ != protowire.BytesType {
+			n = protowire.ConsumeFieldValue(num, typ, rest)
+			if n < 0 {
+				return remotewrite.WireError(n, "forwarded write request")
+			}
+			rest = rest[n:]
+			continue
+		}
+		v, n := protowire.ConsumeBytes(rest)
+		if n < 0 {
+			return remotewrite.WireError(n, "forwarded write request")
+		}
+		rest = rest[n:]
+		switch num {
+		case fwdFieldTimeseries:
+			series = true
+		case fwdFieldTenant:
+			w.tenant = string(v)
+		case fwdFieldTenantData:
+			// Refused anyway (remoteWriteTenant), but a malformed one is a malformed request, as before.
+			if err := proto.Unmarshal(v, &storepb.TimeSeriesTenantTuple{}); err != nil {
+				return errors.Wrap(err, "decode forwarded write request: timeseriesTenantData")
+			}
+			w.tenantData = true
+		case fwdFieldMetadata:
+			m := &prompb.MetricMetadata{}
+			// proto.Unmarshal, as the series decoder follows it (UnmarshalVT differs on malformed bodies).
+			if err := proto.Unmarshal(v, m); err != nil {
+				return errors.Wrapf(err, "decode forwarded write request: metadata %d", len(w.metadata))
+			}
+			w.metadata = append(w.metadata, m)
+		}
+	}
+	if !series {
+		return nil
+	}
+	var err error
+	w.series, err = remotewrite.DecodeV1(b, &remotewrite.Options{Slabs: &w.slabs, AllowInvalidUTF8: true, ThanosWriteRequest: true})
+	return errors.Wrap(err, "decode forwarded write request")
+}
+
+// SizeVT and MarshalToSizedBufferVT complete the codec's interface; a forwardedWrite is only ever received.
+func (w *forwardedWrite) SizeVT() int { return 0 }
+
+func (w *forwardedWrite) MarshalToSizedBufferVT([]byte) (int, error) {
+	return 0, errors.New("a decoded forwarded write is not sent")
+}
+
+// maxPooledForwardSlabs: slabs that grew beyond this (a request far larger than usual) are not pooled, so that
+// one outsized request does not stay in memory for good.
+const maxPooledForwardSlabs = 16 << 20
+
+// forwardPool pools forwardedWrites, slabs included.
+type forwardPool struct{ p sync.Pool }
+
+func (f *forwardPool) get() *forwardedWrite {
+	if w, ok := f.p.Get().(*forwardedWrite); ok {
+		return w
+	}
+	return &forwardedWrite{}
+}
+
+func (f *forwardPool) put(w *forwardedWrite) {
+	if w.slabs.Size() > maxPooledForwardSlabs {
+		return
+	}
+	w.slabs.Reset()
+	clear(w.metadata)
+	*w = forwardedWrite{slabs: w.slabs, metadata: w.metadata[:0]}
+	f.p.Put(w)
+}
