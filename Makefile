@@ -50,6 +50,11 @@ bench: ## Run the benchmarks (not part of `make test`), then the store-gateway's
 	# over the blocks of 3 ingesters; `make bench-compact` runs it alone) and BenchmarkNormalise.
 	bash scripts/bench-gateway.sh
 
+.PHONY: bench-write-allocs
+BENCH_ALLOCS_TIME ?= 20x
+bench-write-allocs: ## Write-path allocations alone: the ingester's gRPC write and the distributor's split (allocs/sample, B/sample, ns/sample); compare two commits' output with benchstat.
+	$(GO) test -run '^$$' -bench '^Benchmark(IngesterRemoteWrite|DistributorSplit)$$' -benchmem -benchtime $(BENCH_ALLOCS_TIME) -count 6 ./pkg/receive/
+
 .PHONY: bench-compact
 bench-compact: ## Compaction benchmark alone: RF-3 blocks compacted by Strata's cycle vs Prometheus's tsdb compactor (samples/s, ratio, peak RSS).
 	$(GO) test -run '^$$' -bench '^Benchmark(Compact_RF3|Normalise)$$' -benchtime $(BENCH_TIME) ./pkg/compact/
