@@ -71,5 +71,5 @@ clean: ## Remove build output.
 
 BENCH_SETUP ?= both
 
-bench-write: ## Write benchmark (not a test): load tool vs `strata all` (RF 1) and the local cluster (RF 3); BENCH_SETUP=rf1|rf3|both, BENCH_DURATION, BENCH_SERIES.
+bench-write: ## Write benchmark (not a test): load tool vs `strata all` (RF 1) and distributor + 3 ingesters (RF 3), per-process CPU per sample, KB/series; BENCH_SETUP=rf1|rf3|both, BENCH_DURATION, BENCH_SERIES, BENCH_RUNS (3, medians), BENCH_BASELINE=REV (ratios to that commit), BENCH_PPROF=DIR (profiles); more in scripts/bench-write.sh.
 	bash scripts/bench-write.sh $(BENCH_SETUP)
