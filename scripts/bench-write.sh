@@ -460,14 +460,17 @@ median() {
 # fmt FORMAT VALUE: printf of a number, "-" as is.
 fmt() { if [[ $2 == - ]]; then echo -; else awk -v f="$1" -v x="$2" 'BEGIN { printf f, x }'; fi; }
 ROW='%-8s %-5s %-7s %10s %9s %9s %9s %9s %9s %8s %9s %9s %7s %7s\n'
+# Widths count bytes (LC_ALL=C), and µ is 2 bytes in UTF-8: the µ headers' columns are one byte wider.
+HDR='%-8s %-5s %-7s %10s %10s %10s %10s %10s %10s %8s %9s %9s %7s %7s\n'
+export LC_ALL=C
 FMTS=('' '' '' '%.0f' '%.3f' '%.3f' '%.3f' '%.3f' '%.3f' '%.1f' '%.0f' '%.3f' '%.1f' '%.0f')
 
 echo
 echo "Write benchmark: $SERIES series × $LABELS labels (__name__ included), $PROTOCOL, $PER_REQUEST series/request," \
   "$CONCURRENCY in flight, $DURATION; runs of each: $RUNS; $(nproc) CPUs ($(sed -n 's/^model name\t*: //p' /proc/cpuinfo | head -n 1))"
 for v in "${VERSIONS[@]}"; do echo "  $v: strata of ${LABEL[$v]}"; done
-# shellcheck disable=SC2059 # ROW is the format.
-printf "$ROW" version setup run samples/s µs/sample dist-µs ing-a-µs ing-b-µs ing-c-µs RSS-MB series KB/series lg-CPU failed
+# shellcheck disable=SC2059 # HDR is the format.
+printf "$HDR" version setup run samples/s µs/sample dist-µs ing-a-µs ing-b-µs ing-c-µs RSS-MB series KB/series lg-CPU failed
 for s in $SETUPS; do
   for v in "${VERSIONS[@]}"; do
     awk -F'\t' -v v="$v" -v s="$s" '$1 == v && $2 == s' "$RESULTS" | while IFS=$'\t' read -r -a f; do
@@ -498,7 +501,7 @@ if [[ -n "$PPROF_DIR" ]]; then echo "The first run of each version × setup was 
 if [[ -n "$BASELINE" ]]; then
   echo
   echo "Medians, current (${LABEL[current]}) / baseline (${LABEL[base]}):"
-  printf '%-5s %-30s %12s %12s %10s\n' setup figure base current current/base
+  printf '%-5s %10s %10s %12s  %s\n' setup base current current/base figure
   for s in $SETUPS; do
     # column:name
     figs=("4:samples/s" "5:µs/sample, server total")
@@ -510,7 +513,7 @@ if [[ -n "$BASELINE" ]]; then
       c=${fg%%:*}
       b=$(median base "$s" "$c") k=$(median current "$s" "$c")
       ratio=$(awk -v b="$b" -v k="$k" 'BEGIN { if (b == "-" || k == "-" || b + 0 == 0) print "-"; else printf "%.3f", k / b }')
-      printf '%-5s %-30s %12s %12s %10s\n' "$s" "${fg#*:}" "$(fmt "${FMTS[c - 1]}" "$b")" "$(fmt "${FMTS[c - 1]}" "$k")" "$ratio"
+      printf '%-5s %10s %10s %12s  %s\n' "$s" "$(fmt "${FMTS[c - 1]}" "$b")" "$(fmt "${FMTS[c - 1]}" "$k")" "$ratio" "${fg#*:}"
     done
   done
   echo "Below 1 is better for the µs and KB figures, above 1 for samples/s."
