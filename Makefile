@@ -50,6 +50,11 @@ bench: ## Run the benchmarks (not part of `make test`), then the store-gateway's
 	# over the blocks of 3 ingesters; `make bench-compact` runs it alone) and BenchmarkNormalise.
 	bash scripts/bench-gateway.sh
 
+.PHONY: bench-write-allocs
+BENCH_ALLOCS_TIME ?= 20x
+bench-write-allocs: ## Write-path allocations alone: the ingester's gRPC write and the distributor's split (allocs/sample, B/sample, ns/sample); compare two commits' output with benchstat.
+	$(GO) test -run '^$$' -bench '^Benchmark(IngesterRemoteWrite|DistributorSplit)$$' -benchmem -benchtime $(BENCH_ALLOCS_TIME) -count 6 ./pkg/receive/
+
 .PHONY: bench-compact
 bench-compact: ## Compaction benchmark alone: RF-3 blocks compacted by Strata's cycle vs Prometheus's tsdb compactor (samples/s, ratio, peak RSS).
 	$(GO) test -run '^$$' -bench '^Benchmark(Compact_RF3|Normalise)$$' -benchtime $(BENCH_TIME) ./pkg/compact/
@@ -71,5 +76,5 @@ clean: ## Remove build output.
 
 BENCH_SETUP ?= both
 
-bench-write: ## Write benchmark (not a test): load tool vs `strata all` (RF 1) and the local cluster (RF 3); BENCH_SETUP=rf1|rf3|both, BENCH_DURATION, BENCH_SERIES.
+bench-write: ## Write benchmark (not a test): load tool vs `strata all` (RF 1) and distributor + 3 ingesters (RF 3), per-process CPU per sample, KB/series; BENCH_SETUP=rf1|rf3|both, BENCH_DURATION, BENCH_SERIES, BENCH_RUNS (3, medians), BENCH_BASELINE=REV (ratios to that commit), BENCH_PPROF=DIR (profiles); more in scripts/bench-write.sh.
 	bash scripts/bench-write.sh $(BENCH_SETUP)
