@@ -203,7 +203,7 @@ func BenchmarkIngesterRemoteWrite(b *testing.B) {
 	// As cmd/strata serves it: the tenancy interceptor, which lets RemoteWrite through to check the tenant itself.
 	srv := grpc.NewServer(append(server.Config{}.GRPCMsgSizeOptions(), grpc.ChainUnaryInterceptor(
 		tenancy.DefaultConfig().UnaryServerInterceptor(tenancy.GRPCExempt{"/thanos.WriteableStore/RemoteWrite"})))...)
-	storepb.RegisterWriteableStoreServer(srv, ing)
+	RegisterWriteableStore(srv, ing) // as cmd/strata/ingester.go; at 87d2b64: storepb.RegisterWriteableStoreServer
 	conn := serveBench(b, srv)
 
 	pool := benchPool()
