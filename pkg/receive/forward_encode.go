@@ -46,8 +46,8 @@ type forwardScratch struct {
 	buf  []byte
 	offs []int
 
-	// once encodes on the first send to a remote ingester: writes to in-process ingesters alone (strata all)
-	// encode nothing.
+	// once encodes before the sends when every ingester is remote, else on the first send to a remote one:
+	// writes to in-process ingesters alone (strata all) encode nothing.
 	once sync.Once
 	err  error
 }

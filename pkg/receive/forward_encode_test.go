@@ -193,7 +193,8 @@ func (r *recordingIngester) RemoteWrite(ctx context.Context, req *storepb.WriteR
 
 // TestRingPusherRemoteEncoded: RingPusher's writes to remote ingesters over gRPC carry, for each ingester,
 // exactly the sub-request of the items the ring gives it; a replica still sending after Push returned (its
-// send held back before marshalling, while another write reuses the pool) sends its own write's bytes.
+// send held back before marshalling, while another write reuses the pool and the caller its request) sends
+// its own write's bytes.
 func TestRingPusherRemoteEncoded(t *testing.T) {
 	const n = 4
 	r := &fakeRing{}
@@ -225,9 +226,13 @@ func TestRingPusherRemoteEncoded(t *testing.T) {
 	reqs := map[string]*storepb.WriteRequest{}
 	for _, tenant := range []string{"first", "second"} {
 		req := randomWrite(rng, 200, 3)
-		reqs[tenant] = req
+		reqs[tenant] = proto.Clone(req).(*storepb.WriteRequest)
 		// Every series is on three of the four: two fast owners are a quorum for each.
 		testutil.Ok(t, p.Push(context.Background(), tenant, req))
+		// Once Push returned, the caller may reuse the request: the slow replica sends what was pushed.
+		for _, s := range req.Timeseries {
+			s.Labels[0].Value, s.Samples = "reused", nil
+		}
 	}
 	close(release)
 

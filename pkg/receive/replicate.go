@@ -117,6 +117,14 @@ func (p *RingPusher) Push(ctx context.Context, tenant string, req *storepb.Write
 	}
 	keys = appendMetadataKeys(keys, tenant, md) // metadata.go: keys past len(series) are md's
 	scratch.keys = keys
+	if len(p.local) == 0 {
+		// Every ingester is remote: encode now rather than on the first send, so that once Push returns (even
+		// on the caller's cancellation, with replicas still sending) nothing reads req any more.
+		if err := scratch.encodeOnce(series, md); err != nil {
+			p.scratch.put(scratch)
+			return status.Error(codes.Internal, err.Error())
+		}
+	}
 	// Replicas keep writing after the quorum answered and the HTTP request ended.
 	sendCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.timeout)
 	// DoBatch calls Cleanup once, after the last callback returned (or instead of them): only then is the
