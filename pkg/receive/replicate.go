@@ -46,6 +46,9 @@ type RingPusher struct {
 	// local are in-process ingesters by ring address: written without a gRPC hop (strata all).
 	local map[string]Pusher
 
+	// scratch pools the per-request keys and encoded series (see forwardScratch).
+	scratch forwardPool
+
 	mtx   sync.Mutex
 	conns map[string]*grpc.ClientConn
 }
@@ -107,23 +110,36 @@ func (p *RingPusher) Push(ctx context.Context, tenant string, req *storepb.Write
 		p.metrics.quorumFailures.WithLabelValues(tenant).Inc()
 		return status.Errorf(codes.Unavailable, "no ingester available for tenant %s: the ingester ring has no instance", tenant)
 	}
-	keys := make([]uint32, len(series), len(series)+len(md))
-	for i, ts := range series {
-		keys[i] = ShardKey(tenant, ts.GetLabels())
+	scratch := p.scratch.get()
+	keys := scratch.keys[:0]
+	for _, ts := range series {
+		keys = append(keys, ShardKey(tenant, ts.GetLabels()))
 	}
 	keys = appendMetadataKeys(keys, tenant, md) // metadata.go: keys past len(series) are md's
+	scratch.keys = keys
+	if len(p.local) == 0 {
+		// Every ingester is remote: encode now rather than on the first send, so that once Push returns (even
+		// on the caller's cancellation, with replicas still sending) nothing reads req any more.
+		if err := scratch.encodeOnce(series, md); err != nil {
+			p.scratch.put(scratch)
+			return status.Error(codes.Internal, err.Error())
+		}
+	}
 	// Replicas keep writing after the quorum answered and the HTTP request ended.
 	sendCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.timeout)
+	// DoBatch calls Cleanup once, after the last callback returned (or instead of them): only then is the
+	// scratch, which remote sends read, free for another request.
+	cleanup := func() {
+		cancel()
+		p.scratch.put(scratch)
+	}
 	err := dskitring.DoBatchWithOptions(ctx, dskitring.WriteNoExtend, p.ring, keys, func(inst dskitring.InstanceDesc, idx []int) error {
-		sub := &storepb.WriteRequest{Tenant: tenant, Timeseries: make([]*prompb.TimeSeries, 0, len(idx))}
-		for _, i := range idx {
-			if i >= len(series) {
-				sub.Metadata = append(sub.Metadata, md[i-len(series)])
-				continue
-			}
-			sub.Timeseries = append(sub.Timeseries, series[i])
+		var err error
+		if local, ok := p.local[inst.Addr]; ok {
+			err = local.Push(sendCtx, tenant, subRequest(tenant, series, md, idx))
+		} else {
+			err = p.sendRemote(sendCtx, inst, tenant, scratch, series, md, idx)
 		}
-		err := p.send(sendCtx, inst, tenant, sub)
 		outcome := "success"
 		if err != nil {
 			outcome = "error"
@@ -133,7 +149,7 @@ func (p *RingPusher) Push(ctx context.Context, tenant string, req *storepb.Write
 		}
 		p.metrics.sent.WithLabelValues(inst.Id, outcome).Inc()
 		return err
-	}, dskitring.DoBatchOptions{Cleanup: cancel, IsClientError: isClientError})
+	}, dskitring.DoBatchOptions{Cleanup: cleanup, IsClientError: isClientError})
 	if err == nil {
 		return nil
 	}
@@ -148,16 +164,45 @@ func (p *RingPusher) Push(ctx context.Context, tenant string, req *storepb.Write
 	return status.Errorf(codes.Unavailable, "write to ingesters: %v", err)
 }
 
-func (p *RingPusher) send(ctx context.Context, inst dskitring.InstanceDesc, tenant string, req *storepb.WriteRequest) error {
-	if local, ok := p.local[inst.Addr]; ok {
-		return local.Push(ctx, tenant, req)
+// subRequest is the write of the items at idx for an in-process ingester: series past len(series) are md's.
+func subRequest(tenant string, series []*prompb.TimeSeries, md []*prompb.MetricMetadata, idx []int) *storepb.WriteRequest {
+	sub := &storepb.WriteRequest{Tenant: tenant}
+	n := 0
+	for _, i := range idx {
+		if i < len(series) {
+			n++
+		}
+	}
+	if n > 0 {
+		sub.Timeseries = make([]*prompb.TimeSeries, 0, n)
+	}
+	if len(idx) > n {
+		sub.Metadata = make([]*prompb.MetricMetadata, 0, len(idx)-n)
+	}
+	for _, i := range idx {
+		if i >= len(series) {
+			sub.Metadata = append(sub.Metadata, md[i-len(series)])
+			continue
+		}
+		sub.Timeseries = append(sub.Timeseries, series[i])
+	}
+	return sub
+}
+
+// sendRemote writes the items at idx to a remote ingester: a RemoteWrite whose message is copied out of the
+// request's frames, encoded on the first remote send (see forwardScratch).
+func (p *RingPusher) sendRemote(ctx context.Context, inst dskitring.InstanceDesc, tenant string, scratch *forwardScratch, series []*prompb.TimeSeries, md []*prompb.MetricMetadata, idx []int) error {
+	if err := scratch.encodeOnce(series, md); err != nil {
+		return status.Error(codes.Internal, err.Error())
 	}
 	conn, err := p.conn(inst.Addr)
 	if err != nil {
 		return status.Error(codes.Unavailable, err.Error())
 	}
-	_, err = storepb.NewWriteableStoreClient(conn).RemoteWrite(tenancy.OutgoingContext(ctx, tenant), req)
-	return err
+	// gRPC's codec copies the message into its own buffer within Invoke, so once every Invoke of the request
+	// returned the scratch can be reused.
+	return conn.Invoke(tenancy.OutgoingContext(ctx, tenant), storepb.WriteableStore_RemoteWrite_FullMethodName,
+		newEncodedWrite(scratch, len(series), idx, tenant), new(storepb.WriteResponse))
 }
 
 // conn returns the (lazily connecting, shared) connection to an ingester.
