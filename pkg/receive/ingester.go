@@ -125,7 +125,7 @@ type Ingester struct {
 	metrics    *ingesterMetrics
 	metadata   *ingesterMetadata // metric metadata (ingester_metadata.go)
 	lateWrites *lateWrites       // pushes older than the tenant's cache boundary (late_writes.go)
-	forwards   forwardPool       // decoded forward requests (ingester_forward.go)
+	forwards   forwardedPool     // decoded forward requests (ingester_forward.go)
 	// appendScratch pools appendRequest's per-series lookups.
 	appendScratch appendScratchPool
 

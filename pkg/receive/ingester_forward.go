@@ -138,17 +138,17 @@ func (w *forwardedWrite) MarshalToSizedBufferVT([]byte) (int, error) {
 // one outsized request does not stay in memory for good.
 const maxPooledForwardSlabs = 16 << 20
 
-// forwardPool pools forwardedWrites, slabs included.
-type forwardPool struct{ p sync.Pool }
+// forwardedPool pools forwardedWrites, slabs included.
+type forwardedPool struct{ p sync.Pool }
 
-func (f *forwardPool) get() *forwardedWrite {
+func (f *forwardedPool) get() *forwardedWrite {
 	if w, ok := f.p.Get().(*forwardedWrite); ok {
 		return w
 	}
 	return &forwardedWrite{}
 }
 
-func (f *forwardPool) put(w *forwardedWrite) {
+func (f *forwardedPool) put(w *forwardedWrite) {
 	if w.slabs.Size() > maxPooledForwardSlabs {
 		return
 	}
