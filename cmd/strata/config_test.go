@@ -3,11 +3,13 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/efficientgo/core/testutil"
+	"github.com/go-kit/log"
 )
 
 func TestParseArgsPrecedence(t *testing.T) {
@@ -108,4 +110,21 @@ func TestParseArgsErrors(t *testing.T) {
 			testutil.Assert(t, strings.Contains(err.Error(), tc.want), "error %q does not contain %q", err, tc.want)
 		})
 	}
+}
+
+// TestApplyRuntimeGOGC: runtime.gogc sets the collector's percentage, unless GOGC is in the environment; and 0 is
+// refused.
+func TestApplyRuntimeGOGC(t *testing.T) {
+	orig := debug.SetGCPercent(100)
+	defer debug.SetGCPercent(orig)
+	for _, tc := range []struct {
+		env  string
+		want int
+	}{{env: "", want: 75}, {env: "200", want: 100}} {
+		debug.SetGCPercent(100)
+		applyRuntime(runtimeConfig{GOGC: 75}, tc.env, log.NewNopLogger())
+		testutil.Equals(t, tc.want, debug.SetGCPercent(100), "GOGC env %q", tc.env)
+	}
+	testutil.Equals(t, 75, defaultConfig().Runtime.GOGC)
+	testutil.NotOk(t, runtimeConfig{GOGC: 0}.Validate())
 }

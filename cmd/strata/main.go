@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 
 	"github.com/alecthomas/kingpin/v2"
@@ -100,6 +101,7 @@ func main() {
 		os.Exit(2)
 	}
 	logger := newLogger(cfg.Log)
+	applyRuntime(cfg.Runtime, os.Getenv("GOGC"), logger)
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(versioncollector.NewCollector("strata"))
@@ -144,6 +146,16 @@ func exitCode(err error, oneShot bool) int {
 	default:
 		return 1
 	}
+}
+
+// applyRuntime sets the collector's target percentage from the config, unless the GOGC environment variable
+// (envGOGC) is set, which the Go runtime has applied already.
+func applyRuntime(cfg runtimeConfig, envGOGC string, logger log.Logger) {
+	if envGOGC != "" {
+		level.Info(logger).Log("msg", "GOGC environment variable set: runtime.gogc ignored", "GOGC", envGOGC)
+		return
+	}
+	debug.SetGCPercent(cfg.GOGC)
 }
 
 func newLogger(cfg logConfig) log.Logger {

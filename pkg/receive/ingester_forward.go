@@ -138,11 +138,25 @@ func (w *forwardedWrite) MarshalToSizedBufferVT([]byte) (int, error) {
 // one outsized request does not stay in memory for good.
 const maxPooledForwardSlabs = 16 << 20
 
-// forwardedPool pools forwardedWrites, slabs included.
-type forwardedPool struct{ p sync.Pool }
+// maxPooledForwarded is how many decoded requests the pool keeps: about as many as an ingester handles at once
+// under steady load (a distributor sends a handful of requests at a time). A sync.Pool kept tens of them
+// (~2 MiB each for 2,000 series) between collections under load, and every byte of live heap costs another in
+// GC headroom.
+const maxPooledForwarded = 8
+
+// forwardedPool is a bounded free list of forwardedWrites, slabs included. The zero value is ready to use.
+type forwardedPool struct {
+	mtx  sync.Mutex
+	free []*forwardedWrite
+}
 
 func (f *forwardedPool) get() *forwardedWrite {
-	if w, ok := f.p.Get().(*forwardedWrite); ok {
+	f.mtx.Lock()
+	defer f.mtx.Unlock()
+	if n := len(f.free); n > 0 {
+		w := f.free[n-1]
+		f.free[n-1] = nil
+		f.free = f.free[:n-1]
 		return w
 	}
 	return &forwardedWrite{}
@@ -155,5 +169,9 @@ func (f *forwardedPool) put(w *forwardedWrite) {
 	w.slabs.Reset()
 	clear(w.metadata)
 	*w = forwardedWrite{slabs: w.slabs, metadata: w.metadata[:0]}
-	f.p.Put(w)
+	f.mtx.Lock()
+	defer f.mtx.Unlock()
+	if len(f.free) < maxPooledForwarded {
+		f.free = append(f.free, w)
+	}
 }
