@@ -223,6 +223,17 @@ type PushRequest struct {
 	// LabelCount, when not nil, tells how many labels a series decoded with only its first labels has (see
 	// decodeOptions.maxLabels), for the error that refuses it.
 	LabelCount func(*prompb.TimeSeries) (int, bool)
+	// Release, when not nil, is called once nothing refers to Series any more, so that the handler may reuse
+	// the memory they were decoded into. Push calls it when its Pusher is a ReleasingPusher (which says when
+	// it is done), and never otherwise: a Pusher may go on using a request after Push returns.
+	Release func()
+}
+
+// ReleasingPusher is a Pusher that says when it is done with a request: it calls release once, when nothing
+// reads req any more (which may be after PushRelease returns: replicas still sending after a quorum answered).
+type ReleasingPusher interface {
+	Pusher
+	PushRelease(ctx context.Context, tenant string, req *storepb.WriteRequest, release func()) error
 }
 
 // PushStats are what a push wrote (Prometheus's 2.0 receiver reports them in response headers).
@@ -240,6 +251,19 @@ type PushStats struct{ Samples, Histograms, Exemplars int }
 // *tenancy.Error when some were not (the valid ones are written: Mimir's partial acceptance); or the Pusher's
 // error (see Pusher), with zero stats.
 func (d *Distributor) Push(ctx context.Context, tenant string, req *PushRequest) (PushStats, error) {
+	release := req.Release
+	if release == nil {
+		release = func() {}
+	}
+	stats, pushed, err := d.push(ctx, tenant, req, release)
+	if !pushed {
+		release()
+	}
+	return stats, err
+}
+
+// push is Push; pushed says whether the series went to the Pusher, which then owns them (and release).
+func (d *Distributor) push(ctx context.Context, tenant string, req *PushRequest, release func()) (PushStats, bool, error) {
 	limits := d.overrides.ForTenant(tenant)
 	now := d.now()
 	v := newSeriesValidator(limits, now)
@@ -288,25 +312,32 @@ func (d *Distributor) Push(ctx context.Context, tenant string, req *PushRequest)
 	md := req.Metadata
 	if len(valid) == 0 && len(md) == 0 {
 		if firstErr != nil {
-			return PushStats{}, firstErr
+			return PushStats{}, false, firstErr
 		}
-		return PushStats{}, nil
+		return PushStats{}, false, nil
 	}
 
 	if n := stats.Samples + stats.Histograms + stats.Exemplars + len(md); !d.limiter.AllowN(now, tenant, n) {
 		d.discarded.Add(tenant, ReasonRateLimited, stats.Samples+stats.Histograms)
 		d.metadata.discarded.Add(tenant, ReasonRateLimited, len(md))
-		return PushStats{}, tenancy.NewIngestionRateLimitedError(d.overrides.IngestionRate(tenant), d.overrides.IngestionBurstSize(tenant))
+		return PushStats{}, false, tenancy.NewIngestionRateLimitedError(d.overrides.IngestionRate(tenant), d.overrides.IngestionBurstSize(tenant))
 	}
 
-	if err := d.pusher.Push(ctx, tenant, &storepb.WriteRequest{Timeseries: valid, Tenant: tenant, Metadata: md}); err != nil {
-		return PushStats{}, err
+	wreq := &storepb.WriteRequest{Timeseries: valid, Tenant: tenant, Metadata: md}
+	var err error
+	if rp, ok := d.pusher.(ReleasingPusher); ok {
+		err = rp.PushRelease(ctx, tenant, wreq, release)
+	} else {
+		err = d.pusher.Push(ctx, tenant, wreq) // never released: the Pusher may go on using the request
+	}
+	if err != nil {
+		return PushStats{}, true, err
 	}
 	d.metrics.receivedSamples.WithLabelValues(tenant).Add(float64(stats.Samples + stats.Histograms))
 	if firstErr != nil {
-		return stats, firstErr
+		return stats, true, firstErr
 	}
-	return stats, nil
+	return stats, true, nil
 }
 
 // discardCount is what one request discarded for one reason.

@@ -2,7 +2,6 @@ package receive
 
 import (
 	"context"
-	"sync"
 
 	"github.com/efficientgo/core/errors"
 	"google.golang.org/grpc"
@@ -138,40 +137,19 @@ func (w *forwardedWrite) MarshalToSizedBufferVT([]byte) (int, error) {
 // one outsized request does not stay in memory for good.
 const maxPooledForwardSlabs = 16 << 20
 
-// maxPooledForwarded is how many decoded requests the pool keeps: about as many as an ingester handles at once
-// under steady load (a distributor sends a handful of requests at a time). A sync.Pool kept tens of them
-// (~2 MiB each for 2,000 series) between collections under load, and every byte of live heap costs another in
-// GC headroom.
+// maxPooledForwarded is how many decoded requests an ingester keeps for reuse: about as many as it handles at
+// once under steady load (a distributor sends a handful of requests at a time).
 const maxPooledForwarded = 8
 
-// forwardedPool is a bounded free list of forwardedWrites, slabs included. The zero value is ready to use.
-type forwardedPool struct {
-	mtx  sync.Mutex
-	free []*forwardedWrite
-}
-
-func (f *forwardedPool) get() *forwardedWrite {
-	f.mtx.Lock()
-	defer f.mtx.Unlock()
-	if n := len(f.free); n > 0 {
-		w := f.free[n-1]
-		f.free[n-1] = nil
-		f.free = f.free[:n-1]
-		return w
-	}
-	return &forwardedWrite{}
-}
-
-func (f *forwardedPool) put(w *forwardedWrite) {
-	if w.slabs.Size() > maxPooledForwardSlabs {
-		return
-	}
-	w.slabs.Reset()
-	clear(w.metadata)
-	*w = forwardedWrite{slabs: w.slabs, metadata: w.metadata[:0]}
-	f.mtx.Lock()
-	defer f.mtx.Unlock()
-	if len(f.free) < maxPooledForwarded {
-		f.free = append(f.free, w)
-	}
+// newForwardedPool returns the free list of decoded forward requests, slabs included.
+func newForwardedPool() *freeList[forwardedWrite] {
+	return newFreeList(maxPooledForwarded, func(w *forwardedWrite) bool {
+		if w.slabs.Size() > maxPooledForwardSlabs {
+			return false
+		}
+		w.slabs.Reset()
+		clear(w.metadata)
+		*w = forwardedWrite{slabs: w.slabs, metadata: w.metadata[:0]}
+		return true
+	})
 }

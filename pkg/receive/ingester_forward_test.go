@@ -84,7 +84,7 @@ func checkForwardedMatchesProto(t *testing.T, body []byte) {
 
 	w := &forwardedWrite{}
 	dirtyForward(t, w)
-	(&forwardedPool{}).put(w)
+	newForwardedPool().put(w)
 	err := w.UnmarshalVT(body)
 	if wantErr != nil {
 		testutil.NotOk(t, err, "proto.Unmarshal refused the body (%v); forwardedWrite must too", wantErr)
@@ -126,7 +126,7 @@ func TestForwardPoolPutForgetsTheRequest(t *testing.T) {
 	w := &forwardedWrite{}
 	dirtyForward(t, w)
 	testutil.Equals(t, 50, len(w.series))
-	(&forwardedPool{}).put(w)
+	newForwardedPool().put(w)
 	testutil.Equals(t, "", w.tenant)
 	testutil.Equals(t, 0, len(w.series))
 	testutil.Equals(t, 0, len(w.metadata))

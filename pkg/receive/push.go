@@ -18,6 +18,8 @@ import (
 type pushHandler struct {
 	d    *Distributor
 	body *snappyBodyReader
+	// slabs are reused for decoding 1.0 requests (remotewrite.Options.Slabs).
+	slabs *freeList[remotewrite.Slabs]
 }
 
 // NewPushHandler returns d's remote write handler (1.0 and 2.0). It must be mounted behind
@@ -29,7 +31,20 @@ type pushHandler struct {
 // 400 with the first invalid series' error when some were not (the valid ones are written: Mimir's partial
 // acceptance), 429 when rate limited, or the Pusher's error (see Pusher). The handler is safe for concurrent use.
 func NewPushHandler(d *Distributor) http.Handler {
-	return &pushHandler{d: d, body: newSnappyBodyReader(d.cfg.MaxRecvMsgSize)}
+	return &pushHandler{d: d, body: newSnappyBodyReader(d.cfg.MaxRecvMsgSize), slabs: newDecodeSlabsPool()}
+}
+
+// maxPooledDecodeSlabs is how many decoded requests' slabs a push handler keeps for reuse (a freeList).
+const maxPooledDecodeSlabs = 8
+
+func newDecodeSlabsPool() *freeList[remotewrite.Slabs] {
+	return newFreeList(maxPooledDecodeSlabs, func(s *remotewrite.Slabs) bool {
+		if s.Size() > maxPooledForwardSlabs {
+			return false
+		}
+		s.Reset()
+		return true
+	})
 }
 
 // The 2.0 spec's response headers (as set by Prometheus's receiver, client_golang exp/api/remote).
@@ -108,12 +123,21 @@ func (h *pushHandler) push(r *http.Request) pushResult {
 	h.d.metrics.decodedSize.Observe(float64(len(buf)))
 	dec := remotewrite.Options{MaxLabels: h.d.overrides.ForTenant(tenant).MaxLabelNamesPerSeries, Reserve: held.reserve}
 	req := PushRequest{LabelCount: dec.LabelsOf}
+	if proto == writeV1 {
+		// Decoded into reused slabs, given back when the Pusher is done with the series (Distributor.Push).
+		slabs := h.slabs.get()
+		dec.Slabs = slabs
+		req.Release = func() { h.slabs.put(slabs) }
+	}
 	req.Series, err = remotewrite.Decode(proto, buf, &dec)
 	if err == nil {
 		req.Metadata, req.MetadataErr, err = h.d.metadata.take(tenant, proto, buf)
 	}
 	release() // neither remotewrite.Decode's nor take's result shares anything with buf
 	if err != nil {
+		if req.Release != nil {
+			req.Release()
+		}
 		if errors.Is(err, errInflightLimit) {
 			h.d.metrics.rejectedInflightBytes.Inc()
 			return res.fail(http.StatusServiceUnavailable, err.Error())

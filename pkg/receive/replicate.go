@@ -101,7 +101,19 @@ func isClientError(err error) bool {
 
 // Push implements Pusher.
 func (p *RingPusher) Push(ctx context.Context, tenant string, req *storepb.WriteRequest) error {
+	return p.PushRelease(ctx, tenant, req, func() {})
+}
+
+// PushRelease implements ReleasingPusher: release is called once every send is done, those still running
+// after the quorum answered included (or at once, when nothing is sent).
+func (p *RingPusher) PushRelease(ctx context.Context, tenant string, req *storepb.WriteRequest, release func()) error {
 	series, md := req.GetTimeseries(), req.GetMetadata()
+	sent := false
+	defer func() {
+		if !sent {
+			release()
+		}
+	}()
 	if len(series)+len(md) == 0 {
 		return nil
 	}
@@ -132,7 +144,9 @@ func (p *RingPusher) Push(ctx context.Context, tenant string, req *storepb.Write
 	cleanup := func() {
 		cancel()
 		p.scratch.put(scratch)
+		release()
 	}
+	sent = true // from here DoBatch calls cleanup, whatever happens
 	err := dskitring.DoBatchWithOptions(ctx, dskitring.WriteNoExtend, p.ring, keys, func(inst dskitring.InstanceDesc, idx []int) error {
 		var err error
 		if local, ok := p.local[inst.Addr]; ok {

@@ -129,6 +129,7 @@ func (i *Ingester) getOrOpen(tenant string) (*userTSDB, error) {
 	opts.RetentionDuration = i.cfg.Retention.Milliseconds()
 	opts.OutOfOrderTimeWindow = i.overrides.OutOfOrderTimeWindow(tenant).Milliseconds()
 	opts.EnableOverlappingCompaction = false
+	opts.IsolationDisabled = !i.cfg.IsolationEnabled
 	opts.SeriesLifecycleCallback = u
 	if i.shippers != nil {
 		// Retention deletes only blocks already in the bucket: a block that could not be shipped stays.
