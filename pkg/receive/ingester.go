@@ -48,12 +48,20 @@ type IngesterConfig struct {
 	// load), for a guarantee remote write cannot use anyway: its writes are retried and split into requests, so
 	// a query may always see some of a scrape's samples and not others.
 	IsolationEnabled bool `yaml:"isolation_enabled"`
+	// StripeSize is how many stripes (each a lock and two hash maps) a tenant's TSDB head splits its series
+	// index into (Mimir's blocks_storage.tsdb.stripe_size; a power of two). Every tenant's head has them, however
+	// few series it has. 0: DefaultStripeSize.
+	StripeSize int `yaml:"stripe_size"`
 }
+
+// DefaultStripeSize is the ingester's stripe_size default: smaller than Prometheus's and Mimir's 16384.
+const DefaultStripeSize = 1024
 
 // DefaultIngesterConfig is Mimir's: 2h blocks, kept 13h locally, shipped every minute.
 func DefaultIngesterConfig() IngesterConfig {
 	return IngesterConfig{BlockDuration: 2 * time.Hour, Retention: 13 * time.Hour, ShipInterval: time.Minute, CloseIdleTSDBTimeout: 13 * time.Hour,
-		MetadataRetainPeriod: DefaultMetadataRetainPeriod, Instance: ring.InstanceConfig{ID: ring.DefaultInstanceID()}}
+		MetadataRetainPeriod: DefaultMetadataRetainPeriod, Instance: ring.InstanceConfig{ID: ring.DefaultInstanceID()},
+		StripeSize: DefaultStripeSize}
 }
 
 // Validate checks the config.
@@ -66,6 +74,9 @@ func (c IngesterConfig) Validate() error {
 	}
 	if c.ShipInterval <= 0 {
 		return errors.New("ingester: ship interval must be positive")
+	}
+	if c.StripeSize < 0 || c.StripeSize&(c.StripeSize-1) != 0 {
+		return errors.Newf("ingester: stripe_size must be a power of two (or 0: %d), got %d", DefaultStripeSize, c.StripeSize)
 	}
 	return nil
 }

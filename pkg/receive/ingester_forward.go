@@ -49,7 +49,7 @@ func remoteWriteHandler(srv any, ctx context.Context, dec func(any) error, inter
 }
 
 func (i *Ingester) remoteWriteForwarded(ctx context.Context, w *forwardedWrite) (*storepb.WriteResponse, error) {
-	return i.remoteWrite(ctx, w.tenant, w.tenantData, &storepb.WriteRequest{Timeseries: w.series, Metadata: w.metadata})
+	return i.remoteWrite(ctx, w.tenant, w.tenantData, &storepb.WriteRequest{Timeseries: w.series, Metadata: w.metadata}, w.invalidUTF8)
 }
 
 // forwardedWrite is a storepb.WriteRequest as the ingester decodes it (see RegisterWriteableStore). It
@@ -60,6 +60,8 @@ type forwardedWrite struct {
 	series     []*prompb.TimeSeries
 	metadata   []*prompb.MetricMetadata
 	slabs      remotewrite.Slabs
+	// invalidUTF8: some series has a label that is not valid UTF-8 (the decoder checked every label).
+	invalidUTF8 bool
 }
 
 // The storepb.WriteRequest fields the ingester reads (rpc.proto).
@@ -73,8 +75,8 @@ const (
 
 // UnmarshalVT decodes a storepb.WriteRequest. It accepts what proto.Unmarshal accepts (unknown fields
 // ignored), except that a request decoding into far more memory than its size (empty series or labels by the
-// million) is refused, as the distributor refuses such a remote write, and that label values are not checked
-// for UTF-8 here: the ingester drops a series with an invalid one on its own (validateForwarded), as before.
+// million) is refused, as the distributor refuses such a remote write, and that a label that is not valid
+// UTF-8 only marks the request (invalidUTF8): the ingester drops such a series alone (validateForwarded).
 func (w *forwardedWrite) UnmarshalVT(b []byte) error {
 	series := false
 	for rest := b; len(rest) > 0; {
@@ -122,7 +124,9 @@ func (w *forwardedWrite) UnmarshalVT(b []byte) error {
 		return nil
 	}
 	var err error
-	w.series, err = remotewrite.DecodeV1(b, &remotewrite.Options{Slabs: &w.slabs, AllowInvalidUTF8: true, ThanosWriteRequest: true})
+	o := remotewrite.Options{Slabs: &w.slabs, MarkInvalidUTF8: true, ThanosWriteRequest: true}
+	w.series, err = remotewrite.DecodeV1(b, &o)
+	w.invalidUTF8 = len(o.InvalidUTF8()) > 0
 	return errors.Wrap(err, "decode forwarded write request")
 }
 

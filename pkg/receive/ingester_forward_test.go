@@ -154,3 +154,24 @@ func discardUnknown(m protoreflect.Message) {
 		return true
 	})
 }
+
+// TestForwardedWriteMarksInvalidUTF8: a label that is not valid UTF-8 marks the request (the ingester then
+// checks each series and drops that one alone) instead of failing it; a valid request is not marked, so its
+// series are not checked again.
+func TestForwardedWriteMarksInvalidUTF8(t *testing.T) {
+	for _, tc := range []struct {
+		value string
+		want  bool
+	}{{value: "ok", want: false}, {value: "bad\xff", want: true}, {value: string(make([]byte, 200)) + "\xfe", want: true}} {
+		req := manySeries(3, 1)
+		req.Tenant = "a"
+		req.Timeseries[1].Labels = append(req.Timeseries[1].Labels, &labelpb.Label{Name: "zz", Value: tc.value})
+		b, err := req.MarshalVT()
+		testutil.Ok(t, err)
+		w := &forwardedWrite{}
+		testutil.Ok(t, w.UnmarshalVT(b))
+		testutil.Equals(t, tc.want, w.invalidUTF8, "value %q", tc.value)
+		testutil.Equals(t, 3, len(w.series))
+		testutil.Equals(t, tc.value, w.series[1].Labels[len(w.series[1].Labels)-1].GetValue())
+	}
+}

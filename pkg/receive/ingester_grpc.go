@@ -88,7 +88,7 @@ func rawGRPCTenant(ctx context.Context) string {
 // from the ingester's clock (creation_grace_period: no sample beyond now + grace ever reaches the TSDB). It
 // returns the valid series, in place of tss, and the first error. Invalid series are discarded and counted in
 // strata_discarded_samples_total with their reason.
-func (i *Ingester) validateForwarded(tenant string, tss []*prompb.TimeSeries) (valid []*prompb.TimeSeries, firstErr *tenancy.Error) {
+func (i *Ingester) validateForwarded(tenant string, tss []*prompb.TimeSeries, checkUTF8 bool) (valid []*prompb.TimeSeries, firstErr *tenancy.Error) {
 	v := newSeriesValidator(i.overrides.ForTenant(tenant), i.now())
 	valid = tss[:0]
 	for _, ts := range tss {
@@ -96,7 +96,11 @@ func (i *Ingester) validateForwarded(tenant string, tss []*prompb.TimeSeries) (v
 			continue
 		}
 		reason, err := "", (*tenancy.Error)(nil)
-		if k := invalidUTF8Label(ts); k >= 0 {
+		k := -1
+		if checkUTF8 {
+			k = invalidUTF8Label(ts)
+		}
+		if k >= 0 {
 			reason, err = ReasonLabelValueInvalid, labelValueInvalidError(ts, k)
 		} else if vi := v.check(ts); vi.reason != "" {
 			reason, err = vi.reason, v.err(ts, vi)
@@ -147,18 +151,18 @@ func labelValueInvalidError(ts *prompb.TimeSeries, k int) *tenancy.Error {
 //
 // The gRPC server does not call it: RegisterWriteableStore decodes the request its own way and calls remoteWrite.
 func (i *Ingester) RemoteWrite(ctx context.Context, req *storepb.WriteRequest) (*storepb.WriteResponse, error) {
-	return i.remoteWrite(ctx, req.GetTenant(), len(req.GetTimeseriesTenantData()) > 0, req)
+	return i.remoteWrite(ctx, req.GetTenant(), len(req.GetTimeseriesTenantData()) > 0, req, true)
 }
 
 // remoteWrite is RemoteWrite of a request whose tenant field is reqTenant, and which has timeseriesTenantData
-// when tenantData.
-func (i *Ingester) remoteWrite(ctx context.Context, reqTenant string, tenantData bool, req *storepb.WriteRequest) (*storepb.WriteResponse, error) {
+// when tenantData. checkUTF8 false: the decoder found every label valid UTF-8, which need not be checked again.
+func (i *Ingester) remoteWrite(ctx context.Context, reqTenant string, tenantData bool, req *storepb.WriteRequest, checkUTF8 bool) (*storepb.WriteResponse, error) {
 	tenant, err := remoteWriteTenant(ctx, reqTenant, tenantData)
 	if err != nil {
 		return nil, err
 	}
 	sent := len(req.Timeseries)
-	valid, invalid := i.validateForwarded(tenant, req.Timeseries)
+	valid, invalid := i.validateForwarded(tenant, req.Timeseries, checkUTF8)
 	req.Timeseries = valid
 	// A request whose every series was refused appends nothing (and opens no TSDB) but may still carry metric
 	// metadata for Push, as may one without series.

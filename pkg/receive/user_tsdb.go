@@ -130,6 +130,10 @@ func (i *Ingester) getOrOpen(tenant string) (*userTSDB, error) {
 	opts.OutOfOrderTimeWindow = i.overrides.OutOfOrderTimeWindow(tenant).Milliseconds()
 	opts.EnableOverlappingCompaction = false
 	opts.IsolationDisabled = !i.cfg.IsolationEnabled
+	opts.StripeSize = i.cfg.StripeSize
+	if opts.StripeSize == 0 {
+		opts.StripeSize = DefaultStripeSize
+	}
 	opts.SeriesLifecycleCallback = u
 	if i.shippers != nil {
 		// Retention deletes only blocks already in the bucket: a block that could not be shipped stays.

@@ -56,20 +56,29 @@ type Options struct {
 	// the same Slabs. For a caller that drops every message of a request before the next (an ingester appending
 	// a forwarded write), it takes the garbage of decoding from ~1 KiB per series to the strings alone.
 	Slabs *Slabs
-	// AllowInvalidUTF8 decodes labels without checking that they are valid UTF-8, for a caller that checks each
-	// series itself (an ingester, which drops such a series alone rather than the whole request).
-	AllowInvalidUTF8 bool
+	// MarkInvalidUTF8: a series with a label that is not valid UTF-8 is decoded and listed (InvalidUTF8)
+	// instead of failing the request, for a caller that drops such a series alone (an ingester).
+	MarkInvalidUTF8 bool
 	// ThanosWriteRequest: the body is a Thanos storepb.WriteRequest (the forward RPC), whose series are 1.0's
 	// (field 1) but whose field 3 is the replica number, not 1.0's metadata: it is not checked as metadata.
 	ThanosWriteRequest bool
 
 	// truncated lists the series decoded with only some of their labels (output).
 	truncated []truncatedSeries
+	// invalidUTF8 lists the series with a label that is not valid UTF-8 (output, with MarkInvalidUTF8).
+	invalidUTF8 []*prompb.TimeSeries
 }
+
+// InvalidUTF8 returns the series decoded with MarkInvalidUTF8 that have a label (name or value) that is not
+// valid UTF-8.
+func (o *Options) InvalidUTF8() []*prompb.TimeSeries { return o.invalidUTF8 }
 
 // Slabs are reusable memory for DecodeV1's messages (Options.Slabs). The zero value is ready to use; it is not
 // safe for concurrent use (pool it).
 type Slabs struct {
+	// clean: every element up to each slice's capacity is zero (Reset, or never used), so that handing out a
+	// slab needs no clearing.
+	clean      bool
 	series     []prompb.TimeSeries
 	seriesPtrs []*prompb.TimeSeries
 	labels     []labelpb.Label
@@ -88,21 +97,35 @@ func (s *Slabs) Size() int {
 // Reset clears what the slabs refer to (strings, exemplars, histograms), so that a pooled Slabs keeps none of
 // a decoded request alive.
 func (s *Slabs) Reset() {
-	clear(s.series[:cap(s.series)])
-	clear(s.seriesPtrs[:cap(s.seriesPtrs)])
-	clear(s.labels[:cap(s.labels)])
-	clear(s.labelPtrs[:cap(s.labelPtrs)])
-	clear(s.samplePtrs[:cap(s.samplePtrs)])
+	// Only the part the last request used can be dirty.
+	clear(s.series[:len(s.series)])
+	clear(s.seriesPtrs[:len(s.seriesPtrs)])
+	clear(s.labels[:len(s.labels)])
+	clear(s.labelPtrs[:len(s.labelPtrs)])
+	clear(s.samples[:len(s.samples)])
+	clear(s.samplePtrs[:len(s.samplePtrs)])
+	s.clean = true
 }
 
-// slab returns a zeroed slice of n elements, reusing *buf when it is large enough.
-func slab[T any](buf *[]T, n int) []T {
-	if cap(*buf) < n {
-		*buf = make([]T, n, n+n/4)
-		return (*buf)[:n]
+// take returns the slabs for a request, zeroed, and marks them dirty until the next Reset.
+func (s *Slabs) take(series, labels, samples int) {
+	clean := s.clean
+	s.clean = false
+	s.series, s.seriesPtrs = slab(s.series, series, clean), slab(s.seriesPtrs, series, clean)
+	s.labels, s.labelPtrs = slab(s.labels, labels, clean), slab(s.labelPtrs, labels, clean)
+	s.samples, s.samplePtrs = slab(s.samples, samples, clean), slab(s.samplePtrs, samples, clean)
+}
+
+// slab returns buf resliced to n zeroed elements, reallocated when too small; clean says buf is zero up to its
+// capacity.
+func slab[T any](buf []T, n int, clean bool) []T {
+	if cap(buf) < n {
+		return make([]T, n, n+n/4)
 	}
-	out := (*buf)[:n]
-	clear(out)
+	out := buf[:n]
+	if !clean {
+		clear(buf[:cap(buf)])
+	}
 	return out
 }
 
@@ -202,15 +225,16 @@ func DecodeV1(buf []byte, o *Options) ([]*prompb.TimeSeries, error) {
 	if err := cost.admit(V1, len(buf), o.reserveFunc()); err != nil {
 		return nil, err
 	}
-	d := v1Decoder{maxKept: o.maxKept(), checkUTF8: o == nil || !o.AllowInvalidUTF8}
+	d := v1Decoder{maxKept: o.maxKept(), markUTF8: o != nil && o.MarkInvalidUTF8}
 	var (
 		series []prompb.TimeSeries
 		out    []*prompb.TimeSeries
 	)
 	if sl := o.slabs(); sl != nil {
-		d.labels, d.labelPtrs = slab(&sl.labels, c.labels), slab(&sl.labelPtrs, c.labels)
-		d.samples, d.samplePtrs = slab(&sl.samples, c.samples), slab(&sl.samplePtrs, c.samples)
-		series, out = slab(&sl.series, c.series), slab(&sl.seriesPtrs, c.series)[:0]
+		sl.take(c.series, c.labels, c.samples)
+		d.labels, d.labelPtrs = sl.labels, sl.labelPtrs
+		d.samples, d.samplePtrs = sl.samples, sl.samplePtrs
+		series, out = sl.series, sl.seriesPtrs[:0]
 	} else {
 		d.labels, d.labelPtrs = make([]labelpb.Label, c.labels), make([]*labelpb.Label, c.labels)
 		d.samples, d.samplePtrs = make([]prompb.Sample, c.samples), make([]*prompb.Sample, c.samples)
@@ -247,9 +271,13 @@ func DecodeV1(buf []byte, o *Options) ([]*prompb.TimeSeries, error) {
 				win = string(buf[start:max(end, min(len(buf), start+stringWindow))])
 			}
 			ts := &series[len(out)]
+			d.badUTF8 = false
 			n, err := d.series(v, win[start-winStart:start-winStart+len(v)], ts)
 			if err != nil {
 				return nil, errors.Wrapf(err, "decode remote write 1.0 request: timeseries %d", len(out))
+			}
+			if d.badUTF8 {
+				o.invalidUTF8 = append(o.invalidUTF8, ts)
 			}
 			if d.maxKept > 0 && n > len(ts.Labels) {
 				o.truncated = append(o.truncated, truncatedSeries{ts: ts, labels: n})
@@ -372,7 +400,8 @@ func countWriteV1(b []byte, maxKept int) (v1Counts, error) {
 // v1Decoder hands out labels and samples from the slabs sized by countWriteV1.
 type v1Decoder struct {
 	maxKept    int // Options.MaxLabels+1, 0: keep all
-	checkUTF8  bool
+	markUTF8   bool // Options.MarkInvalidUTF8
+	badUTF8    bool // the series being decoded has a label that is not valid UTF-8 (markUTF8)
 	labels     []labelpb.Label
 	labelPtrs  []*labelpb.Label
 	nextLabel  int
@@ -391,9 +420,11 @@ func (d *v1Decoder) series(b []byte, str string, ts *prompb.TimeSeries) (int, er
 	label := func(b []byte, s string) error {
 		if d.maxKept > 0 && d.nextLabel-firstLabel == d.maxKept {
 			var l labelpb.Label
-			if err := decodeLabel(b, s, &l, d.checkUTF8); err != nil {
+			valid, err := decodeLabel(b, s, &l, d.markUTF8)
+			if err != nil {
 				return errors.Wrapf(err, "label %d", nLabels)
 			}
+			d.badUTF8 = d.badUTF8 || !valid
 			if l.Value != "" {
 				nLabels++
 				if l.Name == model.MetricNameLabel {
@@ -408,9 +439,11 @@ func (d *v1Decoder) series(b []byte, str string, ts *prompb.TimeSeries) (int, er
 			return errors.New("label count changed between passes")
 		}
 		l := &d.labels[d.nextLabel]
-		if err := decodeLabel(b, s, l, d.checkUTF8); err != nil {
+		valid, err := decodeLabel(b, s, l, d.markUTF8)
+		if err != nil {
 			return errors.Wrapf(err, "label %d", nLabels)
 		}
+		d.badUTF8 = d.badUTF8 || !valid
 		if d.maxKept > 0 && l.Value == "" {
 			*l = labelpb.Label{} // dropped: the slot is reused
 			return nil
@@ -490,34 +523,40 @@ func (d *v1Decoder) series(b []byte, str string, ts *prompb.TimeSeries) (int, er
 
 // decodeLabel decodes a thanos.Label from b; s holds the same bytes as b, as a string, so that name and value
 // are substrings of it. proto3 strings must be valid UTF-8 (proto.Unmarshal refuses them otherwise).
-func decodeLabel(b []byte, s string, l *labelpb.Label, checkUTF8 bool) error {
+//
+// With markInvalid a string that is not valid UTF-8 is kept, and reported as valid false, instead of an error.
+func decodeLabel(b []byte, s string, l *labelpb.Label, markInvalid bool) (valid bool, err error) {
 	// Fast path: the layout every encoder writes for short strings, name (field 1) then value (field 2), each
 	// with a one-byte length. Its framing bytes are ASCII, so the whole message is valid UTF-8 exactly when both
 	// strings are: one check instead of two.
 	if len(b) >= 4 && b[0] == 0x0a && b[1] < 0x80 {
 		if n1 := int(b[1]); len(b) > n1+3 && b[n1+2] == 0x12 && b[n1+3] < 0x80 && len(b) == n1+4+int(b[n1+3]) {
-			if !checkUTF8 || utf8.Valid(b) {
+			if utf8.Valid(b) {
 				l.Name, l.Value = s[2:2+n1], s[n1+4:]
-				return nil
+				return true, nil
 			}
 		}
 	}
+	valid = true
 	for i := 0; i < len(b); {
 		num, typ, n := ConsumeTag(b[i:])
 		if n < 0 {
-			return WireError(n, "label")
+			return false, WireError(n, "label")
 		}
 		i += n
 		if (num == 1 || num == 2) && typ == protowire.BytesType {
 			v, n := protowire.ConsumeBytes(b[i:])
 			if n < 0 {
-				return WireError(n, "label")
+				return false, WireError(n, "label")
 			}
 			start := i + n - len(v)
 			i += n
 			str := s[start : start+len(v)]
-			if checkUTF8 && !utf8.ValidString(str) {
-				return errors.Newf("label %s is not valid UTF-8", labelFieldName(num))
+			if !utf8.ValidString(str) {
+				if !markInvalid {
+					return false, errors.Newf("label %s is not valid UTF-8", labelFieldName(num))
+				}
+				valid = false
 			}
 			if num == 1 {
 				l.Name = str
@@ -528,11 +567,11 @@ func decodeLabel(b []byte, s string, l *labelpb.Label, checkUTF8 bool) error {
 		}
 		n = protowire.ConsumeFieldValue(num, typ, b[i:])
 		if n < 0 {
-			return WireError(n, "label")
+			return false, WireError(n, "label")
 		}
 		i += n
 	}
-	return nil
+	return valid, nil
 }
 
 func labelFieldName(num protowire.Number) string {
@@ -587,7 +626,7 @@ func decodeExemplar(b []byte, s string) (*prompb.Exemplar, error) {
 			}
 			start := i + m - len(v)
 			l := &labelpb.Label{}
-			if err := decodeLabel(v, s[start:start+len(v)], l, true); err != nil {
+			if _, err := decodeLabel(v, s[start:start+len(v)], l, false); err != nil {
 				return nil, errors.Wrapf(err, "label %d", len(e.Labels))
 			}
 			e.Labels = append(e.Labels, l)
