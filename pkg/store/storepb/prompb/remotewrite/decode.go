@@ -399,7 +399,7 @@ func countWriteV1(b []byte, maxKept int) (v1Counts, error) {
 
 // v1Decoder hands out labels and samples from the slabs sized by countWriteV1.
 type v1Decoder struct {
-	maxKept    int // Options.MaxLabels+1, 0: keep all
+	maxKept    int  // Options.MaxLabels+1, 0: keep all
 	markUTF8   bool // Options.MarkInvalidUTF8
 	badUTF8    bool // the series being decoded has a label that is not valid UTF-8 (markUTF8)
 	labels     []labelpb.Label
