@@ -10,6 +10,8 @@ import (
 	"github.com/efficientgo/core/testutil"
 	"github.com/go-kit/log"
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/stratametrics/strata/pkg/store/storepb"
 	"github.com/stratametrics/strata/pkg/store/storepb/prompb"
@@ -118,4 +120,21 @@ func TestRingPusherReleasesAfterLastReplica(t *testing.T) {
 	var releasedEmpty atomic.Bool
 	testutil.Ok(t, p.PushRelease(context.Background(), "a", &storepb.WriteRequest{}, func() { releasedEmpty.Store(true) }))
 	testutil.Assert(t, releasedEmpty.Load(), "a push with nothing to send must release at once")
+}
+
+// TestRingPusherOnlyLocalIngester: with one in-process ingester (`strata all`) every series goes to it without
+// a batch, release is called by the time PushRelease returns, and its errors are answered as through the batch:
+// a client error as is, another as Unavailable.
+func TestRingPusherOnlyLocalIngester(t *testing.T) {
+	p, ings := testRing(t, "only-local", 1, false)
+	_, _, ok := p.onlyLocalIngester()
+	testutil.Assert(t, ok, "one healthy in-process ingester")
+	var released atomic.Bool
+	testutil.Ok(t, p.PushRelease(context.Background(), "a", manySeries(50, time.Now().UnixMilli()), func() { released.Store(true) }))
+	testutil.Assert(t, released.Load(), "released on return")
+	testutil.Equals(t, 50, len(copies(t, ings, "a")))
+
+	ings[0].StopWrites() // Unavailable: not the client's error
+	err := p.Push(context.Background(), "a", manySeries(1, time.Now().UnixMilli()))
+	testutil.Equals(t, codes.Unavailable, status.Code(err), "error: %v", err)
 }

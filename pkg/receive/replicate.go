@@ -122,6 +122,15 @@ func (p *RingPusher) PushRelease(ctx context.Context, tenant string, req *storep
 		p.metrics.quorumFailures.WithLabelValues(tenant).Inc()
 		return status.Errorf(codes.Unavailable, "no ingester available for tenant %s: the ingester ring has no instance", tenant)
 	}
+	if local, inst, ok := p.onlyLocalIngester(); ok {
+		// `strata all`: every series goes to the one in-process ingester whatever its hash; no key to compute,
+		// no batch to split. Synchronous, so released once it returns.
+		sendCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.timeout)
+		err := local.Push(sendCtx, tenant, &storepb.WriteRequest{Tenant: tenant, Timeseries: series, Metadata: md})
+		cancel()
+		p.metrics.sent.WithLabelValues(inst, sendOutcome(err)).Inc()
+		return p.pushError(tenant, err)
+	}
 	scratch := p.scratch.get()
 	keys := scratch.keys[:0]
 	for _, ts := range series {
@@ -154,16 +163,38 @@ func (p *RingPusher) PushRelease(ctx context.Context, tenant string, req *storep
 		} else {
 			err = p.sendRemote(sendCtx, inst, tenant, scratch, series, md, idx)
 		}
-		outcome := "success"
-		if err != nil {
-			outcome = "error"
-			if isClientError(err) {
-				outcome = "rejected"
-			}
-		}
-		p.metrics.sent.WithLabelValues(inst.Id, outcome).Inc()
+		p.metrics.sent.WithLabelValues(inst.Id, sendOutcome(err)).Inc()
 		return err
 	}, dskitring.DoBatchOptions{Cleanup: cleanup, IsClientError: isClientError})
+	return p.pushError(tenant, err)
+}
+
+// sendOutcome is the outcome label of strata_distributor_ingester_appends_total for a send's error.
+func sendOutcome(err error) string {
+	switch {
+	case err == nil:
+		return "success"
+	case isClientError(err):
+		return "rejected"
+	}
+	return "error"
+}
+
+// onlyLocalIngester returns the ring's only instance when there is one, healthy, and in-process (`strata all`).
+func (p *RingPusher) onlyLocalIngester() (Pusher, string, bool) {
+	if len(p.local) != 1 || p.ring.InstancesCount() != 1 {
+		return nil, "", false
+	}
+	rs, err := p.ring.GetAllHealthy(dskitring.WriteNoExtend)
+	if err != nil || len(rs.Instances) != 1 {
+		return nil, "", false
+	}
+	local, ok := p.local[rs.Instances[0].Addr]
+	return local, rs.Instances[0].Id, ok
+}
+
+// pushError is Push's answer for the error of the sends (DoBatch's, or the only ingester's).
+func (p *RingPusher) pushError(tenant string, err error) error {
 	if err == nil {
 		return nil
 	}
