@@ -5,6 +5,8 @@ import (
 
 	"github.com/efficientgo/core/errors"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
@@ -39,6 +41,11 @@ func remoteWriteHandler(srv any, ctx context.Context, dec func(any) error, inter
 	if err := dec(w); err != nil {
 		return nil, err
 	}
+	if w.decodeErr != nil {
+		// The client's error, which retrying cannot fix (gRPC would answer a codec error Internal, which a
+		// distributor takes for the ingester's failure and its client retries for ever).
+		return nil, status.Error(codes.InvalidArgument, w.decodeErr.Error())
+	}
 	if interceptor == nil {
 		return ing.remoteWriteForwarded(ctx, w)
 	}
@@ -62,6 +69,8 @@ type forwardedWrite struct {
 	slabs      remotewrite.Slabs
 	// invalidUTF8: some series has a label that is not valid UTF-8 (the decoder checked every label).
 	invalidUTF8 bool
+	// decodeErr: the request is malformed (answered InvalidArgument by the handler).
+	decodeErr error
 }
 
 // The storepb.WriteRequest fields the ingester reads (rpc.proto).
@@ -77,7 +86,15 @@ const (
 // ignored), except that a request decoding into far more memory than its size (empty series or labels by the
 // million) is refused, as the distributor refuses such a remote write, and that a label that is not valid
 // UTF-8 only marks the request (invalidUTF8): the ingester drops such a series alone (validateForwarded).
+//
+// A malformed request is not an error here but decodeErr, for the handler to answer.
 func (w *forwardedWrite) UnmarshalVT(b []byte) error {
+	w.decodeErr = w.decode(b)
+	return nil
+}
+
+// decode decodes b into w; see UnmarshalVT.
+func (w *forwardedWrite) decode(b []byte) error {
 	series := false
 	for rest := b; len(rest) > 0; {
 		num, typ, n := remotewrite.ConsumeTag(rest)

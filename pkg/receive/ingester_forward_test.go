@@ -1,11 +1,15 @@
 package receive
 
 import (
+	"context"
 	"strings"
 	"testing"
 
 	"github.com/efficientgo/core/errors"
 	"github.com/efficientgo/core/testutil"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -65,7 +69,7 @@ func dirtyForward(t testing.TB, w *forwardedWrite) {
 	req.Metadata = []*prompb.MetricMetadata{{MetricFamilyName: "dirty"}}
 	b, err := req.MarshalVT()
 	testutil.Ok(t, err)
-	testutil.Ok(t, w.UnmarshalVT(b))
+	testutil.Ok(t, w.decode(b))
 }
 
 // checkForwardedMatchesProto holds forwardedWrite to proto.Unmarshal into storepb.WriteRequest, unknown fields
@@ -85,7 +89,7 @@ func checkForwardedMatchesProto(t *testing.T, body []byte) {
 	w := &forwardedWrite{}
 	dirtyForward(t, w)
 	newForwardedPool().put(w)
-	err := w.UnmarshalVT(body)
+	err := w.decode(body)
 	if wantErr != nil {
 		testutil.NotOk(t, err, "proto.Unmarshal refused the body (%v); forwardedWrite must too", wantErr)
 		return
@@ -134,7 +138,7 @@ func TestForwardPoolPutForgetsTheRequest(t *testing.T) {
 		testutil.Assert(t, m == nil, "metadata kept")
 	}
 	w2 := &forwardedWrite{}
-	testutil.Ok(t, w2.UnmarshalVT(nil))
+	testutil.Ok(t, w2.decode(nil))
 	testutil.Equals(t, 0, len(w2.series))
 }
 
@@ -169,9 +173,21 @@ func TestForwardedWriteMarksInvalidUTF8(t *testing.T) {
 		b, err := req.MarshalVT()
 		testutil.Ok(t, err)
 		w := &forwardedWrite{}
-		testutil.Ok(t, w.UnmarshalVT(b))
+		testutil.Ok(t, w.decode(b))
 		testutil.Equals(t, tc.want, w.invalidUTF8, "value %q", tc.value)
 		testutil.Equals(t, 3, len(w.series))
 		testutil.Equals(t, tc.value, w.series[1].Labels[len(w.series[1].Labels)-1].GetValue())
 	}
+}
+
+// TestRemoteWriteHandlerMalformedIsInvalidArgument: a malformed forward request is the client's error
+// (InvalidArgument, which a distributor answers 400), not Internal (which it would take for the ingester's
+// failure, its client retrying the request for ever); nothing is written.
+func TestRemoteWriteHandlerMalformedIsInvalidArgument(t *testing.T) {
+	ing := newTestIngester(t, t.TempDir(), nil, prometheus.NewRegistry())
+	defer ing.Close()
+	body := forwardCorpus(t)["truncated"]
+	_, err := remoteWriteHandler(ing, context.Background(), func(v any) error { return v.(*forwardedWrite).UnmarshalVT(body) }, nil)
+	testutil.Equals(t, codes.InvalidArgument, status.Code(err), "error: %v", err)
+	testutil.Equals(t, 0, len(ing.Tenants()))
 }
