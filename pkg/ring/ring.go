@@ -189,7 +189,7 @@ func NewClient(cfg Config, k *KV, name, key string, logger log.Logger, reg prome
 		ReplicationFactor:    cfg.ReplicationFactor,
 		ZoneAwarenessEnabled: cfg.ZoneAwarenessEnabled,
 	}
-	capped := &cappedStrategy{next: newQuorumStrategy()}
+	capped := &cappedStrategy{next: dskitring.NewDefaultReplicationStrategy()}
 	r, err := dskitring.NewWithStoreClientAndStrategy(rcfg, name, key, kvClient, capped, prometheus.WrapRegistererWithPrefix("strata_", reg), logger)
 	if err != nil {
 		return nil, errors.Wrapf(err, "create %s ring client", name)
@@ -197,10 +197,9 @@ func NewClient(cfg Config, k *KV, name, key string, logger log.Logger, reg prome
 	return r, nil
 }
 
-// cappedStrategy is a replication strategy (the ingester ring's quorumStrategy, dskit's default one's results)
-// with the replication factor capped at the size of the replica set the ring found for the key: that set has
-// every instance when the ring is smaller than the factor (and one per zone with zone awareness), healthy or
-// not, so a dead instance still counts against the quorum.
+// cappedStrategy is dskit's default strategy with the replication factor capped at the size of the replica set
+// the ring found for the key: that set has every instance when the ring is smaller than the factor (and one per
+// zone with zone awareness), healthy or not, so a dead instance still counts against the quorum.
 //
 // Filter is called with the ring's read lock held: it must not call back into the ring (a nested RLock behind a
 // waiting writer deadlocks).
