@@ -120,7 +120,7 @@ func TestCompactorLocalCluster(t *testing.T) {
 	testutil.Assert(t, code/100 == 2, "push: %d %s", code, body)
 	written := uint64(nSeries * len(ts))
 	time.Sleep(time.Second) // the third copy
-	c.run(t, "stop.sh", "ingester-a", "ingester-b", "ingester-c")
+	c.stopIngesters(t)
 
 	bucket := filepath.Join(c.dir, "bucket")
 	shipped := readBucket(t, bucket, tenant)

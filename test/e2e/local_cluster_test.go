@@ -66,6 +66,26 @@ func (c *cluster) pid(t *testing.T, name string) int {
 	return pid
 }
 
+// stopIngesters stops the three ingesters gracefully (each leaves the ring, flushes and ships its blocks) and waits
+// until the querier's view of the ring has none left: their leaving reaches it by gossip, and until then it would
+// still ask an ingester that is gone (with RF 3 over a ring it sees as one ingester, none may fail).
+func (c *cluster) stopIngesters(t *testing.T) {
+	t.Helper()
+	c.run(t, "stop.sh", "ingester-a", "ingester-b", "ingester-c")
+	waitUntil(t, 30*time.Second, "the querier sees no ingester in the ring", func() bool {
+		code, body := httpGet(c.url(8087, "/ingester/ring"), map[string]string{"Accept": "application/json"})
+		if code != 200 {
+			return false
+		}
+		for _, state := range []string{"ACTIVE", "LEAVING", "JOINING", "PENDING"} {
+			if strings.Contains(body, `"state":"`+state+`"`) {
+				return false
+			}
+		}
+		return true
+	})
+}
+
 func tail(s string, n int) string {
 	lines := strings.Split(s, "\n")
 	if len(lines) > n {
@@ -192,7 +212,7 @@ func TestLocalCluster(t *testing.T) {
 	testutil.Equals(t, 0, len(instantQuery(t, q, "someone-else", `{__name__=~".+"}`, now)))
 
 	// Graceful stop of the ingesters: each leaves the ring, flushes and ships its blocks.
-	c.run(t, "stop.sh", "ingester-a", "ingester-b", "ingester-c")
+	c.stopIngesters(t)
 	metas, err := filepath.Glob(filepath.Join(c.dir, "bucket", tenant, "*", "meta.json"))
 	testutil.Ok(t, err)
 	testutil.Assert(t, len(metas) >= 3, "want blocks from 3 ingesters in the bucket, got %d", len(metas))
