@@ -45,13 +45,15 @@ func setupDistributor(p *process) error {
 		local[addr] = ing
 	}
 	pusher := receive.NewRingPusher(p.ingesterRing.client, cfg.Distributor.RemoteTimeout, local, logger, p.reg)
-	h := cfg.Auth.HTTPMiddleware(false)(receive.NewPushHandler(receive.NewDistributor(cfg.Distributor, p.overrides, pusher, logger, p.reg,
-		receive.WithDiscardedSamples(p.discardedSamples()), receive.WithDistributorCount(distributors.Get))))
+	d := receive.NewDistributor(cfg.Distributor, p.overrides, pusher, logger, p.reg,
+		receive.WithDiscardedSamples(p.discardedSamples()), receive.WithDistributorCount(distributors.Get))
+	h := cfg.Auth.HTTPMiddleware(false)(receive.NewPushHandler(d))
 	// Method-less patterns: the handler answers other methods 405 with Allow: POST itself. "POST /api/v1/push"
 	// would leave GET /api/v1/push to the querier's "/api/v1/" in `strata all` (a 404).
 	p.srv.Handle("/api/v1/push", h)
 	p.srv.Handle("/api/v1/receive", h)
 	p.srv.AddLinks("Distributor", server.Link{Path: "/api/v1/push", Desc: "POST: Prometheus remote write (1.0 and 2.0)"})
+	p.srv.Handle("GET /api/v1/user_stats", cfg.Auth.HTTPMiddleware(false)(d.UserStatsHandler()))
 	addContextActor(p.g, func(ctx context.Context) error {
 		<-ctx.Done()
 		return pusher.Close()

@@ -168,7 +168,7 @@ func (i *Ingester) appendRequest(ctx context.Context, tenant string, u *userTSDB
 	}
 	i.metrics.appendedSamples.WithLabelValues(tenant).Add(float64(appended))
 	i.metrics.activeSeries.WithLabelValues(tenant).Set(float64(u.db.Head().NumSeries()))
-	return false, i.pushError(tenant, &errs)
+	return false, i.pushError(tenant, u, &errs)
 }
 
 // handleAppendErr counts a failed append and reports whether the rest of the series should be skipped.
@@ -210,8 +210,9 @@ func (i *Ingester) discard(tenant, reason string, n int) {
 }
 
 // pushError returns the first error of the push; a series-limit error names the metric that had the most
-// series refused, so the user knows where their new series come from.
-func (i *Ingester) pushError(tenant string, errs *appendErrors) error {
+// series refused, so the user knows where their new series come from, and the tenant's metric with the most
+// series.
+func (i *Ingester) pushError(tenant string, u *userTSDB, errs *appendErrors) error {
 	if len(errs.order) == 0 {
 		return nil
 	}
@@ -223,7 +224,10 @@ func (i *Ingester) pushError(tenant string, errs *appendErrors) error {
 				top, topN = m, n
 			}
 		}
-		return tenancy.NewMaxSeriesPerUserError(i.overrides.MaxGlobalSeriesPerUser(tenant), top)
+		u.mtx.Lock()
+		most := u.top.name
+		u.mtx.Unlock()
+		return tenancy.NewMaxSeriesPerUserError(i.overrides.MaxGlobalSeriesPerUser(tenant), top, most)
 	}
 	return errs.first[reason]
 }

@@ -171,6 +171,7 @@ type Distributor struct {
 	metrics   *pushMetrics
 	metadata  *metadataReceiver // metric metadata (metadata.go)
 	inflight  *inflight
+	usage     *limitUsage // tenants' usage of their limits (limit_usage.go)
 }
 
 // NewDistributor returns a Distributor handing valid series to pusher.
@@ -186,6 +187,10 @@ func NewDistributor(cfg PushConfig, overrides *tenancy.Overrides, pusher Pusher,
 		logger = log.NewNopLogger()
 	}
 	l := &inflight{maxRequests: int64(cfg.InstanceLimits.MaxInflightPushRequests), maxBytes: int64(cfg.InstanceLimits.MaxInflightPushRequestsBytes)}
+	usage := newLimitUsage(overrides, o.now, o.distributors, log.With(logger, "component", "push"), reg)
+	if r, ok := pusher.(usageReporter); ok {
+		r.reportUsageTo(usage)
+	}
 	return &Distributor{
 		cfg:       cfg,
 		overrides: overrides,
@@ -197,6 +202,7 @@ func NewDistributor(cfg PushConfig, overrides *tenancy.Overrides, pusher Pusher,
 		metrics:   newPushMetrics(reg, l),
 		metadata:  newMetadataReceiver(overrides, reg),
 		inflight:  l,
+		usage:     usage,
 	}
 }
 
@@ -237,7 +243,11 @@ type ReleasingPusher interface {
 }
 
 // PushStats are what a push wrote (Prometheus's 2.0 receiver reports them in response headers).
-type PushStats struct{ Samples, Histograms, Exemplars int }
+type PushStats struct {
+	Samples, Histograms, Exemplars int
+	// LimitWarning is the X-Strata-Limit-Warning of the answer ("" below the tenant's limits_warning_ratio).
+	LimitWarning string
+}
 
 // Push runs the write pipeline on one tenant's request:
 //   - validate each series against the tenant's limits (sorting labels that are not sorted), dropping and
@@ -317,10 +327,14 @@ func (d *Distributor) push(ctx context.Context, tenant string, req *PushRequest,
 		return PushStats{}, false, nil
 	}
 
-	if n := stats.Samples + stats.Histograms + stats.Exemplars + len(md); !d.limiter.AllowN(now, tenant, n) {
+	usage := d.usage.tenant(tenant, now)
+	n := stats.Samples + stats.Histograms + stats.Exemplars + len(md)
+	allowed := d.limiter.AllowN(now, tenant, n)
+	usage.record(now, n, allowed)
+	if !allowed {
 		d.discarded.Add(tenant, ReasonRateLimited, stats.Samples+stats.Histograms)
 		d.metadata.discarded.Add(tenant, ReasonRateLimited, len(md))
-		return PushStats{}, false, tenancy.NewIngestionRateLimitedError(d.overrides.IngestionRate(tenant), d.overrides.IngestionBurstSize(tenant))
+		return PushStats{}, false, tenancy.NewIngestionRateLimitedError(limits.IngestionRate, limits.IngestionBurstSize, d.usage.receivedRate(usage, now))
 	}
 
 	wreq := &storepb.WriteRequest{Timeseries: valid, Tenant: tenant, Metadata: md}
@@ -334,6 +348,12 @@ func (d *Distributor) push(ctx context.Context, tenant string, req *PushRequest,
 		return PushStats{}, true, err
 	}
 	d.metrics.receivedSamples.WithLabelValues(tenant).Add(float64(stats.Samples + stats.Histograms))
+	if lu, ok := d.pusher.(localUsage); ok {
+		if su, ok := lu.seriesUsage(tenant); ok { // an Ingester as the Pusher (tests, single process)
+			d.usage.observe(tenant, "local", su)
+		}
+	}
+	stats.LimitWarning = d.usage.warning(usage, tenant, limits, now)
 	if firstErr != nil {
 		return stats, true, firstErr
 	}

@@ -171,8 +171,12 @@ func (i *Ingester) remoteWrite(ctx context.Context, reqTenant string, tenantData
 		// commit error, shutting down) says more and is answered instead.
 		var te *tenancy.Error
 		if err := i.Push(ctx, tenant, req); err != nil && (invalid == nil || !errors.As(err, &te)) {
+			if errors.As(err, &te) {
+				i.reportUsage(ctx, tenant) // a series limit reached: the distributor's usage says so
+			}
 			return nil, err
 		}
+		i.reportUsage(ctx, tenant)
 	}
 	if invalid != nil {
 		return nil, invalid

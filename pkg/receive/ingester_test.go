@@ -207,7 +207,7 @@ func TestIngesterSeriesLimits(t *testing.T) {
 	var te *tenancy.Error
 	testutil.Assert(t, errors.As(err, &te), "got %v", err)
 	testutil.Equals(t, tenancy.IDMaxSeriesPerUser, te.ID)
-	testutil.Equals(t, "per-user series limit of 6 exceeded, metric with the most new series in this request: many (err-mimir-max-series-per-user). To adjust the related per-tenant limit, configure max_global_series_per_user, or contact your service administrator.", te.Error())
+	testutil.Equals(t, "per-user series limit of 6 exceeded, metric with the most new series in this request: many, metric with the most series: first (err-mimir-max-series-per-user). To adjust the related per-tenant limit, configure max_global_series_per_user, or contact your service administrator.", te.Error())
 	testutil.Equals(t, 3.0, promtestutil.ToFloat64(ing.discarded.total.WithLabelValues("a", reasonPerUserSeriesLimit)))
 	testutil.Equals(t, []int64{1000, 2000}, readAll(t, ing, "a")[`{__name__="first", i="0", tenant_id="a"}`])
 

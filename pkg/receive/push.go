@@ -75,6 +75,9 @@ func (h *pushHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if res.code == http.StatusMethodNotAllowed {
 		w.Header().Set("Allow", http.MethodPost)
 	}
+	if res.code/100 == 2 && res.written.LimitWarning != "" {
+		w.Header().Set(HeaderLimitWarning, res.written.LimitWarning)
+	}
 	if res.code >= 400 {
 		http.Error(w, res.msg, res.code)
 	} else {

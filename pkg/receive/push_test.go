@@ -389,7 +389,7 @@ func TestPushHandler_StatusCodes(t *testing.T) {
 		{name: "gzip", body: valid, ct: ctV1, hdr: []string{"Content-Encoding", "gzip"}, want: 415, wantMsg: "unsupported Content-Encoding"},
 		{name: "only invalid series", body: invalid, ct: ctV1, want: 400, wantMsg: "err-mimir-missing-metric-name"},
 		{name: "rate limited", body: valid, ct: ctV1, limits: func(l *tenancy.Limits) { l.IngestionRate, l.IngestionBurstSize = 1, 0 }, want: 429, wantMsg: "err-mimir-tenant-max-ingestion-rate"},
-		{name: "pusher: tenancy error", body: valid, ct: ctV1, pushErr: errors.Wrap(tenancy.NewMaxSeriesPerUserError(5, "up"), "ingester"), want: 400, wantPushed: true, wantMsg: "per-user series limit of 5 exceeded"},
+		{name: "pusher: tenancy error", body: valid, ct: ctV1, pushErr: errors.Wrap(tenancy.NewMaxSeriesPerUserError(5, "up", ""), "ingester"), want: 400, wantPushed: true, wantMsg: "per-user series limit of 5 exceeded"},
 		{name: "pusher: InvalidArgument", body: valid, ct: ctV1, pushErr: grpcErr(codes.InvalidArgument), want: 400, wantPushed: true, wantMsg: "InvalidArgument from ingester"},
 		{name: "pusher: ResourceExhausted", body: valid, ct: ctV1, pushErr: grpcErr(codes.ResourceExhausted), want: 429, wantPushed: true},
 		{name: "pusher: Unavailable", body: valid, ct: ctV1, pushErr: grpcErr(codes.Unavailable), want: 503, wantPushed: true},
@@ -520,7 +520,7 @@ func TestPushHandler_Validation(t *testing.T) {
 		{
 			name: "label name too long", series: series1(now, "__name__", "up", "instance_name", "a"), reason: ReasonLabelNameTooLong,
 			limits: func(l *tenancy.Limits) { l.MaxLabelNameLength = 8 },
-			msg:    `received a series whose label name length exceeds the limit, label: 'instance_name' series: '{__name__="up", instance_name="a"}' (err-mimir-label-name-too-long). To adjust the related per-tenant limit, configure max_label_name_length, or contact your service administrator.`,
+			msg:    `received a series whose label name length of 13 exceeds the limit of 8, label: 'instance_name' series: '{__name__="up", instance_name="a"}' (err-mimir-label-name-too-long). To adjust the related per-tenant limit, configure max_label_name_length, or contact your service administrator.`,
 		},
 		{
 			name: "label value too long", series: series1(now, "__name__", "up", "job", "abcdef"), reason: ReasonLabelValueTooLong,
@@ -632,7 +632,7 @@ func TestPushErrorStatus(t *testing.T) {
 		code int
 		msg  string
 	}{
-		{err: tenancy.NewIngestionRateLimitedError(1, 2), code: 429},
+		{err: tenancy.NewIngestionRateLimitedError(1, 2, -1), code: 429},
 		{err: errors.Wrap(tenancy.NewSampleOutOfOrderError(5, "up"), "ingester 1"), code: 400},
 		{err: status.Error(codes.InvalidArgument, "bad"), code: 400, msg: "bad"},
 		{err: errors.Wrap(status.Error(codes.ResourceExhausted, "full"), "ingester 2"), code: 429, msg: "full"},

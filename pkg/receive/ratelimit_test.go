@@ -36,7 +36,7 @@ func TestPushHandler_RateLimit(t *testing.T) {
 
 	rec = env.do(t, encodeV1(t, samplesSeries("b", 6, 0)), ctV1) // 6 > 5 left: the whole request is refused
 	testutil.Equals(t, http.StatusTooManyRequests, rec.Code)
-	testutil.Equals(t, "the request has been rejected because the tenant exceeded the ingestion rate limit, set to 10 items/s with a maximum allowed burst of 20. This limit is applied on the total number of samples, exemplars and metadata received across all distributors (err-mimir-tenant-max-ingestion-rate). To adjust the related per-tenant limits, configure ingestion_rate and ingestion_burst_size, or contact your service administrator.\n", rec.Body.String())
+	testutil.Equals(t, "the request has been rejected because the tenant exceeded the ingestion rate limit, set to 10 items/s with a maximum allowed burst of 20. This limit is applied on the total number of samples, exemplars and metadata received across all distributors; the tenant is currently sending about 21 items/s (err-mimir-tenant-max-ingestion-rate). To adjust the related per-tenant limits, configure ingestion_rate and ingestion_burst_size, or contact your service administrator.\n", rec.Body.String())
 	testutil.Equals(t, 1, env.pusher.calls())
 	testutil.Equals(t, 6.0, discardedValue(t, env.reg, "team-a", ReasonRateLimited))
 

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promauto"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/stratametrics/strata/pkg/store"
@@ -48,6 +49,8 @@ type RingPusher struct {
 
 	// scratch pools the per-request keys and encoded series (see forwardScratch).
 	scratch forwardPool
+	// usage receives the ingesters' reports of tenants' series usage (limit_usage.go); nil: none kept.
+	usage *limitUsage
 
 	mtx   sync.Mutex
 	conns map[string]*grpc.ClientConn
@@ -128,6 +131,7 @@ func (p *RingPusher) PushRelease(ctx context.Context, tenant string, req *storep
 		sendCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.timeout)
 		err := local.Push(sendCtx, tenant, &storepb.WriteRequest{Tenant: tenant, Timeseries: series, Metadata: md})
 		cancel()
+		p.observeLocal(tenant, inst, local)
 		p.metrics.sent.WithLabelValues(inst, sendOutcome(err)).Inc()
 		return p.pushError(tenant, err)
 	}
@@ -160,6 +164,7 @@ func (p *RingPusher) PushRelease(ctx context.Context, tenant string, req *storep
 		var err error
 		if local, ok := p.local[inst.Addr]; ok {
 			err = local.Push(sendCtx, tenant, subRequest(tenant, series, md, idx))
+			p.observeLocal(tenant, inst.Id, local)
 		} else {
 			err = p.sendRemote(sendCtx, inst, tenant, scratch, series, md, idx)
 		}
@@ -246,8 +251,11 @@ func (p *RingPusher) sendRemote(ctx context.Context, inst dskitring.InstanceDesc
 	}
 	// gRPC's codec copies the message into its own buffer within Invoke, so once every Invoke of the request
 	// returned the scratch can be reused.
-	return conn.Invoke(tenancy.OutgoingContext(ctx, tenant), storepb.WriteableStore_RemoteWrite_FullMethodName,
-		newEncodedWrite(scratch, len(series), idx, tenant), new(storepb.WriteResponse))
+	var hdr metadata.MD // the ingester's report of the tenant's usage (limit_usage.go)
+	err = conn.Invoke(tenancy.OutgoingContext(ctx, tenant), storepb.WriteableStore_RemoteWrite_FullMethodName,
+		newEncodedWrite(scratch, len(series), idx, tenant), new(storepb.WriteResponse), grpc.Header(&hdr))
+	p.observeRemote(tenant, inst.Id, hdr)
+	return err
 }
 
 // conn returns the (lazily connecting, shared) connection to an ingester.

@@ -45,6 +45,8 @@ type userTSDB struct {
 	closed    bool
 	mtx       sync.Mutex
 	perMetric map[string]int
+	// top is the metric with the most series in perMetric (ingester_usage.go), under mtx.
+	top topMetric
 }
 
 func (u *userTSDB) localLimit(global int) int {
@@ -81,7 +83,10 @@ func (u *userTSDB) PreCreation(lset labels.Labels) error {
 // PostCreation implements tsdb.SeriesLifecycleCallback.
 func (u *userTSDB) PostCreation(lset labels.Labels) {
 	u.mtx.Lock()
-	u.perMetric[lset.Get(model.MetricNameLabel)]++
+	name := lset.Get(model.MetricNameLabel)
+	n := u.perMetric[name] + 1
+	u.perMetric[name] = n
+	u.top.created(name, n)
 	u.mtx.Unlock()
 }
 
@@ -95,6 +100,7 @@ func (u *userTSDB) PostDeletion(deleted map[chunks.HeadSeriesRef]labels.Labels) 
 			delete(u.perMetric, name)
 		}
 	}
+	u.top.recompute(u.perMetric)
 }
 
 func (i *Ingester) get(tenant string) *userTSDB {

@@ -146,7 +146,7 @@ func (v seriesValidator) err(ts *prompb.TimeSeries, vi violation) *tenancy.Error
 	case ReasonMaxLabelNamesPerSeries:
 		return tenancy.NewMaxLabelNamesPerSeriesError(len(ts.Labels), v.maxLabelNames, series)
 	case ReasonLabelNameTooLong:
-		return tenancy.NewLabelNameTooLongError(name, series)
+		return tenancy.NewLabelNameTooLongError(name, series, v.maxNameLength)
 	case ReasonLabelValueTooLong:
 		return tenancy.NewLabelValueTooLongError(name, value, series, v.maxValueLength)
 	case ReasonDuplicateLabelNames:

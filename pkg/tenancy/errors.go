@@ -2,7 +2,9 @@ package tenancy
 
 import (
 	"fmt"
+	"math"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -90,19 +92,35 @@ func plainErr(id ErrorID, msg string) *Error {
 	return &Error{ID: id, Status: http.StatusBadRequest, Msg: id.Message(msg)}
 }
 
-// NewIngestionRateLimitedError is the 429 for a tenant over its token bucket.
-func NewIngestionRateLimitedError(rate float64, burst int) *Error {
-	return limitErr(IDTenantMaxIngestionRate, http.StatusTooManyRequests,
-		fmt.Sprintf("the request has been rejected because the tenant exceeded the ingestion rate limit, set to %v items/s with a maximum allowed burst of %d. This limit is applied on the total number of samples, exemplars and metadata received across all distributors", rate, burst),
-		"ingestion_rate", "ingestion_burst_size")
+// NewIngestionRateLimitedError is the 429 for a tenant over its token bucket. currentRate is the rate the
+// tenant is sending at, in items/s across all distributors (estimated by the one refusing), or negative when
+// unknown: the number to raise ingestion_rate above.
+func NewIngestionRateLimitedError(rate float64, burst int, currentRate float64) *Error {
+	msg := fmt.Sprintf("the request has been rejected because the tenant exceeded the ingestion rate limit, set to %v items/s with a maximum allowed burst of %d. This limit is applied on the total number of samples, exemplars and metadata received across all distributors", rate, burst)
+	if currentRate >= 0 {
+		msg += fmt.Sprintf("; the tenant is currently sending about %s items/s", formatRate(currentRate))
+	}
+	return limitErr(IDTenantMaxIngestionRate, http.StatusTooManyRequests, msg, "ingestion_rate", "ingestion_burst_size")
 }
 
-// NewMaxSeriesPerUserError is the 400 for a tenant at its series limit; metric names the metric that
-// contributes most new series in the rejected request, so the user knows where to look.
-func NewMaxSeriesPerUserError(limit int, metric string) *Error {
+// formatRate formats a rate with 3 significant digits, without an exponent below a billion.
+func formatRate(r float64) string {
+	if r >= 100 && r < 1e9 {
+		return strconv.FormatFloat(math.Round(r), 'f', -1, 64)
+	}
+	return strconv.FormatFloat(r, 'g', 3, 64)
+}
+
+// NewMaxSeriesPerUserError is the 400 for a tenant at its series limit. metric names the metric that
+// contributes most new series in the rejected request, top the metric with the most series of the tenant (in
+// the ingester that refused), so the user knows where to look; either may be empty.
+func NewMaxSeriesPerUserError(limit int, metric, top string) *Error {
 	msg := fmt.Sprintf("per-user series limit of %d exceeded", limit)
 	if metric != "" {
 		msg += fmt.Sprintf(", metric with the most new series in this request: %s", metric)
+	}
+	if top != "" {
+		msg += fmt.Sprintf(", metric with the most series: %s", top)
 	}
 	return limitErr(IDMaxSeriesPerUser, http.StatusBadRequest, msg, "max_global_series_per_user")
 }
@@ -158,10 +176,10 @@ func NewMaxLabelNamesPerSeriesError(actual, limit int, series string) *Error {
 		"max_label_names_per_series")
 }
 
-// NewLabelNameTooLongError is the 400 for a label name over max_label_name_length.
-func NewLabelNameTooLongError(name, series string) *Error {
+// NewLabelNameTooLongError is the 400 for a label name over max_label_name_length (limit).
+func NewLabelNameTooLongError(name, series string, limit int) *Error {
 	return limitErr(IDLabelNameTooLong, http.StatusBadRequest,
-		fmt.Sprintf("received a series whose label name length exceeds the limit, label: '%.200s' series: '%.200s'", name, series),
+		fmt.Sprintf("received a series whose label name length of %d exceeds the limit of %d, label: '%.200s' series: '%.200s'", len(name), limit, name, series),
 		"max_label_name_length")
 }
 

@@ -61,6 +61,11 @@ type Limits struct {
 	MaxQueryParallelism int `yaml:"max_query_parallelism" json:"max_query_parallelism"`
 	// QueryReplicaLabels replace the querier's --query.replica-label for this tenant.
 	QueryReplicaLabels []string `yaml:"query_replica_labels" json:"query_replica_labels"`
+
+	// LimitsWarningRatio is the usage of a limit (max_global_series_per_user, max_global_series_per_metric,
+	// ingestion_rate) from which successful writes are answered with X-Strata-Limit-Warning and the usage is
+	// exported as strata_tenant_limit_usage_ratio (0 = no warnings).
+	LimitsWarningRatio float64 `yaml:"limits_warning_ratio" json:"limits_warning_ratio"`
 }
 
 // DefaultLimits returns Mimir's defaults (DESIGN.md §9).
@@ -87,6 +92,7 @@ func DefaultLimits() Limits {
 		MaxSamples:                     0,
 		MaxQueryExpressionSizeBytes:    0,
 		MaxQueryParallelism:            14,
+		LimitsWarningRatio:             0.8,
 	}
 }
 
@@ -109,6 +115,8 @@ func (l Limits) Validate() error {
 		return errors.New("max_metadata_length, max_global_metadata_per_user and max_global_metadata_per_metric must not be negative")
 	case l.MaxQueryParallelism < 0:
 		return errors.Newf("max_query_parallelism must not be negative, got %d", l.MaxQueryParallelism)
+	case l.LimitsWarningRatio < 0 || l.LimitsWarningRatio > 1:
+		return errors.Newf("limits_warning_ratio must be between 0 (no warnings) and 1, got %v", l.LimitsWarningRatio)
 	case l.IngestionTenantShardSize < 0:
 		return errors.Newf("ingestion_tenant_shard_size must not be negative, got %d", l.IngestionTenantShardSize)
 	}

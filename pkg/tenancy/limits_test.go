@@ -57,6 +57,7 @@ func TestLoadRuntimeOverrides(t *testing.T) {
 		{name: "unknown top-level key", yaml: "overides:\n  team-a: {}\n", wantErr: "field overides not found"},
 		{name: "invalid tenant", yaml: "overrides:\n  \"a/b\":\n    ingestion_rate: 1\n", wantErr: "unsupported character '/'"},
 		{name: "negative limit", yaml: "overrides:\n  a:\n    ingestion_rate: -1\n", wantErr: "ingestion_rate must not be negative"},
+		{name: "warning ratio over 1", yaml: "overrides:\n  a:\n    limits_warning_ratio: 1.5\n", wantErr: "limits_warning_ratio must be between 0 (no warnings) and 1"},
 		{name: "not yaml", yaml: "overrides: [", wantErr: "parse runtime config"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
