@@ -307,3 +307,25 @@ func TestSeriesUsageEncoding(t *testing.T) {
 	testutil.Assert(t, ok)
 	testutil.Equals(t, "", su.topMetric)
 }
+
+// TestLimitUsageHotPathAllocations: what a write of a known tenant below its warning ratio costs the
+// distributor's usage tracking (record, an ingester's report, the warning check) allocates nothing.
+func TestLimitUsageHotPathAllocations(t *testing.T) {
+	limits := testLimits()
+	overrides := tenancy.NewOverrides(limits, nil)
+	clock := storetest.NewClock(testNow)
+	u := newLimitUsage(overrides, clock.Now, func() int { return 1 }, log.NewNopLogger(), nil)
+	report := seriesUsage{series: 10, perUser: 0.1, topMetric: "m"}
+	u.observe("t", "ingester-1", report)
+	l := overrides.ForTenant("t")
+	allocs := testing.AllocsPerRun(100, func() {
+		now := clock.Now()
+		tu := u.tenant("t", now)
+		tu.record(now, 100, true)
+		u.observe("t", "ingester-1", report)
+		if w := u.warning(tu, "t", l, now); w != "" {
+			t.Fatal(w)
+		}
+	})
+	testutil.Equals(t, 0.0, allocs)
+}

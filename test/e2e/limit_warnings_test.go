@@ -64,63 +64,14 @@ func getUserStats(t *testing.T, p *proc, tenant string) userStats {
 func TestLimitWarnings(t *testing.T) {
 	dir := t.TempDir()
 	rt := filepath.Join(dir, "runtime.yaml")
-	testutil.Ok(t, os.WriteFile(rt, []byte(`overrides:
-  series:
-    max_global_series_per_user: 100
-  metric:
-    max_global_series_per_metric: 10
-  rate:
-    ingestion_rate: 1000
-    ingestion_burst_size: 10000
-`), 0o600))
+	testutil.Ok(t, os.WriteFile(rt, []byte(limitWarningsOverrides), 0o600))
 	s := startStrata(t, dir, "all", "--runtime-config.file="+rt)
 	s.waitReady(t, 30*time.Second)
 	push := s.url("/api/v1/push")
 	now := time.Now().UnixMilli()
-	usageLine := func(tenant, limit string) []string {
-		return metricsLines(t, s, "strata_tenant_limit_usage_ratio{", `tenant="`+tenant+`"`, `limit="`+limit+`"`)
-	}
+	usageLine := func(tenant, limit string) []string { return usageLines(t, s, tenant, limit) }
 
-	t.Run("series per user", func(t *testing.T) {
-		code, body, warning := pushV1Header(t, push, "series", append(seriesOf("big", 60, now), seriesOf("small", 19, now)...))
-		testutil.Equals(t, 204, code, body)
-		testutil.Equals(t, "", warning, "79%% of the limit")
-		testutil.Equals(t, 0, len(usageLine("series", "max_global_series_per_user")))
-
-		code, body, warning = pushV1Header(t, push, "series", seriesOf("small", 21, now)[19:])
-		testutil.Equals(t, 204, code, body)
-		testutil.Equals(t, "max_global_series_per_user=0.81", warning)
-		testutil.Equals(t, []string{`strata_tenant_limit_usage_ratio{limit="max_global_series_per_user",tenant="series"} 0.81`},
-			usageLine("series", "max_global_series_per_user"))
-
-		code, body, _ = pushV1Header(t, push, "series", seriesOf("fresh", 30, now))
-		testutil.Equals(t, 400, code, body)
-		mustContain(t, body, "per-user series limit of 100 exceeded", "configure max_global_series_per_user",
-			"metric with the most new series in this request: fresh", "metric with the most series: big")
-
-		st := getUserStats(t, s, "series")
-		testutil.Equals(t, uint64(100), st.NumSeries) // 81, and 19 of the 30 before the limit
-		testutil.Equals(t, 100.0, st.Limits["max_global_series_per_user"].Limit)
-		testutil.Equals(t, 1.0, st.Limits["max_global_series_per_user"].Usage)
-		testutil.Assert(t, st.Limits["max_global_series_per_user"].Warning)
-		testutil.Assert(t, st.IngestionRate > 0 && st.IngestionRate == st.APIIngestionRate && st.RuleIngestionRate == 0, "%+v", st)
-	})
-
-	t.Run("series per metric", func(t *testing.T) {
-		code, body, warning := pushV1Header(t, push, "metric", seriesOf("m", 7, now))
-		testutil.Equals(t, 204, code, body)
-		testutil.Equals(t, "", warning)
-		code, body, warning = pushV1Header(t, push, "metric", seriesOf("m", 9, now)[7:])
-		testutil.Equals(t, 204, code, body)
-		testutil.Equals(t, "max_global_series_per_metric=0.90;metric=m", warning)
-		testutil.Equals(t, 1, len(usageLine("metric", "max_global_series_per_metric")))
-		code, body, _ = pushV1Header(t, push, "metric", seriesOf("m", 12, now)[9:])
-		testutil.Equals(t, 400, code, body)
-		mustContain(t, body, "per-metric series limit of 10 exceeded for metric m", "configure max_global_series_per_metric")
-		st := getUserStats(t, s, "metric")
-		testutil.Equals(t, uint64(10), st.NumSeries)
-		testutil.Equals(t, "m", st.Limits["max_global_series_per_metric"].Metric)
-	})
+	t.Run("series", func(t *testing.T) { checkSeriesLimitWarnings(t, s, now) })
 
 	t.Run("ingestion rate", func(t *testing.T) {
 		// Pushes every 200ms: 40 samples each (200/s, 20% of the limit) for 1.4s, then 600 each (3000/s): the
@@ -166,4 +117,92 @@ func TestLimitWarnings(t *testing.T) {
 		testutil.Assert(t, st.IngestionRate > 800, "%+v", st)
 		testutil.Equals(t, uint64(600), st.NumSeries)
 	})
+}
+
+const limitWarningsOverrides = `overrides:
+  series:
+    max_global_series_per_user: 100
+  metric:
+    max_global_series_per_metric: 10
+  rate:
+    ingestion_rate: 1000
+    ingestion_burst_size: 10000
+`
+
+func usageLines(t *testing.T, p *proc, tenant, limit string) []string {
+	return metricsLines(t, p, "strata_tenant_limit_usage_ratio{", `tenant="`+tenant+`"`, `limit="`+limit+`"`)
+}
+
+// checkSeriesLimitWarnings pushes to distributor d (limitWarningsOverrides): tenant series up to 79% then 81%
+// of max_global_series_per_user, then over it; tenant metric up to 70% then 90% of max_global_series_per_metric,
+// then over it.
+func checkSeriesLimitWarnings(t *testing.T, s *proc, now int64) {
+	push := s.url("/api/v1/push")
+	usageLine := func(tenant, limit string) []string { return usageLines(t, s, tenant, limit) }
+	t.Run("series per user", func(t *testing.T) {
+		code, body, warning := pushV1Header(t, push, "series", append(seriesOf("big", 60, now), seriesOf("small", 19, now)...))
+		testutil.Equals(t, 204, code, body)
+		testutil.Equals(t, "", warning, "79%% of the limit")
+		testutil.Equals(t, 0, len(usageLine("series", "max_global_series_per_user")))
+
+		code, body, warning = pushV1Header(t, push, "series", seriesOf("small", 21, now)[19:])
+		testutil.Equals(t, 204, code, body)
+		testutil.Equals(t, "max_global_series_per_user=0.81", warning)
+		testutil.Equals(t, []string{`strata_tenant_limit_usage_ratio{limit="max_global_series_per_user",tenant="series"} 0.81`},
+			usageLine("series", "max_global_series_per_user"))
+
+		code, body, _ = pushV1Header(t, push, "series", seriesOf("fresh", 30, now))
+		testutil.Equals(t, 400, code, body)
+		mustContain(t, body, "per-user series limit of 100 exceeded", "configure max_global_series_per_user",
+			"metric with the most new series in this request: fresh", "metric with the most series: big")
+
+		// 81, and 19 of the 30 before the limit. With replicas, the one answering after the first refusal may
+		// report a moment later.
+		var st userStats
+		waitUntil(t, 5*time.Second, "numSeries 100", func() bool { st = getUserStats(t, s, "series"); return st.NumSeries == 100 })
+		testutil.Equals(t, 100.0, st.Limits["max_global_series_per_user"].Limit)
+		testutil.Equals(t, 1.0, st.Limits["max_global_series_per_user"].Usage)
+		testutil.Assert(t, st.Limits["max_global_series_per_user"].Warning)
+		testutil.Assert(t, st.IngestionRate > 0 && st.IngestionRate == st.APIIngestionRate && st.RuleIngestionRate == 0, "%+v", st)
+	})
+
+	t.Run("series per metric", func(t *testing.T) {
+		code, body, warning := pushV1Header(t, push, "metric", seriesOf("m", 7, now))
+		testutil.Equals(t, 204, code, body)
+		testutil.Equals(t, "", warning)
+		code, body, warning = pushV1Header(t, push, "metric", seriesOf("m", 9, now)[7:])
+		testutil.Equals(t, 204, code, body)
+		testutil.Equals(t, "max_global_series_per_metric=0.90;metric=m", warning)
+		testutil.Equals(t, 1, len(usageLine("metric", "max_global_series_per_metric")))
+		code, body, _ = pushV1Header(t, push, "metric", seriesOf("m", 12, now)[9:])
+		testutil.Equals(t, 400, code, body)
+		mustContain(t, body, "per-metric series limit of 10 exceeded for metric m", "configure max_global_series_per_metric")
+		st := getUserStats(t, s, "metric")
+		testutil.Equals(t, uint64(10), st.NumSeries)
+		testutil.Equals(t, "m", st.Limits["max_global_series_per_metric"].Metric)
+	})
+
+}
+
+// TestLimitWarningsCluster: the same warnings and errors with the ingesters in their own processes (RF 2 over
+// 2), which report the tenant's usage in their gRPC answers to the distributor.
+func TestLimitWarningsCluster(t *testing.T) {
+	dir := t.TempDir()
+	rt := filepath.Join(dir, "runtime.yaml")
+	testutil.Ok(t, os.WriteFile(rt, []byte(limitWarningsOverrides), 0o600))
+	gossip := newMemberlist(t, 3)
+	common := func(i int) []string {
+		return append(gossip.flags(i), "--runtime-config.file="+rt, "--ingester.ring.heartbeat-period=1s", "--ingester.ring.replication-factor=2")
+	}
+	i1 := startStrata(t, dir, append([]string{"ingester", "--ingester.id=i1"}, common(0)...)...)
+	i2 := startStrata(t, dir, append([]string{"ingester", "--ingester.id=i2"}, common(1)...)...)
+	d := startStrata(t, dir, append([]string{"distributor", "--distributor.id=d1"}, common(2)...)...)
+	for _, p := range []*proc{i1, i2, d} {
+		p.waitReady(t, 60*time.Second)
+	}
+	waitUntil(t, 30*time.Second, "the distributor sees both ingesters", func() bool {
+		_, ir := httpGet(d.url("/ingester/ring"), map[string]string{"Accept": "application/json"})
+		return strings.Count(ir, `"state":"ACTIVE"`) == 2
+	})
+	checkSeriesLimitWarnings(t, d, time.Now().UnixMilli())
 }
