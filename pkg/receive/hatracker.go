@@ -233,6 +233,9 @@ func (t *HATracker) check(ctx context.Context, tenant, cluster, replica string) 
 		return tooManyHAClustersError(limit)
 	}
 
+	// From here on the tracker keeps the names (in memory, in metrics): copies, as the request's strings share its
+	// buffers.
+	cluster, replica = strings.Clone(cluster), strings.Clone(replica)
 	var seen *HAReplicaDesc // the KV store's value after the CAS
 	nowMs := now.UnixMilli()
 	t.metrics.kvCAS.WithLabelValues(tenant, cluster).Inc()
@@ -434,14 +437,13 @@ func (d *Distributor) haDedup(ctx context.Context, tenant string, limits *tenanc
 		return nil
 	}
 	if d.ha != nil {
-		// Copies: the values point into the request's buffers, and the tracker keeps them.
-		cluster, replica = strings.Clone(cluster), strings.Clone(replica)
 		if err := d.ha.check(ctx, tenant, cluster, replica); err != nil {
 			var terr *tenancy.Error
 			if errors.As(err, &terr) {
 				d.discarded.Add(tenant, ReasonTooManyHAClusters, countSamples(series))
 			} else if herr := (*haStatusError)(nil); errors.As(err, &herr) && herr.code == http.StatusAccepted {
-				d.ha.metrics.deduped.WithLabelValues(tenant, cluster).Add(float64(countSamples(series)))
+				// A copy: a new series of the metric would keep the request's string.
+				d.ha.metrics.deduped.WithLabelValues(tenant, strings.Clone(cluster)).Add(float64(countSamples(series)))
 			}
 			return err
 		}
