@@ -370,3 +370,26 @@ func TestPushErrorStatus_HA(t *testing.T) {
 	testutil.Equals(t, http.StatusBadRequest, code)
 	testutil.Assert(t, strings.Contains(msg, "configure ha_max_clusters"), msg)
 }
+
+// FuzzHAReplicaCodec: any bytes from gossip decode into a value or an error, never a panic, and a decoded value
+// encodes back to the same bytes.
+func FuzzHAReplicaCodec(f *testing.F) {
+	c := HAReplicaCodec()
+	for _, d := range []*HAReplicaDesc{{Replica: "a", ReceivedAt: 1, ElectedAt: 1, ElectedChanges: 1}, {Replica: "", DeletedAt: -5}} {
+		b, err := c.Encode(d)
+		testutil.Ok(f, err)
+		f.Add(b)
+	}
+	f.Add([]byte{1, 0x80, 0x80})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		v, err := c.Decode(b)
+		if err != nil {
+			return
+		}
+		out, err := c.Encode(v)
+		testutil.Ok(t, err)
+		back, err := c.Decode(out)
+		testutil.Ok(t, err)
+		testutil.Equals(t, v, back)
+	})
+}

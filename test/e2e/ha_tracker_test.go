@@ -23,16 +23,11 @@ var (
 	loadgenErr  error
 )
 
-// loadgenBin builds the real strata-loadgen once for the tests that need it.
+// loadgenBin builds the real strata-loadgen once, for the tests that need it.
 func loadgenBin(t *testing.T) string {
 	t.Helper()
 	loadgenOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "strata-e2e-loadgen")
-		if err != nil {
-			loadgenErr = err
-			return
-		}
-		loadgenPath = filepath.Join(dir, "strata-loadgen")
+		loadgenPath = filepath.Join(filepath.Dir(strataBin), "strata-loadgen") // removed with strata by TestMain
 		build := exec.Command("go", "build", "-o", loadgenPath, "./cmd/strata-loadgen")
 		build.Dir = repoRoot()
 		out, err := build.CombinedOutput()
