@@ -16,6 +16,7 @@ import (
 
 	"github.com/alecthomas/kingpin/v2"
 	"github.com/efficientgo/core/errors"
+	"github.com/prometheus/prometheus/model/labels"
 
 	"github.com/stratametrics/strata/pkg/loadgen"
 )
@@ -82,12 +83,22 @@ func parseArgs(args []string) (loadgen.Config, bool, error) {
 		Default(fmt.Sprint(cfg.MaxFailures)).IntVar(&cfg.MaxFailures)
 	protocol := app.Flag("protocol", "Remote-write protocol: v1 (prometheus.WriteRequest) or v2 "+
 		"(io.prometheus.write.v2.Request).").Default(string(cfg.Protocol)).Enum(string(loadgen.ProtocolV1), string(loadgen.ProtocolV2))
+	extra := app.Flag("extra-label", "A constant label name=value added to every series, like a Prometheus's external "+
+		"labels (e.g. --extra-label=cluster=c1 --extra-label=__replica__=a for one replica of an HA pair); it replaces "+
+		"a generated label of the same name. Repeatable.").Strings()
 	asJSON := app.Flag("json", "Print the result as JSON on stdout (the summary goes to stderr).").Bool()
 
 	if _, err := app.Parse(args); err != nil {
 		return cfg, false, errors.Wrap(err, "parse command line")
 	}
 	cfg.Protocol = loadgen.Protocol(*protocol)
+	for _, kv := range *extra {
+		name, value, ok := strings.Cut(kv, "=")
+		if !ok {
+			return cfg, false, errors.Newf("--extra-label must be name=value, got %q", kv)
+		}
+		cfg.ExtraLabels = append(cfg.ExtraLabels, labels.Label{Name: name, Value: value})
+	}
 	return cfg, *asJSON, cfg.Validate()
 }
 

@@ -19,6 +19,7 @@ func registerDistributorFlags(cmd *kingpin.CmdClause, b *binder, cfg *Config) {
 	b.Int(cmd.Flag("distributor.max-recv-msg-size", "Largest remote-write request body accepted, in bytes (413 beyond)."), &cfg.Distributor.MaxRecvMsgSize)
 	b.Duration(cmd.Flag("distributor.remote-timeout", "Timeout of one write to one ingester."), &cfg.Distributor.RemoteTimeout)
 	b.Int(cmd.Flag("distributor.instance-limits.max-inflight-push-requests", "Push requests this distributor handles at once; 503 beyond (0: no limit)."), &cfg.Distributor.InstanceLimits.MaxInflightPushRequests)
+	registerHATrackerFlags(cmd, b, cfg)
 	b.Int(cmd.Flag("distributor.instance-limits.max-inflight-push-requests-bytes", "Memory the push requests this distributor handles at once may hold: bodies as received and decompressed, and what they decode into (estimated before decoding); 503 beyond (0: no limit)."), &cfg.Distributor.InstanceLimits.MaxInflightPushRequestsBytes)
 }
 
@@ -44,9 +45,13 @@ func setupDistributor(p *process) error {
 		}
 		local[addr] = ing
 	}
+	ha, err := setupHATracker(p, logger)
+	if err != nil {
+		return err
+	}
 	pusher := receive.NewRingPusher(p.ingesterRing.client, cfg.Distributor.RemoteTimeout, local, logger, p.reg)
 	d := receive.NewDistributor(cfg.Distributor, p.overrides, pusher, logger, p.reg,
-		receive.WithDiscardedSamples(p.discardedSamples()), receive.WithDistributorCount(distributors.Get))
+		receive.WithDiscardedSamples(p.discardedSamples()), receive.WithDistributorCount(distributors.Get), receive.WithHATracker(ha))
 	h := cfg.Auth.HTTPMiddleware(false)(receive.NewPushHandler(d))
 	// Method-less patterns: the handler answers other methods 405 with Allow: POST itself. "POST /api/v1/push"
 	// would leave GET /api/v1/push to the querier's "/api/v1/" in `strata all` (a 404).

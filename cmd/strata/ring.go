@@ -50,7 +50,7 @@ func setupKV(p *process) (*ingesterRing, error) {
 		return p.ingesterRing, nil
 	}
 	logger := p.logger
-	kv, err := ring.NewKV(p.cfg.Memberlist, logger, p.reg)
+	kv, err := ring.NewKV(p.cfg.Memberlist, logger, p.reg, receive.HAReplicaCodec())
 	if err != nil {
 		return nil, errSetup(err, "ring KV store")
 	}

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/efficientgo/core/errors"
+	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/model/labels"
 )
 
 // Protocol is the remote-write protocol version the generator speaks.
@@ -30,6 +32,8 @@ const (
 	MaxLabelsPerSeries = 20
 	// MaxSeries keeps the pre-encoded payloads in memory within a few GiB.
 	MaxSeries = 10_000_000
+	// MaxExtraLabels bounds Config.ExtraLabels.
+	MaxExtraLabels = 10
 )
 
 // Config is what one load-generation run does. It is plain data; DefaultConfig gives the defaults.
@@ -59,6 +63,9 @@ type Config struct {
 	MaxFailures int
 	// Protocol is ProtocolV1 or ProtocolV2.
 	Protocol Protocol
+	// ExtraLabels are constant labels added to every series, like a Prometheus's external labels (e.g. an HA
+	// pair's cluster and __replica__); one replaces a generated label of the same name.
+	ExtraLabels []labels.Label
 }
 
 // DefaultConfig returns the defaults of the benchmark: 100k series of 15 labels, 2000 series per request,
@@ -104,6 +111,20 @@ func (c Config) Validate() error {
 		return errors.Newf("max failures must not be negative, got %d", c.MaxFailures)
 	case c.Protocol != ProtocolV1 && c.Protocol != ProtocolV2:
 		return errors.Newf("protocol must be %q or %q, got %q", ProtocolV1, ProtocolV2, c.Protocol)
+	case len(c.ExtraLabels) > MaxExtraLabels:
+		return errors.Newf("at most %d extra labels, got %d", MaxExtraLabels, len(c.ExtraLabels))
+	}
+	seen := map[string]bool{}
+	for _, l := range c.ExtraLabels {
+		switch {
+		case !model.LegacyValidation.IsValidLabelName(l.Name) || l.Name == model.MetricNameLabel:
+			return errors.Newf("extra label name %q is not a valid label name (or is __name__)", l.Name)
+		case l.Value == "":
+			return errors.Newf("extra label %q has an empty value", l.Name)
+		case seen[l.Name]:
+			return errors.Newf("extra label %q given twice", l.Name)
+		}
+		seen[l.Name] = true
 	}
 	return nil
 }

@@ -44,9 +44,11 @@ type batch struct {
 }
 
 // newBatches splits the series, in sendOrder, into requests of at most perRequest series each, and pre-encodes them.
-func newBatches(p Protocol, series, labelsPerSeries, perRequest int) []*batch {
+// extra labels are added to every series (replacing a generated label of the same name).
+func newBatches(p Protocol, series, labelsPerSeries, perRequest int, extra ...labels.Label) []*batch {
 	order := sendOrder(series)
 	gen := newSeriesGen(labelsPerSeries)
+	gen.extra = extra
 	batches := make([]*batch, 0, (series+perRequest-1)/perRequest)
 	refs := make([]uint32, 0, 2*labelsPerSeries)
 	for start := 0; start < series; start += perRequest {

@@ -108,7 +108,7 @@ func New(cfg Config) (*Generator, error) {
 			DisableCompression:  true,
 		}},
 	}
-	g.batches = newBatches(cfg.Protocol, cfg.Series, cfg.LabelsPerSeries, cfg.SeriesPerRequest)
+	g.batches = newBatches(cfg.Protocol, cfg.Series, cfg.LabelsPerSeries, cfg.SeriesPerRequest, cfg.ExtraLabels...)
 	return g, nil
 }
 

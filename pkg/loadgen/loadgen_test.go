@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/efficientgo/core/testutil"
+	"github.com/prometheus/prometheus/model/labels"
 )
 
 // receiver is a remote-write endpoint for tests: it decodes every request with Prometheus's decoder, checks it
@@ -331,6 +332,13 @@ func TestConfigValidate(t *testing.T) {
 		{name: "no request timeout", change: func(c *Config) { c.RequestTimeout = 0 }, wantErr: "request timeout"},
 		{name: "negative max failures", change: func(c *Config) { c.MaxFailures = -1 }, wantErr: "max failures"},
 		{name: "unknown protocol", change: func(c *Config) { c.Protocol = "v3" }, wantErr: "protocol"},
+		{name: "extra labels", change: func(c *Config) {
+			c.ExtraLabels = []labels.Label{{Name: "cluster", Value: "c1"}, {Name: "__replica__", Value: "a"}}
+		}},
+		{name: "extra label bad name", change: func(c *Config) { c.ExtraLabels = []labels.Label{{Name: "a-b", Value: "c1"}} }, wantErr: "not a valid label name"},
+		{name: "extra __name__", change: func(c *Config) { c.ExtraLabels = []labels.Label{{Name: "__name__", Value: "x"}} }, wantErr: "not a valid label name"},
+		{name: "extra label empty", change: func(c *Config) { c.ExtraLabels = []labels.Label{{Name: "a", Value: ""}} }, wantErr: "empty value"},
+		{name: "extra label twice", change: func(c *Config) { c.ExtraLabels = []labels.Label{{Name: "a", Value: "1"}, {Name: "a", Value: "2"}} }, wantErr: "twice"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := valid

@@ -73,7 +73,9 @@ var (
 // seriesGen gives the labels of series i. Its lookups allocate only the labels they return.
 type seriesGen struct {
 	labelsPerSeries int
-	b               labels.ScratchBuilder
+	// extra are constant labels of every series (Config.ExtraLabels), replacing generated ones of the same name.
+	extra []labels.Label
+	b     labels.ScratchBuilder
 	// Per-target label values, in labelOrder's order (metric-level entries empty), computed once per target.
 	target    int
 	targetVal [MaxLabelsPerSeries]string
@@ -102,10 +104,24 @@ func (g *seriesGen) labels(i int) labels.Labels {
 		case "handler":
 			v = handlers[m%len(handlers)]
 		}
-		g.b.Add(name, v)
+		if !g.hasExtra(name) {
+			g.b.Add(name, v)
+		}
+	}
+	for _, l := range g.extra {
+		g.b.Add(l.Name, l.Value)
 	}
 	g.b.Sort()
 	return g.b.Labels()
+}
+
+func (g *seriesGen) hasExtra(name string) bool {
+	for _, l := range g.extra {
+		if l.Name == name {
+			return true
+		}
+	}
+	return false
 }
 
 // setTarget computes the target-level label values of target t.

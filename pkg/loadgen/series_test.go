@@ -60,6 +60,23 @@ func TestSeriesGen(t *testing.T) {
 	}
 }
 
+// TestSeriesGen_ExtraLabels: constant labels are added to every series, replacing a generated one of the same
+// name, and the series stay distinct and sorted.
+func TestSeriesGen_ExtraLabels(t *testing.T) {
+	gen := newSeriesGen(MinLabelsPerSeries)
+	gen.extra = []labels.Label{{Name: "cluster", Value: "c1"}, {Name: "__replica__", Value: "a"}}
+	seen := map[string]struct{}{}
+	for i := range 5000 {
+		lset := gen.labels(i)
+		testutil.Equals(t, MinLabelsPerSeries+1, lset.Len())
+		testutil.Equals(t, "c1", lset.Get("cluster"))
+		testutil.Equals(t, "a", lset.Get("__replica__"))
+		testutil.Assert(t, lset.IsValid(model.LegacyValidation), "invalid labels %s", lset)
+		seen[lset.String()] = struct{}{}
+	}
+	testutil.Equals(t, 5000, len(seen))
+}
+
 func TestSendOrder(t *testing.T) {
 	for _, n := range []int{1, 2, 7, 10_000} {
 		order := sendOrder(n)

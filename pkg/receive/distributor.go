@@ -47,6 +47,8 @@ type PushConfig struct {
 	InstanceID string `yaml:"instance_id"`
 	// RemoteTimeout bounds one write to one ingester.
 	RemoteTimeout time.Duration `yaml:"remote_timeout"`
+	// HATracker deduplicates HA pairs of Prometheus servers (hatracker.go).
+	HATracker HATrackerConfig `yaml:"ha_tracker"`
 }
 
 // InstanceLimits are a distributor's limits over all tenants; beyond them requests are answered 503, which
@@ -70,6 +72,7 @@ func DefaultPushConfig() PushConfig {
 		InstanceID:     ring.DefaultInstanceID(),
 		RemoteTimeout:  5 * time.Second,
 		InstanceLimits: InstanceLimits{MaxInflightPushRequests: 2000, MaxInflightPushRequestsBytes: 1 << 30},
+		HATracker:      DefaultHATrackerConfig(),
 	}
 }
 
@@ -83,6 +86,9 @@ func (c PushConfig) Validate() error {
 	}
 	if c.InstanceLimits.MaxInflightPushRequestsBytes < 0 {
 		return errors.Newf("instance_limits.max_inflight_push_requests_bytes must be 0 (no limit) or positive, got %d", c.InstanceLimits.MaxInflightPushRequestsBytes)
+	}
+	if c.HATracker.EnableHATracker {
+		return c.HATracker.Validate()
 	}
 	return nil
 }
@@ -138,6 +144,7 @@ type pushOptions struct {
 	now          func() time.Time
 	distributors func() int
 	discarded    *DiscardedSamples
+	ha           *HATracker
 }
 
 // WithClock sets the clock used for "too far in the future" and the rate limiter (default time.Now).
@@ -154,6 +161,9 @@ func WithDistributorCount(n func() int) PushOption {
 func WithDiscardedSamples(d *DiscardedSamples) PushOption {
 	return func(o *pushOptions) { o.discarded = d }
 }
+
+// WithHATracker deduplicates HA pairs with t (default: none, as with the tracker disabled).
+func WithHATracker(t *HATracker) PushOption { return func(o *pushOptions) { o.ha = t } }
 
 // Distributor is the write path: the one pipeline every protocol's handler (remote write 1.0 and 2.0 over HTTP,
 // push.go) hands its decoded requests to. Push validates, applies the tenant's limits, and hands the valid series
@@ -172,6 +182,7 @@ type Distributor struct {
 	metadata  *metadataReceiver // metric metadata (metadata.go)
 	inflight  *inflight
 	usage     *limitUsage // tenants' usage of their limits (limit_usage.go)
+	ha        *HATracker  // nil: the HA tracker is disabled
 }
 
 // NewDistributor returns a Distributor handing valid series to pusher.
@@ -203,6 +214,7 @@ func NewDistributor(cfg PushConfig, overrides *tenancy.Overrides, pusher Pusher,
 		metadata:  newMetadataReceiver(overrides, reg),
 		inflight:  l,
 		usage:     usage,
+		ha:        o.ha,
 	}
 }
 
@@ -250,11 +262,12 @@ type PushStats struct {
 }
 
 // Push runs the write pipeline on one tenant's request:
+//   - for a tenant with accept_ha_samples, the HA tracker's deduplication (hatracker.go): a request from a
+//     replica that is not its cluster's elected one is dropped (a 202 error), the replica label removed otherwise;
 //   - validate each series against the tenant's limits (sorting labels that are not sorted), dropping and
 //     counting the invalid ones;
 //   - take the valid series' samples, histograms and exemplars and the metadata from the tenant's token bucket
 //     (a 429 *tenancy.Error for the whole request when they do not fit);
-//   - (the HA tracker's deduplication will go here, before anything is sent);
 //   - hand the valid series to the Pusher, which shards them by series and replicates them to the ingesters.
 //
 // It returns what was written, and: nil when all was valid; the first invalid series' (or metadata entry's)
@@ -275,6 +288,13 @@ func (d *Distributor) Push(ctx context.Context, tenant string, req *PushRequest)
 // push is Push; pushed says whether the series went to the Pusher, which then owns them (and release).
 func (d *Distributor) push(ctx context.Context, tenant string, req *PushRequest, release func()) (PushStats, bool, error) {
 	limits := d.overrides.ForTenant(tenant)
+	if limits.AcceptHASamples {
+		// Before validation and the rate limit, as in Mimir: dropped samples take no tokens, and the replica
+		// label does not count against max_label_names_per_series.
+		if err := d.haDedup(ctx, tenant, limits, req.Series); err != nil {
+			return PushStats{}, false, err
+		}
+	}
 	now := d.now()
 	v := newSeriesValidator(limits, now)
 	var (

@@ -72,7 +72,7 @@ type pushMetrics struct {
 
 func newPushMetrics(reg prometheus.Registerer, l *inflight) *pushMetrics {
 	codes := []int{
-		http.StatusNoContent, http.StatusBadRequest, http.StatusUnauthorized,
+		http.StatusNoContent, http.StatusAccepted, http.StatusBadRequest, http.StatusUnauthorized,
 		http.StatusMethodNotAllowed, http.StatusRequestEntityTooLarge, http.StatusUnsupportedMediaType,
 		http.StatusTooManyRequests, http.StatusInternalServerError, http.StatusServiceUnavailable,
 	}

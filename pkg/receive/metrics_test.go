@@ -103,6 +103,7 @@ strata_discarded_samples_total{reason="rate_limited",tenant="team-a"} 4
 strata_distributor_received_samples_total{tenant="team-a"} 3
 # HELP strata_distributor_requests_total Remote write requests answered by the distributor, by HTTP status code.
 # TYPE strata_distributor_requests_total counter
+strata_distributor_requests_total{code="202"} 0
 strata_distributor_requests_total{code="204"} 1
 strata_distributor_requests_total{code="400"} 2
 strata_distributor_requests_total{code="401"} 0

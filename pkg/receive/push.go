@@ -1,6 +1,7 @@
 package receive
 
 import (
+	"io"
 	"net/http"
 	"strconv"
 
@@ -82,6 +83,9 @@ func (h *pushHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, res.msg, res.code)
 	} else {
 		w.WriteHeader(res.code)
+		if res.msg != "" { // 202: deduplicated by the HA tracker
+			_, _ = io.WriteString(w, res.msg)
+		}
 	}
 	h.d.metrics.observeStatus(res.code)
 }
@@ -173,6 +177,10 @@ func (r pushResult) fail(code int, msg string) pushResult {
 
 // pushErrorStatus maps an error of Distributor.Push to the HTTP answer (see Pusher).
 func pushErrorStatus(err error) (int, string) {
+	var herr *haStatusError // the HA tracker's 202 (deduplicated) or 503
+	if errors.As(err, &herr) {
+		return herr.code, herr.msg
+	}
 	var terr *tenancy.Error
 	if errors.As(err, &terr) && terr.Status >= 400 && terr.Status < 600 {
 		return terr.Status, terr.Msg

@@ -92,8 +92,9 @@ func (l stoppingLogger) Log(keyvals ...any) error {
 }
 
 // NewKV returns the KV store for cfg: memberlist when it has members to join, else in-memory.
-// The memberlist service (if any) must be run with Service.
-func NewKV(cfg MemberlistConfig, logger log.Logger, reg prometheus.Registerer) (*KV, error) {
+// The memberlist service (if any) must be run with Service. codecs are the codecs of values other than rings
+// kept in the store (the HA tracker's): every member must register them, to merge and relay those values.
+func NewKV(cfg MemberlistConfig, logger log.Logger, reg prometheus.Registerer, codecs ...codec.Codec) (*KV, error) {
 	k := &KV{store: StoreInMemory, logger: logger, reg: reg, stopping: &atomic.Bool{}}
 	if !cfg.Enabled() {
 		return k, nil
@@ -110,7 +111,7 @@ func NewKV(cfg MemberlistConfig, logger log.Logger, reg prometheus.Registerer) (
 	}
 	mcfg.AdvertisePort = cfg.BindPort
 	mcfg.NodeName = cfg.NodeName
-	mcfg.Codecs = []codec.Codec{dskitring.GetCodec()}
+	mcfg.Codecs = append([]codec.Codec{dskitring.GetCodec()}, codecs...)
 	mcfg.MetricsNamespace = "strata"
 	// Faster convergence than the WAN-ish defaults: a cluster of a few processes on a LAN or one host.
 	mcfg.GossipInterval = 200 * time.Millisecond
@@ -139,6 +140,13 @@ func (k *KV) config() kv.Config {
 		cfg.MemberlistKV = k.kvInit.GetMemberlistKV
 	}
 	return cfg
+}
+
+// NewClient returns a client of the store for values of codec c (registered with NewKV), named name in the
+// KV metrics.
+func (k *KV) NewClient(name string, c codec.Codec) (kv.Client, error) {
+	client, err := kv.NewClient(k.config(), c, kv.RegistererWithKVName(k.reg, name), k.logger)
+	return client, errors.Wrapf(err, "create KV client %s", name)
 }
 
 func (k *KV) client(name string) (kv.Client, error) {

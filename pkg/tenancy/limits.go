@@ -43,6 +43,16 @@ type Limits struct {
 	MaxGlobalMetadataPerUser int `yaml:"max_global_metadata_per_user" json:"max_global_metadata_per_user"`
 	// MaxGlobalMetadataPerMetric is how many distinct metadata entries one metric family may have (0 = unlimited).
 	MaxGlobalMetadataPerMetric int `yaml:"max_global_metadata_per_metric" json:"max_global_metadata_per_metric"`
+	// AcceptHASamples turns on HA-pair deduplication for the tenant (the distributor's HA tracker): of the
+	// replicas sending a cluster's series (HAClusterLabel, HAReplicaLabel), only the elected one's are stored,
+	// without the replica label.
+	AcceptHASamples bool `yaml:"accept_ha_samples" json:"accept_ha_samples"`
+	// HAClusterLabel and HAReplicaLabel name the labels that identify an HA pair's cluster and replica.
+	HAClusterLabel string `yaml:"ha_cluster_label" json:"ha_cluster_label"`
+	HAReplicaLabel string `yaml:"ha_replica_label" json:"ha_replica_label"`
+	// HAMaxClusters is how many HA clusters the tracker follows for the tenant; writes for more are refused
+	// (0 = no limit).
+	HAMaxClusters int `yaml:"ha_max_clusters" json:"ha_max_clusters"`
 
 	// MaxQueryLength is the longest time range one query may cover (0 = no limit).
 	MaxQueryLength model.Duration `yaml:"max_query_length" json:"max_query_length"`
@@ -86,6 +96,10 @@ func DefaultLimits() Limits {
 		MaxMetadataLength:              1024,
 		MaxGlobalMetadataPerUser:       0,
 		MaxGlobalMetadataPerMetric:     0,
+		AcceptHASamples:                false,
+		HAClusterLabel:                 "cluster",
+		HAReplicaLabel:                 "__replica__",
+		HAMaxClusters:                  100,
 		MaxQueryLength:                 0,
 		MaxFetchedSeriesPerQuery:       0,
 		MaxFetchedChunkBytesPerQuery:   0,
@@ -119,6 +133,10 @@ func (l Limits) Validate() error {
 		return errors.Newf("limits_warning_ratio must be between 0 (no warnings) and 1, got %v", l.LimitsWarningRatio)
 	case l.IngestionTenantShardSize < 0:
 		return errors.Newf("ingestion_tenant_shard_size must not be negative, got %d", l.IngestionTenantShardSize)
+	case l.HAMaxClusters < 0:
+		return errors.Newf("ha_max_clusters must not be negative, got %d", l.HAMaxClusters)
+	case l.AcceptHASamples && (l.HAClusterLabel == "" || l.HAReplicaLabel == "" || l.HAClusterLabel == l.HAReplicaLabel):
+		return errors.Newf("with accept_ha_samples, ha_cluster_label and ha_replica_label must be set and differ, got %q and %q", l.HAClusterLabel, l.HAReplicaLabel)
 	}
 	return nil
 }
