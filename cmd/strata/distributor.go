@@ -44,7 +44,8 @@ func setupDistributor(p *process) error {
 		}
 		local[addr] = ing
 	}
-	pusher := receive.NewRingPusher(p.ingesterRing.client, cfg.Distributor.RemoteTimeout, local, logger, p.reg)
+	pusher := receive.NewRingPusher(p.ingesterRing.client, cfg.Distributor.RemoteTimeout, local, logger, p.reg).
+		WithShuffleSharding(p.overrides.IngestionTenantShardSize)
 	h := cfg.Auth.HTTPMiddleware(false)(receive.NewPushHandler(receive.NewDistributor(cfg.Distributor, p.overrides, pusher, logger, p.reg,
 		receive.WithDiscardedSamples(p.discardedSamples()), receive.WithDistributorCount(distributors.Get))))
 	// Method-less patterns: the handler answers other methods 405 with Allow: POST itself. "POST /api/v1/push"
