@@ -68,7 +68,7 @@ func setupQuerier(p *process) error {
 	r := p.ingesterRing
 	var ingesters func() ([]string, error)
 	var shards query.ShardRing
-	if r != nil {
+	if r != nil && r.client != nil {
 		ingesters = func() ([]string, error) { return ingesterAddrs(r.client) }
 		shards = r.client
 	}

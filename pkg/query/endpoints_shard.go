@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/stratametrics/strata/pkg/store/storepb"
+	"github.com/stratametrics/strata/pkg/tenancy"
 )
 
 // ShardRing is what the querier needs of the ingester ring to read a tenant from its shuffle shard (a *ring.Ring).
@@ -104,3 +105,38 @@ func (s unavailableStore) LabelValues(context.Context, *storepb.LabelValuesReque
 func (unavailableStore) LabelSets() []labels.Labels    { return nil }
 func (unavailableStore) TimeRange() (minT, maxT int64) { return math.MinInt64, math.MaxInt64 }
 func (unavailableStore) String() string                { return "ingesters" }
+
+// WithShuffleSharding makes reads for tenants with a shard size above 0 ask only the ingesters of their shuffle
+// shard, as Endpoints.WithShuffleSharding. It returns q.
+func (q *MetadataQuerier) WithShuffleSharding(r ShardRing, shardSize func(tenant string) int, lookback time.Duration) *MetadataQuerier {
+	q.shards = nil
+	if r != nil && shardSize != nil && lookback > 0 {
+		q.shards = &ingesterShards{ring: r, shardSize: shardSize, lookback: lookback}
+	}
+	return q
+}
+
+// tenantReplicas is the ingesters a metadata read for the tenants of ctx asks: the union of their shards when
+// each has one (dskit's replication set: unhealthy ingesters are left out and already spent from the budget),
+// else every ingester.
+func (q *MetadataQuerier) tenantReplicas(ctx context.Context) (MetadataReplicas, error) {
+	tenants, _ := tenancy.TenantsFromContext(ctx)
+	set, sharded, err := q.shards.forTenants(tenants, q.now())
+	if !sharded {
+		return q.replicas()
+	}
+	if err != nil {
+		return MetadataReplicas{}, err
+	}
+	out := MetadataReplicas{MaxErrors: set.maxErrors}
+	for _, inst := range set.instances {
+		out.Addrs = append(out.Addrs, inst.Addr)
+		if set.zoneAware {
+			out.Zones = append(out.Zones, inst.Zone)
+		}
+	}
+	if set.zoneAware {
+		out.MaxUnavailableZones = set.maxUnavailableZones
+	}
+	return out, nil
+}

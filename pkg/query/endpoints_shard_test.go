@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/efficientgo/core/errors"
 	"github.com/efficientgo/core/testutil"
 	"github.com/go-kit/log"
 	"github.com/grafana/dskit/kv/consul"
@@ -16,6 +17,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/stratametrics/strata/pkg/store"
+	"github.com/stratametrics/strata/pkg/store/metadatapb"
+	"github.com/stratametrics/strata/pkg/tenancy"
 )
 
 // testShardRing is a dskit ring (RF 3) of 6 ingesters, ing-0 … ing-5 at 127.0.0.1:10000+i in zones a, b, c, a,
@@ -192,4 +195,50 @@ func TestEndpointsShuffleSharding(t *testing.T) {
 		addrs, _, _, _, _ := selected(e.Select([]string{"a"}, 0, time.Now().UnixMilli()))
 		testutil.Equals(t, all, addrs)
 	})
+}
+
+// TestMetadataQuerierShuffleSharding: a metadata read for a sharded tenant asks only its shard's ingesters, so the
+// failure of two ingesters outside it (in two zones) does not fail it; two failures in its shard (two zones) do.
+func TestMetadataQuerierShuffleSharding(t *testing.T) {
+	r := testShardRing(t, true, nil)
+	shard := shardAddrs(t, r, "a", 3)
+	var outside []string
+	for i := 0; i < 6; i++ {
+		if addr := fmt.Sprintf("127.0.0.1:%d", 10000+i); !slices.Contains(shard, addr) {
+			outside = append(outside, addr)
+		}
+	}
+	everyone := func() (MetadataReplicas, error) {
+		t.Fatal("a sharded tenant's read listed every ingester")
+		return MetadataReplicas{}, nil
+	}
+	for _, tc := range []struct {
+		name    string
+		down    []string
+		wantErr bool
+	}{
+		{"two down outside the shard", outside[:2], false},
+		{"one down in the shard", shard[:1], false},
+		{"two down in the shard", shard[:2], true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var asked []string
+			q := NewMetadataQuerier(everyone, func(addr string) (MetadataReader, error) {
+				asked = append(asked, addr)
+				if slices.Contains(tc.down, addr) {
+					return fakeMetadataReader{err: errors.New("connection refused")}, nil
+				}
+				return fakeMetadataReader{byTenant: map[string]map[string][]*metadatapb.Meta{"a": {"up": {{Type: "gauge"}}}}}, nil
+			}).WithShuffleSharding(r, func(tenant string) int { return 3 }, time.Hour)
+			got, err := q.Metadata(tenancy.WithTenants(context.Background(), []string{"a"}), "", -1, 0)
+			slices.Sort(asked)
+			testutil.Equals(t, shard, asked)
+			if tc.wantErr {
+				testutil.NotOk(t, err)
+				return
+			}
+			testutil.Ok(t, err)
+			testutil.Equals(t, map[string][]metadataEntry{"up": {{Type: "gauge"}}}, got)
+		})
+	}
 }
