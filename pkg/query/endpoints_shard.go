@@ -64,7 +64,7 @@ func (s *ingesterShards) forTenants(tenants []string, now time.Time) (set ingest
 		if size <= 0 {
 			return ingesterSet{}, false, nil
 		}
-		rs, err := s.ring.ShuffleShardWithLookback(tenant, size, s.lookback, now).GetReplicationSetForOperation(dskitring.Read)
+		rs, err := shardReplicationSet(s.ring.ShuffleShardWithLookback(tenant, size, s.lookback, now))
 		if errors.Is(err, dskitring.ErrEmptyRing) {
 			continue
 		}
@@ -83,6 +83,28 @@ func (s *ingesterShards) forTenants(tenants []string, now time.Time) (set ingest
 		}
 	}
 	return set, true, nil
+}
+
+// shardReplicationSet is the replication set for reads of a tenant's shard: dskit's, except for a shard smaller
+// than the replication factor without zone awareness, which dskit refuses (it wants RF − RF/2 instances) but
+// Strata writes to (the factor is capped at the instances a key finds, see pkg/ring): every write reached a
+// quorum (n/2 + 1) of the shard's n ingesters, so a read misses nothing while fewer than a quorum of them,
+// unhealthy ones included, failed.
+func shardReplicationSet(shard dskitring.ReadRing) (dskitring.ReplicationSet, error) {
+	rs, err := shard.GetReplicationSetForOperation(dskitring.Read)
+	n := shard.InstancesCount()
+	if !errors.Is(err, dskitring.ErrTooManyUnhealthyInstances) || n >= shard.ReplicationFactor() {
+		return rs, err
+	}
+	healthy, herr := shard.GetAllHealthy(dskitring.Read)
+	if herr != nil {
+		return rs, err
+	}
+	tolerated := n/2 - (n - len(healthy.Instances))
+	if tolerated < 0 {
+		return rs, err
+	}
+	return dskitring.ReplicationSet{Instances: healthy.Instances, MaxErrors: tolerated}, nil
 }
 
 // unavailableStore stands for ingesters a request cannot do without and cannot ask (more of a tenant's shard is

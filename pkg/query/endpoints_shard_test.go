@@ -186,6 +186,32 @@ func TestEndpointsShuffleSharding(t *testing.T) {
 		testutil.Equals(t, 0, unavailable)
 	})
 
+	t.Run("shards smaller than the replication factor", func(t *testing.T) {
+		for _, zoneAware := range []bool{true, false} {
+			r := testShardRing(t, zoneAware, nil)
+			e, err := NewEndpoints(nil, func() ([]string, error) { return all, nil }, 3, time.Hour, log.NewNopLogger())
+			testutil.Ok(t, err)
+			defer e.Close()
+			e.WithShuffleSharding(r, func(tenant string) int { return map[string]int{"one": 1, "two": 2}[tenant] }, time.Hour)
+			for _, size := range []int{1, 2} {
+				tenant := map[int]string{1: "one", 2: "two"}[size]
+				addrs, maxFailures, maxZones, _, unavailable := selected(e.Select([]string{tenant}, 0, time.Now().UnixMilli()))
+				testutil.Equals(t, shardAddrs(t, r, tenant, size), addrs, "zone-aware=%v size %d", zoneAware, size)
+				testutil.Equals(t, 0, unavailable, "zone-aware=%v size %d", zoneAware, size)
+				// Without zones: written to all of it (RF capped); dskit tolerates no failure of 2 (RF − RF/2 needed),
+				// nor of 1 (where dskit refuses: the capped quorum, 1 of 1, is read). With zones dskit rounds the
+				// shard up to one per zone: RF 3 over 3 zones.
+				wantFailures, wantZones := 0, 0
+				if zoneAware {
+					testutil.Equals(t, 3, len(addrs))
+					wantFailures, wantZones = 0, 1
+				}
+				testutil.Equals(t, wantFailures, maxFailures, "zone-aware=%v size %d", zoneAware, size)
+				testutil.Equals(t, wantZones, maxZones, "zone-aware=%v size %d", zoneAware, size)
+			}
+		}
+	})
+
 	t.Run("lookback 0: every ingester", func(t *testing.T) {
 		r := testShardRing(t, true, nil)
 		e, err := NewEndpoints(nil, func() ([]string, error) { return all, nil }, 3, 0, log.NewNopLogger())

@@ -18,12 +18,7 @@ func TestRingPusherShuffleSharding(t *testing.T) {
 	for _, zoneAware := range []bool{true, false} {
 		t.Run(fmt.Sprintf("zone-aware=%v", zoneAware), func(t *testing.T) {
 			p, ings := testRing(t, fmt.Sprintf("shuffle-%v", zoneAware), 6, zoneAware)
-			p.WithShuffleSharding(func(tenant string) int {
-				if tenant == "sharded" {
-					return 3
-				}
-				return 0
-			})
+			p.WithShuffleSharding(func(tenant string) int { return map[string]int{"sharded": 3, "single": 1}[tenant] })
 			shard, err := p.ring.ShuffleShard("sharded", 3).GetAllHealthy(dskitring.Read)
 			testutil.Ok(t, err)
 			testutil.Equals(t, 3, len(shard.Instances))
@@ -67,7 +62,35 @@ func TestRingPusherShuffleSharding(t *testing.T) {
 				time.Sleep(20 * time.Millisecond)
 			}
 			testutil.Equals(t, want, holders("sharded"))
-			testutil.Equals(t, []int{0, 1, 2, 3, 4, 5}, holders("spread"))
+			eventually := func(tenant string, want []int) {
+				t.Helper()
+				deadline := time.Now().Add(10 * time.Second)
+				for !slices.Equal(want, holders(tenant)) { // replicas past the quorum land after Push returned
+					testutil.Assert(t, time.Now().Before(deadline), "tenant %s on %v, want %v", tenant, holders(tenant), want)
+					time.Sleep(20 * time.Millisecond)
+				}
+			}
+			eventually("spread", []int{0, 1, 2, 3, 4, 5})
+
+			// A shard smaller than RF: without zones, one ingester takes every write (RF capped to the shard);
+			// with zones dskit takes one per zone.
+			testutil.Ok(t, p.Push(ctx, "single", manySeries(50, 1000)))
+			single, err := p.ring.ShuffleShard("single", 1).GetAllHealthy(dskitring.Read)
+			testutil.Ok(t, err)
+			wantSingle := 1
+			if zoneAware {
+				wantSingle = 3
+			}
+			testutil.Equals(t, wantSingle, len(single.Instances))
+			var singleIdx []int
+			for _, inst := range single.Instances {
+				var i int
+				_, err := fmt.Sscanf(inst.Id, "ingester-%d", &i)
+				testutil.Ok(t, err)
+				singleIdx = append(singleIdx, i)
+			}
+			slices.Sort(singleIdx)
+			eventually("single", singleIdx)
 		})
 	}
 }
