@@ -27,8 +27,8 @@ import (
 // querier over memberlist; tenants A and B have ingestion_tenant_shard_size 3 and disjoint shards (names chosen
 // with dskit's ShuffleShard over the cluster's ring). Each tenant's series are on exactly its 3 ingesters (one
 // per zone) and its queries are exact. After kill -9 of two of A's ingesters, A's writes fail (5xx: its quorum is
-// gone) and its strict queries fail rather than answer short, while B writes and reads exactly, without warnings,
-// with partial responses refused.
+// gone) and its strict queries and metadata reads fail rather than answer short, while B writes and reads exactly,
+// without warnings, with partial responses refused.
 func TestShuffleShardingIsolatesTenants(t *testing.T) {
 	const nSeries = 40
 	dir := t.TempDir()
@@ -169,6 +169,11 @@ func TestShuffleShardingIsolatesTenants(t *testing.T) {
 	code, body = pushV1(t, dist.url("/api/v1/push"), tenantA, gen(bases[tenantA], now+1000))
 	testutil.Assert(t, code/100 == 5, "tenant A's write without its quorum: %d %s", code, body)
 	exact(tenantB)
+	// Metadata reads too ask only the tenant's shard: B's answers, A's fails (two of its zones gone).
+	code, body = httpGet(querier.url("/prometheus/api/v1/metadata"), map[string]string{"X-Scope-OrgID": tenantB})
+	testutil.Equals(t, 200, code, "tenant B's metadata: %s", body)
+	code, body = httpGet(querier.url("/prometheus/api/v1/metadata"), map[string]string{"X-Scope-OrgID": tenantA})
+	testutil.Assert(t, code/100 == 5, "tenant A's metadata with 2 of its 3 ingesters gone: %d %s", code, body)
 	code, r := promAPI(t, querier.url("/prometheus"), tenantA, "/api/v1/query", url.Values{"query": {"shard_test"}, "partial_response": {"false"}})
 	testutil.Assert(t, code != 200, "tenant A's strict query with 2 of its 3 ingesters gone answered %d: %s", code, r.Data)
 }
