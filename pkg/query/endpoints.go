@@ -54,8 +54,8 @@ type staticEndpoint struct {
 }
 
 // Endpoints chooses the StoreAPI endpoints of a request: static endpoints (tenant-bound ones only for their
-// tenant) and the ingesters of the ring, the latter only when the request reaches into the last
-// queryIngestersWithin (their data is younger).
+// tenant) and the ingesters of the ring (or of the tenant's shuffle shard, see WithShuffleSharding), the latter
+// only when the request reaches into the last queryIngestersWithin (their data is younger).
 type Endpoints struct {
 	logger               log.Logger
 	static               []*staticEndpoint

@@ -37,9 +37,8 @@ type replicationMetrics struct {
 }
 
 // RingPusher shards each series of a write over the ingester ring (or the tenant's shuffle shard of it, see
-// WithShuffleSharding) by a hash of the tenant and its labels and
-// sends it to the replication factor's owners (distinct zones with zone awareness), one RemoteWrite per
-// ingester per request. Push returns once a quorum of owners acknowledged every series; the rest of the
+// WithShuffleSharding) by a hash of the tenant and its labels and sends it to the replication factor's owners
+// (distinct zones with zone awareness), one RemoteWrite per ingester per request. Push returns once a quorum of owners acknowledged every series; the rest of the
 // replicas still get their write (detached from the caller's context, bounded by the timeout).
 type RingPusher struct {
 	ring    WriteRing
