@@ -268,3 +268,31 @@ func TestMetadataQuerierShuffleSharding(t *testing.T) {
 		})
 	}
 }
+
+func TestConfigIngestersLookback(t *testing.T) {
+	for _, tc := range []struct {
+		name             string
+		enabled          bool
+		within, lookback time.Duration
+		want             time.Duration
+		wantErr          bool
+	}{
+		{name: "default: query_ingesters_within", enabled: true, within: 13 * time.Hour, want: 13 * time.Hour},
+		{name: "longer lookback", enabled: true, within: 13 * time.Hour, lookback: 24 * time.Hour, want: 24 * time.Hour},
+		{name: "shorter lookback refused", enabled: true, within: 13 * time.Hour, lookback: time.Hour, wantErr: true},
+		{name: "negative lookback refused", enabled: true, lookback: -time.Second, wantErr: true},
+		{name: "ingesters always asked, no lookback: every ingester", enabled: true, within: 0, want: 0},
+		{name: "disabled: every ingester", enabled: false, within: 13 * time.Hour, want: 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := DefaultConfig()
+			c.ShuffleShardingIngestersEnabled, c.QueryIngestersWithin, c.ShuffleShardingIngestersLookbackPeriod = tc.enabled, tc.within, tc.lookback
+			if tc.wantErr {
+				testutil.NotOk(t, c.Validate())
+				return
+			}
+			testutil.Ok(t, c.Validate())
+			testutil.Equals(t, tc.want, c.IngestersLookback())
+		})
+	}
+}
