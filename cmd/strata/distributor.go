@@ -49,7 +49,8 @@ func setupDistributor(p *process) error {
 	if err != nil {
 		return err
 	}
-	pusher := receive.NewRingPusher(p.ingesterRing.client, cfg.Distributor.RemoteTimeout, local, logger, p.reg)
+	pusher := receive.NewRingPusher(p.ingesterRing.client, cfg.Distributor.RemoteTimeout, local, logger, p.reg).
+		WithShuffleSharding(p.overrides.IngestionTenantShardSize)
 	d := receive.NewDistributor(cfg.Distributor, p.overrides, pusher, logger, p.reg,
 		receive.WithDiscardedSamples(p.discardedSamples()), receive.WithDistributorCount(distributors.Get), receive.WithHATracker(ha))
 	h := cfg.Auth.HTTPMiddleware(false)(receive.NewPushHandler(d))

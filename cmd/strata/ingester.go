@@ -52,7 +52,7 @@ func setupIngester(p *process) error {
 		return err
 	}
 	ing := receive.NewIngester(cfg.Ingester, filepath.Join(cfg.DataDir, "tsdb"), p.overrides, discarded, logger, reg,
-		receive.WithLimitShare(r.limitShare(cfg)), receive.WithShippers(newShipperFactory(bkt, logger)))
+		receive.WithLimitShare(r.limitShare(cfg, p.overrides.IngestionTenantShardSize)), receive.WithShippers(newShipperFactory(bkt, logger)))
 	lc, err := ring.NewLifecycler(cfg.IngesterRing, inst, r.kv, "ingester", ring.IngesterRingKey, logger, reg)
 	if err != nil {
 		return errSetup(err, "ingester ring membership")

@@ -74,7 +74,11 @@ func newMetadataQuerier(p *process) *query.MetadataQuerier {
 		}
 		return nil
 	})
-	return query.NewMetadataQuerier(replicas, dial)
+	q := query.NewMetadataQuerier(replicas, dial)
+	if r.client != nil {
+		q.WithShuffleSharding(r.client, p.overrides.IngestionTenantShardSize, p.cfg.Querier.IngestersLookback())
+	}
+	return q
 }
 
 // metadataInfo is an Info server that also announces the thanos.Metadata API, so that a Thanos querier pointed

@@ -25,6 +25,8 @@ func registerQuerierFlags(cmd *kingpin.CmdClause, b *binder, cfg *Config) {
 	b.Strings(cmd.Flag("endpoint", "StoreAPI endpoint to query (sidecar, external Thanos store): addr, or tenant=addr to ask it only for that tenant's queries. Repeatable."), &q.Endpoints)
 	b.Strings(cmd.Flag("query.replica-label", "Label whose values name replicas of the same series (HA pairs); series differing only in these are deduplicated. Repeatable; a tenant's query_replica_labels override it."), &q.ReplicaLabels)
 	b.Duration(cmd.Flag("querier.query-ingesters-within", "Ask the ingesters only for queries that reach into this last period (0: always)."), &q.QueryIngestersWithin)
+	b.Bool(cmd.Flag("querier.shuffle-sharding-ingesters-enabled", "Read a tenant with an ingestion_tenant_shard_size from its shuffle shard of the ingesters only."), &q.ShuffleShardingIngestersEnabled)
+	b.Duration(cmd.Flag("querier.shuffle-sharding-ingesters-lookback-period", "A tenant's shard read also asks the ingesters that were in its shard within this period (0: querier.query-ingesters-within)."), &q.ShuffleShardingIngestersLookbackPeriod)
 	b.Bool(cmd.Flag("query.partial-response", "Default of the partial_response parameter: a failing store becomes a warning instead of an error."), &q.PartialResponse)
 	b.Bool(cmd.Flag("query.auto-downsampling", "Requests without max_source_resolution read downsampled data as if they said auto: the coarsest resolution not above a fifth of the step (Thanos)."), &q.AutoDownsampling)
 	b.Duration(cmd.Flag("query.lookback-delta", "PromQL lookback delta."), &q.Engine.LookbackDelta)
@@ -65,13 +67,16 @@ func setupQuerier(p *process) error {
 	}
 	r := p.ingesterRing
 	var ingesters func() ([]string, error)
-	if r != nil {
+	var shards query.ShardRing
+	if r != nil && r.client != nil {
 		ingesters = func() ([]string, error) { return ingesterAddrs(r.client) }
+		shards = r.client
 	}
 	endpoints, err := query.NewEndpoints(specs, ingesters, cfg.IngesterRing.ReplicationFactor, cfg.Querier.QueryIngestersWithin, logger)
 	if err != nil {
 		return errSetup(err, "querier endpoints")
 	}
+	endpoints.WithShuffleSharding(shards, p.overrides.IngestionTenantShardSize, cfg.Querier.IngestersLookback())
 	addContextActor(g, func(ctx context.Context) error {
 		endpoints.RefreshInfo(ctx, cfg.Querier.InfoRefreshInterval)
 		return endpoints.Close()

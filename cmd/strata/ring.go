@@ -114,23 +114,21 @@ func (r *ingesterRing) waitUsers(logger log.Logger) {
 	}
 }
 
-// limitShare is this ingester's share of a tenant's global series limits: RF / zones / ingesters in its zone
-// (DESIGN.md §9), with RF capped at the ring's size.
-func (r *ingesterRing) limitShare(cfg *Config) func() float64 {
-	return func() float64 {
+// limitShare is this ingester's share of a tenant's global series limits: RF / zones / ingesters in its zone,
+// or in the tenant's shuffle shard (DESIGN.md §9, receive.GlobalLimitShare), with RF capped at the ring's size.
+func (r *ingesterRing) limitShare(cfg *Config, shardSize func(tenant string) int) func(tenant string) float64 {
+	return func(tenant string) float64 {
 		n := r.client.InstancesCount()
 		if n <= 0 {
 			return 1
 		}
 		rf := min(cfg.IngesterRing.ReplicationFactor, n)
 		if cfg.IngesterRing.ZoneAwarenessEnabled && cfg.Ingester.Instance.Zone != "" {
-			zones := r.client.ZonesCount()
-			inZone := r.client.InstancesInZoneCount(cfg.Ingester.Instance.Zone)
-			if zones > 0 && inZone > 0 {
-				return min(1, float64(rf)/float64(zones)/float64(inZone))
+			if zones, inZone := r.client.ZonesCount(), r.client.InstancesInZoneCount(cfg.Ingester.Instance.Zone); zones > 0 && inZone > 0 {
+				return receive.GlobalLimitShare(rf, zones, inZone, shardSize(tenant))
 			}
 		}
-		return min(1, float64(rf)/float64(n))
+		return receive.GlobalLimitShare(rf, 1, n, shardSize(tenant))
 	}
 }
 

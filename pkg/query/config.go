@@ -14,7 +14,13 @@ type Config struct {
 	ReplicaLabels []string `yaml:"replica_labels"`
 	// QueryIngestersWithin: requests that end earlier than this before now do not ask the ingesters.
 	QueryIngestersWithin time.Duration `yaml:"query_ingesters_within"`
-	PartialResponse      bool          `yaml:"partial_response"`
+	// ShuffleShardingIngestersEnabled: a tenant with an ingestion_tenant_shard_size is read from its shuffle shard
+	// of the ingesters only (Mimir's -querier.shuffle-sharding-ingesters-enabled).
+	ShuffleShardingIngestersEnabled bool `yaml:"shuffle_sharding_ingesters_enabled"`
+	// ShuffleShardingIngestersLookbackPeriod: the shard read also holds the ingesters that were in the tenant's
+	// shard within this period (an ingester that joined since moved the shard). 0: query_ingesters_within.
+	ShuffleShardingIngestersLookbackPeriod time.Duration `yaml:"shuffle_sharding_ingesters_lookback_period"`
+	PartialResponse                        bool          `yaml:"partial_response"`
 	// AutoDownsampling: a request without max_source_resolution reads as `auto` (--query.auto-downsampling).
 	AutoDownsampling    bool          `yaml:"auto_downsampling"`
 	StoreTimeout        time.Duration `yaml:"store_timeout"`
@@ -32,9 +38,11 @@ func DefaultConfig() Config {
 	return Config{
 		Engine:               DefaultEngineConfig(),
 		QueryIngestersWithin: 13 * time.Hour,
-		PartialResponse:      true,
-		StoreTimeout:         0,
-		InfoRefreshInterval:  30 * time.Second,
+
+		ShuffleShardingIngestersEnabled: true,
+		PartialResponse:                 true,
+		StoreTimeout:                    0,
+		InfoRefreshInterval:             30 * time.Second,
 
 		BlocksRefreshInterval: time.Minute,
 	}
@@ -53,5 +61,21 @@ func (c Config) Validate() error {
 	if c.Engine.Expression.MaxDepth <= 0 || c.Engine.Expression.MaxTokens <= 0 {
 		return errors.New("querier: max_expression_depth and max_expression_tokens must be positive (they keep a query from crashing the process)")
 	}
+	if c.ShuffleShardingIngestersLookbackPeriod < 0 || (c.ShuffleShardingIngestersLookbackPeriod > 0 && c.ShuffleShardingIngestersLookbackPeriod < c.QueryIngestersWithin) {
+		return errors.Newf("querier: shuffle_sharding_ingesters_lookback_period (%s) must be 0 (query_ingesters_within) or at least query_ingesters_within (%s): a shorter one misses ingesters that still hold a tenant's recent samples",
+			c.ShuffleShardingIngestersLookbackPeriod, c.QueryIngestersWithin)
+	}
 	return nil
+}
+
+// IngestersLookback is how far back a tenant's shuffle shard of the ingesters is read (0: the tenant is read from
+// every ingester).
+func (c Config) IngestersLookback() time.Duration {
+	switch {
+	case !c.ShuffleShardingIngestersEnabled:
+		return 0
+	case c.ShuffleShardingIngestersLookbackPeriod > 0:
+		return c.ShuffleShardingIngestersLookbackPeriod
+	}
+	return c.QueryIngestersWithin
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/efficientgo/core/errors"
 	"github.com/go-kit/log"
 	"github.com/go-kit/log/level"
+	dskitring "github.com/grafana/dskit/ring"
 	"google.golang.org/grpc"
 
 	"github.com/stratametrics/strata/pkg/store"
@@ -53,8 +54,8 @@ type staticEndpoint struct {
 }
 
 // Endpoints chooses the StoreAPI endpoints of a request: static endpoints (tenant-bound ones only for their
-// tenant) and the ingesters of the ring, the latter only when the request reaches into the last
-// queryIngestersWithin (their data is younger).
+// tenant) and the ingesters of the ring (or of the tenant's shuffle shard, see WithShuffleSharding), the latter
+// only when the request reaches into the last queryIngestersWithin (their data is younger).
 type Endpoints struct {
 	logger               log.Logger
 	static               []*staticEndpoint
@@ -62,6 +63,7 @@ type Endpoints struct {
 	replicationFactor    int
 	queryIngestersWithin time.Duration
 	now                  func() time.Time
+	shards               *ingesterShards // nil: every tenant is read from every ingester (endpoints_shard.go)
 
 	mtx  sync.Mutex
 	pool map[string]*staticEndpoint // ingester connections by address
@@ -102,18 +104,45 @@ func (e *Endpoints) Select(tenants []string, minT, maxT int64) []store.StoreClie
 	if e.queryIngestersWithin > 0 && tenants != nil && maxT < e.now().Add(-e.queryIngestersWithin).UnixMilli() {
 		return out
 	}
-	addrs, err := e.ingesters()
+	set, err := e.ingesterSet(tenants)
 	if err != nil {
 		level.Warn(e.logger).Log("msg", "listing the ingesters failed; querying without them", "err", err)
 		return out
 	}
+	return e.appendIngesters(out, set)
+}
+
+// ingesterSet returns the ingesters a request for tenants asks: the union of the tenants' shuffle shards when
+// each has one (a shard with too many unhealthy ingesters is an unavailableStore), else every ingester.
+func (e *Endpoints) ingesterSet(tenants []string) (ingesterSet, error) {
+	set, sharded, err := e.shards.forTenants(tenants, e.now())
+	if sharded {
+		set.unavailable = err
+		return set, nil
+	}
+	addrs, err := e.ingesters()
+	if err != nil {
+		return ingesterSet{}, err
+	}
 	// Writes went to min(RF, ingesters) of them and succeeded on a quorum: every sample is on all but
 	// rf − quorum of those, so that many may fail without losing anything.
 	rf := min(e.replicationFactor, len(addrs))
-	tolerated := max(0, rf-(rf/2+1))
+	set.maxErrors = max(0, rf-(rf/2+1))
+	for _, addr := range addrs {
+		set.instances = append(set.instances, dskitring.InstanceDesc{Addr: addr})
+	}
+	return set, nil
+}
+
+// appendIngesters appends the ingesters of set to out, dialling (lazily) those not dialled yet.
+func (e *Endpoints) appendIngesters(out []store.StoreClient, set ingesterSet) []store.StoreClient {
+	if set.unavailable != nil {
+		return append(out, unavailableStore{err: set.unavailable})
+	}
 	e.mtx.Lock()
 	defer e.mtx.Unlock()
-	for _, addr := range addrs {
+	for _, inst := range set.instances {
+		addr := inst.Addr
 		s, ok := e.pool[addr]
 		if !ok {
 			// Scoped: in `strata all` the address also serves the merged view, which would ask this querier's
@@ -126,18 +155,27 @@ func (e *Endpoints) Select(tenants []string, minT, maxT int64) []store.StoreClie
 			s = &staticEndpoint{spec: EndpointSpec{Addr: addr}, client: c, conn: conn}
 			e.pool[addr] = s
 		}
-		out = append(out, ingesterStore{Client: s.client, maxFailures: tolerated})
+		is := ingesterStore{Client: s.client, maxFailures: set.maxErrors}
+		if set.zoneAware {
+			is.zone, is.maxUnavailableZones = inst.Zone, set.maxUnavailableZones
+		}
+		out = append(out, is)
 	}
 	return out
 }
 
-// ingesterStore is an ingester as a store.ReplicaStore.
+// ingesterStore is an ingester as a store.ZonedReplicaStore.
 type ingesterStore struct {
 	*store.Client
 	maxFailures int
+	// zone is the ingester's with zone-aware replication ("": failures only count against maxFailures).
+	zone                string
+	maxUnavailableZones int
 }
 
 func (s ingesterStore) ReplicaGroup() (string, int) { return "ingesters", s.maxFailures }
+
+func (s ingesterStore) ReplicaZone() (string, int) { return s.zone, s.maxUnavailableZones }
 
 // RefreshInfo asks every static endpoint for its Info (label sets, time range), so requests skip those that
 // cannot match. It runs at start and then every interval until ctx ends.

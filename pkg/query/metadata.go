@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/efficientgo/core/errors"
 
@@ -55,11 +56,13 @@ func (r MetadataReplicas) tolerates(failed []int) bool {
 type MetadataQuerier struct {
 	replicas func() (MetadataReplicas, error)
 	dial     func(addr string) (MetadataReader, error)
+	shards   *ingesterShards // nil: every tenant is read from every ingester (endpoints_shard.go)
+	now      func() time.Time
 }
 
 // NewMetadataQuerier returns a querier over the stores replicas names, reached with dial.
 func NewMetadataQuerier(replicas func() (MetadataReplicas, error), dial func(addr string) (MetadataReader, error)) *MetadataQuerier {
-	return &MetadataQuerier{replicas: replicas, dial: dial}
+	return &MetadataQuerier{replicas: replicas, dial: dial, now: time.Now}
 }
 
 // metadataEntry is one metadata of a metric family, in Prometheus's JSON.
@@ -77,7 +80,7 @@ func (q *MetadataQuerier) Metadata(ctx context.Context, metric string, limit, li
 	if limit == 0 {
 		return res, nil
 	}
-	rs, err := q.replicas()
+	rs, err := q.tenantReplicas(ctx)
 	if err != nil {
 		return nil, &StorageError{Err: errors.Wrap(err, "list the ingesters for a metadata read")}
 	}

@@ -162,6 +162,9 @@ func (r *fakeRing) GetAllHealthy(dskitring.Operation) (dskitring.ReplicationSet,
 	return dskitring.ReplicationSet{Instances: r.instances}, nil
 }
 
+// ShuffleShard is never called: the pusher under test has no shuffle sharding.
+func (r *fakeRing) ShuffleShard(string, int) dskitring.ReadRing { return nil }
+
 // owned returns the items of a write of n items (keys) that fakeRing places on instance inst.
 func (r *fakeRing) owned(keys []uint32, inst int) []int {
 	var idx []int

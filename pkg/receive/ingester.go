@@ -134,8 +134,8 @@ type Ingester struct {
 	overrides *tenancy.Overrides
 	shippers  ShipperFactory
 	discarded *DiscardedSamples
-	// limitShare is this ingester's share of a tenant's global series limits (RF / zones / ingesters in zone).
-	limitShare func() float64
+	// limitShare is this ingester's share of a tenant's global series limits (GlobalLimitShare).
+	limitShare func(tenant string) float64
 	now        func() time.Time
 	logger     log.Logger
 	reg        prometheus.Registerer
@@ -159,8 +159,10 @@ func (i *Ingester) StopWrites() { i.stopped.Store(true) }
 // IngesterOption configures an Ingester.
 type IngesterOption func(*Ingester)
 
-// WithLimitShare sets the function giving this ingester's share of global series limits (default 1).
-func WithLimitShare(f func() float64) IngesterOption { return func(i *Ingester) { i.limitShare = f } }
+// WithLimitShare sets the function giving this ingester's share of a tenant's global series limits (default 1).
+func WithLimitShare(f func(tenant string) float64) IngesterOption {
+	return func(i *Ingester) { i.limitShare = f }
+}
 
 // WithIngesterClock sets the clock idle TSDBs and samples too far in the future are judged by (tests).
 func WithIngesterClock(now func() time.Time) IngesterOption { return func(i *Ingester) { i.now = now } }
@@ -173,7 +175,7 @@ func NewIngester(cfg IngesterConfig, dir string, overrides *tenancy.Overrides, d
 	i := &Ingester{
 		forwards: newForwardedPool(),
 		cfg:      cfg, dir: dir, overrides: overrides, discarded: discarded, logger: logger, reg: reg,
-		limitShare: func() float64 { return 1 },
+		limitShare: func(string) float64 { return 1 },
 		now:        time.Now,
 		metrics:    newIngesterMetrics(reg),
 		tsdbs:      map[string]*userTSDB{},

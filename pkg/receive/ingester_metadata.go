@@ -48,7 +48,7 @@ type tenantMetadata struct {
 // persisted: after a restart it fills again from the senders. It is safe for concurrent use.
 type ingesterMetadata struct {
 	overrides  *tenancy.Overrides
-	limitShare func() float64
+	limitShare func(tenant string) float64
 	retain     func() time.Duration
 	now        func() time.Time
 	discarded  *DiscardedMetadata
@@ -63,7 +63,7 @@ type ingesterMetadata struct {
 func newIngesterMetadata(i *Ingester, discarded *DiscardedMetadata, reg prometheus.Registerer) *ingesterMetadata {
 	return &ingesterMetadata{
 		overrides:  i.overrides,
-		limitShare: func() float64 { return i.limitShare() },
+		limitShare: func(tenant string) float64 { return i.limitShare(tenant) },
 		retain: func() time.Duration {
 			if i.cfg.MetadataRetainPeriod > 0 {
 				return i.cfg.MetadataRetainPeriod
@@ -105,7 +105,7 @@ func (s *ingesterMetadata) add(tenant string, md []*prompb.MetricMetadata) {
 	l := s.overrides.ForTenant(tenant)
 	perUser := 0
 	if g := l.MaxGlobalMetadataPerUser; g > 0 {
-		perUser = max(1, int(float64(g)*s.limitShare()+0.999999))
+		perUser = max(1, int(float64(g)*s.limitShare(tenant)+0.999999))
 	}
 	perMetric := l.MaxGlobalMetadataPerMetric
 	now := s.now().UnixNano()

@@ -189,7 +189,7 @@ func TestIngesterSeriesLimits(t *testing.T) {
 	perMetric := tenancy.DefaultLimits()
 	perMetric.MaxGlobalSeriesPerMetric = 2
 	reg := prometheus.NewRegistry()
-	ing := newTestIngester(t, t.TempDir(), fixedLimits{"a": &limits, "pm": &perMetric}, reg, WithLimitShare(func() float64 { return 0.5 }))
+	ing := newTestIngester(t, t.TempDir(), fixedLimits{"a": &limits, "pm": &perMetric}, reg, WithLimitShare(func(string) float64 { return 0.5 }))
 	defer ing.Close()
 	ctx := context.Background()
 

@@ -127,7 +127,7 @@ func TestRingPusherReleasesAfterLastReplica(t *testing.T) {
 // a client error as is, another as Unavailable.
 func TestRingPusherOnlyLocalIngester(t *testing.T) {
 	p, ings := testRing(t, "only-local", 1, false)
-	_, _, ok := p.onlyLocalIngester()
+	_, _, ok := p.onlyLocalIngester(p.ring)
 	testutil.Assert(t, ok, "one healthy in-process ingester")
 	var released atomic.Bool
 	testutil.Ok(t, p.PushRelease(context.Background(), "a", manySeries(50, time.Now().UnixMilli()), func() { released.Store(true) }))

@@ -28,6 +28,8 @@ import (
 type WriteRing interface {
 	dskitring.DoBatchRing
 	GetAllHealthy(op dskitring.Operation) (dskitring.ReplicationSet, error)
+	// ShuffleShard is the subring of a tenant's shuffle shard (shuffle_shard.go).
+	ShuffleShard(identifier string, size int) dskitring.ReadRing
 }
 
 type replicationMetrics struct {
@@ -35,9 +37,9 @@ type replicationMetrics struct {
 	sent           *prometheus.CounterVec
 }
 
-// RingPusher shards each series of a write over the ingester ring by a hash of the tenant and its labels and
-// sends it to the replication factor's owners (distinct zones with zone awareness), one RemoteWrite per
-// ingester per request. Push returns once a quorum of owners acknowledged every series; the rest of the
+// RingPusher shards each series of a write over the ingester ring (or the tenant's shuffle shard of it, see
+// WithShuffleSharding) by a hash of the tenant and its labels and sends it to the replication factor's owners
+// (distinct zones with zone awareness), one RemoteWrite per ingester per request. Push returns once a quorum of owners acknowledged every series; the rest of the
 // replicas still get their write (detached from the caller's context, bounded by the timeout).
 type RingPusher struct {
 	ring    WriteRing
@@ -46,6 +48,8 @@ type RingPusher struct {
 	metrics replicationMetrics
 	// local are in-process ingesters by ring address: written without a gRPC hop (strata all).
 	local map[string]Pusher
+	// shardSize is a tenant's ingestion_tenant_shard_size (nil: no shuffle sharding; see WithShuffleSharding).
+	shardSize func(tenant string) int
 
 	// scratch pools the per-request keys and encoded series (see forwardScratch).
 	scratch forwardPool
@@ -120,12 +124,13 @@ func (p *RingPusher) PushRelease(ctx context.Context, tenant string, req *storep
 	if len(series)+len(md) == 0 {
 		return nil
 	}
-	if p.ring.InstancesCount() <= 0 {
+	r := p.tenantRing(tenant)
+	if r.InstancesCount() <= 0 {
 		// As while the only ingesters restart: dskit would say "DoBatch: InstancesCount <= 0".
 		p.metrics.quorumFailures.WithLabelValues(tenant).Inc()
 		return status.Errorf(codes.Unavailable, "no ingester available for tenant %s: the ingester ring has no instance", tenant)
 	}
-	if local, inst, ok := p.onlyLocalIngester(); ok {
+	if local, inst, ok := p.onlyLocalIngester(r); ok {
 		// `strata all`: every series goes to the one in-process ingester whatever its hash; no key to compute,
 		// no batch to split. Synchronous, so released once it returns.
 		sendCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.timeout)
@@ -160,7 +165,7 @@ func (p *RingPusher) PushRelease(ctx context.Context, tenant string, req *storep
 		release()
 	}
 	sent = true // from here DoBatch calls cleanup, whatever happens
-	err := dskitring.DoBatchWithOptions(ctx, dskitring.WriteNoExtend, p.ring, keys, func(inst dskitring.InstanceDesc, idx []int) error {
+	err := dskitring.DoBatchWithOptions(ctx, dskitring.WriteNoExtend, r, keys, func(inst dskitring.InstanceDesc, idx []int) error {
 		var err error
 		if local, ok := p.local[inst.Addr]; ok {
 			err = local.Push(sendCtx, tenant, subRequest(tenant, series, md, idx))
@@ -185,12 +190,12 @@ func sendOutcome(err error) string {
 	return "error"
 }
 
-// onlyLocalIngester returns the ring's only instance when there is one, healthy, and in-process (`strata all`).
-func (p *RingPusher) onlyLocalIngester() (Pusher, string, bool) {
-	if len(p.local) != 1 || p.ring.InstancesCount() != 1 {
+// onlyLocalIngester returns r's only instance when there is one, healthy, and in-process (`strata all`).
+func (p *RingPusher) onlyLocalIngester(r WriteRing) (Pusher, string, bool) {
+	if len(p.local) != 1 || r.InstancesCount() != 1 {
 		return nil, "", false
 	}
-	rs, err := p.ring.GetAllHealthy(dskitring.WriteNoExtend)
+	rs, err := r.GetAllHealthy(dskitring.WriteNoExtend)
 	if err != nil || len(rs.Instances) != 1 {
 		return nil, "", false
 	}

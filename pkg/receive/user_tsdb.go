@@ -53,7 +53,7 @@ func (u *userTSDB) localLimit(global int) int {
 	if global <= 0 {
 		return 0
 	}
-	return max(1, int(math.Ceil(float64(global)*u.ing.limitShare())))
+	return max(1, int(math.Ceil(float64(global)*u.ing.limitShare(u.tenant))))
 }
 
 var (

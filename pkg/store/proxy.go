@@ -99,10 +99,20 @@ type ReplicaStore interface {
 	ReplicaGroup() (name string, maxFailures int)
 }
 
+// ZonedReplicaStore is a ReplicaStore in an availability zone. With zone-aware replication every series is in RF
+// distinct zones, so a request absorbs the failures of any number of a group's stores within up to
+// maxUnavailableZones zones (as Mimir's quorum reads), on top of the group's maxFailures. An empty zone: the store
+// only counts against maxFailures.
+type ZonedReplicaStore interface {
+	ReplicaStore
+	ReplicaZone() (zone string, maxUnavailableZones int)
+}
+
 // failureBudget counts one request's store failures per replica group.
 type failureBudget struct {
 	mtx    sync.Mutex
 	failed map[string]int
+	zones  map[string]map[string]bool // failed zones per group
 }
 
 // absorb reports whether the store's failure is within its group's budget (and spends it).
@@ -115,7 +125,23 @@ func (b *failureBudget) absorb(s StoreClient) bool {
 	b.mtx.Lock()
 	defer b.mtx.Unlock()
 	if b.failed == nil {
-		b.failed = map[string]int{}
+		b.failed, b.zones = map[string]int{}, map[string]map[string]bool{}
+	}
+	if zs, ok := s.(ZonedReplicaStore); ok {
+		if zone, maxZones := zs.ReplicaZone(); zone != "" {
+			failed := b.zones[group]
+			if failed[zone] {
+				return true
+			}
+			if len(failed) < maxZones {
+				if failed == nil {
+					failed = map[string]bool{}
+					b.zones[group] = failed
+				}
+				failed[zone] = true
+				return true
+			}
+		}
 	}
 	if b.failed[group] >= maxFailures {
 		return false
