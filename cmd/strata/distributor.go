@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/alecthomas/kingpin/v2"
@@ -28,8 +29,9 @@ func runDistributor(p *process) error {
 	return setupAll(p, setupServers, setupIngesterRing, setupDistributor)
 }
 
-// setupDistributor serves POST /api/v1/push and /api/v1/receive (remote write 1.0 and 2.0). Writes to the
-// ingesters of this process (p.ingesterRing.local, strata all) skip the network.
+// setupDistributor serves POST /api/v1/push and /api/v1/receive (remote write 1.0 and 2.0) and
+// /otlp/v1/metrics (OTLP/HTTP metrics). Writes to the ingesters of this process (p.ingesterRing.local, strata
+// all) skip the network.
 func setupDistributor(p *process) error {
 	cfg := p.cfg
 	logger := log.With(p.logger, "component", "distributor")
@@ -45,16 +47,20 @@ func setupDistributor(p *process) error {
 		local[addr] = ing
 	}
 	pusher := receive.NewRingPusher(p.ingesterRing.client, cfg.Distributor.RemoteTimeout, local, logger, p.reg)
-	h := cfg.Auth.HTTPMiddleware(false)(receive.NewPushHandler(receive.NewDistributor(cfg.Distributor, p.overrides, pusher, logger, p.reg,
-		receive.WithDiscardedSamples(p.discardedSamples()), receive.WithDistributorCount(distributors.Get))))
+	d := receive.NewDistributor(cfg.Distributor, p.overrides, pusher, logger, p.reg,
+		receive.WithDiscardedSamples(p.discardedSamples()), receive.WithDistributorCount(distributors.Get))
+	h := cfg.Auth.HTTPMiddleware(false)(receive.NewPushHandler(d))
 	// Method-less patterns: the handler answers other methods 405 with Allow: POST itself. "POST /api/v1/push"
 	// would leave GET /api/v1/push to the querier's "/api/v1/" in `strata all` (a 404).
 	p.srv.Handle("/api/v1/push", h)
 	p.srv.Handle("/api/v1/receive", h)
 	p.srv.AddLinks("Distributor", server.Link{Path: "/api/v1/push", Desc: "POST: Prometheus remote write (1.0 and 2.0)"})
+	otlp := receive.NewOTLPHandler(d, p.reg)
+	p.srv.Handle("/otlp/v1/metrics", cfg.Auth.HTTPMiddleware(false)(otlp))
+	p.srv.AddLinks("Distributor", server.Link{Path: "/otlp/v1/metrics", Desc: "POST: OTLP/HTTP metrics (protobuf, JSON)"})
 	addContextActor(p.g, func(ctx context.Context) error {
 		<-ctx.Done()
-		return pusher.Close()
+		return errors.Join(otlp.Close(), pusher.Close())
 	})
 	return nil
 }
