@@ -31,6 +31,14 @@ import (
 // separately, as they are built.
 const otlpDecodeRatio = 8
 
+// otlpTranslateRatio and otlpTranslateFloor bound the translated series of a request: at most this many bytes
+// per byte of its uncompressed body, and at least the floor (errOTLPTooExpensive beyond: 400). An ordinary
+// explicit-bucket histogram point translates into ~40 bytes per byte.
+const (
+	otlpTranslateRatio = 64
+	otlpTranslateFloor = 4 << 20
+)
+
 // otlpFormat is the encoding of an OTLP/HTTP request and its answer.
 type otlpFormat int
 
@@ -78,7 +86,8 @@ type OTLPHandler struct {
 // bounded by what is accepted); decodes it (400 when malformed); converts delta metrics to cumulative when the
 // tenant has otel_convert_delta_to_cumulative; translates it into series and metadata with Prometheus's OTLP
 // translator under the tenant's otel_* limits (400, nothing written, when some metric cannot be translated:
-// delta temporality not accepted, an unsupported type); hands them to Distributor.Push; and answers as the
+// delta temporality not accepted, an unsupported type; or when it would translate into far more series than
+// its size justifies, see otlpTranslateRatio); hands them to Distributor.Push; and answers as the
 // OTLP spec says: 200 with an ExportMetricsServiceResponse in the request's encoding, whose partial_success
 // says how many samples were refused and why when Push refused some; an error status (400, 429, 503, as for
 // remote write) with a google.rpc.Status body otherwise. Call Close when done. It is safe for concurrent use.
@@ -120,6 +129,8 @@ func (h *OTLPHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		body []byte
 		err  error
 	)
+	// The message may quote the request (a metric's name): protobuf strings must be UTF-8.
+	res.msg = strings.ToValidUTF8(res.msg, "\uFFFD")
 	if res.code == http.StatusOK {
 		resp := pmetricotlp.NewExportResponse()
 		if res.msg != "" {
@@ -207,6 +218,7 @@ func (h *OTLPHandler) export(r *http.Request) otlpResult {
 	if err != nil {
 		return res.fail(http.StatusBadRequest, errors.Wrapf(err, "decode the OTLP %s body", map[otlpFormat]string{otlpJSON: "JSON", otlpProtobuf: "protobuf"}[format]).Error())
 	}
+	budget := max(otlpTranslateRatio*len(body), otlpTranslateFloor)
 	body = nil //nolint:ineffassign // let the body be collected while translating
 
 	limits := h.d.overrides.ForTenant(tenant)
@@ -218,9 +230,11 @@ func (h *OTLPHandler) export(r *http.Request) otlpResult {
 		}
 	}
 
-	app := newOTLPAppender(held.reserve)
+	app := newOTLPAppender(held.reserve, budget)
 	if err := h.translate(r.Context(), tenant, app, md, limits); err != nil {
 		switch {
+		case errors.Is(app.err, errOTLPTooExpensive):
+			return res.fail(http.StatusBadRequest, errors.Wrap(app.err, "translate OTLP metrics").Error())
 		case app.err != nil:
 			h.d.metrics.rejectedInflightBytes.Inc()
 			return res.fail(http.StatusServiceUnavailable, app.err.Error())

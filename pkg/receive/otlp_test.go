@@ -369,3 +369,63 @@ func TestOTLPHandlerDeltaToCumulative(t *testing.T) {
 	testutil.Equals(t, []float64{5, 8, 2}, got)
 	testutil.Equals(t, []string{"team-a", "team-a", "team-b"}, env.pusher.tenants)
 }
+
+// TestOTLPHandlerTooExpensive: a small request that would translate into far more series bytes than its size
+// (an explicit histogram's every bucket is a series with all of the point's labels) is refused, 400, nothing
+// written, before it holds the memory.
+func TestOTLPHandlerTooExpensive(t *testing.T) {
+	md := pmetric.NewMetrics()
+	m := md.ResourceMetrics().AppendEmpty().ScopeMetrics().AppendEmpty().Metrics().AppendEmpty()
+	m.SetName("wide")
+	h := m.SetEmptyHistogram()
+	h.SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
+	dp := h.DataPoints().AppendEmpty()
+	dp.SetTimestamp(pcommon.NewTimestampFromTime(testNow))
+	for i := range 25 {
+		dp.Attributes().PutStr("attr_"+strconv.Itoa(i), strings.Repeat("v", 100))
+	}
+	bounds := make([]float64, 20000)
+	for i := range bounds {
+		bounds[i] = float64(i)
+	}
+	dp.ExplicitBounds().FromRaw(bounds)
+	dp.BucketCounts().FromRaw(make([]uint64, len(bounds)+1))
+	body := otlpProto(t, md)
+
+	env := newOTLPTestEnv(t, DefaultPushConfig(), testLimits())
+	rec := env.do(t, http.MethodPost, body, "Content-Type", "application/x-protobuf")
+	testutil.Equals(t, http.StatusBadRequest, rec.Code, rec.Body.String())
+	var st rpcstatus.Status
+	testutil.Ok(t, proto.Unmarshal(rec.Body.Bytes(), &st))
+	testutil.Assert(t, strings.Contains(st.Message, "translates into too many series bytes for its size"), st.Message)
+	testutil.Equals(t, 0, env.pusher.calls())
+	testutil.Equals(t, int64(0), env.handler.d.inflight.bytes.Load())
+}
+
+// FuzzOTLPHandler: whatever the body, the handler answers (never panics) with a status of the OTLP spec, and
+// holds no bytes afterwards.
+func FuzzOTLPHandler(f *testing.F) {
+	for _, md := range []pmetric.Metrics{
+		otlpTestMetrics(pmetric.AggregationTemporalityCumulative, 1),
+		otlpTestMetrics(pmetric.AggregationTemporalityDelta, 1),
+	} {
+		f.Add(otlpProto(f, md), false)
+		f.Add(otlpJSONBody(f, md), true)
+	}
+	f.Add([]byte{}, false)
+	f.Add([]byte("{}"), true)
+	env := newOTLPTestEnv(f, DefaultPushConfig(), testLimits())
+	f.Fuzz(func(t *testing.T, body []byte, json bool) {
+		ct := "application/x-protobuf"
+		if json {
+			ct = "application/json"
+		}
+		rec := env.do(t, http.MethodPost, body, "Content-Type", ct)
+		switch rec.Code {
+		case http.StatusOK, http.StatusBadRequest, http.StatusTooManyRequests:
+		default:
+			t.Fatalf("status %d: %s", rec.Code, rec.Body.String())
+		}
+		testutil.Equals(t, int64(0), env.handler.d.inflight.bytes.Load())
+	})
+}

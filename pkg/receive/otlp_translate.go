@@ -56,7 +56,9 @@ const (
 // fails, Append fails with that error (kept in err). Not safe for concurrent use.
 type otlpAppender struct {
 	reserve func(int) error
-	err     error
+	// budget bounds the bytes reserved (errOTLPTooExpensive beyond); used is what was reserved.
+	budget, used int
+	err          error
 
 	byHash   map[uint64][]otlpSeries
 	series   []*prompb.TimeSeries
@@ -70,8 +72,24 @@ type otlpSeries struct {
 	ts   *prompb.TimeSeries
 }
 
-func newOTLPAppender(reserve func(int) error) *otlpAppender {
-	return &otlpAppender{reserve: reserve, byHash: map[uint64][]otlpSeries{}, families: map[string]struct{}{}}
+// newOTLPAppender returns an appender reserving what it builds with reserve, at most budget bytes.
+func newOTLPAppender(reserve func(int) error, budget int) *otlpAppender {
+	return &otlpAppender{reserve: reserve, budget: budget, byHash: map[uint64][]otlpSeries{}, families: map[string]struct{}{}}
+}
+
+// errOTLPTooExpensive marks a request that translates into far more series bytes than its size justifies
+// (otlpTranslateRatio; answered 400, as remote write's remotewrite.ErrDecodeTooExpensive): every bucket of an
+// explicit histogram becomes a series carrying all of its point's labels, so a small request can otherwise
+// make gigabytes of series, and a 503 would have the exporter send it again for ever.
+var errOTLPTooExpensive = errors.New("request translates into too many series bytes for its size")
+
+// take reserves n bytes, within the budget.
+func (a *otlpAppender) take(n int) error {
+	a.used += n
+	if a.budget > 0 && a.used > a.budget {
+		return errors.Wrapf(errOTLPTooExpensive, "its series would take more than %d bytes", a.budget)
+	}
+	return a.reserve(n)
 }
 
 var _ storage.AppenderV2 = (*otlpAppender)(nil)
@@ -99,7 +117,7 @@ func (a *otlpAppender) Append(_ storage.SeriesRef, ls labels.Labels, _, t int64,
 	for _, e := range opts.Exemplars {
 		size += otlpExemplarOverhead + int(e.Labels.ByteSize()) + e.Labels.Len()*otlpLabelOverhead
 	}
-	if err := a.reserve(size); err != nil {
+	if err := a.take(size); err != nil {
 		a.err = err
 		return 0, err
 	}
@@ -122,7 +140,7 @@ func (a *otlpAppender) Append(_ storage.SeriesRef, ls labels.Labels, _, t int64,
 	}
 	if name := opts.MetricFamilyName; name != "" && !opts.Metadata.IsEmpty() {
 		if _, ok := a.families[name]; !ok {
-			if err := a.reserve(otlpSeriesOverhead + len(name) + len(opts.Metadata.Help) + len(opts.Metadata.Unit)); err != nil {
+			if err := a.take(otlpSeriesOverhead + len(name) + len(opts.Metadata.Help) + len(opts.Metadata.Unit)); err != nil {
 				a.err = err
 				return 0, err
 			}
