@@ -165,6 +165,17 @@ func TestOTLPMatchesPrometheus(t *testing.T) {
 		_, ok := s["histogram"]
 		testutil.Assert(t, ok, "payload_size_bytes is not a native histogram: %v", s)
 	}
+	// Strata keeps each family's metadata as the translator gives it (its type, description and unit).
+	md := getMetadata(t, strataAPI, "/api/v1/metadata", tenant, nil)
+	for family, want := range map[string]metaJSON{
+		"http_requests_total":      {Type: "counter", Help: "Requests served."},
+		"queue_depth":              {Type: "gauge", Help: "Items waiting."},
+		"request_duration_seconds": {Type: "histogram", Unit: "seconds"},
+		"payload_size_bytes":       {Type: "histogram", Unit: "bytes"},
+		"target_info":              {Type: "gauge", Help: "Target metadata"},
+	} {
+		testutil.Equals(t, []metaJSON{want}, md[family], "metadata of %s: %v", family, md)
+	}
 	t.Logf("%d series, %d queries: the same answers from Prometheus and Strata", len(all), 15)
 }
 
