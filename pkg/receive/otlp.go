@@ -47,6 +47,13 @@ const (
 	otlpJSON
 )
 
+func (f otlpFormat) String() string {
+	if f == otlpJSON {
+		return "JSON"
+	}
+	return "protobuf"
+}
+
 func (f otlpFormat) contentType() string {
 	if f == otlpJSON {
 		return "application/json"
@@ -216,7 +223,7 @@ func (h *OTLPHandler) export(r *http.Request) otlpResult {
 		err = req.UnmarshalProto(body)
 	}
 	if err != nil {
-		return res.fail(http.StatusBadRequest, errors.Wrapf(err, "decode the OTLP %s body", map[otlpFormat]string{otlpJSON: "JSON", otlpProtobuf: "protobuf"}[format]).Error())
+		return res.fail(http.StatusBadRequest, errors.Wrapf(err, "decode the OTLP %s body", format).Error())
 	}
 	budget := max(otlpTranslateRatio*len(body), otlpTranslateFloor)
 	body = nil //nolint:ineffassign // let the body be collected while translating
@@ -241,7 +248,8 @@ func (h *OTLPHandler) export(r *http.Request) otlpResult {
 		case r.Context().Err() != nil:
 			return res.fail(http.StatusServiceUnavailable, errors.Wrap(r.Context().Err(), "translate OTLP metrics").Error())
 		}
-		msg := errors.Wrap(err, errOTLPTranslate.Error()).Error()
+		// Every metric refused, one per line (errors.Join): on one line, as Mimir answers.
+		msg := "otlp parse error: " + strings.ReplaceAll(err.Error(), "\n", "; ")
 		if hasDelta && !limits.OTelConvertDeltaToCumulative && !limits.OTelNativeDeltaIngestion {
 			msg += " (delta temporality is not accepted: export cumulative temporality, or ask for otel_convert_delta_to_cumulative to be enabled for this tenant)"
 		}

@@ -267,7 +267,3 @@ func cloneOrNil[T any](s []T) []T {
 	}
 	return append([]T(nil), s...)
 }
-
-// errOTLPTranslate marks data the translator refused (delta temporality when not accepted, an unsupported
-// metric type): the request is answered 400 and nothing of it is written, as Prometheus and Mimir do.
-var errOTLPTranslate = errors.New("otlp parse error")
