@@ -35,7 +35,7 @@ test-unit: ## Run the unit tests only.
 
 FUZZ_TIME ?= 30s
 
-test-e2e: ## Run the end-to-end tests, then short bounded fuzz runs of remote-write decoding (1.0, 2.0) and validation, and of the ingester's gRPC write (its handler and its decoder of the forward RPC), and of the HA tracker's KV codec.
+test-e2e: ## Run the end-to-end tests, then short bounded fuzz runs of remote-write decoding (1.0, 2.0) and validation, of the ingester's gRPC write (its handler and its decoder of the forward RPC), of the HA tracker's KV codec and of the OTLP handler.
 	@bash scripts/test-deps.sh
 	$(GO) test -timeout $(TEST_TIMEOUT) -count=1 -v ./test/e2e/...
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeValidate$$' -fuzztime $(FUZZ_TIME) ./pkg/receive/
@@ -43,6 +43,7 @@ test-e2e: ## Run the end-to-end tests, then short bounded fuzz runs of remote-wr
 	$(GO) test -run '^$$' -fuzz '^FuzzIngesterRemoteWrite$$' -fuzztime $(FUZZ_TIME) ./pkg/receive/
 	$(GO) test -run '^$$' -fuzz '^FuzzForwardedWrite$$' -fuzztime $(FUZZ_TIME) ./pkg/receive/
 	$(GO) test -run '^$$' -fuzz '^FuzzHAReplicaCodec$$' -fuzztime $(FUZZ_TIME) ./pkg/receive/
+	$(GO) test -run '^$$' -fuzz '^FuzzOTLPHandler$$' -fuzztime $(FUZZ_TIME) ./pkg/receive/
 
 bench: ## Run the benchmarks (not part of `make test`), then the store-gateway's process-level benchmark.
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCH_TIME) ./...

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/alecthomas/kingpin/v2"
@@ -29,8 +30,9 @@ func runDistributor(p *process) error {
 	return setupAll(p, setupServers, setupIngesterRing, setupDistributor)
 }
 
-// setupDistributor serves POST /api/v1/push and /api/v1/receive (remote write 1.0 and 2.0). Writes to the
-// ingesters of this process (p.ingesterRing.local, strata all) skip the network.
+// setupDistributor serves POST /api/v1/push and /api/v1/receive (remote write 1.0 and 2.0) and
+// /otlp/v1/metrics (OTLP/HTTP metrics). Writes to the ingesters of this process (p.ingesterRing.local, strata
+// all) skip the network.
 func setupDistributor(p *process) error {
 	cfg := p.cfg
 	logger := log.With(p.logger, "component", "distributor")
@@ -60,9 +62,12 @@ func setupDistributor(p *process) error {
 	p.srv.Handle("/api/v1/receive", h)
 	p.srv.AddLinks("Distributor", server.Link{Path: "/api/v1/push", Desc: "POST: Prometheus remote write (1.0 and 2.0)"})
 	p.srv.Handle("GET /api/v1/user_stats", cfg.Auth.HTTPMiddleware(false)(d.UserStatsHandler()))
+	otlp := receive.NewOTLPHandler(d, p.reg)
+	p.srv.Handle("/otlp/v1/metrics", cfg.Auth.HTTPMiddleware(false)(otlp))
+	p.srv.AddLinks("Distributor", server.Link{Path: "/otlp/v1/metrics", Desc: "POST: OTLP/HTTP metrics (protobuf, JSON)"})
 	addContextActor(p.g, func(ctx context.Context) error {
 		<-ctx.Done()
-		return pusher.Close()
+		return errors.Join(otlp.Close(), pusher.Close())
 	})
 	return nil
 }

@@ -76,6 +76,31 @@ type Limits struct {
 	// ingestion_rate) from which successful writes are answered with X-Strata-Limit-Warning and the usage is
 	// exported as strata_tenant_limit_usage_ratio (0 = no warnings).
 	LimitsWarningRatio float64 `yaml:"limits_warning_ratio" json:"limits_warning_ratio"`
+	// OTLP ingestion (POST /otlp/v1/metrics; Mimir's keys and defaults, translated by Prometheus's otlptranslator).
+	// PromoteOTelResourceAttributes are the resource attributes copied onto every series as labels (all of them
+	// are in target_info regardless).
+	PromoteOTelResourceAttributes []string `yaml:"promote_otel_resource_attributes" json:"promote_otel_resource_attributes"`
+	// OTelMetricSuffixesEnabled adds the unit and type suffixes to metric names (_seconds, _total, …), as
+	// Prometheus's receiver does by default; Mimir's default is off.
+	OTelMetricSuffixesEnabled bool `yaml:"otel_metric_suffixes_enabled" json:"otel_metric_suffixes_enabled"`
+	// OTelKeepIdentifyingResourceAttributes keeps service.name, service.namespace and service.instance.id in
+	// target_info besides turning them into job and instance.
+	OTelKeepIdentifyingResourceAttributes bool `yaml:"otel_keep_identifying_resource_attributes" json:"otel_keep_identifying_resource_attributes"`
+	// OTelConvertHistogramsToNHCB stores explicit-bucket histograms as native histograms with custom buckets
+	// instead of classic _bucket/_sum/_count series.
+	OTelConvertHistogramsToNHCB bool `yaml:"otel_convert_histograms_to_nhcb" json:"otel_convert_histograms_to_nhcb"`
+	// OTelPromoteScopeMetadata adds otel_scope_name, otel_scope_version, … labels.
+	OTelPromoteScopeMetadata bool `yaml:"otel_promote_scope_metadata" json:"otel_promote_scope_metadata"`
+	// OTelNativeDeltaIngestion stores delta sums and histograms as they are (type unknown), Mimir's experiment.
+	OTelNativeDeltaIngestion bool `yaml:"otel_native_delta_ingestion" json:"otel_native_delta_ingestion"`
+	// OTelConvertDeltaToCumulative turns delta sums and histograms into cumulative ones in the distributor's
+	// memory (Prometheus's otlp-deltatocumulative; a stream must always reach the same distributor). With neither
+	// this nor otel_native_delta_ingestion, a request with delta metrics is refused (400), as Mimir does.
+	OTelConvertDeltaToCumulative bool `yaml:"otel_convert_delta_to_cumulative" json:"otel_convert_delta_to_cumulative"`
+	// OTelLabelNameUnderscoreSanitization prefixes attribute names that start with one "_" with "key".
+	OTelLabelNameUnderscoreSanitization bool `yaml:"otel_label_name_underscore_sanitization" json:"otel_label_name_underscore_sanitization"`
+	// OTelLabelNamePreserveMultipleUnderscores keeps runs of "_" in label names made from attribute names.
+	OTelLabelNamePreserveMultipleUnderscores bool `yaml:"otel_label_name_preserve_multiple_underscores" json:"otel_label_name_preserve_multiple_underscores"`
 }
 
 // DefaultLimits returns Mimir's defaults (DESIGN.md §9).
@@ -107,6 +132,9 @@ func DefaultLimits() Limits {
 		MaxQueryExpressionSizeBytes:    0,
 		MaxQueryParallelism:            14,
 		LimitsWarningRatio:             0.8,
+
+		OTelLabelNameUnderscoreSanitization:      true,
+		OTelLabelNamePreserveMultipleUnderscores: true,
 	}
 }
 
@@ -137,6 +165,8 @@ func (l Limits) Validate() error {
 		return errors.Newf("ha_max_clusters must not be negative, got %d", l.HAMaxClusters)
 	case l.AcceptHASamples && (l.HAClusterLabel == "" || l.HAReplicaLabel == "" || l.HAClusterLabel == l.HAReplicaLabel):
 		return errors.Newf("with accept_ha_samples, ha_cluster_label and ha_replica_label must be set and differ, got %q and %q", l.HAClusterLabel, l.HAReplicaLabel)
+	case l.OTelNativeDeltaIngestion && l.OTelConvertDeltaToCumulative:
+		return errors.New("otel_native_delta_ingestion and otel_convert_delta_to_cumulative cannot both be enabled")
 	}
 	return nil
 }

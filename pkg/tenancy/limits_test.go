@@ -59,6 +59,15 @@ func TestLoadRuntimeOverrides(t *testing.T) {
 		{name: "negative limit", yaml: "overrides:\n  a:\n    ingestion_rate: -1\n", wantErr: "ingestion_rate must not be negative"},
 		{name: "warning ratio over 1", yaml: "overrides:\n  a:\n    limits_warning_ratio: 1.5\n", wantErr: "limits_warning_ratio must be between 0 (no warnings) and 1"},
 		{name: "not yaml", yaml: "overrides: [", wantErr: "parse runtime config"},
+		{name: "otel keys", yaml: "overrides:\n  a:\n    promote_otel_resource_attributes: [k8s.pod.name, cloud.region]\n    otel_metric_suffixes_enabled: true\n    otel_convert_delta_to_cumulative: true\n",
+			check: func(t *testing.T, ro *RuntimeOverrides) {
+				l := ro.Overrides["a"]
+				testutil.Equals(t, []string{"k8s.pod.name", "cloud.region"}, l.PromoteOTelResourceAttributes)
+				testutil.Assert(t, l.OTelMetricSuffixesEnabled && l.OTelConvertDeltaToCumulative && !l.OTelNativeDeltaIngestion, "%+v", l)
+				testutil.Assert(t, l.OTelLabelNameUnderscoreSanitization && l.OTelLabelNamePreserveMultipleUnderscores, "Mimir's defaults kept: %+v", l)
+			}},
+		{name: "both delta settings", yaml: "overrides:\n  a:\n    otel_native_delta_ingestion: true\n    otel_convert_delta_to_cumulative: true\n",
+			wantErr: "otel_native_delta_ingestion and otel_convert_delta_to_cumulative cannot both be enabled"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ro, err := LoadRuntimeOverrides([]byte(tc.yaml), defaults)
