@@ -238,8 +238,8 @@ func TestFederatedLimits(t *testing.T) {
 	}
 	limits := fedLimits{
 		"a": limit(func(l *tenancy.Limits) { l.MaxFetchedSeriesPerQuery = 2; l.MaxTenants = 0 }),
-		"b": limit(func(l *tenancy.Limits) { l.MaxFetchedSeriesPerQuery = 1; l.MaxQueryExpressionSizeBytes = 30 }),
-		"c": limit(func(l *tenancy.Limits) { l.MaxTenants = 2; l.MaxQueryLength = 3600e9 }),
+		"b": limit(func(l *tenancy.Limits) { l.MaxFetchedSeriesPerQuery = 1; l.MaxQueryExpressionSizeBytes = 31 }),
+		"c": limit(func(l *tenancy.Limits) { l.MaxTenants = 2; l.MaxQueryLength = 3600e9; l.MaxSamples = 50 }),
 	}
 	q, overrides, _ := newFedQueryable(t, limits)
 	h := tenancy.DefaultConfig().HTTPMiddleware(true)(NewAPI(q, overrides, APIConfig{Engine: DefaultEngineConfig()}, log.NewNopLogger(), nil))
@@ -255,10 +255,12 @@ func TestFederatedLimits(t *testing.T) {
 		{name: "b's 2 series over b's limit of 1", tenants: "a|b", path: "/api/v1/query", params: url.Values{"query": {`{__name__=~".+"}`}, "time": {"1"}}, wantCode: 422, want: "max_fetched_series_per_query"},
 		{name: "b alone over its limit", tenants: "b", path: "/api/v1/query", params: url.Values{"query": {`{__name__=~".+"}`}, "time": {"1"}}, wantCode: 422, want: "max_fetched_series_per_query"},
 		{name: "b's part within its limit", tenants: "a|b", path: "/api/v1/query", params: url.Values{"query": {`m`}, "time": {"1"}}, wantCode: 200, want: `"__tenant_id__":"b"`},
-		{name: "expression size: b's 30 bytes apply to a|b", tenants: "a|b", path: "/api/v1/query", params: url.Values{"query": {`m{job=~"x|y|zzzzzzzzzzzzzzzzzz"}`}, "time": {"1"}}, wantCode: 400, want: "max_query_expression_size_bytes"},
+		{name: "expression size: b's 31 bytes apply to a|b", tenants: "a|b", path: "/api/v1/query", params: url.Values{"query": {`m{job=~"x|y|zzzzzzzzzzzzzzzzzz"}`}, "time": {"1"}}, wantCode: 400, want: "max_query_expression_size_bytes"},
 		{name: "expression size: a alone has no limit", tenants: "a", path: "/api/v1/query", params: url.Values{"query": {`m{job=~"x|y|zzzzzzzzzzzzzzzzzz"}`}, "time": {"1"}}, wantCode: 200, want: `"success"`},
 		{name: "query length: c's 1h applies to a|c", tenants: "a|c", path: "/api/v1/query_range", params: url.Values{"query": {"m"}, "start": {"0"}, "end": {"7200"}, "step": {"60"}}, wantCode: 400, want: "max_query_length"},
 		{name: "query length: a|b has none", tenants: "a|b", path: "/api/v1/query_range", params: url.Values{"query": {"m"}, "start": {"0"}, "end": {"7200"}, "step": {"60"}}, wantCode: 200, want: `"success"`},
+		{name: "max_samples: c's 50 apply to a|c", tenants: "a|c", path: "/api/v1/query", params: url.Values{"query": {"sum_over_time(vector(1)[1h:1s])"}, "time": {"3600"}}, wantCode: 422, want: "(limit: 50 samples)"},
+		{name: "max_samples: a|b has the querier's", tenants: "a|b", path: "/api/v1/query", params: url.Values{"query": {"sum_over_time(vector(1)[1h:1s])"}, "time": {"3600"}}, wantCode: 200, want: `"success"`},
 		{name: "max_tenants: c's 2 refuse a|b|c", tenants: "a|b|c", path: "/api/v1/labels", wantCode: 400, want: "too many tenant IDs present in the request. max: 2 actual: 3"},
 		{name: "max_tenants names its key", tenants: "a|b|c", path: "/api/v1/query", params: url.Values{"query": {"m"}}, wantCode: 400, want: "max_tenants"},
 		{name: "max_tenants: a|c within c's 2", tenants: "a|c", path: "/api/v1/labels", wantCode: 200, want: `"__tenant_id__"`},
