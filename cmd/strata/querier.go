@@ -90,7 +90,7 @@ func setupQuerier(p *process) error {
 	}
 	proxy := store.NewSelectingProxy(selector, cfg.Querier.StoreTimeout, logger, p.reg)
 	queryable := query.NewQueryable(proxy, p.overrides, cfg.Querier.ReplicaLabels, p.reg)
-	api := cfg.Auth.HTTPMiddleware(false)(query.NewAPI(queryable, p.overrides,
+	api := cfg.Auth.HTTPMiddleware(true)(query.NewAPI(queryable, p.overrides,
 		query.APIConfig{Engine: cfg.Querier.Engine, PartialResponse: cfg.Querier.PartialResponse, AutoDownsampling: cfg.Querier.AutoDownsampling, Metadata: newMetadataQuerier(p)}, logger, p.reg))
 	p.querierAPI, p.proxy = api, proxy
 	if p.frontInProcess {

@@ -87,13 +87,14 @@ func newTenantEngines(opts promql.EngineOpts, overrides *tenancy.Overrides) *ten
 	return &tenantEngines{opts: opts, def: promql.NewEngine(opts), overrides: overrides, byMax: map[int]*promql.Engine{}}
 }
 
-// engine returns the engine for the request's tenant and the max samples it applies.
+// engine returns the engine for the request's tenant and the max samples it applies (a federated read: the
+// smallest of its tenants').
 func (e *tenantEngines) engine(ctx context.Context) (*promql.Engine, int) {
-	tenant, err := tenancy.TenantFromContext(ctx)
-	if err != nil {
+	tenants, ok := tenancy.TenantsFromContext(ctx)
+	if !ok {
 		return e.def, e.opts.MaxSamples
 	}
-	maxSamples := e.overrides.MaxSamples(tenant)
+	maxSamples := tenancy.SmallestLimit(tenants, e.overrides.MaxSamples)
 	if maxSamples == 0 || maxSamples == e.opts.MaxSamples {
 		return e.def, e.opts.MaxSamples
 	}
@@ -206,6 +207,15 @@ type apiHandler struct {
 
 func (h *apiHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	path := strings.TrimPrefix(r.URL.Path, h.prefix)
+	tenants, ok := tenancy.TenantsFromContext(r.Context())
+	if !ok {
+		writeJSON(w, http.StatusUnauthorized, fmt.Sprintf(`{"status":"error","errorType":"bad_data","error":%q}`, tenancy.ErrNoTenant.Error()))
+		return
+	}
+	if err := tenancy.CheckMaxTenants(tenants, h.overrides.MaxTenants); err != nil {
+		writeJSON(w, err.Status, fmt.Sprintf(`{"status":"error","errorType":"bad_data","error":%q}`, err.Error()))
+		return
+	}
 	switch {
 	case path == "/metadata" && h.metadata != nil:
 		h.metadata.ServeHTTP(w, r)
@@ -218,11 +228,6 @@ func (h *apiHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, fmt.Sprintf(`{"status":"error","errorType":"not_found","error":%q}`, "unknown API endpoint "+r.URL.Path))
 		return
 	}
-	tenant, err := tenancy.TenantFromContext(r.Context())
-	if err != nil {
-		writeJSON(w, http.StatusUnauthorized, fmt.Sprintf(`{"status":"error","errorType":"bad_data","error":%q}`, err.Error()))
-		return
-	}
 	if err := r.ParseForm(); err != nil {
 		writeJSON(w, http.StatusBadRequest, fmt.Sprintf(`{"status":"error","errorType":"bad_data","error":%q}`, err.Error()))
 		return
@@ -232,12 +237,12 @@ func (h *apiHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusBadRequest, fmt.Sprintf(`{"status":"error","errorType":"bad_data","error":%q}`, err.Error()))
 		return
 	}
-	if err := h.checkExpressions(r, tenant); err != nil {
+	if err := h.checkExpressions(r, tenants); err != nil {
 		writeJSON(w, err.Status, fmt.Sprintf(`{"status":"error","errorType":"bad_data","error":%q}`, err.Error()))
 		return
 	}
 	if path == "/query_range" {
-		if err := checkQueryLength(r, h.overrides.MaxQueryLength(tenant)); err != nil {
+		if err := checkQueryLength(r, tenancy.SmallestLimit(tenants, h.overrides.MaxQueryLength)); err != nil {
 			writeJSON(w, err.Status, fmt.Sprintf(`{"status":"error","errorType":"bad_data","error":%q}`, err.Error()))
 			return
 		}
@@ -245,9 +250,10 @@ func (h *apiHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.router.ServeHTTP(w, r.WithContext(WithRequestOptions(r.Context(), opts)))
 }
 
-// checkExpressions bounds every expression of the request (query, match[]) before Prometheus's parser sees it.
-func (h *apiHandler) checkExpressions(r *http.Request, tenant string) *tenancy.Error {
-	maxBytes := h.overrides.MaxQueryExpressionSizeBytes(tenant)
+// checkExpressions bounds every expression of the request (query, match[]) before Prometheus's parser sees it
+// (a federated read: by the smallest max_query_expression_size_bytes of its tenants).
+func (h *apiHandler) checkExpressions(r *http.Request, tenants []string) *tenancy.Error {
+	maxBytes := tenancy.SmallestLimit(tenants, h.overrides.MaxQueryExpressionSizeBytes)
 	for _, qs := range r.Form["query"] {
 		if err := checkExpression(qs, maxBytes, h.expression); err != nil {
 			return err

@@ -178,8 +178,8 @@ func (q *MetadataQuerier) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	fail := func(code int, typ, msg string) {
 		writeJSON(w, code, fmt.Sprintf(`{"status":"error","errorType":%q,"error":%q}`, typ, msg))
 	}
-	if _, err := tenancy.TenantFromContext(r.Context()); err != nil {
-		fail(tenancy.HTTPStatus(err), "bad_data", err.Error())
+	if _, ok := tenancy.TenantsFromContext(r.Context()); !ok { // several: a federated read, the union of theirs
+		fail(http.StatusUnauthorized, "bad_data", tenancy.ErrNoTenant.Error())
 		return
 	}
 	if err := r.ParseForm(); err != nil {

@@ -7,6 +7,7 @@ import (
 	"math"
 	"slices"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/efficientgo/core/errors"
@@ -89,7 +90,8 @@ func newQueryableMetrics(reg prometheus.Registerer) *queryableMetrics {
 // context, set by the HTTP edge). Series are merged sample by sample across stores: identical label sets (the
 // ingesters' RF copies, a block on two gateways) are chained with duplicates dropped, and series that differ
 // only in replica labels are deduplicated with Thanos's penalty algorithm. The `tenant_id` label stores attach
-// is dropped, so users get back the labels they wrote.
+// is dropped, so users get back the labels they wrote. A request naming several tenants (a federated read) reads
+// each on its own and labels its series with __tenant_id__ (federation.go).
 type Queryable struct {
 	proxy         *store.Proxy
 	overrides     *tenancy.Overrides
@@ -120,6 +122,9 @@ type querier struct {
 
 	fetchedSeries int
 	fetchedBytes  int
+
+	mtx      sync.Mutex
+	byTenant map[string]*querier // a federated read's queriers, one per tenant (federation.go)
 }
 
 func (q *querier) tenants(ctx context.Context) ([]string, error) {
@@ -152,6 +157,9 @@ func (q *querier) Select(ctx context.Context, sortSeries bool, hints *storage.Se
 	tenants, err := q.tenants(ctx)
 	if err != nil {
 		return storage.ErrSeriesSet(err)
+	}
+	if len(tenants) > 1 {
+		return q.selectFederated(ctx, tenants, hints, ms)
 	}
 	ms, countSamples := withoutCountMarker(ms)
 	ms, ok := withoutTenantMatchers(ms)
@@ -316,11 +324,15 @@ func (e *StorageError) Unwrap() error { return e.Err }
 
 // LabelValues implements storage.LabelQuerier over the stores' LabelValues.
 func (q *querier) LabelValues(ctx context.Context, name string, hints *storage.LabelHints, ms ...*labels.Matcher) ([]string, annotations.Annotations, error) {
+	tenants, err := q.tenants(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(tenants) > 1 {
+		return q.labelValuesFederated(ctx, tenants, name, hints, ms)
+	}
 	if name == tenancy.TenantIDLabel {
 		return nil, nil, nil
-	}
-	if _, err := q.tenants(ctx); err != nil {
-		return nil, nil, err
 	}
 	ms, ok := withoutTenantMatchers(ms)
 	if !ok {
@@ -340,8 +352,12 @@ func (q *querier) LabelValues(ctx context.Context, name string, hints *storage.L
 
 // LabelNames implements storage.LabelQuerier over the stores' LabelNames, without tenant_id.
 func (q *querier) LabelNames(ctx context.Context, hints *storage.LabelHints, ms ...*labels.Matcher) ([]string, annotations.Annotations, error) {
-	if _, err := q.tenants(ctx); err != nil {
+	tenants, err := q.tenants(ctx)
+	if err != nil {
 		return nil, nil, err
+	}
+	if len(tenants) > 1 {
+		return q.labelNamesFederated(ctx, tenants, hints, ms)
 	}
 	ms, ok := withoutTenantMatchers(ms)
 	if !ok {

@@ -71,6 +71,9 @@ type Limits struct {
 	MaxQueryParallelism int `yaml:"max_query_parallelism" json:"max_query_parallelism"`
 	// QueryReplicaLabels replace the querier's --query.replica-label for this tenant.
 	QueryReplicaLabels []string `yaml:"query_replica_labels" json:"query_replica_labels"`
+	// MaxTenants is how many tenants one federated read ("a|b") may name (Mimir's tenant_federation.max_tenants;
+	// 0 = no limit). A request is refused when it names more than the smallest limit of its tenants.
+	MaxTenants int `yaml:"max_tenants" json:"max_tenants"`
 
 	// LimitsWarningRatio is the usage of a limit (max_global_series_per_user, max_global_series_per_metric,
 	// ingestion_rate) from which successful writes are answered with X-Strata-Limit-Warning and the usage is
@@ -157,6 +160,8 @@ func (l Limits) Validate() error {
 		return errors.New("max_metadata_length, max_global_metadata_per_user and max_global_metadata_per_metric must not be negative")
 	case l.MaxQueryParallelism < 0:
 		return errors.Newf("max_query_parallelism must not be negative, got %d", l.MaxQueryParallelism)
+	case l.MaxTenants < 0:
+		return errors.Newf("max_tenants must not be negative, got %d", l.MaxTenants)
 	case l.LimitsWarningRatio < 0 || l.LimitsWarningRatio > 1:
 		return errors.Newf("limits_warning_ratio must be between 0 (no warnings) and 1, got %v", l.LimitsWarningRatio)
 	case l.IngestionTenantShardSize < 0:

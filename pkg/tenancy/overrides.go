@@ -106,6 +106,7 @@ func (o *Overrides) MaxQueryExpressionSizeBytes(tenant string) int {
 func (o *Overrides) MaxQueryParallelism(tenant string) int {
 	return o.ForTenant(tenant).MaxQueryParallelism
 }
+func (o *Overrides) MaxTenants(tenant string) int { return o.ForTenant(tenant).MaxTenants }
 func (o *Overrides) QueryReplicaLabels(tenant string) []string {
 	return o.ForTenant(tenant).QueryReplicaLabels
 }

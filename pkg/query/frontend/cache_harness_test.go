@@ -130,7 +130,7 @@ func newCacheHarness(t testing.TB, now time.Time, tenants ...string) *cacheHarne
 	stores := []store.StoreClient{h.stores[0], h.stores[1]}
 	proxy := store.NewProxy(func() []store.StoreClient { return stores }, 0, logger, nil)
 	q := query.NewQueryable(proxy, h.overrides, nil, nil)
-	h.querier = tenancy.Config{MultitenancyEnabled: true}.HTTPMiddleware(false)(query.NewAPI(q, h.overrides, query.APIConfig{Engine: query.DefaultEngineConfig()}, logger, nil))
+	h.querier = tenancy.Config{MultitenancyEnabled: true}.HTTPMiddleware(true)(query.NewAPI(q, h.overrides, query.APIConfig{Engine: query.DefaultEngineConfig()}, logger, nil))
 	return h
 }
 

@@ -235,7 +235,7 @@ func TestTenantEdge(t *testing.T) {
 	})
 	f, _ := newTestFrontend(t, func(*Metrics) Handler { return down }, func(c *Config) { c.MaxBodyBytes = 100 })
 	testutil.Equals(t, http.StatusUnauthorized, serve(t, f, http.MethodGet, "/api/v1/query", url.Values{"query": {"up"}}, "").Code)
-	testutil.Equals(t, http.StatusBadRequest, serve(t, f, http.MethodGet, "/api/v1/query", url.Values{"query": {"up"}}, "a|b").Code)
+	testutil.Equals(t, http.StatusBadRequest, serve(t, f, http.MethodGet, "/api/v1/query", url.Values{"query": {"up"}}, "a|../x").Code)
 	testutil.Equals(t, http.StatusBadRequest, serve(t, f, http.MethodGet, "/api/v1/query", url.Values{"query": {"up"}}, "../x").Code)
 	testutil.Equals(t, http.StatusRequestEntityTooLarge, serve(t, f, http.MethodPost, "/api/v1/query", url.Values{"query": {strings.Repeat("x", 200)}}, "a").Code)
 	testutil.Equals(t, 0, calls)
@@ -496,4 +496,52 @@ func TestStopAnswersQueued(t *testing.T) {
 	close(down.release)
 	testutil.Equals(t, http.StatusOK, <-codes)
 	testutil.Equals(t, 1, len(down.startedList()))
+}
+
+// TestFederationEdge: a federated read ("b|a") reaches the queriers with its tenants sorted and joined ("a|b"),
+// queued under that joined ID; one naming more tenants than max_tenants is a 400 naming the key, never sent on.
+func TestFederationEdge(t *testing.T) {
+	var (
+		mtx     sync.Mutex
+		headers []string
+	)
+	down := HandlerFunc(func(_ context.Context, r *Request) (*Response, error) {
+		mtx.Lock()
+		defer mtx.Unlock()
+		hr, err := r.HTTPRequest(context.Background(), &url.URL{Scheme: "http", Host: "querier"})
+		if err != nil {
+			return nil, err
+		}
+		headers = append(headers, hr.Header.Get("X-Scope-OrgID"))
+		return NewErrorResponse(200, "", ""), nil
+	})
+	cfg := DefaultConfig()
+	m := NewMetrics(prometheus.NewRegistry())
+	f, err := New(cfg, Options{Auth: tenancy.DefaultConfig(), Limits: staticLimits{parallelism: 14, maxTenants: 2}, Downstream: down, Metrics: m})
+	testutil.Ok(t, err)
+	for _, tc := range []struct {
+		tenants    string
+		path       string
+		wantCode   int
+		wantHeader string
+		wantBody   string
+	}{
+		{tenants: "b|a", path: "/api/v1/query", wantCode: 200, wantHeader: "a|b"},
+		{tenants: "a|b|a", path: "/api/v1/labels", wantCode: 200, wantHeader: "a|b"},
+		{tenants: "c", path: "/api/v1/series", wantCode: 200, wantHeader: "c"},
+		{tenants: "a|b|c", path: "/api/v1/query", wantCode: 400, wantBody: "too many tenant IDs present in the request. max: 2 actual: 3"},
+		{tenants: "a|b|c", path: "/api/v1/query_range", wantCode: 400, wantBody: "configure max_tenants"},
+	} {
+		headers = nil
+		w := serve(t, f, http.MethodGet, tc.path, url.Values{"query": {"up"}, "start": {"0"}, "end": {"60"}, "step": {"15"}}, tc.tenants)
+		testutil.Equals(t, tc.wantCode, w.Code, "%s %s: %s", tc.tenants, tc.path, w.Body.String())
+		testutil.Assert(t, strings.Contains(w.Body.String(), tc.wantBody), "%s: body %q does not contain %q", tc.tenants, w.Body.String(), tc.wantBody)
+		if tc.wantHeader == "" {
+			testutil.Equals(t, 0, len(headers), "%s: sent downstream", tc.tenants)
+			continue
+		}
+		testutil.Equals(t, []string{tc.wantHeader}, headers, tc.tenants)
+	}
+	testutil.Equals(t, 1.0, promtestutil.ToFloat64(f.metrics.requests.WithLabelValues("a|b", "query", "200")), "counted under the joined tenant ID")
+	testutil.Equals(t, 1.0, promtestutil.ToFloat64(f.metrics.requests.WithLabelValues("a|b", "other", "200")), "counted under the joined tenant ID")
 }

@@ -24,6 +24,7 @@ type Frontend struct {
 	edge    http.Handler // the tenant check, then serve
 	handler Handler
 	queue   *queue
+	limits  Limits
 	logger  log.Logger
 	now     func() time.Time
 	metrics *frontendMetrics
@@ -31,7 +32,8 @@ type Frontend struct {
 
 // Options are what New needs besides the config.
 type Options struct {
-	// Auth finds the tenant of a request; a request naming several tenants is refused (400), as the querier does.
+	// Auth finds the tenants of a request: one, or several for a federated read ("a|b", at most the tenants'
+	// max_tenants), passed on to the queriers as received.
 	Auth   tenancy.Config
 	Limits Limits
 	// Downstream answers the requests the chain passes on (NewDownstream / NewInProcessDownstream, with the
@@ -85,8 +87,8 @@ func New(cfg Config, o Options) (*Frontend, error) {
 		ms = append(ms, o.ResultsCache)
 	}
 	ms = append(ms, retryMiddleware(cfg.MaxRetries, m, o.Logger))
-	f := &Frontend{cfg: cfg, handler: Chain(o.Downstream, ms...), queue: q, logger: o.Logger, now: o.Now, metrics: m}
-	f.edge = o.Auth.HTTPMiddleware(false)(http.HandlerFunc(f.serve))
+	f := &Frontend{cfg: cfg, handler: Chain(o.Downstream, ms...), queue: q, limits: o.Limits, logger: o.Logger, now: o.Now, metrics: m}
+	f.edge = o.Auth.HTTPMiddleware(true)(http.HandlerFunc(f.serve))
 	return f, nil
 }
 
@@ -104,6 +106,10 @@ func (f *Frontend) serve(w http.ResponseWriter, r *http.Request) {
 	start := f.now()
 	tenants, _ := tenancy.TenantsFromContext(r.Context())
 	r.Body = http.MaxBytesReader(w, r.Body, f.cfg.MaxBodyBytes)
+	if err := tenancy.CheckMaxTenants(tenants, f.limits.MaxTenants); err != nil {
+		f.finish(w, &Request{Path: r.URL.Path, Tenants: tenants}, NewErrorResponse(err.Status, "bad_data", err.Error()), start)
+		return
+	}
 	req, err := ParseRequest(r, tenants)
 	if err != nil {
 		status := http.StatusBadRequest

@@ -138,10 +138,12 @@ func refDuration(s string) (time.Duration, error) {
 type staticLimits struct {
 	parallelism int
 	maxLength   time.Duration
+	maxTenants  int
 }
 
 func (l staticLimits) MaxQueryParallelism(string) int      { return l.parallelism }
 func (l staticLimits) MaxQueryLength(string) time.Duration { return l.maxLength }
+func (l staticLimits) MaxTenants(string) int               { return l.maxTenants }
 
 // newTestFrontend returns a frontend over downstream with cfg's defaults changed by mod.
 func newTestFrontend(t *testing.T, downstream func(m *Metrics) Handler, mod func(*Config)) (*Frontend, *prometheus.Registry) {

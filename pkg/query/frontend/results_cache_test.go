@@ -390,3 +390,65 @@ func TestResultsCache_ViewLagWindow(t *testing.T) {
 	_, got = do(t, fe, tenant, q)
 	testutil.Equals(t, want, got)
 }
+
+// TestResultsCache_Federation: a federated read ("team-a|team-b") has cache entries of its own: a cached answer
+// of team-a never serves team-a|team-b nor team-b (each answers as the querier does, a miss the first time),
+// and "team-b|team-a" is the same federation as "team-a|team-b" (served from its entries).
+func TestResultsCache_Federation(t *testing.T) {
+	c, err := cache.New("results", cache.Config{Backend: cache.BackendInMemory}, nil, nil)
+	testutil.Ok(t, err)
+	t.Cleanup(func() { cache.Close(c) })
+	h := newCacheHarness(t, harnessNow, "team-a", "team-b")
+	fillHarness(h, "team-a", 3)
+	fillHarness(h, "team-b", 3)
+	var reg *prometheus.Registry
+	hits := func(tenant string) float64 {
+		return counterValue(t, reg, "strata_query_frontend_results_cache_hits_total", "tenant", tenant)
+	}
+	lookups := func(tenant string) float64 {
+		return counterValue(t, reg, "strata_query_frontend_results_cache_lookups_total", "tenant", tenant)
+	}
+	for _, q := range []rangeQuery{
+		{q: "m_gauge", start: harnessNow.Add(-50 * time.Hour).UnixMilli(), end: harnessNow.Add(-time.Hour).UnixMilli(), step: 60_000},
+		{q: "sum by (owner) (m_total)", start: harnessNow.Add(-70 * time.Hour).UnixMilli(), end: harnessNow.Add(-time.Hour).UnixMilli(), step: 300_000},
+	} {
+		// A registry per query: the "first time" checks below read absolute counts.
+		reg = prometheus.NewRegistry()
+		fe := h.frontend(c, h.generations(), reg)
+		answer := func(handler http.Handler, tenant string) string {
+			code, body := do(t, handler, tenant, q)
+			testutil.Equals(t, http.StatusOK, code, "%s: %s: %s", tenant, q, body)
+			return body
+		}
+		// team-a, twice: cached.
+		wantA := answer(h.querier, "team-a")
+		testutil.Equals(t, wantA, answer(fe, "team-a"), q.String())
+		hitsA := hits("team-a")
+		testutil.Equals(t, wantA, answer(fe, "team-a"), q.String())
+		testutil.Assert(t, hits("team-a") > hitsA, "%s: team-a's second answer is not from the cache", q)
+
+		// team-a|team-b: a miss, the querier's federated answer, both tenants in it.
+		wantAB := answer(h.querier, "team-a|team-b")
+		if q.q == "m_gauge" {
+			testutil.Assert(t, strings.Contains(wantAB, `"__tenant_id__":"team-b"`), "%s: no __tenant_id__ in the federated answer", q)
+		}
+		for _, tenant := range []string{"team-a", "team-b"} {
+			testutil.Assert(t, strings.Contains(wantAB, `"owner":"`+tenant+`"`), "%s: the federated answer has no series of %s", q, tenant)
+		}
+		before := lookups("team-a|team-b")
+		testutil.Equals(t, wantAB, answer(fe, "team-a|team-b"), q.String())
+		testutil.Assert(t, lookups("team-a|team-b") > before, "%s: team-a|team-b not looked up", q)
+		testutil.Equals(t, 0.0, hits("team-a|team-b"), "%s: team-a|team-b served from another entry", q)
+
+		// team-b: a miss, its own answer.
+		wantB := answer(h.querier, "team-b")
+		testutil.Assert(t, !strings.Contains(wantB, `"owner":"team-a"`), "%s: team-b's answer has team-a's series", q)
+		testutil.Equals(t, wantB, answer(fe, "team-b"), q.String())
+		testutil.Equals(t, 0.0, hits("team-b"), "%s: team-b served from another entry", q)
+
+		// team-b|team-a is team-a|team-b: its entries.
+		before = hits("team-a|team-b")
+		testutil.Equals(t, wantAB, answer(fe, "team-b|team-a"), q.String())
+		testutil.Assert(t, hits("team-a|team-b") > before, "%s: team-b|team-a not served from team-a|team-b's entries", q)
+	}
+}

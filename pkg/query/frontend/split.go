@@ -14,6 +14,8 @@ type Limits interface {
 	MaxQueryParallelism(tenant string) int
 	// MaxQueryLength is the longest range a query may cover (0: no limit).
 	MaxQueryLength(tenant string) time.Duration
+	// MaxTenants is how many tenants a federated read may name (0: no limit); the smallest of its tenants'.
+	MaxTenants(tenant string) int
 }
 
 const (
