@@ -28,6 +28,7 @@ PROTOS=(
   pkg/store/infopb/rpc.proto
   pkg/store/hintspb/hints.proto
   pkg/store/metadatapb/rpc.proto
+  pkg/store/cardinalitypb/rpc.proto
 )
 
 if ! command -v "${PROTOC}" >/dev/null 2>&1; then

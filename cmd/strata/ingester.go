@@ -18,6 +18,7 @@ import (
 	"github.com/stratametrics/strata/pkg/ring"
 	"github.com/stratametrics/strata/pkg/server"
 	"github.com/stratametrics/strata/pkg/store"
+	"github.com/stratametrics/strata/pkg/store/cardinalitypb"
 	"github.com/stratametrics/strata/pkg/store/infopb"
 	"github.com/stratametrics/strata/pkg/store/metadatapb"
 	"github.com/stratametrics/strata/pkg/store/storepb"
@@ -33,6 +34,7 @@ func registerIngesterFlags(cmd *kingpin.CmdClause, b *binder, cfg *Config) {
 	b.Duration(cmd.Flag("tsdb.ship-interval", "How often new blocks are shipped to the bucket."), &cfg.Ingester.ShipInterval)
 	b.Duration(cmd.Flag("ingester.close-idle-tsdb-timeout", "Close (and remove) a tenant's TSDB with no write for this long, once everything is shipped; 0 disables."), &cfg.Ingester.CloseIdleTSDBTimeout)
 	b.Duration(cmd.Flag("ingester.metadata-retain-period", "How long remote-written metric metadata is kept after it was last received."), &cfg.Ingester.MetadataRetainPeriod)
+	b.Duration(cmd.Flag("ingester.active-series-metrics-idle-timeout", "A series without a sample for this long is not counted by the cardinality API's count_method=active."), &cfg.Ingester.ActiveSeriesIdleTimeout)
 	b.StringMap(cmd.Flag("ingester.external-label", "name=value added to every series and block of this ingester (repeatable)."), &cfg.Ingester.ExternalLabels)
 }
 
@@ -66,6 +68,7 @@ func setupIngester(p *process) error {
 	}
 	receive.RegisterWriteableStore(p.srv.GRPC(), ing)
 	metadatapb.RegisterMetadataServer(p.srv.GRPC(), ing.MetadataServer())
+	cardinalitypb.RegisterCardinalityServer(p.srv.GRPC(), ing.CardinalityServer())
 	r.local = map[string]*receive.Ingester{inst.Addr: ing}
 	p.srv.Handle("POST /ingester/flush", flushHandler(ing, logger))
 	p.srv.Handle("GET /ingester/late_writes", ing.LateWritesHandler()) // read by query-frontends' results caches

@@ -17,33 +17,11 @@ import (
 // newMetadataQuerier returns the querier of the metric metadata the ring's ingesters hold: each asked over its
 // thanos.Metadata gRPC service, or directly for an ingester of this process (strata all).
 func newMetadataQuerier(p *process) *query.MetadataQuerier {
-	g, r, rfg := p.g, p.ingesterRing, p.cfg.IngesterRing
+	g, r := p.g, p.ingesterRing
 	if r == nil {
 		return nil
 	}
-	replicas := func() (query.MetadataReplicas, error) {
-		rs, err := r.client.GetAllHealthy(dskitring.Read)
-		if errors.Is(err, dskitring.ErrEmptyRing) {
-			return query.MetadataReplicas{}, nil
-		}
-		if err != nil {
-			return query.MetadataReplicas{}, err
-		}
-		// A write was acknowledged by a quorum of its min(RF, ingesters) owners: a read is complete while fewer
-		// than the rest failed (or, with zones, the failures are in that few zones).
-		n := r.client.InstancesCount()
-		rf := min(rfg.ReplicationFactor, n)
-		tolerated := rf - (rf/2 + 1)
-		out := query.MetadataReplicas{MaxErrors: tolerated, Unhealthy: n - len(rs.Instances)}
-		if rfg.ZoneAwarenessEnabled {
-			out.MaxUnavailableZones = tolerated
-		}
-		for _, inst := range rs.Instances {
-			out.Addrs = append(out.Addrs, inst.Addr)
-			out.Zones = append(out.Zones, inst.Zone)
-		}
-		return out, nil
-	}
+	replicas := ingesterReadReplicas(p)
 	var (
 		mtx   sync.Mutex
 		conns = map[string]*grpc.ClientConn{}
@@ -79,6 +57,35 @@ func newMetadataQuerier(p *process) *query.MetadataQuerier {
 		q.WithShuffleSharding(r.client, p.overrides.IngestionTenantShardSize, p.cfg.Querier.IngestersLookback())
 	}
 	return q
+}
+
+// ingesterReadReplicas lists the healthy ingesters of the ring and the failures a read of every one of them
+// (metadata, cardinality) tolerates. p.ingesterRing must be set.
+func ingesterReadReplicas(p *process) func() (query.MetadataReplicas, error) {
+	r, rfg := p.ingesterRing, p.cfg.IngesterRing
+	return func() (query.MetadataReplicas, error) {
+		rs, err := r.client.GetAllHealthy(dskitring.Read)
+		if errors.Is(err, dskitring.ErrEmptyRing) {
+			return query.MetadataReplicas{}, nil
+		}
+		if err != nil {
+			return query.MetadataReplicas{}, err
+		}
+		// A write was acknowledged by a quorum of its min(RF, ingesters) owners: a read is complete while fewer
+		// than the rest failed (or, with zones, the failures are in that few zones).
+		n := r.client.InstancesCount()
+		rf := min(rfg.ReplicationFactor, n)
+		tolerated := rf - (rf/2 + 1)
+		out := query.MetadataReplicas{MaxErrors: tolerated, Unhealthy: n - len(rs.Instances)}
+		if rfg.ZoneAwarenessEnabled {
+			out.MaxUnavailableZones = tolerated
+		}
+		for _, inst := range rs.Instances {
+			out.Addrs = append(out.Addrs, inst.Addr)
+			out.Zones = append(out.Zones, inst.Zone)
+		}
+		return out, nil
+	}
 }
 
 // metadataInfo is an Info server that also announces the thanos.Metadata API, so that a Thanos querier pointed

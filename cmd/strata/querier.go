@@ -38,6 +38,7 @@ func registerQuerierFlags(cmd *kingpin.CmdClause, b *binder, cfg *Config) {
 	b.Duration(cmd.Flag("querier.blocks-refresh-interval", "How often a tenant's block list is read again from the bucket (and at once when a query finds blocks no store-gateway has)."), &q.BlocksRefreshInterval)
 	b.Duration(cmd.Flag("querier.blocks-upload-grace-period", "Blocks uploaded less than this ago are not asked of the store-gateways (0: twice the store-gateway sync interval)."), &q.BlocksUploadGracePeriod)
 	b.Duration(cmd.Flag("querier.store-timeout", "Longest one store may take to answer (0: the query's own timeout)."), &q.StoreTimeout)
+	registerCardinalityFlags(cmd, b, cfg)
 }
 
 // runQuerier runs `strata querier`: PromQL over the ingesters of the ring and the static endpoints. Its own
@@ -91,7 +92,8 @@ func setupQuerier(p *process) error {
 	proxy := store.NewSelectingProxy(selector, cfg.Querier.StoreTimeout, logger, p.reg)
 	queryable := query.NewQueryable(proxy, p.overrides, cfg.Querier.ReplicaLabels, p.reg)
 	api := cfg.Auth.HTTPMiddleware(true)(query.NewAPI(queryable, p.overrides,
-		query.APIConfig{Engine: cfg.Querier.Engine, PartialResponse: cfg.Querier.PartialResponse, AutoDownsampling: cfg.Querier.AutoDownsampling, Metadata: newMetadataQuerier(p)}, logger, p.reg))
+		query.APIConfig{Engine: cfg.Querier.Engine, PartialResponse: cfg.Querier.PartialResponse, AutoDownsampling: cfg.Querier.AutoDownsampling, Metadata: newMetadataQuerier(p),
+			Cardinality: newCardinalityQuerier(p)}, logger, p.reg))
 	p.querierAPI, p.proxy = api, proxy
 	if p.frontInProcess {
 		return nil

@@ -153,6 +153,9 @@ type APIConfig struct {
 	AutoDownsampling bool
 	// Metadata answers /metadata (metadata.go); without it the answer is empty.
 	Metadata *MetadataQuerier
+	// Cardinality answers /cardinality/label_names, /cardinality/label_values and /status/tsdb (cardinality.go);
+	// without it they are 404.
+	Cardinality *CardinalityQuerier
 }
 
 // apiPaths are the Prometheus API endpoints the querier serves (the rest of Prometheus's API — targets, rules,
@@ -188,7 +191,7 @@ func NewAPI(q *Queryable, overrides *tenancy.Overrides, cfg APIConfig, logger lo
 		r := route.New()
 		api.Register(r.WithPrefix(prefix))
 		h := &apiHandler{prefix: prefix, router: r, overrides: overrides, partialResponse: cfg.PartialResponse, expression: cfg.Engine.Expression,
-			metadata: cfg.Metadata, autoDownsampling: cfg.AutoDownsampling}
+			metadata: cfg.Metadata, cardinality: cfg.Cardinality, autoDownsampling: cfg.AutoDownsampling}
 		mux.Handle(prefix+"/", h)
 	}
 	return mux
@@ -203,6 +206,7 @@ type apiHandler struct {
 	autoDownsampling bool
 	expression       ExpressionLimits
 	metadata         *MetadataQuerier
+	cardinality      *CardinalityQuerier
 }
 
 func (h *apiHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -222,6 +226,12 @@ func (h *apiHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	case path == "/metadata":
 		writeJSON(w, http.StatusOK, `{"status":"success","data":{}}`)
+		return
+	case IsCardinalityPath(path) && h.cardinality != nil:
+		h.cardinality.Serve(w, r, path, func(sel string) *tenancy.Error {
+			tenant, _ := tenancy.TenantFromContext(r.Context())
+			return checkExpression(sel, h.overrides.MaxQueryExpressionSizeBytes(tenant), h.expression)
+		})
 		return
 	case apiPaths[path], strings.HasPrefix(path, "/label/") && strings.HasSuffix(path, "/values"):
 	default:

@@ -31,6 +31,8 @@ type Config struct {
 	// BlocksUploadGracePeriod: blocks uploaded less than this ago are not asked of the store-gateways, which may
 	// not have synced them (their data is still in the ingesters). 0: twice the store-gateway sync interval.
 	BlocksUploadGracePeriod time.Duration `yaml:"blocks_upload_grace_period"`
+	// Cardinality configures the cardinality API (cardinality.go).
+	Cardinality CardinalityConfig `yaml:"cardinality"`
 }
 
 // DefaultConfig returns the querier's defaults.
@@ -45,6 +47,7 @@ func DefaultConfig() Config {
 		InfoRefreshInterval:             30 * time.Second,
 
 		BlocksRefreshInterval: time.Minute,
+		Cardinality:           DefaultCardinalityConfig(),
 	}
 }
 
@@ -60,6 +63,9 @@ func (c Config) Validate() error {
 	}
 	if c.Engine.Expression.MaxDepth <= 0 || c.Engine.Expression.MaxTokens <= 0 {
 		return errors.New("querier: max_expression_depth and max_expression_tokens must be positive (they keep a query from crashing the process)")
+	}
+	if err := c.Cardinality.Validate(); err != nil {
+		return err
 	}
 	if c.ShuffleShardingIngestersLookbackPeriod < 0 || (c.ShuffleShardingIngestersLookbackPeriod > 0 && c.ShuffleShardingIngestersLookbackPeriod < c.QueryIngestersWithin) {
 		return errors.Newf("querier: shuffle_sharding_ingesters_lookback_period (%s) must be 0 (query_ingesters_within) or at least query_ingesters_within (%s): a shorter one misses ingesters that still hold a tenant's recent samples",

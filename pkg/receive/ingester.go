@@ -40,6 +40,9 @@ type IngesterConfig struct {
 	// MetadataRetainPeriod is how long remote-written metric metadata is kept after it was last received
 	// (Mimir's metadata_retain_period; 0: DefaultMetadataRetainPeriod).
 	MetadataRetainPeriod time.Duration `yaml:"metadata_retain_period"`
+	// ActiveSeriesIdleTimeout is how long after its last sample a series counts as active for the cardinality
+	// API's count_method=active (Mimir's active_series_metrics_idle_timeout; 0: DefaultActiveSeriesIdleTimeout).
+	ActiveSeriesIdleTimeout time.Duration `yaml:"active_series_metrics_idle_timeout"`
 	// Instance is this ingester's membership in the ingester ring (ID, zone, address, tokens file).
 	Instance ring.InstanceConfig `yaml:"ring"`
 	// IsolationEnabled turns on the TSDB's isolation: a query never sees part of a write being committed. Off by
@@ -60,7 +63,7 @@ const DefaultStripeSize = 1024
 // DefaultIngesterConfig is Mimir's: 2h blocks, kept 13h locally, shipped every minute.
 func DefaultIngesterConfig() IngesterConfig {
 	return IngesterConfig{BlockDuration: 2 * time.Hour, Retention: 13 * time.Hour, ShipInterval: time.Minute, CloseIdleTSDBTimeout: 13 * time.Hour,
-		MetadataRetainPeriod: DefaultMetadataRetainPeriod, Instance: ring.InstanceConfig{ID: ring.DefaultInstanceID()},
+		MetadataRetainPeriod: DefaultMetadataRetainPeriod, ActiveSeriesIdleTimeout: DefaultActiveSeriesIdleTimeout, Instance: ring.InstanceConfig{ID: ring.DefaultInstanceID()},
 		StripeSize: DefaultStripeSize}
 }
 
