@@ -444,3 +444,29 @@ func metricValue(t *testing.T, metricsURL, name string) float64 {
 	}
 	return math.NaN()
 }
+
+// TestAuthExample starts strata with examples/auth as documented: the example credentials work as their
+// comments say.
+func TestAuthExample(t *testing.T) {
+	p := startStrata(t, repoRoot(), "all", "--config.file=examples/auth/strata.yaml")
+	p.waitReady(t, 30*time.Second)
+	client := &http.Client{Timeout: 10 * time.Second}
+	do := func(method, path, user, pw, tenant string) int {
+		req, err := http.NewRequest(method, p.url(path), nil)
+		testutil.Ok(t, err)
+		req.SetBasicAuth(user, pw)
+		if tenant != "" {
+			req.Header.Set(tenancy.HeaderOrgID, tenant)
+		}
+		resp, err := client.Do(req)
+		testutil.Ok(t, err)
+		_ = resp.Body.Close()
+		return resp.StatusCode
+	}
+	testutil.Equals(t, 200, do("GET", "/api/v1/user_limits", "prom-a", "change-me-a", ""))
+	testutil.Equals(t, 401, do("GET", "/api/v1/user_limits", "prom-a", "wrong", ""))
+	testutil.Equals(t, 200, do("GET", "/api/v1/user_limits", "grafana-b", "change-me-grafana", "team-c"))
+	testutil.Equals(t, 403, do("POST", "/api/v1/push", "grafana-b", "change-me-grafana", "team-b"))
+	testutil.Equals(t, 200, do("GET", "/runtime_config", "admin", "change-me-admin", ""))
+	p.stop(t)
+}
