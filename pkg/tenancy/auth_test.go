@@ -100,6 +100,7 @@ func TestHTTPMiddlewareWithBasicAuth(t *testing.T) {
 		{name: "own tenant named", user: "prom-a", pw: "pa", header: "team-a", path: "/api/v1/push", wantCode: 200, wantTenants: "team-a"},
 		{name: "other tenant", user: "prom-a", pw: "pa", header: "team-b", path: "/api/v1/push", wantCode: 403, wantBodyContain: `may not write tenant "team-b"`},
 		{name: "read-only writes", user: "grafana-b", pw: "pb", header: "team-b", path: "/api/v1/push", wantCode: 403, wantBodyContain: "may not write"},
+		{name: "read-only writes, no header", user: "grafana-b", pw: "pb", path: "/api/v1/push", wantCode: 403, wantBodyContain: "may not write any tenant"},
 		{name: "read-only writes OTLP", user: "grafana-b", pw: "pb", header: "team-b", path: "/otlp/v1/metrics", wantCode: 403},
 		{name: "reader reads", user: "grafana-b", pw: "pb", header: "team-b", path: "/prometheus/api/v1/query", wantCode: 200, wantTenants: "team-b"},
 		{name: "reader, several tenants, no header", user: "grafana-b", pw: "pb", path: "/api/v1/query", wantCode: 401, wantBodyContain: "name one in X-Scope-OrgID"},
@@ -133,7 +134,7 @@ func TestHTTPMiddlewareWithBasicAuth(t *testing.T) {
 			}
 		})
 	}
-	testutil.Equals(t, 3.0, promtestutil.ToFloat64(a.metrics.requests.WithLabelValues("team-b-reader", OutcomeForbidden)))
+	testutil.Equals(t, 4.0, promtestutil.ToFloat64(a.metrics.requests.WithLabelValues("team-b-reader", OutcomeForbidden)))
 	testutil.Equals(t, 2.0, promtestutil.ToFloat64(a.metrics.requests.WithLabelValues("", OutcomeInvalid)))
 }
 
@@ -205,6 +206,18 @@ func TestBearerAndReload(t *testing.T) {
 	testutil.Equals(t, 200, do("token-1", "team-b"))
 	testutil.Equals(t, 1.0, promtestutil.ToFloat64(a.metrics.reloadFailures))
 	testutil.Equals(t, 0.0, promtestutil.ToFloat64(a.metrics.lastSuccessful))
+}
+
+// Hashes made by htpasswd ($2y$) and by Go or Python ($2a$, $2b$) are all accepted.
+func TestBcryptVariants(t *testing.T) {
+	h := bcryptHash(t, "pw")
+	for _, prefix := range []string{"$2a$", "$2b$", "$2y$"} {
+		creds := fmt.Sprintf("credentials: [{name: x, basic_auth: {username: u, password_bcrypt: %q}, read: [a]}]", prefix+h[4:])
+		_, a, _, _ := newTestAuth(t, AuthBasic, creds)
+		c, err := a.Authenticate("Basic dTpwdw==") // u:pw
+		testutil.Ok(t, err, prefix)
+		testutil.Equals(t, "x", c.Name)
+	}
 }
 
 func TestAccessOfPath(t *testing.T) {

@@ -39,16 +39,19 @@ func GRPCCode(err error) codes.Code {
 func (c Config) HTTPMiddleware(allowFederation bool) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			var (
+				tenants []string
+				err     error
+			)
 			if c.AuthEnabled() {
-				tenants, _, err := c.authHTTP(r, allowFederation)
-				if err != nil {
+				// The credential decides which tenants the request may name (auth.go).
+				if tenants, _, err = c.authHTTP(r, allowFederation); err != nil {
 					c.httpAuthError(w, err)
 					return
 				}
-				next.ServeHTTP(w, r.WithContext(WithTenants(r.Context(), tenants)))
-				return
+			} else {
+				tenants, err = c.TenantsFromHTTP(r)
 			}
-			tenants, err := c.TenantsFromHTTP(r)
 			if err == nil && !allowFederation && len(tenants) > 1 {
 				err = errors.Wrapf(ErrTooManyTenants, "%s names %d tenants where one is required", HeaderOrgID, len(tenants))
 			}

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/efficientgo/core/errors"
 	"github.com/efficientgo/core/testutil"
 	"github.com/klauspost/compress/snappy"
 	"github.com/prometheus/prometheus/prompb"
@@ -31,8 +32,8 @@ import (
 	"github.com/stratametrics/strata/pkg/store/infopb"
 	"github.com/stratametrics/strata/pkg/store/labelpb"
 	"github.com/stratametrics/strata/pkg/store/metadatapb"
-	storeprompb "github.com/stratametrics/strata/pkg/store/storepb/prompb"
 	"github.com/stratametrics/strata/pkg/store/storepb"
+	storeprompb "github.com/stratametrics/strata/pkg/store/storepb/prompb"
 	"github.com/stratametrics/strata/pkg/tenancy"
 )
 
@@ -176,7 +177,7 @@ func authGRPC(t *testing.T, addr, method, who, tenant string, opts ...grpc.DialO
 			for err == nil {
 				_, err = s.Recv()
 			}
-			if err == io.EOF {
+			if errors.Is(err, io.EOF) {
 				err = nil
 			}
 		}
@@ -193,7 +194,7 @@ func authGRPC(t *testing.T, addr, method, who, tenant string, opts ...grpc.DialO
 		for err == nil {
 			_, err = s.Recv()
 		}
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			err = nil
 		}
 	case "RemoteWrite":
@@ -469,4 +470,36 @@ func TestAuthExample(t *testing.T) {
 	testutil.Equals(t, 403, do("POST", "/api/v1/push", "grafana-b", "change-me-grafana", "team-b"))
 	testutil.Equals(t, 200, do("GET", "/runtime_config", "admin", "change-me-admin", ""))
 	p.stop(t)
+}
+
+// TestAuthQueryFrontendToQuerier: a standalone query-frontend authenticates the client, then calls its querier
+// with the cluster secret (the querier itself refuses a client without a credential).
+func TestAuthQueryFrontendToQuerier(t *testing.T) {
+	dir := t.TempDir()
+	credsFile, secretFile := filepath.Join(dir, "basic.yaml"), filepath.Join(dir, "secret")
+	testutil.Ok(t, os.WriteFile(credsFile, []byte(basicCredentialsYAML(t)), 0o600))
+	testutil.Ok(t, os.WriteFile(secretFile, []byte(e2eClusterSecret), 0o600))
+	auth := []string{"--auth.type=basic", "--auth.credentials-file=" + credsFile, "--auth.cluster-secret-file=" + secretFile}
+	ml := newMemberlist(t, 1)
+	q := startStrata(t, dir, append(append([]string{"querier"}, auth...), ml.flags(0)...)...)
+	q.waitReady(t, 30*time.Second)
+	f := startStrata(t, dir, append([]string{"query-frontend", "--query-frontend.downstream-url=http://" + q.httpAddr}, auth...)...)
+	f.waitReady(t, 30*time.Second)
+	client := &http.Client{Timeout: 20 * time.Second}
+	for _, r := range []struct {
+		p           *proc
+		who, tenant string
+		path        string
+		want        int
+	}{
+		{f, "prom-a", "", "/prometheus/api/v1/query?query=vector(1)", 200},
+		{f, "prom-a", "", "/prometheus/api/v1/query_range?query=vector(1)&start=0&end=600&step=60", 200},
+		{f, "", "team-a", "/prometheus/api/v1/query?query=vector(1)", 401},
+		{f, "prom-a", "team-b", "/prometheus/api/v1/query?query=vector(1)", 403},
+		{q, "", "team-a", "/prometheus/api/v1/query?query=vector(1)", 401},
+		{q, "secret", "team-a", "/prometheus/api/v1/query?query=vector(1)", 200},
+	} {
+		code, body := authHTTP(t, client, "GET", r.p.url(r.path), r.who, r.tenant)
+		testutil.Equals(t, r.want, code, "%s %s %s: %s", r.who, r.tenant, r.path, body)
+	}
 }
