@@ -137,10 +137,8 @@ func (c Config) authHTTP(r *http.Request, allowFederation bool) ([]string, *Cred
 			a.observe(nil, OutcomeInvalid)
 			return nil, nil, errors.Wrap(ErrInvalidCredentials, "wrong cluster secret")
 		}
+		a.observe(nil, OutcomeInternal)
 		tenants, err := c.TenantsFromHTTP(r)
-		if err == nil && !allowFederation && len(tenants) > 1 {
-			err = errors.Wrapf(ErrTooManyTenants, "%s names %d tenants where one is required", HeaderOrgID, len(tenants))
-		}
 		return tenants, nil, err
 	}
 	cred, err := a.Authenticate(r.Header.Get("Authorization"))
@@ -203,6 +201,7 @@ func (c Config) checkAdmin(r *http.Request) error {
 			a.observe(nil, OutcomeInvalid)
 			return errors.Wrap(ErrInvalidCredentials, "wrong cluster secret")
 		}
+		a.observe(nil, OutcomeInternal)
 		return nil
 	}
 	cred, err := a.Authenticate(r.Header.Get("Authorization"))
@@ -230,6 +229,7 @@ func (c Config) grpcAuth(ctx context.Context, method string) (tenants []string, 
 	md, _ := metadata.FromIncomingContext(ctx)
 	if s := md.Get(MetadataClusterSecret); len(s) > 0 {
 		if len(s) == 1 && a.ValidClusterSecret(s[0]) {
+			a.observe(nil, OutcomeInternal)
 			return nil, true, nil
 		}
 		a.observe(nil, OutcomeInvalid)

@@ -62,6 +62,8 @@ func TestParseCredentialsRefusesBadFiles(t *testing.T) {
 	for _, tc := range []struct {
 		name, typ, file, want string
 	}{
+		{"empty", AuthBasic, "", "no credential"},
+		{"no credentials", AuthBasic, "credentials: []", "no credential"},
 		{"no name", AuthBasic, fmt.Sprintf("credentials: [{basic_auth: {username: u, password_bcrypt: %q}, read: [a]}]", good), "has no name"},
 		{"duplicate name", AuthBearer, fmt.Sprintf("credentials: [{name: x, bearer_token_sha256: %s, read: [a]}, {name: x, bearer_token_sha256: %s, read: [a]}]", tok, tok), "used twice"},
 		{"not bcrypt", AuthBasic, "credentials: [{name: x, basic_auth: {username: u, password_bcrypt: plain}, read: [a]}]", "not a bcrypt hash"},
@@ -75,7 +77,7 @@ func TestParseCredentialsRefusesBadFiles(t *testing.T) {
 		{"same token twice", AuthBearer, fmt.Sprintf("credentials: [{name: x, bearer_token_sha256: %s, read: [a]}, {name: y, bearer_token_sha256: %s, read: [a]}]", tok, tok), "another credential"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := ParseCredentials([]byte(tc.file), tc.typ)
+			_, err := parseCredentials([]byte(tc.file), tc.typ)
 			testutil.NotOk(t, err)
 			testutil.Assert(t, strings.Contains(err.Error(), tc.want), "error %q does not say %q", err, tc.want)
 		})

@@ -127,7 +127,7 @@ func (a *Authenticator) reload() error {
 	}
 	var set *credentialSet
 	if err == nil {
-		set, err = ParseCredentials(data, a.cfg.Type)
+		set, err = parseCredentials(data, a.cfg.Type)
 	}
 	if err != nil {
 		err = errors.Wrapf(err, "load credentials file %s", a.cfg.CredentialsFile)

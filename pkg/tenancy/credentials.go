@@ -102,15 +102,19 @@ type credentialSet struct {
 	count  int
 }
 
-// ParseCredentials parses and validates a credentials file for an auth type (basic or bearer): every
-// credential has a unique name, exactly one secret of the type's kind (a valid bcrypt hash, or 64 hex digits of
-// SHA-256), and tenants that are valid tenant IDs or "*".
-func ParseCredentials(data []byte, authType string) (*credentialSet, error) {
+// parseCredentials parses and validates a credentials file for an auth type (basic or bearer): at least one
+// credential (an empty file is more likely a file being rewritten than a wish to refuse everyone), each with a
+// unique name, exactly one secret of the type's kind (a valid bcrypt hash, or 64 hex digits of SHA-256), and
+// tenants that are valid tenant IDs or "*".
+func parseCredentials(data []byte, authType string) (*credentialSet, error) {
 	var f CredentialsFile
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(&f); err != nil && !errors.Is(err, errEOF) {
 		return nil, errors.Wrap(err, "parse credentials file")
+	}
+	if len(f.Credentials) == 0 {
+		return nil, errors.New("the credentials file holds no credential")
 	}
 	set := &credentialSet{byUser: map[string]*Credential{}, count: len(f.Credentials)}
 	names := map[string]bool{}
