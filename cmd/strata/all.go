@@ -59,5 +59,5 @@ func runAll(p *process) error {
 // it calls without a connection (the same HTTP request as to a remote querier).
 func setupAllQueryFrontend(p *process) error {
 	m := frontend.NewMetrics(p.reg)
-	return setupQueryFrontend(p, frontend.NewInProcessDownstream(p.querierAPI, m), m)
+	return setupQueryFrontend(p, frontend.NewInProcessDownstream(p.cfg.Auth.ClusterSecretHandler(p.querierAPI), m), m)
 }

@@ -122,7 +122,7 @@ func setupCompactor(p *process) error {
 	if err != nil {
 		return errSetup(err, "compactor")
 	}
-	p.srv.Handle("GET /compactor/tenants", c.TenantsHandler())
+	p.srv.Handle("GET /compactor/tenants", p.admin(c.TenantsHandler()))
 	p.srv.AddLinks("Compactor", server.Link{Path: "/compactor/tenants", Desc: "Per tenant: planned, running and failed groups, oldest uncompacted block, no-compact blocks"},
 		server.Link{Path: "/metrics", Desc: "strata_compactor_* metrics"})
 	ready := p.srv.Ready.Register("compactor")

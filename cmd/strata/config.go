@@ -112,7 +112,7 @@ func (c *Config) Validate() error {
 	if c.DataDir == "" {
 		return errors.New("data_dir must be set")
 	}
-	for _, v := range []interface{ Validate() error }{c.Runtime, c.Server, c.Objstore, c.Limits, c.RuntimeConfig, c.IngesterRing, c.Ingester, c.Distributor, c.Querier, c.QueryFrontend, c.StoreGatewayRing, c.StoreGateway, c.CompactorRing} {
+	for _, v := range []interface{ Validate() error }{c.Runtime, c.Server, c.Auth, c.Objstore, c.Limits, c.RuntimeConfig, c.IngesterRing, c.Ingester, c.Distributor, c.Querier, c.QueryFrontend, c.StoreGatewayRing, c.StoreGateway, c.CompactorRing} {
 		if err := v.Validate(); err != nil {
 			return err
 		}
@@ -132,6 +132,7 @@ func registerCommonFlags(app *kingpin.Application, b *binder, cfg *Config) {
 	b.Int(app.Flag("server.grpc-max-send-msg-size-bytes", "Largest gRPC message the server sends, in bytes."), &cfg.Server.GRPCServerMaxSendMsgSize)
 	b.String(app.Flag("data-dir", "Directory for local state (TSDBs, caches, the default filesystem bucket)."), &cfg.DataDir)
 	b.Bool(app.Flag("auth.multitenancy-enabled", "Require a tenant (X-Scope-OrgID) on every request; when disabled every request is tenant 'anonymous'."), &cfg.Auth.MultitenancyEnabled)
+	registerAuthFlags(app, b, cfg)
 	b.String(app.Flag("objstore.config-file", "Thanos objstore config file (type: S3|GCS|AZURE|FILESYSTEM…). Default: a filesystem bucket under <data-dir>/bucket."), &cfg.Objstore.ConfigFile)
 	b.String(app.Flag("runtime-config.file", "YAML file with per-tenant limit overrides, reloaded periodically."), &cfg.RuntimeConfig.File)
 	b.Duration(app.Flag("runtime-config.reload-period", "How often the runtime config file is read again."), &cfg.RuntimeConfig.ReloadPeriod)

@@ -52,7 +52,7 @@ func setupDistributor(p *process) error {
 		return err
 	}
 	pusher := receive.NewRingPusher(p.ingesterRing.client, cfg.Distributor.RemoteTimeout, local, logger, p.reg).
-		WithShuffleSharding(p.overrides.IngestionTenantShardSize)
+		WithShuffleSharding(p.overrides.IngestionTenantShardSize).WithDialOptions(p.dialOpts...)
 	d := receive.NewDistributor(cfg.Distributor, p.overrides, pusher, logger, p.reg,
 		receive.WithDiscardedSamples(p.discardedSamples()), receive.WithDistributorCount(distributors.Get), receive.WithHATracker(ha))
 	h := cfg.Auth.HTTPMiddleware(false)(receive.NewPushHandler(d))
@@ -90,7 +90,7 @@ func joinDistributorRing(p *process, logger log.Logger) (*ring.HealthyCount, err
 	if err != nil {
 		return nil, errSetup(err, "distributor ring client")
 	}
-	p.srv.Handle("/distributor/ring", client)
+	p.srv.Handle("/distributor/ring", p.admin(client))
 	p.srv.AddLinks("Distributor", server.Link{Path: "/distributor/ring", Desc: "Distributors in the ring"})
 	count := ring.NewHealthyCount(client)
 	ready := p.srv.Ready.Register("distributor-ring")

@@ -29,7 +29,7 @@ func setupHATracker(p *process, logger log.Logger) (*receive.HATracker, error) {
 		t = receive.NewHATracker(p.cfg.Distributor.HATracker, client, p.overrides, logger, p.reg)
 		addContextActor(p.g, t.Run)
 	}
-	p.srv.Handle("/distributor/ha_tracker", receive.HATrackerHandler(t))
+	p.srv.Handle("/distributor/ha_tracker", p.admin(receive.HATrackerHandler(t)))
 	p.srv.AddLinks("Distributor", server.Link{Path: "/distributor/ha_tracker", Desc: "HA tracker: the elected replica of each HA cluster"})
 	return t, nil
 }

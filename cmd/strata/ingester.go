@@ -70,8 +70,8 @@ func setupIngester(p *process) error {
 	metadatapb.RegisterMetadataServer(p.srv.GRPC(), ing.MetadataServer())
 	cardinalitypb.RegisterCardinalityServer(p.srv.GRPC(), ing.CardinalityServer())
 	r.local = map[string]*receive.Ingester{inst.Addr: ing}
-	p.srv.Handle("POST /ingester/flush", flushHandler(ing, logger))
-	p.srv.Handle("GET /ingester/late_writes", ing.LateWritesHandler()) // read by query-frontends' results caches
+	p.srv.Handle("POST /ingester/flush", p.admin(flushHandler(ing, logger)))
+	p.srv.Handle("GET /ingester/late_writes", p.admin(ing.LateWritesHandler())) // read by query-frontends' results caches
 	p.srv.AddLinks("Ingester", server.Link{Path: "/ingester/flush", Desc: "POST: cut every head into blocks and ship them now"})
 
 	ready := p.srv.Ready.Register("ingester")

@@ -35,7 +35,7 @@ func newMetadataQuerier(p *process) *query.MetadataQuerier {
 		c, ok := conns[addr]
 		if !ok {
 			var err error
-			if c, err = grpc.NewClient(addr, store.DialOptions()...); err != nil {
+			if c, err = grpc.NewClient(addr, append(store.DialOptions(), p.dialOpts...)...); err != nil {
 				return nil, errors.Wrapf(err, "dial ingester %s", addr)
 			}
 			conns[addr] = c

@@ -54,6 +54,9 @@ type process struct {
 	discarded      *receive.DiscardedSamples // discardedSamples(), on first use
 	// oneShot: the component is a tool that runs to an end; stopped by a signal before, it exits non-zero.
 	oneShot bool
+	// dialOpts are the options of gRPC connections to other components (TLS, cluster secret), secretDialOpts those
+	// to in-process servers (cluster secret only); set by setupAuth.
+	dialOpts, secretDialOpts []grpc.DialOption
 }
 
 // newProcess returns the process of a component: nothing runs until its setups add to g.
@@ -80,6 +83,9 @@ func (p *process) discardedSamples() *receive.DiscardedSamples {
 // setupServers builds the servers and the per-tenant overrides, and adds them to the group.
 func setupServers(p *process) error {
 	cfg, logger := p.cfg, p.logger
+	if err := setupAuth(p); err != nil {
+		return err
+	}
 	srv, err := server.New(cfg.Server, logger, p.reg,
 		grpc.ChainUnaryInterceptor(cfg.Auth.UnaryServerInterceptor(grpcTenantExempt)),
 		grpc.ChainStreamInterceptor(cfg.Auth.StreamServerInterceptor(grpcTenantExempt)),
@@ -94,7 +100,8 @@ func setupServers(p *process) error {
 	overrides := tenancy.NewOverrides(cfg.Limits, rtm)
 
 	srv.Handle("GET /config", server.ConfigHandler(func() any { return cfg }))
-	srv.Handle("GET /runtime_config", overrides.Handler())
+	srv.SetAdminMiddleware(cfg.Auth.AdminMiddleware(), cfg.Auth.MetricsRequireAuth)
+	srv.Handle("GET /runtime_config", p.admin(overrides.Handler()))
 	srv.Handle("GET /api/v1/user_limits", cfg.Auth.HTTPMiddleware(false)(overrides.UserLimitsHandler()))
 	srv.AddLinks("Server", server.Link{Path: "/config", Desc: "Effective configuration"},
 		server.Link{Path: "/runtime_config", Desc: "Per-tenant overrides in force"},

@@ -73,7 +73,7 @@ func setupQuerier(p *process) error {
 		ingesters = func() ([]string, error) { return ingesterAddrs(r.client) }
 		shards = r.client
 	}
-	endpoints, err := query.NewEndpoints(specs, ingesters, cfg.IngesterRing.ReplicationFactor, cfg.Querier.QueryIngestersWithin, logger)
+	endpoints, err := query.NewEndpoints(specs, ingesters, cfg.IngesterRing.ReplicationFactor, cfg.Querier.QueryIngestersWithin, logger, p.dialOpts...)
 	if err != nil {
 		return errSetup(err, "querier endpoints")
 	}
@@ -115,10 +115,10 @@ func newBlocksStore(p *process, logger log.Logger) *query.BlocksStore {
 	}
 	finder := query.NewBucketBlocksFinder(p.bkt, cfg.Querier.BlocksRefreshInterval, grace, cfg.StoreGateway.IgnoreDeletionMarkDelay, time.Now)
 	owners := func(id ulid.ULID) ([]string, error) { return ring.BlockOwners(gw, id, ring.BlocksRead) }
-	pool := query.NewGatewayPool()
+	pool := query.NewGatewayPool(p.dialOpts...)
 	dial := pool.Dial
 	if local != nil {
-		localPool := query.NewGatewayPool(grpc.WithContextDialer(local.Dial))
+		localPool := query.NewGatewayPool(append(p.secretDialOpts, grpc.WithContextDialer(local.Dial))...)
 		dial = func(addr string) (storepb.StoreClient, error) {
 			if addr == local.Addr {
 				return localPool.Dial(addr)

@@ -43,10 +43,10 @@ func runQueryFrontend(p *process) error {
 	m := frontend.NewMetrics(p.reg)
 	// A bounded dial: a querier whose host is gone (SYNs dropped) fails in seconds and the retry goes to another.
 	dialer := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
-	client := &http.Client{Timeout: p.cfg.QueryFrontend.DownstreamTimeout, Transport: &http.Transport{
+	client := p.internalClient(p.cfg.QueryFrontend.DownstreamTimeout, &http.Transport{
 		DialContext: dialer.DialContext, MaxIdleConnsPerHost: 64, IdleConnTimeout: 90 * time.Second,
 		ResponseHeaderTimeout: p.cfg.QueryFrontend.DownstreamTimeout,
-	}}
+	})
 	down, err := frontend.NewDownstream(p.cfg.QueryFrontend.DownstreamURLs, client, m)
 	if err != nil {
 		return errSetup(err, "query-frontend")

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/json"
-	"net/http"
 	"time"
 
 	"github.com/alecthomas/kingpin/v2"
@@ -95,7 +94,7 @@ func ingesterLogs(p *process) frontend.IngesterLogs {
 		for _, u := range urls {
 			byID[u] = u
 		}
-		return frontend.IngesterLogsOverHTTP(&http.Client{Timeout: 10 * time.Second}, func() (map[string]string, error) { return byID, nil })
+		return frontend.IngesterLogsOverHTTP(p.internalClient(10*time.Second, nil), func() (map[string]string, error) { return byID, nil })
 	}
 	r := p.ingesterRing
 	if r == nil || len(r.local) == 0 {

@@ -83,7 +83,7 @@ func watchRing(p *process, client *dskitring.Ring, component, members string) {
 	ready := p.srv.Ready.Register(component + "-ring")
 	addContextActor(p.g, func(ctx context.Context) error { return ring.RunService(ctx, client, ready, nil) })
 	path := "/" + component + "/ring"
-	p.srv.Handle(path, client)
+	p.srv.Handle(path, p.admin(client))
 	p.srv.AddLinks(strings.ToUpper(component[:1])+component[1:]+" ring", server.Link{Path: path, Desc: members + " in the ring (JSON with Accept: application/json)"})
 }
 

@@ -70,8 +70,8 @@ func setupStoreGateway(p *process) error {
 		gw.Register(p.srv.GRPC())
 	}
 	p.gateway = gw
-	p.srv.Handle("GET /store-gateway/tenants", gw.Store().TenantsHandler())
-	p.srv.Handle("GET /store-gateway/tenant/{tenant}/blocks", gw.Store().BlocksHandler())
+	p.srv.Handle("GET /store-gateway/tenants", p.admin(gw.Store().TenantsHandler()))
+	p.srv.Handle("GET /store-gateway/tenant/{tenant}/blocks", p.admin(gw.Store().BlocksHandler()))
 	p.srv.AddLinks("Store-gateway", server.Link{Path: "/store-gateway/tenants", Desc: "Tenants and blocks served"})
 
 	ready := p.srv.Ready.Register("store-gateway")

@@ -58,6 +58,7 @@ type staticEndpoint struct {
 // only when the request reaches into the last queryIngestersWithin (their data is younger).
 type Endpoints struct {
 	logger               log.Logger
+	dialOpts             []grpc.DialOption
 	static               []*staticEndpoint
 	ingesters            func() ([]string, error)
 	replicationFactor    int
@@ -71,10 +72,11 @@ type Endpoints struct {
 
 // NewEndpoints dials (lazily) the static endpoints. ingesters lists the ingesters' gRPC addresses (nil: none);
 // with the write path's replication factor, a request absorbs the failures of RF − quorum of them silently.
-func NewEndpoints(specs []EndpointSpec, ingesters func() ([]string, error), replicationFactor int, queryIngestersWithin time.Duration, logger log.Logger) (*Endpoints, error) {
-	e := &Endpoints{logger: logger, ingesters: ingesters, replicationFactor: replicationFactor, queryIngestersWithin: queryIngestersWithin, now: time.Now, pool: map[string]*staticEndpoint{}}
+// dialOpts are added to every connection (TLS, the cluster secret).
+func NewEndpoints(specs []EndpointSpec, ingesters func() ([]string, error), replicationFactor int, queryIngestersWithin time.Duration, logger log.Logger, dialOpts ...grpc.DialOption) (*Endpoints, error) {
+	e := &Endpoints{logger: logger, dialOpts: dialOpts, ingesters: ingesters, replicationFactor: replicationFactor, queryIngestersWithin: queryIngestersWithin, now: time.Now, pool: map[string]*staticEndpoint{}}
 	for _, spec := range specs {
-		c, conn, err := store.Dial(spec.Addr)
+		c, conn, err := store.Dial(spec.Addr, e.dialOpts...)
 		if err != nil {
 			_ = e.Close()
 			return nil, err
@@ -147,7 +149,7 @@ func (e *Endpoints) appendIngesters(out []store.StoreClient, set ingesterSet) []
 		if !ok {
 			// Scoped: in `strata all` the address also serves the merged view, which would ask this querier's
 			// ingesters again.
-			c, conn, err := store.Dial(addr, store.IngesterDialOptions()...)
+			c, conn, err := store.Dial(addr, append(store.IngesterDialOptions(), e.dialOpts...)...)
 			if err != nil {
 				level.Warn(e.logger).Log("msg", "dial ingester", "addr", addr, "err", err)
 				continue

@@ -46,6 +46,8 @@ type RingPusher struct {
 	timeout time.Duration
 	logger  log.Logger
 	metrics replicationMetrics
+	// dialOpts are added to store.DialOptions for connections to the ingesters (TLS, cluster secret).
+	dialOpts []grpc.DialOption
 	// local are in-process ingesters by ring address: written without a gRPC hop (strata all).
 	local map[string]Pusher
 	// shardSize is a tenant's ingestion_tenant_shard_size (nil: no shuffle sharding; see WithShuffleSharding).
@@ -270,12 +272,18 @@ func (p *RingPusher) conn(addr string) (*grpc.ClientConn, error) {
 	if c, ok := p.conns[addr]; ok {
 		return c, nil
 	}
-	c, err := grpc.NewClient(addr, store.DialOptions()...)
+	c, err := grpc.NewClient(addr, append(store.DialOptions(), p.dialOpts...)...)
 	if err != nil {
 		return nil, errors.Wrapf(err, "dial ingester %s", addr)
 	}
 	p.conns[addr] = c
 	return c, nil
+}
+
+// WithDialOptions adds opts (TLS, the cluster secret) to the connections to the ingesters. Call it before use.
+func (p *RingPusher) WithDialOptions(opts ...grpc.DialOption) *RingPusher {
+	p.dialOpts = opts
+	return p
 }
 
 // Close closes the connections to the ingesters.

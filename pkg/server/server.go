@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/exporter-toolkit/web"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -32,6 +33,8 @@ type Config struct {
 	GRPCServerMaxRecvMsgSize int `yaml:"grpc_server_max_recv_msg_size"`
 	// GRPCServerMaxSendMsgSize is the largest gRPC message the server sends, in bytes. Mimir's name and default.
 	GRPCServerMaxSendMsgSize int `yaml:"grpc_server_max_send_msg_size"`
+	// TLS of the HTTP and gRPC servers and of the connections to other components (tls.go).
+	TLS TLSConfig `yaml:",inline"`
 }
 
 // DefaultGRPCMaxMsgSize is Mimir's default bound of a gRPC message, either way: 100 MiB.
@@ -55,7 +58,7 @@ func (c Config) Validate() error {
 		return errors.Newf("server: grpc_server_max_recv_msg_size and grpc_server_max_send_msg_size must be positive, got %d and %d",
 			c.GRPCServerMaxRecvMsgSize, c.GRPCServerMaxSendMsgSize)
 	}
-	return nil
+	return c.TLS.Validate()
 }
 
 // GRPCMsgSizeOptions bound the messages a gRPC server of this config receives and sends (a size left 0 in a
@@ -106,6 +109,10 @@ type Server struct {
 
 	Ready *Prober
 	index *index
+
+	// admin guards /debug/pprof/ (and /metrics with adminMetrics); see SetAdminMiddleware.
+	admin        func(http.Handler) http.Handler
+	adminMetrics bool
 }
 
 // New binds the listeners and builds both servers. The gRPC server takes and sends messages up to
@@ -132,25 +139,47 @@ func New(cfg Config, logger log.Logger, reg prometheus.Registerer, grpcOpts ...g
 		health:       health.NewServer(),
 		index:        &index{},
 	}
-	s.grpcServer = grpc.NewServer(append(cfg.GRPCMsgSizeOptions(), grpcOpts...)...)
+	tlsOpts, err := cfg.TLS.grpcServerOptions()
+	if err != nil {
+		_, _ = httpL.Close(), grpcL.Close()
+		return nil, errors.Wrap(err, "gRPC TLS")
+	}
+	s.grpcServer = grpc.NewServer(append(append(cfg.GRPCMsgSizeOptions(), tlsOpts...), grpcOpts...)...)
 	healthpb.RegisterHealthServer(s.grpcServer, s.health)
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	s.Ready = newProber(func() { s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING) })
 	s.httpServer = &http.Server{Handler: s.mux, ReadHeaderTimeout: 30 * time.Second}
 
 	if gatherer, ok := reg.(prometheus.Gatherer); ok {
-		s.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{Registry: reg, EnableOpenMetrics: true}))
+		s.Handle("GET /metrics", s.guard(promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{Registry: reg, EnableOpenMetrics: true}), true))
 	}
 	s.Handle("GET /ready", s.Ready)
 	// Go's profiler, as Thanos and Mimir expose it.
-	s.mux.HandleFunc("/debug/pprof/", pprof.Index)
-	s.mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-	s.mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	s.mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	s.mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	s.mux.Handle("/debug/pprof/", s.guard(http.HandlerFunc(pprof.Index), false))
+	s.mux.Handle("/debug/pprof/cmdline", s.guard(http.HandlerFunc(pprof.Cmdline), false))
+	s.mux.Handle("/debug/pprof/profile", s.guard(http.HandlerFunc(pprof.Profile), false))
+	s.mux.Handle("/debug/pprof/symbol", s.guard(http.HandlerFunc(pprof.Symbol), false))
+	s.mux.Handle("/debug/pprof/trace", s.guard(http.HandlerFunc(pprof.Trace), false))
 	s.Handle("GET /{$}", s.index)
 	s.AddLinks("Server", Link{"/ready", "Readiness"}, Link{"/metrics", "Metrics"}, Link{"/debug/pprof/", "Go profiles"})
 	return s, nil
+}
+
+// SetAdminMiddleware guards the server's own pages with mw: Go's profiles always, /metrics when metrics is
+// true. Call it before Run.
+func (s *Server) SetAdminMiddleware(mw func(http.Handler) http.Handler, metrics bool) {
+	s.admin, s.adminMetrics = mw, metrics
+}
+
+// guard serves h through the admin middleware set at the time of the request (none: h as is).
+func (s *Server) guard(h http.Handler, metrics bool) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.admin == nil || metrics && !s.adminMetrics {
+			h.ServeHTTP(w, r)
+			return
+		}
+		s.admin(h).ServeHTTP(w, r)
+	})
 }
 
 // RegisterProcessCollectors adds the Go runtime and process collectors to reg, as every Prometheus exporter does.
@@ -188,7 +217,9 @@ func (s *Server) Run(g interface {
 }) {
 	g.Add(func() error {
 		level.Info(s.logger).Log("msg", "listening for HTTP", "address", s.HTTPAddr())
-		if err := s.httpServer.Serve(s.httpListener); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		// exporter-toolkit serves plain HTTP without a web config file, and TLS (reloaded per connection) with one.
+		webCfg := s.cfg.TLS.WebConfigFile
+		if err := web.Serve(s.httpListener, s.httpServer, &web.FlagConfig{WebConfigFile: &webCfg}, Slog(s.logger)); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			return errors.Wrap(err, "serve HTTP")
 		}
 		return nil

@@ -31,10 +31,27 @@ func GRPCCode(err error) codes.Code {
 // HTTPMiddleware validates the tenant of every request and stores it in the request's context
 // (read it with TenantFromContext / TenantsFromContext). Requests without a valid tenant are answered
 // 401 or 400 and never reach next. With allowFederation false a request naming several tenants is refused.
+//
+// With built-in authentication on (auth.type basic or bearer) the request must also carry a credential
+// allowed to write (remote write, OTLP: see AccessOfPath) or read (everything else) every tenant it names; a
+// credential with a single tenant needs no tenant header. Otherwise 401 (no or wrong credential) or 403
+// (naming the tenant refused).
 func (c Config) HTTPMiddleware(allowFederation bool) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			tenants, err := c.TenantsFromHTTP(r)
+			var (
+				tenants []string
+				err     error
+			)
+			if c.AuthEnabled() {
+				// The credential decides which tenants the request may name (auth.go).
+				if tenants, _, err = c.authHTTP(r, allowFederation); err != nil {
+					c.httpAuthError(w, err)
+					return
+				}
+			} else {
+				tenants, err = c.TenantsFromHTTP(r)
+			}
 			if err == nil && !allowFederation && len(tenants) > 1 {
 				err = errors.Wrapf(ErrTooManyTenants, "%s names %d tenants where one is required", HeaderOrgID, len(tenants))
 			}
@@ -51,6 +68,10 @@ func (c Config) HTTPMiddleware(allowFederation bool) func(http.Handler) http.Han
 // Thanos's Info, which a stock Thanos querier calls without one.
 type GRPCExempt []string
 
+// healthService is the gRPC health service, which needs no credential even with auth on (load balancers,
+// orchestrators).
+const healthService = "/grpc.health.v1.Health/"
+
 func (e GRPCExempt) exempt(method string) bool {
 	for _, m := range e {
 		if method == m || (strings.HasSuffix(m, "/") && strings.HasPrefix(method, m)) {
@@ -61,6 +82,18 @@ func (e GRPCExempt) exempt(method string) bool {
 }
 
 func (c Config) grpcContext(ctx context.Context, method string, exempt GRPCExempt) (context.Context, error) {
+	if c.AuthEnabled() && !strings.HasPrefix(method, healthService) {
+		tenants, trusted, err := c.grpcAuth(ctx, method)
+		if err != nil {
+			return nil, err
+		}
+		if !trusted {
+			if len(tenants) == 0 {
+				return ctx, nil
+			}
+			return WithTenants(ctx, tenants), nil
+		}
+	}
 	if exempt.exempt(method) {
 		// No tenant needed; one that is sent and valid is still passed on (Info then answers for that tenant only).
 		if tenants, err := c.TenantsFromGRPC(ctx); err == nil {

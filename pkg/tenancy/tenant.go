@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/efficientgo/core/errors"
 	"github.com/grafana/dskit/tenant"
@@ -104,10 +105,24 @@ type Config struct {
 	// MultitenancyEnabled requires a tenant on every request. When false every request is tenant "anonymous",
 	// whatever its headers say.
 	MultitenancyEnabled bool `yaml:"multitenancy_enabled"`
+
+	// Built-in authentication (auth.go): none, basic or bearer, with the credentials of CredentialsFile.
+	Type                    string        `yaml:"type"`
+	CredentialsFile         string        `yaml:"credentials_file"`
+	CredentialsReloadPeriod time.Duration `yaml:"credentials_reload_period"`
+	// ClusterSecret (or the content of ClusterSecretFile) authenticates components to each other.
+	ClusterSecret     string `yaml:"cluster_secret"`
+	ClusterSecretFile string `yaml:"cluster_secret_file"`
+	// MetricsRequireAuth puts /metrics behind an admin credential (or the cluster secret) too.
+	MetricsRequireAuth bool `yaml:"metrics_require_auth"`
+
+	authn *Authenticator // set by WithAuthenticator when Type is not none
 }
 
-// DefaultConfig is multi-tenancy on, as in Mimir.
-func DefaultConfig() Config { return Config{MultitenancyEnabled: true} }
+// DefaultConfig is multi-tenancy on, as in Mimir, and built-in authentication off.
+func DefaultConfig() Config {
+	return Config{MultitenancyEnabled: true, Type: AuthNone, CredentialsReloadPeriod: 10 * time.Second}
+}
 
 // rawFromHTTP returns the tenant header's value, from X-Scope-OrgID or THANOS-TENANT. Headers that disagree are
 // refused rather than one of them winning: a header repeated, or both headers naming different tenants (a gateway
