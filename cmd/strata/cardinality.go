@@ -43,7 +43,7 @@ func newCardinalityQuerier(p *process) *query.CardinalityQuerier {
 		c, ok := conns[addr]
 		if !ok {
 			var err error
-			if c, err = grpc.NewClient(addr, store.DialOptions()...); err != nil {
+			if c, err = grpc.NewClient(addr, append(store.DialOptions(), p.dialOpts...)...); err != nil {
 				return nil, errors.Wrapf(err, "dial ingester %s", addr)
 			}
 			conns[addr] = c
