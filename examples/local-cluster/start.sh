@@ -81,6 +81,19 @@ start() { # name http grpc gossip args...
   STARTED+=("$name:$http")
 }
 
+# wait_seed waits (at most 20s) until one of the gossip seeds (the ingesters and the distributor) listens, so that a
+# component started after them joins the memberlist cluster at once (its fast join fails, logged as an error and
+# retried, when no seed is up yet). Without any seed running it goes on after the 20s.
+wait_seed() {
+  local deadline=$((SECONDS + 20)) p
+  while (( SECONDS < deadline )); do
+    for p in 7946 7947 7948 7949; do
+      (exec 3<>"/dev/tcp/127.0.0.1/$(port $p)") 2>/dev/null && return 0
+    done
+    sleep 0.1
+  done
+}
+
 ingester() { # zone index
   local z=$1 i=$2
   start "ingester-$z" $((8081 + i)) $((9096 + i)) $((7947 + i)) ingester --ingester.id="ingester-$z" \
@@ -102,12 +115,12 @@ for c in "${WANT[@]}"; do
     ingester-b) ingester b 1 ;;
     ingester-c) ingester c 2 ;;
     distributor) start distributor 8080 9095 7946 distributor ;;
-    store-gateway-a) store_gateway a 0 ;;
-    store-gateway-b) store_gateway b 1 ;;
-    store-gateway-c) store_gateway c 2 ;;
-    querier) start querier 8087 9090 7950 querier --querier.blocks-refresh-interval="$BLOCKS_REFRESH_INTERVAL" \
+    store-gateway-a) wait_seed; store_gateway a 0 ;;
+    store-gateway-b) wait_seed; store_gateway b 1 ;;
+    store-gateway-c) wait_seed; store_gateway c 2 ;;
+    querier) wait_seed; start querier 8087 9090 7950 querier --querier.blocks-refresh-interval="$BLOCKS_REFRESH_INTERVAL" \
       --querier.blocks-upload-grace-period="$UPLOAD_GRACE_PERIOD" ;;
-    query-frontend) start query-frontend 8090 9091 7954 query-frontend \
+    query-frontend) wait_seed; start query-frontend 8090 9091 7954 query-frontend \
       --query-frontend.downstream-url="http://127.0.0.1:$(port 8087)" \
       --querier.blocks-refresh-interval="$BLOCKS_REFRESH_INTERVAL" --querier.blocks-upload-grace-period="$UPLOAD_GRACE_PERIOD" \
       --query-frontend.results-cache.ingester-url="http://127.0.0.1:$(port 8081)" \
