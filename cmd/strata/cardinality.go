@@ -1,15 +1,9 @@
 package main
 
 import (
-	"context"
-	"sync"
-
 	"github.com/alecthomas/kingpin/v2"
-	"github.com/efficientgo/core/errors"
-	"google.golang.org/grpc"
 
 	"github.com/stratametrics/strata/pkg/query"
-	"github.com/stratametrics/strata/pkg/store"
 	"github.com/stratametrics/strata/pkg/store/cardinalitypb"
 )
 
@@ -26,40 +20,21 @@ func registerCardinalityFlags(cmd *kingpin.CmdClause, b *binder, cfg *Config) {
 // over its strata.Cardinality gRPC service, or directly for an ingester of this process (strata all). Nil
 // without an ingester ring.
 func newCardinalityQuerier(p *process) *query.CardinalityQuerier {
-	g, r := p.g, p.ingesterRing
+	r := p.ingesterRing
 	if r == nil {
 		return nil
 	}
-	var (
-		mtx   sync.Mutex
-		conns = map[string]*grpc.ClientConn{}
-	)
+	conn := ingesterConns(p)
 	dial := func(addr string) (query.CardinalityReader, error) {
 		if ing, ok := r.local[addr]; ok {
 			return ing, nil
 		}
-		mtx.Lock()
-		defer mtx.Unlock()
-		c, ok := conns[addr]
-		if !ok {
-			var err error
-			if c, err = grpc.NewClient(addr, append(store.DialOptions(), p.dialOpts...)...); err != nil {
-				return nil, errors.Wrapf(err, "dial ingester %s", addr)
-			}
-			conns[addr] = c
+		c, err := conn(addr)
+		if err != nil {
+			return nil, err
 		}
 		return query.GRPCCardinalityReader(cardinalitypb.NewCardinalityClient(c)), nil
 	}
-	addContextActor(g, func(ctx context.Context) error {
-		<-ctx.Done()
-		mtx.Lock()
-		defer mtx.Unlock()
-		for addr, c := range conns {
-			_ = c.Close()
-			delete(conns, addr)
-		}
-		return nil
-	})
 	q := query.NewCardinalityQuerier(p.cfg.Querier.Cardinality, ingesterReadReplicas(p), p.cfg.IngesterRing.ReplicationFactor, dial)
 	if r.client != nil {
 		q.WithShuffleSharding(r.client, p.overrides.IngestionTenantShardSize, p.cfg.Querier.IngestersLookback())

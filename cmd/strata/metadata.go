@@ -17,32 +17,37 @@ import (
 // newMetadataQuerier returns the querier of the metric metadata the ring's ingesters hold: each asked over its
 // thanos.Metadata gRPC service, or directly for an ingester of this process (strata all).
 func newMetadataQuerier(p *process) *query.MetadataQuerier {
-	g, r := p.g, p.ingesterRing
+	r := p.ingesterRing
 	if r == nil {
 		return nil
 	}
 	replicas := ingesterReadReplicas(p)
-	var (
-		mtx   sync.Mutex
-		conns = map[string]*grpc.ClientConn{}
-	)
+	conn := ingesterConns(p)
 	dial := func(addr string) (query.MetadataReader, error) {
 		if ing, ok := r.local[addr]; ok {
 			return ing, nil
 		}
-		mtx.Lock()
-		defer mtx.Unlock()
-		c, ok := conns[addr]
-		if !ok {
-			var err error
-			if c, err = grpc.NewClient(addr, append(store.DialOptions(), p.dialOpts...)...); err != nil {
-				return nil, errors.Wrapf(err, "dial ingester %s", addr)
-			}
-			conns[addr] = c
+		c, err := conn(addr)
+		if err != nil {
+			return nil, err
 		}
 		return query.GRPCMetadataReader(metadatapb.NewMetadataClient(c)), nil
 	}
-	addContextActor(g, func(ctx context.Context) error {
+	q := query.NewMetadataQuerier(replicas, dial)
+	if r.client != nil {
+		q.WithShuffleSharding(r.client, p.overrides.IngestionTenantShardSize, p.cfg.Querier.IngestersLookback())
+	}
+	return q
+}
+
+// ingesterConns returns the gRPC connection to an ingester by address: dialled once (with the process's TLS
+// and cluster secret), shared, and closed when the process stops.
+func ingesterConns(p *process) func(addr string) (*grpc.ClientConn, error) {
+	var (
+		mtx   sync.Mutex
+		conns = map[string]*grpc.ClientConn{}
+	)
+	addContextActor(p.g, func(ctx context.Context) error {
 		<-ctx.Done()
 		mtx.Lock()
 		defer mtx.Unlock()
@@ -52,11 +57,19 @@ func newMetadataQuerier(p *process) *query.MetadataQuerier {
 		}
 		return nil
 	})
-	q := query.NewMetadataQuerier(replicas, dial)
-	if r.client != nil {
-		q.WithShuffleSharding(r.client, p.overrides.IngestionTenantShardSize, p.cfg.Querier.IngestersLookback())
+	return func(addr string) (*grpc.ClientConn, error) {
+		mtx.Lock()
+		defer mtx.Unlock()
+		if c, ok := conns[addr]; ok {
+			return c, nil
+		}
+		c, err := grpc.NewClient(addr, append(store.DialOptions(), p.dialOpts...)...)
+		if err != nil {
+			return nil, errors.Wrapf(err, "dial ingester %s", addr)
+		}
+		conns[addr] = c
+		return c, nil
 	}
-	return q
 }
 
 // ingesterReadReplicas lists the healthy ingesters of the ring and the failures a read of every one of them
