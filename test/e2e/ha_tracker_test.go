@@ -72,7 +72,8 @@ func electedOn(t *testing.T, p *proc) haElected {
 // TestHATrackerFailover: two Prometheus-like writers (the real strata-loadgen) are the replicas a and b of HA
 // cluster c1, a writing to distributor d1 and b to d2 (two distributors over memberlist, one ingester, RF 1,
 // failover timeout 3s, update timeout 1s). Only a's samples are stored, without the replica label, while b's are
-// answered 202 and dropped by d2, which learned a's election from the KV store. a is killed: after the failover
+// answered 202 and dropped by d2, which learned a's election from the KV store, also after d2 is killed and
+// restarted. a is killed: after the failover
 // timeout b is elected and its samples stored; the stored series have exactly one switch from a to b, with no
 // gap longer than the failover timeout plus b's next send (and not much shorter than the failover timeout less
 // the update timeout: the failover waits); both distributors show the same elected replica.
@@ -129,6 +130,21 @@ func TestHATrackerFailover(t *testing.T) {
 	time.Sleep(2 * time.Second)
 	testutil.Equals(t, "a", electedOn(t, d2).Replica)
 
+	// d2 killed (kill -9) and restarted on the same addresses while b writes to it: it learns a's election from
+	// the KV store when it rejoins the gossip, so b's requests go on being dropped and nobody is elected anew (a
+	// sample of b stored meanwhile would show below as a second drop in the series' values).
+	electedAt := electedOn(t, d1).ElectedAt
+	testutil.Ok(t, d2.cmd.Process.Kill())
+	<-d2.exited
+	d2 = restartStrata(t, dir, d2, append(append([]string{"distributor", "--distributor.id=d2"}, common(2)...), haFlags...)...)
+	d2.waitReady(t, 60*time.Second)
+	waitUntil(t, 15*time.Second, "the restarted d2 drops b's samples", func() bool {
+		l := metricsLines(t, d2, "strata_distributor_deduped_samples_total", `cluster="c1"`, `tenant="ha"`)
+		return len(l) == 1 && !strings.HasSuffix(l[0], " 0")
+	})
+	testutil.Equals(t, "a", electedOn(t, d2).Replica)
+	testutil.Equals(t, electedAt, electedOn(t, d1).ElectedAt, "no new election")
+
 	// Kill the elected writer, as a crash: b is elected within the failover timeout of a's last heartbeat.
 	testutil.Ok(t, a.cmd.Process.Kill())
 	<-a.exited
@@ -183,6 +199,14 @@ func TestHATrackerFailover(t *testing.T) {
 		testutil.Assert(t, gap >= failover-updateTimeout-interval-slack, "%s: b elected too early, %s after a's last sample", s.Metric["__name__"], gap)
 		testutil.Assert(t, time.UnixMilli(samples[i-1].ts).Before(killed), "a's last sample after it was killed")
 	}
+}
+
+// restartStrata starts `strata <args>` again on p's addresses and data dir (p has exited).
+func restartStrata(t *testing.T, dir string, p *proc, args ...string) *proc {
+	t.Helper()
+	np := startProc(t, dir, "strata", strataBin, append(args, "--http-address="+p.httpAddr, "--grpc-address="+p.grpcAddr, "--data-dir="+p.dataDir)...)
+	np.httpAddr, np.grpcAddr, np.dataDir = p.httpAddr, p.grpcAddr, p.dataDir
+	return np
 }
 
 // TestHATrackerAll: in `strata all` (the in-memory KV store) the tracker elects the first replica, answers the
