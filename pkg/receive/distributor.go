@@ -25,8 +25,9 @@ import (
 // histogram or exemplar; req.Metadata holds the request's valid metric metadata (metadata.go), and a request may
 // carry metadata only. The Distributor neither touches nor reuses req after Push returns, so a Pusher may go on
 // using it (replicas still sending after a quorum answered), but must not modify it. Its messages are carved
-// out of a few per-request slabs, and strings share allocations of a few KiB (consecutive series): keeping a
-// string keeps such a window of the request, keeping a message keeps its slab.
+// out of a few per-request slabs, and the strings of a remote write's series alias its decompressed body: a
+// ReleasingPusher must copy whatever it keeps beyond its release (the memory is then reused), and for any other
+// Pusher keeping a string keeps the whole body, keeping a message its slab.
 //
 // The error decides the HTTP answer: a *tenancy.Error answers with its Status; a gRPC status InvalidArgument
 // 400, ResourceExhausted 429; anything else (unavailable, no quorum, deadline) 503, which Prometheus retries.

@@ -2,6 +2,7 @@ package receive
 
 import (
 	"context"
+	"strings"
 
 	"github.com/efficientgo/core/errors"
 	"google.golang.org/grpc"
@@ -46,13 +47,34 @@ func remoteWriteHandler(srv any, ctx context.Context, dec func(any) error, inter
 		// distributor takes for the ingester's failure and its client retries for ever).
 		return nil, status.Error(codes.InvalidArgument, w.decodeErr.Error())
 	}
+	var (
+		resp any
+		err  error
+	)
 	if interceptor == nil {
-		return ing.remoteWriteForwarded(ctx, w)
+		resp, err = ing.remoteWriteForwarded(ctx, w)
+	} else {
+		info := &grpc.UnaryServerInfo{Server: srv, FullMethod: storepb.WriteableStore_RemoteWrite_FullMethodName}
+		resp, err = interceptor(ctx, w, info, func(ctx context.Context, req any) (any, error) {
+			return ing.remoteWriteForwarded(ctx, req.(*forwardedWrite))
+		})
 	}
-	info := &grpc.UnaryServerInfo{Server: srv, FullMethod: storepb.WriteableStore_RemoteWrite_FullMethodName}
-	return interceptor(ctx, w, info, func(ctx context.Context, req any) (any, error) {
-		return ing.remoteWriteForwarded(ctx, req.(*forwardedWrite))
-	})
+	return resp, detachedStatus(err)
+}
+
+// detachedStatus is err as the gRPC status it is answered with, its message copied: the request's strings
+// alias its receive buffer (forwardedWrite.UnmarshalInPlace), which goes back to gRPC's pool when the handler
+// returns, before gRPC reads the error. Every message is built by formatting (a copy) today; this keeps it so
+// whatever an error comes to quote.
+func detachedStatus(err error) error {
+	if err == nil {
+		return nil
+	}
+	st, ok := status.FromError(err)
+	if !ok {
+		st = status.FromContextError(err) // as gRPC's server converts it: context errors keep their code
+	}
+	return status.Error(st.Code(), strings.Clone(st.Message()))
 }
 
 func (i *Ingester) remoteWriteForwarded(ctx context.Context, w *forwardedWrite) (*storepb.WriteResponse, error) {
@@ -71,6 +93,9 @@ type forwardedWrite struct {
 	invalidUTF8 bool
 	// decodeErr: the request is malformed (answered InvalidArgument by the handler).
 	decodeErr error
+	// alias: the series' strings alias the received bytes, which release gives back (UnmarshalInPlace).
+	alias   bool
+	release func()
 }
 
 // The storepb.WriteRequest fields the ingester reads (rpc.proto).
@@ -81,6 +106,16 @@ const (
 	fwdFieldTenantData = 4
 	fwdFieldMetadata   = 5
 )
+
+// UnmarshalInPlace implements storepb.InPlaceUnmarshaler: it is UnmarshalVT with the series' strings aliasing
+// b, which w keeps (and releases when it goes back to its pool, after the handler returned). What the ingester
+// keeps of a request is copied: the TSDB copies the labels of a series it creates, errors format their messages,
+// metadata and the tenant are decoded into strings of their own.
+func (w *forwardedWrite) UnmarshalInPlace(b []byte, release func()) error {
+	w.release, w.alias = release, true
+	w.decodeErr = w.decode(b)
+	return nil
+}
 
 // UnmarshalVT decodes a storepb.WriteRequest. It accepts what proto.Unmarshal accepts (unknown fields
 // ignored), except that a request decoding into far more memory than its size (empty series or labels by the
@@ -141,7 +176,7 @@ func (w *forwardedWrite) decode(b []byte) error {
 		return nil
 	}
 	var err error
-	o := remotewrite.Options{Slabs: &w.slabs, MarkInvalidUTF8: true, ThanosWriteRequest: true}
+	o := remotewrite.Options{Slabs: &w.slabs, MarkInvalidUTF8: true, ThanosWriteRequest: true, AliasBuf: w.alias}
 	w.series, err = remotewrite.DecodeV1(b, &o)
 	w.invalidUTF8 = len(o.InvalidUTF8()) > 0
 	return errors.Wrap(err, "decode forwarded write request")
@@ -165,6 +200,10 @@ const maxPooledForwarded = 8
 // newForwardedPool returns the free list of decoded forward requests, slabs included.
 func newForwardedPool() *freeList[forwardedWrite] {
 	return newFreeList(maxPooledForwarded, func(w *forwardedWrite) bool {
+		if w.release != nil {
+			w.release() // nothing reads the series any more: their bytes go back to gRPC's pool
+			w.release = nil
+		}
 		if w.slabs.Size() > maxPooledForwardSlabs {
 			return false
 		}

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/efficientgo/core/errors"
 	"github.com/efficientgo/core/testutil"
 	"github.com/prometheus/client_golang/prometheus"
 	promtestutil "github.com/prometheus/client_golang/prometheus/testutil"
@@ -36,13 +37,26 @@ func TestIngesterRemoteWriteRefusesWhatTheDistributorRefuses(t *testing.T) {
 }
 
 // remoteWriteWire sends req through the gRPC method handler RegisterWriteableStore registers: as its wire bytes,
-// decoded by forwardedWrite, as from a distributor (the interceptor aside).
+// decoded in place by forwardedWrite, as from a distributor (the interceptor aside). When the request is
+// released its bytes are overwritten, as gRPC's pool would reuse them: whatever the ingester kept of the
+// request (the labels of the series it created, the error's message) must be its own copy.
 func remoteWriteWire(ctx context.Context, ing *Ingester, req *storepb.WriteRequest) error {
 	b, err := req.MarshalVT()
 	if err != nil {
 		return err
 	}
-	_, err = remoteWriteHandler(ing, ctx, func(v any) error { return v.(*forwardedWrite).UnmarshalVT(b) }, nil)
+	released := 0
+	_, err = remoteWriteHandler(ing, ctx, func(v any) error {
+		return v.(*forwardedWrite).UnmarshalInPlace(b, func() {
+			released++
+			for i := range b {
+				b[i] = '#'
+			}
+		})
+	}, nil)
+	if released != 1 {
+		return errors.Newf("the request's buffer was released %d times, want once", released)
+	}
 	return err
 }
 

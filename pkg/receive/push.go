@@ -128,23 +128,26 @@ func (h *pushHandler) push(r *http.Request) pushResult {
 		return res.fail(http.StatusBadRequest, err.Error())
 	}
 	h.d.metrics.decodedSize.Observe(float64(len(buf)))
-	dec := remotewrite.Options{MaxLabels: h.d.overrides.ForTenant(tenant).MaxLabelNamesPerSeries, Reserve: held.reserve}
-	req := PushRequest{LabelCount: dec.LabelsOf}
+	// The series' strings alias the decompressed body (no copy of it), and 1.0's messages are decoded into
+	// reused slabs: both are given back when the Pusher is done with the series (Distributor.Push). What the
+	// distributor keeps beyond that is copied (the HA tracker's cluster and replica); the metadata are decoded
+	// into strings of their own.
+	dec := remotewrite.Options{MaxLabels: h.d.overrides.ForTenant(tenant).MaxLabelNamesPerSeries, Reserve: held.reserve, AliasBuf: true}
+	req := PushRequest{LabelCount: dec.LabelsOf, Release: release}
 	if proto == writeV1 {
-		// Decoded into reused slabs, given back when the Pusher is done with the series (Distributor.Push).
 		slabs := h.slabs.get()
 		dec.Slabs = slabs
-		req.Release = func() { h.slabs.put(slabs) }
+		req.Release = func() {
+			h.slabs.put(slabs)
+			release()
+		}
 	}
 	req.Series, err = remotewrite.Decode(proto, buf, &dec)
 	if err == nil {
 		req.Metadata, req.MetadataErr, err = h.d.metadata.take(tenant, proto, buf)
 	}
-	release() // neither remotewrite.Decode's nor take's result shares anything with buf
 	if err != nil {
-		if req.Release != nil {
-			req.Release()
-		}
+		req.Release()
 		if errors.Is(err, errInflightLimit) {
 			h.d.metrics.rejectedInflightBytes.Inc()
 			return res.fail(http.StatusServiceUnavailable, err.Error())

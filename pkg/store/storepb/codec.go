@@ -14,6 +14,14 @@ type vtMessage interface {
 	UnmarshalVT(dAtA []byte) error
 }
 
+// InPlaceUnmarshaler is a message that decodes in place: what it decodes may refer to data's bytes (strings
+// aliasing them), so it keeps data until it calls release, exactly once, when nothing refers to it any more.
+// The codec gives it a pooled buffer and does not free it itself. (The ingester's forwarded writes: a request's
+// strings are then never copied.)
+type InPlaceUnmarshaler interface {
+	UnmarshalInPlace(data []byte, release func()) error
+}
+
 // The codec is registered process-wide under gRPC's "proto" name, as gRPC requires; importing storepb is enough
 // for both clients and servers to use it. The bytes are the same protobuf wire format either way: only the Go
 // code that produces and reads them differs.
@@ -53,6 +61,10 @@ func (c *vtCodec) Marshal(v any) (mem.BufferSlice, error) {
 }
 
 func (c *vtCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	if m, ok := v.(InPlaceUnmarshaler); ok {
+		buf := data.MaterializeToBuffer(mem.DefaultBufferPool())
+		return errors.Wrapf(m.UnmarshalInPlace(buf.ReadOnlyData(), buf.Free), "unmarshal %T", v)
+	}
 	m, ok := v.(vtMessage)
 	if !ok {
 		return c.fallback.Unmarshal(data, v)

@@ -59,6 +59,11 @@ type Options struct {
 	// MarkInvalidUTF8: a series with a label that is not valid UTF-8 is decoded and listed (InvalidUTF8)
 	// instead of failing the request, for a caller that drops such a series alone (an ingester).
 	MarkInvalidUTF8 bool
+	// AliasBuf: decoded strings refer to buf's own bytes (unsafe.String) instead of copies of it. The caller
+	// must keep buf alive and unmodified for as long as anything may read a decoded string, and copy what it
+	// keeps beyond that (the TSDB copies the labels of the series it creates). It takes away decoding's largest
+	// garbage: a copy of every request.
+	AliasBuf bool
 	// ThanosWriteRequest: the body is a Thanos storepb.WriteRequest (the forward RPC), whose series are 1.0's
 	// (field 1) but whose field 3 is the replica number, not 1.0's metadata: it is not checked as metadata.
 	ThanosWriteRequest bool
@@ -168,7 +173,7 @@ func (o *Options) reserveFunc() func(int) error {
 
 // Decode decodes a decompressed remote write body of message p into Thanos's prometheus_copy series.
 //
-// Memory: the result shares nothing with buf (which may be reused at once). Its messages are carved out of a
+// Memory: the result shares nothing with buf (which may be reused at once), unless o.AliasBuf. Its messages are carved out of a
 // few large per-request allocations, and strings are substrings of copies of 4 KiB windows of buf (v1) or the
 // request's symbols (v2), so a kept string holds on to little, a kept message to a whole slab.
 //
@@ -249,6 +254,9 @@ func DecodeV1(buf []byte, o *Options) ([]*prompb.TimeSeries, error) {
 		win      string
 		winStart int // offset in buf of win
 	)
+	if o != nil && o.AliasBuf {
+		win = unsafe.String(unsafe.SliceData(buf), len(buf)) // one window: the whole of buf, not copied
+	}
 	for b := buf; len(b) > 0; {
 		num, typ, n := ConsumeTag(b)
 		if n < 0 {
@@ -895,7 +903,11 @@ func DecodeV2(buf []byte, o *Options) ([]*prompb.TimeSeries, error) {
 			if !utf8.Valid(v) {
 				return nil, errors.Newf("decode remote write 2.0 request: symbol %d is not valid UTF-8", len(syms))
 			}
-			syms = append(syms, string(v))
+			if o != nil && o.AliasBuf {
+				syms = append(syms, unsafe.String(unsafe.SliceData(v), len(v)))
+			} else {
+				syms = append(syms, string(v))
+			}
 		}
 	}
 

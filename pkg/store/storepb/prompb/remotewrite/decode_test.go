@@ -1,6 +1,7 @@
 package remotewrite
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/efficientgo/core/testutil"
@@ -21,5 +22,27 @@ func TestDecodeV1MatchesUnmarshalVT(t *testing.T) {
 	testutil.Equals(t, len(want.Timeseries), len(got))
 	for i := range got {
 		testutil.Assert(t, proto.Equal(want.Timeseries[i], got[i]), "series %d: got %v, want %v", i, got[i], want.Timeseries[i])
+	}
+}
+
+// TestDecodeAliasBuf: with AliasBuf the series are the same, and their strings are buf's bytes (a change to buf
+// shows through them), without it they are copies (it does not).
+func TestDecodeAliasBuf(t *testing.T) {
+	for _, alias := range []bool{false, true} {
+		buf := benchWriteV1(t)
+		got, err := DecodeV1(buf, &Options{AliasBuf: alias})
+		testutil.Ok(t, err)
+		var want prompb.WriteRequest
+		testutil.Ok(t, want.UnmarshalVT(benchWriteV1(t)))
+		testutil.Equals(t, len(want.Timeseries), len(got))
+		for i := range got {
+			testutil.Assert(t, proto.Equal(want.Timeseries[i], got[i]), "alias %v, series %d: got %v, want %v", alias, i, got[i], want.Timeseries[i])
+		}
+		name := strings.Clone(got[0].Labels[0].Name)
+		for i := range buf {
+			buf[i] = 'X' // every byte, whatever the name's offset
+		}
+		testutil.Equals(t, alias, got[0].Labels[0].Name != name && strings.Trim(got[0].Labels[0].Name, "X") == "",
+			"alias %v: name %q after the buffer changed", alias, got[0].Labels[0].Name)
 	}
 }
