@@ -41,6 +41,8 @@ type vtMarshaler interface {
 // the quorum answered included (DoBatch's Cleanup): until then sub-requests may read buf.
 type forwardScratch struct {
 	keys []uint32
+	// all is every item's index, when one key stands for all of them (wholeSet).
+	all []int
 	// buf holds the frames back to back in item order (series, then metadata); frame i is
 	// buf[offs[i]:offs[i+1]].
 	buf  []byte
@@ -65,10 +67,11 @@ func (fp *forwardPool) get() *forwardScratch {
 }
 
 func (fp *forwardPool) put(s *forwardScratch) {
-	if cap(s.buf) > forwardScratchMaxBytes || cap(s.keys) > forwardScratchMaxItems || cap(s.offs) > forwardScratchMaxItems+1 {
+	if cap(s.buf) > forwardScratchMaxBytes || cap(s.keys) > forwardScratchMaxItems || cap(s.offs) > forwardScratchMaxItems+1 ||
+		cap(s.all) > forwardScratchMaxItems {
 		return
 	}
-	s.keys, s.buf, s.offs = s.keys[:0], s.buf[:0], s.offs[:0]
+	s.keys, s.buf, s.offs, s.all = s.keys[:0], s.buf[:0], s.offs[:0], s.all[:0]
 	s.once = sync.Once{}
 	s.err = nil
 	fp.pool.Put(s)

@@ -143,12 +143,25 @@ func (p *RingPusher) PushRelease(ctx context.Context, tenant string, req *storep
 		return p.pushError(tenant, err)
 	}
 	scratch := p.scratch.get()
-	keys := scratch.keys[:0]
-	for _, ts := range series {
-		keys = append(keys, ShardKey(tenant, ts.GetLabels()))
+	// batchRing is what DoBatch shards over: the (sub)ring, or, when every key has the same owners, that one
+	// replication set with one key standing for every item (whole).
+	var batchRing dskitring.DoBatchRing = r
+	whole, ok := wholeReplicationSet(r)
+	if ok {
+		batchRing = whole
+		scratch.keys = append(scratch.keys[:0], 0)
+		scratch.all = scratch.all[:0]
+		for i := range len(series) + len(md) {
+			scratch.all = append(scratch.all, i)
+		}
+	} else {
+		keys := scratch.keys[:0]
+		for _, ts := range series {
+			keys = append(keys, ShardKey(tenant, ts.GetLabels()))
+		}
+		keys = appendMetadataKeys(keys, tenant, md) // metadata.go: keys past len(series) are md's
+		scratch.keys = keys
 	}
-	keys = appendMetadataKeys(keys, tenant, md) // metadata.go: keys past len(series) are md's
-	scratch.keys = keys
 	if len(p.local) == 0 {
 		// Every ingester is remote: encode now rather than on the first send, so that once Push returns (even
 		// on the caller's cancellation, with replicas still sending) nothing reads req any more.
@@ -167,7 +180,10 @@ func (p *RingPusher) PushRelease(ctx context.Context, tenant string, req *storep
 		release()
 	}
 	sent = true // from here DoBatch calls cleanup, whatever happens
-	err := dskitring.DoBatchWithOptions(ctx, dskitring.WriteNoExtend, r, keys, func(inst dskitring.InstanceDesc, idx []int) error {
+	err := dskitring.DoBatchWithOptions(ctx, dskitring.WriteNoExtend, batchRing, scratch.keys, func(inst dskitring.InstanceDesc, idx []int) error {
+		if whole.rf > 0 {
+			idx = scratch.all // the one key stands for every item
+		}
 		var err error
 		if local, ok := p.local[inst.Addr]; ok {
 			err = local.Push(sendCtx, tenant, subRequest(tenant, series, md, idx))
@@ -179,6 +195,38 @@ func (p *RingPusher) PushRelease(ctx context.Context, tenant string, req *storep
 		return err
 	}, dskitring.DoBatchOptions{Cleanup: cleanup, IsClientError: isClientError})
 	return p.pushError(tenant, err)
+}
+
+// wholeSet is a DoBatchRing of one replication set, that of every key: a ring (or a tenant's shuffle shard) of
+// no more instances than the replication factor, each of which owns every series. DoBatch then takes one item
+// for the whole request, with the same quorum (the set's MaxErrors and zones) every item would have had, and
+// each instance gets the whole request: no key to hash, no per-item tracking, no split.
+type wholeSet struct {
+	rs dskitring.ReplicationSet
+	rf int
+}
+
+func (w wholeSet) Get(uint32, dskitring.Operation, []dskitring.InstanceDesc, []string, []string) (dskitring.ReplicationSet, error) {
+	return w.rs, nil
+}
+func (w wholeSet) ReplicationFactor() int { return w.rf }
+func (w wholeSet) InstancesCount() int    { return len(w.rs.Instances) }
+
+// wholeReplicationSet returns r's replication set when it is the same for every key: r has no more instances
+// than its replication factor, and the set of a key holds every one of them (so no zone had more instances than
+// zone awareness takes from it, none was left out as unhealthy, joining or leaving). Otherwise false, and each
+// series is sharded on its own. The set is the one DoBatch then uses: a ring changing meanwhile does not
+// matter.
+func wholeReplicationSet(r WriteRing) (wholeSet, bool) {
+	n, rf := r.InstancesCount(), r.ReplicationFactor()
+	if n <= 0 || n > rf {
+		return wholeSet{}, false
+	}
+	rs, err := r.Get(0, dskitring.WriteNoExtend, nil, nil, nil)
+	if err != nil || len(rs.Instances) != n {
+		return wholeSet{}, false
+	}
+	return wholeSet{rs: rs, rf: rf}, true
 }
 
 // sendOutcome is the outcome label of strata_distributor_ingester_appends_total for a send's error.

@@ -3,11 +3,14 @@ package receive
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/efficientgo/core/testutil"
 	"github.com/go-kit/log"
+	dskitring "github.com/grafana/dskit/ring"
 	"github.com/grafana/dskit/services"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc/codes"
@@ -22,6 +25,17 @@ import (
 // returns a RingPusher writing to them without a network hop.
 func testRing(t *testing.T, key string, n int, zoneAware bool) (*RingPusher, []*Ingester) {
 	t.Helper()
+	zones := make([]string, n)
+	for i := range zones {
+		zones[i] = string(rune('a' + i%3))
+	}
+	return testRingZones(t, key, zones, zoneAware)
+}
+
+// testRingZones is testRing with ingester i in zones[i].
+func testRingZones(t *testing.T, key string, zones []string, zoneAware bool) (*RingPusher, []*Ingester) {
+	t.Helper()
+	n := len(zones)
 	kv, err := ring.NewKV(ring.MemberlistConfig{}, log.NewNopLogger(), prometheus.NewRegistry())
 	testutil.Ok(t, err)
 	cfg := ring.DefaultConfig()
@@ -36,7 +50,7 @@ func testRing(t *testing.T, key string, n int, zoneAware bool) (*RingPusher, []*
 		ing := newTestIngester(t, t.TempDir(), nil, prometheus.NewRegistry())
 		t.Cleanup(func() { _ = ing.Close() })
 		addr := fmt.Sprintf("ingester-%d:9095", i)
-		inst := ring.InstanceConfig{ID: fmt.Sprintf("ingester-%d", i), Addr: addr, Zone: string(rune('a' + i%3))}
+		inst := ring.InstanceConfig{ID: fmt.Sprintf("ingester-%d", i), Addr: addr, Zone: zones[i]}
 		// One KV per lifecycler, as one per process: the in-memory store behind them is shared.
 		lkv, err := ring.NewKV(ring.MemberlistConfig{}, log.NewNopLogger(), prometheus.NewRegistry())
 		testutil.Ok(t, err)
@@ -80,10 +94,16 @@ func copies(t *testing.T, ings []*Ingester, tenant string) map[string]int {
 	return out
 }
 
+// TestRingPusherReplicates: every series ends up on exactly 3 ingesters (RF 3), whether the ring has 3 (each
+// owns every series: the whole request goes to each) or 6 (each series sharded on its own).
 func TestRingPusherReplicates(t *testing.T) {
-	for _, zoneAware := range []bool{false, true} {
-		t.Run(fmt.Sprintf("zone-aware=%v", zoneAware), func(t *testing.T) {
-			p, ings := testRing(t, fmt.Sprintf("replicates-%v", zoneAware), 3, zoneAware)
+	for _, tc := range []struct {
+		n         int
+		zoneAware bool
+	}{{3, false}, {3, true}, {6, false}, {6, true}} {
+		zoneAware := tc.zoneAware
+		t.Run(fmt.Sprintf("ingesters=%d/zone-aware=%v", tc.n, zoneAware), func(t *testing.T) {
+			p, ings := testRing(t, fmt.Sprintf("replicates-%d-%v", tc.n, zoneAware), tc.n, zoneAware)
 			testutil.Ok(t, p.Push(context.Background(), "t", manySeries(200, 1000)))
 			// Push returns at the quorum: every series is on 2 ingesters now, and on all 3 soon after.
 			c := copies(t, ings, "t")
@@ -131,6 +151,45 @@ func TestRingPusherClientErrors(t *testing.T) {
 	err := p.Push(context.Background(), "t", &storepb.WriteRequest{Timeseries: []*prompb.TimeSeries{ts(series("m"), 1000)}})
 	testutil.NotOk(t, err)
 	testutil.Assert(t, isClientError(err), "want a client error, got %v", err)
+}
+
+// TestWholeReplicationSet: the whole request goes to each instance exactly when every key's owners are all the
+// ring's instances.
+func TestWholeReplicationSet(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		zones     []string
+		zoneAware bool
+		whole     bool
+	}{
+		{name: "3 ingesters in 3 zones", zones: []string{"a", "b", "c"}, zoneAware: true, whole: true},
+		{name: "3 ingesters, no zone awareness", zones: []string{"a", "a", "b"}, whole: true},
+		{name: "2 ingesters, RF 3", zones: []string{"a", "b"}, zoneAware: true, whole: true},
+		{name: "1 ingester", zones: []string{"a"}, whole: true},
+		// Zone awareness takes one of zone a's two: which one depends on the key.
+		{name: "3 ingesters in 2 zones", zones: []string{"a", "a", "b"}, zoneAware: true, whole: false},
+		{name: "4 ingesters, no zone awareness", zones: []string{"a", "b", "c", "a"}, whole: false},
+		{name: "6 ingesters in 3 zones", zones: []string{"a", "b", "c", "a", "b", "c"}, zoneAware: true, whole: false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p, _ := testRingZones(t, "whole-"+strings.ReplaceAll(tc.name, " ", "-"), tc.zones, tc.zoneAware)
+			w, ok := wholeReplicationSet(p.ring)
+			testutil.Equals(t, tc.whole, ok)
+			if !ok {
+				return
+			}
+			testutil.Equals(t, len(tc.zones), len(w.rs.Instances))
+			// Every key's set is the same instances.
+			for key := uint32(1); key != 0 && key < 1<<31; key *= 7 {
+				rs, err := p.ring.Get(key, dskitring.WriteNoExtend, nil, nil, nil)
+				testutil.Ok(t, err)
+				want, got := w.rs.GetAddressesWithout(""), rs.GetAddressesWithout("")
+				slices.Sort(want)
+				slices.Sort(got)
+				testutil.Equals(t, want, got, "key %d", key)
+			}
+		})
+	}
 }
 
 func TestRingPusherSmallerRingThanRF(t *testing.T) {
