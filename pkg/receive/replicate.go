@@ -313,6 +313,11 @@ func (p *RingPusher) sendRemote(ctx context.Context, inst dskitring.InstanceDesc
 	return err
 }
 
+// writeDialOptions are the write path's connections to ingesters: each request sends a megabyte or more, which
+// gRPC's 32 KiB write buffer turned into dozens of write syscalls (the ingesters' windows are large enough to take
+// it at once, see server.GRPCTransportOptions).
+var writeDialOptions = []grpc.DialOption{grpc.WithWriteBufferSize(256 << 10)}
+
 // conn returns the (lazily connecting, shared) connection to an ingester.
 func (p *RingPusher) conn(addr string) (*grpc.ClientConn, error) {
 	p.mtx.Lock()
@@ -320,7 +325,7 @@ func (p *RingPusher) conn(addr string) (*grpc.ClientConn, error) {
 	if c, ok := p.conns[addr]; ok {
 		return c, nil
 	}
-	c, err := grpc.NewClient(addr, append(store.DialOptions(), p.dialOpts...)...)
+	c, err := grpc.NewClient(addr, append(append(store.DialOptions(), writeDialOptions...), p.dialOpts...)...)
 	if err != nil {
 		return nil, errors.Wrapf(err, "dial ingester %s", addr)
 	}

@@ -73,6 +73,24 @@ func (c Config) GRPCMsgSizeOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{grpc.MaxRecvMsgSize(orDefault(c.GRPCServerMaxRecvMsgSize)), grpc.MaxSendMsgSize(orDefault(c.GRPCServerMaxSendMsgSize))}
 }
 
+// Flow-control windows and read buffer of the gRPC servers. gRPC's defaults (a 64 KiB window grown by its
+// bandwidth-delay estimate, 32 KiB reads) suit many small messages over a WAN; the write path sends messages of
+// a megabyte or more (a distributor's share of a remote write) between hosts of one network, which under them
+// take dozens of read syscalls and window updates, the sender waiting on each. The windows bound what a peer may
+// send ahead per stream and per connection; the read buffer is per connection.
+const (
+	grpcStreamWindow = 4 << 20
+	grpcConnWindow   = 8 << 20
+	grpcReadBuffer   = 256 << 10
+)
+
+// GRPCTransportOptions are the gRPC servers' flow-control windows and read buffer (see grpcStreamWindow).
+func GRPCTransportOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{
+		grpc.InitialWindowSize(grpcStreamWindow), grpc.InitialConnWindowSize(grpcConnWindow), grpc.ReadBufferSize(grpcReadBuffer),
+	}
+}
+
 type serverMetrics struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
@@ -144,7 +162,7 @@ func New(cfg Config, logger log.Logger, reg prometheus.Registerer, grpcOpts ...g
 		_, _ = httpL.Close(), grpcL.Close()
 		return nil, errors.Wrap(err, "gRPC TLS")
 	}
-	s.grpcServer = grpc.NewServer(append(append(cfg.GRPCMsgSizeOptions(), tlsOpts...), grpcOpts...)...)
+	s.grpcServer = grpc.NewServer(append(append(append(cfg.GRPCMsgSizeOptions(), GRPCTransportOptions()...), tlsOpts...), grpcOpts...)...)
 	healthpb.RegisterHealthServer(s.grpcServer, s.health)
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	s.Ready = newProber(func() { s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING) })

@@ -1,6 +1,9 @@
 package storepb
 
 import (
+	"math/bits"
+	"sync"
+
 	"github.com/efficientgo/core/errors"
 	"google.golang.org/grpc/encoding"
 	_ "google.golang.org/grpc/encoding/proto" // registers the default "proto" codec this one falls back to
@@ -51,26 +54,62 @@ func (c *vtCodec) Marshal(v any) (mem.BufferSlice, error) {
 		}
 		return mem.BufferSlice{mem.SliceBuffer(buf)}, nil
 	}
-	pool := mem.DefaultBufferPool()
-	buf := pool.Get(size)
+	buf := codecPool.Get(size)
 	if _, err := m.MarshalToSizedBufferVT((*buf)[:size]); err != nil {
-		pool.Put(buf)
+		codecPool.Put(buf)
 		return nil, errors.Wrapf(err, "marshal %T", v)
 	}
-	return mem.BufferSlice{mem.NewBuffer(buf, pool)}, nil
+	return mem.BufferSlice{mem.NewBuffer(buf, codecPool)}, nil
 }
 
 func (c *vtCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	if m, ok := v.(InPlaceUnmarshaler); ok {
-		buf := data.MaterializeToBuffer(mem.DefaultBufferPool())
+		buf := data.MaterializeToBuffer(codecPool)
 		return errors.Wrapf(m.UnmarshalInPlace(buf.ReadOnlyData(), buf.Free), "unmarshal %T", v)
 	}
 	m, ok := v.(vtMessage)
 	if !ok {
 		return c.fallback.Unmarshal(data, v)
 	}
-	buf := data.MaterializeToBuffer(mem.DefaultBufferPool())
+	buf := data.MaterializeToBuffer(codecPool)
 	defer buf.Free()
 	// UnmarshalVT copies what it keeps (strings, bytes): the buffer goes back to the pool afterwards.
 	return errors.Wrapf(m.UnmarshalVT(buf.ReadOnlyData()), "unmarshal %T", v)
+}
+
+// codecPool holds the buffers large messages are marshalled into, and received ones gathered into. Unlike gRPC's
+// default pool it does not clear a buffer it hands out: vtprotobuf's MarshalToSizedBufferVT writes every byte
+// of the sized buffer, and gathering copies every byte received (a distributor sends megabytes per request to
+// each ingester, and clearing them first cost a few percent of its CPU, and of the ingesters').
+var codecPool mem.BufferPool = &unclearedPool{}
+
+// unclearedPool is a mem.BufferPool of byte slices in power-of-two size classes, handed out as they were given
+// back.
+type unclearedPool struct {
+	classes [unclearedMaxClass - unclearedMinClass + 1]sync.Pool
+}
+
+const (
+	unclearedMinClass = 12 // 4 KiB
+	unclearedMaxClass = 24 // 16 MiB: larger buffers are not kept (one outsized message does not stay in memory)
+)
+
+func (u *unclearedPool) Get(n int) *[]byte {
+	c := max(unclearedMinClass, bits.Len(uint(max(n, 1)-1))) // the smallest class that holds n
+	if c <= unclearedMaxClass {
+		if b, ok := u.classes[c-unclearedMinClass].Get().(*[]byte); ok {
+			*b = (*b)[:n]
+			return b
+		}
+	}
+	b := make([]byte, n, max(n, 1<<c))
+	return &b
+}
+
+func (u *unclearedPool) Put(b *[]byte) {
+	c := bits.Len(uint(cap(*b))) - 1 // the largest class it holds
+	if c < unclearedMinClass || c > unclearedMaxClass {
+		return
+	}
+	u.classes[c-unclearedMinClass].Put(b)
 }

@@ -80,3 +80,29 @@ func TestVTCodecInPlace(t *testing.T) {
 	testutil.Assert(t, m.release != nil, "no release")
 	m.release()
 }
+
+// TestUnclearedPool: every buffer handed out holds the length asked for, a buffer given back is handed out again
+// for any length its class holds, and sizes outside the classes are served but not kept.
+func TestUnclearedPool(t *testing.T) {
+	p := &unclearedPool{}
+	for _, n := range []int{0, 1, 4095, 4096, 4097, 1 << 20, 1<<20 + 1, 40 << 20} {
+		b := p.Get(n)
+		testutil.Equals(t, n, len(*b))
+		testutil.Assert(t, cap(*b) >= n, "cap %d < %d", cap(*b), n)
+		p.Put(b)
+	}
+	b := p.Get(3 << 20) // class 4 MiB
+	(*b)[0] = 42
+	p.Put(b)
+	for again := p.Get(2<<20 + 1); ; again = p.Get(2<<20 + 1) { // sync.Pool may drop it; a new one is fine too
+		testutil.Equals(t, 2<<20+1, len(*again))
+		testutil.Assert(t, cap(*again) >= 4<<20, "class 4 MiB buffer of cap %d", cap(*again))
+		if (*again)[0] == 42 {
+			break // the same buffer, not cleared
+		}
+		p.Put(b)
+		b = again
+		(*b)[0] = 42
+		p.Put(b)
+	}
+}
