@@ -112,19 +112,30 @@ func TestParseArgsErrors(t *testing.T) {
 	}
 }
 
-// TestApplyRuntimeGOGC: runtime.gogc sets the collector's percentage, unless GOGC is in the environment; and 0 is
-// refused.
+// TestApplyRuntimeGOGC: runtime.gogc sets the collector's percentage, unless GOGC is in the environment; 0 is
+// the component's default (40 where TSDB heads live, 75 elsewhere); a negative one is refused.
 func TestApplyRuntimeGOGC(t *testing.T) {
 	orig := debug.SetGCPercent(100)
 	defer debug.SetGCPercent(orig)
 	for _, tc := range []struct {
-		env  string
-		want int
-	}{{env: "", want: 75}, {env: "200", want: 100}} {
+		gogc      int
+		component string
+		env       string
+		want      int
+	}{
+		{gogc: 75, component: "ingester", want: 75},
+		{gogc: 75, component: "ingester", env: "200", want: 100},
+		{component: "ingester", want: 40},
+		{component: "all", want: 40},
+		{component: "querier", want: 75},
+		{component: "distributor", want: 75},
+		{component: "querier", env: "200", want: 100},
+	} {
 		debug.SetGCPercent(100)
-		applyRuntime(runtimeConfig{GOGC: 75}, tc.env, log.NewNopLogger())
-		testutil.Equals(t, tc.want, debug.SetGCPercent(100), "GOGC env %q", tc.env)
+		applyRuntime(runtimeConfig{GOGC: tc.gogc}, tc.component, tc.env, log.NewNopLogger())
+		testutil.Equals(t, tc.want, debug.SetGCPercent(100), "gogc %d, %s, GOGC env %q", tc.gogc, tc.component, tc.env)
 	}
-	testutil.Equals(t, 75, defaultConfig().Runtime.GOGC)
-	testutil.NotOk(t, runtimeConfig{GOGC: 0}.Validate())
+	testutil.Equals(t, 0, defaultConfig().Runtime.GOGC)
+	testutil.Ok(t, runtimeConfig{GOGC: 0}.Validate())
+	testutil.NotOk(t, runtimeConfig{GOGC: -1}.Validate())
 }

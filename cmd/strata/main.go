@@ -101,7 +101,7 @@ func main() {
 		os.Exit(2)
 	}
 	logger := newLogger(cfg.Log)
-	applyRuntime(cfg.Runtime, os.Getenv("GOGC"), logger)
+	applyRuntime(cfg.Runtime, cmd, os.Getenv("GOGC"), logger)
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(versioncollector.NewCollector("strata"))
@@ -148,14 +148,14 @@ func exitCode(err error, oneShot bool) int {
 	}
 }
 
-// applyRuntime sets the collector's target percentage from the config, unless the GOGC environment variable
-// (envGOGC) is set, which the Go runtime has applied already.
-func applyRuntime(cfg runtimeConfig, envGOGC string, logger log.Logger) {
+// applyRuntime sets the collector's target percentage of component from the config, unless the GOGC
+// environment variable (envGOGC) is set, which the Go runtime has applied already.
+func applyRuntime(cfg runtimeConfig, component, envGOGC string, logger log.Logger) {
 	if envGOGC != "" {
 		level.Info(logger).Log("msg", "GOGC environment variable set: runtime.gogc ignored", "GOGC", envGOGC)
 		return
 	}
-	debug.SetGCPercent(cfg.GOGC)
+	debug.SetGCPercent(cfg.gogc(component))
 }
 
 func newLogger(cfg logConfig) log.Logger {
