@@ -102,10 +102,14 @@ func (i *Ingester) appendRequest(ctx context.Context, tenant string, u *userTSDB
 	var scratch labels.Labels
 	for k, ts := range tss {
 		b.Reset()
-		for _, l := range ts.GetLabels() {
+		sorted := true
+		for j, l := range ts.GetLabels() {
 			b.Add(l.GetName(), l.GetValue())
+			sorted = sorted && (j == 0 || ts.Labels[j-1].GetName() < l.GetName())
 		}
-		b.Sort()
+		if !sorted { // validation sorts them: only a caller of Push that did not validate gets here
+			b.Sort()
+		}
 		b.Overwrite(&scratch)
 		ref, lset := getRef.GetRef(scratch, scratch.Hash())
 		if ref == 0 {
