@@ -2,6 +2,7 @@ package receive
 
 import (
 	"context"
+	"runtime"
 	"os"
 	"sort"
 	"sync"
@@ -51,6 +52,13 @@ type IngesterConfig struct {
 	// load), for a guarantee remote write cannot use anyway: its writes are retried and split into requests, so
 	// a query may always see some of a scrape's samples and not others.
 	IsolationEnabled bool `yaml:"isolation_enabled"`
+	// MaxConcurrentPushes is how many forwarded writes (RemoteWrite from distributors) the ingester decodes and
+	// appends at once; the others wait, holding only the bytes received, until a slot frees or their caller gives
+	// up (the distributor's remote_timeout). The work is CPU-bound: more at once only holds more decoded requests
+	// in memory and contends on the same locks. An ingester that falls behind (a slow replica, while the
+	// distributor's quorum does not wait for it) so stays within its memory instead of decoding every request it
+	// is sent. 0: 2 × GOMAXPROCS (at least 4).
+	MaxConcurrentPushes int `yaml:"max_concurrent_pushes"`
 	// StripeSize is how many stripes (each a lock and two hash maps) a tenant's TSDB head splits its series
 	// index into (Mimir's blocks_storage.tsdb.stripe_size; a power of two). Every tenant's head has them, however
 	// few series it has. 0: DefaultStripeSize.
@@ -78,6 +86,9 @@ func (c IngesterConfig) Validate() error {
 	if c.ShipInterval <= 0 {
 		return errors.New("ingester: ship interval must be positive")
 	}
+	if c.MaxConcurrentPushes < 0 {
+		return errors.Newf("ingester: max_concurrent_pushes must be 0 (2 × GOMAXPROCS) or positive, got %d", c.MaxConcurrentPushes)
+	}
 	if c.StripeSize < 0 || c.StripeSize&(c.StripeSize-1) != 0 {
 		return errors.Newf("ingester: stripe_size must be a power of two (or 0: %d), got %d", DefaultStripeSize, c.StripeSize)
 	}
@@ -95,6 +106,7 @@ type Shipper interface {
 type ShipperFactory func(tenant, dir string, lbls labels.Labels, reg prometheus.Registerer) (Shipper, error)
 
 type ingesterMetrics struct {
+	pushes          *prometheus.GaugeVec
 	appendedSamples *prometheus.CounterVec
 	activeSeries    *prometheus.GaugeVec
 	walReplay       *prometheus.GaugeVec
@@ -105,6 +117,10 @@ type ingesterMetrics struct {
 
 func newIngesterMetrics(reg prometheus.Registerer) *ingesterMetrics {
 	return &ingesterMetrics{
+		pushes: promauto.With(reg).NewGaugeVec(prometheus.GaugeOpts{
+			Name: "strata_ingester_inflight_push_requests",
+			Help: "Forwarded writes being handled, by state: waiting for a slot, or running (at most ingester.max_concurrent_pushes).",
+		}, []string{"state"}),
 		appendedSamples: promauto.With(reg).NewCounterVec(prometheus.CounterOpts{
 			Name: "strata_ingester_ingested_samples_total", Help: "Samples appended to a tenant's TSDB.",
 		}, []string{"tenant"}),
@@ -146,6 +162,8 @@ type Ingester struct {
 	metadata   *ingesterMetadata         // metric metadata (ingester_metadata.go)
 	lateWrites *lateWrites               // pushes older than the tenant's cache boundary (late_writes.go)
 	forwards   *freeList[forwardedWrite] // decoded forward requests (ingester_forward.go)
+	// pushSlots bounds the forwarded writes decoded and appended at once (MaxConcurrentPushes).
+	pushSlots chan struct{}
 	// appendScratch pools appendRequest's per-series lookups.
 	appendScratch appendScratchPool
 
@@ -175,8 +193,13 @@ func WithShippers(f ShipperFactory) IngesterOption { return func(i *Ingester) { 
 
 // NewIngester returns an ingester keeping its TSDBs under dir. Call Open before use.
 func NewIngester(cfg IngesterConfig, dir string, overrides *tenancy.Overrides, discarded *DiscardedSamples, logger log.Logger, reg prometheus.Registerer, opts ...IngesterOption) *Ingester {
+	slots := cfg.MaxConcurrentPushes
+	if slots == 0 {
+		slots = max(4, 2*runtime.GOMAXPROCS(0))
+	}
 	i := &Ingester{
-		forwards: newForwardedPool(),
+		forwards:  newForwardedPool(),
+		pushSlots: make(chan struct{}, slots),
 		cfg:      cfg, dir: dir, overrides: overrides, discarded: discarded, logger: logger, reg: reg,
 		limitShare: func(string) float64 { return 1 },
 		now:        time.Now,

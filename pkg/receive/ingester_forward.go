@@ -32,9 +32,12 @@ func RegisterWriteableStore(s grpc.ServiceRegistrar, ing *Ingester) {
 	}, ing)
 }
 
-// remoteWriteHandler is the gRPC method handler of RemoteWrite. The decoded request goes back to the pool when
-// the handler returns: Push keeps nothing of it (the TSDB copies the labels of a new series; metadata are
-// decoded into their own messages; strings are copies of the request, never of the pooled slabs).
+// remoteWriteHandler is the gRPC method handler of RemoteWrite. The codec hands it the request's bytes; they
+// are decoded (and appended) once the interceptors let the call through and one of the ingester's push slots is
+// free (IngesterConfig.MaxConcurrentPushes), so that a request waiting holds no more than its bytes, and one
+// whose caller gave up meanwhile is dropped undecoded. The decoded request goes back to the pool when the handler
+// returns: Push keeps nothing of it (the TSDB copies the labels of a new series; metadata are decoded into their
+// own messages; the tenant is a copy).
 func remoteWriteHandler(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
 	ing := srv.(*Ingester)
 	w := ing.forwards.get()
@@ -42,24 +45,44 @@ func remoteWriteHandler(srv any, ctx context.Context, dec func(any) error, inter
 	if err := dec(w); err != nil {
 		return nil, err
 	}
-	if w.decodeErr != nil {
-		// The client's error, which retrying cannot fix (gRPC would answer a codec error Internal, which a
-		// distributor takes for the ingester's failure and its client retries for ever).
-		return nil, status.Error(codes.InvalidArgument, w.decodeErr.Error())
-	}
 	var (
 		resp any
 		err  error
 	)
 	if interceptor == nil {
-		resp, err = ing.remoteWriteForwarded(ctx, w)
+		resp, err = ing.remoteWriteRaw(ctx, w)
 	} else {
 		info := &grpc.UnaryServerInfo{Server: srv, FullMethod: storepb.WriteableStore_RemoteWrite_FullMethodName}
 		resp, err = interceptor(ctx, w, info, func(ctx context.Context, req any) (any, error) {
-			return ing.remoteWriteForwarded(ctx, req.(*forwardedWrite))
+			return ing.remoteWriteRaw(ctx, req.(*forwardedWrite))
 		})
 	}
 	return resp, detachedStatus(err)
+}
+
+// remoteWriteRaw takes a push slot, decodes w's bytes and appends them.
+func (i *Ingester) remoteWriteRaw(ctx context.Context, w *forwardedWrite) (*storepb.WriteResponse, error) {
+	waiting := i.metrics.pushes.WithLabelValues("waiting")
+	waiting.Inc()
+	select {
+	case i.pushSlots <- struct{}{}:
+		waiting.Dec()
+	case <-ctx.Done():
+		waiting.Dec()
+		return nil, status.FromContextError(ctx.Err()).Err()
+	}
+	running := i.metrics.pushes.WithLabelValues("running")
+	running.Inc()
+	defer func() {
+		running.Dec()
+		<-i.pushSlots
+	}()
+	if err := w.decodeRaw(); err != nil {
+		// The client's error, which retrying cannot fix (gRPC would answer a codec error Internal, which a
+		// distributor takes for the ingester's failure and its client retries for ever).
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	return i.remoteWriteForwarded(ctx, w)
 }
 
 // detachedStatus is err as the gRPC status it is answered with, its message copied: the request's strings
@@ -93,7 +116,9 @@ type forwardedWrite struct {
 	invalidUTF8 bool
 	// decodeErr: the request is malformed (answered InvalidArgument by the handler).
 	decodeErr error
-	// alias: the series' strings alias the received bytes, which release gives back (UnmarshalInPlace).
+	// raw are the received bytes, decoded by decodeRaw; alias: the series' strings alias them, and release
+	// gives them back (UnmarshalInPlace).
+	raw     []byte
 	alias   bool
 	release func()
 }
@@ -107,14 +132,21 @@ const (
 	fwdFieldMetadata   = 5
 )
 
-// UnmarshalInPlace implements storepb.InPlaceUnmarshaler: it is UnmarshalVT with the series' strings aliasing
-// b, which w keeps (and releases when it goes back to its pool, after the handler returned). What the ingester
-// keeps of a request is copied: the TSDB copies the labels of a series it creates, errors format their messages,
-// metadata and the tenant are decoded into strings of their own.
+// UnmarshalInPlace implements storepb.InPlaceUnmarshaler: w keeps b (and releases it when it goes back to its
+// pool, after the handler returned); decodeRaw then decodes it as UnmarshalVT does, the series' strings aliasing
+// b. What the ingester keeps of a request is copied: the TSDB copies the labels of a series it creates, errors
+// format their messages, metadata and the tenant are decoded into strings of their own.
 func (w *forwardedWrite) UnmarshalInPlace(b []byte, release func()) error {
-	w.release, w.alias = release, true
-	w.decodeErr = w.decode(b)
+	w.raw, w.release, w.alias = b, release, true
 	return nil
+}
+
+// decodeRaw decodes the bytes UnmarshalInPlace kept.
+func (w *forwardedWrite) decodeRaw() error {
+	if !w.alias {
+		return w.decodeErr // decoded by UnmarshalVT already
+	}
+	return w.decode(w.raw)
 }
 
 // UnmarshalVT decodes a storepb.WriteRequest. It accepts what proto.Unmarshal accepts (unknown fields
@@ -122,7 +154,7 @@ func (w *forwardedWrite) UnmarshalInPlace(b []byte, release func()) error {
 // million) is refused, as the distributor refuses such a remote write, and that a label that is not valid
 // UTF-8 only marks the request (invalidUTF8): the ingester drops such a series alone (validateForwarded).
 //
-// A malformed request is not an error here but decodeErr, for the handler to answer.
+// A malformed request is not an error here but decodeErr, which decodeRaw returns for the handler to answer.
 func (w *forwardedWrite) UnmarshalVT(b []byte) error {
 	w.decodeErr = w.decode(b)
 	return nil

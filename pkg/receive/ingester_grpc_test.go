@@ -193,3 +193,34 @@ func TestIngesterRemoteWriteKeepsMetadataOfRefusedSeries(t *testing.T) {
 	testutil.Equals(t, "help of m", got["m"][0].GetHelp())
 	testutil.Equals(t, 0, len(ing.Tenants()), "no TSDB opened for a write whose every series was refused")
 }
+
+// TestIngesterPushSlots: a forwarded write waits for a push slot; one whose caller gives up meanwhile is answered
+// with its context's error and appends nothing; once a slot frees, writes go through.
+func TestIngesterPushSlots(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	now := time.Unix(1_750_000_000, 0)
+	ing := newTestIngester(t, t.TempDir(), nil, reg, WithIngesterClock(func() time.Time { return now }))
+	defer ing.Close()
+	ing.pushSlots = make(chan struct{}, 1)
+	ing.pushSlots <- struct{}{} // the only slot, taken
+
+	req := &storepb.WriteRequest{Tenant: "a", Timeseries: []*prompb.TimeSeries{ts(series("m"), now.UnixMilli())}}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	err := remoteWriteWire(ctx, ing, req)
+	testutil.Equals(t, codes.DeadlineExceeded, status.Code(err), "error: %v", err)
+	testutil.Equals(t, 0, len(ing.Tenants()))
+	testutil.Equals(t, 0.0, promtestutil.ToFloat64(ing.metrics.pushes.WithLabelValues("waiting")))
+
+	done := make(chan error, 1)
+	go func() { done <- remoteWriteWire(context.Background(), ing, req) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for promtestutil.ToFloat64(ing.metrics.pushes.WithLabelValues("waiting")) != 1 {
+		testutil.Assert(t, time.Now().Before(deadline), "the write never waited")
+		time.Sleep(5 * time.Millisecond)
+	}
+	<-ing.pushSlots // the slot frees
+	testutil.Ok(t, <-done)
+	testutil.Equals(t, map[string][]int64{`{__name__="m", tenant_id="a"}`: {now.UnixMilli()}}, readAll(t, ing, "a"))
+	testutil.Equals(t, 0, len(ing.pushSlots))
+}
