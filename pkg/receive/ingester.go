@@ -2,8 +2,8 @@ package receive
 
 import (
 	"context"
-	"runtime"
 	"os"
+	"runtime"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -200,7 +200,7 @@ func NewIngester(cfg IngesterConfig, dir string, overrides *tenancy.Overrides, d
 	i := &Ingester{
 		forwards:  newForwardedPool(),
 		pushSlots: make(chan struct{}, slots),
-		cfg:      cfg, dir: dir, overrides: overrides, discarded: discarded, logger: logger, reg: reg,
+		cfg:       cfg, dir: dir, overrides: overrides, discarded: discarded, logger: logger, reg: reg,
 		limitShare: func(string) float64 { return 1 },
 		now:        time.Now,
 		metrics:    newIngesterMetrics(reg),
