@@ -40,8 +40,9 @@ func RegisterWriteableStore(s grpc.ServiceRegistrar, ing *Ingester) {
 // own messages; the tenant is a copy).
 func remoteWriteHandler(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
 	ing := srv.(*Ingester)
-	w := ing.forwards.get()
-	defer ing.forwards.put(w)
+	// Only the bytes until a slot is free: a pooled forwardedWrite (its slabs) is taken once one is.
+	w := &forwardedWrite{}
+	defer w.releaseRaw()
 	if err := dec(w); err != nil {
 		return nil, err
 	}
@@ -77,17 +78,26 @@ func (i *Ingester) remoteWriteRaw(ctx context.Context, w *forwardedWrite) (*stor
 		running.Dec()
 		<-i.pushSlots
 	}()
+	if w.alias {
+		// Decoded into a pooled forwardedWrite, which takes over the bytes (and their release).
+		d := i.forwards.get()
+		defer i.forwards.put(d)
+		d.raw, d.alias, d.release = w.raw, true, w.release
+		w.raw, w.release = nil, nil
+		w = d
+	}
 	if err := w.decodeRaw(); err != nil {
 		// The client's error, which retrying cannot fix (gRPC would answer a codec error Internal, which a
 		// distributor takes for the ingester's failure and its client retries for ever).
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	return i.remoteWriteForwarded(ctx, w)
+	resp, err := i.remoteWriteForwarded(ctx, w)
+	return resp, detachedStatus(err) // before the deferred put releases the bytes
 }
 
 // detachedStatus is err as the gRPC status it is answered with, its message copied: the request's strings
-// alias its receive buffer (forwardedWrite.UnmarshalInPlace), which goes back to gRPC's pool when the handler
-// returns, before gRPC reads the error. Every message is built by formatting (a copy) today; this keeps it so
+// alias its receive buffer (forwardedWrite.UnmarshalInPlace), which goes back to the codec's pool once the
+// request is appended, before gRPC reads the error. Every message is built by formatting (a copy) today; this keeps it so
 // whatever an error comes to quote.
 func detachedStatus(err error) error {
 	if err == nil {
@@ -139,6 +149,14 @@ const (
 func (w *forwardedWrite) UnmarshalInPlace(b []byte, release func()) error {
 	w.raw, w.release, w.alias = b, release, true
 	return nil
+}
+
+// releaseRaw gives back the bytes UnmarshalInPlace kept, unless they were handed over.
+func (w *forwardedWrite) releaseRaw() {
+	if w.release != nil {
+		w.release()
+		w.release = nil
+	}
 }
 
 // decodeRaw decodes the bytes UnmarshalInPlace kept.
@@ -232,10 +250,7 @@ const maxPooledForwarded = 8
 // newForwardedPool returns the free list of decoded forward requests, slabs included.
 func newForwardedPool() *freeList[forwardedWrite] {
 	return newFreeList(maxPooledForwarded, func(w *forwardedWrite) bool {
-		if w.release != nil {
-			w.release() // nothing reads the series any more: their bytes go back to gRPC's pool
-			w.release = nil
-		}
+		w.releaseRaw() // nothing reads the series any more: their bytes go back to the codec's pool
 		if w.slabs.Size() > maxPooledForwardSlabs {
 			return false
 		}
