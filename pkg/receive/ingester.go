@@ -198,7 +198,7 @@ func NewIngester(cfg IngesterConfig, dir string, overrides *tenancy.Overrides, d
 		slots = max(4, 2*runtime.GOMAXPROCS(0))
 	}
 	i := &Ingester{
-		forwards:  newForwardedPool(),
+		forwards:  newForwardedPool(slots),
 		pushSlots: make(chan struct{}, slots),
 		cfg:       cfg, dir: dir, overrides: overrides, discarded: discarded, logger: logger, reg: reg,
 		limitShare: func(string) float64 { return 1 },

@@ -243,13 +243,10 @@ func (w *forwardedWrite) MarshalToSizedBufferVT([]byte) (int, error) {
 // one outsized request does not stay in memory for good.
 const maxPooledForwardSlabs = 16 << 20
 
-// maxPooledForwarded is how many decoded requests an ingester keeps for reuse: about as many as it handles at
-// once under steady load (a distributor sends a handful of requests at a time).
-const maxPooledForwarded = 8
-
-// newForwardedPool returns the free list of decoded forward requests, slabs included.
-func newForwardedPool() *freeList[forwardedWrite] {
-	return newFreeList(maxPooledForwarded, func(w *forwardedWrite) bool {
+// newForwardedPool returns the free list of decoded forward requests, slabs included: n, as many as the
+// ingester decodes at once (its push slots), are kept.
+func newForwardedPool(n int) *freeList[forwardedWrite] {
+	return newFreeList(n, func(w *forwardedWrite) bool {
 		w.releaseRaw() // nothing reads the series any more: their bytes go back to the codec's pool
 		if w.slabs.Size() > maxPooledForwardSlabs {
 			return false

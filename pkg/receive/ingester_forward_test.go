@@ -88,7 +88,7 @@ func checkForwardedMatchesProto(t *testing.T, body []byte) {
 
 	w := &forwardedWrite{}
 	dirtyForward(t, w)
-	newForwardedPool().put(w)
+	newForwardedPool(1).put(w)
 	err := w.decode(body)
 	if wantErr != nil {
 		testutil.NotOk(t, err, "proto.Unmarshal refused the body (%v); forwardedWrite must too", wantErr)
@@ -130,7 +130,7 @@ func TestForwardPoolPutForgetsTheRequest(t *testing.T) {
 	w := &forwardedWrite{}
 	dirtyForward(t, w)
 	testutil.Equals(t, 50, len(w.series))
-	newForwardedPool().put(w)
+	newForwardedPool(1).put(w)
 	testutil.Equals(t, "", w.tenant)
 	testutil.Equals(t, 0, len(w.series))
 	testutil.Equals(t, 0, len(w.metadata))
