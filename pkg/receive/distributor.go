@@ -242,10 +242,21 @@ type PushRequest struct {
 	// LabelCount, when not nil, tells how many labels a series decoded with only its first labels has (see
 	// decodeOptions.maxLabels), for the error that refuses it.
 	LabelCount func(*prompb.TimeSeries) (int, bool)
+	// Frames, when not nil, are the series' fields of the request as received (remotewrite.Options.KeepFrames),
+	// Frames[i] Series[i]'s, or nil: a series Push leaves unchanged is forwarded as those bytes, not marshalled
+	// again. Push reorders and clears it along with Series.
+	Frames [][]byte
 	// Release, when not nil, is called once nothing refers to Series any more, so that the handler may reuse
 	// the memory they were decoded into. Push calls it when its Pusher is a ReleasingPusher (which says when
 	// it is done), and never otherwise: a Pusher may go on using a request after Push returns.
 	Release func()
+}
+
+// FramingPusher is a ReleasingPusher that forwards series as the bytes they were received as (frames[i] is
+// req.Timeseries[i]'s, or nil).
+type FramingPusher interface {
+	ReleasingPusher
+	PushFrames(ctx context.Context, tenant string, req *storepb.WriteRequest, frames [][]byte, release func()) error
 }
 
 // ReleasingPusher is a Pusher that says when it is done with a request: it calls release once, when nothing
@@ -289,7 +300,12 @@ func (d *Distributor) Push(ctx context.Context, tenant string, req *PushRequest)
 // push is Push; pushed says whether the series went to the Pusher, which then owns them (and release).
 func (d *Distributor) push(ctx context.Context, tenant string, req *PushRequest, release func()) (PushStats, bool, error) {
 	limits := d.overrides.ForTenant(tenant)
+	frames := req.Frames
+	if frames != nil && len(frames) != len(req.Series) {
+		frames = nil
+	}
 	if limits.AcceptHASamples {
+		frames = nil // the replica label is removed from the series, not from their bytes
 		// Before validation and the rate limit, as in Mimir: dropped samples take no tokens, and the replica
 		// label does not count against max_label_names_per_series.
 		if err := d.haDedup(ctx, tenant, limits, req.Series); err != nil {
@@ -305,11 +321,12 @@ func (d *Distributor) push(ctx context.Context, tenant string, req *PushRequest,
 		series    = req.Series
 		valid     = series[:0]
 	)
-	for _, ts := range series {
+	for i, ts := range series {
 		if ts == nil {
 			continue
 		}
-		if vi := v.check(ts); vi.reason != "" {
+		vi := v.check(ts)
+		if vi.reason != "" {
 			discarded.add(vi.reason, len(ts.Samples)+len(ts.Histograms))
 			if firstErr == nil {
 				firstErr = v.err(ts, vi)
@@ -328,9 +345,20 @@ func (d *Distributor) push(ctx context.Context, tenant string, req *PushRequest,
 		stats.Samples += len(ts.Samples)
 		stats.Histograms += len(ts.Histograms)
 		stats.Exemplars += len(ts.Exemplars)
+		if frames != nil {
+			frame := frames[i]
+			if vi.changed {
+				frame = nil
+			}
+			frames[len(valid)] = frame // i ≥ len(valid): not read again
+		}
 		valid = append(valid, ts)
 	}
 	clear(series[len(valid):])
+	if frames != nil {
+		clear(frames[len(valid):])
+		frames = frames[:len(valid)]
+	}
 	for _, c := range discarded {
 		d.discarded.Add(tenant, c.reason, c.n)
 	}
@@ -360,7 +388,9 @@ func (d *Distributor) push(ctx context.Context, tenant string, req *PushRequest,
 
 	wreq := &storepb.WriteRequest{Timeseries: valid, Tenant: tenant, Metadata: md}
 	var err error
-	if rp, ok := d.pusher.(ReleasingPusher); ok {
+	if fp, ok := d.pusher.(FramingPusher); ok && frames != nil {
+		err = fp.PushFrames(ctx, tenant, wreq, frames, release)
+	} else if rp, ok := d.pusher.(ReleasingPusher); ok {
 		err = rp.PushRelease(ctx, tenant, wreq, release)
 	} else {
 		err = d.pusher.Push(ctx, tenant, wreq) // never released: the Pusher may go on using the request

@@ -78,17 +78,23 @@ func (fp *forwardPool) put(s *forwardScratch) {
 }
 
 // encodeOnce encodes series and md into the scratch the first time it is called; every call returns the
-// outcome of that first one.
-func (s *forwardScratch) encodeOnce(series []*prompb.TimeSeries, md []*prompb.MetricMetadata) error {
-	s.once.Do(func() { s.err = s.encode(series, md) })
+// outcome of that first one. A series with a frame (frames may be nil) is copied as those bytes, its field of
+// the request received (remotewrite.Options.KeepFrames): 1.0's TimeSeries is field 1 of both
+// prometheus.WriteRequest and Thanos's storepb.WriteRequest, with the same fields.
+func (s *forwardScratch) encodeOnce(series []*prompb.TimeSeries, md []*prompb.MetricMetadata, frames [][]byte) error {
+	s.once.Do(func() { s.err = s.encode(series, md, frames) })
 	return s.err
 }
 
-func (s *forwardScratch) encode(series []*prompb.TimeSeries, md []*prompb.MetricMetadata) error {
+func (s *forwardScratch) encode(series []*prompb.TimeSeries, md []*prompb.MetricMetadata, frames [][]byte) error {
 	buf, offs := s.buf[:0], s.offs[:0]
 	var err error
-	for _, ts := range series {
+	for i, ts := range series {
 		offs = append(offs, len(buf))
+		if frames != nil && frames[i] != nil && frames[i][0] == writeRequestTimeseriesTag {
+			buf = append(buf, frames[i]...)
+			continue
+		}
 		if buf, err = appendFrame(buf, writeRequestTimeseriesTag, ts); err != nil {
 			return errors.Wrap(err, "encode series for the ingesters")
 		}

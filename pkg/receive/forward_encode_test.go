@@ -23,6 +23,7 @@ import (
 	"github.com/stratametrics/strata/pkg/store/labelpb"
 	"github.com/stratametrics/strata/pkg/store/storepb"
 	"github.com/stratametrics/strata/pkg/store/storepb/prompb"
+	"github.com/stratametrics/strata/pkg/store/storepb/prompb/remotewrite"
 	"github.com/stratametrics/strata/pkg/tenancy"
 )
 
@@ -83,7 +84,8 @@ func randomIdx(rng *rand.Rand, n int) []int {
 
 // TestEncodedWriteEqualsWriteRequest: the bytes the gRPC codec sends for an encodedWrite are those of the
 // *storepb.WriteRequest sub-request it replaces, which UnmarshalVT reads back equal to it, for random writes
-// (histograms, exemplars, metadata; no tenant) and random subsets of their items, through a reused scratch.
+// (histograms, exemplars, metadata; no tenant) and random subsets of their items, through a reused scratch; half
+// of them with their series copied as the frames of a remote write body they were decoded from.
 func TestEncodedWriteEqualsWriteRequest(t *testing.T) {
 	codec := encoding.GetCodecV2("proto")
 	rng := rand.New(rand.NewSource(1))
@@ -92,7 +94,17 @@ func TestEncodedWriteEqualsWriteRequest(t *testing.T) {
 		req := randomWrite(rng, rng.Intn(40), rng.Intn(6))
 		tenant := []string{"", "t", fmt.Sprintf("tenant-%0200d", iter)}[rng.Intn(3)]
 		s := pool.get()
-		testutil.Ok(t, s.encodeOnce(req.Timeseries, req.Metadata))
+		var frames [][]byte
+		if iter%2 == 1 {
+			// As a distributor forwards a remote write: the series decoded from a body, sent as their bytes in it.
+			body, err := (&prompb.WriteRequest{Timeseries: req.Timeseries}).MarshalVT()
+			testutil.Ok(t, err)
+			o := remotewrite.Options{KeepFrames: true}
+			req.Timeseries, err = remotewrite.DecodeV1(body, &o)
+			testutil.Ok(t, err)
+			frames = o.Frames()
+		}
+		testutil.Ok(t, s.encodeOnce(req.Timeseries, req.Metadata, frames))
 		for k := 0; k < 4; k++ {
 			idx := randomIdx(rng, len(req.Timeseries)+len(req.Metadata))
 			want := subRequest(tenant, req.Timeseries, req.Metadata, idx)
@@ -120,7 +132,7 @@ func TestEncodedWriteEqualsWriteRequest(t *testing.T) {
 func TestEncodedWriteMarshalsAtTheEnd(t *testing.T) {
 	req := randomWrite(rand.New(rand.NewSource(2)), 5, 1)
 	var s forwardScratch
-	testutil.Ok(t, s.encodeOnce(req.Timeseries, req.Metadata))
+	testutil.Ok(t, s.encodeOnce(req.Timeseries, req.Metadata, nil))
 	enc := newEncodedWrite(&s, 5, []int{0, 2, 3, 5}, "t")
 	want, err := subRequest("t", req.Timeseries, req.Metadata, []int{0, 2, 3, 5}).MarshalVT()
 	testutil.Ok(t, err)
@@ -306,7 +318,7 @@ func BenchmarkEncodeForIngesters(b *testing.B) {
 		var pool forwardPool
 		for i := 0; i < b.N; i++ {
 			s := pool.get()
-			if err := s.encodeOnce(req.Timeseries, req.Metadata); err != nil {
+			if err := s.encodeOnce(req.Timeseries, req.Metadata, nil); err != nil {
 				b.Fatal(err)
 			}
 			for r := 0; r < 3; r++ {

@@ -142,7 +142,9 @@ func (h *pushHandler) push(r *http.Request) pushResult {
 			release()
 		}
 	}
+	dec.KeepFrames = proto == writeV1 // forwarded as received when unchanged (encodeOnce)
 	req.Series, err = remotewrite.Decode(proto, buf, &dec)
+	req.Frames = dec.Frames()
 	if err == nil {
 		req.Metadata, req.MetadataErr, err = h.d.metadata.take(tenant, proto, buf)
 	}

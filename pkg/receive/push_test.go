@@ -30,6 +30,7 @@ import (
 
 	"github.com/stratametrics/strata/pkg/store/storepb"
 	"github.com/stratametrics/strata/pkg/store/storepb/prompb"
+	"github.com/stratametrics/strata/pkg/store/storepb/prompb/remotewrite"
 	"github.com/stratametrics/strata/pkg/store/storetest"
 	"github.com/stratametrics/strata/pkg/tenancy"
 )
@@ -889,5 +890,79 @@ func TestPushHandler_Concurrent(t *testing.T) {
 	testutil.Equals(t, 160*len(want), len(got))
 	for i := 0; i < len(got); i += len(want) {
 		equalSeries(t, want, got[i:i+len(want)])
+	}
+}
+
+// framingPusher is a fakePusher that also takes frames (a FramingPusher); it records, per call, each forwarded
+// series' frame decoded back (nil without one) and calls release at once.
+type framingPusher struct {
+	fakePusher
+	frames [][]*prompb.TimeSeries // per PushFrames call; nil: PushRelease was called
+}
+
+func (p *framingPusher) PushRelease(ctx context.Context, tenant string, req *storepb.WriteRequest, release func()) error {
+	defer release()
+	p.mu.Lock()
+	p.frames = append(p.frames, nil)
+	p.mu.Unlock()
+	return p.Push(ctx, tenant, req)
+}
+
+func (p *framingPusher) PushFrames(ctx context.Context, tenant string, req *storepb.WriteRequest, frames [][]byte, release func()) error {
+	defer release()
+	decoded := make([]*prompb.TimeSeries, len(frames))
+	for i, f := range frames {
+		if f == nil {
+			continue
+		}
+		one, err := remotewrite.DecodeV1(f, nil)
+		if err != nil || len(one) != 1 {
+			return errors.Newf("frame %d: %v", i, err)
+		}
+		decoded[i] = one[0]
+	}
+	p.mu.Lock()
+	p.frames = append(p.frames, decoded)
+	p.mu.Unlock()
+	return p.Push(ctx, tenant, req)
+}
+
+// TestPushForwardsUnchangedSeriesAsReceived: a series validation leaves as it came is handed on with its bytes as
+// received (which decode into it); one normalising changed (labels sorted, an empty value dropped) is not, nor any
+// series of a tenant whose HA replica label is removed; refused series take their frame with them.
+func TestPushForwardsUnchangedSeriesAsReceived(t *testing.T) {
+	for _, ha := range []bool{false, true} {
+		t.Run(fmt.Sprintf("ha=%v", ha), func(t *testing.T) {
+			p := &framingPusher{}
+			l := testLimits()
+			l.AcceptHASamples = ha
+			overrides := tenancy.NewOverrides(l, &fakeTenantLimits{})
+			h := NewPushHandler(NewDistributor(DefaultPushConfig(), overrides, p, log.NewNopLogger(), prometheus.NewRegistry(), WithClock(storetest.NewClock(testNow).Now)))
+			env := &testEnv{handler: tenancy.DefaultConfig().HTTPMiddleware(false)(h)}
+			body := encodeV1(t,
+				series1(testNow.UnixMilli(), "__name__", "a", "job", "x"),
+				series1(testNow.UnixMilli(), "__name__", "bad-name"),                 // refused
+				series1(testNow.UnixMilli(), "job", "y", "__name__", "b"),            // sorted by validation
+				series1(testNow.UnixMilli(), "__name__", "c", "empty", "", "z", "1"), // empty value dropped
+				series1(testNow.UnixMilli(), "__name__", "d"),
+			)
+			rec := env.do(t, body, ctV1)
+			testutil.Equals(t, http.StatusBadRequest, rec.Code, rec.Body.String())
+			testutil.Equals(t, 1, len(p.frames))
+			sent := p.series()
+			testutil.Equals(t, 4, len(sent))
+			if ha {
+				testutil.Assert(t, p.frames[0] == nil, "frames handed on for an HA tenant")
+				return
+			}
+			got := p.frames[0]
+			testutil.Equals(t, 4, len(got))
+			for i, wantFrame := range []bool{true, false, false, true} {
+				testutil.Equals(t, wantFrame, got[i] != nil, "series %d (%v)", i, sent[i])
+				if got[i] != nil {
+					testutil.Assert(t, proto.Equal(sent[i], got[i]), "frame %d decodes to %v, series is %v", i, got[i], sent[i])
+				}
+			}
+		})
 	}
 }

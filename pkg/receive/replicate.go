@@ -116,6 +116,18 @@ func (p *RingPusher) Push(ctx context.Context, tenant string, req *storepb.Write
 // PushRelease implements ReleasingPusher: release is called once every send is done, those still running
 // after the quorum answered included (or at once, when nothing is sent).
 func (p *RingPusher) PushRelease(ctx context.Context, tenant string, req *storepb.WriteRequest, release func()) error {
+	return p.push(ctx, tenant, req, nil, release)
+}
+
+// PushFrames implements FramingPusher: a series with a frame is sent to the ingesters as those bytes.
+func (p *RingPusher) PushFrames(ctx context.Context, tenant string, req *storepb.WriteRequest, frames [][]byte, release func()) error {
+	if len(frames) != len(req.GetTimeseries()) {
+		frames = nil
+	}
+	return p.push(ctx, tenant, req, frames, release)
+}
+
+func (p *RingPusher) push(ctx context.Context, tenant string, req *storepb.WriteRequest, frames [][]byte, release func()) error {
 	series, md := req.GetTimeseries(), req.GetMetadata()
 	sent := false
 	defer func() {
@@ -165,7 +177,7 @@ func (p *RingPusher) PushRelease(ctx context.Context, tenant string, req *storep
 	if len(p.local) == 0 {
 		// Every ingester is remote: encode now rather than on the first send, so that once Push returns (even
 		// on the caller's cancellation, with replicas still sending) nothing reads req any more.
-		if err := scratch.encodeOnce(series, md); err != nil {
+		if err := scratch.encodeOnce(series, md, frames); err != nil {
 			p.scratch.put(scratch)
 			return status.Error(codes.Internal, err.Error())
 		}
@@ -189,7 +201,7 @@ func (p *RingPusher) PushRelease(ctx context.Context, tenant string, req *storep
 			err = local.Push(sendCtx, tenant, subRequest(tenant, series, md, idx))
 			p.observeLocal(tenant, inst.Id, local)
 		} else {
-			err = p.sendRemote(sendCtx, inst, tenant, scratch, series, md, idx)
+			err = p.sendRemote(sendCtx, inst, tenant, scratch, series, md, frames, idx)
 		}
 		p.metrics.sent.WithLabelValues(inst.Id, sendOutcome(err)).Inc()
 		return err
@@ -296,8 +308,9 @@ func subRequest(tenant string, series []*prompb.TimeSeries, md []*prompb.MetricM
 
 // sendRemote writes the items at idx to a remote ingester: a RemoteWrite whose message is copied out of the
 // request's frames, encoded on the first remote send (see forwardScratch).
-func (p *RingPusher) sendRemote(ctx context.Context, inst dskitring.InstanceDesc, tenant string, scratch *forwardScratch, series []*prompb.TimeSeries, md []*prompb.MetricMetadata, idx []int) error {
-	if err := scratch.encodeOnce(series, md); err != nil {
+func (p *RingPusher) sendRemote(ctx context.Context, inst dskitring.InstanceDesc, tenant string, scratch *forwardScratch, series []*prompb.TimeSeries,
+	md []*prompb.MetricMetadata, frames [][]byte, idx []int) error {
+	if err := scratch.encodeOnce(series, md, frames); err != nil {
 		return status.Error(codes.Internal, err.Error())
 	}
 	conn, err := p.conn(inst.Addr)

@@ -37,9 +37,13 @@ type violation struct {
 	reason string // one of the Reason constants; "" when valid
 	label  int    // index into the series' labels of the label the rule names
 	tsMs   int64  // the timestamp that is too far in the future
+	// changed: normalising changed the series (labels dropped or sorted, exemplars dropped): it is no longer
+	// what its bytes as received say.
+	changed bool
 }
 
-// check normalises ts in place and reports the first rule it breaks, without allocating.
+// check normalises ts in place and reports the first rule it breaks (and, for a valid series, whether
+// normalising changed it), without allocating.
 //
 // Normalising: labels with an empty value are removed (in Prometheus an empty value is the same as no label);
 // labels not sorted by name are sorted, as Mimir's distributor does (clients such as Mimir's own continuous
@@ -58,9 +62,10 @@ type violation struct {
 //  5. no sample or histogram is newer than now + creation_grace_period: ReasonTooFarInFuture.
 //
 // Label values are valid UTF-8 by the time check runs: the decoders refuse requests where they are not.
-func (v seriesValidator) check(ts *prompb.TimeSeries) violation {
-	if len(ts.Exemplars) > 0 {
+func (v seriesValidator) check(ts *prompb.TimeSeries) (vi violation) {
+	if n := len(ts.Exemplars); n > 0 {
 		ts.Exemplars = v.dropFutureExemplars(ts.Exemplars)
+		vi.changed = len(ts.Exemplars) != n
 	}
 
 	// Drop the labels without a value, and find out whether the others are sorted.
@@ -77,6 +82,7 @@ func (v seriesValidator) check(ts *prompb.TimeSeries) violation {
 		ls[j] = l
 		j++
 	}
+	vi.changed = vi.changed || j != len(ls) || !sorted
 	clear(ls[j:])
 	ls = ls[:j]
 	ts.Labels = ls
@@ -127,7 +133,7 @@ func (v seriesValidator) check(ts *prompb.TimeSeries) violation {
 			return violation{reason: ReasonTooFarInFuture, tsMs: t}
 		}
 	}
-	return violation{}
+	return violation{changed: vi.changed}
 }
 
 // err returns the Mimir-format error for violation vi of ts, as check reported it. It allocates; callers build

@@ -64,15 +64,27 @@ type Options struct {
 	// keeps beyond that (the TSDB copies the labels of the series it creates). It takes away decoding's largest
 	// garbage: a copy of every request.
 	AliasBuf bool
+	// KeepFrames: Frames returns, for each decoded series, its field of buf as received (tag, length and
+	// message), so that a caller forwarding the series unchanged (a distributor) copies it instead of marshalling
+	// the series again. A series decoded differently from its bytes (a label with an empty value dropped, labels
+	// truncated: see MaxLabels) has no frame. The frames alias buf.
+	KeepFrames bool
 	// ThanosWriteRequest: the body is a Thanos storepb.WriteRequest (the forward RPC), whose series are 1.0's
 	// (field 1) but whose field 3 is the replica number, not 1.0's metadata: it is not checked as metadata.
 	ThanosWriteRequest bool
 
+	// frames are the series' frames (output, with KeepFrames), in the order of the series returned.
+	frames [][]byte
 	// truncated lists the series decoded with only some of their labels (output).
 	truncated []truncatedSeries
 	// invalidUTF8 lists the series with a label that is not valid UTF-8 (output, with MarkInvalidUTF8).
 	invalidUTF8 []*prompb.TimeSeries
 }
+
+// Frames returns the frames of the series decoded with KeepFrames: Frames()[i] is the i-th series' field of
+// the body, or nil when the series was decoded differently from its bytes. It aliases the body, and with Slabs
+// their memory.
+func (o *Options) Frames() [][]byte { return o.frames }
 
 // InvalidUTF8 returns the series decoded with MarkInvalidUTF8 that have a label (name or value) that is not
 // valid UTF-8.
@@ -90,13 +102,15 @@ type Slabs struct {
 	labelPtrs  []*labelpb.Label
 	samples    []prompb.Sample
 	samplePtrs []*prompb.Sample
+	frames     [][]byte
 }
 
 // Size is the bytes the slabs hold, for a pool that drops large ones.
 func (s *Slabs) Size() int {
 	const ptr = 8
 	return cap(s.series)*int(unsafe.Sizeof(prompb.TimeSeries{})) + cap(s.labels)*int(unsafe.Sizeof(labelpb.Label{})) +
-		cap(s.samples)*int(unsafe.Sizeof(prompb.Sample{})) + (cap(s.seriesPtrs)+cap(s.labelPtrs)+cap(s.samplePtrs))*ptr
+		cap(s.samples)*int(unsafe.Sizeof(prompb.Sample{})) + (cap(s.seriesPtrs)+cap(s.labelPtrs)+cap(s.samplePtrs))*ptr +
+		cap(s.frames)*int(unsafe.Sizeof([]byte(nil)))
 }
 
 // Reset clears what the slabs refer to (strings, exemplars, histograms), so that a pooled Slabs keeps none of
@@ -109,6 +123,8 @@ func (s *Slabs) Reset() {
 	clear(s.labelPtrs[:len(s.labelPtrs)])
 	clear(s.samples[:len(s.samples)])
 	clear(s.samplePtrs[:len(s.samplePtrs)])
+	clear(s.frames[:len(s.frames)])
+	s.frames = s.frames[:0]
 	s.clean = true
 }
 
@@ -235,11 +251,16 @@ func DecodeV1(buf []byte, o *Options) ([]*prompb.TimeSeries, error) {
 		series []prompb.TimeSeries
 		out    []*prompb.TimeSeries
 	)
+	keepFrames := o != nil && o.KeepFrames
 	if sl := o.slabs(); sl != nil {
 		sl.take(c.series, c.labels, c.samples)
 		d.labels, d.labelPtrs = sl.labels, sl.labelPtrs
 		d.samples, d.samplePtrs = sl.samples, sl.samplePtrs
 		series, out = sl.series, sl.seriesPtrs[:0]
+		if keepFrames {
+			o.frames = sl.frames[:0]
+			defer func() { sl.frames = o.frames }()
+		}
 	} else {
 		d.labels, d.labelPtrs = make([]labelpb.Label, c.labels), make([]*labelpb.Label, c.labels)
 		d.samples, d.samplePtrs = make([]prompb.Sample, c.samples), make([]*prompb.Sample, c.samples)
@@ -258,6 +279,7 @@ func DecodeV1(buf []byte, o *Options) ([]*prompb.TimeSeries, error) {
 		win = unsafe.String(unsafe.SliceData(buf), len(buf)) // one window: the whole of buf, not copied
 	}
 	for b := buf; len(b) > 0; {
+		frameStart := len(buf) - len(b)
 		num, typ, n := ConsumeTag(b)
 		if n < 0 {
 			return nil, WireError(n, "remote write 1.0 request")
@@ -279,7 +301,7 @@ func DecodeV1(buf []byte, o *Options) ([]*prompb.TimeSeries, error) {
 				win = string(buf[start:max(end, min(len(buf), start+stringWindow))])
 			}
 			ts := &series[len(out)]
-			d.badUTF8 = false
+			d.badUTF8, d.dropped = false, false
 			n, err := d.series(v, win[start-winStart:start-winStart+len(v)], ts)
 			if err != nil {
 				return nil, errors.Wrapf(err, "decode remote write 1.0 request: timeseries %d", len(out))
@@ -289,6 +311,13 @@ func DecodeV1(buf []byte, o *Options) ([]*prompb.TimeSeries, error) {
 			}
 			if d.maxKept > 0 && n > len(ts.Labels) {
 				o.truncated = append(o.truncated, truncatedSeries{ts: ts, labels: n})
+			}
+			if keepFrames {
+				var frame []byte
+				if !d.dropped && len(ts.Labels) == n {
+					frame = buf[frameStart : start+len(v) : start+len(v)]
+				}
+				o.frames = append(o.frames, frame)
 			}
 			out = append(out, ts)
 		case num == 3 && typ == protowire.BytesType && (o == nil || !o.ThanosWriteRequest):
@@ -410,6 +439,7 @@ type v1Decoder struct {
 	maxKept    int  // Options.MaxLabels+1, 0: keep all
 	markUTF8   bool // Options.MarkInvalidUTF8
 	badUTF8    bool // the series being decoded has a label that is not valid UTF-8 (markUTF8)
+	dropped    bool // the series being decoded had a label dropped (an empty value)
 	labels     []labelpb.Label
 	labelPtrs  []*labelpb.Label
 	nextLabel  int
@@ -454,6 +484,7 @@ func (d *v1Decoder) series(b []byte, str string, ts *prompb.TimeSeries) (int, er
 		d.badUTF8 = d.badUTF8 || !valid
 		if d.maxKept > 0 && l.Value == "" {
 			*l = labelpb.Label{} // dropped: the slot is reused
+			d.dropped = true
 			return nil
 		}
 		d.labelPtrs[d.nextLabel] = l

@@ -7,6 +7,7 @@ import (
 	"github.com/efficientgo/core/testutil"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/stratametrics/strata/pkg/store/labelpb"
 	"github.com/stratametrics/strata/pkg/store/storepb/prompb"
 )
 
@@ -44,5 +45,31 @@ func TestDecodeAliasBuf(t *testing.T) {
 		}
 		testutil.Equals(t, alias, got[0].Labels[0].Name != name && strings.Trim(got[0].Labels[0].Name, "X") == "",
 			"alias %v: name %q after the buffer changed", alias, got[0].Labels[0].Name)
+	}
+}
+
+// TestDecodeKeepFrames: each series' frame is its field of the body, which decodes on its own into the same
+// series; a series decoded differently from its bytes (an empty label value dropped) has none.
+func TestDecodeKeepFrames(t *testing.T) {
+	req := &prompb.WriteRequest{Timeseries: []*prompb.TimeSeries{
+		{Labels: []*labelpb.Label{{Name: "__name__", Value: "a"}, {Name: "job", Value: "x"}}, Samples: []*prompb.Sample{{Value: 1, Timestamp: 2}}},
+		{Labels: []*labelpb.Label{{Name: "__name__", Value: "b"}, {Name: "empty", Value: ""}}, Samples: []*prompb.Sample{{Value: 3, Timestamp: 4}}},
+		{Labels: []*labelpb.Label{{Name: "__name__", Value: "c"}}, Samples: []*prompb.Sample{{Value: 5, Timestamp: 6}}},
+	}}
+	buf, err := req.MarshalVT()
+	testutil.Ok(t, err)
+	for _, slabs := range []*Slabs{nil, {}} {
+		o := &Options{KeepFrames: true, MaxLabels: 30, Slabs: slabs}
+		got, err := DecodeV1(buf, o)
+		testutil.Ok(t, err)
+		frames := o.Frames()
+		testutil.Equals(t, len(got), len(frames))
+		testutil.Assert(t, frames[1] == nil, "a series with a dropped label has a frame")
+		for _, i := range []int{0, 2} {
+			one, err := DecodeV1(frames[i], nil)
+			testutil.Ok(t, err)
+			testutil.Equals(t, 1, len(one))
+			testutil.Assert(t, proto.Equal(got[i], one[0]), "frame %d decodes to %v, want %v", i, one[0], got[i])
+		}
 	}
 }
