@@ -91,7 +91,7 @@ func (s *forwardScratch) encode(series []*prompb.TimeSeries, md []*prompb.Metric
 	var err error
 	for i, ts := range series {
 		offs = append(offs, len(buf))
-		if frames != nil && frames[i] != nil && frames[i][0] == writeRequestTimeseriesTag {
+		if frames != nil && len(frames[i]) > 0 && frames[i][0] == writeRequestTimeseriesTag {
 			buf = append(buf, frames[i]...)
 			continue
 		}

@@ -285,10 +285,17 @@ func (f *nullIngester) remoteWrite(_ any, _ context.Context, dec func(any) error
 	return f.resp, nil
 }
 
-// BenchmarkDistributorSplit: the distributor's RingPusher sharding 2000 series over a ring of 3 ingesters in 3
-// zones with replication factor 3 (each ingester gets every series: one marshalled request each) and sending them
-// over gRPC to ingesters that only count the bytes.
+// BenchmarkDistributorSplit: the distributor's RingPusher sharding 2000 series over a ring of ingesters in 3
+// zones with replication factor 3 and sending them over gRPC to ingesters that only count the bytes. With 3
+// ingesters each gets every series (one replication set for the whole request: one marshalled request each);
+// with 6 (2 per zone) each series is sharded on its own and each ingester gets its share.
 func BenchmarkDistributorSplit(b *testing.B) {
+	for _, n := range []int{3, 6} {
+		b.Run(fmt.Sprintf("ingesters=%d", n), func(b *testing.B) { benchmarkDistributorSplit(b, n) })
+	}
+}
+
+func benchmarkDistributorSplit(b *testing.B, ingesters int) {
 	kv, err := ring.NewKV(ring.MemberlistConfig{}, log.NewNopLogger(), prometheus.NewRegistry())
 	if err != nil {
 		b.Fatal(err)
@@ -298,7 +305,7 @@ func BenchmarkDistributorSplit(b *testing.B) {
 	key := fmt.Sprintf("bench-split-%d", time.Now().UnixNano())
 	ctx := context.Background()
 	var ings []*nullIngester
-	for i := range 3 {
+	for i := range ingesters {
 		f := &nullIngester{resp: &storepb.WriteResponse{}}
 		ings = append(ings, f)
 		srv := grpc.NewServer(server.Config{}.GRPCMsgSizeOptions()...)
@@ -311,7 +318,7 @@ func BenchmarkDistributorSplit(b *testing.B) {
 		go func() { _ = srv.Serve(lis) }()
 		b.Cleanup(srv.Stop)
 
-		inst := ring.InstanceConfig{ID: fmt.Sprintf("ingester-%d", i), Addr: lis.Addr().String(), Zone: string(rune('a' + i))}
+		inst := ring.InstanceConfig{ID: fmt.Sprintf("ingester-%d", i), Addr: lis.Addr().String(), Zone: string(rune('a' + i%3))}
 		lkv, err := ring.NewKV(ring.MemberlistConfig{}, log.NewNopLogger(), prometheus.NewRegistry())
 		if err != nil {
 			b.Fatal(err)
@@ -333,9 +340,9 @@ func BenchmarkDistributorSplit(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { _ = services.StopAndAwaitTerminated(ctx, client) })
-	for deadline := time.Now().Add(10 * time.Second); client.InstancesCount() < 3; time.Sleep(20 * time.Millisecond) {
+	for deadline := time.Now().Add(10 * time.Second); client.InstancesCount() < ingesters; time.Sleep(20 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			b.Fatal("the ring did not see 3 ingesters")
+			b.Fatalf("the ring did not see %d ingesters", ingesters)
 		}
 	}
 	p := NewRingPusher(client, 5*time.Second, nil, log.NewNopLogger(), prometheus.NewRegistry())
