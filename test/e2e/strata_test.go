@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -51,14 +52,39 @@ func repoRoot() string {
 	return filepath.Join(wd, "..", "..")
 }
 
-// freeAddr returns a loopback address with a port that was free a moment ago.
+// freeAddr returns a loopback address with a port that was free a moment ago, below the kernel's ephemeral
+// range: a port the kernel picked (":0") could be handed out again, as the local port of some process's outgoing
+// connection (gossip dials while a cluster starts), before the process it is meant for binds it ("bind: address
+// already in use", seen in TestShuffleShardingIsolatesTenants). Ports are taken in turn from
+// [freeAddrFirst, freeAddrFirst+freeAddrSpan), below the local cluster's (freePortOffset), skipping busy ones.
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	testutil.Ok(t, err)
-	defer l.Close()
-	return l.Addr().String()
+	for range freeAddrSpan {
+		p := freeAddrFirst + int(freeAddrNext.Add(1))%freeAddrSpan
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+		if err != nil {
+			continue // in use
+		}
+		addr := l.Addr().String()
+		_ = l.Close()
+		return addr
+	}
+	t.Fatalf("no free port in 127.0.0.1:%d-%d", freeAddrFirst, freeAddrFirst+freeAddrSpan-1)
+	return ""
 }
+
+const (
+	freeAddrFirst = 12000
+	freeAddrSpan  = 5000 // up to 16999: the local cluster's ports start at 17946 (freePortOffset)
+)
+
+// freeAddrNext is the last port handed out, less freeAddrFirst; it starts at a place of its own per process, so
+// that two test binaries running at once rarely meet.
+var freeAddrNext = func() *atomic.Int64 {
+	var n atomic.Int64
+	n.Store(int64(os.Getpid()*97) % freeAddrSpan)
+	return &n
+}()
 
 // memberlist is the gossip of a test's processes: a loopback address per member, free (TCP) a moment ago.
 type memberlist []string
