@@ -58,6 +58,10 @@ BENCH_ALLOCS_TIME ?= 20x
 bench-write-allocs: ## Write-path allocations alone: the ingester's gRPC write and the distributor's split (allocs/sample, B/sample, ns/sample); compare two commits' output with benchstat.
 	$(GO) test -run '^$$' -bench '^Benchmark(IngesterRemoteWrite|DistributorSplit)$$' -benchmem -benchtime $(BENCH_ALLOCS_TIME) -count 6 ./pkg/receive/
 
+.PHONY: bench-write-layers
+bench-write-layers: ## The ingester's write path layer by layer over 100k series: Prometheus's head alone, Ingester.Push, the gRPC write (ns/sample each; the head's is the floor).
+	$(GO) test -run '^$$' -bench '^BenchmarkIngesterLayers$$' -benchmem -benchtime 2000x -count 6 ./pkg/receive/
+
 .PHONY: bench-compact
 bench-compact: ## Compaction benchmark alone: RF-3 blocks compacted by Strata's cycle vs Prometheus's tsdb compactor (samples/s, ratio, peak RSS).
 	$(GO) test -run '^$$' -bench '^Benchmark(Compact_RF3|Normalise)$$' -benchtime $(BENCH_TIME) ./pkg/compact/

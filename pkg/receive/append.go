@@ -2,7 +2,7 @@ package receive
 
 import (
 	"context"
-	"math"
+	"math/rand/v2"
 	"sync"
 
 	"github.com/efficientgo/core/errors"
@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/stratametrics/strata/pkg/store/storepb"
+	"github.com/stratametrics/strata/pkg/store/storepb/prompb"
 	"github.com/stratametrics/strata/pkg/tenancy"
 )
 
@@ -26,14 +27,27 @@ const (
 	reasonInvalid              = "invalid_sample"
 )
 
-// appendErrors keeps the first error of each kind in a push, and which metrics hit the series limit.
+// discardReasons indexes appendErrors.discarded.
+var discardReasons = [...]string{reasonPerUserSeriesLimit, reasonPerMetricSeriesLimit, reasonSampleOutOfOrder, reasonSampleTooOld, reasonSampleDuplicate, reasonInvalid}
+
+// appendErrors is what one appender of a push appended and refused: the first error of each kind, which metrics
+// hit the series limit, and how many samples were discarded for each reason (counted once the push commits, so
+// that a shared attempt redone alone counts nothing twice).
 type appendErrors struct {
 	first         map[string]error
 	order         []string
 	limitedMetric map[string]int
+	discarded     [len(discardReasons)]int
+	nAppended     int
+	minT          int64 // oldest sample appended
 }
 
 func (a *appendErrors) add(reason string, err error) {
+	for k, r := range discardReasons {
+		if r == reason {
+			a.discarded[k]++
+		}
+	}
 	if a.first == nil {
 		a.first = map[string]error{}
 	}
@@ -41,6 +55,13 @@ func (a *appendErrors) add(reason string, err error) {
 		a.first[reason] = err
 		a.order = append(a.order, reason)
 	}
+}
+
+func (a *appendErrors) appended(t int64) {
+	if a.nAppended == 0 || t < a.minT {
+		a.minT = t
+	}
+	a.nAppended++
 }
 
 // Push appends a tenant's series. Samples that fail (limits, out of order, too old, duplicates) are skipped
@@ -68,9 +89,13 @@ func (i *Ingester) Push(ctx context.Context, tenant string, req *storepb.WriteRe
 	// Pushes that only append to existing series run concurrently; a push that creates series runs alone.
 	// Prometheus's head logs a new series to the WAL when the appender that created it commits, so a
 	// concurrent appender that found the series could commit samples before that record, and a WAL replay
-	// after a crash would drop those acknowledged samples as referring to an unknown series.
+	// after a crash would drop those acknowledged samples as referring to an unknown series. A shared push
+	// appends by labels and the TSDB finds each series in one lookup; the TSDB asks before it creates one
+	// (PreCreation), and while shared pushes run it is refused: the push is rolled back and redone alone.
 	u.appendMtx.RLock()
+	u.sharedAppends.Add(1)
 	exclusive, err := i.appendRequest(ctx, tenant, u, req, true)
+	u.sharedAppends.Add(-1)
 	u.appendMtx.RUnlock()
 	if exclusive {
 		u.appendMtx.Lock()
@@ -80,107 +105,149 @@ func (i *Ingester) Push(ctx context.Context, tenant string, req *storepb.WriteRe
 	return err
 }
 
-// appendRequest appends a request in one appender and commits it. With onlyExisting it rolls back and reports
-// needExclusive as soon as a series does not exist yet.
-func (i *Ingester) appendRequest(ctx context.Context, tenant string, u *userTSDB, req *storepb.WriteRequest, onlyExisting bool) (needExclusive bool, err error) {
+// errSeriesNeedsExclusive is PreCreation's answer while shared pushes run: the series is created by the same
+// push redone alone.
+var errSeriesNeedsExclusive = errors.New("new series: append alone")
+
+// appendRequest appends a request in one appender and commits it. With shared, series are looked up by the
+// TSDB as their samples are appended, and it rolls back and reports needExclusive as soon as one does not
+// exist yet. Without, every series is looked up first and a new one gets labels of its own.
+func (i *Ingester) appendRequest(ctx context.Context, tenant string, u *userTSDB, req *storepb.WriteRequest, shared bool) (needExclusive bool, err error) {
 	var (
-		app      = u.db.Appender(ctx)
-		getRef   = app.(storage.GetRef)
-		errs     appendErrors
-		appended int
-		minT     = int64(math.MaxInt64) // oldest sample appended
-		b        = labels.NewScratchBuilder(16)
+		app  = u.db.Appender(ctx)
+		errs appendErrors
+		b    = labels.NewScratchBuilder(16)
 	)
 	tss := req.GetTimeseries()
-	sc := i.appendScratch.get(len(tss))
-	defer i.appendScratch.put(sc)
-	lsets, refs := sc.lsets, sc.refs
-	// Every series is looked up before anything is appended: a push that finds a new series with onlyExisting
-	// is then redone exclusively with nothing counted twice. The lookup label set is built into one reused
-	// buffer (Overwrite); a series that exists is then appended with the TSDB's own labels (GetRef returns
-	// them), and only a new one gets a copy of its own, which the TSDB keeps: no allocation per known series.
-	var scratch labels.Labels
-	for k, ts := range tss {
-		b.Reset()
-		sorted := true
-		for j, l := range ts.GetLabels() {
-			b.Add(l.GetName(), l.GetValue())
-			sorted = sorted && (j == 0 || ts.Labels[j-1].GetName() < l.GetName())
-		}
-		if !sorted { // validation sorts them: only a caller of Push that did not validate gets here
-			b.Sort()
-		}
-		b.Overwrite(&scratch)
-		ref, lset := getRef.GetRef(scratch, scratch.Hash())
-		if ref == 0 {
-			if onlyExisting {
+	if shared {
+		// The lookup label set is built into one reused buffer (Overwrite): the TSDB keeps no labels it is given
+		// for a series that exists, and creates none here. The TSDB looks a series up by reference first, then
+		// by labels: every series is given a reference none has (the head numbers series from 1), in a stripe
+		// of the head chosen per push, so that the first lookup misses in a map already in the cache and
+		// concurrent pushes do not all take one stripe's lock (reference 0's).
+		var (
+			scratch labels.Labels
+			miss    = storage.SeriesRef(1<<63 | rand.Uint64N(1<<32))
+		)
+		for _, ts := range tss {
+			buildLabels(&b, ts, &scratch)
+			if i.appendSeries(app, tenant, ts, scratch, miss, &errs) {
 				if err := app.Rollback(); err != nil {
 					return false, status.Errorf(codes.Internal, "roll back samples of tenant %s: %v", tenant, err)
 				}
 				return true, nil
 			}
+		}
+		return false, i.commit(tenant, u, app, &errs)
+	}
+	// Every series is looked up before anything is appended; one that exists is then appended with the TSDB's
+	// own labels (GetRef returns them), and only a new one gets a copy of its own, which the TSDB keeps.
+	getRef := app.(storage.GetRef)
+	sc := i.appendScratch.get(len(tss))
+	defer i.appendScratch.put(sc)
+	lsets, refs := sc.lsets, sc.refs
+	var scratch labels.Labels
+	for k, ts := range tss {
+		buildLabels(&b, ts, &scratch)
+		ref, lset := getRef.GetRef(scratch, scratch.Hash())
+		if ref == 0 {
 			lset = scratch.Copy()
 		}
 		lsets[k], refs[k] = lset, ref
 	}
 	for k, ts := range tss {
-		lset, ref := lsets[k], refs[k]
-		skipSeries := false
-		for _, s := range ts.GetSamples() {
-			if err = checkNotAncient(s.GetTimestamp()); err == nil {
-				ref, err = app.Append(ref, lset, s.GetTimestamp(), s.GetValue())
-			}
-			if err == nil {
-				appended++
-				minT = min(minT, s.GetTimestamp())
-				continue
-			}
-			if skipSeries = i.handleAppendErr(tenant, lset, s.GetTimestamp(), err, &errs); skipSeries {
-				break
-			}
+		i.appendSeries(app, tenant, ts, lsets[k], refs[k], &errs)
+	}
+	return false, i.commit(tenant, u, app, &errs)
+}
+
+// buildLabels overwrites lset with the series' labels, sorted.
+func buildLabels(b *labels.ScratchBuilder, ts *prompb.TimeSeries, lset *labels.Labels) {
+	b.Reset()
+	sorted := true
+	for j, l := range ts.GetLabels() {
+		b.Add(l.GetName(), l.GetValue())
+		sorted = sorted && (j == 0 || ts.Labels[j-1].GetName() < l.GetName())
+	}
+	if !sorted { // validation sorts them: only a caller of Push that did not validate gets here
+		b.Sort()
+	}
+	b.Overwrite(lset)
+}
+
+// appendSeries appends a series' samples and histograms, recording what fails in errs. It reports
+// needExclusive, with the rest of the series not appended, when the TSDB refused to create the series
+// (errSeriesNeedsExclusive).
+func (i *Ingester) appendSeries(app storage.Appender, tenant string, ts *prompb.TimeSeries, lset labels.Labels, ref storage.SeriesRef, errs *appendErrors) (needExclusive bool) {
+	var err error
+	for _, s := range ts.GetSamples() {
+		var next storage.SeriesRef
+		if err = checkNotAncient(s.GetTimestamp()); err == nil {
+			next, err = app.Append(ref, lset, s.GetTimestamp(), s.GetValue())
 		}
-		if skipSeries {
+		if err == nil {
+			ref = next
+			errs.appended(s.GetTimestamp())
 			continue
 		}
-		for _, h := range ts.GetHistograms() {
-			if err = checkNotAncient(h.GetTimestamp()); err == nil {
-				ih, fh := HistogramFromPB(h)
-				ref, err = app.AppendHistogram(ref, lset, h.GetTimestamp(), ih, fh)
-			}
-			if err == nil {
-				appended++
-				minT = min(minT, h.GetTimestamp())
-				continue
-			}
-			if i.handleAppendErr(tenant, lset, h.GetTimestamp(), err, &errs) {
-				break
-			}
+		if errors.Is(err, errSeriesNeedsExclusive) {
+			return true
+		}
+		if i.handleAppendErr(tenant, lset, s.GetTimestamp(), err, errs) {
+			return false
 		}
 	}
+	for _, h := range ts.GetHistograms() {
+		var next storage.SeriesRef
+		if err = checkNotAncient(h.GetTimestamp()); err == nil {
+			ih, fh := HistogramFromPB(h)
+			next, err = app.AppendHistogram(ref, lset, h.GetTimestamp(), ih, fh)
+		}
+		if err == nil {
+			ref = next
+			errs.appended(h.GetTimestamp())
+			continue
+		}
+		if errors.Is(err, errSeriesNeedsExclusive) {
+			return true
+		}
+		if i.handleAppendErr(tenant, lset, h.GetTimestamp(), err, errs) {
+			return false
+		}
+	}
+	return false
+}
+
+// commit commits a push's appender and then counts what it appended and discarded.
+func (i *Ingester) commit(tenant string, u *userTSDB, app storage.Appender, errs *appendErrors) error {
 	// Commits of one tenant are serialized: Commit writes the WAL and then the head, so two concurrent commits to
 	// one series (a replica write overtaken by the next push) could reach the WAL in one order and the head in
 	// the other, and a replay would then drop a sample the head had accepted.
 	u.commitMtx.Lock()
-	err = app.Commit()
+	err := app.Commit()
 	u.commitMtx.Unlock()
-	if appended > 0 {
+	for r, n := range errs.discarded {
+		if n > 0 {
+			i.discard(tenant, discardReasons[r], n)
+		}
+	}
+	if errs.nAppended > 0 {
 		// After the commit, whether it failed or not (conservative): see lateWrites.record.
-		i.lateWrites.record(tenant, minT)
+		i.lateWrites.record(tenant, errs.minT)
 	}
 	if err != nil {
-		return false, status.Errorf(codes.Internal, "commit samples of tenant %s: %v", tenant, err)
+		return status.Errorf(codes.Internal, "commit samples of tenant %s: %v", tenant, err)
 	}
-	i.metrics.appendedSamples.WithLabelValues(tenant).Add(float64(appended))
+	i.metrics.appendedSamples.WithLabelValues(tenant).Add(float64(errs.nAppended))
 	i.metrics.activeSeries.WithLabelValues(tenant).Set(float64(u.db.Head().NumSeries()))
-	return false, i.pushError(tenant, u, &errs)
+	return i.pushError(tenant, u, errs)
 }
 
-// handleAppendErr counts a failed append and reports whether the rest of the series should be skipped.
+// handleAppendErr records a failed append in errs and reports whether the rest of the series should be skipped.
 func (i *Ingester) handleAppendErr(tenant string, lset labels.Labels, t int64, err error, errs *appendErrors) bool {
 	series := lset.String()
 	switch {
 	case errors.Is(err, errPerUserSeriesLimit):
-		i.discard(tenant, reasonPerUserSeriesLimit, 1)
 		if errs.limitedMetric == nil {
 			errs.limitedMetric = map[string]int{}
 		}
@@ -188,20 +255,15 @@ func (i *Ingester) handleAppendErr(tenant string, lset labels.Labels, t int64, e
 		errs.add(reasonPerUserSeriesLimit, nil)
 		return true
 	case errors.Is(err, errPerMetricSeriesLimit):
-		i.discard(tenant, reasonPerMetricSeriesLimit, 1)
 		errs.add(reasonPerMetricSeriesLimit, tenancy.NewMaxSeriesPerMetricError(i.overrides.MaxGlobalSeriesPerMetric(tenant), lset.Get(model.MetricNameLabel)))
 		return true
 	case errors.Is(err, storage.ErrOutOfOrderSample), errors.Is(err, storage.ErrTooOldSample):
-		i.discard(tenant, reasonSampleOutOfOrder, 1)
 		errs.add(reasonSampleOutOfOrder, tenancy.NewSampleOutOfOrderError(t, series))
 	case errors.Is(err, storage.ErrOutOfBounds):
-		i.discard(tenant, reasonSampleTooOld, 1)
 		errs.add(reasonSampleTooOld, tenancy.NewSampleTimestampTooOldError(t, series))
 	case errors.Is(err, storage.ErrDuplicateSampleForTimestamp):
-		i.discard(tenant, reasonSampleDuplicate, 1)
 		errs.add(reasonSampleDuplicate, tenancy.NewSampleDuplicateTimestampError(t, series))
 	default:
-		i.discard(tenant, reasonInvalid, 1)
 		errs.add(reasonInvalid, &tenancy.Error{ID: tenancy.IDLabelInvalid, Status: 400, Msg: errors.Wrapf(err, "append sample of series %.200s", series).Error()})
 	}
 	return false

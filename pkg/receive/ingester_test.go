@@ -411,3 +411,47 @@ func TestIngesterConcurrentSeriesCreationSurvivesCrash(t *testing.T) {
 	}
 	testutil.Equals(t, len(acked), len(replayed))
 }
+
+// TestIngesterSharedPushNeverCreatesSeries: while shared pushes run, the TSDB's PreCreation refuses a new series,
+// and a shared append that meets one rolls back everything it appended (the push is then redone alone); one that
+// meets only existing series commits.
+func TestIngesterSharedPushNeverCreatesSeries(t *testing.T) {
+	ing := newTestIngester(t, t.TempDir(), nil, prometheus.NewRegistry())
+	defer ing.Close()
+	ctx := context.Background()
+	testutil.Ok(t, ing.Push(ctx, "a", &storepb.WriteRequest{Timeseries: []*prompb.TimeSeries{ts(series("old"), 1000)}}))
+	u, err := ing.getOrOpen("a")
+	testutil.Ok(t, err)
+
+	for _, tc := range []struct {
+		name          string
+		req           []*prompb.TimeSeries
+		wantExclusive bool
+		want          map[string][]int64
+	}{
+		{
+			name: "existing series only",
+			req:  []*prompb.TimeSeries{ts(series("old"), 2000)},
+			want: map[string][]int64{`{__name__="old", tenant_id="a"}`: {1000, 2000}},
+		},
+		{
+			name:          "a new series after an existing one",
+			req:           []*prompb.TimeSeries{ts(series("old"), 3000), ts(series("new"), 3000)},
+			wantExclusive: true,
+			want:          map[string][]int64{`{__name__="old", tenant_id="a"}`: {1000, 2000}},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			u.sharedAppends.Add(1)
+			exclusive, err := ing.appendRequest(ctx, "a", u, &storepb.WriteRequest{Timeseries: tc.req}, true)
+			u.sharedAppends.Add(-1)
+			testutil.Ok(t, err)
+			testutil.Equals(t, tc.wantExclusive, exclusive)
+			testutil.Equals(t, tc.want, readAll(t, ing, "a"))
+			testutil.Equals(t, uint64(1), u.db.Head().NumSeries())
+		})
+	}
+	// Redone alone, the push creates the series.
+	testutil.Ok(t, ing.Push(ctx, "a", &storepb.WriteRequest{Timeseries: []*prompb.TimeSeries{ts(series("old"), 3000), ts(series("new"), 3000)}}))
+	testutil.Equals(t, map[string][]int64{`{__name__="old", tenant_id="a"}`: {1000, 2000, 3000}, `{__name__="new", tenant_id="a"}`: {3000}}, readAll(t, ing, "a"))
+}

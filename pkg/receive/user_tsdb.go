@@ -41,10 +41,12 @@ type userTSDB struct {
 	closeMtx sync.RWMutex
 	// appendMtx: pushes that append to existing series hold it shared; a push that creates series, exclusively.
 	appendMtx sync.RWMutex
-	commitMtx sync.Mutex
-	closed    bool
-	mtx       sync.Mutex
-	perMetric map[string]int
+	// sharedAppends counts the pushes holding appendMtx shared: while there are any, PreCreation refuses.
+	sharedAppends atomic.Int32
+	commitMtx     sync.Mutex
+	closed        bool
+	mtx           sync.Mutex
+	perMetric     map[string]int
 	// top is the metric with the most series in perMetric (ingester_usage.go), under mtx.
 	top topMetric
 }
@@ -65,6 +67,9 @@ var (
 func (u *userTSDB) PreCreation(lset labels.Labels) error {
 	if u.replaying {
 		return nil
+	}
+	if u.sharedAppends.Load() > 0 {
+		return errSeriesNeedsExclusive // a shared push appends to existing series only: it is redone alone
 	}
 	if limit := u.localLimit(u.ing.overrides.MaxGlobalSeriesPerUser(u.tenant)); limit > 0 && int(u.db.Head().NumSeries()) >= limit {
 		return errPerUserSeriesLimit

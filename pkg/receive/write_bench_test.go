@@ -42,7 +42,10 @@ const (
 // benchPool returns benchSeriesPool label sets of 11 labels (__name__ and 10 others) with values as a
 // Kubernetes fleet has them (after pkg/loadgen's synthetic fleet: 200 metrics per target), sorted by name, in a
 // fixed pseudo-random order so one request mixes many targets as a Prometheus remote-write shard does.
-func benchPool() [][]*labelpb.Label {
+func benchPool() [][]*labelpb.Label { return benchPoolN(benchSeriesPool) }
+
+// benchPoolN is benchPool of n label sets.
+func benchPoolN(n int) [][]*labelpb.Label {
 	jobs := []string{"api-gateway", "frontend", "checkout", "payments", "cart", "catalog", "search", "recommendations",
 		"auth", "notifications", "inventory", "shipping"}
 	namespaces := []string{"edge", "web", "shop", "shop", "shop", "shop", "search", "search", "identity", "messaging",
@@ -66,7 +69,7 @@ func benchPool() [][]*labelpb.Label {
 		return string(b)
 	}
 	perTarget := len(subsystems) * len(names)
-	out := make([][]*labelpb.Label, benchSeriesPool)
+	out := make([][]*labelpb.Label, n)
 	for i := range out {
 		t, m := i/perTarget, i%perTarget
 		h := splitmix(uint64(t))
