@@ -95,19 +95,21 @@ func (c PushConfig) Validate() error {
 }
 
 // errInflightLimit marks a request refused by an instance limit (503).
-var errInflightLimit = errors.New("distributor instance limit reached")
+var errInflightLimit = errors.New("instance limit reached")
 
 // inflight counts the push requests being handled and the bytes they hold. It is safe for concurrent use.
 type inflight struct {
 	maxRequests, maxBytes int64
 	requests, bytes       atomic.Int64
+	// who and key name the component and its limits' config block in errors.
+	who, key string
 }
 
 // start counts one more request, unless that would exceed max_inflight_push_requests. Call done when it ends.
 func (l *inflight) start() error {
 	if n := l.requests.Add(1); l.maxRequests > 0 && n > l.maxRequests {
 		l.requests.Add(-1)
-		return errors.Wrapf(errInflightLimit, "this distributor is already handling %d push requests (instance_limits.max_inflight_push_requests); retry later", l.maxRequests)
+		return errors.Wrapf(errInflightLimit, "this %s is already handling %d push requests (%s.max_inflight_push_requests); retry later", l.who, l.maxRequests, l.key)
 	}
 	return nil
 }
@@ -124,8 +126,8 @@ type reservation struct {
 func (r *reservation) reserve(n int) error {
 	if t := r.l.bytes.Add(int64(n)); r.l.maxBytes > 0 && t > r.l.maxBytes {
 		r.l.bytes.Add(-int64(n))
-		return errors.Wrapf(errInflightLimit, "the push requests this distributor is handling would hold more than %d bytes with this one's %d more (instance_limits.max_inflight_push_requests_bytes); retry later",
-			r.l.maxBytes, n)
+		return errors.Wrapf(errInflightLimit, "the push requests this %s is handling would hold more than %d bytes with this one's %d more (%s.max_inflight_push_requests_bytes); retry later",
+			r.l.who, r.l.maxBytes, n, r.l.key)
 	}
 	r.n += int64(n)
 	return nil
@@ -198,7 +200,8 @@ func NewDistributor(cfg PushConfig, overrides *tenancy.Overrides, pusher Pusher,
 	if logger == nil {
 		logger = log.NewNopLogger()
 	}
-	l := &inflight{maxRequests: int64(cfg.InstanceLimits.MaxInflightPushRequests), maxBytes: int64(cfg.InstanceLimits.MaxInflightPushRequestsBytes)}
+	l := &inflight{maxRequests: int64(cfg.InstanceLimits.MaxInflightPushRequests), maxBytes: int64(cfg.InstanceLimits.MaxInflightPushRequestsBytes),
+		who: "distributor", key: "instance_limits"}
 	usage := newLimitUsage(overrides, o.now, o.distributors, log.With(logger, "component", "push"), reg)
 	if r, ok := pusher.(usageReporter); ok {
 		r.reportUsageTo(usage)

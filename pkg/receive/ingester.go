@@ -59,6 +59,13 @@ type IngesterConfig struct {
 	// distributor's quorum does not wait for it) so stays within its memory instead of decoding every request it
 	// is sent. 0: 2 × GOMAXPROCS (at least 4).
 	MaxConcurrentPushes int `yaml:"max_concurrent_pushes"`
+	// InstanceLimits bound the forwarded writes this ingester holds at once, over all tenants (Mimir's
+	// ingester.instance_limits): max_inflight_push_requests counts those waiting for a push slot and those
+	// running, max_inflight_push_requests_bytes the bytes they were received as (what a waiting one holds). A
+	// write beyond them is answered Unavailable at once: the distributor counts it against that replica, the
+	// quorum of the others still acknowledges the write, and an overloaded ingester stays within its memory
+	// however many distributors send to it. 0 means no limit.
+	InstanceLimits InstanceLimits `yaml:"instance_limits"`
 	// StripeSize is how many stripes (each a lock and two hash maps) a tenant's TSDB head splits its series
 	// index into (Mimir's blocks_storage.tsdb.stripe_size; a power of two). Every tenant's head has them, however
 	// few series it has. 0: DefaultStripeSize.
@@ -72,7 +79,13 @@ const DefaultStripeSize = 1024
 func DefaultIngesterConfig() IngesterConfig {
 	return IngesterConfig{BlockDuration: 2 * time.Hour, Retention: 13 * time.Hour, ShipInterval: time.Minute, CloseIdleTSDBTimeout: 13 * time.Hour,
 		MetadataRetainPeriod: DefaultMetadataRetainPeriod, ActiveSeriesIdleTimeout: DefaultActiveSeriesIdleTimeout, Instance: ring.InstanceConfig{ID: ring.DefaultInstanceID()},
-		StripeSize: DefaultStripeSize}
+		StripeSize: DefaultStripeSize, InstanceLimits: DefaultIngesterInstanceLimits()}
+}
+
+// DefaultIngesterInstanceLimits are Mimir's ingester default of 30,000 requests at once, and at most 1 GiB of
+// them (Mimir: no limit), hundreds of ordinary forwarded writes (a MiB or so each).
+func DefaultIngesterInstanceLimits() InstanceLimits {
+	return InstanceLimits{MaxInflightPushRequests: 30_000, MaxInflightPushRequestsBytes: 1 << 30}
 }
 
 // Validate checks the config.
@@ -88,6 +101,10 @@ func (c IngesterConfig) Validate() error {
 	}
 	if c.MaxConcurrentPushes < 0 {
 		return errors.Newf("ingester: max_concurrent_pushes must be 0 (2 × GOMAXPROCS) or positive, got %d", c.MaxConcurrentPushes)
+	}
+	if c.InstanceLimits.MaxInflightPushRequests < 0 || c.InstanceLimits.MaxInflightPushRequestsBytes < 0 {
+		return errors.Newf("ingester: instance_limits must be 0 (no limit) or positive, got max_inflight_push_requests %d, max_inflight_push_requests_bytes %d",
+			c.InstanceLimits.MaxInflightPushRequests, c.InstanceLimits.MaxInflightPushRequestsBytes)
 	}
 	if c.StripeSize < 0 || c.StripeSize&(c.StripeSize-1) != 0 {
 		return errors.Newf("ingester: stripe_size must be a power of two (or 0: %d), got %d", DefaultStripeSize, c.StripeSize)
@@ -106,17 +123,30 @@ type Shipper interface {
 type ShipperFactory func(tenant, dir string, lbls labels.Labels, reg prometheus.Registerer) (Shipper, error)
 
 type ingesterMetrics struct {
-	pushes          *prometheus.GaugeVec
-	appendedSamples *prometheus.CounterVec
-	activeSeries    *prometheus.GaugeVec
-	walReplay       *prometheus.GaugeVec
-	shippedBlocks   *prometheus.CounterVec
-	shipFailures    *prometheus.CounterVec
-	tsdbs           prometheus.Gauge
+	pushes    *prometheus.GaugeVec
+	pushBytes prometheus.GaugeFunc
+	// Forwarded writes refused by instance_limits, by limit.
+	rejectedInflight, rejectedInflightBytes prometheus.Counter
+	appendedSamples                         *prometheus.CounterVec
+	activeSeries                            *prometheus.GaugeVec
+	walReplay                               *prometheus.GaugeVec
+	shippedBlocks                           *prometheus.CounterVec
+	shipFailures                            *prometheus.CounterVec
+	tsdbs                                   prometheus.Gauge
 }
 
-func newIngesterMetrics(reg prometheus.Registerer) *ingesterMetrics {
+func newIngesterMetrics(reg prometheus.Registerer, l *inflight) *ingesterMetrics {
+	rejected := promauto.With(reg).NewCounterVec(prometheus.CounterOpts{
+		Name: "strata_ingester_instance_rejected_requests_total",
+		Help: "Forwarded writes refused by the ingester's instance_limits, by limit (Mimir's cortex_ingester_instance_rejected_requests_total).",
+	}, []string{"reason"})
 	return &ingesterMetrics{
+		pushBytes: promauto.With(reg).NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "strata_ingester_inflight_push_requests_bytes",
+			Help: "Bytes of the forwarded writes waiting or running (at most ingester.instance_limits.max_inflight_push_requests_bytes).",
+		}, func() float64 { return float64(l.bytes.Load()) }),
+		rejectedInflight:      rejected.WithLabelValues("ingester_max_inflight_push_requests"),
+		rejectedInflightBytes: rejected.WithLabelValues("ingester_max_inflight_push_requests_bytes"),
 		pushes: promauto.With(reg).NewGaugeVec(prometheus.GaugeOpts{
 			Name: "strata_ingester_inflight_push_requests",
 			Help: "Forwarded writes being handled, by state: waiting for a slot, or running (at most ingester.max_concurrent_pushes).",
@@ -164,6 +194,8 @@ type Ingester struct {
 	forwards   *freeList[forwardedWrite] // decoded forward requests (ingester_forward.go)
 	// pushSlots bounds the forwarded writes decoded and appended at once (MaxConcurrentPushes).
 	pushSlots chan struct{}
+	// inflight counts the forwarded writes held (waiting or running) against InstanceLimits.
+	inflight *inflight
 	// appendScratch pools appendRequest's per-series lookups.
 	appendScratch appendScratchPool
 
@@ -197,13 +229,16 @@ func NewIngester(cfg IngesterConfig, dir string, overrides *tenancy.Overrides, d
 	if slots == 0 {
 		slots = max(4, 2*runtime.GOMAXPROCS(0))
 	}
+	l := &inflight{maxRequests: int64(cfg.InstanceLimits.MaxInflightPushRequests), maxBytes: int64(cfg.InstanceLimits.MaxInflightPushRequestsBytes),
+		who: "ingester", key: "ingester.instance_limits"}
 	i := &Ingester{
 		forwards:  newForwardedPool(slots),
 		pushSlots: make(chan struct{}, slots),
+		inflight:  l,
 		cfg:       cfg, dir: dir, overrides: overrides, discarded: discarded, logger: logger, reg: reg,
 		limitShare: func(string) float64 { return 1 },
 		now:        time.Now,
-		metrics:    newIngesterMetrics(reg),
+		metrics:    newIngesterMetrics(reg, l),
 		tsdbs:      map[string]*userTSDB{},
 	}
 	for _, o := range opts {

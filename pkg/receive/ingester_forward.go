@@ -40,11 +40,23 @@ func RegisterWriteableStore(s grpc.ServiceRegistrar, ing *Ingester) {
 // own messages; the tenant is a copy).
 func remoteWriteHandler(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
 	ing := srv.(*Ingester)
+	// Within the instance limits (the count before the bytes are gathered, the bytes once they are), or refused
+	// at once: Unavailable, a replica's failure to the distributor, which retrying later may cure.
+	if err := ing.inflight.start(); err != nil {
+		ing.metrics.rejectedInflight.Inc()
+		return nil, status.Error(codes.Unavailable, err.Error())
+	}
+	r := reservation{l: ing.inflight}
+	defer r.end()
 	// Only the bytes until a slot is free: a pooled forwardedWrite (its slabs) is taken once one is.
 	w := &forwardedWrite{}
 	defer w.releaseRaw()
 	if err := dec(w); err != nil {
 		return nil, err
+	}
+	if err := r.reserve(len(w.raw)); err != nil {
+		ing.metrics.rejectedInflightBytes.Inc()
+		return nil, status.Error(codes.Unavailable, err.Error())
 	}
 	var (
 		resp any

@@ -248,8 +248,8 @@ func BenchmarkIngesterRemoteWrite(b *testing.B) {
 	m.report(b, b.N*benchSeriesPerRequest)
 }
 
-// serveBench serves srv on a loopback port until the benchmark ends and returns a connection to it.
-func serveBench(b *testing.B, srv *grpc.Server) *grpc.ClientConn {
+// serveBench serves srv on a loopback port until the benchmark (or test) ends and returns a connection to it.
+func serveBench(b testing.TB, srv *grpc.Server) *grpc.ClientConn {
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)

@@ -1,0 +1,71 @@
+package e2e
+
+import (
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/efficientgo/core/testutil"
+)
+
+// TestIngesterInstanceLimitsKeepQuorum: 3 ingesters (RF 3, zones a, b, c) and a distributor; ingester-c's
+// instance_limits refuse every forwarded write (max_inflight_push_requests_bytes: 1). Writes are still
+// acknowledged (the quorum of 2), each is on ingester-a and ingester-b and not on ingester-c, and ingester-c
+// counts what it refused.
+func TestIngesterInstanceLimitsKeepQuorum(t *testing.T) {
+	dir := t.TempDir()
+	limited := filepath.Join(dir, "limited.yaml")
+	testutil.Ok(t, os.WriteFile(limited, []byte("ingester:\n  instance_limits:\n    max_inflight_push_requests_bytes: 1\n"), 0o600))
+	gossip := newMemberlist(t, 4)
+	common := func(i int) []string {
+		return append(gossip.flags(i), "--ingester.ring.heartbeat-period=1s", "--distributor.zone-awareness-enabled", "--auth.multitenancy-enabled")
+	}
+	var ings []*proc
+	for i, zone := range []string{"a", "b", "c"} {
+		args := append([]string{"ingester", "--ingester.id=ingester-" + zone, "--ingester.availability-zone=zone-" + zone}, common(i)...)
+		if zone == "c" {
+			args = append(args, "--config.file="+limited)
+		}
+		ings = append(ings, startStrata(t, dir, args...))
+	}
+	dist := startStrata(t, dir, append([]string{"distributor", "--distributor.id=d1"}, common(3)...)...)
+	for _, p := range append(ings, dist) {
+		p.waitReady(t, 60*time.Second)
+	}
+	waitUntil(t, 30*time.Second, "3 ACTIVE ingesters in the distributor's ring", func() bool {
+		active := 0
+		for _, m := range ingesterRing(t, dist.url("/ingester/ring")) {
+			if m.State == "ACTIVE" && len(m.Tokens) > 0 {
+				active++
+			}
+		}
+		return active == 3
+	})
+
+	const tenant = "team-a"
+	now := time.Now().UnixMilli()
+	for round := range 3 {
+		code, body := pushV1(t, dist.url("/api/v1/push"), tenant, genSeries(20, now+int64(round)*15_000))
+		testutil.Equals(t, 204, code, "round %d: %s", round, body)
+	}
+	for _, p := range ings[:2] {
+		waitUntil(t, 10*time.Second, "every sample on "+p.httpAddr, func() bool {
+			got := readStore(t, p.grpcAddr, tenant)
+			n := 0
+			for _, samples := range got {
+				n += len(samples)
+			}
+			return len(got) == 20 && n == 60
+		})
+	}
+	testutil.Equals(t, 0, len(readStore(t, ings[2].grpcAddr, tenant)), "the limited ingester stored nothing")
+	refused := metricsLines(t, ings[2], "strata_ingester_instance_rejected_requests_total", `reason="ingester_max_inflight_push_requests_bytes"`)
+	testutil.Equals(t, 1, len(refused), "%v", refused)
+	fields := strings.Fields(refused[0])
+	n, err := strconv.ParseFloat(fields[len(fields)-1], 64)
+	testutil.Ok(t, err)
+	testutil.Assert(t, n >= 3, "refused %v, want every one of the 3 writes", refused)
+}
