@@ -195,19 +195,7 @@ func (r *rawMessage) UnmarshalVT([]byte) error                     { return erro
 // BenchmarkIngesterRemoteWrite: the ingester's gRPC write handler (decode, validation, append to the TSDB) in
 // the steady state: every series already exists, each request brings one new sample to 2000 of them.
 func BenchmarkIngesterRemoteWrite(b *testing.B) {
-	reg := prometheus.NewRegistry()
-	ing := NewIngester(DefaultIngesterConfig(), b.TempDir(), tenancy.NewOverrides(tenancy.DefaultLimits(), nil),
-		NewDiscardedSamples(reg), log.NewNopLogger(), reg)
-	if err := ing.Open(); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = ing.Close() })
-
-	// As cmd/strata serves it: the tenancy interceptor, which lets RemoteWrite through to check the tenant itself.
-	srv := grpc.NewServer(append(server.Config{}.GRPCMsgSizeOptions(), grpc.ChainUnaryInterceptor(
-		tenancy.DefaultConfig().UnaryServerInterceptor(tenancy.GRPCExempt{"/thanos.WriteableStore/RemoteWrite"})))...)
-	RegisterWriteableStore(srv, ing) // as cmd/strata/ingester.go; at 87d2b64: storepb.RegisterWriteableStoreServer
-	conn := serveBench(b, srv)
+	conn := serveIngester(b, benchIngester(b))
 
 	pool := benchPool()
 	first, step := benchTimes(b.N)
@@ -246,6 +234,27 @@ func BenchmarkIngesterRemoteWrite(b *testing.B) {
 		m.stop(b)
 	}
 	m.report(b, b.N*benchSeriesPerRequest)
+}
+
+// benchIngester returns an open ingester with the default config, closed when the benchmark ends.
+func benchIngester(b *testing.B) *Ingester {
+	reg := prometheus.NewRegistry()
+	ing := NewIngester(DefaultIngesterConfig(), b.TempDir(), tenancy.NewOverrides(tenancy.DefaultLimits(), nil),
+		NewDiscardedSamples(reg), log.NewNopLogger(), reg)
+	if err := ing.Open(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = ing.Close() })
+	return ing
+}
+
+// serveIngester serves ing's write RPC as cmd/strata does (with the tenancy interceptor, which lets RemoteWrite
+// through to check the tenant itself) and returns a connection to it.
+func serveIngester(b *testing.B, ing *Ingester) *grpc.ClientConn {
+	srv := grpc.NewServer(append(server.Config{}.GRPCMsgSizeOptions(), grpc.ChainUnaryInterceptor(
+		tenancy.DefaultConfig().UnaryServerInterceptor(tenancy.GRPCExempt{"/thanos.WriteableStore/RemoteWrite"})))...)
+	RegisterWriteableStore(srv, ing) // as cmd/strata/ingester.go; at 87d2b64: storepb.RegisterWriteableStoreServer
+	return serveBench(b, srv)
 }
 
 // serveBench serves srv on a loopback port until the benchmark (or test) ends and returns a connection to it.

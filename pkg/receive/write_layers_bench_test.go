@@ -4,12 +4,8 @@ import (
 	"context"
 	"testing"
 
-	"github.com/go-kit/log"
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/prometheus/model/labels"
-	"google.golang.org/grpc"
 
-	"github.com/stratametrics/strata/pkg/server"
 	"github.com/stratametrics/strata/pkg/store/labelpb"
 	"github.com/stratametrics/strata/pkg/store/storepb"
 	"github.com/stratametrics/strata/pkg/tenancy"
@@ -38,13 +34,7 @@ func BenchmarkIngesterLayers(b *testing.B) {
 }
 
 func benchmarkIngesterLayer(b *testing.B, pool [][]*labelpb.Label, layer string) {
-	reg := prometheus.NewRegistry()
-	ing := NewIngester(DefaultIngesterConfig(), b.TempDir(), tenancy.NewOverrides(tenancy.DefaultLimits(), nil),
-		NewDiscardedSamples(reg), log.NewNopLogger(), reg)
-	if err := ing.Open(); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = ing.Close() })
+	ing := benchIngester(b)
 	ctx := context.Background()
 
 	batches := len(pool) / benchSeriesPerRequest
@@ -121,10 +111,7 @@ func benchmarkIngesterLayer(b *testing.B, pool [][]*labelpb.Label, layer string)
 			}
 		}
 	case "grpc":
-		srv := grpc.NewServer(append(server.Config{}.GRPCMsgSizeOptions(), grpc.ChainUnaryInterceptor(
-			tenancy.DefaultConfig().UnaryServerInterceptor(tenancy.GRPCExempt{"/thanos.WriteableStore/RemoteWrite"})))...)
-		RegisterWriteableStore(srv, ing)
-		conn := serveBench(b, srv)
+		conn := serveIngester(b, ing)
 		octx := tenancy.OutgoingContext(ctx, benchTenant)
 		raw := &rawMessage{}
 		prepare = func(k int, t int64) {
