@@ -138,19 +138,7 @@ func benchmarkIngesterLayer(b *testing.B, pool [][]*labelpb.Label, layer string)
 		}
 		write(k, first)
 	}
-	idle := settledGoroutines()
-
-	var m allocMeter
-	b.ReportAllocs()
-	b.ResetTimer()
-	b.StopTimer()
-	for i := 0; i < b.N; i++ {
-		k, t := i%batches, first+int64(i/batches+1)*step
-		prepare(k, t)
-		m.start(b)
-		write(k, t)
-		awaitGoroutines(b, idle)
-		m.stop(b)
-	}
-	m.report(b, b.N*benchSeriesPerRequest)
+	// Iteration i writes batch i%batches at round i/batches's time.
+	at := func(i int) (int, int64) { return i % batches, first + int64(i/batches+1)*step }
+	timeWrites(b, func(i int) { prepare(at(i)) }, func(i int) { write(at(i)) })
 }
