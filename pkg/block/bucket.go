@@ -3,14 +3,18 @@
 package block
 
 import (
+	"bytes"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/efficientgo/core/errors"
 	"github.com/go-kit/log"
+	"github.com/go-kit/log/level"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/thanos-io/objstore"
 	"github.com/thanos-io/objstore/client"
+	"github.com/thanos-io/objstore/providers/filesystem"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -63,9 +67,40 @@ func NewBucket(cfg BucketConfig, dataDir string, logger log.Logger, reg promethe
 		}
 		conf = b
 	}
-	bkt, err := client.NewBucket(logger, conf, "strata", nil)
+	bkt, err := newBucketClient(logger, conf)
 	if err != nil {
 		return nil, errors.Wrap(err, "create bucket client")
 	}
 	return objstore.WrapWithMetrics(bkt, prometheus.WrapRegistererWithPrefix("strata_", reg), bkt.Name()), nil
+}
+
+// newBucketClient is objstore's client.NewBucket, except that a filesystem bucket's uploads are atomic
+// (atomicFSBucket): a process killed mid-upload, or a reader racing an upload, never meets a truncated object.
+func newBucketClient(logger log.Logger, conf []byte) (objstore.Bucket, error) {
+	var bc client.BucketConfig
+	if err := yaml.Unmarshal(conf, &bc); err != nil || !strings.EqualFold(string(bc.Type), string(objstore.FILESYSTEM)) {
+		return client.NewBucket(logger, conf, "strata", nil) // its parsing errors are the ones to report
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(conf))
+	dec.KnownFields(true) // strict, as client.NewBucket
+	if err := dec.Decode(&bc); err != nil {
+		return nil, errors.Wrap(err, "parse objstore config")
+	}
+	raw, err := yaml.Marshal(bc.Config)
+	if err != nil {
+		return nil, errors.Wrap(err, "marshal filesystem bucket config")
+	}
+	var fc filesystem.Config // not strict, as objstore's filesystem provider
+	if err := yaml.Unmarshal(raw, &fc); err != nil {
+		return nil, errors.Wrap(err, "parse filesystem bucket config")
+	}
+	if fc.Directory == "" {
+		return nil, errors.New("filesystem bucket: missing directory")
+	}
+	level.Info(logger).Log("msg", "loading bucket configuration", "type", objstore.FILESYSTEM, "directory", fc.Directory)
+	bkt, err := newAtomicFSBucket(fc.Directory)
+	if err != nil {
+		return nil, err
+	}
+	return objstore.NewPrefixedBucket(bkt, bc.Prefix), nil
 }
