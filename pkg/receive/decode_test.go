@@ -137,17 +137,26 @@ func v1Corpus(t testing.TB) map[string][]byte {
 		bytes(2, pb(nil).varint(2, math.MaxUint64)). // timestamp -1
 		varint(2, 5)                                 // sample field with the wrong wire type
 	out := map[string][]byte{
-		"empty":                  nil,
-		"rich":                   rich,
-		"hand":                   pb(nil).bytes(1, series).varint(2, 1).bytes(3, pb(nil).varint(1, 3).str(2, "up").str(4, "help")).fixed32(7, 1),
-		"empty series":           pb(nil).bytes(1, nil).bytes(1, nil),
-		"series without labels":  pb(nil).bytes(1, pb(nil).bytes(2, sample)),
-		"empty label":            pb(nil).bytes(1, pb(nil).bytes(1, nil)),
-		"group at top":           pb(nil).group(5, pb(nil).bytes(1, series)),
-		"unknown enum value":     pb(nil).bytes(1, pb(nil).bytes(4, pb(nil).varint(14, 1234))),
-		"negative enum value":    pb(nil).bytes(1, pb(nil).bytes(4, pb(nil).varint(14, math.MaxUint64))),
-		"invalid UTF-8 name":     pb(nil).bytes(1, pb(nil).bytes(1, label("\xc3\x28", "a"))),
-		"invalid UTF-8 value":    pb(nil).bytes(1, pb(nil).bytes(1, label("a", "\xff"))),
+		"empty":                 nil,
+		"rich":                  rich,
+		"hand":                  pb(nil).bytes(1, series).varint(2, 1).bytes(3, pb(nil).varint(1, 3).str(2, "up").str(4, "help")).fixed32(7, 1),
+		"empty series":          pb(nil).bytes(1, nil).bytes(1, nil),
+		"series without labels": pb(nil).bytes(1, pb(nil).bytes(2, sample)),
+		"empty label":           pb(nil).bytes(1, pb(nil).bytes(1, nil)),
+		"group at top":          pb(nil).group(5, pb(nil).bytes(1, series)),
+		"unknown enum value":    pb(nil).bytes(1, pb(nil).bytes(4, pb(nil).varint(14, 1234))),
+		"negative enum value":   pb(nil).bytes(1, pb(nil).bytes(4, pb(nil).varint(14, math.MaxUint64))),
+		"invalid UTF-8 name":    pb(nil).bytes(1, pb(nil).bytes(1, label("\xc3\x28", "a"))),
+		"invalid UTF-8 value":   pb(nil).bytes(1, pb(nil).bytes(1, label("a", "\xff"))),
+		"invalid UTF-8 mid-run": pb(nil).bytes(1, pb(nil).bytes(1, label("__name__", "up")).bytes(1, label("job", "a\xc3")).
+			bytes(1, label("zone", "b")).bytes(2, sample)),
+		"invalid UTF-8 name mid-run": pb(nil).bytes(1, pb(nil).bytes(1, label("__name__", "up")).bytes(1, label("\xa9job", "a"))),
+		"invalid UTF-8 after a long label": pb(nil).bytes(1, pb(nil).bytes(1, label("__name__", "up")).
+			bytes(1, label("long", strings.Repeat("v", 200))).bytes(1, label("zone", "\xff")).bytes(2, sample)),
+		"invalid UTF-8 after a sample": pb(nil).bytes(1, pb(nil).bytes(1, label("__name__", "up")).bytes(2, sample).
+			bytes(1, label("zone", "\xff"))),
+		"multi-byte UTF-8 in a run": pb(nil).bytes(1, pb(nil).bytes(1, label("__name__", "up")).bytes(1, label("é", "日本")).
+			bytes(1, label("zone", "\u00e9\U0001F600")).bytes(2, sample)),
 		"invalid UTF-8 exemplar": pb(nil).bytes(1, pb(nil).bytes(3, pb(nil).bytes(1, label("a", "\xff")))),
 		"invalid UTF-8 metadata": pb(nil).bytes(3, pb(nil).str(4, "\xff")),
 		"invalid UTF-8 unknown":  pb(nil).bytes(1, pb(nil).bytes(1, pb(nil).str(9, "\xff"))), // unknown fields are not checked

@@ -68,10 +68,13 @@ func (v seriesValidator) check(ts *prompb.TimeSeries) (vi violation) {
 		vi.changed = len(ts.Exemplars) != n
 	}
 
-	// Drop the labels without a value, and find out whether the others are sorted.
+	// Drop the labels without a value, and check the others as they come while they are sorted (the rule for
+	// every encoder: one pass); labels found out of order are sorted and checked again.
 	ls := ts.Labels
 	sorted := true
 	j := 0 // labels kept: those with a value
+	nameIdx := -1
+	var first violation // the first per-label violation, reported after the series-level rules
 	for _, l := range ls {
 		if l.GetValue() == "" {
 			continue
@@ -80,6 +83,9 @@ func (v seriesValidator) check(ts *prompb.TimeSeries) (vi violation) {
 			sorted = false
 		}
 		ls[j] = l
+		if sorted {
+			v.checkLabel(ls, j, &nameIdx, &first)
+		}
 		j++
 	}
 	vi.changed = vi.changed || j != len(ls) || !sorted
@@ -89,27 +95,9 @@ func (v seriesValidator) check(ts *prompb.TimeSeries) (vi violation) {
 	if !sorted {
 		// Stable: of two labels with the same name (a violation), the error names them in the order sent.
 		slices.SortStableFunc(ls, compareLabelNames)
-	}
-
-	nameIdx := -1
-	var first violation // the first per-label violation, reported after the series-level rules
-	for i, l := range ls {
-		name := l.GetName()
-		if nameIdx < 0 && name == model.MetricNameLabel {
-			nameIdx = i
-		}
-		if first.reason != "" {
-			continue
-		}
-		switch {
-		case !isLegacyLabelName(name):
-			first = violation{reason: ReasonLabelInvalid, label: i}
-		case v.maxNameLength > 0 && len(name) > v.maxNameLength:
-			first = violation{reason: ReasonLabelNameTooLong, label: i}
-		case v.maxValueLength > 0 && len(l.GetValue()) > v.maxValueLength:
-			first = violation{reason: ReasonLabelValueTooLong, label: i}
-		case i > 0 && name == ls[i-1].GetName():
-			first = violation{reason: ReasonDuplicateLabelNames, label: i}
+		nameIdx, first = -1, violation{}
+		for i := range ls {
+			v.checkLabel(ls, i, &nameIdx, &first)
 		}
 	}
 
@@ -134,6 +122,28 @@ func (v seriesValidator) check(ts *prompb.TimeSeries) (vi violation) {
 		}
 	}
 	return violation{changed: vi.changed}
+}
+
+// checkLabel checks label i of ls, sorted up to i: it records the metric name's index in nameIdx, and the
+// first violation in first.
+func (v seriesValidator) checkLabel(ls []*labelpb.Label, i int, nameIdx *int, first *violation) {
+	name := ls[i].GetName()
+	if *nameIdx < 0 && name == model.MetricNameLabel {
+		*nameIdx = i
+	}
+	if first.reason != "" {
+		return
+	}
+	switch {
+	case !isLegacyLabelName(name):
+		*first = violation{reason: ReasonLabelInvalid, label: i}
+	case v.maxNameLength > 0 && len(name) > v.maxNameLength:
+		*first = violation{reason: ReasonLabelNameTooLong, label: i}
+	case v.maxValueLength > 0 && len(ls[i].GetValue()) > v.maxValueLength:
+		*first = violation{reason: ReasonLabelValueTooLong, label: i}
+	case i > 0 && name == ls[i-1].GetName():
+		*first = violation{reason: ReasonDuplicateLabelNames, label: i}
+	}
 }
 
 // err returns the Mimir-format error for violation vi of ts, as check reported it. It allocates; callers build
@@ -166,34 +176,48 @@ func (v seriesValidator) err(ts *prompb.TimeSeries, vi violation) *tenancy.Error
 // compareLabelNames orders labels by name.
 func compareLabelNames(a, b *labelpb.Label) int { return strings.Compare(a.GetName(), b.GetName()) }
 
+// legacyNameChars classifies bytes for isLegacyMetricName and isLegacyLabelName: one table lookup per byte
+// instead of a chain of range tests (they run on every label of every series an ingester or distributor takes).
+var legacyNameChars = func() (t [256]uint8) {
+	for c := range 256 {
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c == '_':
+			t[c] = legacyLabelFirst | legacyLabelRest | legacyMetricFirst | legacyMetricRest
+		case c >= '0' && c <= '9':
+			t[c] = legacyLabelRest | legacyMetricRest
+		case c == ':':
+			t[c] = legacyMetricFirst | legacyMetricRest
+		}
+	}
+	return t
+}()
+
+const (
+	legacyLabelFirst = 1 << iota
+	legacyLabelRest
+	legacyMetricFirst
+	legacyMetricRest
+)
+
 // isLegacyMetricName reports whether name matches [a-zA-Z_:][a-zA-Z0-9_:]*, Prometheus's legacy metric names
 // (model.LegacyValidation.IsValidMetricName, over bytes: only ASCII can match).
 func isLegacyMetricName(name string) bool {
-	if name == "" {
-		return false
-	}
-	for i := 0; i < len(name); i++ {
-		switch c := name[i]; {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c == '_', c == ':':
-		case c >= '0' && c <= '9' && i > 0:
-		default:
-			return false
-		}
-	}
-	return true
+	return isLegacyName(name, legacyMetricFirst, legacyMetricRest)
 }
 
 // isLegacyLabelName reports whether name matches [a-zA-Z_][a-zA-Z0-9_]*, Prometheus's legacy label names
 // (model.LegacyValidation.IsValidLabelName, over bytes rather than runes: only ASCII can match).
 func isLegacyLabelName(name string) bool {
-	if name == "" {
+	return isLegacyName(name, legacyLabelFirst, legacyLabelRest)
+}
+
+// isLegacyName reports whether name is a byte of class first followed by bytes of class rest.
+func isLegacyName(name string, first, rest uint8) bool {
+	if name == "" || legacyNameChars[name[0]]&first == 0 {
 		return false
 	}
-	for i := 0; i < len(name); i++ {
-		switch c := name[i]; {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c == '_':
-		case c >= '0' && c <= '9' && i > 0:
-		default:
+	for i := 1; i < len(name); i++ {
+		if legacyNameChars[name[i]]&rest == 0 {
 			return false
 		}
 	}

@@ -1,6 +1,8 @@
 package receive
 
 import (
+	"math/rand"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -80,6 +82,13 @@ func TestLegacyNames(t *testing.T) {
 		testutil.Equals(t, model.LegacyValidation.IsValidLabelName(s), isLegacyLabelName(s), "label name %q", s)
 		testutil.Equals(t, model.LegacyValidation.IsValidMetricName(s), isLegacyMetricName(s), "metric name %q", s)
 	}
+	// Every byte, first and after a valid one.
+	for c := range 256 {
+		for _, s := range []string{string([]byte{byte(c)}), "a" + string([]byte{byte(c)}), string([]byte{byte(c)}) + "a"} {
+			testutil.Equals(t, model.LegacyValidation.IsValidLabelName(s), isLegacyLabelName(s), "label name %q", s)
+			testutil.Equals(t, model.LegacyValidation.IsValidMetricName(s), isLegacyMetricName(s), "metric name %q", s)
+		}
+	}
 }
 
 // TestSeriesValidatorSortsLabels: labels not sorted by name are sorted in place (as Mimir's distributor does),
@@ -152,4 +161,35 @@ func TestSeriesValidatorNoAllocs(t *testing.T) {
 			t.Fatal("unsorted series refused")
 		}
 	}))
+}
+
+// TestSeriesValidatorOrderDoesNotMatter: labels checked as they come (sorted) and labels sorted first by the
+// validator (sent out of order) get the same verdict, with the same label named, over random label sets with
+// empty values, duplicate, invalid and long names, and a missing or invalid metric name.
+func TestSeriesValidatorOrderDoesNotMatter(t *testing.T) {
+	v := newSeriesValidator(&tenancy.Limits{MaxLabelNameLength: 8, MaxLabelValueLength: 8, MaxLabelNamesPerSeries: 6}, time.Unix(0, 0))
+	names := []string{"__name__", "a", "b", "c", "bad-name", "toolong_name", "_x", "0a"}
+	values := []string{"", "v", "up", "bad.metric", "too_long_value"}
+	rng := rand.New(rand.NewSource(1))
+	reasons := map[string]int{}
+	for range 5000 {
+		var ls []*labelpb.Label
+		for range rng.Intn(8) {
+			ls = append(ls, &labelpb.Label{Name: names[rng.Intn(len(names))], Value: values[rng.Intn(len(values))]})
+		}
+		sorted := slices.Clone(ls)
+		slices.SortStableFunc(sorted, compareLabelNames)
+		shuffled := slices.Clone(ls)
+		want := v.check(&prompb.TimeSeries{Labels: sorted})
+		got := v.check(&prompb.TimeSeries{Labels: shuffled})
+		testutil.Equals(t, want.reason, got.reason, "%v", ls)
+		if want.reason != "" {
+			testutil.Equals(t, want.label, got.label, "%v", ls)
+		}
+		reasons[want.reason]++
+	}
+	// Every rule was met.
+	for _, r := range []string{"", ReasonMissingMetricName, ReasonLabelInvalid, ReasonLabelNameTooLong, ReasonLabelValueTooLong, ReasonDuplicateLabelNames, ReasonMaxLabelNamesPerSeries} {
+		testutil.Assert(t, reasons[r] > 0, "no series refused for %q: %v", r, reasons)
+	}
 }

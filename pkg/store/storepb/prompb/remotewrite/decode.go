@@ -454,11 +454,20 @@ type v1Decoder struct {
 func (d *v1Decoder) series(b []byte, str string, ts *prompb.TimeSeries) (int, error) {
 	firstLabel, firstSample := d.nextLabel, d.nextSample
 	nLabels := 0
-	// label decodes one label into the next slot, or (beyond maxKept) only checks it.
-	label := func(b []byte, s string) error {
+	// The labels every encoder writes come first, each in decodeLabel's fast layout: their UTF-8 is checked
+	// here in one pass over the whole run (the run's framing bytes are ASCII, so it is valid exactly when each
+	// name and value in it is), instead of once per label. When it is not valid, each label checks its own, to
+	// say which.
+	runEnd := fastLabelRun(b)
+	if runEnd > 0 && !utf8.Valid(b[:runEnd]) {
+		runEnd = 0
+	}
+	// label decodes one label into the next slot, or (beyond maxKept) only checks it. inRun: its bytes lie in
+	// the run checked above.
+	label := func(b []byte, s string, inRun bool) error {
 		if d.maxKept > 0 && d.nextLabel-firstLabel == d.maxKept {
 			var l labelpb.Label
-			valid, err := decodeLabel(b, s, &l, d.markUTF8)
+			valid, err := decodeLabel(b, s, &l, d.markUTF8, inRun)
 			if err != nil {
 				return errors.Wrapf(err, "label %d", nLabels)
 			}
@@ -477,7 +486,7 @@ func (d *v1Decoder) series(b []byte, str string, ts *prompb.TimeSeries) (int, er
 			return errors.New("label count changed between passes")
 		}
 		l := &d.labels[d.nextLabel]
-		valid, err := decodeLabel(b, s, l, d.markUTF8)
+		valid, err := decodeLabel(b, s, l, d.markUTF8, inRun)
 		if err != nil {
 			return errors.Wrapf(err, "label %d", nLabels)
 		}
@@ -496,7 +505,7 @@ func (d *v1Decoder) series(b []byte, str string, ts *prompb.TimeSeries) (int, er
 		// Fast path: a label with a one-byte length, the bulk of a request.
 		if b[i] == 0x0a && i+1 < len(b) && b[i+1] < 0x80 && i+2+int(b[i+1]) <= len(b) {
 			start, end := i+2, i+2+int(b[i+1])
-			if err := label(b[start:end], str[start:end]); err != nil {
+			if err := label(b[start:end], str[start:end], end <= runEnd); err != nil {
 				return 0, err
 			}
 			i = end
@@ -523,7 +532,7 @@ func (d *v1Decoder) series(b []byte, str string, ts *prompb.TimeSeries) (int, er
 		i += n
 		switch num {
 		case 1:
-			if err := label(v, str[start:start+len(v)]); err != nil {
+			if err := label(v, str[start:start+len(v)], false); err != nil {
 				return 0, err
 			}
 		case 2:
@@ -564,17 +573,15 @@ func (d *v1Decoder) series(b []byte, str string, ts *prompb.TimeSeries) (int, er
 // are substrings of it. proto3 strings must be valid UTF-8 (proto.Unmarshal refuses them otherwise).
 //
 // With markInvalid a string that is not valid UTF-8 is kept, and reported as valid false, instead of an error.
-func decodeLabel(b []byte, s string, l *labelpb.Label, markInvalid bool) (valid bool, err error) {
+// checked: b lies in a run of labels in the fast layout whose UTF-8 was checked (fastLabelRun); a label in
+// another layout checks its strings anyway.
+func decodeLabel(b []byte, s string, l *labelpb.Label, markInvalid, checked bool) (valid bool, err error) {
 	// Fast path: the layout every encoder writes for short strings, name (field 1) then value (field 2), each
 	// with a one-byte length. Its framing bytes are ASCII, so the whole message is valid UTF-8 exactly when both
 	// strings are: one check instead of two.
-	if len(b) >= 4 && b[0] == 0x0a && b[1] < 0x80 {
-		if n1 := int(b[1]); len(b) > n1+3 && b[n1+2] == 0x12 && b[n1+3] < 0x80 && len(b) == n1+4+int(b[n1+3]) {
-			if utf8.Valid(b) {
-				l.Name, l.Value = s[2:2+n1], s[n1+4:]
-				return true, nil
-			}
-		}
+	if n1, ok := fastLabelLayout(b); ok && (checked || utf8.Valid(b)) {
+		l.Name, l.Value = s[2:2+n1], s[n1+4:]
+		return true, nil
 	}
 	valid = true
 	for i := 0; i < len(b); {
@@ -611,6 +618,35 @@ func decodeLabel(b []byte, s string, l *labelpb.Label, markInvalid bool) (valid 
 		i += n
 	}
 	return valid, nil
+}
+
+// fastLabelLayout reports whether b, a label message, is name (field 1) then value (field 2), each with a
+// one-byte length, and the name's length: the layout every encoder writes for short strings, whose framing bytes
+// are all ASCII.
+func fastLabelLayout(b []byte) (nameLen int, ok bool) {
+	if len(b) < 4 || b[0] != 0x0a || b[1] >= 0x80 {
+		return 0, false
+	}
+	n1 := int(b[1])
+	return n1, len(b) > n1+3 && b[n1+2] == 0x12 && b[n1+3] < 0x80 && len(b) == n1+4+int(b[n1+3])
+}
+
+// fastLabelRun returns the length of the run of labels (field 1 of a series, with a one-byte length) at the
+// start of b, a series message, whose messages are in fastLabelLayout: bytes that are ASCII but for the names'
+// and values' own, so that the run is valid UTF-8 exactly when each of its strings is.
+func fastLabelRun(b []byte) int {
+	i := 0
+	for i+1 < len(b) && b[i] == 0x0a && b[i+1] < 0x80 {
+		end := i + 2 + int(b[i+1])
+		if end > len(b) {
+			break
+		}
+		if _, ok := fastLabelLayout(b[i+2 : end]); !ok {
+			break
+		}
+		i = end
+	}
+	return i
 }
 
 func labelFieldName(num protowire.Number) string {
@@ -665,7 +701,7 @@ func decodeExemplar(b []byte, s string) (*prompb.Exemplar, error) {
 			}
 			start := i + m - len(v)
 			l := &labelpb.Label{}
-			if _, err := decodeLabel(v, s[start:start+len(v)], l, false); err != nil {
+			if _, err := decodeLabel(v, s[start:start+len(v)], l, false, false); err != nil {
 				return nil, errors.Wrapf(err, "label %d", len(e.Labels))
 			}
 			e.Labels = append(e.Labels, l)

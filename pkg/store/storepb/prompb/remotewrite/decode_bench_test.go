@@ -55,6 +55,18 @@ func BenchmarkDecodeV1(b *testing.B) {
 			}
 		}
 	})
+	b.Run("ingester", func(b *testing.B) { // as an ingester decodes a forwarded write
+		b.SetBytes(int64(len(buf)))
+		b.ReportAllocs()
+		o := &Options{Slabs: &Slabs{}, MarkInvalidUTF8: true, AliasBuf: true, ThanosWriteRequest: true}
+		for b.Loop() {
+			o.Slabs.Reset()
+			series, err := DecodeV1(buf, o)
+			if err != nil || len(series) != 2000 || len(o.InvalidUTF8()) != 0 {
+				b.Fatalf("decode: %d series, %v", len(series), err)
+			}
+		}
+	})
 	b.Run("vtproto", func(b *testing.B) {
 		b.SetBytes(int64(len(buf)))
 		b.ReportAllocs()
