@@ -453,23 +453,33 @@ type v1Decoder struct {
 // with a value), which is more than len(ts.Labels) when it kept only maxKept.
 func (d *v1Decoder) series(b []byte, str string, ts *prompb.TimeSeries) (int, error) {
 	firstLabel, firstSample := d.nextLabel, d.nextSample
-	nLabels := 0
-	// The labels every encoder writes come first, each in decodeLabel's fast layout: their UTF-8 is checked
-	// here in one pass over the whole run (the run's framing bytes are ASCII, so it is valid exactly when each
-	// name and value in it is), instead of once per label. When it is not valid, each label checks its own, to
-	// say which.
-	runEnd := fastLabelRun(b)
-	if runEnd > 0 && !utf8.Valid(b[:runEnd]) {
-		runEnd = 0
+	// The labels every encoder writes come first, each in decodeLabel's fast layout. Their UTF-8 is not checked
+	// label by label but once over their whole run (the run's framing bytes are ASCII, so it is valid exactly
+	// when each name and value in it is). When it is not valid, the series is decoded again with every label
+	// checking its own, to say which (or mark the series), exactly as if the run had not been trusted.
+	n, runEnd, err := d.decodeSeries(b, str, ts, firstLabel, firstSample, true)
+	if runEnd == 0 || utf8.Valid(b[:runEnd]) {
+		return n, err
 	}
-	// label decodes one label into the next slot, or (beyond maxKept) only checks it. inRun: its bytes lie in
-	// the run checked above.
-	label := func(b []byte, s string, inRun bool) error {
+	d.nextLabel, d.nextSample = firstLabel, firstSample
+	d.badUTF8, d.dropped = false, false
+	ts.Labels, ts.Samples, ts.Exemplars, ts.Histograms = nil, nil, nil, nil
+	n, _, err = d.decodeSeries(b, str, ts, firstLabel, firstSample, false)
+	return n, err
+}
+
+// decodeSeries is series' pass: with deferUTF8, the UTF-8 of the labels in fast layout at the start of b (up
+// to runEnd) is not checked, and the caller must check b[:runEnd].
+func (d *v1Decoder) decodeSeries(b []byte, str string, ts *prompb.TimeSeries, firstLabel, firstSample int, deferUTF8 bool) (nLabels, runEnd int, err error) {
+	// label decodes one label into the next slot, or (beyond maxKept) only checks it. inRun: it follows the run
+	// of fast-layout labels at the start of b, so that its UTF-8 is left to series if it is in that layout too
+	// (reported as fast).
+	label := func(b []byte, s string, inRun bool) (fast bool, err error) {
 		if d.maxKept > 0 && d.nextLabel-firstLabel == d.maxKept {
 			var l labelpb.Label
-			valid, err := decodeLabel(b, s, &l, d.markUTF8, inRun)
+			valid, fast, err := decodeLabel(b, s, &l, d.markUTF8, inRun)
 			if err != nil {
-				return errors.Wrapf(err, "label %d", nLabels)
+				return false, errors.Wrapf(err, "label %d", nLabels)
 			}
 			d.badUTF8 = d.badUTF8 || !valid
 			if l.Value != "" {
@@ -480,81 +490,86 @@ func (d *v1Decoder) series(b []byte, str string, ts *prompb.TimeSeries) (int, er
 					last.Name, last.Value = l.Name, l.Value
 				}
 			}
-			return nil
+			return fast, nil
 		}
 		if d.nextLabel == len(d.labels) {
-			return errors.New("label count changed between passes")
+			return false, errors.New("label count changed between passes")
 		}
 		l := &d.labels[d.nextLabel]
-		valid, err := decodeLabel(b, s, l, d.markUTF8, inRun)
+		valid, fast, err := decodeLabel(b, s, l, d.markUTF8, inRun)
 		if err != nil {
-			return errors.Wrapf(err, "label %d", nLabels)
+			return false, errors.Wrapf(err, "label %d", nLabels)
 		}
 		d.badUTF8 = d.badUTF8 || !valid
 		if d.maxKept > 0 && l.Value == "" {
 			*l = labelpb.Label{} // dropped: the slot is reused
 			d.dropped = true
-			return nil
+			return fast, nil
 		}
 		d.labelPtrs[d.nextLabel] = l
 		d.nextLabel++
 		nLabels++
-		return nil
+		return fast, nil
 	}
 	for i := 0; i < len(b); {
 		// Fast path: a label with a one-byte length, the bulk of a request.
 		if b[i] == 0x0a && i+1 < len(b) && b[i+1] < 0x80 && i+2+int(b[i+1]) <= len(b) {
 			start, end := i+2, i+2+int(b[i+1])
-			if err := label(b[start:end], str[start:end], end <= runEnd); err != nil {
-				return 0, err
+			inRun := deferUTF8 && i == runEnd // every field before it is a label of the run
+			fast, err := label(b[start:end], str[start:end], inRun)
+			if inRun && fast {
+				runEnd = end
+			}
+			if err != nil {
+				return 0, runEnd, err
 			}
 			i = end
 			continue
 		}
 		num, typ, n := ConsumeTag(b[i:])
 		if n < 0 {
-			return 0, WireError(n, "timeseries")
+			return 0, runEnd, WireError(n, "timeseries")
 		}
 		i += n
 		if typ != protowire.BytesType || num < 1 || num > 4 {
 			n := protowire.ConsumeFieldValue(num, typ, b[i:])
 			if n < 0 {
-				return 0, WireError(n, "timeseries")
+				return 0, runEnd, WireError(n, "timeseries")
 			}
 			i += n
 			continue
 		}
 		v, n := protowire.ConsumeBytes(b[i:])
 		if n < 0 {
-			return 0, WireError(n, "timeseries")
+			return 0, runEnd, WireError(n, "timeseries")
 		}
 		start := i + n - len(v) // offset of v in b
 		i += n
 		switch num {
 		case 1:
-			if err := label(v, str[start:start+len(v)], false); err != nil {
-				return 0, err
+			if _, err := label(v, str[start:start+len(v)], false); err != nil {
+				return 0, runEnd, err
 			}
 		case 2:
 			if d.nextSample == len(d.samples) {
-				return 0, errors.New("sample count changed between passes")
+				return 0, runEnd, errors.New("sample count changed between passes")
 			}
 			s := &d.samples[d.nextSample]
 			if err := decodeSample(v, s); err != nil {
-				return 0, errors.Wrapf(err, "sample %d", d.nextSample-firstSample)
+				return 0, runEnd, errors.Wrapf(err, "sample %d", d.nextSample-firstSample)
 			}
 			d.samplePtrs[d.nextSample] = s
 			d.nextSample++
 		case 3:
 			e, err := decodeExemplar(v, str[start:start+len(v)])
 			if err != nil {
-				return 0, errors.Wrapf(err, "exemplar %d", len(ts.Exemplars))
+				return 0, runEnd, errors.Wrapf(err, "exemplar %d", len(ts.Exemplars))
 			}
 			ts.Exemplars = append(ts.Exemplars, e)
 		case 4:
 			h, err := decodeHistogram(v)
 			if err != nil {
-				return 0, errors.Wrapf(err, "histogram %d", len(ts.Histograms))
+				return 0, runEnd, errors.Wrapf(err, "histogram %d", len(ts.Histograms))
 			}
 			ts.Histograms = append(ts.Histograms, h)
 		}
@@ -566,41 +581,41 @@ func (d *v1Decoder) series(b []byte, str string, ts *prompb.TimeSeries) (int, er
 	if d.nextSample > firstSample {
 		ts.Samples = d.samplePtrs[firstSample:d.nextSample:d.nextSample]
 	}
-	return nLabels, nil
+	return nLabels, runEnd, nil
 }
 
 // decodeLabel decodes a thanos.Label from b; s holds the same bytes as b, as a string, so that name and value
 // are substrings of it. proto3 strings must be valid UTF-8 (proto.Unmarshal refuses them otherwise).
 //
 // With markInvalid a string that is not valid UTF-8 is kept, and reported as valid false, instead of an error.
-// checked: b lies in a run of labels in the fast layout whose UTF-8 was checked (fastLabelRun); a label in
+// deferUTF8: a label in the fast layout (reported as fast) is not checked, the caller checks it; a label in
 // another layout checks its strings anyway.
-func decodeLabel(b []byte, s string, l *labelpb.Label, markInvalid, checked bool) (valid bool, err error) {
+func decodeLabel(b []byte, s string, l *labelpb.Label, markInvalid, deferUTF8 bool) (valid, fast bool, err error) {
 	// Fast path: the layout every encoder writes for short strings, name (field 1) then value (field 2), each
 	// with a one-byte length. Its framing bytes are ASCII, so the whole message is valid UTF-8 exactly when both
-	// strings are: one check instead of two.
-	if n1, ok := fastLabelLayout(b); ok && (checked || utf8.Valid(b)) {
+	// strings are: one check instead of two, or none with deferUTF8.
+	if n1, ok := fastLabelLayout(b); ok && (deferUTF8 || utf8.Valid(b)) {
 		l.Name, l.Value = s[2:2+n1], s[n1+4:]
-		return true, nil
+		return true, true, nil
 	}
 	valid = true
 	for i := 0; i < len(b); {
 		num, typ, n := ConsumeTag(b[i:])
 		if n < 0 {
-			return false, WireError(n, "label")
+			return false, false, WireError(n, "label")
 		}
 		i += n
 		if (num == 1 || num == 2) && typ == protowire.BytesType {
 			v, n := protowire.ConsumeBytes(b[i:])
 			if n < 0 {
-				return false, WireError(n, "label")
+				return false, false, WireError(n, "label")
 			}
 			start := i + n - len(v)
 			i += n
 			str := s[start : start+len(v)]
 			if !utf8.ValidString(str) {
 				if !markInvalid {
-					return false, errors.Newf("label %s is not valid UTF-8", labelFieldName(num))
+					return false, false, errors.Newf("label %s is not valid UTF-8", labelFieldName(num))
 				}
 				valid = false
 			}
@@ -613,11 +628,11 @@ func decodeLabel(b []byte, s string, l *labelpb.Label, markInvalid, checked bool
 		}
 		n = protowire.ConsumeFieldValue(num, typ, b[i:])
 		if n < 0 {
-			return false, WireError(n, "label")
+			return false, false, WireError(n, "label")
 		}
 		i += n
 	}
-	return valid, nil
+	return valid, false, nil
 }
 
 // fastLabelLayout reports whether b, a label message, is name (field 1) then value (field 2), each with a
@@ -629,24 +644,6 @@ func fastLabelLayout(b []byte) (nameLen int, ok bool) {
 	}
 	n1 := int(b[1])
 	return n1, len(b) > n1+3 && b[n1+2] == 0x12 && b[n1+3] < 0x80 && len(b) == n1+4+int(b[n1+3])
-}
-
-// fastLabelRun returns the length of the run of labels (field 1 of a series, with a one-byte length) at the
-// start of b, a series message, whose messages are in fastLabelLayout: bytes that are ASCII but for the names'
-// and values' own, so that the run is valid UTF-8 exactly when each of its strings is.
-func fastLabelRun(b []byte) int {
-	i := 0
-	for i+1 < len(b) && b[i] == 0x0a && b[i+1] < 0x80 {
-		end := i + 2 + int(b[i+1])
-		if end > len(b) {
-			break
-		}
-		if _, ok := fastLabelLayout(b[i+2 : end]); !ok {
-			break
-		}
-		i = end
-	}
-	return i
 }
 
 func labelFieldName(num protowire.Number) string {
@@ -701,7 +698,7 @@ func decodeExemplar(b []byte, s string) (*prompb.Exemplar, error) {
 			}
 			start := i + m - len(v)
 			l := &labelpb.Label{}
-			if _, err := decodeLabel(v, s[start:start+len(v)], l, false, false); err != nil {
+			if _, _, err := decodeLabel(v, s[start:start+len(v)], l, false, false); err != nil {
 				return nil, errors.Wrapf(err, "label %d", len(e.Labels))
 			}
 			e.Labels = append(e.Labels, l)
