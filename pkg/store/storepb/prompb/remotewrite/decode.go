@@ -516,6 +516,18 @@ func (d *v1Decoder) decodeSeries(b []byte, str string, ts *prompb.TimeSeries, fi
 		if b[i] == 0x0a && i+1 < len(b) && b[i+1] < 0x80 && i+2+int(b[i+1]) <= len(b) {
 			start, end := i+2, i+2+int(b[i+1])
 			inRun := deferUTF8 && i == runEnd // every field before it is a label of the run
+			// The bulk of the bulk, inline: a label of the run, in the fast layout, with a value, kept.
+			// (With maxKept: below it, and not to be dropped for an empty value.)
+			if n1, ok := fastLabelLayout(b[start:end]); ok && inRun && d.nextLabel < len(d.labels) &&
+				(d.maxKept == 0 || (d.nextLabel-firstLabel < d.maxKept && b[start+n1+3] > 0)) {
+				l := &d.labels[d.nextLabel]
+				l.Name, l.Value = str[start+2:start+2+n1], str[start+n1+4:end]
+				d.labelPtrs[d.nextLabel] = l
+				d.nextLabel++
+				nLabels++
+				runEnd, i = end, end
+				continue
+			}
 			fast, err := label(b[start:end], str[start:end], inRun)
 			if inRun && fast {
 				runEnd = end

@@ -1,10 +1,12 @@
 package remotewrite
 
 import (
+	"math/rand"
 	"strings"
 	"testing"
 
 	"github.com/efficientgo/core/testutil"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/stratametrics/strata/pkg/store/labelpb"
@@ -72,4 +74,97 @@ func TestDecodeKeepFrames(t *testing.T) {
 			testutil.Assert(t, proto.Equal(got[i], one[0]), "frame %d decodes to %v, want %v", i, one[0], got[i])
 		}
 	}
+}
+
+// TestDecodeMaxLabels: with MaxLabels, labels with an empty value are dropped and a series keeps its first
+// MaxLabels+1 others (the metric name, when it comes later, in the last slot), LabelsOf telling how many it had;
+// labels beyond are still checked (UTF-8). Random series of short and long labels, in every slab state, are
+// held to that rule written out plainly.
+func TestDecodeMaxLabels(t *testing.T) {
+	rng := rand.New(rand.NewSource(1))
+	names := []string{"__name__", "a", "b", "c", "d", "e", strings.Repeat("n", 130)}
+	values := []string{"", "v", "w", strings.Repeat("x", 200), "é"}
+	slabs := &Slabs{}
+	for iter := range 3000 {
+		maxLabels := 1 + rng.Intn(4)
+		req := &prompb.WriteRequest{}
+		for range 1 + rng.Intn(4) {
+			ts := &prompb.TimeSeries{Samples: []*prompb.Sample{{Value: 1, Timestamp: 2}}}
+			for range rng.Intn(10) {
+				ts.Labels = append(ts.Labels, &labelpb.Label{Name: names[rng.Intn(len(names))], Value: values[rng.Intn(len(values))]})
+			}
+			req.Timeseries = append(req.Timeseries, ts)
+		}
+		buf, err := req.MarshalVT() // empty values left out
+		testutil.Ok(t, err)
+		if iter%4 >= 2 {
+			buf = encodeUnchecked(t, req.Timeseries...) // empty values written
+		}
+		if iter%2 == 1 {
+			slabs.Reset()
+		}
+		o := &Options{MaxLabels: maxLabels, Slabs: slabs, AliasBuf: iter%3 == 0}
+		got, err := DecodeV1(buf, o)
+		testutil.Ok(t, err)
+		testutil.Equals(t, len(req.Timeseries), len(got))
+		for i, ts := range req.Timeseries {
+			var want []*labelpb.Label
+			n := 0
+			for _, l := range ts.Labels {
+				if l.Value == "" {
+					continue
+				}
+				n++
+				switch {
+				case len(want) <= maxLabels:
+					want = append(want, l)
+				case l.Name == "__name__":
+					want[len(want)-1] = l
+				}
+			}
+			testutil.Equals(t, len(want), len(got[i].Labels), "series %v", ts.Labels)
+			for k := range want {
+				testutil.Equals(t, want[k].Name, got[i].Labels[k].Name, "series %v label %d", ts.Labels, k)
+				testutil.Equals(t, want[k].Value, got[i].Labels[k].Value, "series %v label %d", ts.Labels, k)
+			}
+			had, truncated := o.LabelsOf(got[i])
+			testutil.Equals(t, n > maxLabels+1, truncated, "series %v", ts.Labels)
+			if truncated {
+				testutil.Equals(t, n, had)
+			}
+		}
+	}
+	// A label beyond the kept ones is still checked.
+	ts := &prompb.TimeSeries{Labels: []*labelpb.Label{{Name: "a", Value: "1"}, {Name: "b", Value: "2"}, {Name: "c", Value: "3"}, {Name: "d", Value: "\xff"}}}
+	buf := encodeUnchecked(t, ts)
+	_, err := DecodeV1(buf, &Options{MaxLabels: 1})
+	testutil.NotOk(t, err)
+	testutil.Assert(t, strings.Contains(err.Error(), "not valid UTF-8"), err.Error())
+}
+
+// encodeUnchecked encodes a write request of series by hand: every label's name and value written, even
+// empty, and not checked (proto's marshal refuses invalid UTF-8).
+func encodeUnchecked(t testing.TB, series ...*prompb.TimeSeries) []byte {
+	var req []byte
+	for _, ts := range series {
+		var sb []byte
+		for _, l := range ts.Labels {
+			var lb []byte
+			lb = protowire.AppendTag(lb, 1, protowire.BytesType)
+			lb = protowire.AppendString(lb, l.Name)
+			lb = protowire.AppendTag(lb, 2, protowire.BytesType)
+			lb = protowire.AppendString(lb, l.Value)
+			sb = protowire.AppendTag(sb, 1, protowire.BytesType)
+			sb = protowire.AppendBytes(sb, lb)
+		}
+		for _, smp := range ts.Samples {
+			sample, err := smp.MarshalVT()
+			testutil.Ok(t, err)
+			sb = protowire.AppendTag(sb, 2, protowire.BytesType)
+			sb = protowire.AppendBytes(sb, sample)
+		}
+		req = protowire.AppendTag(req, 1, protowire.BytesType)
+		req = protowire.AppendBytes(req, sb)
+	}
+	return req
 }
