@@ -40,6 +40,8 @@ type appendErrors struct {
 	discarded     [len(discardReasons)]int
 	nAppended     int
 	minT          int64 // oldest sample appended
+	// instanceMaxSeries: a series was not created, the ingester holding instance_limits.max_series.
+	instanceMaxSeries bool
 }
 
 func (a *appendErrors) add(reason string, err error) {
@@ -75,7 +77,11 @@ func (i *Ingester) Push(ctx context.Context, tenant string, req *storepb.WriteRe
 	if i.metadata.add(tenant, req.GetMetadata()); len(req.GetTimeseries()) == 0 {
 		return nil // metadata only: no TSDB to open
 	}
-	u, err := i.getOrOpen(tenant)
+	if limit := i.cfg.InstanceLimits.MaxIngestionRate; limit > 0 && i.ingestionRate.perSecond(i.now()) >= limit {
+		i.metrics.rejectedIngestionRate.Inc()
+		return instanceMaxIngestionRateError(limit)
+	}
+	u, err := i.getOrOpen(tenant, i.cfg.InstanceLimits.MaxTenants)
 	if err != nil {
 		return err
 	}
@@ -234,6 +240,9 @@ func (i *Ingester) commit(tenant string, u *userTSDB, app storage.Appender, errs
 	if errs.nAppended > 0 {
 		// After the commit, whether it failed or not (conservative): see lateWrites.record.
 		i.lateWrites.record(tenant, errs.minT)
+		if i.ingestionRate != nil {
+			i.ingestionRate.add(i.now(), errs.nAppended)
+		}
 	}
 	if err != nil {
 		return status.Errorf(codes.Internal, "commit samples of tenant %s: %v", tenant, err)
@@ -247,6 +256,9 @@ func (i *Ingester) commit(tenant string, u *userTSDB, app storage.Appender, errs
 func (i *Ingester) handleAppendErr(tenant string, lset labels.Labels, t int64, err error, errs *appendErrors) bool {
 	series := lset.String()
 	switch {
+	case errors.Is(err, errInstanceMaxSeries):
+		errs.instanceMaxSeries = true
+		return true
 	case errors.Is(err, errPerUserSeriesLimit):
 		if errs.limitedMetric == nil {
 			errs.limitedMetric = map[string]int{}
@@ -279,6 +291,12 @@ func (i *Ingester) discard(tenant, reason string, n int) {
 // series refused, so the user knows where their new series come from, and the tenant's metric with the most
 // series.
 func (i *Ingester) pushError(tenant string, u *userTSDB, errs *appendErrors) error {
+	if errs.instanceMaxSeries {
+		// This replica's failure, not the client's: before any 4xx of the same push, so that the client is not
+		// told its samples of new series were refused for good.
+		i.metrics.rejectedMaxSeries.Inc()
+		return instanceMaxSeriesError(i.cfg.InstanceLimits.MaxSeries)
+	}
 	if len(errs.order) == 0 {
 		return nil
 	}

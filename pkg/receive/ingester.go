@@ -59,13 +59,14 @@ type IngesterConfig struct {
 	// distributor's quorum does not wait for it) so stays within its memory instead of decoding every request it
 	// is sent. 0: 2 × GOMAXPROCS (at least 4).
 	MaxConcurrentPushes int `yaml:"max_concurrent_pushes"`
-	// InstanceLimits bound the forwarded writes this ingester holds at once, over all tenants (Mimir's
-	// ingester.instance_limits): max_inflight_push_requests counts those waiting for a push slot and those
-	// running, max_inflight_push_requests_bytes the bytes they were received as (what a waiting one holds). A
-	// write beyond them is answered Unavailable at once: the distributor counts it against that replica, the
-	// quorum of the others still acknowledges the write, and an overloaded ingester stays within its memory
-	// however many distributors send to it. 0 means no limit.
-	InstanceLimits InstanceLimits `yaml:"instance_limits"`
+	// InstanceLimits bound what this ingester takes, over all tenants (Mimir's ingester.instance_limits):
+	// max_inflight_push_requests counts the forwarded writes waiting for a push slot and those running,
+	// max_inflight_push_requests_bytes the bytes they were received as (what a waiting one holds); and
+	// max_ingestion_rate, max_tenants, max_series (IngesterInstanceLimits). A write beyond them is answered
+	// Unavailable at once: the distributor counts it against that replica, the quorum of the others still
+	// acknowledges the write, and an overloaded ingester stays within its memory however many distributors send
+	// to it. 0 means no limit.
+	InstanceLimits IngesterInstanceLimits `yaml:"instance_limits"`
 	// StripeSize is how many stripes (each a lock and two hash maps) a tenant's TSDB head splits its series
 	// index into (Mimir's blocks_storage.tsdb.stripe_size; a power of two). Every tenant's head has them, however
 	// few series it has. 0: DefaultStripeSize.
@@ -83,9 +84,10 @@ func DefaultIngesterConfig() IngesterConfig {
 }
 
 // DefaultIngesterInstanceLimits are Mimir's ingester default of 30,000 requests at once, and at most 1 GiB of
-// them (Mimir: no limit), hundreds of ordinary forwarded writes (a MiB or so each).
-func DefaultIngesterInstanceLimits() InstanceLimits {
-	return InstanceLimits{MaxInflightPushRequests: 30_000, MaxInflightPushRequestsBytes: 1 << 30}
+// them (Mimir: no limit), hundreds of ordinary forwarded writes (a MiB or so each); no limit on the ingestion
+// rate, tenants and series (Mimir's defaults).
+func DefaultIngesterInstanceLimits() IngesterInstanceLimits {
+	return IngesterInstanceLimits{InstanceLimits: InstanceLimits{MaxInflightPushRequests: 30_000, MaxInflightPushRequestsBytes: 1 << 30}}
 }
 
 // Validate checks the config.
@@ -102,9 +104,8 @@ func (c IngesterConfig) Validate() error {
 	if c.MaxConcurrentPushes < 0 {
 		return errors.Newf("ingester: max_concurrent_pushes must be 0 (2 × GOMAXPROCS) or positive, got %d", c.MaxConcurrentPushes)
 	}
-	if c.InstanceLimits.MaxInflightPushRequests < 0 || c.InstanceLimits.MaxInflightPushRequestsBytes < 0 {
-		return errors.Newf("ingester: instance_limits must be 0 (no limit) or positive, got max_inflight_push_requests %d, max_inflight_push_requests_bytes %d",
-			c.InstanceLimits.MaxInflightPushRequests, c.InstanceLimits.MaxInflightPushRequestsBytes)
+	if err := c.InstanceLimits.Validate(); err != nil {
+		return err
 	}
 	if c.StripeSize < 0 || c.StripeSize&(c.StripeSize-1) != 0 {
 		return errors.Newf("ingester: stripe_size must be a power of two (or 0: %d), got %d", DefaultStripeSize, c.StripeSize)
@@ -125,20 +126,21 @@ type ShipperFactory func(tenant, dir string, lbls labels.Labels, reg prometheus.
 type ingesterMetrics struct {
 	pushes    *prometheus.GaugeVec
 	pushBytes prometheus.GaugeFunc
-	// Forwarded writes refused by instance_limits, by limit.
-	rejectedInflight, rejectedInflightBytes prometheus.Counter
-	appendedSamples                         *prometheus.CounterVec
-	activeSeries                            *prometheus.GaugeVec
-	walReplay                               *prometheus.GaugeVec
-	shippedBlocks                           *prometheus.CounterVec
-	shipFailures                            *prometheus.CounterVec
-	tsdbs                                   prometheus.Gauge
+	// Writes refused by instance_limits, by limit.
+	rejectedInflight, rejectedInflightBytes                      prometheus.Counter
+	rejectedIngestionRate, rejectedMaxTenants, rejectedMaxSeries prometheus.Counter
+	appendedSamples                                              *prometheus.CounterVec
+	activeSeries                                                 *prometheus.GaugeVec
+	walReplay                                                    *prometheus.GaugeVec
+	shippedBlocks                                                *prometheus.CounterVec
+	shipFailures                                                 *prometheus.CounterVec
+	tsdbs                                                        prometheus.Gauge
 }
 
 func newIngesterMetrics(reg prometheus.Registerer, l *inflight) *ingesterMetrics {
 	rejected := promauto.With(reg).NewCounterVec(prometheus.CounterOpts{
 		Name: "strata_ingester_instance_rejected_requests_total",
-		Help: "Forwarded writes refused by the ingester's instance_limits, by limit (Mimir's cortex_ingester_instance_rejected_requests_total).",
+		Help: "Writes refused by the ingester's instance_limits, by limit (Mimir's cortex_ingester_instance_rejected_requests_total).",
 	}, []string{"reason"})
 	return &ingesterMetrics{
 		pushBytes: promauto.With(reg).NewGaugeFunc(prometheus.GaugeOpts{
@@ -147,6 +149,9 @@ func newIngesterMetrics(reg prometheus.Registerer, l *inflight) *ingesterMetrics
 		}, func() float64 { return float64(l.bytes.Load()) }),
 		rejectedInflight:      rejected.WithLabelValues("ingester_max_inflight_push_requests"),
 		rejectedInflightBytes: rejected.WithLabelValues("ingester_max_inflight_push_requests_bytes"),
+		rejectedIngestionRate: rejected.WithLabelValues(reasonInstanceMaxIngestionRate),
+		rejectedMaxTenants:    rejected.WithLabelValues(reasonInstanceMaxTenants),
+		rejectedMaxSeries:     rejected.WithLabelValues(reasonInstanceMaxSeries),
 		pushes: promauto.With(reg).NewGaugeVec(prometheus.GaugeOpts{
 			Name: "strata_ingester_inflight_push_requests",
 			Help: "Forwarded writes being handled, by state: waiting for a slot, or running (at most ingester.max_concurrent_pushes).",
@@ -196,6 +201,8 @@ type Ingester struct {
 	pushSlots chan struct{}
 	// inflight counts the forwarded writes held (waiting or running) against InstanceLimits.
 	inflight *inflight
+	// ingestionRate averages the samples appended per second (InstanceLimits.MaxIngestionRate; nil without).
+	ingestionRate *ingestionRate
 	// appendScratch pools appendRequest's per-series lookups.
 	appendScratch appendScratchPool
 
@@ -241,6 +248,9 @@ func NewIngester(cfg IngesterConfig, dir string, overrides *tenancy.Overrides, d
 		metrics:    newIngesterMetrics(reg, l),
 		tsdbs:      map[string]*userTSDB{},
 	}
+	if cfg.InstanceLimits.MaxIngestionRate > 0 {
+		i.ingestionRate = &ingestionRate{}
+	}
 	for _, o := range opts {
 		o(i)
 	}
@@ -263,7 +273,7 @@ func (i *Ingester) Open() error {
 		if !e.IsDir() || tenancy.ValidateTenantID(e.Name()) != nil {
 			continue
 		}
-		if _, err := i.getOrOpen(e.Name()); err != nil {
+		if _, err := i.getOrOpen(e.Name(), 0); err != nil {
 			return err
 		}
 	}

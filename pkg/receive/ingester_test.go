@@ -420,7 +420,7 @@ func TestIngesterSharedPushNeverCreatesSeries(t *testing.T) {
 	defer ing.Close()
 	ctx := context.Background()
 	testutil.Ok(t, ing.Push(ctx, "a", &storepb.WriteRequest{Timeseries: []*prompb.TimeSeries{ts(series("old"), 1000)}}))
-	u, err := ing.getOrOpen("a")
+	u, err := ing.getOrOpen("a", 0)
 	testutil.Ok(t, err)
 
 	for _, tc := range []struct {

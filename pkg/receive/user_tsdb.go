@@ -71,6 +71,10 @@ func (u *userTSDB) PreCreation(lset labels.Labels) error {
 	if u.sharedAppends.Load() > 0 {
 		return errSeriesNeedsExclusive // a shared push appends to existing series only: it is redone alone
 	}
+	// Over all tenants: the series of every head, summed when a series is about to be created (off by default).
+	if limit := u.ing.cfg.InstanceLimits.MaxSeries; limit > 0 && u.ing.seriesInMemory() >= limit {
+		return errInstanceMaxSeries
+	}
 	if limit := u.localLimit(u.ing.overrides.MaxGlobalSeriesPerUser(u.tenant)); limit > 0 && int(u.db.Head().NumSeries()) >= limit {
 		return errPerUserSeriesLimit
 	}
@@ -114,8 +118,10 @@ func (i *Ingester) get(tenant string) *userTSDB {
 	return i.tsdbs[tenant]
 }
 
-// getOrOpen returns a tenant's TSDB, opening (or creating) it the first time. tenant must be valid.
-func (i *Ingester) getOrOpen(tenant string) (*userTSDB, error) {
+// getOrOpen returns a tenant's TSDB, opening (or creating) it the first time. tenant must be valid. With
+// maxTenants > 0, a TSDB is not opened while that many are (instance_limits.max_tenants: a write's limit, not the
+// startup's).
+func (i *Ingester) getOrOpen(tenant string, maxTenants int) (*userTSDB, error) {
 	if u := i.get(tenant); u != nil {
 		return u, nil
 	}
@@ -125,10 +131,14 @@ func (i *Ingester) getOrOpen(tenant string) (*userTSDB, error) {
 		return u, nil
 	}
 	i.mtx.RLock()
-	closed := i.closed
+	closed, open := i.closed, len(i.tsdbs)
 	i.mtx.RUnlock()
 	if closed {
 		return nil, status.Error(codes.Unavailable, "ingester is shutting down")
+	}
+	if maxTenants > 0 && open >= maxTenants {
+		i.metrics.rejectedMaxTenants.Inc()
+		return nil, instanceMaxTenantsError(maxTenants)
 	}
 
 	dir := filepath.Join(i.dir, tenant)

@@ -71,7 +71,7 @@ func benchmarkIngesterLayer(b *testing.B, pool [][]*labelpb.Label, layer string)
 	}
 	switch layer {
 	case "head":
-		u, err := ing.getOrOpen(benchTenant)
+		u, err := ing.getOrOpen(benchTenant, 0)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -12,13 +12,26 @@ import (
 )
 
 // TestIngesterInstanceLimitsKeepQuorum: 3 ingesters (RF 3, zones a, b, c) and a distributor; ingester-c's
-// instance_limits refuse every forwarded write (max_inflight_push_requests_bytes: 1). Writes are still
-// acknowledged (the quorum of 2), each is on ingester-a and ingester-b and not on ingester-c, and ingester-c
-// counts what it refused.
+// instance_limits refuse what it is sent: every forwarded write (max_inflight_push_requests_bytes: 1), or every
+// series beyond its first 5 (max_series: 5; its 5 series keep being written). Writes are still acknowledged (the
+// quorum of 2), each is on ingester-a and ingester-b, ingester-c holds only what its limit lets in, and counts
+// what it refused.
 func TestIngesterInstanceLimitsKeepQuorum(t *testing.T) {
+	for _, tc := range []struct {
+		name, config, reason string
+		cSeries              int // series ingester-c stores, each with every sample
+	}{
+		{name: "inflight bytes", config: "max_inflight_push_requests_bytes: 1", reason: "ingester_max_inflight_push_requests_bytes", cSeries: 0},
+		{name: "max series", config: "max_series: 5", reason: "ingester_max_series", cSeries: 5},
+	} {
+		t.Run(tc.name, func(t *testing.T) { testIngesterInstanceLimitsKeepQuorum(t, tc.config, tc.reason, tc.cSeries) })
+	}
+}
+
+func testIngesterInstanceLimitsKeepQuorum(t *testing.T, config, reason string, cSeries int) {
 	dir := t.TempDir()
 	limited := filepath.Join(dir, "limited.yaml")
-	testutil.Ok(t, os.WriteFile(limited, []byte("ingester:\n  instance_limits:\n    max_inflight_push_requests_bytes: 1\n"), 0o600))
+	testutil.Ok(t, os.WriteFile(limited, []byte("ingester:\n  instance_limits:\n    "+config+"\n"), 0o600))
 	gossip := newMemberlist(t, 4)
 	common := func(i int) []string {
 		return append(gossip.flags(i), "--ingester.ring.heartbeat-period=1s", "--distributor.zone-awareness-enabled", "--auth.multitenancy-enabled")
@@ -61,8 +74,12 @@ func TestIngesterInstanceLimitsKeepQuorum(t *testing.T) {
 			return len(got) == 20 && n == 60
 		})
 	}
-	testutil.Equals(t, 0, len(readStore(t, ings[2].grpcAddr, tenant)), "the limited ingester stored nothing")
-	refused := metricsLines(t, ings[2], "strata_ingester_instance_rejected_requests_total", `reason="ingester_max_inflight_push_requests_bytes"`)
+	got := readStore(t, ings[2].grpcAddr, tenant)
+	testutil.Equals(t, cSeries, len(got), "series on the limited ingester")
+	for s, samples := range got {
+		testutil.Equals(t, 3, len(samples), "samples of %s on the limited ingester", s)
+	}
+	refused := metricsLines(t, ings[2], "strata_ingester_instance_rejected_requests_total", `reason="`+reason+`"`)
 	testutil.Equals(t, 1, len(refused), "%v", refused)
 	fields := strings.Fields(refused[0])
 	n, err := strconv.ParseFloat(fields[len(fields)-1], 64)
