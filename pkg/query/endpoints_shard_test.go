@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -248,9 +249,14 @@ func TestMetadataQuerierShuffleSharding(t *testing.T) {
 		{"two down in the shard", shard[:2], true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			var asked []string
+			var (
+				mtx   sync.Mutex // the ingesters are asked concurrently
+				asked []string
+			)
 			q := NewMetadataQuerier(everyone, func(addr string) (MetadataReader, error) {
+				mtx.Lock()
 				asked = append(asked, addr)
+				mtx.Unlock()
 				if slices.Contains(tc.down, addr) {
 					return fakeMetadataReader{err: errors.New("connection refused")}, nil
 				}
