@@ -67,6 +67,18 @@ func BenchmarkDecodeV1(b *testing.B) {
 			}
 		}
 	})
+	b.Run("distributor", func(b *testing.B) { // as a distributor decodes a remote write (Mimir's 30 labels at most)
+		b.SetBytes(int64(len(buf)))
+		b.ReportAllocs()
+		o := &Options{Slabs: &Slabs{}, MaxLabels: 30, AliasBuf: true, KeepFrames: true}
+		for b.Loop() {
+			o.Slabs.Reset()
+			series, err := DecodeV1(buf, o)
+			if err != nil || len(series) != 2000 || len(o.Frames()) != 2000 {
+				b.Fatalf("decode: %d series, %v", len(series), err)
+			}
+		}
+	})
 	b.Run("vtproto", func(b *testing.B) {
 		b.SetBytes(int64(len(buf)))
 		b.ReportAllocs()
