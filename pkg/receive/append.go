@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/storage"
+	"github.com/prometheus/prometheus/tsdb"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -71,6 +72,12 @@ func (a *appendErrors) appended(t int64) {
 // does. An error other than *tenancy.Error means nothing was committed. Metric metadata is stored best effort
 // (ingesterMetadata.add): it never fails a push.
 func (i *Ingester) Push(ctx context.Context, tenant string, req *storepb.WriteRequest) error {
+	return i.push(ctx, tenant, req, nil)
+}
+
+// push is Push of a request whose series' labels were received as runs (runs[k] of series k, nil when not known
+// by its bytes: see seriesRefs; runs nil: none is).
+func (i *Ingester) push(ctx context.Context, tenant string, req *storepb.WriteRequest, runs [][]byte) error {
 	if i.stopped.Load() {
 		return status.Error(codes.Unavailable, "ingester is shutting down")
 	}
@@ -88,7 +95,7 @@ func (i *Ingester) Push(ctx context.Context, tenant string, req *storepb.WriteRe
 	u.closeMtx.RLock()
 	if u.closed { // closed as idle between the lookup and now: open it again
 		u.closeMtx.RUnlock()
-		return i.Push(ctx, tenant, req)
+		return i.push(ctx, tenant, req, runs)
 	}
 	defer u.closeMtx.RUnlock()
 	u.lastWrite.Store(i.now().UnixNano())
@@ -100,12 +107,12 @@ func (i *Ingester) Push(ctx context.Context, tenant string, req *storepb.WriteRe
 	// (PreCreation), and while shared pushes run it is refused: the push is rolled back and redone alone.
 	u.appendMtx.RLock()
 	u.sharedAppends.Add(1)
-	exclusive, err := i.appendRequest(ctx, tenant, u, req, true)
+	exclusive, err := i.appendRequest(ctx, tenant, u, req, runs, true)
 	u.sharedAppends.Add(-1)
 	u.appendMtx.RUnlock()
 	if exclusive {
 		u.appendMtx.Lock()
-		_, err = i.appendRequest(ctx, tenant, u, req, false)
+		_, err = i.appendRequest(ctx, tenant, u, req, runs, false)
 		u.appendMtx.Unlock()
 	}
 	return err
@@ -117,40 +124,58 @@ var errSeriesNeedsExclusive = errors.New("new series: append alone")
 
 // appendRequest appends a request in one appender and commits it. With shared, series are looked up by the
 // TSDB as their samples are appended, and it rolls back and reports needExclusive as soon as one does not
-// exist yet. Without, every series is looked up first and a new one gets labels of its own.
-func (i *Ingester) appendRequest(ctx context.Context, tenant string, u *userTSDB, req *storepb.WriteRequest, shared bool) (needExclusive bool, err error) {
+// exist yet. Without, every series is looked up first and a new one gets labels of its own. A series whose
+// received labels (runs, see push) are known (u.refs) is appended by its reference alone, and the references
+// of the others are recorded once the request is committed.
+func (i *Ingester) appendRequest(ctx context.Context, tenant string, u *userTSDB, req *storepb.WriteRequest, runs [][]byte, shared bool) (needExclusive bool, err error) {
 	var (
 		app  = u.db.Appender(ctx)
 		errs appendErrors
 		b    = labels.NewScratchBuilder(16)
 	)
 	tss := req.GetTimeseries()
+	sc := i.appendScratch.get(len(tss))
+	defer i.appendScratch.put(sc)
+	if len(runs) != len(tss) {
+		runs = nil
+	}
+	u.refs.lookup(runs, sc.keys, sc.known)
 	if shared {
 		// The lookup label set is built into one reused buffer (Overwrite): the TSDB keeps no labels it is given
 		// for a series that exists, and creates none here. The TSDB looks a series up by reference first, then
-		// by labels: every series is given a reference none has (the head numbers series from 1), in a stripe
-		// of the head chosen per push, so that the first lookup misses in a map already in the cache and
-		// concurrent pushes do not all take one stripe's lock (reference 0's).
+		// by labels: every series not known by reference is given one none has (the head numbers series from
+		// 1), in a stripe of the head chosen per push, so that the first lookup misses in a map already in the
+		// cache and concurrent pushes do not all take one stripe's lock (reference 0's).
 		var (
 			scratch labels.Labels
 			miss    = storage.SeriesRef(1<<63 | rand.Uint64N(1<<32))
+			lz      = lazyLabels{b: &b, lset: &scratch, miss: miss}
 		)
-		for _, ts := range tss {
-			buildLabels(&b, ts, &scratch)
-			if i.appendSeries(app, tenant, ts, scratch, miss, &errs) {
+		for k, ts := range tss {
+			ref, lset, byRef := sc.known[k], labels.EmptyLabels(), &lz
+			if ref == 0 {
+				buildLabels(&b, ts, &scratch)
+				ref, lset, byRef = miss, scratch, nil
+			}
+			needExclusive, got := i.appendSeries(app, tenant, ts, lset, ref, &errs, byRef)
+			if needExclusive {
 				if err := app.Rollback(); err != nil {
 					return false, status.Errorf(codes.Internal, "roll back samples of tenant %s: %v", tenant, err)
 				}
 				return true, nil
 			}
+			sc.refs[k] = 0
+			if got != sc.known[k] && got != miss {
+				sc.refs[k] = got
+			}
 		}
-		return false, i.commit(tenant, u, app, &errs)
+		err := i.commit(tenant, u, app, &errs)
+		u.refs.add(runs, sc.keys, sc.refs, u.refsLimit())
+		return false, err
 	}
 	// Every series is looked up before anything is appended; one that exists is then appended with the TSDB's
 	// own labels (GetRef returns them), and only a new one gets a copy of its own, which the TSDB keeps.
 	getRef := app.(storage.GetRef)
-	sc := i.appendScratch.get(len(tss))
-	defer i.appendScratch.put(sc)
 	lsets, refs := sc.lsets, sc.refs
 	var scratch labels.Labels
 	for k, ts := range tss {
@@ -162,9 +187,25 @@ func (i *Ingester) appendRequest(ctx context.Context, tenant string, u *userTSDB
 		lsets[k], refs[k] = lset, ref
 	}
 	for k, ts := range tss {
-		i.appendSeries(app, tenant, ts, lsets[k], refs[k], &errs)
+		_, refs[k] = i.appendSeries(app, tenant, ts, lsets[k], refs[k], &errs, nil)
+		if refs[k] == sc.known[k] {
+			refs[k] = 0 // recorded already
+		}
 	}
-	return false, i.commit(tenant, u, app, &errs)
+	err = i.commit(tenant, u, app, &errs)
+	// A series created here is in the head whether the commit succeeded or not (as Prometheus's rollback
+	// leaves it): its reference is good either way.
+	u.refs.add(runs, sc.keys, refs, u.refsLimit())
+	return false, err
+}
+
+// lazyLabels builds the label set of a series appended by reference when it is needed after all: an append
+// failed (its error names the series), or the series is no longer in the head (appended again by labels,
+// with reference miss).
+type lazyLabels struct {
+	b    *labels.ScratchBuilder
+	lset *labels.Labels
+	miss storage.SeriesRef
 }
 
 // buildLabels overwrites lset with the series' labels, sorted.
@@ -181,12 +222,34 @@ func buildLabels(b *labels.ScratchBuilder, ts *prompb.TimeSeries, lset *labels.L
 	b.Overwrite(lset)
 }
 
-// appendSeries appends a series' samples and histograms, recording what fails in errs. It reports
-// needExclusive, with the rest of the series not appended, when the TSDB refused to create the series
-// (errSeriesNeedsExclusive).
-func (i *Ingester) appendSeries(app storage.Appender, tenant string, ts *prompb.TimeSeries, lset labels.Labels, ref storage.SeriesRef, errs *appendErrors) (needExclusive bool) {
+// appendSeries appends a series' samples and histograms, recording what fails in errs, and returns the
+// series' reference (ref when nothing was appended). It reports needExclusive, with the rest of the series not
+// appended, when the TSDB refused to create the series (errSeriesNeedsExclusive).
+//
+// With lz, the series is appended by its reference ref alone, lset empty (seriesRefs): its labels are built by
+// lz if an append fails, and when the head no longer has the series (an append by a reference it does not know and no labels
+// is refused as an invalid sample, before anything else) the append is redone by labels.
+func (i *Ingester) appendSeries(app storage.Appender, tenant string, ts *prompb.TimeSeries, lset labels.Labels, ref storage.SeriesRef, errs *appendErrors, lz *lazyLabels) (needExclusive bool, _ storage.SeriesRef) {
+	// byLabels turns an append by reference into one by labels after its error err, and reports whether it
+	// is to be redone.
+	byLabels := func(err error) bool {
+		if lz == nil {
+			return false
+		}
+		buildLabels(lz.b, ts, lz.lset)
+		lset = *lz.lset
+		miss := lz.miss
+		lz = nil // once
+		if errors.Is(err, tsdb.ErrInvalidSample) {
+			ref = miss
+			return true
+		}
+		return false
+	}
 	var err error
-	for _, s := range ts.GetSamples() {
+	samples := ts.GetSamples()
+	for k := 0; k < len(samples); k++ {
+		s := samples[k]
 		var next storage.SeriesRef
 		if err = checkNotAncient(s.GetTimestamp()); err == nil {
 			next, err = app.Append(ref, lset, s.GetTimestamp(), s.GetValue())
@@ -196,14 +259,20 @@ func (i *Ingester) appendSeries(app storage.Appender, tenant string, ts *prompb.
 			errs.appended(s.GetTimestamp())
 			continue
 		}
+		if byLabels(err) {
+			k--
+			continue
+		}
 		if errors.Is(err, errSeriesNeedsExclusive) {
-			return true
+			return true, ref
 		}
 		if i.handleAppendErr(tenant, lset, s.GetTimestamp(), err, errs) {
-			return false
+			return false, ref
 		}
 	}
-	for _, h := range ts.GetHistograms() {
+	hs := ts.GetHistograms()
+	for k := 0; k < len(hs); k++ {
+		h := hs[k]
 		var next storage.SeriesRef
 		if err = checkNotAncient(h.GetTimestamp()); err == nil {
 			ih, fh := HistogramFromPB(h)
@@ -214,14 +283,18 @@ func (i *Ingester) appendSeries(app storage.Appender, tenant string, ts *prompb.
 			errs.appended(h.GetTimestamp())
 			continue
 		}
+		if byLabels(err) {
+			k--
+			continue
+		}
 		if errors.Is(err, errSeriesNeedsExclusive) {
-			return true
+			return true, ref
 		}
 		if i.handleAppendErr(tenant, lset, h.GetTimestamp(), err, errs) {
-			return false
+			return false, ref
 		}
 	}
-	return false
+	return false, ref
 }
 
 // commit commits a push's appender and then counts what it appended and discarded.
@@ -320,6 +393,9 @@ func (i *Ingester) pushError(tenant string, u *userTSDB, errs *appendErrors) err
 type appendScratch struct {
 	lsets []labels.Labels
 	refs  []storage.SeriesRef
+	// known are the references of series known by their received labels, keys their keys (seriesRefs).
+	known []storage.SeriesRef
+	keys  []seriesKey
 }
 
 // appendScratchPool pools appendScratch; slices longer than maxPooledScratch series are not kept.
@@ -334,8 +410,9 @@ func (p *appendScratchPool) get(n int) *appendScratch {
 	}
 	if cap(sc.lsets) < n {
 		sc.lsets, sc.refs = make([]labels.Labels, n), make([]storage.SeriesRef, n)
+		sc.known, sc.keys = make([]storage.SeriesRef, n), make([]seriesKey, n)
 	}
-	sc.lsets, sc.refs = sc.lsets[:n], sc.refs[:n]
+	sc.lsets, sc.refs, sc.known, sc.keys = sc.lsets[:n], sc.refs[:n], sc.known[:n], sc.keys[:n]
 	return sc
 }
 

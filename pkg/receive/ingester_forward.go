@@ -123,7 +123,7 @@ func detachedStatus(err error) error {
 }
 
 func (i *Ingester) remoteWriteForwarded(ctx context.Context, w *forwardedWrite) (*storepb.WriteResponse, error) {
-	return i.remoteWrite(ctx, w.tenant, w.tenantData, &storepb.WriteRequest{Timeseries: w.series, Metadata: w.metadata}, w.invalidUTF8)
+	return i.remoteWrite(ctx, w.tenant, w.tenantData, &storepb.WriteRequest{Timeseries: w.series, Metadata: w.metadata}, w.labelRuns, w.invalidUTF8)
 }
 
 // forwardedWrite is a storepb.WriteRequest as the ingester decodes it (see RegisterWriteableStore). It
@@ -132,7 +132,9 @@ type forwardedWrite struct {
 	tenant     string
 	tenantData bool // timeseriesTenantData (field 4) is present: refused by remoteWriteTenant
 	series     []*prompb.TimeSeries
-	metadata   []*prompb.MetricMetadata
+	// labelRuns are the series' labels as received (remotewrite.Options.KeepLabelRuns), aliasing the bytes.
+	labelRuns [][]byte
+	metadata  []*prompb.MetricMetadata
 	slabs      remotewrite.Slabs
 	// invalidUTF8: some series has a label that is not valid UTF-8 (the decoder checked every label).
 	invalidUTF8 bool
@@ -238,8 +240,9 @@ func (w *forwardedWrite) decode(b []byte) error {
 		return nil
 	}
 	var err error
-	o := remotewrite.Options{Slabs: &w.slabs, MarkInvalidUTF8: true, ThanosWriteRequest: true, AliasBuf: w.alias}
+	o := remotewrite.Options{Slabs: &w.slabs, MarkInvalidUTF8: true, ThanosWriteRequest: true, AliasBuf: w.alias, KeepLabelRuns: true}
 	w.series, err = remotewrite.DecodeV1(b, &o)
+	w.labelRuns = o.LabelRuns()
 	w.invalidUTF8 = len(o.InvalidUTF8()) > 0
 	return errors.Wrap(err, "decode forwarded write request")
 }

@@ -88,10 +88,16 @@ func rawGRPCTenant(ctx context.Context) string {
 // from the ingester's clock (creation_grace_period: no sample beyond now + grace ever reaches the TSDB). It
 // returns the valid series, in place of tss, and the first error. Invalid series are discarded and counted in
 // strata_discarded_samples_total with their reason.
-func (i *Ingester) validateForwarded(tenant string, tss []*prompb.TimeSeries, checkUTF8 bool) (valid []*prompb.TimeSeries, firstErr *tenancy.Error) {
+//
+// runs, when not nil, are the series' labels as received (see push): they are kept in step with the valid series.
+func (i *Ingester) validateForwarded(tenant string, tss []*prompb.TimeSeries, runs [][]byte, checkUTF8 bool) (valid []*prompb.TimeSeries, validRuns [][]byte, firstErr *tenancy.Error) {
 	v := newSeriesValidator(i.overrides.ForTenant(tenant), i.now())
 	valid = tss[:0]
-	for _, ts := range tss {
+	if len(runs) != len(tss) {
+		runs = nil
+	}
+	validRuns = runs[:0]
+	for n, ts := range tss {
 		if ts == nil {
 			continue
 		}
@@ -113,9 +119,15 @@ func (i *Ingester) validateForwarded(tenant string, tss []*prompb.TimeSeries, ch
 			continue
 		}
 		valid = append(valid, ts)
+		if runs != nil {
+			validRuns = append(validRuns, runs[n])
+		}
 	}
 	clear(tss[len(valid):])
-	return valid, firstErr
+	if runs == nil {
+		validRuns = nil
+	}
+	return valid, validRuns, firstErr
 }
 
 // invalidUTF8Label returns the index of the first label of ts whose name or value is not valid UTF-8, or -1.
@@ -151,18 +163,19 @@ func labelValueInvalidError(ts *prompb.TimeSeries, k int) *tenancy.Error {
 //
 // The gRPC server does not call it: RegisterWriteableStore decodes the request its own way and calls remoteWrite.
 func (i *Ingester) RemoteWrite(ctx context.Context, req *storepb.WriteRequest) (*storepb.WriteResponse, error) {
-	return i.remoteWrite(ctx, req.GetTenant(), len(req.GetTimeseriesTenantData()) > 0, req, true)
+	return i.remoteWrite(ctx, req.GetTenant(), len(req.GetTimeseriesTenantData()) > 0, req, nil, true)
 }
 
 // remoteWrite is RemoteWrite of a request whose tenant field is reqTenant, and which has timeseriesTenantData
-// when tenantData. checkUTF8 false: the decoder found every label valid UTF-8, which need not be checked again.
-func (i *Ingester) remoteWrite(ctx context.Context, reqTenant string, tenantData bool, req *storepb.WriteRequest, checkUTF8 bool) (*storepb.WriteResponse, error) {
+// when tenantData; runs are its series' labels as received (see push), or nil. checkUTF8 false: the decoder found
+// every label valid UTF-8, which need not be checked again.
+func (i *Ingester) remoteWrite(ctx context.Context, reqTenant string, tenantData bool, req *storepb.WriteRequest, runs [][]byte, checkUTF8 bool) (*storepb.WriteResponse, error) {
 	tenant, err := remoteWriteTenant(ctx, reqTenant, tenantData)
 	if err != nil {
 		return nil, err
 	}
 	sent := len(req.Timeseries)
-	valid, invalid := i.validateForwarded(tenant, req.Timeseries, checkUTF8)
+	valid, runs, invalid := i.validateForwarded(tenant, req.Timeseries, runs, checkUTF8)
 	req.Timeseries = valid
 	// A request whose every series was refused appends nothing (and opens no TSDB) but may still carry metric
 	// metadata for Push, as may one without series.
@@ -170,7 +183,7 @@ func (i *Ingester) remoteWrite(ctx context.Context, reqTenant string, tenantData
 		// The validation error comes first in the request; a failure to append that is not the client's (a
 		// commit error, shutting down) says more and is answered instead.
 		var te *tenancy.Error
-		if err := i.Push(ctx, tenant, req); err != nil && (invalid == nil || !errors.As(err, &te)) {
+		if err := i.push(ctx, tenant, req, runs); err != nil && (invalid == nil || !errors.As(err, &te)) {
 			if errors.As(err, &te) {
 				i.reportUsage(ctx, tenant) // a series limit reached: the distributor's usage says so
 			}

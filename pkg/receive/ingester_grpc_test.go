@@ -45,8 +45,13 @@ func remoteWriteWire(ctx context.Context, ing *Ingester, req *storepb.WriteReque
 	if err != nil {
 		return err
 	}
+	return remoteWriteBytes(ctx, ing, b)
+}
+
+// remoteWriteBytes is remoteWriteWire of a request already encoded.
+func remoteWriteBytes(ctx context.Context, ing *Ingester, b []byte) error {
 	released := 0
-	_, err = remoteWriteHandler(ing, ctx, func(v any) error {
+	_, err := remoteWriteHandler(ing, ctx, func(v any) error {
 		return v.(*forwardedWrite).UnmarshalInPlace(b, func() {
 			released++
 			for i := range b {

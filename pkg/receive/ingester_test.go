@@ -1,6 +1,7 @@
 package receive
 
 import (
+	"fmt"
 	"context"
 	"math"
 	"os"
@@ -353,6 +354,16 @@ func TestIngesterOutOfOrderWindowAtRuntime(t *testing.T) {
 // writes the WAL before the head: without the ingester's ordering, a concurrent push's samples could precede
 // that record, or reach the WAL and the head in different orders, and a replay would differ from the head.
 func TestIngesterConcurrentSeriesCreationSurvivesCrash(t *testing.T) {
+	// In process (labels), and forwarded (series known by their received labels are appended by reference:
+	// seriesRefs); each push also writes the series of the round before.
+	for _, forwarded := range []bool{false, true} {
+		t.Run(fmt.Sprintf("forwarded=%v", forwarded), func(t *testing.T) {
+			testConcurrentSeriesCreationSurvivesCrash(t, forwarded)
+		})
+	}
+}
+
+func testConcurrentSeriesCreationSurvivesCrash(t *testing.T, forwarded bool) {
 	dir := t.TempDir()
 	ing := newTestIngester(t, dir, nil, prometheus.NewRegistry())
 	defer ing.Close()
@@ -372,8 +383,15 @@ func TestIngesterConcurrentSeriesCreationSurvivesCrash(t *testing.T) {
 				var req []*prompb.TimeSeries
 				for s := 0; s < perRound; s++ {
 					req = append(req, ts(series("m", "round", string(rune('A'+r)), "s", string(rune('a'+s))), int64(r*roundStep+p*timeStep)))
+					if r > 0 {
+						req = append(req, ts(series("m", "round", string(rune('A'+r-1)), "s", string(rune('a'+s))), int64(r*roundStep+p*timeStep)))
+					}
 				}
 				// Out-of-order refusals are expected (the pushers race); what was accepted must survive.
+				if forwarded {
+					_ = remoteWriteWire(context.Background(), ing, &storepb.WriteRequest{Tenant: "a", Timeseries: req})
+					return
+				}
 				_ = ing.Push(context.Background(), "a", &storepb.WriteRequest{Timeseries: req})
 			}()
 		}
@@ -381,6 +399,9 @@ func TestIngesterConcurrentSeriesCreationSurvivesCrash(t *testing.T) {
 	}
 	acked := readAll(t, ing, "a")
 	testutil.Equals(t, rounds*perRound, len(acked))
+	if forwarded {
+		testutil.Equals(t, rounds*perRound, ing.get("a").refs.len())
+	}
 
 	crashed := t.TempDir()
 	testutil.Ok(t, filepath.Walk(dir, func(path string, info os.FileInfo, err error) error {
@@ -443,7 +464,7 @@ func TestIngesterSharedPushNeverCreatesSeries(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			u.sharedAppends.Add(1)
-			exclusive, err := ing.appendRequest(ctx, "a", u, &storepb.WriteRequest{Timeseries: tc.req}, true)
+			exclusive, err := ing.appendRequest(ctx, "a", u, &storepb.WriteRequest{Timeseries: tc.req}, nil, true)
 			u.sharedAppends.Add(-1)
 			testutil.Ok(t, err)
 			testutil.Equals(t, tc.wantExclusive, exclusive)

@@ -44,11 +44,18 @@ type userTSDB struct {
 	// sharedAppends counts the pushes holding appendMtx shared: while there are any, PreCreation refuses.
 	sharedAppends atomic.Int32
 	commitMtx     sync.Mutex
-	closed        bool
+	// refs are the references of series by their labels as received (appendRequest).
+	refs   *seriesRefs
+	closed bool
 	mtx           sync.Mutex
 	perMetric     map[string]int
 	// top is the metric with the most series in perMetric (ingester_usage.go), under mtx.
 	top topMetric
+}
+
+// refsLimit is how many series refs may know: as many again as the head has (see seriesRefs.add).
+func (u *userTSDB) refsLimit() int {
+	return 2*int(u.db.Head().NumSeries()) + 4096
 }
 
 func (u *userTSDB) localLimit(global int) int {
@@ -142,7 +149,7 @@ func (i *Ingester) getOrOpen(tenant string, maxTenants int) (*userTSDB, error) {
 	}
 
 	dir := filepath.Join(i.dir, tenant)
-	u := &userTSDB{tenant: tenant, ing: i, replaying: true, perMetric: map[string]int{}, reg: newTenantRegisterer(i.reg, tenant)}
+	u := &userTSDB{tenant: tenant, ing: i, replaying: true, perMetric: map[string]int{}, reg: newTenantRegisterer(i.reg, tenant), refs: newSeriesRefs()}
 	u.lastWrite.Store(i.now().UnixNano())
 	opts := tsdb.DefaultOptions()
 	opts.MinBlockDuration = i.cfg.BlockDuration.Milliseconds()

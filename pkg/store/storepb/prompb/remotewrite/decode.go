@@ -69,12 +69,20 @@ type Options struct {
 	// the series again. A series decoded differently from its bytes (a label with an empty value dropped, labels
 	// truncated: see MaxLabels) has no frame. The frames alias buf.
 	KeepFrames bool
+	// KeepLabelRuns: LabelRuns returns, for each decoded series, the bytes of its labels as received: the run of
+	// label fields at the start of its message (tags and lengths included). Equal runs decode to equal labels, so
+	// that a caller may recognize a series it has seen by them (an ingester) without building its label set. A
+	// series whose labels are not one run at its start, or that was decoded differently from its bytes (a label
+	// dropped or not valid UTF-8, labels truncated), has none. The runs alias buf.
+	KeepLabelRuns bool
 	// ThanosWriteRequest: the body is a Thanos storepb.WriteRequest (the forward RPC), whose series are 1.0's
 	// (field 1) but whose field 3 is the replica number, not 1.0's metadata: it is not checked as metadata.
 	ThanosWriteRequest bool
 
 	// frames are the series' frames (output, with KeepFrames), in the order of the series returned.
 	frames [][]byte
+	// labelRuns are the series' label runs (output, with KeepLabelRuns), in the order of the series returned.
+	labelRuns [][]byte
 	// truncated lists the series decoded with only some of their labels (output).
 	truncated []truncatedSeries
 	// invalidUTF8 lists the series with a label that is not valid UTF-8 (output, with MarkInvalidUTF8).
@@ -85,6 +93,10 @@ type Options struct {
 // the body, or nil when the series was decoded differently from its bytes. It aliases the body, and with Slabs
 // their memory.
 func (o *Options) Frames() [][]byte { return o.frames }
+
+// LabelRuns returns the label runs of the series decoded with KeepLabelRuns: LabelRuns()[i] is the i-th series'
+// labels as received, or nil (see KeepLabelRuns). It aliases the body, and with Slabs their memory.
+func (o *Options) LabelRuns() [][]byte { return o.labelRuns }
 
 // InvalidUTF8 returns the series decoded with MarkInvalidUTF8 that have a label (name or value) that is not
 // valid UTF-8.
@@ -103,6 +115,7 @@ type Slabs struct {
 	samples    []prompb.Sample
 	samplePtrs []*prompb.Sample
 	frames     [][]byte
+	labelRuns  [][]byte
 }
 
 // Size is the bytes the slabs hold, for a pool that drops large ones.
@@ -110,7 +123,7 @@ func (s *Slabs) Size() int {
 	const ptr = 8
 	return cap(s.series)*int(unsafe.Sizeof(prompb.TimeSeries{})) + cap(s.labels)*int(unsafe.Sizeof(labelpb.Label{})) +
 		cap(s.samples)*int(unsafe.Sizeof(prompb.Sample{})) + (cap(s.seriesPtrs)+cap(s.labelPtrs)+cap(s.samplePtrs))*ptr +
-		cap(s.frames)*int(unsafe.Sizeof([]byte(nil)))
+		(cap(s.frames)+cap(s.labelRuns))*int(unsafe.Sizeof([]byte(nil)))
 }
 
 // Reset clears what the slabs refer to (strings, exemplars, histograms), so that a pooled Slabs keeps none of
@@ -125,6 +138,8 @@ func (s *Slabs) Reset() {
 	clear(s.samplePtrs[:len(s.samplePtrs)])
 	clear(s.frames[:len(s.frames)])
 	s.frames = s.frames[:0]
+	clear(s.labelRuns[:len(s.labelRuns)])
+	s.labelRuns = s.labelRuns[:0]
 	s.clean = true
 }
 
@@ -252,6 +267,7 @@ func DecodeV1(buf []byte, o *Options) ([]*prompb.TimeSeries, error) {
 		out    []*prompb.TimeSeries
 	)
 	keepFrames := o != nil && o.KeepFrames
+	keepRuns := o != nil && o.KeepLabelRuns
 	if sl := o.slabs(); sl != nil {
 		sl.take(c.series, c.labels, c.samples)
 		d.labels, d.labelPtrs = sl.labels, sl.labelPtrs
@@ -260,6 +276,10 @@ func DecodeV1(buf []byte, o *Options) ([]*prompb.TimeSeries, error) {
 		if keepFrames {
 			o.frames = sl.frames[:0]
 			defer func() { sl.frames = o.frames }()
+		}
+		if keepRuns {
+			o.labelRuns = sl.labelRuns[:0]
+			defer func() { sl.labelRuns = o.labelRuns }()
 		}
 	} else {
 		d.labels, d.labelPtrs = make([]labelpb.Label, c.labels), make([]*labelpb.Label, c.labels)
@@ -301,7 +321,7 @@ func DecodeV1(buf []byte, o *Options) ([]*prompb.TimeSeries, error) {
 				win = string(buf[start:max(end, min(len(buf), start+stringWindow))])
 			}
 			ts := &series[len(out)]
-			d.badUTF8, d.dropped = false, false
+			d.badUTF8, d.dropped, d.labelsEnd, d.labelsScattered = false, false, 0, false
 			n, err := d.series(v, win[start-winStart:start-winStart+len(v)], ts)
 			if err != nil {
 				return nil, errors.Wrapf(err, "decode remote write 1.0 request: timeseries %d", len(out))
@@ -318,6 +338,13 @@ func DecodeV1(buf []byte, o *Options) ([]*prompb.TimeSeries, error) {
 					frame = buf[frameStart : start+len(v) : start+len(v)]
 				}
 				o.frames = append(o.frames, frame)
+			}
+			if keepRuns {
+				var run []byte
+				if !d.dropped && !d.badUTF8 && !d.labelsScattered && len(ts.Labels) == n {
+					run = v[:d.labelsEnd:d.labelsEnd]
+				}
+				o.labelRuns = append(o.labelRuns, run)
 			}
 			out = append(out, ts)
 		case num == 3 && typ == protowire.BytesType && (o == nil || !o.ThanosWriteRequest):
@@ -440,6 +467,10 @@ type v1Decoder struct {
 	markUTF8   bool // Options.MarkInvalidUTF8
 	badUTF8    bool // the series being decoded has a label that is not valid UTF-8 (markUTF8)
 	dropped    bool // the series being decoded had a label dropped (an empty value)
+	// labelsEnd is the end of the run of label fields at the start of the series being decoded;
+	// labelsScattered: a label follows another field.
+	labelsEnd       int
+	labelsScattered bool
 	labels     []labelpb.Label
 	labelPtrs  []*labelpb.Label
 	nextLabel  int
@@ -462,7 +493,7 @@ func (d *v1Decoder) series(b []byte, str string, ts *prompb.TimeSeries) (int, er
 		return n, err
 	}
 	d.nextLabel, d.nextSample = firstLabel, firstSample
-	d.badUTF8, d.dropped = false, false
+	d.badUTF8, d.dropped, d.labelsEnd, d.labelsScattered = false, false, 0, false
 	ts.Labels, ts.Samples, ts.Exemplars, ts.Histograms = nil, nil, nil, nil
 	n, _, err = d.decodeSeries(b, str, ts, firstLabel, firstSample, false)
 	return n, err
@@ -511,6 +542,15 @@ func (d *v1Decoder) decodeSeries(b []byte, str string, ts *prompb.TimeSeries, fi
 		nLabels++
 		return fast, nil
 	}
+	// endLabel records that a label field ends at end: the run of labels at the start goes on, or a label
+	// follows another field.
+	endLabel := func(at, end int) {
+		if at == d.labelsEnd {
+			d.labelsEnd = end
+		} else {
+			d.labelsScattered = true
+		}
+	}
 	for i := 0; i < len(b); {
 		// Fast path: a label with a one-byte length, the bulk of a request.
 		if b[i] == 0x0a && i+1 < len(b) && b[i+1] < 0x80 && i+2+int(b[i+1]) <= len(b) {
@@ -525,7 +565,7 @@ func (d *v1Decoder) decodeSeries(b []byte, str string, ts *prompb.TimeSeries, fi
 				d.labelPtrs[d.nextLabel] = l
 				d.nextLabel++
 				nLabels++
-				runEnd, i = end, end
+				runEnd, i, d.labelsEnd = end, end, end // i == runEnd == labelsEnd: the fields before were labels
 				continue
 			}
 			fast, err := label(b[start:end], str[start:end], inRun)
@@ -535,9 +575,11 @@ func (d *v1Decoder) decodeSeries(b []byte, str string, ts *prompb.TimeSeries, fi
 			if err != nil {
 				return 0, runEnd, err
 			}
+			endLabel(i, end)
 			i = end
 			continue
 		}
+		at := i
 		num, typ, n := ConsumeTag(b[i:])
 		if n < 0 {
 			return 0, runEnd, WireError(n, "timeseries")
@@ -562,6 +604,7 @@ func (d *v1Decoder) decodeSeries(b []byte, str string, ts *prompb.TimeSeries, fi
 			if _, err := label(v, str[start:start+len(v)], false); err != nil {
 				return 0, runEnd, err
 			}
+			endLabel(at, i)
 		case 2:
 			if d.nextSample == len(d.samples) {
 				return 0, runEnd, errors.New("sample count changed between passes")

@@ -168,3 +168,89 @@ func encodeUnchecked(t testing.TB, series ...*prompb.TimeSeries) []byte {
 	}
 	return req
 }
+
+// TestDecodeKeepLabelRuns: a series' label run is the start of its bytes, and decodes on its own into the
+// series' labels (so that equal runs are equal labels); a series has none exactly when its labels are not one
+// run at its start or were not decoded as received (an empty value dropped, labels truncated, not valid UTF-8).
+// Random series, in layouts no encoder writes too (value before name, long strings, a label after a sample).
+func TestDecodeKeepLabelRuns(t *testing.T) {
+	rng := rand.New(rand.NewSource(1))
+	strs := []string{"__name__", "a", "b", "", "v", strings.Repeat("x", 200), "é", "\xff"}
+	slabs := &Slabs{}
+	for iter := range 3000 {
+		var (
+			body      []byte
+			wantNoRun []bool
+			starts    []int // offset of each series' message in body
+		)
+		maxLabels := []int{0, 30, 2}[iter%3]
+		for range 1 + rng.Intn(4) {
+			var (
+				sb                                      []byte
+				nLabels, nKept                          int
+				scattered, dropped, invalid, truncated bool
+				sampleSeen                              bool
+			)
+			for range rng.Intn(6) {
+				if rng.Intn(5) == 0 { // a sample among the labels
+					sb = protowire.AppendTag(sb, 2, protowire.BytesType)
+					sb = protowire.AppendBytes(sb, []byte{0x09, 0, 0, 0, 0, 0, 0, 0xf0, 0x3f})
+					sampleSeen = true
+				}
+				name, value := strs[rng.Intn(len(strs))], strs[rng.Intn(len(strs))]
+				var lb []byte
+				if rng.Intn(4) == 0 { // value first
+					lb = protowire.AppendString(protowire.AppendTag(lb, 2, protowire.BytesType), value)
+					lb = protowire.AppendString(protowire.AppendTag(lb, 1, protowire.BytesType), name)
+				} else {
+					lb = protowire.AppendString(protowire.AppendTag(lb, 1, protowire.BytesType), name)
+					lb = protowire.AppendString(protowire.AppendTag(lb, 2, protowire.BytesType), value)
+				}
+				sb = protowire.AppendBytes(protowire.AppendTag(sb, 1, protowire.BytesType), lb)
+				scattered = scattered || sampleSeen
+				invalid = invalid || name == "\xff" || value == "\xff"
+				if maxLabels > 0 && value == "" {
+					// Dropped from its slot; beyond the kept labels it is only checked, as a kept one.
+					dropped = dropped || nKept <= maxLabels
+					continue
+				}
+				nLabels++
+				if maxLabels == 0 || nKept <= maxLabels {
+					nKept++
+				}
+			}
+			truncated = nLabels != nKept
+			sb = protowire.AppendTag(sb, 2, protowire.BytesType)
+			sb = protowire.AppendBytes(sb, []byte{0x09, 0, 0, 0, 0, 0, 0, 0xf0, 0x3f})
+			body = protowire.AppendTag(body, 1, protowire.BytesType)
+			body = protowire.AppendVarint(body, uint64(len(sb)))
+			starts = append(starts, len(body))
+			body = append(body, sb...)
+			wantNoRun = append(wantNoRun, scattered || dropped || invalid || truncated)
+		}
+		if iter%2 == 1 {
+			slabs.Reset()
+		}
+		o := &Options{KeepLabelRuns: true, MarkInvalidUTF8: true, MaxLabels: maxLabels, Slabs: slabs, AliasBuf: iter%3 == 0}
+		got, err := DecodeV1(body, o)
+		testutil.Ok(t, err)
+		runs := o.LabelRuns()
+		testutil.Equals(t, len(got), len(runs))
+		for i, run := range runs {
+			testutil.Equals(t, wantNoRun[i], run == nil, "iteration %d, series %d: %q", iter, i, body[starts[i]:])
+			if run == nil {
+				continue
+			}
+			testutil.Assert(t, len(run) > 0 || len(got[i].Labels) == 0, "series %d: empty run for %v", i, got[i].Labels)
+			testutil.Equals(t, string(body[starts[i]:starts[i]+len(run)]), string(run), "series %d: the run is not its start", i)
+			alone, err := DecodeV1(protowire.AppendBytes(protowire.AppendTag(nil, 1, protowire.BytesType), run), &Options{MaxLabels: maxLabels})
+			testutil.Ok(t, err)
+			testutil.Equals(t, 1, len(alone))
+			testutil.Equals(t, len(got[i].Labels), len(alone[0].Labels), "series %d", i)
+			for k, l := range got[i].Labels {
+				testutil.Equals(t, l.Name, alone[0].Labels[k].Name)
+				testutil.Equals(t, l.Value, alone[0].Labels[k].Value)
+			}
+		}
+	}
+}

@@ -1,0 +1,182 @@
+package receive
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/efficientgo/core/testutil"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/storage"
+	"github.com/prometheus/prometheus/tsdb"
+	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/stratametrics/strata/pkg/store/storepb"
+	"github.com/stratametrics/strata/pkg/store/storepb/prompb"
+)
+
+// TestIngesterSeriesRefs: the series of a forwarded write whose labels the ingester received before are appended
+// by the reference recorded for those bytes (seriesRefs), and what goes wrong with a reference is caught.
+func TestIngesterSeriesRefs(t *testing.T) {
+	const n = 20
+	now := time.Unix(1_750_000_000, 0)
+	t0 := now.UnixMilli() - 60_000
+	name := func(k int) string { return fmt.Sprintf(`{__name__="m", s="%d", tenant_id="a"}`, k) }
+	// request writes series k at tms+k*step.
+	request := func(tms, step int64) *storepb.WriteRequest {
+		req := &storepb.WriteRequest{Tenant: "a"}
+		for k := range n {
+			req.Timeseries = append(req.Timeseries, ts(series("m", "s", fmt.Sprint(k)), tms+int64(k)*step))
+		}
+		return req
+	}
+	refOf := func(t *testing.T, db *tsdb.DB, k int) storage.SeriesRef {
+		lset := labels.FromStrings("__name__", "m", "s", fmt.Sprint(k))
+		ref, _ := db.Appender(context.Background()).(storage.GetRef).GetRef(lset, lset.Hash())
+		testutil.Assert(t, ref != 0, "series %d is not in the head", k)
+		return ref
+	}
+	for _, tc := range []struct {
+		name string
+		run  func(t *testing.T, ing *Ingester, db *tsdb.DB)
+	}{
+		{
+			// Shown by giving two series each other's reference: their samples trade places.
+			name: "known series are appended by reference alone",
+			run: func(t *testing.T, ing *Ingester, db *tsdb.DB) {
+				r0, r1 := refOf(t, db, 0), refOf(t, db, 1)
+				refs := ing.get("a").refs
+				for k, ref := range refs.m {
+					switch ref {
+					case r0:
+						refs.m[k] = r1
+					case r1:
+						refs.m[k] = r0
+					}
+				}
+				testutil.Ok(t, remoteWriteWire(context.Background(), ing, request(t0+1000, 1)))
+				got := readAll(t, ing, "a")
+				testutil.Equals(t, []int64{t0, t0 + 1001}, got[name(0)], "%v", got)
+				testutil.Equals(t, []int64{t0, t0 + 1000}, got[name(1)])
+				testutil.Equals(t, []int64{t0, t0 + 1002}, got[name(2)])
+			},
+		},
+		{
+			name: "a series the head removed is appended by labels again",
+			run: func(t *testing.T, ing *Ingester, db *tsdb.DB) {
+				old := refOf(t, db, 0)
+				testutil.Ok(t, compactHead(db, ing.cfg.BlockDuration.Milliseconds()))
+				testutil.Ok(t, db.Head().Truncate(t0+1)) // what head GC does once the block is cut
+				testutil.Equals(t, uint64(0), db.Head().NumSeries())
+				testutil.Ok(t, remoteWriteWire(context.Background(), ing, request(t0+1000, 0)))
+				testutil.Equals(t, uint64(n), db.Head().NumSeries())
+				testutil.Assert(t, refOf(t, db, 0) != old, "the head reused a reference")
+				for k := range n {
+					testutil.Equals(t, []int64{t0, t0 + 1000}, readAll(t, ing, "a")[name(k)])
+				}
+				// The new references are recorded: the next write does not go by labels (a removed reference
+				// would be looked up again every time).
+				for _, ref := range ing.get("a").refs.m {
+					testutil.Assert(t, ref != old, "the removed reference is still recorded")
+				}
+			},
+		},
+		{
+			name: "an append by reference that fails names the series",
+			run: func(t *testing.T, ing *Ingester, db *tsdb.DB) {
+				testutil.Ok(t, remoteWriteWire(context.Background(), ing, request(t0+1000, 0)))
+				err := remoteWriteWire(context.Background(), ing, &storepb.WriteRequest{Tenant: "a", Timeseries: []*prompb.TimeSeries{ts(series("m", "s", "7"), t0+500)}})
+				testutil.NotOk(t, err)
+				testutil.Assert(t, strings.Contains(err.Error(), `s=\"7\"`) || strings.Contains(err.Error(), `s="7"`), err.Error())
+			},
+		},
+		{
+			name: "another layout of the same labels is the same series",
+			run: func(t *testing.T, ing *Ingester, db *tsdb.DB) {
+				var body []byte
+				body = protowire.AppendString(protowire.AppendTag(body, 2, protowire.BytesType), "a")
+				for k := range n {
+					var sb []byte
+					for _, l := range [][2]string{{"__name__", "m"}, {"s", fmt.Sprint(k)}} { // value first
+						var lb []byte
+						lb = protowire.AppendString(protowire.AppendTag(lb, 2, protowire.BytesType), l[1])
+						lb = protowire.AppendString(protowire.AppendTag(lb, 1, protowire.BytesType), l[0])
+						sb = protowire.AppendBytes(protowire.AppendTag(sb, 1, protowire.BytesType), lb)
+					}
+					smp, err := (&prompb.Sample{Timestamp: t0 + 1000, Value: 1}).MarshalVT()
+					testutil.Ok(t, err)
+					sb = protowire.AppendBytes(protowire.AppendTag(sb, 2, protowire.BytesType), smp)
+					body = protowire.AppendBytes(protowire.AppendTag(body, 1, protowire.BytesType), sb)
+				}
+				testutil.Ok(t, remoteWriteBytes(context.Background(), ing, body))
+				testutil.Equals(t, uint64(n), db.Head().NumSeries())
+				testutil.Equals(t, 2*n, ing.get("a").refs.len())
+				testutil.Ok(t, remoteWriteWire(context.Background(), ing, request(t0+2000, 0)))
+				for k := range n {
+					testutil.Equals(t, []int64{t0, t0 + 1000, t0 + 2000}, readAll(t, ing, "a")[name(k)])
+				}
+			},
+		},
+		{
+			name: "in-process pushes neither use nor fill it",
+			run: func(t *testing.T, ing *Ingester, db *tsdb.DB) {
+				refs := ing.get("a").refs
+				for k := range refs.m {
+					refs.m[k] = math.MaxInt64 // a reference no series has: a push using it would fail
+				}
+				testutil.Ok(t, ing.Push(context.Background(), "a", request(t0+1000, 0)))
+				testutil.Ok(t, ing.Push(context.Background(), "a", &storepb.WriteRequest{Timeseries: []*prompb.TimeSeries{ts(series("new"), t0)}}))
+				testutil.Equals(t, n, refs.len())
+				testutil.Equals(t, []int64{t0, t0 + 1000}, readAll(t, ing, "a")[name(3)])
+			},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ing := newTestIngester(t, t.TempDir(), nil, prometheus.NewRegistry(), WithIngesterClock(func() time.Time { return now }))
+			defer ing.Close()
+			testutil.Ok(t, remoteWriteWire(context.Background(), ing, request(t0, 0)))
+			testutil.Equals(t, n, ing.get("a").refs.len())
+			tc.run(t, ing, ing.DB("a").(*tsdb.DB))
+		})
+	}
+}
+
+// TestSeriesRefsLimit: the map starts again, empty, rather than hold more than its limit; runs without bytes and
+// references 0 are not recorded.
+func TestSeriesRefsLimit(t *testing.T) {
+	c := newSeriesRefs()
+	batch := func(from, to int) ([][]byte, []seriesKey, []storage.SeriesRef) {
+		var (
+			runs [][]byte
+			refs []storage.SeriesRef
+		)
+		for k := from; k < to; k++ {
+			runs = append(runs, []byte(fmt.Sprint("series", k)))
+			refs = append(refs, storage.SeriesRef(k+1))
+		}
+		keys := make([]seriesKey, len(runs))
+		got := make([]storage.SeriesRef, len(runs))
+		c.lookup(runs, keys, got)
+		return runs, keys, refs
+	}
+	runs, keys, refs := batch(0, 10)
+	runs[3], refs[4] = nil, 0
+	c.add(runs, keys, refs, 15)
+	testutil.Equals(t, 8, c.len())
+	got := make([]storage.SeriesRef, len(runs))
+	c.lookup(runs, keys, got)
+	testutil.Equals(t, []storage.SeriesRef{1, 2, 3, 0, 0, 6, 7, 8, 9, 10}, got)
+
+	c.add(runs, keys, refs, 15) // the same series again: 8, within the limit
+	testutil.Equals(t, 8, c.len())
+	runs, keys, refs = batch(10, 20)
+	c.add(runs, keys, refs, 15)
+	testutil.Equals(t, 10, c.len())
+	runs, _, _ = batch(0, 10)
+	c.lookup(runs, keys[:10], got)
+	testutil.Equals(t, make([]storage.SeriesRef, 10), got)
+}
