@@ -75,9 +75,8 @@ func (i *Ingester) Push(ctx context.Context, tenant string, req *storepb.WriteRe
 	return i.push(ctx, tenant, req, nil)
 }
 
-// push is Push of a request whose series' labels were received as runs (runs[k] of series k, nil when not known
-// by its bytes: see seriesRefs; runs nil: none is).
-func (i *Ingester) push(ctx context.Context, tenant string, req *storepb.WriteRequest, runs [][]byte) error {
+// push is Push of a request whose series were received as rs (nil: none is known by its bytes; see seriesRefs).
+func (i *Ingester) push(ctx context.Context, tenant string, req *storepb.WriteRequest, rs *receivedSeries) error {
 	if i.stopped.Load() {
 		return status.Error(codes.Unavailable, "ingester is shutting down")
 	}
@@ -95,9 +94,12 @@ func (i *Ingester) push(ctx context.Context, tenant string, req *storepb.WriteRe
 	u.closeMtx.RLock()
 	if u.closed { // closed as idle between the lookup and now: open it again
 		u.closeMtx.RUnlock()
-		return i.push(ctx, tenant, req, runs)
+		return i.push(ctx, tenant, req, rs)
 	}
 	defer u.closeMtx.RUnlock()
+	if rs != nil && rs.from != u.refs {
+		u.refs.lookup(rs) // references are of one TSDB: this one's
+	}
 	u.lastWrite.Store(i.now().UnixNano())
 	// Pushes that only append to existing series run concurrently; a push that creates series runs alone.
 	// Prometheus's head logs a new series to the WAL when the appender that created it commits, so a
@@ -107,12 +109,12 @@ func (i *Ingester) push(ctx context.Context, tenant string, req *storepb.WriteRe
 	// (PreCreation), and while shared pushes run it is refused: the push is rolled back and redone alone.
 	u.appendMtx.RLock()
 	u.sharedAppends.Add(1)
-	exclusive, err := i.appendRequest(ctx, tenant, u, req, runs, true)
+	exclusive, err := i.appendRequest(ctx, tenant, u, req, rs, true)
 	u.sharedAppends.Add(-1)
 	u.appendMtx.RUnlock()
 	if exclusive {
 		u.appendMtx.Lock()
-		_, err = i.appendRequest(ctx, tenant, u, req, runs, false)
+		_, err = i.appendRequest(ctx, tenant, u, req, rs, false)
 		u.appendMtx.Unlock()
 	}
 	return err
@@ -124,10 +126,10 @@ var errSeriesNeedsExclusive = errors.New("new series: append alone")
 
 // appendRequest appends a request in one appender and commits it. With shared, series are looked up by the
 // TSDB as their samples are appended, and it rolls back and reports needExclusive as soon as one does not
-// exist yet. Without, every series is looked up first and a new one gets labels of its own. A series whose
-// received labels (runs, see push) are known (u.refs) is appended by its reference alone, and the references
-// of the others are recorded once the request is committed.
-func (i *Ingester) appendRequest(ctx context.Context, tenant string, u *userTSDB, req *storepb.WriteRequest, runs [][]byte, shared bool) (needExclusive bool, err error) {
+// exist yet. Without, every series is looked up first and a new one gets labels of its own. A series known by
+// its received labels (rs, looked up in u.refs) is appended by its reference alone, and the references of the
+// others are recorded once the request is committed.
+func (i *Ingester) appendRequest(ctx context.Context, tenant string, u *userTSDB, req *storepb.WriteRequest, rs *receivedSeries, shared bool) (needExclusive bool, err error) {
 	var (
 		app  = u.db.Appender(ctx)
 		errs appendErrors
@@ -136,10 +138,6 @@ func (i *Ingester) appendRequest(ctx context.Context, tenant string, u *userTSDB
 	tss := req.GetTimeseries()
 	sc := i.appendScratch.get(len(tss))
 	defer i.appendScratch.put(sc)
-	if len(runs) != len(tss) {
-		runs = nil
-	}
-	u.refs.lookup(runs, sc.keys, sc.known)
 	if shared {
 		// The lookup label set is built into one reused buffer (Overwrite): the TSDB keeps no labels it is given
 		// for a series that exists, and creates none here. The TSDB looks a series up by reference first, then
@@ -152,7 +150,8 @@ func (i *Ingester) appendRequest(ctx context.Context, tenant string, u *userTSDB
 			lz      = lazyLabels{b: &b, lset: &scratch, miss: miss}
 		)
 		for k, ts := range tss {
-			ref, lset, byRef := sc.known[k], labels.EmptyLabels(), &lz
+			known := rs.knownRef(k)
+			ref, lset, byRef := known, labels.EmptyLabels(), &lz
 			if ref == 0 {
 				buildLabels(&b, ts, &scratch)
 				ref, lset, byRef = miss, scratch, nil
@@ -165,12 +164,12 @@ func (i *Ingester) appendRequest(ctx context.Context, tenant string, u *userTSDB
 				return true, nil
 			}
 			sc.refs[k] = 0
-			if got != sc.known[k] && got != miss {
+			if got != known && got != miss {
 				sc.refs[k] = got
 			}
 		}
 		err := i.commit(tenant, u, app, &errs)
-		u.refs.add(runs, sc.keys, sc.refs, u.refsLimit())
+		u.refs.add(rs, sc.refs, u.refsLimit())
 		return false, err
 	}
 	// Every series is looked up before anything is appended; one that exists is then appended with the TSDB's
@@ -188,14 +187,14 @@ func (i *Ingester) appendRequest(ctx context.Context, tenant string, u *userTSDB
 	}
 	for k, ts := range tss {
 		_, refs[k] = i.appendSeries(app, tenant, ts, lsets[k], refs[k], &errs, nil)
-		if refs[k] == sc.known[k] {
+		if refs[k] == rs.knownRef(k) {
 			refs[k] = 0 // recorded already
 		}
 	}
 	err = i.commit(tenant, u, app, &errs)
 	// A series created here is in the head whether the commit succeeded or not (as Prometheus's rollback
 	// leaves it): its reference is good either way.
-	u.refs.add(runs, sc.keys, refs, u.refsLimit())
+	u.refs.add(rs, refs, u.refsLimit())
 	return false, err
 }
 
@@ -393,9 +392,6 @@ func (i *Ingester) pushError(tenant string, u *userTSDB, errs *appendErrors) err
 type appendScratch struct {
 	lsets []labels.Labels
 	refs  []storage.SeriesRef
-	// known are the references of series known by their received labels, keys their keys (seriesRefs).
-	known []storage.SeriesRef
-	keys  []seriesKey
 }
 
 // appendScratchPool pools appendScratch; slices longer than maxPooledScratch series are not kept.
@@ -410,9 +406,8 @@ func (p *appendScratchPool) get(n int) *appendScratch {
 	}
 	if cap(sc.lsets) < n {
 		sc.lsets, sc.refs = make([]labels.Labels, n), make([]storage.SeriesRef, n)
-		sc.known, sc.keys = make([]storage.SeriesRef, n), make([]seriesKey, n)
 	}
-	sc.lsets, sc.refs, sc.known, sc.keys = sc.lsets[:n], sc.refs[:n], sc.known[:n], sc.keys[:n]
+	sc.lsets, sc.refs = sc.lsets[:n], sc.refs[:n]
 	return sc
 }
 

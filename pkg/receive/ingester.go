@@ -205,6 +205,8 @@ type Ingester struct {
 	ingestionRate *ingestionRate
 	// appendScratch pools appendRequest's per-series lookups.
 	appendScratch appendScratchPool
+	// received pools the series of forwarded writes as received (seriesRefs).
+	received receivedPool
 
 	mtx      sync.RWMutex
 	tsdbs    map[string]*userTSDB

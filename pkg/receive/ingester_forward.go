@@ -135,7 +135,7 @@ type forwardedWrite struct {
 	// labelRuns are the series' labels as received (remotewrite.Options.KeepLabelRuns), aliasing the bytes.
 	labelRuns [][]byte
 	metadata  []*prompb.MetricMetadata
-	slabs      remotewrite.Slabs
+	slabs     remotewrite.Slabs
 	// invalidUTF8: some series has a label that is not valid UTF-8 (the decoder checked every label).
 	invalidUTF8 bool
 	// decodeErr: the request is malformed (answered InvalidArgument by the handler).

@@ -84,32 +84,38 @@ func rawGRPCTenant(ctx context.Context) string {
 }
 
 // validateForwarded applies to a forwarded write what the distributor applies to a remote write (never trust the
-// caller, DESIGN.md §6): valid UTF-8 labels, then the series rules and limits of seriesValidator, with now taken
-// from the ingester's clock (creation_grace_period: no sample beyond now + grace ever reaches the TSDB). It
-// returns the valid series, in place of tss, and the first error. Invalid series are discarded and counted in
+// caller, DESIGN.md §6): valid UTF-8 labels, then the series rules and limits of v, with now taken from the
+// ingester's clock (creation_grace_period: no sample beyond now + grace ever reaches the TSDB). It returns the
+// valid series, in place of tss, and the first error. Invalid series are discarded and counted in
 // strata_discarded_samples_total with their reason.
 //
-// runs, when not nil, are the series' labels as received (see push): they are kept in step with the valid series.
-func (i *Ingester) validateForwarded(tenant string, tss []*prompb.TimeSeries, runs [][]byte, checkUTF8 bool) (valid []*prompb.TimeSeries, validRuns [][]byte, firstErr *tenancy.Error) {
-	v := newSeriesValidator(i.overrides.ForTenant(tenant), i.now())
+// rs, when not nil, are the series as received, kept in step with the valid series: a series known by its bytes
+// (validated before, unchanged, under the same limits: receivedSeries) has only its samples checked, and one
+// whose labels validation changed (sorted, dropped) is not to be known by its bytes (its run is removed).
+func (i *Ingester) validateForwarded(tenant string, v seriesValidator, tss []*prompb.TimeSeries, rs *receivedSeries, checkUTF8 bool) (valid []*prompb.TimeSeries, firstErr *tenancy.Error) {
 	valid = tss[:0]
-	if len(runs) != len(tss) {
-		runs = nil
-	}
-	validRuns = runs[:0]
 	for n, ts := range tss {
 		if ts == nil {
 			continue
 		}
+		known := rs.knownRef(n) != 0
 		reason, err := "", (*tenancy.Error)(nil)
 		k := -1
-		if checkUTF8 {
+		if checkUTF8 && !known { // a series known by its bytes has valid UTF-8 (remotewrite.Options.KeepLabelRuns)
 			k = invalidUTF8Label(ts)
 		}
+		var vi violation
 		if k >= 0 {
 			reason, err = ReasonLabelValueInvalid, labelValueInvalidError(ts, k)
-		} else if vi := v.check(ts); vi.reason != "" {
-			reason, err = vi.reason, v.err(ts, vi)
+		} else {
+			if known {
+				vi = v.checkSamples(ts)
+			} else {
+				vi = v.check(ts)
+			}
+			if vi.reason != "" {
+				reason, err = vi.reason, v.err(ts, vi)
+			}
 		}
 		if reason != "" {
 			i.discard(tenant, reason, len(ts.Samples)+len(ts.Histograms))
@@ -118,16 +124,20 @@ func (i *Ingester) validateForwarded(tenant string, tss []*prompb.TimeSeries, ru
 			}
 			continue
 		}
-		valid = append(valid, ts)
-		if runs != nil {
-			validRuns = append(validRuns, runs[n])
+		if rs != nil {
+			j := len(valid)
+			rs.runs[j], rs.keys[j], rs.known[j] = rs.runs[n], rs.keys[n], rs.known[n]
+			if vi.labelsChanged {
+				rs.runs[j] = nil
+			}
 		}
+		valid = append(valid, ts)
 	}
 	clear(tss[len(valid):])
-	if runs == nil {
-		validRuns = nil
+	if rs != nil {
+		rs.runs, rs.keys, rs.known = rs.runs[:len(valid)], rs.keys[:len(valid)], rs.known[:len(valid)]
 	}
-	return valid, validRuns, firstErr
+	return valid, firstErr
 }
 
 // invalidUTF8Label returns the index of the first label of ts whose name or value is not valid UTF-8, or -1.
@@ -175,7 +185,16 @@ func (i *Ingester) remoteWrite(ctx context.Context, reqTenant string, tenantData
 		return nil, err
 	}
 	sent := len(req.Timeseries)
-	valid, runs, invalid := i.validateForwarded(tenant, req.Timeseries, runs, checkUTF8)
+	v := newSeriesValidator(i.overrides.ForTenant(tenant), i.now())
+	var rs *receivedSeries
+	if runs != nil && len(runs) == sent {
+		rs = i.received.get(runs, v.labelLimits())
+		defer i.received.put(rs)
+		if u := i.get(tenant); u != nil {
+			u.refs.lookup(rs) // push looks up again if the TSDB it appends to is another
+		}
+	}
+	valid, invalid := i.validateForwarded(tenant, v, req.Timeseries, rs, checkUTF8)
 	req.Timeseries = valid
 	// A request whose every series was refused appends nothing (and opens no TSDB) but may still carry metric
 	// metadata for Push, as may one without series.
@@ -183,7 +202,7 @@ func (i *Ingester) remoteWrite(ctx context.Context, reqTenant string, tenantData
 		// The validation error comes first in the request; a failure to append that is not the client's (a
 		// commit error, shutting down) says more and is answered instead.
 		var te *tenancy.Error
-		if err := i.push(ctx, tenant, req, runs); err != nil && (invalid == nil || !errors.As(err, &te)) {
+		if err := i.push(ctx, tenant, req, rs); err != nil && (invalid == nil || !errors.As(err, &te)) {
 			if errors.As(err, &te) {
 				i.reportUsage(ctx, tenant) // a series limit reached: the distributor's usage says so
 			}

@@ -1,8 +1,8 @@
 package receive
 
 import (
-	"fmt"
 	"context"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"

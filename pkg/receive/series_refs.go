@@ -10,7 +10,8 @@ import (
 // seriesRefs maps the labels of a tenant's series as the ingester receives them — their bytes in a forwarded
 // write (remotewrite.Options.KeepLabelRuns) — to the head's references of the series, so that a push appends
 // the samples of a series it has seen before by reference: no label set is built, hashed and compared for it,
-// which was most of what the head's lookup by labels cost per sample.
+// which was most of what the head's lookup by labels cost per sample; nor are its labels checked again
+// (receivedSeries).
 //
 // A key is 128 bits of two hashes of the bytes with seeds of this process (hash/maphash): a client cannot make
 // two label sets collide, and by chance they collide once in 2^64 series pairs. Equal bytes decode to equal labels,
@@ -32,38 +33,85 @@ func newSeriesRefs() *seriesRefs {
 	return &seriesRefs{seeds: [2]maphash.Seed{maphash.MakeSeed(), maphash.MakeSeed()}, m: map[seriesKey]storage.SeriesRef{}}
 }
 
-func (c *seriesRefs) key(run []byte) seriesKey {
-	return seriesKey{maphash.Bytes(c.seeds[0], run), maphash.Bytes(c.seeds[1], run)}
+// receivedSeries are the series of a forwarded write as received: their label runs (runs[k] of series k, nil
+// when not known by its bytes), and, from the seriesRefs of the tenant's TSDB (from), their keys and the
+// references of those it knows (known[k], 0: none).
+//
+// A key is salted with the label limits the series were validated under: a series known by a key passed
+// checkLabels unchanged under those limits, and its labels need not be checked again (validateForwarded); when
+// the limits change, every key does, and the series are checked and recorded again.
+type receivedSeries struct {
+	runs  [][]byte
+	keys  []seriesKey
+	known []storage.SeriesRef
+	// limits are the label limits (seriesValidator.labelLimits) the keys are salted with.
+	limits [3]int
+	from   *seriesRefs
 }
 
-// lookup sets, for each series k of a push whose labels were received as runs[k] (nil: not known by them),
-// keys[k] to its key and refs[k] to its reference, or 0. runs may be nil (no series known by its bytes).
-func (c *seriesRefs) lookup(runs [][]byte, keys []seriesKey, refs []storage.SeriesRef) {
-	clear(refs)
-	if len(runs) == 0 {
+// receivedPool pools receivedSeries; slices longer than maxPooledScratch series are not kept.
+type receivedPool struct{ p sync.Pool }
+
+// get returns a receivedSeries for runs, validated under limits, not looked up yet (from nil, known 0).
+func (p *receivedPool) get(runs [][]byte, limits [3]int) *receivedSeries {
+	rs, ok := p.p.Get().(*receivedSeries)
+	if !ok {
+		rs = &receivedSeries{}
+	}
+	n := len(runs)
+	if cap(rs.keys) < n {
+		rs.keys, rs.known = make([]seriesKey, n), make([]storage.SeriesRef, n)
+	}
+	rs.runs, rs.keys, rs.known, rs.limits, rs.from = runs, rs.keys[:n], rs.known[:n], limits, nil
+	clear(rs.known)
+	return rs
+}
+
+func (p *receivedPool) put(rs *receivedSeries) {
+	if rs == nil || cap(rs.keys) > maxPooledScratch {
 		return
 	}
-	for k, run := range runs {
+	rs.runs, rs.from = nil, nil // the request's bytes, a TSDB's map: not kept alive by the pool
+	p.p.Put(rs)
+}
+
+// knownRef is the reference of series k, or 0.
+func (rs *receivedSeries) knownRef(k int) storage.SeriesRef {
+	if rs == nil {
+		return 0
+	}
+	return rs.known[k]
+}
+
+// lookup sets rs's keys and known references from c.
+func (c *seriesRefs) lookup(rs *receivedSeries) {
+	rs.from = c
+	salt := maphash.Comparable(c.seeds[1], rs.limits)
+	for k, run := range rs.runs {
 		if run != nil {
-			keys[k] = c.key(run)
+			rs.keys[k] = seriesKey{maphash.Bytes(c.seeds[0], run), maphash.Bytes(c.seeds[1], run) ^ salt}
 		}
 	}
 	c.mtx.RLock()
 	defer c.mtx.RUnlock()
-	for k, run := range runs {
+	for k, run := range rs.runs {
+		rs.known[k] = 0
 		if run != nil {
-			refs[k] = c.m[keys[k]]
+			rs.known[k] = c.m[rs.keys[k]]
 		}
 	}
 }
 
-// add records refs[k], where it is not 0, as the reference of the series whose labels were received as runs[k]
-// (keys[k], from lookup). When the map would hold more than limit entries — series the head no longer has,
-// or as many again as it has — it starts again, empty.
-func (c *seriesRefs) add(runs [][]byte, keys []seriesKey, refs []storage.SeriesRef, limit int) {
+// add records refs[k], where it is not 0, as the reference of series k of rs (looked up in c). When the map
+// would hold more than limit entries — series the head no longer has, or as many again as it has — it starts
+// again, empty.
+func (c *seriesRefs) add(rs *receivedSeries, refs []storage.SeriesRef, limit int) {
+	if rs == nil || rs.from != c {
+		return
+	}
 	n := 0
 	for k, ref := range refs {
-		if ref != 0 && k < len(runs) && runs[k] != nil {
+		if ref != 0 && rs.runs[k] != nil {
 			n++
 		}
 	}
@@ -76,8 +124,8 @@ func (c *seriesRefs) add(runs [][]byte, keys []seriesKey, refs []storage.SeriesR
 		c.m = make(map[seriesKey]storage.SeriesRef, n)
 	}
 	for k, ref := range refs {
-		if ref != 0 && k < len(runs) && runs[k] != nil {
-			c.m[keys[k]] = ref
+		if ref != 0 && rs.runs[k] != nil {
+			c.m[rs.keys[k]] = ref
 		}
 	}
 }

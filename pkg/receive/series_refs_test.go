@@ -15,8 +15,10 @@ import (
 	"github.com/prometheus/prometheus/tsdb"
 	"google.golang.org/protobuf/encoding/protowire"
 
+	"github.com/stratametrics/strata/pkg/store/labelpb"
 	"github.com/stratametrics/strata/pkg/store/storepb"
 	"github.com/stratametrics/strata/pkg/store/storepb/prompb"
+	"github.com/stratametrics/strata/pkg/tenancy"
 )
 
 // TestIngesterSeriesRefs: the series of a forwarded write whose labels the ingester received before are appended
@@ -42,12 +44,12 @@ func TestIngesterSeriesRefs(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		name string
-		run  func(t *testing.T, ing *Ingester, db *tsdb.DB)
+		run  func(t *testing.T, ing *Ingester, db *tsdb.DB, lim fixedLimits)
 	}{
 		{
 			// Shown by giving two series each other's reference: their samples trade places.
 			name: "known series are appended by reference alone",
-			run: func(t *testing.T, ing *Ingester, db *tsdb.DB) {
+			run: func(t *testing.T, ing *Ingester, db *tsdb.DB, _ fixedLimits) {
 				r0, r1 := refOf(t, db, 0), refOf(t, db, 1)
 				refs := ing.get("a").refs
 				for k, ref := range refs.m {
@@ -67,7 +69,7 @@ func TestIngesterSeriesRefs(t *testing.T) {
 		},
 		{
 			name: "a series the head removed is appended by labels again",
-			run: func(t *testing.T, ing *Ingester, db *tsdb.DB) {
+			run: func(t *testing.T, ing *Ingester, db *tsdb.DB, _ fixedLimits) {
 				old := refOf(t, db, 0)
 				testutil.Ok(t, compactHead(db, ing.cfg.BlockDuration.Milliseconds()))
 				testutil.Ok(t, db.Head().Truncate(t0+1)) // what head GC does once the block is cut
@@ -87,7 +89,7 @@ func TestIngesterSeriesRefs(t *testing.T) {
 		},
 		{
 			name: "an append by reference that fails names the series",
-			run: func(t *testing.T, ing *Ingester, db *tsdb.DB) {
+			run: func(t *testing.T, ing *Ingester, db *tsdb.DB, _ fixedLimits) {
 				testutil.Ok(t, remoteWriteWire(context.Background(), ing, request(t0+1000, 0)))
 				err := remoteWriteWire(context.Background(), ing, &storepb.WriteRequest{Tenant: "a", Timeseries: []*prompb.TimeSeries{ts(series("m", "s", "7"), t0+500)}})
 				testutil.NotOk(t, err)
@@ -96,7 +98,7 @@ func TestIngesterSeriesRefs(t *testing.T) {
 		},
 		{
 			name: "another layout of the same labels is the same series",
-			run: func(t *testing.T, ing *Ingester, db *tsdb.DB) {
+			run: func(t *testing.T, ing *Ingester, db *tsdb.DB, _ fixedLimits) {
 				var body []byte
 				body = protowire.AppendString(protowire.AppendTag(body, 2, protowire.BytesType), "a")
 				for k := range n {
@@ -122,8 +124,41 @@ func TestIngesterSeriesRefs(t *testing.T) {
 			},
 		},
 		{
+			// A series known by its bytes has only its samples checked: its labels passed under the same limits.
+			name: "known series are checked again when the label limits change",
+			run: func(t *testing.T, ing *Ingester, db *tsdb.DB, lim fixedLimits) {
+				l := tenancy.DefaultLimits()
+				l.MaxLabelNamesPerSeries = 1
+				lim["a"] = &l
+				err := remoteWriteWire(context.Background(), ing, request(t0+1000, 0))
+				testutil.NotOk(t, err)
+				testutil.Assert(t, strings.Contains(err.Error(), "max-label-names-per-series"), err.Error())
+				testutil.Equals(t, []int64{t0}, readAll(t, ing, "a")[name(0)])
+				// Its samples still are.
+				l = tenancy.DefaultLimits()
+				lim["a"] = &l
+				testutil.Ok(t, remoteWriteWire(context.Background(), ing, request(t0+1000, 0)))
+				err = remoteWriteWire(context.Background(), ing, request(now.Add(time.Hour).UnixMilli(), 0))
+				testutil.NotOk(t, err)
+				testutil.Assert(t, strings.Contains(err.Error(), "too far in the future"), err.Error())
+				testutil.Equals(t, []int64{t0, t0 + 1000}, readAll(t, ing, "a")[name(0)])
+			},
+		},
+		{
+			name: "a series whose labels validation sorts is not known by its bytes",
+			run: func(t *testing.T, ing *Ingester, db *tsdb.DB, _ fixedLimits) {
+				unsorted := &prompb.TimeSeries{Labels: []*labelpb.Label{{Name: "s", Value: "x"}, {Name: "__name__", Value: "m"}}}
+				for _, tms := range []int64{t0, t0 + 1000} {
+					unsorted.Samples = []*prompb.Sample{{Timestamp: tms, Value: 1}}
+					testutil.Ok(t, remoteWriteWire(context.Background(), ing, &storepb.WriteRequest{Tenant: "a", Timeseries: []*prompb.TimeSeries{unsorted}}))
+				}
+				testutil.Equals(t, []int64{t0, t0 + 1000}, readAll(t, ing, "a")[`{__name__="m", s="x", tenant_id="a"}`])
+				testutil.Equals(t, n, ing.get("a").refs.len())
+			},
+		},
+		{
 			name: "in-process pushes neither use nor fill it",
-			run: func(t *testing.T, ing *Ingester, db *tsdb.DB) {
+			run: func(t *testing.T, ing *Ingester, db *tsdb.DB, _ fixedLimits) {
 				refs := ing.get("a").refs
 				for k := range refs.m {
 					refs.m[k] = math.MaxInt64 // a reference no series has: a push using it would fail
@@ -136,20 +171,23 @@ func TestIngesterSeriesRefs(t *testing.T) {
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			ing := newTestIngester(t, t.TempDir(), nil, prometheus.NewRegistry(), WithIngesterClock(func() time.Time { return now }))
+			lim := fixedLimits{}
+			ing := newTestIngester(t, t.TempDir(), lim, prometheus.NewRegistry(), WithIngesterClock(func() time.Time { return now }))
 			defer ing.Close()
 			testutil.Ok(t, remoteWriteWire(context.Background(), ing, request(t0, 0)))
 			testutil.Equals(t, n, ing.get("a").refs.len())
-			tc.run(t, ing, ing.DB("a").(*tsdb.DB))
+			tc.run(t, ing, ing.DB("a").(*tsdb.DB), lim)
 		})
 	}
 }
 
-// TestSeriesRefsLimit: the map starts again, empty, rather than hold more than its limit; runs without bytes and
-// references 0 are not recorded.
+// TestSeriesRefsLimit: the map starts again, empty, rather than hold more than its limit; series without bytes and
+// references 0 are not recorded, and keys are salted with the label limits.
 func TestSeriesRefsLimit(t *testing.T) {
 	c := newSeriesRefs()
-	batch := func(from, to int) ([][]byte, []seriesKey, []storage.SeriesRef) {
+	var pool receivedPool
+	limits := [3]int{30, 1024, 2048}
+	batch := func(from, to int, limits [3]int) (*receivedSeries, []storage.SeriesRef) {
 		var (
 			runs [][]byte
 			refs []storage.SeriesRef
@@ -158,25 +196,28 @@ func TestSeriesRefsLimit(t *testing.T) {
 			runs = append(runs, []byte(fmt.Sprint("series", k)))
 			refs = append(refs, storage.SeriesRef(k+1))
 		}
-		keys := make([]seriesKey, len(runs))
-		got := make([]storage.SeriesRef, len(runs))
-		c.lookup(runs, keys, got)
-		return runs, keys, refs
+		rs := pool.get(runs, limits)
+		c.lookup(rs)
+		return rs, refs
 	}
-	runs, keys, refs := batch(0, 10)
-	runs[3], refs[4] = nil, 0
-	c.add(runs, keys, refs, 15)
+	rs, refs := batch(0, 10, limits)
+	rs.runs[3], refs[4] = nil, 0
+	c.add(rs, refs, 15)
 	testutil.Equals(t, 8, c.len())
-	got := make([]storage.SeriesRef, len(runs))
-	c.lookup(runs, keys, got)
-	testutil.Equals(t, []storage.SeriesRef{1, 2, 3, 0, 0, 6, 7, 8, 9, 10}, got)
+	c.lookup(rs)
+	testutil.Equals(t, []storage.SeriesRef{1, 2, 3, 0, 0, 6, 7, 8, 9, 10}, rs.known)
+	other, _ := batch(0, 10, [3]int{30, 1024, 2047})
+	testutil.Equals(t, make([]storage.SeriesRef, 10), other.known) // other limits: unknown
 
-	c.add(runs, keys, refs, 15) // the same series again: 8, within the limit
+	c.add(rs, refs, 15) // the same series again: 8, within the limit
 	testutil.Equals(t, 8, c.len())
-	runs, keys, refs = batch(10, 20)
-	c.add(runs, keys, refs, 15)
+	rs2, refs2 := batch(10, 20, limits)
+	c.add(rs2, refs2, 15)
 	testutil.Equals(t, 10, c.len())
-	runs, _, _ = batch(0, 10)
-	c.lookup(runs, keys[:10], got)
-	testutil.Equals(t, make([]storage.SeriesRef, 10), got)
+	rs, _ = batch(0, 10, limits)
+	testutil.Equals(t, make([]storage.SeriesRef, 10), rs.known)
+	// A receivedSeries looked up in another map is not recorded in this one.
+	rs.from = newSeriesRefs()
+	c.add(rs, refs, 100)
+	testutil.Equals(t, 10, c.len())
 }

@@ -45,10 +45,10 @@ type userTSDB struct {
 	sharedAppends atomic.Int32
 	commitMtx     sync.Mutex
 	// refs are the references of series by their labels as received (appendRequest).
-	refs   *seriesRefs
-	closed bool
-	mtx           sync.Mutex
-	perMetric     map[string]int
+	refs      *seriesRefs
+	closed    bool
+	mtx       sync.Mutex
+	perMetric map[string]int
 	// top is the metric with the most series in perMetric (ingester_usage.go), under mtx.
 	top topMetric
 }

@@ -38,8 +38,8 @@ type violation struct {
 	label  int    // index into the series' labels of the label the rule names
 	tsMs   int64  // the timestamp that is too far in the future
 	// changed: normalising changed the series (labels dropped or sorted, exemplars dropped): it is no longer
-	// what its bytes as received say.
-	changed bool
+	// what its bytes as received say. labelsChanged: its labels are not (dropped or sorted).
+	changed, labelsChanged bool
 }
 
 // check normalises ts in place and reports the first rule it breaks (and, for a valid series, whether
@@ -62,12 +62,19 @@ type violation struct {
 //  5. no sample or histogram is newer than now + creation_grace_period: ReasonTooFarInFuture.
 //
 // Label values are valid UTF-8 by the time check runs: the decoders refuse requests where they are not.
-func (v seriesValidator) check(ts *prompb.TimeSeries) (vi violation) {
-	if n := len(ts.Exemplars); n > 0 {
-		ts.Exemplars = v.dropFutureExemplars(ts.Exemplars)
-		vi.changed = len(ts.Exemplars) != n
+func (v seriesValidator) check(ts *prompb.TimeSeries) violation {
+	vi := v.checkLabels(ts)
+	if vi.reason != "" {
+		return vi
 	}
+	si := v.checkSamples(ts)
+	si.changed = si.changed || vi.changed
+	si.labelsChanged = vi.labelsChanged
+	return si
+}
 
+// checkLabels is check's part for the labels: rules 1 to 4.
+func (v seriesValidator) checkLabels(ts *prompb.TimeSeries) (vi violation) {
 	// Drop the labels without a value, and check the others as they come while they are sorted (the rule for
 	// every encoder: one pass); labels found out of order are sorted and checked again.
 	ls := ts.Labels
@@ -88,7 +95,7 @@ func (v seriesValidator) check(ts *prompb.TimeSeries) (vi violation) {
 		}
 		j++
 	}
-	vi.changed = vi.changed || j != len(ls) || !sorted
+	changed := j != len(ls) || !sorted
 	clear(ls[j:])
 	ls = ls[:j]
 	ts.Labels = ls
@@ -111,6 +118,16 @@ func (v seriesValidator) check(ts *prompb.TimeSeries) (vi violation) {
 	case first.reason != "":
 		return first
 	}
+	return violation{changed: changed, labelsChanged: changed}
+}
+
+// checkSamples is check's part for the samples, histograms and exemplars: rule 5, and the exemplars dropped.
+// On its own it checks a series whose labels are known to pass checkLabels unchanged (seriesRefs).
+func (v seriesValidator) checkSamples(ts *prompb.TimeSeries) (vi violation) {
+	if n := len(ts.Exemplars); n > 0 {
+		ts.Exemplars = v.dropFutureExemplars(ts.Exemplars)
+		vi.changed = len(ts.Exemplars) != n
+	}
 	for _, s := range ts.Samples {
 		if t := s.GetTimestamp(); t > v.maxTimestampMs {
 			return violation{reason: ReasonTooFarInFuture, tsMs: t}
@@ -121,7 +138,12 @@ func (v seriesValidator) check(ts *prompb.TimeSeries) (vi violation) {
 			return violation{reason: ReasonTooFarInFuture, tsMs: t}
 		}
 	}
-	return violation{changed: vi.changed}
+	return vi
+}
+
+// labelLimits are the limits checkLabels applies.
+func (v seriesValidator) labelLimits() [3]int {
+	return [3]int{v.maxLabelNames, v.maxNameLength, v.maxValueLength}
 }
 
 // checkLabel checks label i of ls, sorted up to i: it records the metric name's index in nameIdx, and the

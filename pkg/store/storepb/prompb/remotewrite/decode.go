@@ -463,20 +463,20 @@ func countWriteV1(b []byte, maxKept int) (v1Counts, error) {
 
 // v1Decoder hands out labels and samples from the slabs sized by countWriteV1.
 type v1Decoder struct {
-	maxKept    int  // Options.MaxLabels+1, 0: keep all
-	markUTF8   bool // Options.MarkInvalidUTF8
-	badUTF8    bool // the series being decoded has a label that is not valid UTF-8 (markUTF8)
-	dropped    bool // the series being decoded had a label dropped (an empty value)
+	maxKept  int  // Options.MaxLabels+1, 0: keep all
+	markUTF8 bool // Options.MarkInvalidUTF8
+	badUTF8  bool // the series being decoded has a label that is not valid UTF-8 (markUTF8)
+	dropped  bool // the series being decoded had a label dropped (an empty value)
 	// labelsEnd is the end of the run of label fields at the start of the series being decoded;
 	// labelsScattered: a label follows another field.
 	labelsEnd       int
 	labelsScattered bool
-	labels     []labelpb.Label
-	labelPtrs  []*labelpb.Label
-	nextLabel  int
-	samples    []prompb.Sample
-	samplePtrs []*prompb.Sample
-	nextSample int
+	labels          []labelpb.Label
+	labelPtrs       []*labelpb.Label
+	nextLabel       int
+	samples         []prompb.Sample
+	samplePtrs      []*prompb.Sample
+	nextSample      int
 }
 
 // series decodes one prometheus.TimeSeries from b into ts; str holds the same bytes as b, as a string, so that

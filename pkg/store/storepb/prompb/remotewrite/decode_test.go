@@ -186,10 +186,10 @@ func TestDecodeKeepLabelRuns(t *testing.T) {
 		maxLabels := []int{0, 30, 2}[iter%3]
 		for range 1 + rng.Intn(4) {
 			var (
-				sb                                      []byte
-				nLabels, nKept                          int
+				sb                                     []byte
+				nLabels, nKept                         int
 				scattered, dropped, invalid, truncated bool
-				sampleSeen                              bool
+				sampleSeen                             bool
 			)
 			for range rng.Intn(6) {
 				if rng.Intn(5) == 0 { // a sample among the labels
