@@ -75,6 +75,17 @@ func (i *Ingester) Push(ctx context.Context, tenant string, req *storepb.WriteRe
 	return i.push(ctx, tenant, req, nil)
 }
 
+// pushRuns is Push of a request whose series were validated unchanged (as the distributor does) and received as
+// runs (runs[k] series k's labels as received, or nil: see seriesRefs), for an in-process distributor.
+func (i *Ingester) pushRuns(ctx context.Context, tenant string, req *storepb.WriteRequest, runs [][]byte) error {
+	if len(runs) != len(req.GetTimeseries()) {
+		return i.push(ctx, tenant, req, nil)
+	}
+	rs := i.received.get(runs, newSeriesValidator(i.overrides.ForTenant(tenant), i.now()).labelLimits())
+	defer i.received.put(rs)
+	return i.push(ctx, tenant, req, rs)
+}
+
 // push is Push of a request whose series were received as rs (nil: none is known by its bytes; see seriesRefs).
 func (i *Ingester) push(ctx context.Context, tenant string, req *storepb.WriteRequest, rs *receivedSeries) error {
 	if i.stopped.Load() {

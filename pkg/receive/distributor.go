@@ -249,6 +249,10 @@ type PushRequest struct {
 	// Frames[i] Series[i]'s, or nil: a series Push leaves unchanged is forwarded as those bytes, not marshalled
 	// again. Push reorders and clears it along with Series.
 	Frames [][]byte
+	// LabelRuns, when not nil, are the series' labels as received (remotewrite.Options.KeepLabelRuns),
+	// LabelRuns[i] Series[i]'s, or nil: a series Push leaves unchanged keeps its run, which an in-process
+	// ingester recognizes it by (seriesRefs). Push reorders and clears it along with Series.
+	LabelRuns [][]byte
 	// Release, when not nil, is called once nothing refers to Series any more, so that the handler may reuse
 	// the memory they were decoded into. Push calls it when its Pusher is a ReleasingPusher (which says when
 	// it is done), and never otherwise: a Pusher may go on using a request after Push returns.
@@ -259,7 +263,8 @@ type PushRequest struct {
 // req.Timeseries[i]'s, or nil).
 type FramingPusher interface {
 	ReleasingPusher
-	PushFrames(ctx context.Context, tenant string, req *storepb.WriteRequest, frames [][]byte, release func()) error
+	// runs, when not nil, are the series' label runs (PushRequest.LabelRuns).
+	PushFrames(ctx context.Context, tenant string, req *storepb.WriteRequest, frames, runs [][]byte, release func()) error
 }
 
 // ReleasingPusher is a Pusher that says when it is done with a request: it calls release once, when nothing
@@ -303,12 +308,15 @@ func (d *Distributor) Push(ctx context.Context, tenant string, req *PushRequest)
 // push is Push; pushed says whether the series went to the Pusher, which then owns them (and release).
 func (d *Distributor) push(ctx context.Context, tenant string, req *PushRequest, release func()) (PushStats, bool, error) {
 	limits := d.overrides.ForTenant(tenant)
-	frames := req.Frames
+	frames, runs := req.Frames, req.LabelRuns
 	if frames != nil && len(frames) != len(req.Series) {
 		frames = nil
 	}
+	if frames == nil || len(runs) != len(req.Series) {
+		runs = nil
+	}
 	if limits.AcceptHASamples {
-		frames = nil // the replica label is removed from the series, not from their bytes
+		frames, runs = nil, nil // the replica label is removed from the series, not from their bytes
 		// Before validation and the rate limit, as in Mimir: dropped samples take no tokens, and the replica
 		// label does not count against max_label_names_per_series.
 		if err := d.haDedup(ctx, tenant, limits, req.Series); err != nil {
@@ -355,12 +363,23 @@ func (d *Distributor) push(ctx context.Context, tenant string, req *PushRequest,
 			}
 			frames[len(valid)] = frame // i ≥ len(valid): not read again
 		}
+		if runs != nil {
+			run := runs[i]
+			if vi.labelsChanged {
+				run = nil
+			}
+			runs[len(valid)] = run
+		}
 		valid = append(valid, ts)
 	}
 	clear(series[len(valid):])
 	if frames != nil {
 		clear(frames[len(valid):])
 		frames = frames[:len(valid)]
+	}
+	if runs != nil {
+		clear(runs[len(valid):])
+		runs = runs[:len(valid)]
 	}
 	for _, c := range discarded {
 		d.discarded.Add(tenant, c.reason, c.n)
@@ -392,7 +411,7 @@ func (d *Distributor) push(ctx context.Context, tenant string, req *PushRequest,
 	wreq := &storepb.WriteRequest{Timeseries: valid, Tenant: tenant, Metadata: md}
 	var err error
 	if fp, ok := d.pusher.(FramingPusher); ok && frames != nil {
-		err = fp.PushFrames(ctx, tenant, wreq, frames, release)
+		err = fp.PushFrames(ctx, tenant, wreq, frames, runs, release)
 	} else if rp, ok := d.pusher.(ReleasingPusher); ok {
 		err = rp.PushRelease(ctx, tenant, wreq, release)
 	} else {

@@ -142,9 +142,10 @@ func (h *pushHandler) push(r *http.Request) pushResult {
 			release()
 		}
 	}
-	dec.KeepFrames = proto == writeV1 // forwarded as received when unchanged (encodeOnce)
+	dec.KeepFrames = proto == writeV1    // forwarded as received when unchanged (encodeOnce)
+	dec.KeepLabelRuns = proto == writeV1 // an in-process ingester knows series by them (seriesRefs)
 	req.Series, err = remotewrite.Decode(proto, buf, &dec)
-	req.Frames = dec.Frames()
+	req.Frames, req.LabelRuns = dec.Frames(), dec.LabelRuns()
 	if err == nil {
 		req.Metadata, req.MetadataErr, err = h.d.metadata.take(tenant, proto, buf)
 	}

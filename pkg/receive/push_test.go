@@ -908,7 +908,7 @@ func (p *framingPusher) PushRelease(ctx context.Context, tenant string, req *sto
 	return p.Push(ctx, tenant, req)
 }
 
-func (p *framingPusher) PushFrames(ctx context.Context, tenant string, req *storepb.WriteRequest, frames [][]byte, release func()) error {
+func (p *framingPusher) PushFrames(ctx context.Context, tenant string, req *storepb.WriteRequest, frames, _ [][]byte, release func()) error {
 	defer release()
 	decoded := make([]*prompb.TimeSeries, len(frames))
 	for i, f := range frames {

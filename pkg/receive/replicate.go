@@ -116,18 +116,27 @@ func (p *RingPusher) Push(ctx context.Context, tenant string, req *storepb.Write
 // PushRelease implements ReleasingPusher: release is called once every send is done, those still running
 // after the quorum answered included (or at once, when nothing is sent).
 func (p *RingPusher) PushRelease(ctx context.Context, tenant string, req *storepb.WriteRequest, release func()) error {
-	return p.push(ctx, tenant, req, nil, release)
+	return p.push(ctx, tenant, req, nil, nil, release)
 }
 
-// PushFrames implements FramingPusher: a series with a frame is sent to the ingesters as those bytes.
-func (p *RingPusher) PushFrames(ctx context.Context, tenant string, req *storepb.WriteRequest, frames [][]byte, release func()) error {
+// PushFrames implements FramingPusher: a series with a frame is sent to the ingesters as those bytes, and one with
+// a label run is known by it to an in-process ingester that is the only one (`strata all`).
+func (p *RingPusher) PushFrames(ctx context.Context, tenant string, req *storepb.WriteRequest, frames, runs [][]byte, release func()) error {
 	if len(frames) != len(req.GetTimeseries()) {
 		frames = nil
 	}
-	return p.push(ctx, tenant, req, frames, release)
+	if len(runs) != len(req.GetTimeseries()) {
+		runs = nil
+	}
+	return p.push(ctx, tenant, req, frames, runs, release)
 }
 
-func (p *RingPusher) push(ctx context.Context, tenant string, req *storepb.WriteRequest, frames [][]byte, release func()) error {
+// runsPusher is a Pusher that knows series by their label runs (an Ingester: seriesRefs).
+type runsPusher interface {
+	pushRuns(ctx context.Context, tenant string, req *storepb.WriteRequest, runs [][]byte) error
+}
+
+func (p *RingPusher) push(ctx context.Context, tenant string, req *storepb.WriteRequest, frames, runs [][]byte, release func()) error {
 	series, md := req.GetTimeseries(), req.GetMetadata()
 	sent := false
 	defer func() {
@@ -148,7 +157,13 @@ func (p *RingPusher) push(ctx context.Context, tenant string, req *storepb.Write
 		// `strata all`: every series goes to the one in-process ingester whatever its hash; no key to compute,
 		// no batch to split. Synchronous, so released once it returns.
 		sendCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.timeout)
-		err := local.Push(sendCtx, tenant, &storepb.WriteRequest{Tenant: tenant, Timeseries: series, Metadata: md})
+		wreq := &storepb.WriteRequest{Tenant: tenant, Timeseries: series, Metadata: md}
+		var err error
+		if rp, ok := local.(runsPusher); ok && runs != nil {
+			err = rp.pushRuns(sendCtx, tenant, wreq, runs)
+		} else {
+			err = local.Push(sendCtx, tenant, wreq)
+		}
 		cancel()
 		p.observeLocal(tenant, inst, local)
 		p.metrics.sent.WithLabelValues(inst, sendOutcome(err)).Inc()

@@ -1,16 +1,21 @@
 package receive
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"math"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/efficientgo/core/testutil"
+	"github.com/go-kit/log"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/prometheus/model/labels"
+	promprompb "github.com/prometheus/prometheus/prompb"
 	"github.com/prometheus/prometheus/storage"
 	"github.com/prometheus/prometheus/tsdb"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -220,4 +225,59 @@ func TestSeriesRefsLimit(t *testing.T) {
 	rs.from = newSeriesRefs()
 	c.add(rs, refs, 100)
 	testutil.Equals(t, 10, c.len())
+}
+
+// TestSingleProcessSeriesRefs: with an in-process ingester as the only one (`strata all`), the distributor hands it
+// the series' label runs of a 1.0 request, and the ingester appends the series it knows by them by reference
+// (shown by giving two series each other's reference: their samples trade places); a series whose labels the
+// distributor's validation changed (sorted) is not known by its bytes.
+func TestSingleProcessSeriesRefs(t *testing.T) {
+	p, ings := testRing(t, "single-process-refs", 1, false)
+	ing := ings[0]
+	d := NewDistributor(DefaultPushConfig(), tenancy.NewOverrides(testLimits(), nil), p, log.NewNopLogger(), prometheus.NewRegistry())
+	h := tenancy.DefaultConfig().HTTPMiddleware(false)(NewPushHandler(d))
+	post := func(series ...promprompb.TimeSeries) {
+		t.Helper()
+		req := httptest.NewRequest(http.MethodPost, "/api/v1/push", bytes.NewReader(encodeV1(t, series...)))
+		req.Header.Set(tenancy.HeaderOrgID, "team-a")
+		req.Header.Set("Content-Type", ctV1)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		testutil.Equals(t, http.StatusNoContent, rec.Code, rec.Body.String())
+	}
+	const n = 10
+	t0 := time.Now().UnixMilli()
+	write := func(tms, step int64) {
+		var series []promprompb.TimeSeries
+		for k := range n {
+			series = append(series, series1(tms+int64(k)*step, "__name__", "m", "s", fmt.Sprint(k)))
+		}
+		post(append(series, series1(tms, "s", "x", "__name__", "m"))...) // not sorted
+	}
+	write(t0, 0)
+	refs := ing.get("team-a").refs
+	testutil.Equals(t, n, refs.len())
+	db := ing.DB("team-a").(*tsdb.DB)
+	refOf := func(k int) storage.SeriesRef {
+		lset := labels.FromStrings("__name__", "m", "s", fmt.Sprint(k))
+		ref, _ := db.Appender(context.Background()).(storage.GetRef).GetRef(lset, lset.Hash())
+		return ref
+	}
+	r0, r1 := refOf(0), refOf(1)
+	for k, ref := range refs.m {
+		switch ref {
+		case r0:
+			refs.m[k] = r1
+		case r1:
+			refs.m[k] = r0
+		}
+	}
+	write(t0+1000, 1)
+	got := readAll(t, ing, "team-a")
+	name := func(s string) string { return fmt.Sprintf(`{__name__="m", s="%s", tenant_id="team-a"}`, s) }
+	testutil.Equals(t, []int64{t0, t0 + 1001}, got[name("0")], "%v", got)
+	testutil.Equals(t, []int64{t0, t0 + 1000}, got[name("1")])
+	testutil.Equals(t, []int64{t0, t0 + 1002}, got[name("2")])
+	testutil.Equals(t, []int64{t0, t0 + 1000}, got[name("x")])
+	testutil.Equals(t, n, refs.len())
 }
