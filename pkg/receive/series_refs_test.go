@@ -7,12 +7,14 @@ import (
 	"math"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/efficientgo/core/testutil"
 	"github.com/go-kit/log"
+	"github.com/oklog/ulid/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/prometheus/model/labels"
 	promprompb "github.com/prometheus/prometheus/prompb"
@@ -20,6 +22,7 @@ import (
 	"github.com/prometheus/prometheus/tsdb"
 	"google.golang.org/protobuf/encoding/protowire"
 
+	"github.com/stratametrics/strata/pkg/block"
 	"github.com/stratametrics/strata/pkg/store/labelpb"
 	"github.com/stratametrics/strata/pkg/store/storepb"
 	"github.com/stratametrics/strata/pkg/store/storepb/prompb"
@@ -280,4 +283,69 @@ func TestSingleProcessSeriesRefs(t *testing.T) {
 	testutil.Equals(t, []int64{t0, t0 + 1002}, got[name("2")])
 	testutil.Equals(t, []int64{t0, t0 + 1000}, got[name("x")])
 	testutil.Equals(t, n, refs.len())
+}
+
+// TestIngesterSeriesRefsOfAReopenedTSDB: references are of one TSDB. A forwarded write looked up in a tenant's TSDB
+// that is closed as idle before it appends (and opened again, numbering its series anew, in another order) is
+// looked up again in the TSDB it appends to: its series get their own samples.
+func TestIngesterSeriesRefsOfAReopenedTSDB(t *testing.T) {
+	const n = 10
+	dir := t.TempDir()
+	now := time.Unix(1_750_000_000, 0)
+	ing := newTestIngester(t, dir, nil, prometheus.NewRegistry(), WithIngesterClock(func() time.Time { return now }),
+		WithShippers(func(tenant, d string, lbls labels.Labels, _ prometheus.Registerer) (Shipper, error) {
+			return &countingShipper{dir: d}, nil
+		}))
+	defer ing.Close()
+	ing.cfg.CloseIdleTSDBTimeout = time.Hour
+	// request writes series k at tms+k, in order or reversed.
+	request := func(tms int64, reversed bool) *storepb.WriteRequest {
+		req := &storepb.WriteRequest{Tenant: "a"}
+		for k := range n {
+			if reversed {
+				k = n - 1 - k
+			}
+			req.Timeseries = append(req.Timeseries, ts(series("m", "s", fmt.Sprint(k)), tms+int64(k)))
+		}
+		return req
+	}
+	// runs are the series' labels as the decoder finds them: the label fields of each series.
+	runs := func(req *storepb.WriteRequest) [][]byte {
+		var out [][]byte
+		for _, s := range req.Timeseries {
+			b, err := (&prompb.TimeSeries{Labels: s.Labels}).MarshalVT()
+			testutil.Ok(t, err)
+			out = append(out, b)
+		}
+		return out
+	}
+	t0 := now.UnixMilli()
+	testutil.Ok(t, remoteWriteWire(context.Background(), ing, request(t0, false)))
+
+	// Looked up in the TSDB as it is now (every series known)...
+	late := request(now.Add(3*time.Hour).UnixMilli(), false)
+	rs := ing.received.get(runs(late), newSeriesValidator(ing.overrides.ForTenant("a"), now).labelLimits())
+	ing.get("a").refs.lookup(rs)
+	for k := range n {
+		testutil.Assert(t, rs.known[k] != 0, "series %d is not known", k)
+	}
+	// ... which is then closed as idle, and opened again by a write of the series in the other order.
+	now = now.Add(2 * time.Hour)
+	db := ing.DB("a").(*tsdb.DB)
+	testutil.Ok(t, compactHead(db, ing.cfg.BlockDuration.Milliseconds()))
+	testutil.Ok(t, db.Head().Truncate(math.MaxInt64))
+	var ids []ulid.ULID
+	for _, b := range db.Blocks() {
+		ids = append(ids, b.Meta().ULID)
+	}
+	testutil.Ok(t, block.WriteShipperMeta(log.NewNopLogger(), filepath.Join(dir, "a"), &block.ShipperMeta{Version: 1, Uploaded: ids}))
+	testutil.Equals(t, []string{"a"}, ing.CloseIdle())
+	t1 := now.UnixMilli()
+	testutil.Ok(t, remoteWriteWire(context.Background(), ing, request(t1, true)))
+
+	testutil.Ok(t, ing.push(context.Background(), "a", late, rs))
+	got := readAll(t, ing, "a")
+	for k := range n {
+		testutil.Equals(t, []int64{t1 + int64(k), late.Timeseries[k].Samples[0].Timestamp}, got[fmt.Sprintf(`{__name__="m", s="%d", tenant_id="a"}`, k)], "series %d", k)
+	}
 }
