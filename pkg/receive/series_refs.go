@@ -24,13 +24,20 @@ import (
 type seriesRefs struct {
 	seeds [2]maphash.Seed
 	mtx   sync.RWMutex
-	m     map[seriesKey]storage.SeriesRef
+	// m is keyed by a key's first half (a map of 8-byte keys is the cheaper lookup); a key whose second half
+	// differs from the entry's is not known (and replaces it when recorded).
+	m map[uint64]seriesRef
 }
 
 type seriesKey [2]uint64
 
+type seriesRef struct {
+	check uint64 // the key's second half
+	ref   storage.SeriesRef
+}
+
 func newSeriesRefs() *seriesRefs {
-	return &seriesRefs{seeds: [2]maphash.Seed{maphash.MakeSeed(), maphash.MakeSeed()}, m: map[seriesKey]storage.SeriesRef{}}
+	return &seriesRefs{seeds: [2]maphash.Seed{maphash.MakeSeed(), maphash.MakeSeed()}, m: map[uint64]seriesRef{}}
 }
 
 // receivedSeries are the series of a forwarded write as received: their label runs (runs[k] of series k, nil
@@ -97,7 +104,9 @@ func (c *seriesRefs) lookup(rs *receivedSeries) {
 	for k, run := range rs.runs {
 		rs.known[k] = 0
 		if run != nil {
-			rs.known[k] = c.m[rs.keys[k]]
+			if e := c.m[rs.keys[k][0]]; e.check == rs.keys[k][1] {
+				rs.known[k] = e.ref
+			}
 		}
 	}
 }
@@ -121,11 +130,11 @@ func (c *seriesRefs) add(rs *receivedSeries, refs []storage.SeriesRef, limit int
 	c.mtx.Lock()
 	defer c.mtx.Unlock()
 	if len(c.m)+n > limit {
-		c.m = make(map[seriesKey]storage.SeriesRef, n)
+		c.m = make(map[uint64]seriesRef, n)
 	}
 	for k, ref := range refs {
 		if ref != 0 && rs.runs[k] != nil {
-			c.m[rs.keys[k]] = ref
+			c.m[rs.keys[k][0]] = seriesRef{check: rs.keys[k][1], ref: ref}
 		}
 	}
 }

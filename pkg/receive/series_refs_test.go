@@ -60,14 +60,7 @@ func TestIngesterSeriesRefs(t *testing.T) {
 			run: func(t *testing.T, ing *Ingester, db *tsdb.DB, _ fixedLimits) {
 				r0, r1 := refOf(t, db, 0), refOf(t, db, 1)
 				refs := ing.get("a").refs
-				for k, ref := range refs.m {
-					switch ref {
-					case r0:
-						refs.m[k] = r1
-					case r1:
-						refs.m[k] = r0
-					}
-				}
+				swapRefs(refs, r0, r1)
 				testutil.Ok(t, remoteWriteWire(context.Background(), ing, request(t0+1000, 1)))
 				got := readAll(t, ing, "a")
 				testutil.Equals(t, []int64{t0, t0 + 1001}, got[name(0)], "%v", got)
@@ -90,8 +83,8 @@ func TestIngesterSeriesRefs(t *testing.T) {
 				}
 				// The new references are recorded: the next write does not go by labels (a removed reference
 				// would be looked up again every time).
-				for _, ref := range ing.get("a").refs.m {
-					testutil.Assert(t, ref != old, "the removed reference is still recorded")
+				for _, e := range ing.get("a").refs.m {
+					testutil.Assert(t, e.ref != old, "the removed reference is still recorded")
 				}
 			},
 		},
@@ -168,8 +161,9 @@ func TestIngesterSeriesRefs(t *testing.T) {
 			name: "in-process pushes neither use nor fill it",
 			run: func(t *testing.T, ing *Ingester, db *tsdb.DB, _ fixedLimits) {
 				refs := ing.get("a").refs
-				for k := range refs.m {
-					refs.m[k] = math.MaxInt64 // a reference no series has: a push using it would fail
+				for k, e := range refs.m {
+					e.ref = math.MaxInt64 // a reference no series has: a push using it would fail
+					refs.m[k] = e
 				}
 				testutil.Ok(t, ing.Push(context.Background(), "a", request(t0+1000, 0)))
 				testutil.Ok(t, ing.Push(context.Background(), "a", &storepb.WriteRequest{Timeseries: []*prompb.TimeSeries{ts(series("new"), t0)}}))
@@ -216,6 +210,15 @@ func TestSeriesRefsLimit(t *testing.T) {
 	testutil.Equals(t, []storage.SeriesRef{1, 2, 3, 0, 0, 6, 7, 8, 9, 10}, rs.known)
 	other, _ := batch(0, 10, [3]int{30, 1024, 2047})
 	testutil.Equals(t, make([]storage.SeriesRef, 10), other.known) // other limits: unknown
+	// A key whose first half is recorded but not its second is not known.
+	e := c.m[rs.keys[0][0]]
+	e.check ^= 1
+	c.m[rs.keys[0][0]] = e
+	c.lookup(rs)
+	testutil.Equals(t, []storage.SeriesRef{0, 2, 3, 0, 0, 6, 7, 8, 9, 10}, rs.known)
+	c.add(rs, refs, 15) // recorded again
+	c.lookup(rs)
+	testutil.Equals(t, storage.SeriesRef(1), rs.known[0])
 
 	c.add(rs, refs, 15) // the same series again: 8, within the limit
 	testutil.Equals(t, 8, c.len())
@@ -267,14 +270,7 @@ func TestSingleProcessSeriesRefs(t *testing.T) {
 		return ref
 	}
 	r0, r1 := refOf(0), refOf(1)
-	for k, ref := range refs.m {
-		switch ref {
-		case r0:
-			refs.m[k] = r1
-		case r1:
-			refs.m[k] = r0
-		}
-	}
+	swapRefs(refs, r0, r1)
 	write(t0+1000, 1)
 	got := readAll(t, ing, "team-a")
 	name := func(s string) string { return fmt.Sprintf(`{__name__="m", s="%s", tenant_id="team-a"}`, s) }
@@ -347,5 +343,18 @@ func TestIngesterSeriesRefsOfAReopenedTSDB(t *testing.T) {
 	got := readAll(t, ing, "a")
 	for k := range n {
 		testutil.Equals(t, []int64{t1 + int64(k), late.Timeseries[k].Samples[0].Timestamp}, got[fmt.Sprintf(`{__name__="m", s="%d", tenant_id="a"}`, k)], "series %d", k)
+	}
+}
+
+// swapRefs gives the series of references a and b each other's.
+func swapRefs(c *seriesRefs, a, b storage.SeriesRef) {
+	for k, e := range c.m {
+		switch e.ref {
+		case a:
+			e.ref = b
+		case b:
+			e.ref = a
+		}
+		c.m[k] = e
 	}
 }
