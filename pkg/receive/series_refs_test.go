@@ -161,14 +161,13 @@ func TestIngesterSeriesRefs(t *testing.T) {
 			name: "in-process pushes neither use nor fill it",
 			run: func(t *testing.T, ing *Ingester, db *tsdb.DB, _ fixedLimits) {
 				refs := ing.get("a").refs
-				for k, e := range refs.m {
-					e.ref = math.MaxInt64 // a reference no series has: a push using it would fail
-					refs.m[k] = e
-				}
-				testutil.Ok(t, ing.Push(context.Background(), "a", request(t0+1000, 0)))
+				swapRefs(refs, refOf(t, db, 0), refOf(t, db, 1)) // a push using them would trade the two's samples
+				testutil.Ok(t, ing.Push(context.Background(), "a", request(t0+1000, 1)))
 				testutil.Ok(t, ing.Push(context.Background(), "a", &storepb.WriteRequest{Timeseries: []*prompb.TimeSeries{ts(series("new"), t0)}}))
 				testutil.Equals(t, n, refs.len())
-				testutil.Equals(t, []int64{t0, t0 + 1000}, readAll(t, ing, "a")[name(3)])
+				got := readAll(t, ing, "a")
+				testutil.Equals(t, []int64{t0, t0 + 1000}, got[name(0)])
+				testutil.Equals(t, []int64{t0, t0 + 1001}, got[name(1)])
 			},
 		},
 	} {
