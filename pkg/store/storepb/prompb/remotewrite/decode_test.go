@@ -254,3 +254,113 @@ func TestDecodeKeepLabelRuns(t *testing.T) {
 		}
 	}
 }
+
+// TestDecodeReusedSlabs: slabs are not cleared between requests, so the decoder must write every element it
+// hands out whole. Random requests (exemplars, histograms, labels dropped for empty values, truncated at
+// MaxLabels) decoded one after another into the same slabs, Reset between them or not, each decode exactly as
+// into fresh memory (proto.Equal, so a field left over from an earlier request shows); and the slabs refer to
+// nothing beyond what the last request uses, and to nothing at all once Reset after a request larger than
+// maxPinnedBody.
+func TestDecodeReusedSlabs(t *testing.T) {
+	rng := rand.New(rand.NewSource(2))
+	names := []string{"__name__", "a", "b", "c", "job", "instance"}
+	values := []string{"", "v", "w", strings.Repeat("x", 200)}
+	randomRequest := func(series int) *prompb.WriteRequest {
+		req := &prompb.WriteRequest{}
+		for range series {
+			ts := &prompb.TimeSeries{}
+			for range rng.Intn(8) {
+				ts.Labels = append(ts.Labels, &labelpb.Label{Name: names[rng.Intn(len(names))], Value: values[rng.Intn(len(values))]})
+			}
+			for range rng.Intn(3) {
+				// Zero values and timestamps too: fields left out, which the decoder must not take from the slab.
+				ts.Samples = append(ts.Samples, &prompb.Sample{Value: float64(rng.Intn(2)) * rng.Float64(), Timestamp: rng.Int63n(2) * rng.Int63()})
+			}
+			if rng.Intn(4) == 0 {
+				ts.Exemplars = append(ts.Exemplars, &prompb.Exemplar{Labels: []*labelpb.Label{{Name: "trace_id", Value: "t"}}, Value: 1, Timestamp: 5})
+			}
+			if rng.Intn(5) == 0 {
+				ts.Histograms = append(ts.Histograms, &prompb.Histogram{Count: &prompb.Histogram_CountInt{CountInt: 3}, Sum: 2, Schema: 1, Timestamp: 7})
+			}
+			req.Timeseries = append(req.Timeseries, ts)
+		}
+		return req
+	}
+	// pinned counts the elements of s that refer to anything: in use or not, they must be within the lengths.
+	nonZero := func(s *Slabs) (inUse, beyond int) {
+		count := func(n int, zero func(i int) bool, length int) {
+			for i := range n {
+				if !zero(i) {
+					if i < length {
+						inUse++
+					} else {
+						beyond++
+					}
+				}
+			}
+		}
+		series, labels, samples := s.series[:cap(s.series)], s.labels[:cap(s.labels)], s.samples[:cap(s.samples)]
+		count(len(series), func(i int) bool { return proto.Equal(&series[i], &prompb.TimeSeries{}) && series[i].Labels == nil }, len(s.series))
+		count(len(labels), func(i int) bool { return labels[i].Name == "" && labels[i].Value == "" }, len(s.labels))
+		count(len(samples), func(i int) bool { return samples[i].Value == 0 && samples[i].Timestamp == 0 }, len(s.samples))
+		lp, sp, tp := s.labelPtrs[:cap(s.labelPtrs)], s.samplePtrs[:cap(s.samplePtrs)], s.seriesPtrs[:cap(s.seriesPtrs)]
+		count(len(lp), func(i int) bool { return lp[i] == nil }, len(s.labelPtrs))
+		count(len(sp), func(i int) bool { return sp[i] == nil }, len(s.samplePtrs))
+		count(len(tp), func(i int) bool { return tp[i] == nil }, len(s.seriesPtrs))
+		return inUse, beyond
+	}
+	slabs := &Slabs{}
+	for iter := range 2000 {
+		req := randomRequest(1 + rng.Intn(12))
+		buf, err := req.MarshalVT()
+		testutil.Ok(t, err)
+		if iter%3 == 0 {
+			buf = encodeUnchecked(t, req.Timeseries...) // empty values written: dropped (MaxLabels) or kept
+			for _, ts := range req.Timeseries {
+				ts.Exemplars, ts.Histograms = nil, nil // encodeUnchecked writes labels and samples only
+			}
+		}
+		maxLabels := 0
+		if iter%2 == 0 {
+			maxLabels = 1 + rng.Intn(4)
+		}
+		want, err := DecodeV1(buf, &Options{MaxLabels: maxLabels})
+		testutil.Ok(t, err)
+		if iter%4 != 3 {
+			slabs.Reset()
+		}
+		got, err := DecodeV1(buf, &Options{MaxLabels: maxLabels, Slabs: slabs, AliasBuf: iter%5 == 0, KeepFrames: true, KeepLabelRuns: true})
+		testutil.Ok(t, err)
+		testutil.Equals(t, len(want), len(got))
+		for i := range want {
+			testutil.Assert(t, proto.Equal(want[i], got[i]), "iteration %d, series %d: got %v, want %v", iter, i, got[i], want[i])
+		}
+		_, beyond := nonZero(slabs)
+		testutil.Equals(t, 0, beyond, "iteration %d: slab elements beyond the request's", iter)
+	}
+
+	// A request larger than maxPinnedBody is let go at Reset; a smaller one is kept until overwritten.
+	for _, tc := range []struct {
+		series int
+		value  string
+		pinned bool
+	}{
+		{series: 10, value: "v", pinned: true},
+		{series: 10, value: strings.Repeat("x", maxPinnedBody/10+1), pinned: false},
+	} {
+		req := &prompb.WriteRequest{}
+		for range tc.series {
+			req.Timeseries = append(req.Timeseries, &prompb.TimeSeries{Labels: []*labelpb.Label{{Name: "__name__", Value: tc.value}},
+				Samples: []*prompb.Sample{{Value: 1, Timestamp: 1}}})
+		}
+		buf, err := req.MarshalVT()
+		testutil.Ok(t, err)
+		slabs := &Slabs{}
+		_, err = DecodeV1(buf, &Options{Slabs: slabs})
+		testutil.Ok(t, err)
+		slabs.Reset()
+		inUse, beyond := nonZero(slabs)
+		testutil.Equals(t, 0, beyond)
+		testutil.Equals(t, tc.pinned, inUse > 0, "body of %d bytes", len(buf))
+	}
+}
