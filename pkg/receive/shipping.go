@@ -175,11 +175,12 @@ func mod(a, b int64) int64 {
 	return m
 }
 
-// RunShipping ships every ShipInterval, and applies changed limits every 10s, until ctx is done.
+// RunShipping ships every ShipInterval, and applies changed limits and m-maps full head chunks every 10s
+// (headMmapInterval), until ctx is done.
 func (i *Ingester) RunShipping(ctx context.Context) {
 	t := time.NewTicker(i.cfg.ShipInterval)
 	defer t.Stop()
-	limits := time.NewTicker(10 * time.Second)
+	limits := time.NewTicker(headMmapInterval)
 	defer limits.Stop()
 	for {
 		select {
@@ -187,6 +188,7 @@ func (i *Ingester) RunShipping(ctx context.Context) {
 			return
 		case <-limits.C:
 			i.ApplyLimits()
+			i.MmapHeadChunks()
 		case <-t.C:
 			_ = i.Ship(ctx)
 			i.CloseIdle()
@@ -197,6 +199,30 @@ func (i *Ingester) RunShipping(ctx context.Context) {
 				}
 			}
 		}
+	}
+}
+
+// headMmapInterval is how often the ingester m-maps its heads' full chunks (MmapHeadChunks).
+const headMmapInterval = 10 * time.Second
+
+// MmapHeadChunks m-maps the full chunks of every tenant's head: writes them to the head's chunks_head files and
+// lets their bytes go from the Go heap, keeping only each series' open chunk there. Prometheus's DB does it once
+// a minute; a series with a sample every few seconds fills a chunk (~120 samples) well within that minute, and
+// its full chunks then waited in the heap beside the open one, each with up to twice its bytes of slice capacity:
+// the largest share of an ingester's memory per series under such load (measured, `make bench-write` over 10
+// minutes: 30% of the heap, ~1.4 KB of RSS per series). It is the DB's own m-mapping, only more often; a chunk is
+// written once either way.
+func (i *Ingester) MmapHeadChunks() {
+	for _, tenant := range i.Tenants() {
+		u := i.get(tenant)
+		if u == nil {
+			continue
+		}
+		u.closeMtx.RLock()
+		if !u.closed {
+			u.db.ForceHeadMMap() // despite its name, what the DB calls every minute (DB.run → Head.mmapHeadChunks)
+		}
+		u.closeMtx.RUnlock()
 	}
 }
 
