@@ -67,6 +67,7 @@ func setupIngester(p *process) error {
 		infopb.RegisterInfoServer(p.srv.GRPC(), metadataInfo{st})
 	}
 	receive.RegisterWriteableStore(p.srv.GRPC(), ing)
+	receive.RegisterCompressedWrites(p.srv.GRPC(), ing, cfg.Server.MaxRecvMsgSize())
 	metadatapb.RegisterMetadataServer(p.srv.GRPC(), ing.MetadataServer())
 	cardinalitypb.RegisterCardinalityServer(p.srv.GRPC(), ing.CardinalityServer())
 	r.local = map[string]*receive.Ingester{inst.Addr: ing}

@@ -23,8 +23,9 @@ import (
 
 // grpcTenantExempt are the gRPC methods callable without a tenant: health checks, and Thanos's Info, which a
 // stock Thanos querier calls before it knows any tenant.
-// RemoteWrite carries its tenant in the request (Thanos's forward RPC), which the ingester validates.
-var grpcTenantExempt = tenancy.GRPCExempt{"/grpc.health.v1.Health/", "/thanos.info.Info/", "/thanos.WriteableStore/RemoteWrite"}
+// RemoteWrite (Thanos's forward RPC) and RemoteWriteCompressed carry their tenant in the request, which the
+// ingester validates.
+var grpcTenantExempt = tenancy.GRPCExempt{"/grpc.health.v1.Health/", "/thanos.info.Info/", "/thanos.WriteableStore/RemoteWrite", receive.RemoteWriteCompressedFullMethodName}
 
 // process is what the components of one process share. main fills the first block; each setupX(p) adds a
 // part, and the parts a later setup needs are set by an earlier one (the runX functions call them in order).

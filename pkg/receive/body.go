@@ -3,7 +3,6 @@ package receive
 import (
 	"bytes"
 	"io"
-	"math"
 	"mime"
 	"net/http"
 	"strings"
@@ -89,57 +88,71 @@ func newSnappyBodyReader(maxSize int) *snappyBodyReader {
 	}
 }
 
-// read returns the decompressed body of r and the size of the body as received. Both the body (at most
+// read returns the decompressed body of r, and the body as received (compressed; valid until release too). Both the body (at most
 // maxSize bytes) and its decompressed length (read from the snappy header before decompressing, so a small
 // "decompression bomb" is refused without allocating) are checked against maxSize: over it, the error wraps
 // errBodyTooLarge. reserve (nil: none) is told the bytes the request will hold before they are allocated: the
 // body's Content-Length before reading it (its length once read when it has none), the decompressed length
 // before decompressing; its error is returned as is. The decoded bytes live in a pooled buffer: call release
 // once nothing refers to them.
-func (s *snappyBodyReader) read(r *http.Request, reserve func(int) error) (decoded []byte, receivedSize int, release func(), err error) {
-	release = func() {}
+func (s *snappyBodyReader) read(r *http.Request, reserve func(int) error) (decoded, compressed []byte, release func(), err error) {
+	decoded, compressed, release, err = s.readBody(r, reserve)
+	if release == nil {
+		release = func() {}
+	}
+	return decoded, compressed, release, err
+}
+
+// readBody is read; on error, compressed is what was received (its length the size to report), and release
+// may be nil.
+func (s *snappyBodyReader) readBody(r *http.Request, reserve func(int) error) (decoded, compressed []byte, release func(), err error) {
 	if reserve == nil {
 		reserve = func(int) error { return nil }
 	}
 	if r.ContentLength > int64(s.maxSize) {
-		return nil, int(min(r.ContentLength, math.MaxInt32)), release, errors.Wrapf(errBodyTooLarge,
+		return nil, nil, nil, errors.Wrapf(errBodyTooLarge,
 			"request body of %d bytes exceeds the limit of %d bytes (max_recv_msg_size)", r.ContentLength, s.maxSize)
 	}
 	if r.ContentLength > 0 {
 		if err := reserve(int(r.ContentLength)); err != nil {
-			return nil, int(r.ContentLength), release, err
+			return nil, nil, nil, err
 		}
 	}
 	buf := s.compressed.Get().(*bytes.Buffer)
-	defer s.compressed.Put(buf)
+	held := false // buf is handed to the caller (release puts it back)
+	defer func() {
+		if !held {
+			s.compressed.Put(buf)
+		}
+	}()
 	buf.Reset()
 	if r.ContentLength > 0 {
 		buf.Grow(int(r.ContentLength) + bytes.MinRead)
 	}
 	if _, err := buf.ReadFrom(io.LimitReader(r.Body, int64(s.maxSize)+1)); err != nil {
-		return nil, buf.Len(), release, errors.Wrap(err, "read request body")
+		return nil, buf.Bytes(), nil, errors.Wrap(err, "read request body")
 	}
 	body := buf.Bytes()
 	if len(body) > s.maxSize {
-		return nil, len(body), release, errors.Wrapf(errBodyTooLarge,
+		return nil, body, nil, errors.Wrapf(errBodyTooLarge,
 			"request body exceeds the limit of %d bytes (max_recv_msg_size)", s.maxSize)
 	}
 	if r.ContentLength <= 0 {
 		if err := reserve(len(body)); err != nil {
-			return nil, len(body), release, err
+			return nil, body, nil, err
 		}
 	}
 
 	n, err := snappy.DecodedLen(body)
 	if err != nil {
-		return nil, len(body), release, errors.Wrap(err, "decompress request body: read the snappy block header")
+		return nil, body, nil, errors.Wrap(err, "decompress request body: read the snappy block header")
 	}
 	if n > s.maxSize {
-		return nil, len(body), release, errors.Wrapf(errBodyTooLarge,
+		return nil, body, nil, errors.Wrapf(errBodyTooLarge,
 			"decompressed request body of %d bytes exceeds the limit of %d bytes (max_recv_msg_size)", n, s.maxSize)
 	}
 	if err := reserve(n); err != nil {
-		return nil, len(body), release, err
+		return nil, body, nil, err
 	}
 	dst := s.decoded.Get().(*[]byte)
 	if cap(*dst) < n {
@@ -148,7 +161,11 @@ func (s *snappyBodyReader) read(r *http.Request, reserve func(int) error) (decod
 	decoded, err = snappy.Decode((*dst)[:cap(*dst)], body)
 	if err != nil {
 		s.decoded.Put(dst)
-		return nil, len(body), release, errors.Wrap(err, "decompress request body (snappy block)")
+		return nil, body, nil, errors.Wrap(err, "decompress request body (snappy block)")
 	}
-	return decoded, len(body), func() { s.decoded.Put(dst) }, nil
+	held = true
+	return decoded, body, func() {
+		s.decoded.Put(dst)
+		s.compressed.Put(buf)
+	}, nil
 }

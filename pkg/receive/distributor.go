@@ -253,6 +253,10 @@ type PushRequest struct {
 	// LabelRuns[i] Series[i]'s, or nil: a series Push leaves unchanged keeps its run, which an in-process
 	// ingester recognizes it by (seriesRefs). Push reorders and clears it along with Series.
 	LabelRuns [][]byte
+	// Compressed, when not nil, is the request as received (a snappy-compressed remote write 1.0 request, with
+	// Frames): when Push leaves every series of it as it was and it has no metadata, a FramingPusher may forward
+	// these bytes instead (RemoteWriteCompressed). Valid until Release.
+	Compressed []byte
 	// Release, when not nil, is called once nothing refers to Series any more, so that the handler may reuse
 	// the memory they were decoded into. Push calls it when its Pusher is a ReleasingPusher (which says when
 	// it is done), and never otherwise: a Pusher may go on using a request after Push returns.
@@ -263,8 +267,9 @@ type PushRequest struct {
 // req.Timeseries[i]'s, or nil).
 type FramingPusher interface {
 	ReleasingPusher
-	// runs, when not nil, are the series' label runs (PushRequest.LabelRuns).
-	PushFrames(ctx context.Context, tenant string, req *storepb.WriteRequest, frames, runs [][]byte, release func()) error
+	// runs, when not nil, are the series' label runs (PushRequest.LabelRuns); compressed, when not nil, is req as
+	// received, every series unchanged and no metadata (PushRequest.Compressed).
+	PushFrames(ctx context.Context, tenant string, req *storepb.WriteRequest, frames, runs [][]byte, compressed []byte, release func()) error
 }
 
 // ReleasingPusher is a Pusher that says when it is done with a request: it calls release once, when nothing
@@ -315,6 +320,11 @@ func (d *Distributor) push(ctx context.Context, tenant string, req *PushRequest,
 	if frames == nil || len(runs) != len(req.Series) {
 		runs = nil
 	}
+	// The body as received stands for the request only while every series passes as it came.
+	compressed := req.Compressed
+	if frames == nil {
+		compressed = nil
+	}
 	if limits.AcceptHASamples {
 		frames, runs = nil, nil // the replica label is removed from the series, not from their bytes
 		// Before validation and the rate limit, as in Mimir: dropped samples take no tokens, and the replica
@@ -351,6 +361,7 @@ func (d *Distributor) push(ctx context.Context, tenant string, req *PushRequest,
 			continue
 		}
 		if len(ts.Samples)+len(ts.Histograms)+len(ts.Exemplars) == 0 {
+			compressed = nil
 			continue // nothing to write
 		}
 		stats.Samples += len(ts.Samples)
@@ -360,6 +371,9 @@ func (d *Distributor) push(ctx context.Context, tenant string, req *PushRequest,
 			frame := frames[i]
 			if vi.changed {
 				frame = nil
+			}
+			if frame == nil {
+				compressed = nil // decoded other than received (an empty label dropped), or changed
 			}
 			frames[len(valid)] = frame // i ≥ len(valid): not read again
 		}
@@ -391,6 +405,9 @@ func (d *Distributor) push(ctx context.Context, tenant string, req *PushRequest,
 		firstErr = req.MetadataErr
 	}
 	md := req.Metadata
+	if len(md) > 0 || req.MetadataErr != nil || len(valid) != len(series) {
+		compressed = nil // a compressed write carries series only
+	}
 	if len(valid) == 0 && len(md) == 0 {
 		if firstErr != nil {
 			return PushStats{}, false, firstErr
@@ -411,7 +428,7 @@ func (d *Distributor) push(ctx context.Context, tenant string, req *PushRequest,
 	wreq := &storepb.WriteRequest{Timeseries: valid, Tenant: tenant, Metadata: md}
 	var err error
 	if fp, ok := d.pusher.(FramingPusher); ok && frames != nil {
-		err = fp.PushFrames(ctx, tenant, wreq, frames, runs, release)
+		err = fp.PushFrames(ctx, tenant, wreq, frames, runs, compressed, release)
 	} else if rp, ok := d.pusher.(ReleasingPusher); ok {
 		err = rp.PushRelease(ctx, tenant, wreq, release)
 	} else {

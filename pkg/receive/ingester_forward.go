@@ -94,7 +94,7 @@ func (i *Ingester) remoteWriteRaw(ctx context.Context, w *forwardedWrite) (*stor
 		// Decoded into a pooled forwardedWrite, which takes over the bytes (and their release).
 		d := i.forwards.get()
 		defer i.forwards.put(d)
-		d.raw, d.alias, d.release = w.raw, true, w.release
+		d.raw, d.alias, d.release, d.tenant, d.v1 = w.raw, true, w.release, w.tenant, w.v1
 		w.raw, w.release = nil, nil
 		w = d
 	}
@@ -145,6 +145,9 @@ type forwardedWrite struct {
 	raw     []byte
 	alias   bool
 	release func()
+	// v1: raw is a prometheus.WriteRequest without metadata (RemoteWriteCompressed's body, decompressed), of
+	// tenant; else a storepb.WriteRequest.
+	v1 bool
 }
 
 // The storepb.WriteRequest fields the ingester reads (rpc.proto).
@@ -175,8 +178,11 @@ func (w *forwardedWrite) releaseRaw() {
 
 // decodeRaw decodes the bytes UnmarshalInPlace kept.
 func (w *forwardedWrite) decodeRaw() error {
-	if !w.alias {
+	switch {
+	case !w.alias:
 		return w.decodeErr // decoded by UnmarshalVT already
+	case w.v1:
+		return w.decodeV1Body(w.raw)
 	}
 	return w.decode(w.raw)
 }

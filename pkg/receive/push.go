@@ -2,6 +2,7 @@ package receive
 
 import (
 	"io"
+	"math"
 	"net/http"
 	"strconv"
 
@@ -114,7 +115,11 @@ func (h *pushHandler) push(r *http.Request) pushResult {
 	}
 	defer held.end()
 
-	buf, size, release, err := h.body.read(r, held.reserve)
+	buf, compressed, release, err := h.body.read(r, held.reserve)
+	size := len(compressed)
+	if compressed == nil && r.ContentLength > 0 { // refused before it was read
+		size = int(min(r.ContentLength, math.MaxInt32))
+	}
 	h.d.metrics.compressedSize.Observe(float64(size))
 	if err != nil {
 		release()
@@ -134,6 +139,9 @@ func (h *pushHandler) push(r *http.Request) pushResult {
 	// into strings of their own.
 	dec := remotewrite.Options{MaxLabels: h.d.overrides.ForTenant(tenant).MaxLabelNamesPerSeries, Reserve: held.reserve, AliasBuf: true}
 	req := PushRequest{LabelCount: dec.LabelsOf, Release: release}
+	if proto == writeV1 {
+		req.Compressed = compressed // forwarded as is when nothing in it changes
+	}
 	if proto == writeV1 {
 		slabs := h.slabs.get()
 		dec.Slabs = slabs

@@ -898,6 +898,8 @@ func TestPushHandler_Concurrent(t *testing.T) {
 type framingPusher struct {
 	fakePusher
 	frames [][]*prompb.TimeSeries // per PushFrames call; nil: PushRelease was called
+	// compressed: per PushFrames call, the request as received it was handed (nil: none).
+	compressed [][]byte
 }
 
 func (p *framingPusher) PushRelease(ctx context.Context, tenant string, req *storepb.WriteRequest, release func()) error {
@@ -908,8 +910,11 @@ func (p *framingPusher) PushRelease(ctx context.Context, tenant string, req *sto
 	return p.Push(ctx, tenant, req)
 }
 
-func (p *framingPusher) PushFrames(ctx context.Context, tenant string, req *storepb.WriteRequest, frames, _ [][]byte, release func()) error {
+func (p *framingPusher) PushFrames(ctx context.Context, tenant string, req *storepb.WriteRequest, frames, _ [][]byte, compressed []byte, release func()) error {
 	defer release()
+	p.mu.Lock()
+	p.compressed = append(p.compressed, bytes.Clone(compressed)) // valid until release
+	p.mu.Unlock()
 	decoded := make([]*prompb.TimeSeries, len(frames))
 	for i, f := range frames {
 		if f == nil {
@@ -962,6 +967,65 @@ func TestPushForwardsUnchangedSeriesAsReceived(t *testing.T) {
 				if got[i] != nil {
 					testutil.Assert(t, proto.Equal(sent[i], got[i]), "frame %d decodes to %v, series is %v", i, got[i], sent[i])
 				}
+			}
+		})
+	}
+}
+
+// TestPushForwardsUnchangedRequestCompressed: the request as received is handed on (to be forwarded as is,
+// RemoteWriteCompressed) exactly when every series of it passes validation as it came and it has no metadata:
+// not when a series is refused, sorted, has an empty value or a future exemplar dropped, or has no sample, nor
+// with metadata, nor for an HA tenant (the replica label is removed), nor for 2.0.
+func TestPushForwardsUnchangedRequestCompressed(t *testing.T) {
+	now := testNow.UnixMilli()
+	ok := series1(now, "__name__", "a", "job", "x")
+	future := series1(now, "__name__", "f")
+	future.Exemplars = []promprompb.Exemplar{{Labels: []promprompb.Label{{Name: "trace_id", Value: "1"}}, Value: 1, Timestamp: now + time.Hour.Milliseconds()}}
+	encodeMeta := func(series ...promprompb.TimeSeries) []byte {
+		b, err := gogoproto.Marshal(&promprompb.WriteRequest{Timeseries: series, Metadata: []promprompb.MetricMetadata{
+			{Type: promprompb.MetricMetadata_COUNTER, MetricFamilyName: "a", Help: "help"}}})
+		testutil.Ok(t, err)
+		return snappy.Encode(nil, b)
+	}
+	for _, tc := range []struct {
+		name       string
+		body       []byte
+		ct         string
+		ha         bool
+		compressed bool
+	}{
+		{name: "unchanged", body: encodeV1(t, ok, series1(now, "__name__", "b")), compressed: true},
+		{name: "a series refused", body: encodeV1(t, ok, series1(now, "__name__", "bad-name"))},
+		{name: "a series sorted", body: encodeV1(t, ok, series1(now, "job", "y", "__name__", "b"))},
+		{name: "an empty value", body: encodeV1(t, ok, series1(now, "__name__", "c", "empty", "", "z", "1"))},
+		{name: "a future exemplar", body: encodeV1(t, ok, future)},
+		{name: "a series without samples", body: encodeV1(t, ok, promprompb.TimeSeries{Labels: []promprompb.Label{{Name: "__name__", Value: "e"}}})},
+		{name: "metadata", body: encodeMeta(ok)},
+		{name: "HA tenant", body: encodeV1(t, ok), ha: true},
+		{name: "2.0", body: encodeV2(t, richRequestV2()), ct: ctV2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := &framingPusher{}
+			l := testLimits()
+			l.AcceptHASamples = tc.ha
+			overrides := tenancy.NewOverrides(l, &fakeTenantLimits{})
+			h := NewPushHandler(NewDistributor(DefaultPushConfig(), overrides, p, log.NewNopLogger(), prometheus.NewRegistry(), WithClock(storetest.NewClock(testNow).Now)))
+			env := &testEnv{handler: tenancy.DefaultConfig().HTTPMiddleware(false)(h)}
+			ct := tc.ct
+			if ct == "" {
+				ct = ctV1
+			}
+			rec := env.do(t, tc.body, ct)
+			testutil.Assert(t, rec.Code < 500, "status %d: %s", rec.Code, rec.Body.String())
+			var got []byte
+			for _, c := range p.compressed {
+				if c != nil {
+					got = c
+				}
+			}
+			testutil.Equals(t, tc.compressed, got != nil)
+			if tc.compressed {
+				testutil.Equals(t, tc.body, got)
 			}
 		})
 	}

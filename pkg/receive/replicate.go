@@ -35,6 +35,7 @@ type WriteRing interface {
 type replicationMetrics struct {
 	quorumFailures *prometheus.CounterVec
 	sent           *prometheus.CounterVec
+	compressed     *prometheus.CounterVec
 }
 
 // RingPusher shards each series of a write over the ingester ring (or the tenant's shuffle shard of it, see
@@ -58,6 +59,9 @@ type RingPusher struct {
 	// usage receives the ingesters' reports of tenants' series usage (limit_usage.go); nil: none kept.
 	usage *limitUsage
 
+	// compressedSupport: which ingesters take RemoteWriteCompressed.
+	compressedSupport *compressedSupport
+
 	mtx   sync.Mutex
 	conns map[string]*grpc.ClientConn
 }
@@ -66,6 +70,7 @@ type RingPusher struct {
 func NewRingPusher(r WriteRing, timeout time.Duration, local map[string]Pusher, logger log.Logger, reg prometheus.Registerer) *RingPusher {
 	return &RingPusher{
 		ring: r, timeout: timeout, local: local, logger: logger, conns: map[string]*grpc.ClientConn{},
+		compressedSupport: newCompressedSupport(time.Now),
 		metrics: replicationMetrics{
 			quorumFailures: promauto.With(reg).NewCounterVec(prometheus.CounterOpts{
 				Name: "strata_distributor_quorum_failures_total", Help: "Writes that did not reach a quorum of ingesters.",
@@ -73,6 +78,10 @@ func NewRingPusher(r WriteRing, timeout time.Duration, local map[string]Pusher, 
 			sent: promauto.With(reg).NewCounterVec(prometheus.CounterOpts{
 				Name: "strata_distributor_ingester_appends_total", Help: "Writes sent to ingesters, by outcome.",
 			}, []string{"ingester", "outcome"}),
+			compressed: promauto.With(reg).NewCounterVec(prometheus.CounterOpts{
+				Name: "strata_distributor_ingester_compressed_writes_total",
+				Help: "Writes sent to ingesters as their client sent them, compressed (RemoteWriteCompressed), by result: sent, or unimplemented (an older ingester: sent as a RemoteWrite instead).",
+			}, []string{"result"}),
 		},
 	}
 }
@@ -116,19 +125,24 @@ func (p *RingPusher) Push(ctx context.Context, tenant string, req *storepb.Write
 // PushRelease implements ReleasingPusher: release is called once every send is done, those still running
 // after the quorum answered included (or at once, when nothing is sent).
 func (p *RingPusher) PushRelease(ctx context.Context, tenant string, req *storepb.WriteRequest, release func()) error {
-	return p.push(ctx, tenant, req, nil, nil, release)
+	return p.push(ctx, tenant, req, nil, nil, nil, release)
 }
 
 // PushFrames implements FramingPusher: a series with a frame is sent to the ingesters as those bytes, and one with
-// a label run is known by it to an in-process ingester that is the only one (`strata all`).
-func (p *RingPusher) PushFrames(ctx context.Context, tenant string, req *storepb.WriteRequest, frames, runs [][]byte, release func()) error {
+// a label run is known by it to an in-process ingester that is the only one (`strata all`). When every
+// ingester gets the whole request (wholeSet), compressed, the request as received, is what they are sent
+// (RemoteWriteCompressed).
+func (p *RingPusher) PushFrames(ctx context.Context, tenant string, req *storepb.WriteRequest, frames, runs [][]byte, compressed []byte, release func()) error {
 	if len(frames) != len(req.GetTimeseries()) {
 		frames = nil
 	}
 	if len(runs) != len(req.GetTimeseries()) {
 		runs = nil
 	}
-	return p.push(ctx, tenant, req, frames, runs, release)
+	if len(req.GetMetadata()) > 0 {
+		compressed = nil // a compressed write carries series only
+	}
+	return p.push(ctx, tenant, req, frames, runs, compressed, release)
 }
 
 // runsPusher is a Pusher that knows series by their label runs (an Ingester: seriesRefs).
@@ -136,7 +150,7 @@ type runsPusher interface {
 	pushRuns(ctx context.Context, tenant string, req *storepb.WriteRequest, runs [][]byte) error
 }
 
-func (p *RingPusher) push(ctx context.Context, tenant string, req *storepb.WriteRequest, frames, runs [][]byte, release func()) error {
+func (p *RingPusher) push(ctx context.Context, tenant string, req *storepb.WriteRequest, frames, runs [][]byte, compressed []byte, release func()) error {
 	series, md := req.GetTimeseries(), req.GetMetadata()
 	sent := false
 	defer func() {
@@ -189,9 +203,14 @@ func (p *RingPusher) push(ctx context.Context, tenant string, req *storepb.Write
 		keys = appendMetadataKeys(keys, tenant, md) // metadata.go: keys past len(series) are md's
 		scratch.keys = keys
 	}
-	if len(p.local) == 0 {
-		// Every ingester is remote: encode now rather than on the first send, so that once Push returns (even
-		// on the caller's cancellation, with replicas still sending) nothing reads req any more.
+	if whole.rf == 0 || len(p.local) > 0 {
+		compressed = nil // sent as received only when every ingester gets the whole of it, over gRPC
+	}
+	// Every ingester is remote: encode now rather than on the first send, so that once Push returns (even on the
+	// caller's cancellation, with replicas still sending) nothing reads req any more; unless each is sent the
+	// request as received. (Which a replica may still turn out not to take, after Push returned: a compressed
+	// request comes from PushFrames, whose caller keeps req until release.)
+	if len(p.local) == 0 && (compressed == nil || !p.compressedSupport.allAnswered(whole.rs.Instances)) {
 		if err := scratch.encodeOnce(series, md, frames); err != nil {
 			p.scratch.put(scratch)
 			return status.Error(codes.Internal, err.Error())
@@ -216,7 +235,7 @@ func (p *RingPusher) push(ctx context.Context, tenant string, req *storepb.Write
 			err = local.Push(sendCtx, tenant, subRequest(tenant, series, md, idx))
 			p.observeLocal(tenant, inst.Id, local)
 		} else {
-			err = p.sendRemote(sendCtx, inst, tenant, scratch, series, md, frames, idx)
+			err = p.sendRemote(sendCtx, inst, tenant, scratch, series, md, frames, idx, compressed)
 		}
 		p.metrics.sent.WithLabelValues(inst.Id, sendOutcome(err)).Inc()
 		return err
@@ -321,16 +340,22 @@ func subRequest(tenant string, series []*prompb.TimeSeries, md []*prompb.MetricM
 	return sub
 }
 
-// sendRemote writes the items at idx to a remote ingester: a RemoteWrite whose message is copied out of the
+// sendRemote writes the items at idx to a remote ingester: the request as received when compressed is not nil
+// and the ingester takes it (RemoteWriteCompressed), else a RemoteWrite whose message is copied out of the
 // request's frames, encoded on the first remote send (see forwardScratch).
 func (p *RingPusher) sendRemote(ctx context.Context, inst dskitring.InstanceDesc, tenant string, scratch *forwardScratch, series []*prompb.TimeSeries,
-	md []*prompb.MetricMetadata, frames [][]byte, idx []int) error {
-	if err := scratch.encodeOnce(series, md, frames); err != nil {
-		return status.Error(codes.Internal, err.Error())
-	}
+	md []*prompb.MetricMetadata, frames [][]byte, idx []int, compressed []byte) error {
 	conn, err := p.conn(inst.Addr)
 	if err != nil {
 		return status.Error(codes.Unavailable, err.Error())
+	}
+	if compressed != nil && p.compressedSupport.use(inst.Addr) {
+		if handled, err := p.sendCompressed(ctx, conn, inst, tenant, compressed); handled {
+			return err
+		}
+	}
+	if err := scratch.encodeOnce(series, md, frames); err != nil {
+		return status.Error(codes.Internal, err.Error())
 	}
 	// gRPC's codec copies the message into its own buffer within Invoke, so once every Invoke of the request
 	// returned the scratch can be reused.

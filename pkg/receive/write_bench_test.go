@@ -14,6 +14,7 @@ import (
 	"github.com/efficientgo/core/errors"
 	"github.com/go-kit/log"
 	"github.com/grafana/dskit/services"
+	"github.com/klauspost/compress/snappy"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 
@@ -23,6 +24,7 @@ import (
 	"github.com/stratametrics/strata/pkg/store/labelpb"
 	"github.com/stratametrics/strata/pkg/store/storepb"
 	"github.com/stratametrics/strata/pkg/store/storepb/prompb"
+	"github.com/stratametrics/strata/pkg/store/storepb/prompb/remotewrite"
 	"github.com/stratametrics/strata/pkg/tenancy"
 )
 
@@ -223,6 +225,36 @@ func BenchmarkIngesterRemoteWrite(b *testing.B) {
 	timeWrites(b, func(i int) { encode(i, first+int64(i+1)*step) }, func(int) { write() })
 }
 
+// BenchmarkIngesterRemoteWriteCompressed: BenchmarkIngesterRemoteWrite's writes as a distributor sends a request
+// it did not change: the client's snappy-compressed body (RemoteWriteCompressed), decompressed by the ingester.
+func BenchmarkIngesterRemoteWriteCompressed(b *testing.B) {
+	conn := serveIngester(b, benchIngester(b))
+
+	pool := benchPool()
+	first, step := benchTimes(b.N)
+	ctx := tenancy.OutgoingContext(context.Background(), benchTenant)
+	var raw []byte
+	msg := &compressedWrite{tenant: benchTenant}
+	encode := func(n int, tMs int64) {
+		req := benchRequest(pool, n, tMs) // no tenant: a prometheus.WriteRequest's bytes
+		raw = append(raw[:0], make([]byte, req.SizeVT())...)
+		if _, err := req.MarshalToSizedBufferVT(raw); err != nil {
+			b.Fatal(err)
+		}
+		msg.body = snappy.Encode(msg.body[:cap(msg.body)], raw)
+	}
+	write := func() {
+		if err := conn.Invoke(ctx, RemoteWriteCompressedFullMethodName, msg, &storepb.WriteResponse{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for n := range benchSeriesPool / benchSeriesPerRequest { // every series into the head
+		encode(n, first)
+		write()
+	}
+	timeWrites(b, func(i int) { encode(i, first+int64(i+1)*step) }, func(int) { write() })
+}
+
 // timeWrites runs b.N writes of benchSeriesPerRequest samples, each after its untimed prepare, and reports
 // allocs/sample, B/sample and ns/sample of the writes alone, each timed until the goroutines it started ended.
 func timeWrites(b *testing.B, prepare, write func(i int)) {
@@ -257,8 +289,9 @@ func benchIngester(b *testing.B) *Ingester {
 // through to check the tenant itself) and returns a connection to it.
 func serveIngester(b *testing.B, ing *Ingester) *grpc.ClientConn {
 	srv := grpc.NewServer(append(server.Config{}.GRPCMsgSizeOptions(), grpc.ChainUnaryInterceptor(
-		tenancy.DefaultConfig().UnaryServerInterceptor(tenancy.GRPCExempt{"/thanos.WriteableStore/RemoteWrite"})))...)
+		tenancy.DefaultConfig().UnaryServerInterceptor(tenancy.GRPCExempt{"/thanos.WriteableStore/RemoteWrite", RemoteWriteCompressedFullMethodName})))...)
 	RegisterWriteableStore(srv, ing) // as cmd/strata/ingester.go; at 87d2b64: storepb.RegisterWriteableStoreServer
+	RegisterCompressedWrites(srv, ing, server.Config{}.MaxRecvMsgSize())
 	return serveBench(b, srv)
 }
 
@@ -306,13 +339,17 @@ func (f *nullIngester) remoteWrite(_ any, _ context.Context, dec func(any) error
 // zones with replication factor 3 and sending them over gRPC to ingesters that only count the bytes. With 3
 // ingesters each gets every series (one replication set for the whole request: one marshalled request each);
 // with 6 (2 per zone) each series is sharded on its own and each ingester gets its share.
+//
+// "compressed": the request as the distributor has it after an HTTP push it did not change (the client's body,
+// its frames), pushed with PushFrames: with 3 ingesters each is sent the compressed body (RemoteWriteCompressed).
 func BenchmarkDistributorSplit(b *testing.B) {
 	for _, n := range []int{3, 6} {
-		b.Run(fmt.Sprintf("ingesters=%d", n), func(b *testing.B) { benchmarkDistributorSplit(b, n) })
+		b.Run(fmt.Sprintf("ingesters=%d", n), func(b *testing.B) { benchmarkDistributorSplit(b, n, false) })
 	}
+	b.Run("ingesters=3/compressed", func(b *testing.B) { benchmarkDistributorSplit(b, 3, true) })
 }
 
-func benchmarkDistributorSplit(b *testing.B, ingesters int) {
+func benchmarkDistributorSplit(b *testing.B, ingesters int, compressed bool) {
 	kv, err := ring.NewKV(ring.MemberlistConfig{}, log.NewNopLogger(), prometheus.NewRegistry())
 	if err != nil {
 		b.Fatal(err)
@@ -328,6 +365,8 @@ func benchmarkDistributorSplit(b *testing.B, ingesters int) {
 		srv := grpc.NewServer(server.Config{}.GRPCMsgSizeOptions()...)
 		srv.RegisterService(&grpc.ServiceDesc{ServiceName: "thanos.WriteableStore", HandlerType: (*any)(nil),
 			Methods: []grpc.MethodDesc{{MethodName: "RemoteWrite", Handler: f.remoteWrite}}}, f)
+		srv.RegisterService(&grpc.ServiceDesc{ServiceName: ingesterServiceName, HandlerType: (*any)(nil),
+			Methods: []grpc.MethodDesc{{MethodName: "RemoteWriteCompressed", Handler: f.remoteWrite}}}, f)
 		lis, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			b.Fatal(err)
@@ -373,9 +412,35 @@ func benchmarkDistributorSplit(b *testing.B, ingesters int) {
 			b.Fatal(err)
 		}
 	}
-	var req *storepb.WriteRequest
-	timeWrites(b, func(i int) { req = benchRequest(pool, i, first+int64(i+1)*step) }, func(int) {
-		if err := p.Push(ctx, benchTenant, req); err != nil {
+	var (
+		req    *storepb.WriteRequest
+		frames [][]byte
+		body   []byte
+	)
+	prepare := func(i int) {
+		req = benchRequest(pool, i, first+int64(i+1)*step)
+		if !compressed {
+			return
+		}
+		// As the push handler has it: the series decoded from the body, their frames, the body.
+		raw, err := req.MarshalVT()
+		if err != nil {
+			b.Fatal(err)
+		}
+		o := remotewrite.Options{KeepFrames: true}
+		if req.Timeseries, err = remotewrite.DecodeV1(raw, &o); err != nil {
+			b.Fatal(err)
+		}
+		frames, body = o.Frames(), snappy.Encode(nil, raw)
+	}
+	timeWrites(b, prepare, func(int) {
+		var err error
+		if compressed {
+			err = p.PushFrames(ctx, benchTenant, req, frames, nil, body, func() {})
+		} else {
+			err = p.Push(ctx, benchTenant, req)
+		}
+		if err != nil {
 			b.Fatal(err)
 		}
 	})

@@ -61,16 +61,22 @@ func (c Config) Validate() error {
 	return c.TLS.Validate()
 }
 
+// MaxRecvMsgSize is the largest message the gRPC server receives (GRPCServerMaxRecvMsgSize, or its default).
+func (c Config) MaxRecvMsgSize() int {
+	if c.GRPCServerMaxRecvMsgSize <= 0 {
+		return DefaultGRPCMaxMsgSize
+	}
+	return c.GRPCServerMaxRecvMsgSize
+}
+
 // GRPCMsgSizeOptions bound the messages a gRPC server of this config receives and sends (a size left 0 in a
 // Config built in code is the default).
 func (c Config) GRPCMsgSizeOptions() []grpc.ServerOption {
-	orDefault := func(n int) int {
-		if n <= 0 {
-			return DefaultGRPCMaxMsgSize
-		}
-		return n
+	send := c.GRPCServerMaxSendMsgSize
+	if send <= 0 {
+		send = DefaultGRPCMaxMsgSize
 	}
-	return []grpc.ServerOption{grpc.MaxRecvMsgSize(orDefault(c.GRPCServerMaxRecvMsgSize)), grpc.MaxSendMsgSize(orDefault(c.GRPCServerMaxSendMsgSize))}
+	return []grpc.ServerOption{grpc.MaxRecvMsgSize(c.MaxRecvMsgSize()), grpc.MaxSendMsgSize(send)}
 }
 
 // Flow-control windows and read buffer of the gRPC servers. gRPC's defaults (a 64 KiB window grown by its

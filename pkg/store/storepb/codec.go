@@ -83,6 +83,11 @@ func (c *vtCodec) Unmarshal(data mem.BufferSlice, v any) error {
 // each ingester, and clearing them first cost a few percent of its CPU, and of the ingesters').
 var codecPool mem.BufferPool = &unclearedPool{}
 
+// BufferPool is the pool of the codec's buffers, for bytes a message is decoded from that the codec did not
+// receive (the ingester's decompressed writes). Its buffers are not cleared: write every byte of one before
+// reading it.
+func BufferPool() mem.BufferPool { return codecPool }
+
 // unclearedPool is a mem.BufferPool of byte slices in power-of-two size classes, handed out as they were given
 // back.
 type unclearedPool struct {

@@ -1,0 +1,242 @@
+package receive
+
+import (
+	"context"
+	"encoding/binary"
+
+	"github.com/efficientgo/core/errors"
+	"github.com/klauspost/compress/snappy"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/stratametrics/strata/pkg/store/storepb"
+	"github.com/stratametrics/strata/pkg/store/storepb/prompb/remotewrite"
+)
+
+// RemoteWriteCompressed is Strata's own forward of a write from a distributor to an ingester, beside Thanos's
+// RemoteWrite: the remote-write 1.0 request as its client sent it, snappy-compressed, when the distributor's
+// validation left every series of it as it was (the usual case). The distributor then neither encodes the
+// request again nor sends it uncompressed to each of the replicas: with replication factor 3 it wrote three
+// times the decompressed request (~5× the body) to the network, which cost it more CPU than anything but
+// decoding. The ingester decompresses it and goes on as with a RemoteWrite (the same decoder, validation,
+// limits and answers).
+//
+// The message, by hand as storepb's (field numbers of a protobuf message):
+//
+//	message CompressedWriteRequest {
+//	  string tenant = 1;
+//	  bytes snappy_v1 = 2; // a prometheus.WriteRequest without metadata, snappy block format
+//	}
+//
+// and the answer is a thanos.WriteResponse. An ingester of a Strata version without it answers Unimplemented,
+// and the distributor sends such an ingester RemoteWrites (see compressedSupport).
+const (
+	ingesterServiceName = "strata.Ingester"
+	// RemoteWriteCompressedFullMethodName is the full gRPC method name of RemoteWriteCompressed.
+	RemoteWriteCompressedFullMethodName = "/" + ingesterServiceName + "/RemoteWriteCompressed"
+
+	compressedFieldTenant = 1
+	compressedFieldBody   = 2
+	// v1FieldMetadata is prometheus.WriteRequest's metadata field, which a compressed write does not carry.
+	v1FieldMetadata = 3
+)
+
+// compressedWriteServer is the gRPC server of RemoteWriteCompressed.
+type compressedWriteServer struct {
+	ing *Ingester
+	// maxDecoded bounds a write's decompressed size: the largest message the gRPC server takes, so that a write
+	// too large as a RemoteWrite is too large compressed too.
+	maxDecoded int
+}
+
+// RegisterCompressedWrites registers the strata.Ingester service (RemoteWriteCompressed) of ing on s;
+// maxDecoded is the gRPC server's largest message (grpc_server_max_recv_msg_size), which bounds a write's
+// decompressed size as it bounds a RemoteWrite's.
+func RegisterCompressedWrites(s grpc.ServiceRegistrar, ing *Ingester, maxDecoded int) {
+	s.RegisterService(&grpc.ServiceDesc{
+		ServiceName: ingesterServiceName,
+		HandlerType: (*any)(nil),
+		Methods:     []grpc.MethodDesc{{MethodName: "RemoteWriteCompressed", Handler: remoteWriteCompressedHandler}},
+		Metadata:    "strata/ingester.proto",
+	}, &compressedWriteServer{ing: ing, maxDecoded: maxDecoded})
+}
+
+// remoteWriteCompressedHandler is RemoteWriteCompressed's method handler: remoteWriteHandler's steps (the
+// instance limits, the request's bytes reserved before they are held, interceptors, a push slot), with the body
+// decompressed into a pooled buffer before the rest is decoded from it.
+func remoteWriteCompressedHandler(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
+	cs := srv.(*compressedWriteServer)
+	ing := cs.ing
+	if err := ing.inflight.start(); err != nil {
+		ing.metrics.rejectedInflight.Inc()
+		return nil, status.Error(codes.Unavailable, err.Error())
+	}
+	r := reservation{l: ing.inflight}
+	defer r.end()
+	m := &compressedWrite{}
+	defer m.releaseRaw()
+	if err := dec(m); err != nil {
+		return nil, err
+	}
+	if err := r.reserve(len(m.raw)); err != nil {
+		ing.metrics.rejectedInflightBytes.Inc()
+		return nil, status.Error(codes.Unavailable, err.Error())
+	}
+	if err := m.parse(); err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	// The decompressed size, from the snappy header: checked before anything that large is allocated.
+	n, err := snappy.DecodedLen(m.body)
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, errors.Wrap(err, "decompress forwarded write: read the snappy block header").Error())
+	}
+	if n > cs.maxDecoded {
+		return nil, status.Errorf(codes.InvalidArgument, "decompressed forwarded write of %d bytes exceeds the limit of %d bytes (grpc_server_max_recv_msg_size)", n, cs.maxDecoded)
+	}
+	if err := r.reserve(n); err != nil {
+		ing.metrics.rejectedInflightBytes.Inc()
+		return nil, status.Error(codes.Unavailable, err.Error())
+	}
+	pool := storepb.BufferPool()
+	buf := pool.Get(n)
+	decoded, err := snappy.Decode((*buf)[:n], m.body)
+	if err != nil || len(decoded) != n {
+		pool.Put(buf)
+		return nil, status.Error(codes.InvalidArgument, errors.Wrap(err, "decompress forwarded write (snappy block)").Error())
+	}
+	w := &forwardedWrite{tenant: m.tenant, v1: true, raw: decoded, alias: true, release: func() { pool.Put(buf) }}
+	defer w.releaseRaw() // unless handed over to a pooled forwardedWrite
+	m.releaseRaw()       // what is left of the received message is decompressed
+	var resp any
+	if interceptor == nil {
+		resp, err = ing.remoteWriteRaw(ctx, w)
+	} else {
+		info := &grpc.UnaryServerInfo{Server: srv, FullMethod: RemoteWriteCompressedFullMethodName}
+		resp, err = interceptor(ctx, w, info, func(ctx context.Context, req any) (any, error) {
+			return ing.remoteWriteRaw(ctx, req.(*forwardedWrite))
+		})
+	}
+	return resp, detachedStatus(err)
+}
+
+// decodeV1Body decodes b, a prometheus.WriteRequest without metadata (RemoteWriteCompressed's body), into w as
+// decode does a forwarded storepb.WriteRequest.
+func (w *forwardedWrite) decodeV1Body(b []byte) error {
+	for rest := b; len(rest) > 0; {
+		num, typ, n := remotewrite.ConsumeTag(rest)
+		if n < 0 {
+			return remotewrite.WireError(n, "compressed forwarded write")
+		}
+		rest = rest[n:]
+		if num == v1FieldMetadata && typ == protowire.BytesType {
+			return errors.New("decode compressed forwarded write: it carries metadata, which only RemoteWrite forwards")
+		}
+		if n = protowire.ConsumeFieldValue(num, typ, rest); n < 0 {
+			return remotewrite.WireError(n, "compressed forwarded write")
+		}
+		rest = rest[n:]
+	}
+	o := remotewrite.Options{Slabs: &w.slabs, MarkInvalidUTF8: true, AliasBuf: w.alias, KeepLabelRuns: true}
+	var err error
+	w.series, err = remotewrite.DecodeV1(b, &o)
+	w.labelRuns = o.LabelRuns()
+	w.invalidUTF8 = len(o.InvalidUTF8()) > 0
+	return errors.Wrap(err, "decode compressed forwarded write")
+}
+
+// compressedWrite is a RemoteWriteCompressed request: sent by the distributor (tenant, body), received by the
+// ingester (raw, parsed into tenant and body aliasing it).
+type compressedWrite struct {
+	tenant string
+	body   []byte
+	// raw are the received bytes (UnmarshalInPlace), which body aliases; release gives them back.
+	raw     []byte
+	release func()
+}
+
+// SizeVT is the size of the marshalled request.
+func (m *compressedWrite) SizeVT() int {
+	n := 0
+	if m.tenant != "" {
+		n += 1 + protowire.SizeBytes(len(m.tenant))
+	}
+	return n + 1 + protowire.SizeBytes(len(m.body))
+}
+
+// MarshalToSizedBufferVT writes the request at the end of dAtA, as vtprotobuf's does.
+func (m *compressedWrite) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
+	size := m.SizeVT()
+	if len(dAtA) < size {
+		return 0, errors.Newf("compressed write of %d bytes does not fit %d", size, len(dAtA))
+	}
+	out := dAtA[len(dAtA)-size:]
+	n := 0
+	if m.tenant != "" {
+		out[n] = compressedFieldTenant<<3 | byte(protowire.BytesType)
+		n++
+		n += binary.PutUvarint(out[n:], uint64(len(m.tenant)))
+		n += copy(out[n:], m.tenant)
+	}
+	out[n] = compressedFieldBody<<3 | byte(protowire.BytesType)
+	n++
+	n += binary.PutUvarint(out[n:], uint64(len(m.body)))
+	n += copy(out[n:], m.body)
+	return n, nil
+}
+
+// UnmarshalVT keeps a copy of b (the codec gives the message in place instead: UnmarshalInPlace).
+func (m *compressedWrite) UnmarshalVT(b []byte) error {
+	m.raw, m.release = append([]byte(nil), b...), nil
+	return nil
+}
+
+// UnmarshalInPlace implements storepb.InPlaceUnmarshaler: m keeps b until releaseRaw.
+func (m *compressedWrite) UnmarshalInPlace(b []byte, release func()) error {
+	m.raw, m.release = b, release
+	return nil
+}
+
+// releaseRaw gives back the received bytes, once.
+func (m *compressedWrite) releaseRaw() {
+	if m.release != nil {
+		m.release()
+		m.release = nil
+	}
+	m.raw, m.body = nil, nil
+}
+
+// parse reads the tenant and the body out of raw, as proto.Unmarshal would (unknown fields skipped, the last of
+// a repeated field kept).
+func (m *compressedWrite) parse() error {
+	body := false
+	for rest := m.raw; len(rest) > 0; {
+		num, typ, n := remotewrite.ConsumeTag(rest)
+		if n < 0 {
+			return remotewrite.WireError(n, "compressed forwarded write request")
+		}
+		rest = rest[n:]
+		if typ != protowire.BytesType || (num != compressedFieldTenant && num != compressedFieldBody) {
+			if n = protowire.ConsumeFieldValue(num, typ, rest); n < 0 {
+				return remotewrite.WireError(n, "compressed forwarded write request")
+			}
+			rest = rest[n:]
+			continue
+		}
+		v, n := protowire.ConsumeBytes(rest)
+		if n < 0 {
+			return remotewrite.WireError(n, "compressed forwarded write request")
+		}
+		rest = rest[n:]
+		if num == compressedFieldTenant {
+			m.tenant = string(v)
+		} else {
+			m.body, body = v, true
+		}
+	}
+	if !body {
+		return errors.New("compressed forwarded write request without a body")
+	}
+	return nil
+}
