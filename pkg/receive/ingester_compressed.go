@@ -102,7 +102,10 @@ func remoteWriteCompressedHandler(srv any, ctx context.Context, dec func(any) er
 	pool := storepb.BufferPool()
 	buf := pool.Get(n)
 	decoded, err := snappy.Decode((*buf)[:n], m.body)
-	if err != nil || len(decoded) != n {
+	if err == nil && len(decoded) != n {
+		err = errors.Newf("%d bytes decompressed, the header said %d", len(decoded), n)
+	}
+	if err != nil {
 		pool.Put(buf)
 		return nil, status.Error(codes.InvalidArgument, errors.Wrap(err, "decompress forwarded write (snappy block)").Error())
 	}
