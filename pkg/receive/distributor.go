@@ -133,8 +133,12 @@ func (r *reservation) reserve(n int) error {
 	return nil
 }
 
-// end gives back everything the request reserved, and ends its count.
+// end gives back everything the request reserved, and ends its count (nothing for a request never started: l
+// nil).
 func (r *reservation) end() {
+	if r.l == nil {
+		return
+	}
 	r.l.bytes.Add(-r.n)
 	r.n = 0
 	r.l.done()

@@ -69,20 +69,12 @@ func RegisterCompressedWrites(s grpc.ServiceRegistrar, ing *Ingester, maxDecoded
 func remoteWriteCompressedHandler(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
 	cs := srv.(*compressedWriteServer)
 	ing := cs.ing
-	if err := ing.inflight.start(); err != nil {
-		ing.metrics.rejectedInflight.Inc()
-		return nil, status.Error(codes.Unavailable, err.Error())
-	}
-	r := reservation{l: ing.inflight}
-	defer r.end()
 	m := &compressedWrite{}
 	defer m.releaseRaw()
-	if err := dec(m); err != nil {
+	r, err := ing.admitWrite(dec, m, func() int { return len(m.raw) })
+	defer r.end()
+	if err != nil {
 		return nil, err
-	}
-	if err := r.reserve(len(m.raw)); err != nil {
-		ing.metrics.rejectedInflightBytes.Inc()
-		return nil, status.Error(codes.Unavailable, err.Error())
 	}
 	if err := m.parse(); err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
@@ -112,16 +104,7 @@ func remoteWriteCompressedHandler(srv any, ctx context.Context, dec func(any) er
 	w := &forwardedWrite{tenant: m.tenant, v1: true, raw: decoded, alias: true, release: func() { pool.Put(buf) }}
 	defer w.releaseRaw() // unless handed over to a pooled forwardedWrite
 	m.releaseRaw()       // what is left of the received message is decompressed
-	var resp any
-	if interceptor == nil {
-		resp, err = ing.remoteWriteRaw(ctx, w)
-	} else {
-		info := &grpc.UnaryServerInfo{Server: srv, FullMethod: RemoteWriteCompressedFullMethodName}
-		resp, err = interceptor(ctx, w, info, func(ctx context.Context, req any) (any, error) {
-			return ing.remoteWriteRaw(ctx, req.(*forwardedWrite))
-		})
-	}
-	return resp, detachedStatus(err)
+	return ing.interceptWrite(ctx, srv, w, RemoteWriteCompressedFullMethodName, interceptor)
 }
 
 // decodeV1Body decodes b, a prometheus.WriteRequest without metadata (RemoteWriteCompressed's body), into w as

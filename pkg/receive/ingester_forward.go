@@ -40,34 +40,50 @@ func RegisterWriteableStore(s grpc.ServiceRegistrar, ing *Ingester) {
 // own messages; the tenant is a copy).
 func remoteWriteHandler(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
 	ing := srv.(*Ingester)
-	// Within the instance limits (the count before the bytes are gathered, the bytes once they are), or refused
-	// at once: Unavailable, a replica's failure to the distributor, which retrying later may cure.
-	if err := ing.inflight.start(); err != nil {
-		ing.metrics.rejectedInflight.Inc()
-		return nil, status.Error(codes.Unavailable, err.Error())
-	}
-	r := reservation{l: ing.inflight}
-	defer r.end()
 	// Only the bytes until a slot is free: a pooled forwardedWrite (its slabs) is taken once one is.
 	w := &forwardedWrite{}
 	defer w.releaseRaw()
-	if err := dec(w); err != nil {
+	r, err := ing.admitWrite(dec, w, func() int { return len(w.raw) })
+	defer r.end()
+	if err != nil {
 		return nil, err
 	}
-	if err := r.reserve(len(w.raw)); err != nil {
-		ing.metrics.rejectedInflightBytes.Inc()
-		return nil, status.Error(codes.Unavailable, err.Error())
+	return ing.interceptWrite(ctx, srv, w, storepb.WriteableStore_RemoteWrite_FullMethodName, interceptor)
+}
+
+// admitWrite admits a forwarded write within the instance limits (the count before the bytes are gathered, the
+// bytes once they are), or refuses it at once: Unavailable, a replica's failure to the distributor, which
+// retrying later may cure. dec gathers its bytes into m, size tells how many. The reservation holds them until
+// its end (call it in any case).
+func (i *Ingester) admitWrite(dec func(any) error, m any, size func() int) (*reservation, error) {
+	r := &reservation{l: i.inflight}
+	if err := i.inflight.start(); err != nil {
+		i.metrics.rejectedInflight.Inc()
+		r.l = nil
+		return r, status.Error(codes.Unavailable, err.Error())
 	}
+	if err := dec(m); err != nil {
+		return r, err
+	}
+	if err := r.reserve(size()); err != nil {
+		i.metrics.rejectedInflightBytes.Inc()
+		return r, status.Error(codes.Unavailable, err.Error())
+	}
+	return r, nil
+}
+
+// interceptWrite runs the interceptors of method, then decodes and appends w (remoteWriteRaw).
+func (i *Ingester) interceptWrite(ctx context.Context, srv any, w *forwardedWrite, method string, interceptor grpc.UnaryServerInterceptor) (any, error) {
 	var (
 		resp any
 		err  error
 	)
 	if interceptor == nil {
-		resp, err = ing.remoteWriteRaw(ctx, w)
+		resp, err = i.remoteWriteRaw(ctx, w)
 	} else {
-		info := &grpc.UnaryServerInfo{Server: srv, FullMethod: storepb.WriteableStore_RemoteWrite_FullMethodName}
+		info := &grpc.UnaryServerInfo{Server: srv, FullMethod: method}
 		resp, err = interceptor(ctx, w, info, func(ctx context.Context, req any) (any, error) {
-			return ing.remoteWriteRaw(ctx, req.(*forwardedWrite))
+			return i.remoteWriteRaw(ctx, req.(*forwardedWrite))
 		})
 	}
 	return resp, detachedStatus(err)
