@@ -35,13 +35,14 @@ test-unit: ## Run the unit tests only.
 
 FUZZ_TIME ?= 30s
 
-test-e2e: ## Run the end-to-end tests, then short bounded fuzz runs of remote-write decoding (1.0, 2.0) and validation, of the ingester's gRPC write (its handler and its decoder of the forward RPC), of the HA tracker's KV codec and of the OTLP handler.
+test-e2e: ## Run the end-to-end tests, then short bounded fuzz runs of remote-write decoding (1.0, 2.0) and validation, of the ingester's gRPC write (its handler, its decoder of the forward RPC, its compressed write), of the HA tracker's KV codec and of the OTLP handler.
 	@bash scripts/test-deps.sh
 	$(GO) test -timeout $(TEST_TIMEOUT) -count=1 -v ./test/e2e/...
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeValidate$$' -fuzztime $(FUZZ_TIME) ./pkg/receive/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeV2$$' -fuzztime $(FUZZ_TIME) ./pkg/receive/
 	$(GO) test -run '^$$' -fuzz '^FuzzIngesterRemoteWrite$$' -fuzztime $(FUZZ_TIME) ./pkg/receive/
 	$(GO) test -run '^$$' -fuzz '^FuzzForwardedWrite$$' -fuzztime $(FUZZ_TIME) ./pkg/receive/
+	$(GO) test -run '^$$' -fuzz '^FuzzCompressedWrite$$' -fuzztime $(FUZZ_TIME) ./pkg/receive/
 	$(GO) test -run '^$$' -fuzz '^FuzzHAReplicaCodec$$' -fuzztime $(FUZZ_TIME) ./pkg/receive/
 	$(GO) test -run '^$$' -fuzz '^FuzzOTLPHandler$$' -fuzztime $(FUZZ_TIME) ./pkg/receive/
 

@@ -3,6 +3,7 @@ package receive
 import (
 	"context"
 	"fmt"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -23,7 +24,9 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/stratametrics/strata/pkg/store/labelpb"
 	"github.com/stratametrics/strata/pkg/store/storepb"
+	"github.com/stratametrics/strata/pkg/store/storepb/prompb"
 	"github.com/stratametrics/strata/pkg/store/storetest"
 	"github.com/stratametrics/strata/pkg/tenancy"
 )
@@ -203,4 +206,58 @@ func TestIngesterRemoteWriteCompressed(t *testing.T) {
 	testutil.Equals(t, 2, len(want))
 	testutil.Equals(t, want, readAll(t, ing, "c"))
 	testutil.Equals(t, 0, len(readAll(t, ing, "other")))
+}
+
+// FuzzCompressedWrite feeds RemoteWriteCompressed's handler arbitrary requests on a real ingester: b as the body
+// (snappy-compressed here, so that the decoder sees what a distributor would send) or, with raw, as the whole
+// message. Whatever it is, the handler never panics, and no sample beyond now + creation_grace_period reaches a
+// head. Run it with
+//
+//	go test -run '^$' -fuzz '^FuzzCompressedWrite$' -fuzztime 30s ./pkg/receive/
+func FuzzCompressedWrite(f *testing.F) {
+	now := time.Now()
+	nowMs := now.UnixMilli()
+	for _, req := range []*storepb.WriteRequest{
+		{Timeseries: []*prompb.TimeSeries{ts(series("up", "job", "a"), nowMs-1000, nowMs), ts(series("requests_total", "code", "200"), nowMs)}},
+		{Timeseries: []*prompb.TimeSeries{ts(series("up", "job", "a\xffb"), nowMs), ts(series("up"), math.MaxInt64), ts(series("up"), math.MinInt64)}},
+		{Timeseries: []*prompb.TimeSeries{ts([]*labelpb.Label{{Name: "job", Value: "x"}, {Name: "__name__", Value: "up"}}, nowMs)}},
+	} {
+		b, err := req.MarshalVT()
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b, "a", false)
+		f.Add((&compressedWrite{tenant: "a", body: snappy.Encode(nil, b)}).marshal(), "", true)
+	}
+	reg := prometheus.NewRegistry()
+	ing := NewIngester(DefaultIngesterConfig(), f.TempDir(), tenancy.NewOverrides(tenancy.DefaultLimits(), nil), NewDiscardedSamples(reg),
+		log.NewNopLogger(), reg, WithIngesterClock(func() time.Time { return now }))
+	if err := ing.Open(); err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { _ = ing.Close() })
+	srv := &compressedWriteServer{ing: ing, maxDecoded: 1 << 20}
+
+	f.Fuzz(func(t *testing.T, b []byte, tenant string, raw bool) {
+		msg := b
+		if !raw {
+			msg = (&compressedWrite{tenant: tenant, body: snappy.Encode(nil, b)}).marshal()
+		}
+		dec := func(m any) error { return m.(storepb.InPlaceUnmarshaler).UnmarshalInPlace(msg, func() {}) }
+		_, _ = remoteWriteCompressedHandler(srv, context.Background(), dec, nil)
+		for _, tenant := range ing.Tenants() {
+			if u := ing.get(tenant); u != nil {
+				if maxT := u.db.Head().MaxTime(); maxT != math.MinInt64 && maxT > nowMs+time.Hour.Milliseconds() {
+					t.Fatalf("tenant %s: a sample at %d, beyond now + creation_grace_period, reached the head", tenant, maxT)
+				}
+			}
+		}
+	})
+}
+
+// marshal returns m's wire bytes.
+func (m *compressedWrite) marshal() []byte {
+	b := make([]byte, m.SizeVT())
+	n, _ := m.MarshalToSizedBufferVT(b)
+	return b[len(b)-n:]
 }
