@@ -110,19 +110,10 @@ func remoteWriteCompressedHandler(srv any, ctx context.Context, dec func(any) er
 // decodeV1Body decodes b, a prometheus.WriteRequest without metadata (RemoteWriteCompressed's body), into w as
 // decode does a forwarded storepb.WriteRequest.
 func (w *forwardedWrite) decodeV1Body(b []byte) error {
-	for rest := b; len(rest) > 0; {
-		num, typ, n := remotewrite.ConsumeTag(rest)
-		if n < 0 {
-			return remotewrite.WireError(n, "compressed forwarded write")
-		}
-		rest = rest[n:]
-		if num == v1FieldMetadata && typ == protowire.BytesType {
-			return errors.New("decode compressed forwarded write: it carries metadata, which only RemoteWrite forwards")
-		}
-		if n = protowire.ConsumeFieldValue(num, typ, rest); n < 0 {
-			return remotewrite.WireError(n, "compressed forwarded write")
-		}
-		rest = rest[n:]
+	if err := forEachBytesField(b, v1FieldMetadata, "compressed forwarded write", func([]byte) error {
+		return errors.New("decode compressed forwarded write: it carries metadata, which only RemoteWrite forwards")
+	}); err != nil {
+		return err
 	}
 	o := remotewrite.Options{Slabs: &w.slabs, MarkInvalidUTF8: true, AliasBuf: w.alias, KeepLabelRuns: true}
 	var err error
@@ -196,30 +187,19 @@ func (m *compressedWrite) releaseRaw() {
 // parse reads the tenant and the body out of raw, as proto.Unmarshal would (unknown fields skipped, the last of
 // a repeated field kept).
 func (m *compressedWrite) parse() error {
+	const what = "compressed forwarded write request"
+	if err := forEachBytesField(m.raw, compressedFieldTenant, what, func(v []byte) error {
+		m.tenant = string(v)
+		return nil
+	}); err != nil {
+		return err
+	}
 	body := false
-	for rest := m.raw; len(rest) > 0; {
-		num, typ, n := remotewrite.ConsumeTag(rest)
-		if n < 0 {
-			return remotewrite.WireError(n, "compressed forwarded write request")
-		}
-		rest = rest[n:]
-		if typ != protowire.BytesType || (num != compressedFieldTenant && num != compressedFieldBody) {
-			if n = protowire.ConsumeFieldValue(num, typ, rest); n < 0 {
-				return remotewrite.WireError(n, "compressed forwarded write request")
-			}
-			rest = rest[n:]
-			continue
-		}
-		v, n := protowire.ConsumeBytes(rest)
-		if n < 0 {
-			return remotewrite.WireError(n, "compressed forwarded write request")
-		}
-		rest = rest[n:]
-		if num == compressedFieldTenant {
-			m.tenant = string(v)
-		} else {
-			m.body, body = v, true
-		}
+	if err := forEachBytesField(m.raw, compressedFieldBody, what, func(v []byte) error {
+		m.body, body = v, true
+		return nil
+	}); err != nil {
+		return err
 	}
 	if !body {
 		return errors.New("compressed forwarded write request without a body")

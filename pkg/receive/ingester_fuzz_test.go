@@ -54,13 +54,7 @@ func FuzzIngesterRemoteWrite(f *testing.F) {
 	}})
 	seed(&storepb.WriteRequest{Timeseries: []*prompb.TimeSeries{ts(series("up"), nowMs)}})
 
-	reg := prometheus.NewRegistry()
-	ing := NewIngester(DefaultIngesterConfig(), f.TempDir(), tenancy.NewOverrides(tenancy.DefaultLimits(), nil), NewDiscardedSamples(reg),
-		log.NewNopLogger(), reg, WithIngesterClock(func() time.Time { return now }))
-	if err := ing.Open(); err != nil {
-		f.Fatal(err)
-	}
-	f.Cleanup(func() { _ = ing.Close() })
+	ing := fuzzIngester(f, now)
 
 	f.Fuzz(func(t *testing.T, b []byte, tenantInMetadata bool) {
 		var req storepb.WriteRequest
@@ -76,14 +70,29 @@ func FuzzIngesterRemoteWrite(f *testing.F) {
 			req.Tenant = ""
 		}
 		_, _ = ing.RemoteWrite(ctx, &req)
-		for _, tenant := range ing.Tenants() {
-			u := ing.get(tenant)
-			if u == nil {
-				continue
-			}
+		checkNoFutureSamples(t, ing, nowMs)
+	})
+}
+
+// fuzzIngester returns an open ingester over a temporary directory whose clock stands at now.
+func fuzzIngester(f *testing.F, now time.Time) *Ingester {
+	reg := prometheus.NewRegistry()
+	ing := NewIngester(DefaultIngesterConfig(), f.TempDir(), tenancy.NewOverrides(tenancy.DefaultLimits(), nil), NewDiscardedSamples(reg),
+		log.NewNopLogger(), reg, WithIngesterClock(func() time.Time { return now }))
+	if err := ing.Open(); err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { _ = ing.Close() })
+	return ing
+}
+
+// checkNoFutureSamples fails t if a head of ing holds a sample beyond nowMs + creation_grace_period (1h).
+func checkNoFutureSamples(t *testing.T, ing *Ingester, nowMs int64) {
+	for _, tenant := range ing.Tenants() {
+		if u := ing.get(tenant); u != nil {
 			if maxT := u.db.Head().MaxTime(); maxT != math.MinInt64 && maxT > nowMs+time.Hour.Milliseconds() {
 				t.Fatalf("tenant %s: a sample at %d, beyond now + creation_grace_period, reached the head", tenant, maxT)
 			}
 		}
-	})
+	}
 }
