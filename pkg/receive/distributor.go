@@ -50,6 +50,10 @@ type PushConfig struct {
 	RemoteTimeout time.Duration `yaml:"remote_timeout"`
 	// HATracker deduplicates HA pairs of Prometheus servers (hatracker.go).
 	HATracker HATrackerConfig `yaml:"ha_tracker"`
+	// ValidatedSeriesCacheSize is how many series, over all tenants, the distributor remembers as having valid
+	// labels, so as not to check them again (validSeries); 0 checks every series. Unused with an in-process
+	// ingester (`strata all`), which knows its series itself.
+	ValidatedSeriesCacheSize int `yaml:"validated_series_cache_size"`
 }
 
 // InstanceLimits are a distributor's limits over all tenants; beyond them requests are answered 503, which
@@ -74,6 +78,8 @@ func DefaultPushConfig() PushConfig {
 		RemoteTimeout:  5 * time.Second,
 		InstanceLimits: InstanceLimits{MaxInflightPushRequests: 2000, MaxInflightPushRequestsBytes: 1 << 30},
 		HATracker:      DefaultHATrackerConfig(),
+
+		ValidatedSeriesCacheSize: 1 << 20,
 	}
 }
 
@@ -87,6 +93,9 @@ func (c PushConfig) Validate() error {
 	}
 	if c.InstanceLimits.MaxInflightPushRequestsBytes < 0 {
 		return errors.Newf("instance_limits.max_inflight_push_requests_bytes must be 0 (no limit) or positive, got %d", c.InstanceLimits.MaxInflightPushRequestsBytes)
+	}
+	if c.ValidatedSeriesCacheSize < 0 {
+		return errors.Newf("validated_series_cache_size must be 0 (none) or positive, got %d", c.ValidatedSeriesCacheSize)
 	}
 	if c.HATracker.EnableHATracker {
 		return c.HATracker.Validate()
@@ -190,6 +199,7 @@ type Distributor struct {
 	inflight  *inflight
 	usage     *limitUsage // tenants' usage of their limits (limit_usage.go)
 	ha        *HATracker  // nil: the HA tracker is disabled
+	valid     *validSeries // nil: every series' labels are checked
 }
 
 // NewDistributor returns a Distributor handing valid series to pusher.
@@ -223,6 +233,7 @@ func NewDistributor(cfg PushConfig, overrides *tenancy.Overrides, pusher Pusher,
 		inflight:  l,
 		usage:     usage,
 		ha:        o.ha,
+		valid:     newValidSeries(cfg.ValidatedSeriesCacheSize, reg),
 	}
 }
 
@@ -346,11 +357,21 @@ func (d *Distributor) push(ctx context.Context, tenant string, req *PushRequest,
 		series    = req.Series
 		valid     = series[:0]
 	)
+	known := d.valid.lookup(tenant, v.labelLimits(), runs)
+	defer d.valid.done(known)
 	for i, ts := range series {
 		if ts == nil {
 			continue
 		}
-		vi := v.check(ts)
+		var vi violation
+		if known.isKnown(i) {
+			vi = v.checkSamples(ts)
+		} else {
+			vi = v.check(ts)
+			if known != nil && vi.reason == "" && !vi.labelsChanged {
+				known.found(i, runs[i])
+			}
+		}
 		if vi.reason != "" {
 			discarded.add(vi.reason, len(ts.Samples)+len(ts.Histograms))
 			if firstErr == nil {
