@@ -197,8 +197,8 @@ type Distributor struct {
 	metrics   *pushMetrics
 	metadata  *metadataReceiver // metric metadata (metadata.go)
 	inflight  *inflight
-	usage     *limitUsage // tenants' usage of their limits (limit_usage.go)
-	ha        *HATracker  // nil: the HA tracker is disabled
+	usage     *limitUsage  // tenants' usage of their limits (limit_usage.go)
+	ha        *HATracker   // nil: the HA tracker is disabled
 	valid     *validSeries // nil: every series' labels are checked
 }
 
