@@ -24,20 +24,13 @@ import (
 type seriesRefs struct {
 	seeds [2]maphash.Seed
 	mtx   sync.RWMutex
-	// m is keyed by a key's first half (a map of 8-byte keys is the cheaper lookup); a key whose second half
-	// differs from the entry's is not known (and replaces it when recorded).
-	m map[uint64]seriesRef
+	t     refTable // key → reference
 }
 
 type seriesKey [2]uint64
 
-type seriesRef struct {
-	check uint64 // the key's second half
-	ref   storage.SeriesRef
-}
-
 func newSeriesRefs() *seriesRefs {
-	return &seriesRefs{seeds: [2]maphash.Seed{maphash.MakeSeed(), maphash.MakeSeed()}, m: map[uint64]seriesRef{}}
+	return &seriesRefs{seeds: [2]maphash.Seed{maphash.MakeSeed(), maphash.MakeSeed()}}
 }
 
 // receivedSeries are the series of a forwarded write as received: their label runs (runs[k] of series k, nil
@@ -104,9 +97,7 @@ func (c *seriesRefs) lookup(rs *receivedSeries) {
 	for k, run := range rs.runs {
 		rs.known[k] = 0
 		if run != nil {
-			if e := c.m[rs.keys[k][0]]; e.check == rs.keys[k][1] {
-				rs.known[k] = e.ref
-			}
+			rs.known[k] = storage.SeriesRef(c.t.get(rs.keys[k]))
 		}
 	}
 }
@@ -129,12 +120,12 @@ func (c *seriesRefs) add(rs *receivedSeries, refs []storage.SeriesRef, limit int
 	}
 	c.mtx.Lock()
 	defer c.mtx.Unlock()
-	if len(c.m)+n > limit {
-		c.m = make(map[uint64]seriesRef, n)
+	if c.t.len()+n > limit {
+		c.t.reset(n)
 	}
 	for k, ref := range refs {
 		if ref != 0 && rs.runs[k] != nil {
-			c.m[rs.keys[k][0]] = seriesRef{check: rs.keys[k][1], ref: ref}
+			c.t.put(rs.keys[k], uint64(ref))
 		}
 	}
 }
@@ -143,5 +134,5 @@ func (c *seriesRefs) add(rs *receivedSeries, refs []storage.SeriesRef, limit int
 func (c *seriesRefs) len() int {
 	c.mtx.RLock()
 	defer c.mtx.RUnlock()
-	return len(c.m)
+	return c.t.len()
 }

@@ -83,8 +83,8 @@ func TestIngesterSeriesRefs(t *testing.T) {
 				}
 				// The new references are recorded: the next write does not go by labels (a removed reference
 				// would be looked up again every time).
-				for _, e := range ing.get("a").refs.m {
-					testutil.Assert(t, e.ref != old, "the removed reference is still recorded")
+				for _, e := range ing.get("a").refs.t.slots {
+					testutil.Assert(t, e.v == 0 || storage.SeriesRef(e.v) != old, "the removed reference is still recorded")
 				}
 			},
 		},
@@ -210,9 +210,11 @@ func TestSeriesRefsLimit(t *testing.T) {
 	other, _ := batch(0, 10, [3]int{30, 1024, 2047})
 	testutil.Equals(t, make([]storage.SeriesRef, 10), other.known) // other limits: unknown
 	// A key whose first half is recorded but not its second is not known.
-	e := c.m[rs.keys[0][0]]
-	e.check ^= 1
-	c.m[rs.keys[0][0]] = e
+	for i := range c.t.slots {
+		if c.t.slots[i].key == rs.keys[0] {
+			c.t.slots[i].key[1] ^= 1
+		}
+	}
 	c.lookup(rs)
 	testutil.Equals(t, []storage.SeriesRef{0, 2, 3, 0, 0, 6, 7, 8, 9, 10}, rs.known)
 	c.add(rs, refs, 15) // recorded again
@@ -347,13 +349,12 @@ func TestIngesterSeriesRefsOfAReopenedTSDB(t *testing.T) {
 
 // swapRefs gives the series of references a and b each other's.
 func swapRefs(c *seriesRefs, a, b storage.SeriesRef) {
-	for k, e := range c.m {
-		switch e.ref {
+	for i := range c.t.slots {
+		switch e := &c.t.slots[i]; storage.SeriesRef(e.v) {
 		case a:
-			e.ref = b
+			e.v = uint64(b)
 		case b:
-			e.ref = a
+			e.v = uint64(a)
 		}
-		c.m[k] = e
 	}
 }

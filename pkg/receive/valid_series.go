@@ -22,15 +22,14 @@ import (
 // (validateForwarded) in any case.
 //
 // At most limit series are remembered over all tenants; recording beyond that starts again from empty, so the
-// map costs at most ~30 bytes per entry (~30 MiB at the default 1Mi series), and a distributor that sees more
-// distinct series than limit checks them all, as it would without the cache.
+// table (refTable) costs 32–64 bytes per series it can hold (at most 48 MiB at the default 1Mi series), and a
+// distributor that sees more distinct series than limit checks them all, as it would without the cache.
 type validSeries struct {
 	seeds [2]maphash.Seed
 	limit int
 
 	mtx sync.RWMutex
-	// m is keyed by a key's first half; the value is its second half.
-	m map[uint64]uint64
+	t   refTable // key → 1
 
 	scratch sync.Pool // *validLookup
 	metrics validSeriesMetrics
@@ -62,7 +61,7 @@ func newValidSeries(limit int, reg prometheus.Registerer) *validSeries {
 	if limit <= 0 {
 		return nil
 	}
-	c := &validSeries{seeds: [2]maphash.Seed{maphash.MakeSeed(), maphash.MakeSeed()}, limit: limit, m: map[uint64]uint64{}}
+	c := &validSeries{seeds: [2]maphash.Seed{maphash.MakeSeed(), maphash.MakeSeed()}, limit: limit}
 	f := promauto.With(reg)
 	c.metrics = validSeriesMetrics{
 		hits: f.NewCounter(prometheus.CounterOpts{
@@ -79,7 +78,7 @@ func newValidSeries(limit int, reg prometheus.Registerer) *validSeries {
 		}, func() float64 {
 			c.mtx.RLock()
 			defer c.mtx.RUnlock()
-			return float64(len(c.m))
+			return float64(c.t.len())
 		}),
 	}
 	return c
@@ -113,7 +112,7 @@ func (c *validSeries) lookup(tenant string, limits [3]int, runs [][]byte) *valid
 	for k, run := range runs {
 		l.known[k] = false
 		if run != nil {
-			if check, ok := c.m[l.keys[k][0]]; ok && check == l.keys[k][1] {
+			if c.t.get(l.keys[k]) != 0 {
 				l.known[k] = true
 				hits++
 			}
@@ -142,11 +141,11 @@ func (c *validSeries) done(l *validLookup) {
 	}
 	if n := len(l.fresh); n > 0 {
 		c.mtx.Lock()
-		if len(c.m)+n > c.limit {
-			c.m = make(map[uint64]uint64, min(n, c.limit))
+		if c.t.len()+n > c.limit {
+			c.t.reset(min(n, c.limit))
 		}
 		for _, k := range l.fresh[:min(n, c.limit)] {
-			c.m[k[0]] = k[1]
+			c.t.put(k, 1)
 		}
 		c.mtx.Unlock()
 	}

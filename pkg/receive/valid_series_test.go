@@ -108,11 +108,11 @@ func TestValidSeriesLimit(t *testing.T) {
 	}
 	testutil.Equals(t, []bool{false, false}, record("a", "b"))
 	testutil.Equals(t, []bool{true, true}, record("a", "b"))
-	testutil.Equals(t, 2, len(c.m))
+	testutil.Equals(t, 2, c.t.len())
 	testutil.Equals(t, []bool{false, false, true}, record("c", "d", "a")) // 2 + 2 > 3: starts again with c, d
-	testutil.Equals(t, 2, len(c.m))
+	testutil.Equals(t, 2, c.t.len())
 	testutil.Equals(t, []bool{true, true, false}, record("c", "d", "a"))
-	testutil.Equals(t, 3, len(c.m))
+	testutil.Equals(t, 3, c.t.len())
 	testutil.Equals(t, []bool{false, false, false, false, false}, record("1", "2", "3", "4", "5")) // more than the limit at once
-	testutil.Assert(t, len(c.m) <= 3, "%d entries", len(c.m))
+	testutil.Assert(t, c.t.len() <= 3, "%d entries", c.t.len())
 }
