@@ -68,8 +68,10 @@ const (
 	// ingesterGOGC is the default GOGC of the components that hold TSDB heads (ingester, all): their heap is
 	// mostly long-lived series, and each percent of GOGC holds a percent of it again as headroom between
 	// collections. The write path makes little garbage per sample, so collecting more often costs little CPU
-	// (measured, `make bench-write`: 40 gave the same CPU per sample as 75 with ~17% less RSS; 20 cost 13% more CPU).
-	ingesterGOGC = 40
+	// (measured, `make bench-write`: 40 gave the same CPU per sample as 75 with ~17% less RSS; 20 then cost 13%
+	// more CPU. Once the write path's own garbage was pooled away, the collector took ~2% of an ingester's CPU at
+	// 40, and 20 was chosen: see issue 17's notes).
+	ingesterGOGC = 20
 	// otherGOGC is Prometheus's default, for the components whose heap is mostly garbage of queries.
 	otherGOGC = 75
 )

@@ -113,7 +113,7 @@ func TestParseArgsErrors(t *testing.T) {
 }
 
 // TestApplyRuntimeGOGC: runtime.gogc sets the collector's percentage, unless GOGC is in the environment; 0 is
-// the component's default (40 where TSDB heads live, 75 elsewhere); a negative one is refused.
+// the component's default (20 where TSDB heads live, 75 elsewhere); a negative one is refused.
 func TestApplyRuntimeGOGC(t *testing.T) {
 	orig := debug.SetGCPercent(100)
 	defer debug.SetGCPercent(orig)
@@ -125,8 +125,8 @@ func TestApplyRuntimeGOGC(t *testing.T) {
 	}{
 		{gogc: 75, component: "ingester", want: 75},
 		{gogc: 75, component: "ingester", env: "200", want: 100},
-		{component: "ingester", want: 40},
-		{component: "all", want: 40},
+		{component: "ingester", want: 20},
+		{component: "all", want: 20},
 		{component: "querier", want: 75},
 		{component: "distributor", want: 75},
 		{component: "querier", env: "200", want: 100},
