@@ -249,3 +249,57 @@ func (m *compressedWrite) marshal() []byte {
 	n, _ := m.MarshalToSizedBufferVT(b)
 	return b[len(b)-n:]
 }
+
+// TestRemoteWriteCompressedWaitsCompressed: a compressed write is decompressed once it has a push slot, so that
+// the writes waiting for one (a replica behind the others) hold only what they were sent; the buffer it is
+// decompressed into goes back to the pool once it is appended.
+func TestRemoteWriteCompressedWaitsCompressed(t *testing.T) {
+	ing := newTestIngester(t, t.TempDir(), nil, prometheus.NewRegistry())
+	t.Cleanup(func() { _ = ing.Close() })
+	now := testNow.UnixMilli()
+	b, err := gogoproto.Marshal(&promprompb.WriteRequest{Timeseries: []promprompb.TimeSeries{series1(now, "__name__", "up", "job", "a")}})
+	testutil.Ok(t, err)
+	cw := &compressedWrite{tenant: "c", body: snappy.Encode(nil, b)}
+	msg := make([]byte, cw.SizeVT())
+	n, err := cw.MarshalToSizedBufferVT(msg)
+	testutil.Ok(t, err)
+	testutil.Equals(t, len(msg), n)
+	released := 0
+	dec := func(m any) error { return m.(*compressedWrite).UnmarshalInPlace(msg, func() { released++ }) }
+
+	// Every push slot taken: the write waits, as received.
+	for range cap(ing.pushSlots) {
+		ing.pushSlots <- struct{}{}
+	}
+	var (
+		waitingRaw  int  // the bytes the write held when intercepted, before it waited for a slot
+		stillSnappy bool // its body was still compressed then
+		intercepted = make(chan struct{})
+	)
+	done := make(chan error, 1)
+	go func() {
+		_, err := remoteWriteCompressedHandler(&compressedWriteServer{ing: ing, maxDecoded: 1 << 20}, context.Background(), dec,
+			func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+				w := req.(*forwardedWrite)
+				waitingRaw, stillSnappy = len(w.raw), w.snappyBody != nil
+				close(intercepted)
+				return handler(ctx, req)
+			})
+		done <- err
+	}()
+	<-intercepted
+	testutil.Equals(t, len(msg), waitingRaw) // the message as received: not decompressed
+	testutil.Assert(t, stillSnappy)
+	select {
+	case err := <-done:
+		t.Fatalf("written without a push slot: %v", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	testutil.Equals(t, 0, released)
+	for range cap(ing.pushSlots) {
+		<-ing.pushSlots
+	}
+	testutil.Ok(t, <-done)
+	testutil.Equals(t, 1, released) // the received message, given back once decompressed
+	testutil.Equals(t, map[string][]int64{`{__name__="up", job="a", tenant_id="c"}`: {now}}, readAll(t, ing, "c"))
+}

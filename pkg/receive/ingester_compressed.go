@@ -91,20 +91,29 @@ func remoteWriteCompressedHandler(srv any, ctx context.Context, dec func(any) er
 		ing.metrics.rejectedInflightBytes.Inc()
 		return nil, status.Error(codes.Unavailable, err.Error())
 	}
+	// Decompressed once it has a push slot (decodeRaw): a request waiting for one holds only what it was sent.
+	w := &forwardedWrite{tenant: m.tenant, v1: true, raw: m.raw, alias: true, release: m.release, snappyBody: m.body, snappyLen: n}
+	m.raw, m.body, m.release = nil, nil, nil
+	defer w.releaseRaw() // unless handed over to a pooled forwardedWrite
+	return ing.interceptWrite(ctx, srv, w, RemoteWriteCompressedFullMethodName, interceptor)
+}
+
+// decompress replaces w's received message with its body decompressed (snappyLen bytes, checked against the
+// limit by the handler) into a pooled buffer.
+func (w *forwardedWrite) decompress() error {
 	pool := storepb.BufferPool()
-	buf := pool.Get(n)
-	decoded, err := snappy.Decode((*buf)[:n], m.body)
-	if err == nil && len(decoded) != n {
-		err = errors.Newf("%d bytes decompressed, the header said %d", len(decoded), n)
+	buf := pool.Get(w.snappyLen)
+	decoded, err := snappy.Decode((*buf)[:w.snappyLen], w.snappyBody)
+	if err == nil && len(decoded) != w.snappyLen {
+		err = errors.Newf("%d bytes decompressed, the header said %d", len(decoded), w.snappyLen)
 	}
 	if err != nil {
 		pool.Put(buf)
-		return nil, status.Error(codes.InvalidArgument, errors.Wrap(err, "decompress forwarded write (snappy block)").Error())
+		return errors.Wrap(err, "decompress forwarded write (snappy block)")
 	}
-	w := &forwardedWrite{tenant: m.tenant, v1: true, raw: decoded, alias: true, release: func() { pool.Put(buf) }}
-	defer w.releaseRaw() // unless handed over to a pooled forwardedWrite
-	m.releaseRaw()       // what is left of the received message is decompressed
-	return ing.interceptWrite(ctx, srv, w, RemoteWriteCompressedFullMethodName, interceptor)
+	w.releaseRaw() // the received message: what is left of it is decompressed
+	w.raw, w.snappyBody, w.release = decoded, nil, func() { pool.Put(buf) }
+	return nil
 }
 
 // decodeV1Body decodes b, a prometheus.WriteRequest without metadata (RemoteWriteCompressed's body), into w as

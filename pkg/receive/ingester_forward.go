@@ -111,7 +111,8 @@ func (i *Ingester) remoteWriteRaw(ctx context.Context, w *forwardedWrite) (*stor
 		d := i.forwards.get()
 		defer i.forwards.put(d)
 		d.raw, d.alias, d.release, d.tenant, d.v1 = w.raw, true, w.release, w.tenant, w.v1
-		w.raw, w.release = nil, nil
+		d.snappyBody, d.snappyLen = w.snappyBody, w.snappyLen
+		w.raw, w.release, w.snappyBody = nil, nil, nil
 		w = d
 	}
 	if err := w.decodeRaw(); err != nil {
@@ -164,6 +165,10 @@ type forwardedWrite struct {
 	// v1: raw is a prometheus.WriteRequest without metadata (RemoteWriteCompressed's body, decompressed), of
 	// tenant; else a storepb.WriteRequest.
 	v1 bool
+	// snappyBody, when not nil, is the v1 body still compressed (aliasing raw, the received message), of
+	// snappyLen bytes decompressed: decodeRaw decompresses it first.
+	snappyBody []byte
+	snappyLen  int
 }
 
 // The storepb.WriteRequest fields the ingester reads (rpc.proto).
@@ -198,6 +203,11 @@ func (w *forwardedWrite) decodeRaw() error {
 	case !w.alias:
 		return w.decodeErr // decoded by UnmarshalVT already
 	case w.v1:
+		if w.snappyBody != nil {
+			if err := w.decompress(); err != nil {
+				return err
+			}
+		}
 		return w.decodeV1Body(w.raw)
 	}
 	return w.decode(w.raw)
