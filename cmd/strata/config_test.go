@@ -100,6 +100,7 @@ func TestParseArgsErrors(t *testing.T) {
 		{name: "missing config file", args: []string{"--config.file=" + filepath.Join(dir, "missing.yaml")}, want: "read config file"},
 		{name: "unknown key in file", args: []string{"--config.file=" + write("unknown.yaml", "limitz: {}\n")}, want: "field limitz not found"},
 		{name: "bad limit in file", args: []string{"--config.file=" + write("neg.yaml", "limits:\n  ingestion_rate: -1\n")}, want: "ingestion_rate must not be negative"},
+		{name: "negative validated series cache", args: []string{"distributor", "--distributor.validated-series-cache-size=-1"}, want: "validated_series_cache_size must be 0 (none) or positive"},
 		{name: "bad log level", args: []string{"--log.level=loud"}, want: "log level must be one of"},
 		{name: "bad duration flag", args: []string{"--runtime-config.reload-period=soon"}, want: `invalid value "soon" for flag --runtime-config.reload-period`},
 		{name: "both objstore configs", args: []string{"--objstore.config-file=x.yaml", "--config.file=" + write("obj.yaml", "objstore:\n  type: FILESYSTEM\n")}, want: "either config_file or an inline type/config"},
