@@ -237,6 +237,30 @@ func checkDecodeV1MatchesProto(t testing.TB, body []byte) {
 	got, err = remotewrite.DecodeV1(body, &remotewrite.Options{Slabs: slabs})
 	testutil.Ok(t, err, "decoding into reused slabs")
 	equalSeries(t, want.Timeseries, got)
+
+	// Decoded without the labels of every series a caller could know by its run (one with a run, none of its
+	// labels with an empty value), then those labels decoded from the runs: the same again.
+	o := remotewrite.Options{KeepLabelRuns: true}
+	got, err = remotewrite.DecodeV1(body, &o)
+	testutil.Ok(t, err)
+	skip := make([]bool, len(got))
+	for i, run := range o.LabelRuns() {
+		skip[i] = run != nil
+		for _, l := range got[i].Labels {
+			skip[i] = skip[i] && l.Value != ""
+		}
+	}
+	o = remotewrite.Options{Slabs: slabs, SkipLabels: func([][]byte) []bool { return skip }}
+	got, err = remotewrite.DecodeV1(body, &o)
+	testutil.Ok(t, err, "decoding without known labels")
+	for i, ts := range got {
+		if skip[i] {
+			testutil.Equals(t, 0, len(ts.Labels))
+			ts.Labels, err = remotewrite.DecodeLabelRun(o.LabelRuns()[i])
+			testutil.Ok(t, err)
+		}
+	}
+	equalSeries(t, want.Timeseries, got)
 }
 
 // dirtySlabsBody is a request whose every field is set, to fill reused slabs before another decode.

@@ -10,10 +10,13 @@ import (
 	"github.com/go-kit/log/level"
 	"github.com/grafana/dskit/limiter"
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/stratametrics/strata/pkg/ring"
 	"github.com/stratametrics/strata/pkg/store/storepb"
 	"github.com/stratametrics/strata/pkg/store/storepb/prompb"
+	"github.com/stratametrics/strata/pkg/store/storepb/prompb/remotewrite"
 	"github.com/stratametrics/strata/pkg/tenancy"
 )
 
@@ -276,6 +279,42 @@ type PushRequest struct {
 	// the memory they were decoded into. Push calls it when its Pusher is a ReleasingPusher (which says when
 	// it is done), and never otherwise: a Pusher may go on using a request after Push returns.
 	Release func()
+
+	// known, when not nil, is what the distributor's validSeries knew of the series, looked up while they were
+	// decoded (the push handler's SkipLabels) under the label limits knownLimits: the series it knew were decoded
+	// without their labels (Labels nil; LabelRuns has their runs).
+	known       *validLookup
+	knownLimits [3]int
+}
+
+// skipKnownLabels reports whether the push handler may decode a request of a tenant of limits without the labels
+// of the series the distributor knows valid: it remembers series (validSeries), the tenant's series are not
+// relabelled (HA deduplication), and the Pusher takes series without labels when it has their runs (its
+// ingesters are all remote: each is sent the series' bytes, and a series' ring token comes from its run).
+func (d *Distributor) skipKnownLabels(limits *tenancy.Limits) bool {
+	rp, ok := d.pusher.(runLabelsPusher)
+	return d.valid != nil && !limits.AcceptHASamples && ok && rp.takesRunLabels()
+}
+
+// runLabelsPusher is a FramingPusher that may take series without their labels (nil) when it has their label runs.
+type runLabelsPusher interface {
+	takesRunLabels() bool
+}
+
+// fillLabels decodes the labels of a series decoded without them (PushRequest.known) from its run.
+func fillLabels(ts *prompb.TimeSeries, run []byte) error {
+	if ts.Labels != nil {
+		return nil
+	}
+	if run == nil {
+		return errors.New("a series decoded without its labels has no label run")
+	}
+	ls, err := remotewrite.DecodeLabelRun(run)
+	if err != nil {
+		return err
+	}
+	ts.Labels = ls
+	return nil
 }
 
 // FramingPusher is a ReleasingPusher that forwards series as the bytes they were received as (frames[i] is
@@ -340,6 +379,25 @@ func (d *Distributor) push(ctx context.Context, tenant string, req *PushRequest,
 	if frames == nil {
 		compressed = nil
 	}
+	known := req.known
+	if known != nil && (runs == nil || limits.AcceptHASamples ||
+		req.knownLimits != newSeriesValidator(limits, time.Time{}).labelLimits()) {
+		// The tenant's limits changed since the request was decoded: every series is looked at with its labels.
+		for k, ts := range req.Series {
+			if ts != nil && known.isKnown(k) {
+				var run []byte
+				if k < len(req.LabelRuns) {
+					run = req.LabelRuns[k]
+				}
+				if err := fillLabels(ts, run); err != nil {
+					d.valid.done(known)
+					return PushStats{}, false, status.Error(codes.Internal, err.Error())
+				}
+			}
+		}
+		d.valid.done(known)
+		known = nil
+	}
 	if limits.AcceptHASamples {
 		frames, runs = nil, nil // the replica label is removed from the series, not from their bytes
 		// Before validation and the rate limit, as in Mimir: dropped samples take no tokens, and the replica
@@ -357,7 +415,9 @@ func (d *Distributor) push(ctx context.Context, tenant string, req *PushRequest,
 		series    = req.Series
 		valid     = series[:0]
 	)
-	known := d.valid.lookup(tenant, v.labelLimits(), runs)
+	if known == nil {
+		known = d.valid.lookup(tenant, v.labelLimits(), runs)
+	}
 	defer d.valid.done(known)
 	for i, ts := range series {
 		if ts == nil {
@@ -366,6 +426,12 @@ func (d *Distributor) push(ctx context.Context, tenant string, req *PushRequest,
 		var vi violation
 		if known.isKnown(i) {
 			vi = v.checkSamples(ts)
+			if vi.reason != "" || vi.changed {
+				// Its labels are needed after all: for the error, or to send it other than as received.
+				if err := fillLabels(ts, runs[i]); err != nil {
+					return PushStats{}, false, status.Error(codes.Internal, err.Error())
+				}
+			}
 		} else {
 			vi = v.check(ts)
 			if known != nil && vi.reason == "" && !vi.labelsChanged {

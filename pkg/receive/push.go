@@ -5,6 +5,7 @@ import (
 	"math"
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/efficientgo/core/errors"
 	"github.com/go-kit/log/level"
@@ -137,8 +138,21 @@ func (h *pushHandler) push(r *http.Request) pushResult {
 	// reused slabs: both are given back when the Pusher is done with the series (Distributor.Push). What the
 	// distributor keeps beyond that is copied (the HA tracker's cluster and replica); the metadata are decoded
 	// into strings of their own.
-	dec := remotewrite.Options{MaxLabels: h.d.overrides.ForTenant(tenant).MaxLabelNamesPerSeries, Reserve: held.reserve, AliasBuf: true}
+	limits := h.d.overrides.ForTenant(tenant)
+	dec := remotewrite.Options{MaxLabels: limits.MaxLabelNamesPerSeries, Reserve: held.reserve, AliasBuf: true}
 	req := PushRequest{LabelCount: dec.LabelsOf, Release: release}
+	if proto == writeV1 && h.d.skipKnownLabels(limits) {
+		// The series the distributor knows valid are not checked again (validSeries): their labels are not
+		// decoded either, unless the Push finds them needed after all (PushRequest.known).
+		labelLimits := newSeriesValidator(limits, time.Time{}).labelLimits()
+		dec.SkipLabels = func(runs [][]byte) []bool {
+			req.known, req.knownLimits = h.d.valid.lookup(tenant, labelLimits, runs), labelLimits
+			if req.known == nil {
+				return nil
+			}
+			return req.known.known
+		}
+	}
 	if proto == writeV1 {
 		req.Compressed = compressed // forwarded as is when nothing in it changes
 	}
@@ -159,6 +173,7 @@ func (h *pushHandler) push(r *http.Request) pushResult {
 	}
 	if err != nil {
 		req.Release()
+		h.d.valid.done(req.known)
 		if errors.Is(err, errInflightLimit) {
 			h.d.metrics.rejectedInflightBytes.Inc()
 			return res.fail(http.StatusServiceUnavailable, err.Error())

@@ -124,6 +124,12 @@ type testEnv struct {
 // overrides (tenant "team-a" starts with defaults).
 func newTestEnv(t testing.TB, defaults tenancy.Limits, opts ...PushOption) *testEnv {
 	t.Helper()
+	return newTestEnvPusher(t, defaults, nil, opts...)
+}
+
+// newTestEnvPusher is newTestEnv with the Distributor's Pusher wrap(env.pusher) (nil: env.pusher itself).
+func newTestEnvPusher(t testing.TB, defaults tenancy.Limits, wrap func(*fakePusher) Pusher, opts ...PushOption) *testEnv {
+	t.Helper()
 	env := &testEnv{
 		pusher: &fakePusher{},
 		clock:  storetest.NewClock(testNow),
@@ -133,7 +139,11 @@ func newTestEnv(t testing.TB, defaults tenancy.Limits, opts ...PushOption) *test
 	env.discarded = NewDiscardedSamples(env.reg)
 	overrides := tenancy.NewOverrides(defaults, env.limits)
 	opts = append([]PushOption{WithClock(env.clock.Now), WithDiscardedSamples(env.discarded)}, opts...)
-	h := NewPushHandler(NewDistributor(DefaultPushConfig(), overrides, env.pusher, log.NewNopLogger(), env.reg, opts...))
+	var pusher Pusher = env.pusher
+	if wrap != nil {
+		pusher = wrap(env.pusher)
+	}
+	h := NewPushHandler(NewDistributor(DefaultPushConfig(), overrides, pusher, log.NewNopLogger(), env.reg, opts...))
 	env.handler = tenancy.DefaultConfig().HTTPMiddleware(false)(h)
 	return env
 }
@@ -816,19 +826,24 @@ func BenchmarkPushHandler(b *testing.B) {
 	v1Series, v2Req := benchRequests()
 
 	for _, bc := range []struct {
-		name string
-		ct   string
-		body []byte
+		name   string
+		ct     string
+		body   []byte
+		pusher Pusher
 	}{
-		{"v1", ctV1, encodeV1(b, v1Series...)},
-		{"v2", ctV2, encodeV2(b, v2Req)},
+		{"v1", ctV1, encodeV1(b, v1Series...), nopPusher{}},
+		{"v2", ctV2, encodeV2(b, v2Req), nopPusher{}},
+		// As a distributor of remote ingesters: the request released once sent (its memory reused), the labels of
+		// the series known valid not decoded (labels: decoded all the same, as before SkipLabels).
+		{"v1-frames", ctV1, encodeV1(b, v1Series...), nopFramingPusher{takesRuns: true}},
+		{"v1-frames-labels", ctV1, encodeV1(b, v1Series...), nopFramingPusher{}},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			limits := testLimits()
 			limits.IngestionRate = math.MaxFloat64
 			overrides := tenancy.NewOverrides(limits, nil)
 			clock := storetest.NewClock(testNow)
-			h := NewPushHandler(NewDistributor(DefaultPushConfig(), overrides, nopPusher{}, log.NewNopLogger(), prometheus.NewRegistry(), WithClock(clock.Now)))
+			h := NewPushHandler(NewDistributor(DefaultPushConfig(), overrides, bc.pusher, log.NewNopLogger(), prometheus.NewRegistry(), WithClock(clock.Now)))
 			ctx := tenancy.WithTenants(context.Background(), []string{"team-a"})
 			b.SetBytes(int64(len(bc.body)))
 			b.ReportAllocs()
@@ -851,6 +866,20 @@ func BenchmarkPushHandler(b *testing.B) {
 type nopPusher struct{}
 
 func (nopPusher) Push(context.Context, string, *storepb.WriteRequest) error { return nil }
+
+// nopFramingPusher is a FramingPusher that sends nothing and releases at once; takesRuns: a runLabelsPusher.
+type nopFramingPusher struct{ takesRuns bool }
+
+func (nopFramingPusher) Push(context.Context, string, *storepb.WriteRequest) error { return nil }
+func (nopFramingPusher) PushRelease(_ context.Context, _ string, _ *storepb.WriteRequest, release func()) error {
+	release()
+	return nil
+}
+func (nopFramingPusher) PushFrames(_ context.Context, _ string, _ *storepb.WriteRequest, _, _ [][]byte, _ []byte, release func()) error {
+	release()
+	return nil
+}
+func (p nopFramingPusher) takesRunLabels() bool { return p.takesRuns }
 
 // TestPushHandler_Concurrent: requests of several goroutines share the handler's pools and limiter (run with
 // -race); each is answered as if alone.

@@ -21,6 +21,7 @@ import (
 	"github.com/stratametrics/strata/pkg/store/labelpb"
 	"github.com/stratametrics/strata/pkg/store/storepb"
 	"github.com/stratametrics/strata/pkg/store/storepb/prompb"
+	"github.com/stratametrics/strata/pkg/store/storepb/prompb/remotewrite"
 	"github.com/stratametrics/strata/pkg/tenancy"
 )
 
@@ -102,6 +103,26 @@ func ShardKey(tenant string, ls []*labelpb.Label) uint32 {
 	sum := xxhash.Sum64(b)
 	return uint32(sum) ^ uint32(sum>>32)
 }
+
+// ShardKeyRun is ShardKey of a series decoded without its labels, from its label run (remotewrite.LabelRuns):
+// the same key as that of the labels decoded and validated unchanged.
+func ShardKeyRun(tenant string, run []byte) (uint32, error) {
+	var arr [1024]byte
+	b := append(arr[:0], tenant...)
+	b = append(b, 0xff)
+	err := remotewrite.RangeLabelRun(run, func(name, value string) {
+		b = append(b, name...)
+		b = append(b, 0xff)
+		b = append(b, value...)
+		b = append(b, 0xff)
+	})
+	sum := xxhash.Sum64(b)
+	return uint32(sum) ^ uint32(sum>>32), err
+}
+
+// takesRunLabels implements runLabelsPusher: series without labels are sent as their frames, and their keys
+// come from their runs, unless an ingester is in-process (it is handed the decoded series).
+func (p *RingPusher) takesRunLabels() bool { return len(p.local) == 0 }
 
 // isClientError: errors a retry cannot fix, which DoBatch must not count against the quorum as failures of
 // an ingester.
@@ -197,7 +218,16 @@ func (p *RingPusher) push(ctx context.Context, tenant string, req *storepb.Write
 		}
 	} else {
 		keys := scratch.keys[:0]
-		for _, ts := range series {
+		for k, ts := range series {
+			if ts.GetLabels() == nil && k < len(runs) && runs[k] != nil {
+				key, err := ShardKeyRun(tenant, runs[k]) // decoded without its labels: known valid
+				if err != nil {
+					p.scratch.put(scratch)
+					return status.Error(codes.Internal, err.Error())
+				}
+				keys = append(keys, key)
+				continue
+			}
 			keys = append(keys, ShardKey(tenant, ts.GetLabels()))
 		}
 		keys = appendMetadataKeys(keys, tenant, md) // metadata.go: keys past len(series) are md's

@@ -338,7 +338,7 @@ func gogoSkip(b []byte) int {
 // DecodeCostV1 is the memory decoding a decompressed 1.0 body takes, as DecodeV1 reserves it (Options.Reserve)
 // when no label is dropped: its series, labels, samples and strings.
 func DecodeCostV1(buf []byte) (int, error) {
-	c, err := countWriteV1(buf, 0)
+	c, err := countWriteV1(buf, 0, nil)
 	if err != nil {
 		return 0, err
 	}

@@ -1,6 +1,7 @@
 package remotewrite
 
 import (
+	"bytes"
 	"math"
 	"unicode/utf8"
 	"unsafe"
@@ -78,6 +79,20 @@ type Options struct {
 	// ThanosWriteRequest: the body is a Thanos storepb.WriteRequest (the forward RPC), whose series are 1.0's
 	// (field 1) but whose field 3 is the replica number, not 1.0's metadata: it is not checked as metadata.
 	ThanosWriteRequest bool
+	// SkipLabels, when not nil, is asked once per 1.0 request, after the first pass over the body (which checks
+	// its framing) and before the series are decoded, which series' labels not to decode: it is given each
+	// series' label run (see KeepLabelRuns; nil for a series whose labels are not one run at the start of its
+	// message) and returns skip (nil: none), skip[i] for a series the caller knows by its run alone. Such a
+	// series is decoded without labels (ts.Labels nil: DecodeLabelRun decodes them if they are needed after
+	// all), with its run (LabelRuns) and its frame (Frames); its labels' UTF-8 is not checked. The runs given
+	// alias buf, the slice does not outlive the call.
+	//
+	// A caller may only skip a run it has seen decoded as a run before (KeepLabelRuns), with the same MaxLabels,
+	// into labels none of which had an empty value (as validation leaves them unchanged): equal bytes decode to
+	// equal labels, so such a series has every label valid UTF-8 and not more than MaxLabels+1 (it would have had
+	// no run otherwise), and skipping changes nothing but the work. It is for a caller that needs the labels of the series it does not know only (a
+	// distributor that validated the others before, an ingester that has them by reference).
+	SkipLabels func(runs [][]byte) (skip []bool)
 
 	// frames are the series' frames (output, with KeepFrames), in the order of the series returned.
 	frames [][]byte
@@ -87,6 +102,9 @@ type Options struct {
 	truncated []truncatedSeries
 	// invalidUTF8 lists the series with a label that is not valid UTF-8 (output, with MarkInvalidUTF8).
 	invalidUTF8 []*prompb.TimeSeries
+	// runs are the label runs of the first pass, for SkipLabels; runLabels how many labels each holds.
+	runs      [][]byte
+	runLabels []int32
 }
 
 // Frames returns the frames of the series decoded with KeepFrames: Frames()[i] is the i-th series' field of
@@ -121,6 +139,8 @@ type Slabs struct {
 	samplePtrs []*prompb.Sample
 	frames     [][]byte
 	labelRuns  [][]byte
+	passRuns   [][]byte // the label runs of the first pass (SkipLabels)
+	passLabels []int32  // and how many labels each holds
 	// body is the size of the request the elements in use (each slab's length) refer to.
 	body int
 }
@@ -134,7 +154,7 @@ func (s *Slabs) Size() int {
 	const ptr = 8
 	return cap(s.series)*int(unsafe.Sizeof(prompb.TimeSeries{})) + cap(s.labels)*int(unsafe.Sizeof(labelpb.Label{})) +
 		cap(s.samples)*int(unsafe.Sizeof(prompb.Sample{})) + (cap(s.seriesPtrs)+cap(s.labelPtrs)+cap(s.samplePtrs))*ptr +
-		(cap(s.frames)+cap(s.labelRuns))*int(unsafe.Sizeof([]byte(nil)))
+		(cap(s.frames)+cap(s.labelRuns)+cap(s.passRuns))*int(unsafe.Sizeof([]byte(nil))) + cap(s.passLabels)*4
 }
 
 // Reset ends the use of the slabs by the request they decoded last. Its elements are cleared only if its body
@@ -255,7 +275,21 @@ func WireError(n int, what string) error {
 // proto.Unmarshal allocates three times per label (message, name, value), several µs per sample on a typical
 // request; here a first pass counts the series, labels and samples, and the second fills a handful of slabs.
 func DecodeV1(buf []byte, o *Options) ([]*prompb.TimeSeries, error) {
-	c, err := countWriteV1(buf, o.maxKept())
+	var runs *labelRuns
+	if o != nil && o.SkipLabels != nil {
+		if o.Slabs != nil {
+			o.runs, o.runLabels = o.Slabs.passRuns, o.Slabs.passLabels
+		}
+		runs = &labelRuns{runs: o.runs[:0], labels: o.runLabels[:0]}
+		defer func() {
+			clear(runs.runs)
+			o.runs, o.runLabels = runs.runs[:0], runs.labels[:0]
+			if o.Slabs != nil {
+				o.Slabs.passRuns, o.Slabs.passLabels = o.runs, o.runLabels
+			}
+		}()
+	}
+	c, err := countWriteV1(buf, o.maxKept(), runs)
 	if err != nil {
 		return nil, err
 	}
@@ -270,13 +304,33 @@ func DecodeV1(buf []byte, o *Options) ([]*prompb.TimeSeries, error) {
 	if err := cost.admit(V1, len(buf), o.reserveFunc()); err != nil {
 		return nil, err
 	}
+	var skip []bool
+	if runs != nil {
+		if skip = o.SkipLabels(runs.runs); len(skip) != len(runs.runs) {
+			skip = nil
+		}
+		// The slabs hold the labels decoded, no more: an element beyond them would keep an older request alive.
+		for k, sk := range skip {
+			if sk {
+				if runs.runs[k] == nil {
+					skip[k] = false // nothing to know it by
+					continue
+				}
+				n := int(runs.labels[k])
+				if mk := o.maxKept(); mk > 0 {
+					n = min(n, mk)
+				}
+				c.labels -= n
+			}
+		}
+	}
 	d := v1Decoder{maxKept: o.maxKept(), markUTF8: o != nil && o.MarkInvalidUTF8}
 	var (
 		series []prompb.TimeSeries
 		out    []*prompb.TimeSeries
 	)
 	keepFrames := o != nil && o.KeepFrames
-	keepRuns := o != nil && o.KeepLabelRuns
+	keepRuns := o != nil && (o.KeepLabelRuns || o.SkipLabels != nil)
 	if sl := o.slabs(); sl != nil {
 		sl.take(c.series, c.labels, c.samples, len(buf))
 		d.labels, d.labelPtrs = sl.labels, sl.labelPtrs
@@ -332,7 +386,23 @@ func DecodeV1(buf []byte, o *Options) ([]*prompb.TimeSeries, error) {
 			ts := &series[len(out)]
 			*ts = prompb.TimeSeries{} // slabs are handed out as the last request left them
 			d.badUTF8, d.dropped, d.labelsEnd, d.labelsScattered = false, false, 0, false
-			n, err := d.series(v, win[start-winStart:start-winStart+len(v)], ts)
+			str := win[start-winStart : start-winStart+len(v)]
+			if k := len(out); k < len(skip) && skip[k] {
+				// Known by its run: the rest of the series, which holds no label (or it would have no run).
+				run := runs.runs[k]
+				if _, _, err := d.decodeSeries(v[len(run):], str[len(run):], ts, d.nextLabel, d.nextSample, false); err != nil {
+					return nil, errors.Wrapf(err, "decode remote write 1.0 request: timeseries %d", k)
+				}
+				if keepFrames {
+					o.frames = append(o.frames, buf[frameStart:start+len(v):start+len(v)])
+				}
+				if keepRuns {
+					o.labelRuns = append(o.labelRuns, run)
+				}
+				out = append(out, ts)
+				continue
+			}
+			n, err := d.series(v, str, ts)
 			if err != nil {
 				return nil, errors.Wrapf(err, "decode remote write 1.0 request: timeseries %d", len(out))
 			}
@@ -377,6 +447,12 @@ func DecodeV1(buf []byte, o *Options) ([]*prompb.TimeSeries, error) {
 	return out, nil
 }
 
+// labelRuns are the label runs the first pass finds (Options.SkipLabels), and how many labels each holds.
+type labelRuns struct {
+	runs   [][]byte
+	labels []int32
+}
+
 // v1Counts are what the first pass over a WriteRequest finds.
 type v1Counts struct {
 	series, labels, samples   int
@@ -391,8 +467,10 @@ type v1Counts struct {
 // the second pass decodes: field 1 of the request and fields 1 to 4 of a series, each length-delimited (any
 // other wire type makes a field unknown, as in proto.Unmarshal).
 //
-// maxKept > 0: a series counts for at most maxKept labels (Options.MaxLabels).
-func countWriteV1(b []byte, maxKept int) (v1Counts, error) {
+// maxKept > 0: a series counts for at most maxKept labels (Options.MaxLabels). runs, when not nil, gets each
+// series' label run: the label fields (field 1, length-delimited) its message starts with, nil when a label field
+// follows another field or the series has no label (the run the second pass finds: v1Decoder.labelsEnd).
+func countWriteV1(b []byte, maxKept int, runs *labelRuns) (v1Counts, error) {
 	var c v1Counts
 	var cost decodeCost // for the exemplars' and histograms' contents
 	for len(b) > 0 {
@@ -419,15 +497,25 @@ func countWriteV1(b []byte, maxKept int) (v1Counts, error) {
 		b = b[n:]
 		c.series++
 		labelsBefore := c.labels
+		// The label run: the series' message up to runEnd, while inRun (no other field yet); scattered, a label
+		// after another field.
+		whole, runEnd, inRun, scattered := ts, 0, true, false
 		for len(ts) > 0 {
 			// Fast path: a label (field 1) or sample (field 2) with a one-byte length.
 			if len(ts) >= 2 && (ts[0] == 0x0a || ts[0] == 0x12) && ts[1] < 0x80 && len(ts) >= 2+int(ts[1]) {
-				if ts[0] == 0x0a {
+				label := ts[0] == 0x0a
+				ts = ts[2+int(ts[1]):]
+				if label {
 					c.labels++
+					if inRun {
+						runEnd = len(whole) - len(ts)
+					} else {
+						scattered = true
+					}
 				} else {
 					c.samples++
+					inRun = false
 				}
-				ts = ts[2+int(ts[1]):]
 				continue
 			}
 			num, typ, n := ConsumeTag(ts)
@@ -441,6 +529,7 @@ func countWriteV1(b []byte, maxKept int) (v1Counts, error) {
 					return c, WireError(n, "remote write 1.0 timeseries")
 				}
 				ts = ts[n:]
+				inRun = false
 				continue
 			}
 			v, n := protowire.ConsumeBytes(ts)
@@ -448,6 +537,13 @@ func countWriteV1(b []byte, maxKept int) (v1Counts, error) {
 				return c, WireError(n, "remote write 1.0 timeseries")
 			}
 			ts = ts[n:]
+			if num != 1 {
+				inRun = false
+			} else if inRun {
+				runEnd = len(whole) - len(ts)
+			} else {
+				scattered = true
+			}
 			{
 				switch num {
 				case 1:
@@ -463,8 +559,17 @@ func countWriteV1(b []byte, maxKept int) (v1Counts, error) {
 				}
 			}
 		}
+		allLabels := c.labels - labelsBefore
 		if maxKept > 0 && c.labels-labelsBefore > maxKept {
 			c.labels = labelsBefore + maxKept
+		}
+		if runs != nil {
+			var run []byte
+			if !scattered && runEnd > 0 {
+				run = whole[:runEnd:runEnd] // every label of the series, allLabels of them
+			}
+			runs.runs = append(runs.runs, run)
+			runs.labels = append(runs.labels, int32(min(allLabels, math.MaxInt32)))
 		}
 	}
 	c.exemplarLabels, c.spans, c.histElems = cost.exemplarLabels, cost.spans, cost.histElems
@@ -1327,4 +1432,71 @@ func spansFromV2(in []writev2.BucketSpan) []*prompb.BucketSpan {
 		out[i] = &spans[i]
 	}
 	return out
+}
+
+// countRunLabels counts the label fields of a label run (countWriteV1 checked their framing).
+func countRunLabels(run []byte) int {
+	n := 0
+	for len(run) > 0 {
+		_, _, tn := ConsumeTag(run)
+		if tn < 0 {
+			return n
+		}
+		_, vn := protowire.ConsumeBytes(run[tn:])
+		if vn < 0 {
+			return n
+		}
+		run = run[tn+vn:]
+		n++
+	}
+	return n
+}
+
+// RangeLabelRun calls f with the name and value of each label of run, a label run as DecodeV1 gives it
+// (LabelRuns), in order, but for labels with an empty value: the labels of the series as the decoder and then
+// validation leave them (a series validated unchanged had none with an empty value, or they were dropped while
+// decoding beyond MaxLabels). Their UTF-8 is not checked. The strings alias run: f must not keep them.
+func RangeLabelRun(run []byte, f func(name, value string)) error {
+	s := unsafe.String(unsafe.SliceData(run), len(run))
+	for i := 0; i < len(run); {
+		num, typ, n := ConsumeTag(run[i:])
+		if n < 0 {
+			return WireError(n, "label run")
+		}
+		i += n
+		if num != 1 || typ != protowire.BytesType {
+			return errors.Newf("label run: field %d of type %d is not a label", num, typ)
+		}
+		v, n := protowire.ConsumeBytes(run[i:])
+		if n < 0 {
+			return WireError(n, "label run")
+		}
+		start := i + n - len(v)
+		i += n
+		var l labelpb.Label
+		if _, _, err := decodeLabel(v, s[start:start+len(v)], &l, true, true); err != nil {
+			return err
+		}
+		if l.Value != "" {
+			f(l.Name, l.Value)
+		}
+	}
+	return nil
+}
+
+// DecodeLabelRun decodes the labels of a series decoded without them (Options.SkipLabels) from its run
+// (LabelRuns). The labels do not alias run: their strings are in a copy of it of their own.
+func DecodeLabelRun(run []byte) ([]*labelpb.Label, error) {
+	own := bytes.Clone(run) // never written again: the strings RangeLabelRun gives may alias it
+	ls := make([]labelpb.Label, 0, countRunLabels(own))
+	if err := RangeLabelRun(own, func(name, value string) {
+		ls = append(ls, labelpb.Label{Name: name, Value: value})
+	}); err != nil {
+		return nil, errors.Wrap(err, "decode label run")
+	}
+	ptrs := make([]*labelpb.Label, len(ls))
+	for k := range ls {
+		ptrs[k] = &ls[k]
+	}
+	return ptrs, nil
 }

@@ -364,3 +364,118 @@ func TestDecodeReusedSlabs(t *testing.T) {
 		testutil.Equals(t, tc.pinned, inUse > 0, "body of %d bytes", len(buf))
 	}
 }
+
+// TestDecodeSkipLabels: a series skipped (Options.SkipLabels) by its run decodes as it does otherwise but for
+// its labels (none), with the same run and frame, and DecodeLabelRun gives its labels back from the run; the runs
+// SkipLabels is given are those decoding finds, for every series that has one. Random series in every layout
+// TestDecodeKeepLabelRuns uses (a label after a sample, value before name, long strings, empty values, invalid
+// UTF-8, truncation), exemplars and histograms, a random subset of those with a run skipped, into reused slabs
+// that then hold no label element beyond the labels decoded (which would keep an older request alive).
+func TestDecodeSkipLabels(t *testing.T) {
+	rng := rand.New(rand.NewSource(3))
+	strs := []string{"__name__", "a", "b", "", "v", strings.Repeat("x", 200), "é", "\xff"}
+	slabs := &Slabs{}
+	for iter := range 3000 {
+		var body []byte
+		for range 1 + rng.Intn(5) {
+			var sb []byte
+			for range rng.Intn(6) {
+				if rng.Intn(6) == 0 { // a sample among the labels
+					sb = protowire.AppendBytes(protowire.AppendTag(sb, 2, protowire.BytesType), []byte{0x09, 0, 0, 0, 0, 0, 0, 0xf0, 0x3f})
+				}
+				name, value := strs[rng.Intn(len(strs))], strs[rng.Intn(len(strs))]
+				var lb []byte
+				if rng.Intn(4) == 0 { // value first
+					lb = protowire.AppendString(protowire.AppendTag(lb, 2, protowire.BytesType), value)
+					lb = protowire.AppendString(protowire.AppendTag(lb, 1, protowire.BytesType), name)
+				} else {
+					lb = protowire.AppendString(protowire.AppendTag(lb, 1, protowire.BytesType), name)
+					lb = protowire.AppendString(protowire.AppendTag(lb, 2, protowire.BytesType), value)
+				}
+				sb = protowire.AppendBytes(protowire.AppendTag(sb, 1, protowire.BytesType), lb)
+			}
+			for range rng.Intn(3) {
+				smp, err := (&prompb.Sample{Value: rng.Float64(), Timestamp: rng.Int63n(1000)}).MarshalVT()
+				testutil.Ok(t, err)
+				sb = protowire.AppendBytes(protowire.AppendTag(sb, 2, protowire.BytesType), smp)
+			}
+			if rng.Intn(4) == 0 {
+				ex, err := (&prompb.Exemplar{Labels: []*labelpb.Label{{Name: "trace_id", Value: "t"}}, Value: 1, Timestamp: 5}).MarshalVT()
+				testutil.Ok(t, err)
+				sb = protowire.AppendBytes(protowire.AppendTag(sb, 3, protowire.BytesType), ex)
+			}
+			if rng.Intn(5) == 0 {
+				h, err := (&prompb.Histogram{Count: &prompb.Histogram_CountInt{CountInt: 3}, Sum: 2, Schema: 1, Timestamp: 7}).MarshalVT()
+				testutil.Ok(t, err)
+				sb = protowire.AppendBytes(protowire.AppendTag(sb, 4, protowire.BytesType), h)
+			}
+			if rng.Intn(8) == 0 { // an unknown field
+				sb = protowire.AppendVarint(protowire.AppendTag(sb, 9, protowire.VarintType), 1)
+			}
+			body = protowire.AppendBytes(protowire.AppendTag(body, 1, protowire.BytesType), sb)
+		}
+		maxLabels := []int{0, 30, 2}[iter%3]
+		wo := &Options{KeepLabelRuns: true, KeepFrames: true, MarkInvalidUTF8: true, MaxLabels: maxLabels}
+		want, err := DecodeV1(body, wo)
+		testutil.Ok(t, err)
+		wantRuns, wantFrames := wo.LabelRuns(), wo.Frames()
+		skip := make([]bool, len(want))
+		for i, run := range wantRuns {
+			// As a caller would: a run decoded before, of labels validation left unchanged (no empty value).
+			skip[i] = run != nil && rng.Intn(3) != 0
+			for _, l := range want[i].Labels {
+				skip[i] = skip[i] && l.Value != ""
+			}
+		}
+		if iter%2 == 1 {
+			slabs.Reset()
+		}
+		asked := 0
+		o := &Options{KeepFrames: true, MarkInvalidUTF8: true, MaxLabels: maxLabels, Slabs: slabs, AliasBuf: iter%3 == 0,
+			SkipLabels: func(runs [][]byte) []bool {
+				asked++
+				testutil.Equals(t, len(want), len(runs))
+				for i, run := range runs {
+					if wantRuns[i] != nil {
+						testutil.Equals(t, string(wantRuns[i]), string(run), "iteration %d, series %d: the run given", iter, i)
+					}
+				}
+				return skip
+			}}
+		got, err := DecodeV1(body, o)
+		testutil.Ok(t, err)
+		testutil.Equals(t, 1, asked)
+		testutil.Equals(t, len(want), len(got))
+		for i := range want {
+			testutil.Equals(t, string(wantRuns[i]), string(o.LabelRuns()[i]), "iteration %d, series %d: run", iter, i)
+			testutil.Equals(t, string(wantFrames[i]), string(o.Frames()[i]), "iteration %d, series %d: frame", iter, i)
+			w := proto.Clone(want[i]).(*prompb.TimeSeries)
+			if skip[i] {
+				testutil.Equals(t, 0, len(got[i].Labels), "iteration %d, series %d: skipped, yet labels", iter, i)
+				ls, err := DecodeLabelRun(o.LabelRuns()[i])
+				testutil.Ok(t, err)
+				testutil.Equals(t, len(w.Labels), len(ls), "iteration %d, series %d: %v from %q, want %v", iter, i, ls, o.LabelRuns()[i], w.Labels)
+				for k, l := range w.Labels {
+					testutil.Equals(t, l.Name, ls[k].Name)
+					testutil.Equals(t, l.Value, ls[k].Value)
+				}
+				w.Labels = nil
+			}
+			testutil.Assert(t, proto.Equal(w, got[i]), "iteration %d, series %d: got %v, want %v", iter, i, got[i], w)
+		}
+		full := &Slabs{}
+		_, err = DecodeV1(body, &Options{MarkInvalidUTF8: true, MaxLabels: maxLabels, Slabs: full})
+		testutil.Ok(t, err)
+		skipped := 0
+		for i := range want {
+			if skip[i] {
+				skipped += len(want[i].Labels)
+			}
+		}
+		testutil.Equals(t, len(full.labels)-skipped, len(slabs.labels), "iteration %d: label slab", iter)
+		beyond := slabs.labels[len(slabs.labels):cap(slabs.labels)]
+		for k := range beyond {
+			testutil.Assert(t, beyond[k].Name == "" && beyond[k].Value == "", "iteration %d: a label element beyond the request's", iter)
+		}
+	}
+}
