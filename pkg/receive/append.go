@@ -15,6 +15,7 @@ import (
 
 	"github.com/stratametrics/strata/pkg/store/storepb"
 	"github.com/stratametrics/strata/pkg/store/storepb/prompb"
+	"github.com/stratametrics/strata/pkg/store/storepb/prompb/remotewrite"
 	"github.com/stratametrics/strata/pkg/tenancy"
 )
 
@@ -163,8 +164,9 @@ func (i *Ingester) appendRequest(ctx context.Context, tenant string, u *userTSDB
 		for k, ts := range tss {
 			known := rs.knownRef(k)
 			ref, lset, byRef := known, labels.EmptyLabels(), &lz
+			lz.run = rs.run(k)
 			if ref == 0 {
-				buildLabels(&b, ts, &scratch)
+				buildLabels(&b, ts, rs.run(k), &scratch)
 				ref, lset, byRef = miss, scratch, nil
 			}
 			needExclusive, got := i.appendSeries(app, tenant, ts, lset, ref, &errs, byRef)
@@ -189,7 +191,7 @@ func (i *Ingester) appendRequest(ctx context.Context, tenant string, u *userTSDB
 	lsets, refs := sc.lsets, sc.refs
 	var scratch labels.Labels
 	for k, ts := range tss {
-		buildLabels(&b, ts, &scratch)
+		buildLabels(&b, ts, rs.run(k), &scratch)
 		ref, lset := getRef.GetRef(scratch, scratch.Hash())
 		if ref == 0 {
 			lset = scratch.Copy()
@@ -216,11 +218,30 @@ type lazyLabels struct {
 	b    *labels.ScratchBuilder
 	lset *labels.Labels
 	miss storage.SeriesRef
+	run  []byte // the series' label run, if it was decoded without its labels
 }
 
-// buildLabels overwrites lset with the series' labels, sorted.
-func buildLabels(b *labels.ScratchBuilder, ts *prompb.TimeSeries, lset *labels.Labels) {
+// buildLabels overwrites lset with the series' labels, sorted: those of ts, or, for a series decoded without
+// them (ts.Labels nil: known by its label run, skipKnownLabels), those of run. The labels alias the request's
+// bytes, as the decoded ones do.
+func buildLabels(b *labels.ScratchBuilder, ts *prompb.TimeSeries, run []byte, lset *labels.Labels) {
 	b.Reset()
+	if ts.Labels == nil && len(run) > 0 {
+		sorted, prev := true, ""
+		err := remotewrite.RangeLabelRun(run, func(name, value string) {
+			sorted = sorted && (prev == "" || prev < name)
+			prev = name
+			b.Add(name, value)
+		})
+		if err == nil {
+			if !sorted { // never: a series is known by labels validated unchanged, sorted
+				b.Sort()
+			}
+			b.Overwrite(lset)
+			return
+		}
+		b.Reset()
+	}
 	sorted := true
 	for j, l := range ts.GetLabels() {
 		b.Add(l.GetName(), l.GetValue())
@@ -246,7 +267,7 @@ func (i *Ingester) appendSeries(app storage.Appender, tenant string, ts *prompb.
 		if lz == nil {
 			return false
 		}
-		buildLabels(lz.b, ts, lz.lset)
+		buildLabels(lz.b, ts, lz.run, lz.lset)
 		lset = *lz.lset
 		miss := lz.miss
 		lz = nil // once

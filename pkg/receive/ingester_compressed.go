@@ -125,6 +125,7 @@ func (w *forwardedWrite) decodeV1Body(b []byte) error {
 		return err
 	}
 	o := remotewrite.Options{Slabs: &w.slabs, MarkInvalidUTF8: true, AliasBuf: w.alias, KeepLabelRuns: true}
+	w.skipOptions(&o)
 	var err error
 	w.series, err = remotewrite.DecodeV1(b, &o)
 	w.labelRuns = o.LabelRuns()

@@ -115,12 +115,16 @@ func (i *Ingester) remoteWriteRaw(ctx context.Context, w *forwardedWrite) (*stor
 		w.raw, w.release, w.snappyBody = nil, nil, nil
 		w = d
 	}
+	w.skipKnown = func(w *forwardedWrite, runs [][]byte) []bool { return i.skipKnownLabels(ctx, w, runs) }
 	if err := w.decodeRaw(); err != nil {
+		i.received.put(w.received)
+		w.received = nil
 		// The client's error, which retrying cannot fix (gRPC would answer a codec error Internal, which a
 		// distributor takes for the ingester's failure and its client retries for ever).
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
 	resp, err := i.remoteWriteForwarded(ctx, w)
+	w.received = nil // remoteWrite put it back
 	return resp, detachedStatus(err) // before the deferred put releases the bytes
 }
 
@@ -140,7 +144,14 @@ func detachedStatus(err error) error {
 }
 
 func (i *Ingester) remoteWriteForwarded(ctx context.Context, w *forwardedWrite) (*storepb.WriteResponse, error) {
-	return i.remoteWrite(ctx, w.tenant, w.tenantData, &storepb.WriteRequest{Timeseries: w.series, Metadata: w.metadata}, w.labelRuns, w.invalidUTF8)
+	return i.remoteWrite(ctx, w.tenant, w.tenantData, &storepb.WriteRequest{Timeseries: w.series, Metadata: w.metadata}, w.labelRuns, w.invalidUTF8, w.received)
+}
+
+// skipOptions sets o.SkipLabels to w.skipKnown's, if any.
+func (w *forwardedWrite) skipOptions(o *remotewrite.Options) {
+	if w.skipKnown != nil {
+		o.SkipLabels = func(runs [][]byte) []bool { return w.skipKnown(w, runs) }
+	}
 }
 
 // forwardedWrite is a storepb.WriteRequest as the ingester decodes it (see RegisterWriteableStore). It
@@ -169,6 +180,10 @@ type forwardedWrite struct {
 	// snappyLen bytes decompressed: decodeRaw decompresses it first.
 	snappyBody []byte
 	snappyLen  int
+	// skipKnown, when not nil, is the decoder's SkipLabels: it looks the series up in the tenant's seriesRefs
+	// and sets received (Ingester.skipKnownLabels).
+	skipKnown func(w *forwardedWrite, runs [][]byte) []bool
+	received  *receivedSeries
 }
 
 // The storepb.WriteRequest fields the ingester reads (rpc.proto).
@@ -273,6 +288,7 @@ func (w *forwardedWrite) decode(b []byte) error {
 	}
 	var err error
 	o := remotewrite.Options{Slabs: &w.slabs, MarkInvalidUTF8: true, ThanosWriteRequest: true, AliasBuf: w.alias, KeepLabelRuns: true}
+	w.skipOptions(&o)
 	w.series, err = remotewrite.DecodeV1(b, &o)
 	w.labelRuns = o.LabelRuns()
 	w.invalidUTF8 = len(o.InvalidUTF8()) > 0

@@ -8,6 +8,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/efficientgo/core/errors"
+	"github.com/go-kit/log/level"
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/storage"
 	"google.golang.org/grpc/codes"
@@ -114,6 +115,12 @@ func (i *Ingester) validateForwarded(tenant string, v seriesValidator, tss []*pr
 				vi = v.check(ts)
 			}
 			if vi.reason != "" {
+				if known && ts.Labels == nil {
+					// Decoded without its labels (skipKnownLabels): the error names the series.
+					if ferr := fillLabels(ts, rs.runs[n]); ferr != nil {
+						level.Warn(i.logger).Log("msg", "decode the labels of a known series", "tenant", tenant, "err", ferr)
+					}
+				}
 				reason, err = vi.reason, v.err(ts, vi)
 			}
 		}
@@ -173,13 +180,17 @@ func labelValueInvalidError(ts *prompb.TimeSeries, k int) *tenancy.Error {
 //
 // The gRPC server does not call it: RegisterWriteableStore decodes the request its own way and calls remoteWrite.
 func (i *Ingester) RemoteWrite(ctx context.Context, req *storepb.WriteRequest) (*storepb.WriteResponse, error) {
-	return i.remoteWrite(ctx, req.GetTenant(), len(req.GetTimeseriesTenantData()) > 0, req, nil, true)
+	return i.remoteWrite(ctx, req.GetTenant(), len(req.GetTimeseriesTenantData()) > 0, req, nil, true, nil)
 }
 
 // remoteWrite is RemoteWrite of a request whose tenant field is reqTenant, and which has timeseriesTenantData
 // when tenantData; runs are its series' labels as received (see push), or nil. checkUTF8 false: the decoder found
 // every label valid UTF-8, which need not be checked again.
-func (i *Ingester) remoteWrite(ctx context.Context, reqTenant string, tenantData bool, req *storepb.WriteRequest, runs [][]byte, checkUTF8 bool) (*storepb.WriteResponse, error) {
+//
+// decoded, when not nil, is what the series were looked up as while decoding (skipKnownLabels): the known ones
+// were decoded without their labels. remoteWrite puts it back.
+func (i *Ingester) remoteWrite(ctx context.Context, reqTenant string, tenantData bool, req *storepb.WriteRequest, runs [][]byte, checkUTF8 bool, decoded *receivedSeries) (*storepb.WriteResponse, error) {
+	defer func() { i.received.put(decoded) }() // unless taken as rs
 	tenant, err := remoteWriteTenant(ctx, reqTenant, tenantData)
 	if err != nil {
 		return nil, err
@@ -187,7 +198,20 @@ func (i *Ingester) remoteWrite(ctx context.Context, reqTenant string, tenantData
 	sent := len(req.Timeseries)
 	v := newSeriesValidator(i.overrides.ForTenant(tenant), i.now())
 	var rs *receivedSeries
-	if runs != nil && len(runs) == sent {
+	if decoded != nil && (len(runs) != sent || decoded.limits != v.labelLimits()) {
+		// The tenant's label limits changed since: the series are looked at with their labels again.
+		if err := fillKnownLabels(req.Timeseries, decoded, runs); err != nil {
+			return nil, status.Error(codes.Internal, err.Error())
+		}
+		i.received.put(decoded)
+		decoded = nil
+	}
+	switch {
+	case decoded != nil:
+		rs, decoded.runs = decoded, runs // the runs as decoded: those it was looked up by, or nil
+		decoded = nil
+		defer i.received.put(rs)
+	case runs != nil && len(runs) == sent:
 		rs = i.received.get(runs, v.labelLimits())
 		defer i.received.put(rs)
 		if u := i.get(tenant); u != nil {

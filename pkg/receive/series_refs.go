@@ -1,10 +1,13 @@
 package receive
 
 import (
+	"context"
 	"hash/maphash"
 	"sync"
 
 	"github.com/prometheus/prometheus/storage"
+
+	"github.com/stratametrics/strata/pkg/store/storepb/prompb"
 )
 
 // seriesRefs maps the labels of a tenant's series as the ingester receives them — their bytes in a forwarded
@@ -47,6 +50,7 @@ type receivedSeries struct {
 	// limits are the label limits (seriesValidator.labelLimits) the keys are salted with.
 	limits [3]int
 	from   *seriesRefs
+	skip   []bool // skipKnownLabels's answer
 }
 
 // receivedPool pools receivedSeries; slices longer than maxPooledScratch series are not kept.
@@ -73,6 +77,14 @@ func (p *receivedPool) put(rs *receivedSeries) {
 	}
 	rs.runs, rs.from = nil, nil // the request's bytes, a TSDB's map: not kept alive by the pool
 	p.p.Put(rs)
+}
+
+// run is series k's label run, or nil.
+func (rs *receivedSeries) run(k int) []byte {
+	if rs == nil || k >= len(rs.runs) {
+		return nil
+	}
+	return rs.runs[k]
 }
 
 // knownRef is the reference of series k, or 0.
@@ -135,4 +147,60 @@ func (c *seriesRefs) len() int {
 	c.mtx.RLock()
 	defer c.mtx.RUnlock()
 	return c.t.len()
+}
+
+// skipKnownLabels is a forwarded write's remotewrite.Options.SkipLabels: it looks the series up by their runs in
+// the seriesRefs of the tenant's TSDB, if it is open, and has those it knows decoded without their labels: they
+// are appended by reference, their labels not checked again (validateForwarded). w.received gets the lookup
+// (whose runs are those of the decoder's first pass: remoteWrite replaces them with the decoded ones, equal for
+// every series it knows).
+//
+// A series is known only by the bytes of labels that passed checkLabels unchanged, under the limits salting its
+// key (see receivedSeries), so it is one a caller of SkipLabels may skip. Its labels are decoded from its run
+// when they are needed after all: an error naming it, an append by labels (its series gone from the head, or a
+// push redone alone: buildLabels), the tenant's limits or TSDB changed meanwhile (remoteWrite, push).
+func (i *Ingester) skipKnownLabels(ctx context.Context, w *forwardedWrite, runs [][]byte) []bool {
+	tenant, err := remoteWriteTenant(ctx, w.tenant, w.tenantData)
+	if err != nil {
+		return nil // refused by remoteWrite
+	}
+	u := i.get(tenant)
+	if u == nil {
+		return nil
+	}
+	rs := i.received.get(runs, newSeriesValidator(i.overrides.ForTenant(tenant), i.now()).labelLimits())
+	u.refs.lookup(rs)
+	w.received = rs
+	skip := rs.skipScratch(len(runs))
+	for k := range runs {
+		skip[k] = rs.known[k] != 0
+	}
+	return skip
+}
+
+// skipScratch returns a reused slice of n bools.
+func (rs *receivedSeries) skipScratch(n int) []bool {
+	if cap(rs.skip) < n {
+		rs.skip = make([]bool, n)
+	}
+	rs.skip = rs.skip[:n]
+	return rs.skip
+}
+
+// fillKnownLabels decodes the labels of the series of tss decoded without them (known in rs, looked up while
+// decoding) from their runs.
+func fillKnownLabels(tss []*prompb.TimeSeries, rs *receivedSeries, runs [][]byte) error {
+	for k, ts := range tss {
+		if ts == nil || ts.Labels != nil || k >= len(rs.known) || rs.known[k] == 0 {
+			continue
+		}
+		var run []byte
+		if k < len(runs) {
+			run = runs[k]
+		}
+		if err := fillLabels(ts, run); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -142,6 +142,8 @@ func TestIngesterSeriesRefs(t *testing.T) {
 				err = remoteWriteWire(context.Background(), ing, request(now.Add(time.Hour).UnixMilli(), 0))
 				testutil.NotOk(t, err)
 				testutil.Assert(t, strings.Contains(err.Error(), "too far in the future"), err.Error())
+				// Decoded without its labels, it is named all the same.
+				testutil.Assert(t, strings.Contains(err.Error(), `s=\"0\"`) || strings.Contains(err.Error(), `s="0"`), err.Error())
 				testutil.Equals(t, []int64{t0, t0 + 1000}, readAll(t, ing, "a")[name(0)])
 			},
 		},
@@ -155,6 +157,56 @@ func TestIngesterSeriesRefs(t *testing.T) {
 				}
 				testutil.Equals(t, []int64{t0, t0 + 1000}, readAll(t, ing, "a")[`{__name__="m", s="x", tenant_id="a"}`])
 				testutil.Equals(t, n, ing.get("a").refs.len())
+			},
+		},
+		{
+			name: "known series are decoded without their labels",
+			run: func(t *testing.T, ing *Ingester, db *tsdb.DB, _ fixedLimits) {
+				w := decodeForwarded(t, ing, request(t0+1000, 0))
+				for k, ts := range w.series {
+					testutil.Equals(t, 0, len(ts.Labels), "series %d", k)
+				}
+				_, err := ing.remoteWriteForwarded(context.Background(), w)
+				testutil.Ok(t, err)
+				for k := range n {
+					testutil.Equals(t, []int64{t0, t0 + 1000}, readAll(t, ing, "a")[name(k)])
+				}
+			},
+		},
+		{
+			// Decoded as known under the limits of then, appended under stricter ones: checked with their labels.
+			name: "the label limits change between decoding and appending",
+			run: func(t *testing.T, ing *Ingester, db *tsdb.DB, lim fixedLimits) {
+				w := decodeForwarded(t, ing, request(t0+1000, 0))
+				testutil.Equals(t, 0, len(w.series[0].Labels))
+				l := tenancy.DefaultLimits()
+				l.MaxLabelNamesPerSeries = 1
+				lim["a"] = &l
+				_, err := ing.remoteWriteForwarded(context.Background(), w)
+				testutil.NotOk(t, err)
+				testutil.Assert(t, strings.Contains(err.Error(), "max-label-names-per-series"), err.Error())
+				testutil.Assert(t, strings.Contains(err.Error(), `s=\"0\"`) || strings.Contains(err.Error(), `s="0"`), err.Error())
+				testutil.Equals(t, []int64{t0}, readAll(t, ing, "a")[name(0)])
+			},
+		},
+		{
+			// A push that creates a series is redone alone, every series looked up by its labels: those of the
+			// known ones come from their bytes.
+			name: "a push creating a series appends the known ones by the labels of their bytes",
+			run: func(t *testing.T, ing *Ingester, db *tsdb.DB, _ fixedLimits) {
+				req := request(t0+1000, 0)
+				req.Timeseries = append(req.Timeseries, ts(series("m", "s", "new"), t0+1000))
+				w := decodeForwarded(t, ing, req)
+				testutil.Equals(t, 0, len(w.series[0].Labels))
+				testutil.Equals(t, 2, len(w.series[n].Labels))
+				_, err := ing.remoteWriteForwarded(context.Background(), w)
+				testutil.Ok(t, err)
+				testutil.Equals(t, uint64(n+1), db.Head().NumSeries())
+				got := readAll(t, ing, "a")
+				for k := range n {
+					testutil.Equals(t, []int64{t0, t0 + 1000}, got[name(k)])
+				}
+				testutil.Equals(t, []int64{t0 + 1000}, got[`{__name__="m", s="new", tenant_id="a"}`])
 			},
 		},
 		{
@@ -344,6 +396,67 @@ func TestIngesterSeriesRefsOfAReopenedTSDB(t *testing.T) {
 	got := readAll(t, ing, "a")
 	for k := range n {
 		testutil.Equals(t, []int64{t1 + int64(k), late.Timeseries[k].Samples[0].Timestamp}, got[fmt.Sprintf(`{__name__="m", s="%d", tenant_id="a"}`, k)], "series %d", k)
+	}
+}
+
+// decodeForwarded decodes req as the gRPC handler does (remoteWriteRaw), the series the ingester knows
+// without their labels.
+func decodeForwarded(t *testing.T, ing *Ingester, req *storepb.WriteRequest) *forwardedWrite {
+	t.Helper()
+	b, err := req.MarshalVT()
+	testutil.Ok(t, err)
+	w := &forwardedWrite{}
+	testutil.Ok(t, w.UnmarshalInPlace(b, func() {}))
+	w.skipKnown = func(w *forwardedWrite, runs [][]byte) []bool { return ing.skipKnownLabels(context.Background(), w, runs) }
+	testutil.Ok(t, w.decodeRaw())
+	return w
+}
+
+// TestIngesterSkippedLabelsOfAReopenedTSDB: series decoded without their labels, known to a tenant's TSDB that is
+// then closed as idle, are appended to the TSDB opened again (which knows none of them) by the labels of their
+// bytes.
+func TestIngesterSkippedLabelsOfAReopenedTSDB(t *testing.T) {
+	const n = 10
+	dir := t.TempDir()
+	now := time.Unix(1_750_000_000, 0)
+	ing := newTestIngester(t, dir, nil, prometheus.NewRegistry(), WithIngesterClock(func() time.Time { return now }),
+		WithShippers(func(tenant, d string, lbls labels.Labels, _ prometheus.Registerer) (Shipper, error) {
+			return &countingShipper{dir: d}, nil
+		}))
+	defer ing.Close()
+	ing.cfg.CloseIdleTSDBTimeout = time.Hour
+	request := func(tms int64) *storepb.WriteRequest {
+		req := &storepb.WriteRequest{Tenant: "a"}
+		for k := range n {
+			req.Timeseries = append(req.Timeseries, ts(series("m", "s", fmt.Sprint(k)), tms+int64(k)))
+		}
+		return req
+	}
+	t0 := now.UnixMilli()
+	testutil.Ok(t, remoteWriteWire(context.Background(), ing, request(t0)))
+
+	late := request(now.Add(2 * time.Hour).UnixMilli()) // valid once the clock has moved on
+	w := decodeForwarded(t, ing, late)
+	for k, ts := range w.series {
+		testutil.Equals(t, 0, len(ts.Labels), "series %d was decoded with its labels", k)
+	}
+	now = now.Add(2 * time.Hour)
+	db := ing.DB("a").(*tsdb.DB)
+	testutil.Ok(t, compactHead(db, ing.cfg.BlockDuration.Milliseconds()))
+	testutil.Ok(t, db.Head().Truncate(math.MaxInt64))
+	var ids []ulid.ULID
+	for _, b := range db.Blocks() {
+		ids = append(ids, b.Meta().ULID)
+	}
+	testutil.Ok(t, block.WriteShipperMeta(log.NewNopLogger(), filepath.Join(dir, "a"), &block.ShipperMeta{Version: 1, Uploaded: ids}))
+	testutil.Equals(t, []string{"a"}, ing.CloseIdle())
+
+	_, err := ing.remoteWriteForwarded(context.Background(), w)
+	testutil.Ok(t, err)
+	testutil.Equals(t, uint64(n), ing.DB("a").(*tsdb.DB).Head().NumSeries())
+	got := readAll(t, ing, "a")
+	for k := range n {
+		testutil.Equals(t, []int64{late.Timeseries[k].Samples[0].Timestamp}, got[fmt.Sprintf(`{__name__="m", s="%d", tenant_id="a"}`, k)], "series %d: %v", k, got)
 	}
 }
 
