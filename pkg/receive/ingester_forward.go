@@ -124,7 +124,7 @@ func (i *Ingester) remoteWriteRaw(ctx context.Context, w *forwardedWrite) (*stor
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
 	resp, err := i.remoteWriteForwarded(ctx, w)
-	w.received = nil // remoteWrite put it back
+	w.received = nil                 // remoteWrite put it back
 	return resp, detachedStatus(err) // before the deferred put releases the bytes
 }
 

@@ -407,7 +407,9 @@ func decodeForwarded(t *testing.T, ing *Ingester, req *storepb.WriteRequest) *fo
 	testutil.Ok(t, err)
 	w := &forwardedWrite{}
 	testutil.Ok(t, w.UnmarshalInPlace(b, func() {}))
-	w.skipKnown = func(w *forwardedWrite, runs [][]byte) []bool { return ing.skipKnownLabels(context.Background(), w, runs) }
+	w.skipKnown = func(w *forwardedWrite, runs [][]byte) []bool {
+		return ing.skipKnownLabels(context.Background(), w, runs)
+	}
 	testutil.Ok(t, w.decodeRaw())
 	return w
 }
