@@ -293,7 +293,32 @@ type PushRequest struct {
 // ingesters are all remote: each is sent the series' bytes, and a series' ring token comes from its run).
 func (d *Distributor) skipKnownLabels(limits *tenancy.Limits) bool {
 	rp, ok := d.pusher.(runLabelsPusher)
-	return d.valid != nil && !limits.AcceptHASamples && ok && rp.takesRunLabels()
+	_, knower := d.pusher.(seriesKnower)
+	return (d.valid != nil || knower) && !limits.AcceptHASamples && ok && rp.takesRunLabels()
+}
+
+// lookupKnown returns which series of runs (of a tenant, validated under limits) are known valid: to the
+// distributor's validSeries, or, without it, to its Pusher (a seriesKnower: `strata all`'s ingester). nil: none.
+func (d *Distributor) lookupKnown(tenant string, limits [3]int, runs [][]byte) *validLookup {
+	if d.valid != nil {
+		return d.valid.lookup(tenant, limits, runs)
+	}
+	sk, ok := d.pusher.(seriesKnower)
+	if !ok || len(runs) == 0 {
+		return nil
+	}
+	l := &validLookup{known: make([]bool, len(runs))}
+	if !sk.knownValid(tenant, limits, runs, l.known) {
+		return nil
+	}
+	return l
+}
+
+// seriesKnower is a Pusher that knows, by their label runs, series the distributor validated unchanged before
+// (a RingPusher whose only ingester is in-process, its seriesRefs: see Ingester.knownValid). knownValid sets
+// known[k] for those of runs, and reports false when it cannot tell.
+type seriesKnower interface {
+	knownValid(tenant string, limits [3]int, runs [][]byte, known []bool) bool
 }
 
 // runLabelsPusher is a FramingPusher that may take series without their labels (nil) when it has their label runs.
@@ -416,7 +441,7 @@ func (d *Distributor) push(ctx context.Context, tenant string, req *PushRequest,
 		valid     = series[:0]
 	)
 	if known == nil {
-		known = d.valid.lookup(tenant, v.labelLimits(), runs)
+		known = d.lookupKnown(tenant, v.labelLimits(), runs)
 	}
 	defer d.valid.done(known)
 	for i, ts := range series {

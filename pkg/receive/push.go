@@ -146,7 +146,7 @@ func (h *pushHandler) push(r *http.Request) pushResult {
 		// decoded either, unless the Push finds them needed after all (PushRequest.known).
 		labelLimits := newSeriesValidator(limits, time.Time{}).labelLimits()
 		dec.SkipLabels = func(runs [][]byte) []bool {
-			req.known, req.knownLimits = h.d.valid.lookup(tenant, labelLimits, runs), labelLimits
+			req.known, req.knownLimits = h.d.lookupKnown(tenant, labelLimits, runs), labelLimits
 			if req.known == nil {
 				return nil
 			}

@@ -120,9 +120,22 @@ func ShardKeyRun(tenant string, run []byte) (uint32, error) {
 	return uint32(sum) ^ uint32(sum>>32), err
 }
 
-// takesRunLabels implements runLabelsPusher: series without labels are sent as their frames, and their keys
-// come from their runs, unless an ingester is in-process (it is handed the decoded series).
-func (p *RingPusher) takesRunLabels() bool { return len(p.local) == 0 }
+// takesRunLabels implements runLabelsPusher: series without labels are sent as their frames, their keys come
+// from their runs, and an in-process ingester that is the only one (`strata all`) takes them with their runs
+// (pushRuns, which appends a series it does not know by the labels of its run); any other in-process ingester is
+// handed them with their labels decoded (push).
+func (p *RingPusher) takesRunLabels() bool { return true }
+
+// knownValid implements seriesKnower: while the ring's only ingester is in-process (`strata all`), it is asked
+// which series it knows by their runs (Ingester.knownValid).
+func (p *RingPusher) knownValid(tenant string, limits [3]int, runs [][]byte, known []bool) bool {
+	local, _, ok := p.onlyLocalIngester(p.tenantRing(tenant))
+	if !ok {
+		return false
+	}
+	k, ok := local.(seriesKnower)
+	return ok && k.knownValid(tenant, limits, runs, known)
+}
 
 // isClientError: errors a retry cannot fix, which DoBatch must not count against the quorum as failures of
 // an ingester.
@@ -188,13 +201,26 @@ func (p *RingPusher) push(ctx context.Context, tenant string, req *storepb.Write
 		p.metrics.quorumFailures.WithLabelValues(tenant).Inc()
 		return status.Errorf(codes.Unavailable, "no ingester available for tenant %s: the ingester ring has no instance", tenant)
 	}
-	if local, inst, ok := p.onlyLocalIngester(r); ok {
+	local, inst, onlyLocal := p.onlyLocalIngester(r)
+	rp, byRuns := local.(runsPusher)
+	if byRuns = byRuns && runs != nil; len(p.local) > 0 && !(onlyLocal && byRuns) {
+		// An in-process ingester is handed the decoded series: those decoded without their labels (known to
+		// it while the ring had it alone: takesRunLabels) get them now.
+		for k, ts := range series {
+			if ts.Labels == nil && k < len(runs) && runs[k] != nil {
+				if err := fillLabels(ts, runs[k]); err != nil {
+					return status.Error(codes.Internal, err.Error())
+				}
+			}
+		}
+	}
+	if onlyLocal {
 		// `strata all`: every series goes to the one in-process ingester whatever its hash; no key to compute,
 		// no batch to split. Synchronous, so released once it returns.
 		sendCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.timeout)
 		wreq := &storepb.WriteRequest{Tenant: tenant, Timeseries: series, Metadata: md}
 		var err error
-		if rp, ok := local.(runsPusher); ok && runs != nil {
+		if byRuns {
 			err = rp.pushRuns(sendCtx, tenant, wreq, runs)
 		} else {
 			err = local.Push(sendCtx, tenant, wreq)

@@ -204,3 +204,21 @@ func fillKnownLabels(tss []*prompb.TimeSeries, rs *receivedSeries, runs [][]byte
 	}
 	return nil
 }
+
+// knownValid implements seriesKnower for an in-process distributor (`strata all`): known[k] is set for the
+// series of runs the tenant's TSDB knows by its run under limits, which the distributor validated unchanged
+// under those limits when it pushed it (pushRuns records no other). False, and known untouched, when the
+// tenant's TSDB is not open.
+func (i *Ingester) knownValid(tenant string, limits [3]int, runs [][]byte, known []bool) bool {
+	u := i.get(tenant)
+	if u == nil || len(known) != len(runs) {
+		return false
+	}
+	rs := i.received.get(runs, limits)
+	defer i.received.put(rs)
+	u.refs.lookup(rs)
+	for k := range runs {
+		known[k] = rs.known[k] != 0
+	}
+	return true
+}

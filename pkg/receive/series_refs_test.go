@@ -14,6 +14,7 @@ import (
 
 	"github.com/efficientgo/core/testutil"
 	"github.com/go-kit/log"
+	"github.com/klauspost/compress/snappy"
 	"github.com/oklog/ulid/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/prometheus/model/labels"
@@ -26,6 +27,7 @@ import (
 	"github.com/stratametrics/strata/pkg/store/labelpb"
 	"github.com/stratametrics/strata/pkg/store/storepb"
 	"github.com/stratametrics/strata/pkg/store/storepb/prompb"
+	"github.com/stratametrics/strata/pkg/store/storepb/prompb/remotewrite"
 	"github.com/stratametrics/strata/pkg/tenancy"
 )
 
@@ -332,6 +334,27 @@ func TestSingleProcessSeriesRefs(t *testing.T) {
 	testutil.Equals(t, []int64{t0, t0 + 1002}, got[name("2")])
 	testutil.Equals(t, []int64{t0, t0 + 1000}, got[name("x")])
 	testutil.Equals(t, n, refs.len())
+
+	// The distributor knows the series the ingester knows as validated (not the unsorted one), and decodes a
+	// request without their labels; a sample of one refused is named all the same.
+	body, err := snappy.Decode(nil, encodeV1(t, series1(t0, "__name__", "m", "s", "0"), series1(t0, "s", "x", "__name__", "m")))
+	testutil.Ok(t, err)
+	o := remotewrite.Options{KeepLabelRuns: true}
+	_, err = remotewrite.DecodeV1(body, &o)
+	testutil.Ok(t, err)
+	known := d.lookupKnown("team-a", newSeriesValidator(d.overrides.ForTenant("team-a"), time.Now()).labelLimits(), o.LabelRuns())
+	testutil.Equals(t, []bool{true, false}, known.known)
+	req := httptest.NewRequest(http.MethodPost, "/api/v1/push", bytes.NewReader(encodeV1(t, series1(time.Now().Add(time.Hour).UnixMilli(), "__name__", "m", "s", "3"))))
+	req.Header.Set(tenancy.HeaderOrgID, "team-a")
+	req.Header.Set("Content-Type", ctV1)
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	testutil.Equals(t, http.StatusBadRequest, rec.Code, rec.Body.String())
+	testutil.Assert(t, strings.Contains(rec.Body.String(), `s="3"`), rec.Body.String())
+	write(t0+2000, 0)
+	got = readAll(t, ing, "team-a")
+	testutil.Equals(t, []int64{t0, t0 + 1003, t0 + 2000}, got[name("3")], "%v", got)
+	testutil.Equals(t, []int64{t0, t0 + 1000, t0 + 2000}, got[name("x")])
 }
 
 // TestIngesterSeriesRefsOfAReopenedTSDB: references are of one TSDB. A forwarded write looked up in a tenant's TSDB
@@ -470,6 +493,32 @@ func swapRefs(c *seriesRefs, a, b storage.SeriesRef) {
 			e.v = uint64(b)
 		case b:
 			e.v = uint64(a)
+		}
+	}
+}
+
+// TestRingPusherFillsSkippedLabelsForLocalIngesters: series decoded without their labels (known while `strata
+// all`'s ingester was the ring's only one) reach in-process ingesters of a ring of several with their labels,
+// decoded from their runs, and are stored as sent.
+func TestRingPusherFillsSkippedLabelsForLocalIngesters(t *testing.T) {
+	p, ings := testRing(t, "fill-skipped", 3, false)
+	t0 := time.Now().UnixMilli()
+	body, err := snappy.Decode(nil, encodeV1(t, series1(t0, "__name__", "m", "s", "0"), series1(t0, "__name__", "m", "s", "1")))
+	testutil.Ok(t, err)
+	o := remotewrite.Options{KeepFrames: true, SkipLabels: func(runs [][]byte) []bool { return []bool{true, true} }}
+	series, err := remotewrite.DecodeV1(body, &o)
+	testutil.Ok(t, err)
+	for _, ts := range series {
+		testutil.Equals(t, 0, len(ts.Labels))
+	}
+	released := make(chan struct{})
+	testutil.Ok(t, p.PushFrames(context.Background(), "team-a", &storepb.WriteRequest{Tenant: "team-a", Timeseries: series},
+		o.Frames(), o.LabelRuns(), nil, func() { close(released) }))
+	<-released
+	for i, ing := range ings {
+		got := readAll(t, ing, "team-a")
+		for _, s := range []string{"0", "1"} {
+			testutil.Equals(t, []int64{t0}, got[fmt.Sprintf(`{__name__="m", s="%s", tenant_id="team-a"}`, s)], "ingester %d: %v", i, got)
 		}
 	}
 }

@@ -48,7 +48,8 @@ type validSalt struct {
 
 // validLookup is what one request found in a validSeries: known[k] says that series k (runs[k]) passed checkLabels
 // unchanged before; keys[k] is its key (when runs[k] is not nil). fresh are the keys of the series the request
-// found valid and not known (record).
+// found valid and not known (record). One that Distributor.lookupKnown had from its Pusher has no keys: nothing
+// to record.
 type validLookup struct {
 	keys  []seriesKey
 	known []bool
@@ -129,7 +130,7 @@ func (l *validLookup) isKnown(k int) bool { return l != nil && l.known[k] }
 
 // found notes that series k, not known, passed checkLabels unchanged: it is recorded at done.
 func (l *validLookup) found(k int, run []byte) {
-	if l != nil && run != nil && !l.known[k] {
+	if l != nil && run != nil && !l.known[k] && k < len(l.keys) { // no keys: a Pusher's answer (lookupKnown)
 		l.fresh = append(l.fresh, l.keys[k])
 	}
 }
