@@ -19,7 +19,7 @@ func registerDistributorFlags(cmd *kingpin.CmdClause, b *binder, cfg *Config) {
 	b.String(cmd.Flag("distributor.id", "This distributor's ID in the distributor ring, which shares each tenant's ingestion rate among the distributors (default: the hostname)."), &cfg.Distributor.InstanceID)
 	b.Int(cmd.Flag("distributor.max-recv-msg-size", "Largest remote-write request body accepted, in bytes (413 beyond)."), &cfg.Distributor.MaxRecvMsgSize)
 	b.Duration(cmd.Flag("distributor.remote-timeout", "Timeout of one write to one ingester."), &cfg.Distributor.RemoteTimeout)
-	b.Int(cmd.Flag("distributor.validated-series-cache-size", "Series, over all tenants, remembered as having valid labels, which are then not checked again (32-64 bytes each; 0: check every series). Unused with an in-process ingester (strata all)."), &cfg.Distributor.ValidatedSeriesCacheSize)
+	b.Int(cmd.Flag("distributor.validated-series-cache-size", "Series, over all tenants, remembered as having valid labels, which are then not checked again (32-64 bytes each; 0: check every series). Unused with an in-process ingester (strata all), which knows its series by their bytes."), &cfg.Distributor.ValidatedSeriesCacheSize)
 	b.Int(cmd.Flag("distributor.instance-limits.max-inflight-push-requests", "Push requests this distributor handles at once; 503 beyond (0: no limit)."), &cfg.Distributor.InstanceLimits.MaxInflightPushRequests)
 	registerHATrackerFlags(cmd, b, cfg)
 	b.Int(cmd.Flag("distributor.instance-limits.max-inflight-push-requests-bytes", "Memory the push requests this distributor handles at once may hold: bodies as received and decompressed, and what they decode into (estimated before decoding); 503 beyond (0: no limit)."), &cfg.Distributor.InstanceLimits.MaxInflightPushRequestsBytes)
