@@ -203,7 +203,7 @@ func (p *RingPusher) push(ctx context.Context, tenant string, req *storepb.Write
 	}
 	local, inst, onlyLocal := p.onlyLocalIngester(r)
 	rp, byRuns := local.(runsPusher)
-	if byRuns = byRuns && runs != nil; len(p.local) > 0 && !(onlyLocal && byRuns) {
+	if byRuns = byRuns && runs != nil; len(p.local) > 0 && (!onlyLocal || !byRuns) {
 		// An in-process ingester is handed the decoded series: those decoded without their labels (known to
 		// it while the ring had it alone: takesRunLabels) get them now.
 		for k, ts := range series {
