@@ -364,12 +364,7 @@ func TestIngesterSeriesRefsOfAReopenedTSDB(t *testing.T) {
 	const n = 10
 	dir := t.TempDir()
 	now := time.Unix(1_750_000_000, 0)
-	ing := newTestIngester(t, dir, nil, prometheus.NewRegistry(), WithIngesterClock(func() time.Time { return now }),
-		WithShippers(func(tenant, d string, lbls labels.Labels, _ prometheus.Registerer) (Shipper, error) {
-			return &countingShipper{dir: d}, nil
-		}))
-	defer ing.Close()
-	ing.cfg.CloseIdleTSDBTimeout = time.Hour
+	ing := newIdleClosingIngester(t, dir, func() time.Time { return now })
 	// request writes series k at tms+k, in order or reversed.
 	request := func(tms int64, reversed bool) *storepb.WriteRequest {
 		req := &storepb.WriteRequest{Tenant: "a"}
@@ -403,15 +398,7 @@ func TestIngesterSeriesRefsOfAReopenedTSDB(t *testing.T) {
 	}
 	// ... which is then closed as idle, and opened again by a write of the series in the other order.
 	now = now.Add(2 * time.Hour)
-	db := ing.DB("a").(*tsdb.DB)
-	testutil.Ok(t, compactHead(db, ing.cfg.BlockDuration.Milliseconds()))
-	testutil.Ok(t, db.Head().Truncate(math.MaxInt64))
-	var ids []ulid.ULID
-	for _, b := range db.Blocks() {
-		ids = append(ids, b.Meta().ULID)
-	}
-	testutil.Ok(t, block.WriteShipperMeta(log.NewNopLogger(), filepath.Join(dir, "a"), &block.ShipperMeta{Version: 1, Uploaded: ids}))
-	testutil.Equals(t, []string{"a"}, ing.CloseIdle())
+	closeIdle(t, ing, dir, "a")
 	t1 := now.UnixMilli()
 	testutil.Ok(t, remoteWriteWire(context.Background(), ing, request(t1, true)))
 
@@ -444,12 +431,7 @@ func TestIngesterSkippedLabelsOfAReopenedTSDB(t *testing.T) {
 	const n = 10
 	dir := t.TempDir()
 	now := time.Unix(1_750_000_000, 0)
-	ing := newTestIngester(t, dir, nil, prometheus.NewRegistry(), WithIngesterClock(func() time.Time { return now }),
-		WithShippers(func(tenant, d string, lbls labels.Labels, _ prometheus.Registerer) (Shipper, error) {
-			return &countingShipper{dir: d}, nil
-		}))
-	defer ing.Close()
-	ing.cfg.CloseIdleTSDBTimeout = time.Hour
+	ing := newIdleClosingIngester(t, dir, func() time.Time { return now })
 	request := func(tms int64) *storepb.WriteRequest {
 		req := &storepb.WriteRequest{Tenant: "a"}
 		for k := range n {
@@ -466,15 +448,7 @@ func TestIngesterSkippedLabelsOfAReopenedTSDB(t *testing.T) {
 		testutil.Equals(t, 0, len(ts.Labels), "series %d was decoded with its labels", k)
 	}
 	now = now.Add(2 * time.Hour)
-	db := ing.DB("a").(*tsdb.DB)
-	testutil.Ok(t, compactHead(db, ing.cfg.BlockDuration.Milliseconds()))
-	testutil.Ok(t, db.Head().Truncate(math.MaxInt64))
-	var ids []ulid.ULID
-	for _, b := range db.Blocks() {
-		ids = append(ids, b.Meta().ULID)
-	}
-	testutil.Ok(t, block.WriteShipperMeta(log.NewNopLogger(), filepath.Join(dir, "a"), &block.ShipperMeta{Version: 1, Uploaded: ids}))
-	testutil.Equals(t, []string{"a"}, ing.CloseIdle())
+	closeIdle(t, ing, dir, "a")
 
 	_, err := ing.remoteWriteForwarded(context.Background(), w)
 	testutil.Ok(t, err)
@@ -483,6 +457,34 @@ func TestIngesterSkippedLabelsOfAReopenedTSDB(t *testing.T) {
 	for k := range n {
 		testutil.Equals(t, []int64{late.Timeseries[k].Samples[0].Timestamp}, got[fmt.Sprintf(`{__name__="m", s="%d", tenant_id="a"}`, k)], "series %d: %v", k, got)
 	}
+}
+
+// newIdleClosingIngester returns an ingester in dir of clock now, whose idle TSDBs close after an hour, their
+// blocks shipped by a countingShipper.
+func newIdleClosingIngester(t *testing.T, dir string, now func() time.Time) *Ingester {
+	t.Helper()
+	ing := newTestIngester(t, dir, nil, prometheus.NewRegistry(), WithIngesterClock(now),
+		WithShippers(func(tenant, d string, lbls labels.Labels, _ prometheus.Registerer) (Shipper, error) {
+			return &countingShipper{dir: d}, nil
+		}))
+	t.Cleanup(func() { _ = ing.Close() })
+	ing.cfg.CloseIdleTSDBTimeout = time.Hour
+	return ing
+}
+
+// closeIdle cuts tenant's head into a block, marks it shipped and closes the TSDB as idle (the clock past
+// CloseIdleTSDBTimeout).
+func closeIdle(t *testing.T, ing *Ingester, dir, tenant string) {
+	t.Helper()
+	db := ing.DB(tenant).(*tsdb.DB)
+	testutil.Ok(t, compactHead(db, ing.cfg.BlockDuration.Milliseconds()))
+	testutil.Ok(t, db.Head().Truncate(math.MaxInt64))
+	var ids []ulid.ULID
+	for _, b := range db.Blocks() {
+		ids = append(ids, b.Meta().ULID)
+	}
+	testutil.Ok(t, block.WriteShipperMeta(log.NewNopLogger(), filepath.Join(dir, tenant), &block.ShipperMeta{Version: 1, Uploaded: ids}))
+	testutil.Equals(t, []string{tenant}, ing.CloseIdle())
 }
 
 // swapRefs gives the series of references a and b each other's.

@@ -198,15 +198,7 @@ func TestDecodeKeepLabelRuns(t *testing.T) {
 					sampleSeen = true
 				}
 				name, value := strs[rng.Intn(len(strs))], strs[rng.Intn(len(strs))]
-				var lb []byte
-				if rng.Intn(4) == 0 { // value first
-					lb = protowire.AppendString(protowire.AppendTag(lb, 2, protowire.BytesType), value)
-					lb = protowire.AppendString(protowire.AppendTag(lb, 1, protowire.BytesType), name)
-				} else {
-					lb = protowire.AppendString(protowire.AppendTag(lb, 1, protowire.BytesType), name)
-					lb = protowire.AppendString(protowire.AppendTag(lb, 2, protowire.BytesType), value)
-				}
-				sb = protowire.AppendBytes(protowire.AppendTag(sb, 1, protowire.BytesType), lb)
+				sb = appendLabelField(sb, name, value, rng.Intn(4) == 0)
 				scattered = scattered || sampleSeen
 				invalid = invalid || name == "\xff" || value == "\xff"
 				if maxLabels > 0 && value == "" {
@@ -384,15 +376,7 @@ func TestDecodeSkipLabels(t *testing.T) {
 					sb = protowire.AppendBytes(protowire.AppendTag(sb, 2, protowire.BytesType), []byte{0x09, 0, 0, 0, 0, 0, 0, 0xf0, 0x3f})
 				}
 				name, value := strs[rng.Intn(len(strs))], strs[rng.Intn(len(strs))]
-				var lb []byte
-				if rng.Intn(4) == 0 { // value first
-					lb = protowire.AppendString(protowire.AppendTag(lb, 2, protowire.BytesType), value)
-					lb = protowire.AppendString(protowire.AppendTag(lb, 1, protowire.BytesType), name)
-				} else {
-					lb = protowire.AppendString(protowire.AppendTag(lb, 1, protowire.BytesType), name)
-					lb = protowire.AppendString(protowire.AppendTag(lb, 2, protowire.BytesType), value)
-				}
-				sb = protowire.AppendBytes(protowire.AppendTag(sb, 1, protowire.BytesType), lb)
+				sb = appendLabelField(sb, name, value, rng.Intn(4) == 0)
 			}
 			for range rng.Intn(3) {
 				smp, err := (&prompb.Sample{Value: rng.Float64(), Timestamp: rng.Int63n(1000)}).MarshalVT()
@@ -478,4 +462,18 @@ func TestDecodeSkipLabels(t *testing.T) {
 			testutil.Assert(t, beyond[k].Name == "" && beyond[k].Value == "", "iteration %d: a label element beyond the request's", iter)
 		}
 	}
+}
+
+// appendLabelField appends a label field (a series' field 1) of name and value to b, the value first when
+// valueFirst (a layout no encoder writes, which proto.Unmarshal accepts).
+func appendLabelField(b []byte, name, value string, valueFirst bool) []byte {
+	var lb []byte
+	if valueFirst {
+		lb = protowire.AppendString(protowire.AppendTag(lb, 2, protowire.BytesType), value)
+		lb = protowire.AppendString(protowire.AppendTag(lb, 1, protowire.BytesType), name)
+	} else {
+		lb = protowire.AppendString(protowire.AppendTag(lb, 1, protowire.BytesType), name)
+		lb = protowire.AppendString(protowire.AppendTag(lb, 2, protowire.BytesType), value)
+	}
+	return protowire.AppendBytes(protowire.AppendTag(b, 1, protowire.BytesType), lb)
 }
