@@ -82,7 +82,14 @@ func (i *Ingester) pushRuns(ctx context.Context, tenant string, req *storepb.Wri
 	if len(runs) != len(req.GetTimeseries()) {
 		return i.push(ctx, tenant, req, nil)
 	}
-	rs := i.received.get(runs, newSeriesValidator(i.overrides.ForTenant(tenant), i.now()).labelLimits())
+	limits := newSeriesValidator(i.overrides.ForTenant(tenant), i.now()).labelLimits()
+	// The series as the distributor looked them up here before it validated them (knownValid): not again.
+	if rs, ok := takeLookedUp(ctx).(*receivedSeries); ok && rs.from != nil && len(rs.keys) == len(runs) && rs.limits == limits {
+		rs.runs = runs
+		defer i.received.put(rs)
+		return i.push(ctx, tenant, req, rs)
+	}
+	rs := i.received.get(runs, limits)
 	defer i.received.put(rs)
 	return i.push(ctx, tenant, req, rs)
 }

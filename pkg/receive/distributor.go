@@ -2,6 +2,7 @@ package receive
 
 import (
 	"context"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -308,17 +309,56 @@ func (d *Distributor) lookupKnown(tenant string, limits [3]int, runs [][]byte) *
 		return nil
 	}
 	l := &validLookup{known: make([]bool, len(runs))}
-	if !sk.knownValid(tenant, limits, runs, l.known) {
+	looked, ok := sk.knownValid(tenant, limits, runs, l.known)
+	if !ok {
 		return nil
 	}
+	l.looked = looked
 	return l
 }
 
 // seriesKnower is a Pusher that knows, by their label runs, series the distributor validated unchanged before
 // (a RingPusher whose only ingester is in-process, its seriesRefs: see Ingester.knownValid). knownValid sets
-// known[k] for those of runs, and reports false when it cannot tell.
+// known[k] for those of runs, and reports false when it cannot tell; looked, when not nil, is the lookup itself,
+// which Push hands back to the Pusher with the series it passes on (withLookedUp), so that they are not looked up
+// twice.
 type seriesKnower interface {
-	knownValid(tenant string, limits [3]int, runs [][]byte, known []bool) bool
+	knownValid(tenant string, limits [3]int, runs [][]byte, known []bool) (looked lookedUp, ok bool)
+}
+
+// lookedUp is what a seriesKnower looked a request's series up as, one entry per series; Push keeps it in the
+// order of the series it passes on: keep(from, to) moves series from's entry to to (to ≤ from), truncate(n)
+// keeps the first n.
+type lookedUp interface {
+	keep(from, to int)
+	truncate(n int)
+}
+
+// lookedUpKey is the context key of a *lookedUpHandOver.
+type lookedUpKey struct{}
+
+// lookedUpHandOver carries a lookedUp from Push to the Pusher, to be taken once.
+type lookedUpHandOver struct {
+	mtx sync.Mutex
+	l   lookedUp
+}
+
+// withLookedUp returns ctx carrying l for the Pusher (takeLookedUp).
+func withLookedUp(ctx context.Context, l lookedUp) context.Context {
+	return context.WithValue(ctx, lookedUpKey{}, &lookedUpHandOver{l: l})
+}
+
+// takeLookedUp returns the lookedUp ctx carries, once (nil afterwards, and when it carries none).
+func takeLookedUp(ctx context.Context) lookedUp {
+	h, ok := ctx.Value(lookedUpKey{}).(*lookedUpHandOver)
+	if !ok {
+		return nil
+	}
+	h.mtx.Lock()
+	defer h.mtx.Unlock()
+	l := h.l
+	h.l = nil
+	return l
 }
 
 // runLabelsPusher is a FramingPusher that may take series without their labels (nil) when it has their label runs.
@@ -500,7 +540,16 @@ func (d *Distributor) push(ctx context.Context, tenant string, req *PushRequest,
 			}
 			runs[len(valid)] = run
 		}
+		if known != nil && known.looked != nil {
+			known.looked.keep(i, len(valid))
+		}
 		valid = append(valid, ts)
+	}
+	if known != nil && known.looked != nil {
+		known.looked.truncate(len(valid))
+		if runs != nil {
+			ctx = withLookedUp(ctx, known.looked)
+		}
 	}
 	clear(series[len(valid):])
 	if frames != nil {

@@ -128,13 +128,16 @@ func (p *RingPusher) takesRunLabels() bool { return true }
 
 // knownValid implements seriesKnower: while the ring's only ingester is in-process (`strata all`), it is asked
 // which series it knows by their runs (Ingester.knownValid).
-func (p *RingPusher) knownValid(tenant string, limits [3]int, runs [][]byte, known []bool) bool {
+func (p *RingPusher) knownValid(tenant string, limits [3]int, runs [][]byte, known []bool) (lookedUp, bool) {
 	local, _, ok := p.onlyLocalIngester(p.tenantRing(tenant))
 	if !ok {
-		return false
+		return nil, false
 	}
 	k, ok := local.(seriesKnower)
-	return ok && k.knownValid(tenant, limits, runs, known)
+	if !ok {
+		return nil, false
+	}
+	return k.knownValid(tenant, limits, runs, known)
 }
 
 // isClientError: errors a retry cannot fix, which DoBatch must not count against the quorum as failures of

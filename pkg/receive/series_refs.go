@@ -209,16 +209,28 @@ func fillKnownLabels(tss []*prompb.TimeSeries, rs *receivedSeries, runs [][]byte
 // series of runs the tenant's TSDB knows by its run under limits, which the distributor validated unchanged
 // under those limits when it pushed it (pushRuns records no other). False, and known untouched, when the
 // tenant's TSDB is not open.
-func (i *Ingester) knownValid(tenant string, limits [3]int, runs [][]byte, known []bool) bool {
+//
+// The lookup is returned (a *receivedSeries without runs: those given may not outlive the call), for pushRuns to
+// append by (takeLookedUp) instead of looking the series up again.
+func (i *Ingester) knownValid(tenant string, limits [3]int, runs [][]byte, known []bool) (lookedUp, bool) {
 	u := i.get(tenant)
 	if u == nil || len(known) != len(runs) {
-		return false
+		return nil, false
 	}
 	rs := i.received.get(runs, limits)
-	defer i.received.put(rs)
 	u.refs.lookup(rs)
+	rs.runs = nil
 	for k := range runs {
 		known[k] = rs.known[k] != 0
 	}
-	return true
+	return rs, true
+}
+
+// keep and truncate implement lookedUp.
+func (rs *receivedSeries) keep(from, to int) {
+	rs.keys[to], rs.known[to] = rs.keys[from], rs.known[from]
+}
+
+func (rs *receivedSeries) truncate(n int) {
+	rs.keys, rs.known = rs.keys[:n], rs.known[:n]
 }

@@ -295,7 +295,9 @@ func TestSeriesRefsLimit(t *testing.T) {
 func TestSingleProcessSeriesRefs(t *testing.T) {
 	p, ings := testRing(t, "single-process-refs", 1, false)
 	ing := ings[0]
-	d := NewDistributor(DefaultPushConfig(), tenancy.NewOverrides(testLimits(), nil), p, log.NewNopLogger(), prometheus.NewRegistry())
+	cfg := DefaultPushConfig()
+	cfg.ValidatedSeriesCacheSize = 0 // as `strata all` (setupDistributor): its ingester knows the series
+	d := NewDistributor(cfg, tenancy.NewOverrides(testLimits(), nil), p, log.NewNopLogger(), prometheus.NewRegistry())
 	h := tenancy.DefaultConfig().HTTPMiddleware(false)(NewPushHandler(d))
 	post := func(series ...promprompb.TimeSeries) {
 		t.Helper()
@@ -355,6 +357,21 @@ func TestSingleProcessSeriesRefs(t *testing.T) {
 	got = readAll(t, ing, "team-a")
 	testutil.Equals(t, []int64{t0, t0 + 1003, t0 + 2000}, got[name("3")], "%v", got)
 	testutil.Equals(t, []int64{t0, t0 + 1000, t0 + 2000}, got[name("x")])
+
+	// Series the distributor drops ahead of known ones: the ingester's lookup follows the series it is handed
+	// (each known series gets its own samples).
+	req = httptest.NewRequest(http.MethodPost, "/api/v1/push", bytes.NewReader(encodeV1(t,
+		series1(t0+3000, "__name__", "m", "bad-name", "y"), series1(t0+3000, "__name__", "m", "s", "4"),
+		series1(t0+3005, "__name__", "m", "s", "5"), series1(t0+3000, "__name__", "m", "s", "6"))))
+	req.Header.Set(tenancy.HeaderOrgID, "team-a")
+	req.Header.Set("Content-Type", ctV1)
+	rec = httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	testutil.Equals(t, http.StatusBadRequest, rec.Code, rec.Body.String()) // the valid ones written all the same
+	got = readAll(t, ing, "team-a")
+	testutil.Equals(t, []int64{t0, t0 + 1004, t0 + 2000, t0 + 3000}, got[name("4")], "%v", got)
+	testutil.Equals(t, []int64{t0, t0 + 1005, t0 + 2000, t0 + 3005}, got[name("5")], "%v", got)
+	testutil.Equals(t, []int64{t0, t0 + 1006, t0 + 2000, t0 + 3000}, got[name("6")], "%v", got)
 }
 
 // TestIngesterSeriesRefsOfAReopenedTSDB: references are of one TSDB. A forwarded write looked up in a tenant's TSDB
@@ -523,4 +540,58 @@ func TestRingPusherFillsSkippedLabelsForLocalIngesters(t *testing.T) {
 			testutil.Equals(t, []int64{t0}, got[fmt.Sprintf(`{__name__="m", s="%s", tenant_id="team-a"}`, s)], "ingester %d: %v", i, got)
 		}
 	}
+}
+
+// TestPushRunsTakesTheDistributorsLookup: `strata all`'s distributor looks the series up in its ingester before it
+// validates them (knownValid), and the push appends by that lookup rather than looking them up again: shown by
+// swapping two series' references in the table after the lookup — the push goes by the references looked up, and
+// a push without the hand-over by the swapped ones. The hand-over is taken once.
+func TestPushRunsTakesTheDistributorsLookup(t *testing.T) {
+	now := time.Unix(1_750_000_000, 0)
+	ing := newTestIngester(t, t.TempDir(), nil, prometheus.NewRegistry(), WithIngesterClock(func() time.Time { return now }))
+	defer ing.Close()
+	t0 := now.UnixMilli()
+	request := func(tms int64) (*storepb.WriteRequest, [][]byte) {
+		req := &storepb.WriteRequest{Tenant: "a"}
+		var runs [][]byte
+		for k := range 2 {
+			s := ts(series("m", "s", fmt.Sprint(k)), tms)
+			b, err := (&prompb.TimeSeries{Labels: s.Labels}).MarshalVT()
+			testutil.Ok(t, err)
+			req.Timeseries, runs = append(req.Timeseries, s), append(runs, b)
+		}
+		return req, runs
+	}
+	limits := newSeriesValidator(ing.overrides.ForTenant("a"), now).labelLimits()
+	req, runs := request(t0)
+	testutil.Ok(t, ing.pushRuns(context.Background(), "a", req, runs))
+	db := ing.DB("a").(*tsdb.DB)
+	refOf := func(k int) storage.SeriesRef {
+		lset := labels.FromStrings("__name__", "m", "s", fmt.Sprint(k))
+		ref, _ := db.Appender(context.Background()).(storage.GetRef).GetRef(lset, lset.Hash())
+		return ref
+	}
+	name := func(k int) string { return fmt.Sprintf(`{__name__="m", s="%d", tenant_id="a"}`, k) }
+
+	req, runs = request(t0 + 1000)
+	req.Timeseries[0].Samples[0].Timestamp++ // series 0 at t0+1001, series 1 at t0+1000
+	known := make([]bool, 2)
+	looked, ok := ing.knownValid("a", limits, runs, known)
+	testutil.Assert(t, ok)
+	testutil.Equals(t, []bool{true, true}, known)
+	swapRefs(ing.get("a").refs, refOf(0), refOf(1))
+	ctx := withLookedUp(context.Background(), looked)
+	testutil.Ok(t, ing.pushRuns(ctx, "a", req, runs))
+	got := readAll(t, ing, "a")
+	testutil.Equals(t, []int64{t0, t0 + 1001}, got[name(0)], "%v", got)
+	testutil.Equals(t, []int64{t0, t0 + 1000}, got[name(1)])
+	testutil.Equals(t, nil, takeLookedUp(ctx))
+
+	// Without it, the table (swapped) is looked up: the two trade this sample.
+	req, runs = request(t0 + 2000)
+	req.Timeseries[0].Samples[0].Timestamp++
+	testutil.Ok(t, ing.pushRuns(ctx, "a", req, runs))
+	got = readAll(t, ing, "a")
+	testutil.Equals(t, []int64{t0, t0 + 1001, t0 + 2000}, got[name(0)], "%v", got)
+	testutil.Equals(t, []int64{t0, t0 + 1000, t0 + 2001}, got[name(1)])
 }

@@ -54,6 +54,8 @@ type validLookup struct {
 	keys  []seriesKey
 	known []bool
 	fresh []seriesKey
+	// looked is the Pusher's own lookup (lookupKnown), if any.
+	looked lookedUp
 }
 
 // newValidSeries returns a validSeries of at most limit series; nil (no series known, nothing recorded) when
