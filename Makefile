@@ -47,7 +47,7 @@ test-e2e: ## Run the end-to-end tests, then short bounded fuzz runs of remote-wr
 	$(GO) test -run '^$$' -fuzz '^FuzzOTLPHandler$$' -fuzztime $(FUZZ_TIME) ./pkg/receive/
 
 bench: ## Run the benchmarks (not part of `make test`), then the store-gateway's process-level benchmark.
-	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCH_TIME) ./...
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCH_TIME) -timeout 90m ./...
 	# The line above runs pkg/query's BenchmarkGatewayStartup and BenchmarkGateway7DayRange (gateway vs Prometheus,
 	# in process); this one the same against the real binaries: strata store-gateway vs prometheus over 1,000 blocks.
 	# It also runs pkg/compact's BenchmarkCompact_RF3 (Strata's compaction cycle vs Prometheus's LeveledCompactor
@@ -62,6 +62,10 @@ bench-write-allocs: ## Write-path allocations alone: the ingester's gRPC write a
 .PHONY: bench-write-layers
 bench-write-layers: ## The ingester's write path layer by layer over 100k series: Prometheus's head alone, Ingester.Push, the gRPC write (ns/sample each; the head's is the floor).
 	$(GO) test -run '^$$' -bench '^BenchmarkIngesterLayers$$' -benchmem -benchtime 2000x -count 6 ./pkg/receive/
+
+.PHONY: bench-write-memory
+bench-write-memory: ## The memory floor of the write soak: Prometheus's head alone vs Ingester.Push, fed what each ingester stores in 10 minutes of bench-write (KB/series live, at GOGC 20, RSS; BENCH_MEMORY_ROUNDS samples per series, default 1800).
+	$(GO) test -run '^$$' -bench '^BenchmarkIngesterMemory$$' -benchtime 1x -timeout 60m ./pkg/receive/
 
 .PHONY: bench-compact
 bench-compact: ## Compaction benchmark alone: RF-3 blocks compacted by Strata's cycle vs Prometheus's tsdb compactor (samples/s, ratio, peak RSS).
