@@ -84,3 +84,73 @@ func (t *refTable) reset(n int) {
 
 // len is the number of entries.
 func (t *refTable) len() int { return t.n }
+
+// keySet is a set of 64-bit keys that are hashes (uniformly random), laid out as refTable (one array, open
+// addressing, linear probing) in 8 bytes a slot: a third of refTable's, so that a distributor's table of 100k
+// series (validSeries) is 2 MiB, not 6, and more of it stays in the CPU's caches. 0 marks an empty slot: key 0 is
+// stored as 1 (one more key that shares its entry, among 2⁶⁴).
+//
+// Not safe for concurrent use; a lookup may run beside other lookups.
+type keySet struct {
+	slots []uint64 // a power of two of them, or none
+	n     int
+}
+
+// has says whether k is in the set.
+func (s *keySet) has(k uint64) bool {
+	if len(s.slots) == 0 {
+		return false
+	}
+	k = max(k, 1)
+	mask := uint64(len(s.slots) - 1)
+	for i := k & mask; ; i = (i + 1) & mask {
+		switch s.slots[i] {
+		case k:
+			return true
+		case 0:
+			return false
+		}
+	}
+}
+
+// add puts k in the set, which grows so as to stay at most 3/4 full.
+func (s *keySet) add(k uint64) {
+	if (s.n+1)*4 > len(s.slots)*3 {
+		old := s.slots
+		s.slots, s.n = make([]uint64, max(minRefSlots, 2*len(old))), 0
+		for _, o := range old {
+			if o != 0 {
+				s.add(o)
+			}
+		}
+	}
+	k = max(k, 1)
+	mask := uint64(len(s.slots) - 1)
+	for i := k & mask; ; i = (i + 1) & mask {
+		switch s.slots[i] {
+		case k:
+			return
+		case 0:
+			s.slots[i] = k
+			s.n++
+			return
+		}
+	}
+}
+
+// reset empties the set, keeping an array sized for n keys.
+func (s *keySet) reset(n int) {
+	size := minRefSlots
+	for size*3 < n*4 {
+		size *= 2
+	}
+	if size == len(s.slots) {
+		clear(s.slots)
+	} else {
+		s.slots = make([]uint64, size)
+	}
+	s.n = 0
+}
+
+// len is the number of keys.
+func (s *keySet) len() int { return s.n }

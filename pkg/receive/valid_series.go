@@ -14,22 +14,23 @@ import (
 // checked every time (checkSamples): their rules depend on the clock.
 //
 // A series is known by its labels as received (label runs, remotewrite.Options.KeepLabelRuns), the tenant and
-// the tenant's label limits: the key is 128 bits of two hashes of them with seeds of this process
-// (hash/maphash), as seriesRefs's. Equal bytes decode to equal labels, and checkLabels is a function of the
-// labels and the limits, so a series known by its key passes checkLabels unchanged; when a tenant's limits
-// change, so do its keys, and its series are checked and recorded again. A client cannot choose two label sets
-// whose keys collide (the seeds are secret), and the ingesters check every series they do not know themselves
-// (validateForwarded) in any case.
+// the tenant's label limits: the key is a 64-bit hash of them with a seed of this process (hash/maphash). Equal
+// bytes decode to equal labels, and checkLabels is a function of the labels and the limits, so a series known by
+// its key passes checkLabels unchanged; when a tenant's limits change, so do its keys, and its series are checked
+// and recorded again. A client cannot choose label sets whose keys collide (the seed is secret); two label sets
+// collide by chance once in 2⁶⁴ lookups per series held (~10⁻¹³ at a million), and a series taken for valid so
+// would still be checked by each ingester that does not know it (validateForwarded). (An ingester's seriesRefs
+// keys are 128 bits: there a collision would append to another series.)
 //
 // At most limit series are remembered over all tenants; recording beyond that starts again from empty, so the
-// table (refTable) costs 32–64 bytes per series it can hold (at most 48 MiB at the default 1Mi series), and a
+// table (keySet) costs 11–21 bytes per series it can hold (at most 16 MiB at the default 1Mi series), and a
 // distributor that sees more distinct series than limit checks them all, as it would without the cache.
 type validSeries struct {
-	seeds [2]maphash.Seed
+	seed  maphash.Seed
 	limit int
 
 	mtx sync.RWMutex
-	t   refTable // key → 1
+	t   keySet
 
 	scratch sync.Pool // *validLookup
 	metrics validSeriesMetrics
@@ -51,9 +52,9 @@ type validSalt struct {
 // found valid and not known (record). One that Distributor.lookupKnown had from its Pusher has no keys: nothing
 // to record.
 type validLookup struct {
-	keys  []seriesKey
+	keys  []uint64
 	known []bool
-	fresh []seriesKey
+	fresh []uint64
 	// looked is the Pusher's own lookup (lookupKnown), if any.
 	looked lookedUp
 }
@@ -64,7 +65,7 @@ func newValidSeries(limit int, reg prometheus.Registerer) *validSeries {
 	if limit <= 0 {
 		return nil
 	}
-	c := &validSeries{seeds: [2]maphash.Seed{maphash.MakeSeed(), maphash.MakeSeed()}, limit: limit}
+	c := &validSeries{seed: maphash.MakeSeed(), limit: limit}
 	f := promauto.With(reg)
 	c.metrics = validSeriesMetrics{
 		hits: f.NewCounter(prometheus.CounterOpts{
@@ -99,15 +100,14 @@ func (c *validSeries) lookup(tenant string, limits [3]int, runs [][]byte) *valid
 	}
 	n := len(runs)
 	if cap(l.keys) < n {
-		l.keys, l.known = make([]seriesKey, n), make([]bool, n)
+		l.keys, l.known = make([]uint64, n), make([]bool, n)
 	}
 	l.keys, l.known, l.fresh = l.keys[:n], l.known[:n], l.fresh[:0]
-	// Both halves salted: the tenants share the map, and one tenant's entry must not replace another's.
-	salt := validSalt{tenant: tenant, limits: limits}
-	salt0, salt1 := maphash.Comparable(c.seeds[0], salt), maphash.Comparable(c.seeds[1], salt)
+	// Salted: the tenants share the set, and one tenant's series must not stand for another's.
+	salt := maphash.Comparable(c.seed, validSalt{tenant: tenant, limits: limits})
 	for k, run := range runs {
 		if run != nil {
-			l.keys[k] = seriesKey{maphash.Bytes(c.seeds[0], run) ^ salt0, maphash.Bytes(c.seeds[1], run) ^ salt1}
+			l.keys[k] = maphash.Bytes(c.seed, run) ^ salt
 		}
 	}
 	hits := 0
@@ -115,7 +115,7 @@ func (c *validSeries) lookup(tenant string, limits [3]int, runs [][]byte) *valid
 	for k, run := range runs {
 		l.known[k] = false
 		if run != nil {
-			if c.t.get(l.keys[k]) != 0 {
+			if c.t.has(l.keys[k]) {
 				l.known[k] = true
 				hits++
 			}
@@ -148,7 +148,7 @@ func (c *validSeries) done(l *validLookup) {
 			c.t.reset(min(n, c.limit))
 		}
 		for _, k := range l.fresh[:min(n, c.limit)] {
-			c.t.put(k, 1)
+			c.t.add(k)
 		}
 		c.mtx.Unlock()
 	}
