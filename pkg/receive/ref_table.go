@@ -68,19 +68,22 @@ func (t *refTable) grow() {
 	}
 }
 
-// reset empties the table, keeping an array sized for n entries.
-func (t *refTable) reset(n int) {
+// emptySlots returns the array of an emptied table (refTable, keySet) of n entries: slots cleared when it has
+// the size n needs (a power of two, at least minRefSlots, that keeps it at most 3/4 full), else a new one of it.
+func emptySlots[T any](slots []T, n int) []T {
 	size := minRefSlots
 	for size*3 < n*4 {
 		size *= 2
 	}
-	if size == len(t.slots) {
-		clear(t.slots)
-	} else {
-		t.slots = make([]refSlot, size)
+	if size == len(slots) {
+		clear(slots)
+		return slots
 	}
-	t.n = 0
+	return make([]T, size)
 }
+
+// reset empties the table, keeping an array sized for n entries.
+func (t *refTable) reset(n int) { t.slots, t.n = emptySlots(t.slots, n), 0 }
 
 // len is the number of entries.
 func (t *refTable) len() int { return t.n }
@@ -139,18 +142,7 @@ func (s *keySet) add(k uint64) {
 }
 
 // reset empties the set, keeping an array sized for n keys.
-func (s *keySet) reset(n int) {
-	size := minRefSlots
-	for size*3 < n*4 {
-		size *= 2
-	}
-	if size == len(s.slots) {
-		clear(s.slots)
-	} else {
-		s.slots = make([]uint64, size)
-	}
-	s.n = 0
-}
+func (s *keySet) reset(n int) { s.slots, s.n = emptySlots(s.slots, n), 0 }
 
 // len is the number of keys.
 func (s *keySet) len() int { return s.n }

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
+	"runtime/metrics"
 	"runtime/pprof"
 	"strconv"
 	"strings"
@@ -33,7 +34,7 @@ import (
 //
 // Both end as the TSDB does every minute (full head chunks written out and referenced), then measure.
 //
-// Reported per series, after two collections: live-KB (the heap the data keeps: live heap after the load minus
+// Reported per series, after a collection: live-KB (the heap the data keeps: live heap after the load minus
 // before it, the load's own requests excluded), gogc-KB (live-KB × 1.2: the heap GOGC 20 lets it reach between
 // collections) and rss-KB (this process's resident set after minus before, with the free pages returned to the
 // system at both: the least the data needs resident). A strata process adds its fixed cost (binary pages and
@@ -172,15 +173,14 @@ func writeHeapProfile(b *testing.B, path string) {
 // memoryFigures are a process's live heap and resident set.
 type memoryFigures struct{ live, rss uint64 }
 
-// settledMemory returns the live heap (HeapAlloc right after two collections) and VmRSS once the free pages are
-// returned to the system (debug.FreeOSMemory: the least RSS that heap needs; a server's runtime returns them
-// gradually, and its RSS is higher).
+// settledMemory returns the live heap (as the last collection marked it, /gc/heap/live:bytes) and VmRSS once
+// the free pages are returned to the system (debug.FreeOSMemory, which collects first: the least RSS that heap
+// needs; a server's runtime returns them gradually, and its RSS is higher).
 func settledMemory() memoryFigures {
-	runtime.GC()
 	debug.FreeOSMemory()
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	f := memoryFigures{live: ms.HeapAlloc}
+	sample := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+	metrics.Read(sample)
+	f := memoryFigures{live: sample[0].Value.Uint64()}
 	// /proc/self/statm: size, resident, … in pages.
 	if s, err := os.ReadFile("/proc/self/statm"); err == nil {
 		if fields := strings.Fields(string(s)); len(fields) > 1 {
