@@ -6,6 +6,7 @@ import (
 	"math"
 	"net/http"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -165,6 +166,17 @@ var apiPaths = map[string]bool{
 	"/labels": true, "/series": true, "/status/buildinfo": true,
 }
 
+// openAPIOptions limit the OpenAPI documents Prometheus's API renders when it is built (and keeps: 10.5 MB of
+// YAML for its whole API, in every querier) to the endpoints served here. /openapi.yaml itself is not served.
+func openAPIOptions() v1.OpenAPIOptions {
+	paths := []string{"/label/"}
+	for p := range apiPaths {
+		paths = append(paths, p)
+	}
+	slices.Sort(paths)
+	return v1.OpenAPIOptions{IncludePaths: paths}
+}
+
 // NewAPI returns the Prometheus-compatible HTTP API under /api/v1/ and /prometheus/api/v1/. It expects the
 // tenant in the request context (tenancy's HTTP middleware in front of it). Prometheus's own web/api/v1 does
 // the parsing and the JSON, so that answers and errors are exactly Prometheus's.
@@ -184,7 +196,7 @@ func NewAPI(q *Queryable, overrides *tenancy.Overrides, cfg APIConfig, logger lo
 		prometheus.NewRegistry(), prometheus.NewRegistry(), nil,
 		false, nil, false, false, false, false,
 		cfg.Engine.LookbackDelta, false, false,
-		errorCodes(), features.NewRegistry(), v1.OpenAPIOptions{}, parser.NewParser(parser.Options{}),
+		errorCodes(), features.NewRegistry(), openAPIOptions(), parser.NewParser(parser.Options{}),
 	)
 	mux := http.NewServeMux()
 	for _, prefix := range []string{"/api/v1", "/prometheus/api/v1"} {
